@@ -1,0 +1,44 @@
+"""Default main job: EAMSGD, p = 4 workers, period tau = 10, on MNIST-1D (embedded data),
+one worker per simulated CPU device.
+
+    python launch.py --config configs/default.py --workdir /tmp/run
+    python launch.py --config configs/default.py --workdir /tmp/run \
+        --config.algorithm.period=1 --config.algorithm.moving_rate=0.0
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    # p: changing it rescales moving_rate below (beta = p * alpha stays 0.9) unless the
+    # moving rate is overridden itself.
+    config.num_workers = num_workers = config_dict.FieldReference(4)
+    # Devices to spread the workers over (0 = all available). On CPU, launch.py creates this
+    # many simulated devices before jax starts.
+    config.num_devices = 4
+
+    config.data = ml_collections.ConfigDict()
+    config.data.name = "mnist1d"
+    config.data.data_dir = config_dict.placeholder(str)
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "cnn1d"
+    config.model.kwargs = ml_collections.ConfigDict()
+
+    config.algorithm = ml_collections.ConfigDict()
+    config.algorithm.name = "eamsgd"
+    config.algorithm.learning_rate = 0.1
+    config.algorithm.momentum = 0.9
+    config.algorithm.moving_rate = 0.9 / num_workers  # alpha = beta / p, beta = 0.9
+    config.algorithm.period = 10
+
+    config.train = ml_collections.ConfigDict()
+    config.train.batch_size = 128  # per worker
+    config.train.num_steps = 2000  # local steps per worker
+    config.train.steps_per_round = 0  # 0: one round = one period
+    config.train.eval_every = 250
+    config.train.weight_decay = 1e-4
+    return config

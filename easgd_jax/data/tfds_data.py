@@ -1,0 +1,122 @@
+"""tfds-backed data sets, read with the real tfds code from a prepared ``data_dir``.
+
+Data sets are read through ``tfds.data_source`` (random access, no TensorFlow needed at
+training time), which requires them prepared in the ``array_record`` format. Nothing is
+downloaded here: a data set missing from ``data_dir`` fails at once with the command that
+prepares it (run where the internet and TensorFlow are available):
+
+    tfds build mnist --data_dir=DATA_DIR --file_format=array_record
+
+(for imagenet2012, place the ILSVRC2012 archives in DATA_DIR/downloads/manual first).
+Small data sets (mnist, cifar10) are decoded once into memory; imagenet2012 is read lazily,
+image by image, as the workers sample it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from easgd_jax.data.dataset import Dataset
+
+# Per-channel statistics used for normalisation (computed on the training splits).
+_CIFAR10_MEAN = np.array([0.4914, 0.4822, 0.4465], np.float32)
+_CIFAR10_STD = np.array([0.2470, 0.2435, 0.2616], np.float32)
+_IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+_IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+TFDS_NAMES = ("mnist", "cifar10", "imagenet2012")
+
+
+def _prepared_builder(name: str, data_dir: str | None):
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder(name, data_dir=data_dir)
+    if not builder.is_prepared():
+        raise FileNotFoundError(
+            f"tfds data set {name!r} is not prepared in data_dir={data_dir!r} "
+            f"(looked in {builder.data_path}). Prepare it once, on a machine with internet "
+            f"access and TensorFlow, with:\n    tfds build {name} --data_dir=DATA_DIR "
+            "--file_format=array_record\nthen pass --config.data.data_dir=DATA_DIR. The "
+            "embedded data sets (mnist1d, digits) need no preparation.")
+    return builder
+
+
+def _data_source(name: str, split: str, data_dir: str | None):
+    import tensorflow_datasets as tfds
+
+    _prepared_builder(name, data_dir)
+    return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+
+
+def _read_all(source) -> tuple[np.ndarray, np.ndarray]:
+    records = source.__getitems__(list(range(len(source))))
+    images = np.stack([np.asarray(r["image"]) for r in records])
+    labels = np.asarray([r["label"] for r in records], np.int32)
+    return images, labels
+
+
+def load_tfds(name: str, data_dir: str | None, image_size: int = 221) -> Dataset:
+    """Loads ``name`` (one of ``TFDS_NAMES``) from ``data_dir``, normalised, as a Dataset."""
+    if name == "mnist":
+        splits = [_read_all(_data_source(name, s, data_dir)) for s in ("train", "test")]
+        (tx, ty), (vx, vy) = [((x.astype(np.float32) / 255.0), y) for x, y in splits]
+        return Dataset(name, tx, ty, vx, vy, num_classes=10)
+    if name == "cifar10":
+        splits = [_read_all(_data_source(name, s, data_dir)) for s in ("train", "test")]
+        (tx, ty), (vx, vy) = [
+            ((x.astype(np.float32) / 255.0 - _CIFAR10_MEAN) / _CIFAR10_STD, y)
+            for x, y in splits]
+        return Dataset(name, tx, ty, vx, vy, num_classes=10)
+    if name == "imagenet2012":
+        train = LazyImages(_data_source(name, "train", data_dir), image_size)
+        test = LazyImages(_data_source(name, "validation", data_dir), image_size)
+        return Dataset(name, train, train.labels, test, test.labels, num_classes=1000)
+    raise ValueError(f"unknown tfds data set {name!r}; known: {', '.join(TFDS_NAMES)}.")
+
+
+@dataclasses.dataclass
+class LazyImages:
+    """Random-access images decoded, resized (shorter side) and centre-cropped on demand.
+
+    Indexing with an integer array returns a float32 ``[n, size, size, 3]`` batch; only the
+    labels are read up front.
+    """
+
+    source: object
+    size: int
+
+    def __post_init__(self):
+        self.labels = np.asarray(
+            [r["label"] for r in self.source.__getitems__(list(range(len(self.source))))],
+            np.int32)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self), self.size, self.size, 3)
+
+    def __getitem__(self, index: Sequence[int] | np.ndarray) -> np.ndarray:
+        flat = np.asarray(index).reshape(-1)
+        records = self.source.__getitems__([int(i) for i in flat])
+        images = np.stack([_resize_center_crop(np.asarray(r["image"]), self.size)
+                           for r in records])
+        images = (images.astype(np.float32) / 255.0 - _IMAGENET_MEAN) / _IMAGENET_STD
+        return images.reshape(*np.shape(index), self.size, self.size, 3)
+
+
+def _resize_center_crop(image: np.ndarray, size: int) -> np.ndarray:
+    from PIL import Image
+
+    if image.ndim == 2 or image.shape[-1] == 1:
+        image = np.repeat(image.reshape(*image.shape[:2], 1), 3, axis=-1)
+    h, w = image.shape[:2]
+    scale = size / min(h, w)
+    new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
+    resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
+    top, left = (new_h - size) // 2, (new_w - size) // 2
+    return resized[top:top + size, left:left + size]

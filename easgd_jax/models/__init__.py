@@ -1,0 +1,30 @@
+"""Flax models looked up by name from the config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+
+from easgd_jax.models.small import CNN1D, MLP, cross_entropy
+
+_MODELS: dict[str, type[nn.Module]] = {"mlp": MLP, "cnn1d": CNN1D}
+MODEL_NAMES = tuple(sorted(_MODELS))
+
+
+def get_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
+    """Builds the model ``name`` with ``num_classes`` outputs and keyword hyperparameters."""
+    try:
+        cls = _MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(MODEL_NAMES)}.") from None
+    fields = set(cls.__dataclass_fields__) - {"parent", "name", "num_classes"}
+    unknown = sorted(set(kwargs) - fields)
+    if unknown:
+        raise ValueError(
+            f"model {name!r} does not take {', '.join(unknown)}; it takes "
+            f"{', '.join(sorted(fields))}.")
+    return cls(num_classes=num_classes, **kwargs)
+
+
+__all__ = ["CNN1D", "MLP", "MODEL_NAMES", "cross_entropy", "get_model"]

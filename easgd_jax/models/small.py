@@ -1,0 +1,78 @@
+"""Small Flax models for the embedded data sets, cheap enough for simulated CPU devices."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+class MLP(nn.Module):
+    """Flatten -> [Dense -> ReLU] * len(hidden) -> Dense(num_classes)."""
+
+    num_classes: int
+    hidden: Sequence[int] = (256, 256)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        del train
+        x = x.reshape(x.shape[0], -1)
+        for width in self.hidden:
+            x = nn.relu(nn.Dense(width)(x))
+        return nn.Dense(self.num_classes)(x)
+
+
+class StridedConv1D(nn.Module):
+    """A 1-D convolution ("SAME" padding) computed as patches @ kernel.
+
+    Mathematically ``nn.Conv(features, (kernel_size,), strides=(stride,), padding="SAME")``
+    with the same parameter shapes; written as one matmul over extracted windows because
+    XLA:CPU runs small strided convolutions (and their gradients) far slower than a dot.
+    """
+
+    features: int
+    kernel_size: int
+    stride: int = 1
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        batch, length, channels = x.shape
+        out_length = -(-length // self.stride)
+        pad = max((out_length - 1) * self.stride + self.kernel_size - length, 0)
+        x = jnp.pad(x, ((0, 0), (pad // 2, pad - pad // 2), (0, 0)))
+        span = (out_length - 1) * self.stride + 1
+        windows = [x[:, i:i + span:self.stride, :] for i in range(self.kernel_size)]
+        patches = jnp.concatenate(windows, axis=-1)  # [batch, out_length, k * channels]
+        kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                            (self.kernel_size, channels, self.features))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        return patches @ kernel.reshape(-1, self.features) + bias
+
+
+class CNN1D(nn.Module):
+    """A 1-D CNN for MNIST-1D: [Conv1D(stride 2) -> ReLU] * len(features) -> Dense.
+
+    Inputs ``[batch, length]`` (one channel) or ``[batch, length, channels]``.
+    """
+
+    num_classes: int
+    features: Sequence[int] = (32, 64, 64)
+    kernel_sizes: Sequence[int] = (5, 3, 3)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        del train
+        if x.ndim == 2:
+            x = x[..., None]
+        for width, kernel in zip(self.features, self.kernel_sizes, strict=True):
+            x = nn.relu(StridedConv1D(width, kernel, stride=2)(x))
+        x = x.reshape(x.shape[0], -1)
+        return nn.Dense(self.num_classes)(x)
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Mean softmax cross-entropy with integer labels."""
+    log_probs = jax.nn.log_softmax(logits)
+    return -jnp.mean(jnp.take_along_axis(log_probs, labels[:, None], axis=-1))

@@ -1,0 +1,85 @@
+"""Config checks that run before any data is loaded or anything is compiled.
+
+Each message names the field, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import ml_collections
+
+from easgd_jax.algorithms import registry
+from easgd_jax.data import DATASET_NAMES
+from easgd_jax.models import MODEL_NAMES
+
+REQUIRED = {
+    "": ("seed", "num_workers", "num_devices", "data", "model", "algorithm", "train"),
+    "data": ("name", "data_dir"),
+    "model": ("name", "kwargs"),
+    "algorithm": ("name",),
+    "train": ("batch_size", "num_steps", "steps_per_round", "eval_every", "weight_decay"),
+}
+
+
+def _integer(field: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"config.{field} must be an integer >= {minimum}, got {value!r}.")
+
+
+def _choice(field: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"config.{field} must be one of {', '.join(allowed)}; got {value!r}.")
+
+
+def steps_per_round(config: ml_collections.ConfigDict) -> int:
+    """Local steps per compiled round: ``train.steps_per_round``, or the period if 0."""
+    if config.train.steps_per_round:
+        return int(config.train.steps_per_round)
+    return int(config.algorithm.get("period", 10))
+
+
+def algorithm_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """``config.algorithm`` without its name: the constructor's keyword arguments."""
+    hparams = config.algorithm.to_dict()
+    hparams.pop("name")
+    return hparams
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError naming the first invalid field of ``config``."""
+    for section, fields in REQUIRED.items():
+        node = config if not section else config[section]
+        for name in fields:
+            if name not in node:
+                where = f"{section}.{name}" if section else name
+                raise ValueError(f"config.{where} is missing.")
+    _integer("seed", config.seed, 0)
+    _integer("num_workers", config.num_workers, 1)
+    _integer("num_devices", config.num_devices, 0)
+    if config.num_devices and config.num_workers % config.num_devices:
+        raise ValueError(
+            f"config.num_workers ({config.num_workers}) must be a multiple of "
+            f"config.num_devices ({config.num_devices}).")
+    _choice("data.name", config.data.name, DATASET_NAMES)
+    _choice("model.name", config.model.name, MODEL_NAMES)
+    _choice("algorithm.name", config.algorithm.name, tuple(registry.algorithm_names()))
+    try:
+        registry.check_hyperparameters(config.algorithm.name, algorithm_hparams(config))
+    except ValueError as e:
+        raise ValueError(f"config.algorithm: {e}") from None
+    train = config.train
+    _integer("train.batch_size", train.batch_size, 1)
+    _integer("train.num_steps", train.num_steps, 1)
+    _integer("train.eval_every", train.eval_every, 1)
+    _integer("train.steps_per_round", train.steps_per_round, 0)
+    if not isinstance(train.weight_decay, numbers.Real) or not train.weight_decay >= 0:
+        raise ValueError(
+            f"config.train.weight_decay must be a number >= 0, got {train.weight_decay!r}.")
+    rounds = steps_per_round(config)
+    for name in ("num_steps", "eval_every"):
+        if train[name] % rounds:
+            raise ValueError(
+                f"config.train.{name} ({train[name]}) must be a multiple of the round length "
+                f"({rounds} local steps: train.steps_per_round, or the period when it is 0).")

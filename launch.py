@@ -1,0 +1,35 @@
+"""Train with a config file: ``python launch.py --config configs/X.py --workdir DIR``.
+
+Any field can be overridden: ``--config.algorithm.period=1 --config.num_workers=8``.
+"""
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Path to a config file with get_config().", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for metrics and the saved config.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    config = _CONFIG.value
+    from easgd_jax import parallel, validation
+
+    validation.validate_config(config)  # before jax starts: fail fast on bad input
+    if config.num_devices:
+        parallel.use_simulated_cpu_devices(config.num_devices)
+    from easgd_jax import train
+
+    metrics = train.train_and_evaluate(config, _WORKDIR.value)
+    logging.info("final: %s", {k: round(v, 4) for k, v in metrics.items()})
+
+
+def run_main() -> None:
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run_main()

@@ -1,0 +1,40 @@
+"""easgd-jax: Elastic Averaging SGD and its relatives as Optax transformations."""
+
+from setuptools import find_packages, setup
+
+JAX = "jax>=0.7.0,<1.0"
+
+setup(
+    name="easgd-jax",
+    version="0.1.0",
+    description=(
+        "Communication-efficient distributed training in JAX: EASGD, EAMSGD and their "
+        "baselines as Optax transformations, with SPMD executors and a stability analysis."
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["easgd_jax", "easgd_jax.*", "analysis", "analysis.*"]),
+    py_modules=["launch"],
+    install_requires=[
+        JAX,
+        "flax>=0.10.0,<0.14",
+        "optax>=0.2.4,<0.3",
+        "ml-collections>=1.0,<2.0",
+        "absl-py>=2.0,<3.0",
+        "numpy>=1.26",
+        "scipy>=1.11",
+        "matplotlib>=3.8",
+        "tensorflow-datasets>=4.9.8,<5.0",
+        # tfds 4.9.x imports importlib_resources without declaring it.
+        "importlib_resources>=6.0",
+        "array_record>=0.5",
+        "mnist1d>=0.0.2,<0.1",
+        "scikit-learn>=1.3",
+    ],
+    extras_require={
+        "test": ["pytest>=8.0", "ruff>=0.6"],
+        "cuda12": [f"jax[cuda12]>=0.7.0,<1.0"],
+    },
+    entry_points={"console_scripts": ["easgd-launch=launch:run_main"]},
+)
