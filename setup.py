@@ -34,7 +34,7 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8.0", "ruff>=0.6"],
-        "cuda12": [f"jax[cuda12]>=0.7.0,<1.0"],
+        "cuda12": ["jax[cuda12]>=0.7.0,<1.0"],
     },
     entry_points={"console_scripts": ["easgd-launch=launch:run_main"]},
 )

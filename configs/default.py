@@ -13,9 +13,7 @@ from ml_collections import config_dict
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = 0
-    # p: changing it rescales moving_rate below (beta = p * alpha stays 0.9) unless the
-    # moving rate is overridden itself.
-    config.num_workers = num_workers = config_dict.FieldReference(4)
+    config.num_workers = 4  # p
     # Devices to spread the workers over (0 = all available). On CPU, launch.py creates this
     # many simulated devices before jax starts.
     config.num_devices = 4
@@ -32,7 +30,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.algorithm.name = "eamsgd"
     config.algorithm.learning_rate = 0.1
     config.algorithm.momentum = 0.9
-    config.algorithm.moving_rate = 0.9 / num_workers  # alpha = beta / p, beta = 0.9
+    # alpha = beta / p with the paper's beta = 0.9: set it anew when changing num_workers.
+    config.algorithm.moving_rate = 0.9 / config.num_workers
     config.algorithm.period = 10
 
     config.train = ml_collections.ConfigDict()

@@ -66,7 +66,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _choice("model.name", config.model.name, MODEL_NAMES)
     _choice("algorithm.name", config.algorithm.name, tuple(registry.algorithm_names()))
     try:
-        registry.check_hyperparameters(config.algorithm.name, algorithm_hparams(config))
+        # Building the transformation checks every hyperparameter's value; nothing is traced.
+        registry.get_algorithm(config.algorithm.name, **algorithm_hparams(config))
     except ValueError as e:
         raise ValueError(f"config.algorithm: {e}") from None
     train = config.train

@@ -18,7 +18,8 @@ def check_rate(name: str, value: optax.ScalarOrSchedule) -> None:
     if callable(value):
         return
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise ValueError(f"{name} must be a non-negative number or an optax schedule, got {value!r}.")
+        raise ValueError(
+            f"{name} must be a non-negative number or an optax schedule, got {value!r}.")
     if not value >= 0:  # also rejects NaN
         raise ValueError(f"{name} must be >= 0, got {value!r}.")
 

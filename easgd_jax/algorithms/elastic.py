@@ -104,7 +104,9 @@ def elastic_averaging(
 
     Returns:
         An optax ``GradientTransformation`` with state :class:`ElasticAveragingState`.
-        ``update`` requires ``params``.
+        ``init`` sets the center to the given params: every worker must start from the same
+        point (as in the paper) for the replicated centers to agree. ``update`` requires
+        ``params``.
     """
     _validate.check_interval("moving_rate", moving_rate, 0.0, 1.0)
     _validate.check_period("period", period)

@@ -20,6 +20,7 @@ plain SGD.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -36,7 +37,9 @@ class NesterovState(NamedTuple):
     velocity: optax.Updates
 
 
-def nesterov(learning_rate: optax.ScalarOrSchedule, momentum: float) -> optax.GradientTransformation:
+def nesterov(
+    learning_rate: optax.ScalarOrSchedule, momentum: float
+) -> optax.GradientTransformation:
     """Nesterov momentum on the look-ahead point w = x + delta * v.
 
     Args:
@@ -69,10 +72,11 @@ def nesterov(learning_rate: optax.ScalarOrSchedule, momentum: float) -> optax.Gr
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def nesterov_origin(momentum: float):
+def nesterov_origin(momentum: float) -> Callable[[optax.Params, NesterovState], optax.Params]:
     """Returns ``(params, state) -> x = w - delta * v``, the point the look-ahead starts from."""
 
     def origin(params: optax.Params, state: NesterovState) -> optax.Params:
-        return jax.tree.map(lambda w, v: (w - momentum * v).astype(w.dtype), params, state.velocity)
+        return jax.tree.map(
+            lambda w, v: (w - momentum * v).astype(w.dtype), params, state.velocity)
 
     return origin

@@ -30,29 +30,31 @@ _IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 TFDS_NAMES = ("mnist", "cifar10", "imagenet2012")
 
 
-def _prepared_builder(name: str, data_dir: str | None):
+def _data_source(name: str, split: str, data_dir: str | None):
+    """``tfds.data_source`` with ``download=False``; a clear error if it is not prepared."""
     import tensorflow_datasets as tfds
 
-    builder = tfds.builder(name, data_dir=data_dir)
-    if not builder.is_prepared():
+    try:
+        return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+    except Exception as e:  # tfds raises several types for "not there"; all mean the same
+        builder = tfds.builder(name, data_dir=data_dir)
+        if builder.is_prepared():
+            raise
         raise FileNotFoundError(
             f"tfds data set {name!r} is not prepared in data_dir={data_dir!r} "
             f"(looked in {builder.data_path}). Prepare it once, on a machine with internet "
             f"access and TensorFlow, with:\n    tfds build {name} --data_dir=DATA_DIR "
             "--file_format=array_record\nthen pass --config.data.data_dir=DATA_DIR. The "
-            "embedded data sets (mnist1d, digits) need no preparation.")
-    return builder
+            "embedded data sets (mnist1d, digits) need no preparation.") from e
 
 
-def _data_source(name: str, split: str, data_dir: str | None):
-    import tensorflow_datasets as tfds
-
-    _prepared_builder(name, data_dir)
-    return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+def _records(source, indices) -> list[dict]:
+    # Item by item: tfds.testing.mock_data's sources do not implement __getitems__.
+    return [source[int(i)] for i in indices]
 
 
 def _read_all(source) -> tuple[np.ndarray, np.ndarray]:
-    records = source.__getitems__(list(range(len(source))))
+    records = _records(source, range(len(source)))
     images = np.stack([np.asarray(r["image"]) for r in records])
     labels = np.asarray([r["label"] for r in records], np.int32)
     return images, labels
@@ -90,7 +92,7 @@ class LazyImages:
 
     def __post_init__(self):
         self.labels = np.asarray(
-            [r["label"] for r in self.source.__getitems__(list(range(len(self.source))))],
+            [r["label"] for r in _records(self.source, range(len(self.source)))],
             np.int32)
 
     def __len__(self) -> int:
@@ -102,7 +104,7 @@ class LazyImages:
 
     def __getitem__(self, index: Sequence[int] | np.ndarray) -> np.ndarray:
         flat = np.asarray(index).reshape(-1)
-        records = self.source.__getitems__([int(i) for i in flat])
+        records = _records(self.source, flat)
         images = np.stack([_resize_center_crop(np.asarray(r["image"]), self.size)
                            for r in records])
         images = (images.astype(np.float32) / 255.0 - _IMAGENET_MEAN) / _IMAGENET_STD

@@ -1,0 +1,208 @@
+"""The training loop end to end: embedded data, tfds mock data, launch.py and its checks."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from easgd_jax import data, models, train, validation
+from easgd_jax.metrics import read_metrics
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "configs"))
+
+import default  # noqa: E402  (configs/default.py)
+
+
+def _small_config(**train_overrides):
+    config = default.get_config()
+    config.train.num_steps = 40
+    config.train.eval_every = 20
+    config.train.update(train_overrides)
+    return config
+
+
+def test_train_and_evaluate_on_embedded_data(tmp_path):
+    config = _small_config()
+    final = train.train_and_evaluate(config, str(tmp_path))
+    records = read_metrics(str(tmp_path))
+    assert [r["step"] for r in records] == [20, 40]
+    for key in ("train_loss", "test_loss", "test_accuracy", "worker_center_distance",
+                "worker_spread", "steps_per_second"):
+        assert np.isfinite(records[-1][key]), key
+    assert final["test_accuracy"] == records[-1]["test_accuracy"]
+    # 40 steps of EAMSGD already beat chance (10 classes) on MNIST-1D by far.
+    assert records[-1]["test_accuracy"] > 0.3
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["algorithm"]["name"] == "eamsgd"
+    assert saved["algorithm"]["moving_rate"] == pytest.approx(0.9 / 4)
+
+
+def test_evaluation_reads_the_center(tmp_path):
+    """With moving_rate = 0 the center never moves: its test loss is the initial model's,
+    although the workers train."""
+    config = _small_config()
+    config.algorithm.moving_rate = 0.0
+    train.train_and_evaluate(config, str(tmp_path))
+    records = read_metrics(str(tmp_path))
+    dataset = data.load_dataset("mnist1d")
+    model = models.get_model("cnn1d", 10)
+    init_rng, _ = jax.random.split(jax.random.PRNGKey(config.seed))
+    params = model.init(init_rng, dataset.test_x[:1], train=False)["params"]
+    loss, acc = train.make_evaluator(model)(params, dataset.test_x, dataset.test_y)
+    for record in records:
+        assert record["test_loss"] == pytest.approx(loss, rel=1e-5)
+        assert record["test_accuracy"] == pytest.approx(acc)
+    assert records[-1]["train_loss"] < 0.9 * loss  # the workers did learn
+    assert records[-1]["worker_center_distance"] > 0
+
+
+def test_workers_on_fewer_devices_give_the_same_run(tmp_path):
+    results = []
+    for devices in (4, 2):
+        config = _small_config()
+        config.num_devices = devices
+        workdir = tmp_path / str(devices)
+        train.train_and_evaluate(config, str(workdir))
+        results.append(read_metrics(str(workdir))[-1])
+    assert results[0]["test_loss"] == pytest.approx(results[1]["test_loss"], rel=1e-4)
+    assert results[0]["train_loss"] == pytest.approx(results[1]["train_loss"], rel=1e-4)
+
+
+@pytest.mark.parametrize("name, model", [("mnist", "mlp"), ("cifar10", "mlp")])
+def test_train_on_tfds_mock_data(tmp_path, name, model):
+    config = _small_config(num_steps=10, eval_every=10, batch_size=8)
+    config.data.name = name
+    config.data.data_dir = str(tmp_path / "tfds")
+    config.model.name = model
+    config.num_workers = 2
+    config.num_devices = 2
+    with tfds.testing.mock_data(num_examples=32):
+        final = train.train_and_evaluate(config, str(tmp_path / "run"))
+    assert 0.0 <= final["test_accuracy"] <= 1.0
+    assert np.isfinite(final["test_loss"])
+
+
+def test_unprepared_tfds_data_set_fails_at_once(tmp_path):
+    with pytest.raises(FileNotFoundError, match="tfds build mnist"):
+        data.load_dataset("mnist", str(tmp_path))
+
+
+def test_embedded_data_sets():
+    mnist1d = data.load_dataset("mnist1d")
+    assert mnist1d.train_x.shape == (4000, 40) and mnist1d.test_x.shape == (1000, 40)
+    assert mnist1d.train_x.dtype == np.float32 and set(np.unique(mnist1d.train_y)) == set(range(10))
+    digits = data.load_dataset("digits")
+    assert digits.example_shape == (8, 8, 1) and len(digits.train_y) + len(digits.test_y) == 1797
+    assert 0.0 <= digits.train_x.min() and digits.train_x.max() <= 1.0
+
+
+def test_sampler_is_deterministic_per_worker_and_covers_the_whole_set():
+    y = np.arange(50)
+    sampler = data.WorkerSampler(y * 10, y, num_workers=3, batch_size=40, seed=7)
+    x1, y1 = sampler.round(start_step=5, steps=4)
+    x2, _ = sampler.round(start_step=5, steps=4)
+    assert x1.shape == (3, 4, 40) and y1.shape == (3, 4, 40)
+    np.testing.assert_array_equal(x1, x2)  # same step, same data (exact resume)
+    np.testing.assert_array_equal(x1, y1 * 10)  # inputs and labels stay paired
+    assert not np.array_equal(y1[0], y1[1])  # workers sample independently
+    # Every worker samples from the whole set, not a shard of it.
+    for w in range(3):
+        assert len(np.unique(y1[w])) > 40
+
+
+def test_strided_conv_equals_flax_conv():
+    import flax.linen as nn
+
+    from easgd_jax.models.small import StridedConv1D
+
+    for length, kernel, stride, channels in [(40, 5, 2, 1), (20, 3, 2, 4), (7, 3, 2, 2)]:
+        x = np.random.default_rng(0).normal(size=(3, length, channels)).astype(np.float32)
+        conv = StridedConv1D(6, kernel, stride)
+        variables = conv.init(jax.random.PRNGKey(0), x)
+        expected = nn.Conv(6, (kernel,), strides=(stride,), padding="SAME").apply(variables, x)
+        np.testing.assert_allclose(conv.apply(variables, x), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("algorithm.period", 0, "period must be an integer >= 1, got 0"),
+        ("algorithm.learning_rate", -0.1, "learning_rate must be >= 0, got -0.1"),
+        ("algorithm.moving_rate", -0.5, "moving_rate must be in"),
+        ("num_workers", 3, "num_workers \\(3\\) must be a multiple of config.num_devices"),
+        ("train.batch_size", 0, "config.train.batch_size must be an integer >= 1, got 0"),
+        ("train.eval_every", 15, "config.train.eval_every \\(15\\) must be a multiple"),
+        ("data.name", "mnist2d", "config.data.name must be one of"),
+        ("model.name", "resnet", "config.model.name must be one of"),
+        ("algorithm.name", "easdg", "config.algorithm.name must be one of"),
+    ],
+)
+def test_bad_config_values_fail_before_training(tmp_path, field, value, message):
+    config = default.get_config()
+    *path, leaf = field.split(".")
+    node = config
+    for part in path:
+        node = node[part]
+    with node.ignore_type():
+        node[leaf] = value
+    with pytest.raises(ValueError, match=message):
+        train.train_and_evaluate(config, str(tmp_path))
+    assert not os.path.exists(tmp_path / "metrics.jsonl")
+
+
+def test_algorithm_hyperparameter_names_are_checked():
+    config = default.get_config()
+    config.algorithm.momentm = 0.9
+    with pytest.raises(ValueError, match="does not take momentm"):
+        validation.validate_config(config)
+
+
+def test_more_devices_than_available_fails(tmp_path):
+    config = default.get_config()
+    config.num_devices = 64
+    config.num_workers = 64
+    with pytest.raises(ValueError, match="num_devices must be in"):
+        train.train_and_evaluate(config, str(tmp_path))
+
+
+def _launch(*args, timeout=240):
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "launch.py"), "--config",
+         os.path.join(ROOT, "configs", "default.py"), *args],
+        capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+@pytest.mark.slow
+def test_launch_applies_overrides_and_saves_them(tmp_path):
+    result = _launch(f"--workdir={tmp_path}", "--config.algorithm.period=1",
+                     "--config.algorithm.moving_rate=0.0", "--config.train.num_steps=20",
+                     "--config.train.eval_every=10", "--config.num_workers=2",
+                     "--config.num_devices=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["algorithm"]["period"] == 1
+    assert saved["algorithm"]["moving_rate"] == 0.0
+    assert saved["num_workers"] == 2
+    assert [r["step"] for r in read_metrics(str(tmp_path))] == [10, 20]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("--config.algorithm.perod=1", "perod"),
+        ("--config.algorithm.period=0", "period must be an integer >= 1, got 0"),
+        ("--config.num_workers=6", "num_workers (6) must be a multiple of config.num_devices"),
+    ],
+)
+def test_launch_rejects_bad_input_at_once(tmp_path, override, message):
+    result = _launch(f"--workdir={tmp_path}", override, timeout=60)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr[-3000:]
+    assert not os.path.exists(tmp_path / "metrics.jsonl")
