@@ -34,7 +34,12 @@ class TrainState(NamedTuple):
 
 
 def make_local_step(model, tx: optax.GradientTransformation, weight_decay: float):
-    """One local step of one worker: gradient at ``params`` (+ l2 * params), then ``tx``."""
+    """One local step of one worker: gradient at ``params`` (+ l2 * params), then ``tx``.
+
+    ``tx.update`` also receives the worker's mini-batch loss as the extra argument ``loss``
+    (used by Leader SGD, ignored by transformations that do not take extra arguments).
+    """
+    tx = optax.with_extra_args_support(tx)
 
     def loss_fn(params, x, y, rng):
         logits = model.apply({"params": params}, x, train=True, rngs={"dropout": rng})
@@ -46,7 +51,7 @@ def make_local_step(model, tx: optax.GradientTransformation, weight_decay: float
         loss, grads = jax.value_and_grad(loss_fn)(state.params, x, y, dropout_rng)
         if weight_decay:
             grads = jax.tree.map(lambda g, p: g + weight_decay * p, grads, state.params)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params, loss=loss)
         params = optax.apply_updates(state.params, updates)
         return TrainState(params, opt_state, rng), loss
 
@@ -101,13 +106,13 @@ def _save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Trains ``config.num_workers`` workers and evaluates the center; returns final metrics."""
     validation.validate_config(config)
-    layout = parallel.make_worker_layout(config.num_workers, config.num_devices or None)
-    try:
-        tx = algorithms.get_algorithm(
-            config.algorithm.name, axis_name=layout.axis_name,
-            **validation.algorithm_hparams(config))
-    except ValueError as e:
-        raise ValueError(f"config.algorithm: {e}") from None
+    layout = parallel.make_worker_layout(
+        config.num_workers, config.num_devices or None, config.get("num_groups", 1))
+    grouped = algorithms.registry.is_grouped(config.algorithm.name)
+    tx = algorithms.get_algorithm(
+        config.algorithm.name,
+        axis_name=layout.member_axis_name if grouped else layout.axis_name,
+        group_axis_name=layout.group_axis_name, **validation.algorithm_hparams(config))
     dataset = data.load_dataset(config.data.name, config.data.data_dir,
                                 image_size=config.data.get("image_size", 221))
     model = models.get_model(config.model.name, dataset.num_classes, **config.model.kwargs)
@@ -136,22 +141,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     writer = MetricsWriter(workdir, config.train.num_steps)
     rounds = validation.steps_per_round(config)
 
-    step, losses, metrics = 0, [], {}
+    step, losses, history, metrics = 0, [], [], {}
     start = time.perf_counter()
     while step < config.train.num_steps:
         batches = jax.device_put(sampler.round(step, rounds), layout.worker_sharding())
         state, round_losses = round_fn(state, batches)
         losses.append(round_losses)
+        history.append(algorithms.reported_state(state.opt_state))
         step += rounds
         if step % config.train.eval_every == 0 or step == config.train.num_steps:
             metrics = _evaluate(state, evaluate, dataset, losses)
+            metrics.update(_per_round(history, layout))
             metrics["steps_per_second"] = step / (time.perf_counter() - start)
             writer.write(step, metrics)
-            losses = []
+            losses, history = [], []
     metrics["wall_time_s"] = time.perf_counter() - start
     with open(os.path.join(workdir, "final_metrics.json"), "w", encoding="utf-8") as f:
         json.dump({"step": step, **metrics}, f, indent=2)
     return metrics
+
+
+def _per_round(history: list[dict], layout: parallel.WorkerLayout) -> dict[str, list]:
+    """State fields reported per round (e.g. LSGD's leader): one entry per round since the
+    last evaluation; per group when the value differs between groups."""
+    out: dict[str, list] = {}
+    group_size = layout.num_workers // layout.num_groups
+    for record in jax.device_get(history):
+        for name, value in record.items():
+            per_group = np.asarray(value)[::group_size].tolist()
+            out.setdefault(f"{name}_per_round", []).append(
+                per_group[0] if len(set(per_group)) == 1 else per_group)
+    return out
 
 
 def _evaluate(state: TrainState, evaluate, dataset: data.Dataset, losses) -> dict[str, float]:

@@ -58,6 +58,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _integer("seed", config.seed, 0)
     _integer("num_workers", config.num_workers, 1)
     _integer("num_devices", config.num_devices, 0)
+    num_groups = config.get("num_groups", 1)
+    _integer("num_groups", num_groups, 1)
+    if config.num_workers % num_groups or (config.num_devices and config.num_devices % num_groups):
+        raise ValueError(
+            f"config.num_groups ({num_groups}) must divide config.num_workers "
+            f"({config.num_workers}) and config.num_devices ({config.num_devices}).")
     if config.num_devices and config.num_workers % config.num_devices:
         raise ValueError(
             f"config.num_workers ({config.num_workers}) must be a multiple of "
@@ -70,6 +76,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         registry.get_algorithm(config.algorithm.name, **algorithm_hparams(config))
     except ValueError as e:
         raise ValueError(f"config.algorithm: {e}") from None
+    if registry.is_grouped(config.algorithm.name) and num_groups < 2:
+        raise ValueError(
+            f"config.algorithm.name {config.algorithm.name!r} runs on groups of workers: set "
+            f"config.num_groups >= 2 (got {num_groups}); with one group use its single-group "
+            "form.")
     train = config.train
     _integer("train.batch_size", train.batch_size, 1)
     _integer("train.num_steps", train.num_steps, 1)

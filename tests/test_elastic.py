@@ -338,3 +338,27 @@ def test_registry_builds_by_name_and_rejects_bad_names():
         easgd_jax.get_algorithm("eamsgd", learning_rate=0.1, momentm=0.9, moving_rate=0.2)
     with pytest.raises(ValueError, match="needs moving_rate"):
         easgd_jax.get_algorithm("easgd", learning_rate=0.1)
+
+
+@pytest.mark.parametrize("devices, groups", [(4, 2), (2, 2), (8, 4)])
+def test_grouped_layout_spans_all_workers(devices, groups):
+    """On a 2-D (groups x workers) layout, axis_name spans every worker: same EAMSGD run."""
+    p, steps = 8, 5
+    rng = np.random.default_rng(12)
+    x0 = {k: rng.normal(size=(p, *s)).astype(np.float32) for k, s in SHAPES.items()}
+    targets = {k: rng.normal(size=(p, steps, *s)).astype(np.float32) for k, s in SHAPES.items()}
+    results = []
+    for layout in (make_worker_layout(p, devices, groups), make_worker_layout(p, 1)):
+        tx = easgd_jax.eamsgd(0.05, 0.9, 0.1, period=2, axis_name=layout.axis_name)
+        round_fn = make_round(_quadratic_round(tx), layout, donate=False)
+        (params, state), _ = round_fn((x0, jax.vmap(tx.init)(x0)), targets)
+        results.append(jax.device_get((params, easgd_jax.center(state))))
+    _assert_tree_close(results[0][0], results[1][0])
+    _assert_tree_close(results[0][1], results[1][1])
+
+
+def test_layout_rejects_groups_that_do_not_fit():
+    with pytest.raises(ValueError, match="num_groups"):
+        make_worker_layout(8, 4, 3)
+    with pytest.raises(ValueError, match="multiple of num_devices"):
+        make_worker_layout(6, 4)

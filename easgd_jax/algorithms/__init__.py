@@ -8,7 +8,7 @@ from easgd_jax.algorithms.elastic import (
     elastic_averaging,
     elastic_exchange,
 )
-from easgd_jax.algorithms.evaluation import evaluation_params
+from easgd_jax.algorithms.evaluation import evaluation_params, reported_state
 from easgd_jax.algorithms.momentum import NesterovState, nesterov, nesterov_origin
 from easgd_jax.algorithms.registry import (
     algorithm_names,
@@ -34,4 +34,5 @@ __all__ = [
     "nesterov",
     "nesterov_origin",
     "register",
+    "reported_state",
 ]

@@ -2,7 +2,8 @@
 
 ``get_algorithm(name, axis_name=..., **hparams)`` builds the transformation; the hparams
 are checked against the constructor's signature first, so a misspelled or missing one fails
-with the list of accepted names before anything is traced.
+with the list of accepted names before anything is traced. Grouped algorithms (multi-leader
+LSGD) also take ``group_axis_name``; :func:`is_grouped` tells them apart.
 """
 
 from __future__ import annotations
@@ -35,10 +36,18 @@ def algorithm_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+AXIS_ARGUMENTS = ("axis_name", "group_axis_name")
+
+
 def hyperparameter_names(name: str) -> list[str]:
-    """The hyperparameters ``name`` accepts (all but ``axis_name``)."""
+    """The hyperparameters ``name`` accepts (all but the axis names)."""
     params = inspect.signature(_lookup(name)).parameters
-    return [p for p in params if p != "axis_name"]
+    return [p for p in params if p not in AXIS_ARGUMENTS]
+
+
+def is_grouped(name: str) -> bool:
+    """Whether ``name`` runs on a 2-D (groups x workers) layout: takes ``group_axis_name``."""
+    return "group_axis_name" in inspect.signature(_lookup(name)).parameters
 
 
 def _lookup(name: str) -> Callable[..., optax.GradientTransformation]:
@@ -50,18 +59,25 @@ def _lookup(name: str) -> Callable[..., optax.GradientTransformation]:
 
 
 def get_algorithm(
-    name: str, *, axis_name: Any = "workers", **hparams: Any
+    name: str, *, axis_name: Any = "workers", group_axis_name: Any = None, **hparams: Any
 ) -> optax.GradientTransformation:
-    """Builds the registered algorithm ``name`` with ``hparams`` over ``axis_name``."""
+    """Builds the registered algorithm ``name`` with ``hparams`` over ``axis_name``.
+
+    ``group_axis_name`` is passed to grouped algorithms only (their ``axis_name`` then spans
+    the workers of one group).
+    """
     constructor = _lookup(name)
     check_hyperparameters(name, hparams)
-    return constructor(axis_name=axis_name, **hparams)
+    axes = {"axis_name": axis_name}
+    if is_grouped(name) and group_axis_name is not None:
+        axes["group_axis_name"] = group_axis_name
+    return constructor(**axes, **hparams)
 
 
 def check_hyperparameters(name: str, hparams: Mapping[str, Any]) -> None:
     """Raises ValueError for hyperparameters ``name`` does not take or misses."""
     params = inspect.signature(_lookup(name)).parameters
-    allowed = [p for p in params if p != "axis_name"]
+    allowed = hyperparameter_names(name)
     unknown = sorted(set(hparams) - set(allowed))
     if unknown:
         raise ValueError(

@@ -1,6 +1,7 @@
 """How workers run: the same algorithm under several executors."""
 
 from easgd_jax.parallel.mesh import (
+    GROUP_AXIS,
     LOCAL_AXIS,
     WORKER_AXIS,
     WorkerLayout,
@@ -10,6 +11,7 @@ from easgd_jax.parallel.mesh import (
 from easgd_jax.parallel.spmd import make_round, per_worker
 
 __all__ = [
+    "GROUP_AXIS",
     "LOCAL_AXIS",
     "WORKER_AXIS",
     "WorkerLayout",

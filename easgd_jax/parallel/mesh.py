@@ -3,6 +3,11 @@
 p workers are laid out on d devices along one mesh axis, ``WORKER_AXIS``. When p > d each
 device holds k = p / d workers, mapped with ``jax.vmap`` over ``LOCAL_AXIS`` inside the
 ``shard_map``; the algorithms' collectives then run over both names at once.
+
+Grouped algorithms (multi-leader LSGD) use a 2-D layout: n groups along ``GROUP_AXIS`` and
+p / n workers per group along ``WORKER_AXIS`` (and ``LOCAL_AXIS``). Worker w of the flat
+order sits in group w // (p / n); collectives over ``layout.axis_name`` span all workers,
+over ``layout.member_axis_name`` one group, over ``layout.group_axis_name`` the groups.
 """
 
 from __future__ import annotations
@@ -11,10 +16,12 @@ import dataclasses
 import os
 
 import jax
+import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 WORKER_AXIS = "workers"
 LOCAL_AXIS = "local"
+GROUP_AXIS = "groups"
 
 
 def use_simulated_cpu_devices(count: int) -> None:
@@ -48,12 +55,20 @@ def use_simulated_cpu_devices(count: int) -> None:
                 f"XLA_FLAGS={flag} before importing jax.") from None
 
 
+AxisName = str | tuple[str, ...]
+
+
+def _name(axes: tuple[str, ...]) -> AxisName:
+    return axes[0] if len(axes) == 1 else axes
+
+
 @dataclasses.dataclass(frozen=True)
 class WorkerLayout:
-    """p workers over a 1-D device mesh, k = p / d of them per device."""
+    """p workers over a device mesh, k = p / d of them per device, in ``num_groups`` groups."""
 
     num_workers: int
     mesh: Mesh
+    num_groups: int = 1
 
     @property
     def num_devices(self) -> int:
@@ -64,20 +79,42 @@ class WorkerLayout:
         return self.num_workers // self.num_devices
 
     @property
-    def axis_name(self) -> str | tuple[str, str]:
-        """The axis name(s) the algorithms' collectives must use in this layout."""
-        return WORKER_AXIS if self.workers_per_device == 1 else (WORKER_AXIS, LOCAL_AXIS)
+    def device_axes(self) -> tuple[str, ...]:
+        """The mesh axes the leading worker axis of stacked arrays is split over."""
+        return tuple(self.mesh.axis_names)
+
+    @property
+    def _local_axes(self) -> tuple[str, ...]:
+        return () if self.workers_per_device == 1 else (LOCAL_AXIS,)
+
+    @property
+    def axis_name(self) -> AxisName:
+        """The axis name(s) spanning all workers: what the algorithms' collectives use."""
+        return _name(self.device_axes + self._local_axes)
+
+    @property
+    def member_axis_name(self) -> AxisName:
+        """The axis name(s) spanning the workers of one group."""
+        return _name((WORKER_AXIS,) + self._local_axes)
+
+    @property
+    def group_axis_name(self) -> str | None:
+        """The axis across groups (None with one group)."""
+        return GROUP_AXIS if self.num_groups > 1 else None
 
     def worker_sharding(self) -> NamedSharding:
         """Arrays with a leading worker axis, split over the devices."""
-        return NamedSharding(self.mesh, PartitionSpec(WORKER_AXIS))
+        return NamedSharding(self.mesh, PartitionSpec(self.device_axes))
 
     def replicated_sharding(self) -> NamedSharding:
         return NamedSharding(self.mesh, PartitionSpec())
 
 
-def make_worker_layout(num_workers: int, num_devices: int | None = None) -> WorkerLayout:
-    """Lays ``num_workers`` workers over the first ``num_devices`` devices (default: all).
+def make_worker_layout(
+    num_workers: int, num_devices: int | None = None, num_groups: int = 1
+) -> WorkerLayout:
+    """Lays ``num_workers`` workers over the first ``num_devices`` devices (default: all),
+    in ``num_groups`` groups of equal size (a 2-D mesh when there are several).
 
     Raises ValueError when the numbers do not fit, before anything is compiled.
     """
@@ -94,5 +131,13 @@ def make_worker_layout(num_workers: int, num_devices: int | None = None) -> Work
         raise ValueError(
             f"num_workers ({num_workers}) must be a multiple of num_devices ({num_devices}): "
             "each device holds the same number of workers.")
-    mesh = Mesh(available[:num_devices], (WORKER_AXIS,), axis_types=(AxisType.Auto,))
-    return WorkerLayout(num_workers=num_workers, mesh=mesh)
+    if num_groups < 1 or num_workers % num_groups or num_devices % num_groups:
+        raise ValueError(
+            f"num_groups ({num_groups}) must be >= 1 and divide both num_workers "
+            f"({num_workers}) and num_devices ({num_devices}): each group spans whole devices.")
+    if num_groups == 1:
+        mesh = Mesh(available[:num_devices], (WORKER_AXIS,), axis_types=(AxisType.Auto,))
+    else:
+        devices = np.asarray(available[:num_devices]).reshape(num_groups, -1)
+        mesh = Mesh(devices, (GROUP_AXIS, WORKER_AXIS), axis_types=(AxisType.Auto,) * 2)
+    return WorkerLayout(num_workers=num_workers, mesh=mesh, num_groups=num_groups)

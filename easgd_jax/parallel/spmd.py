@@ -23,7 +23,7 @@ import jax
 from jax import lax
 from jax.sharding import PartitionSpec
 
-from easgd_jax.parallel.mesh import LOCAL_AXIS, WORKER_AXIS, WorkerLayout
+from easgd_jax.parallel.mesh import LOCAL_AXIS, WorkerLayout
 
 StepFn = Callable[[Any, Any], tuple[Any, Any]]
 
@@ -44,8 +44,8 @@ def per_worker(fn: Callable[..., Any], layout: WorkerLayout, donate_argnums=()) 
         # collectives; the varying-manual-axes check cannot type that, the program is fine.
         check_vma = False
     mapped = jax.shard_map(
-        body, mesh=layout.mesh, in_specs=PartitionSpec(WORKER_AXIS),
-        out_specs=PartitionSpec(WORKER_AXIS), check_vma=check_vma)
+        body, mesh=layout.mesh, in_specs=PartitionSpec(layout.device_axes),
+        out_specs=PartitionSpec(layout.device_axes), check_vma=check_vma)
     return jax.jit(mapped, donate_argnums=donate_argnums)
 
 
