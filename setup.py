@@ -31,6 +31,8 @@ setup(
         "array_record>=0.5",
         "mnist1d>=0.0.2,<0.1",
         "scikit-learn>=1.3",
+        "orbax-checkpoint>=0.11,<0.13",
+        "tensorboardX>=2.6,<3.0",
     ],
     extras_require={
         "test": ["pytest>=8.0", "ruff>=0.6"],

@@ -40,4 +40,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.steps_per_round = 0  # 0: one round = one period
     config.train.eval_every = 250
     config.train.weight_decay = 1e-4
+
+    config.checkpoint = ml_collections.ConfigDict()
+    config.checkpoint.every = 1000  # steps between checkpoints (0: only at the end)
+    config.checkpoint.max_to_keep = 3
+    config.tensorboard = True  # event files in workdir/tensorboard besides metrics.jsonl
     return config

@@ -1,8 +1,10 @@
-"""Metrics: one JSON line per evaluation in ``workdir/metrics.jsonl`` and a progress line."""
+"""Metrics: one JSON line per evaluation in ``workdir/metrics.jsonl``, TensorBoard event
+files in ``workdir/tensorboard`` (tensorboardX), and a progress line in the log."""
 
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import time
 from typing import Any
@@ -11,27 +13,65 @@ from absl import logging
 
 
 class MetricsWriter:
-    """Appends ``{"step": s, **metrics}`` lines to ``metrics.jsonl`` and logs progress."""
+    """Appends ``{"step": s, **metrics}`` lines to ``metrics.jsonl`` and logs progress.
 
-    def __init__(self, workdir: str, total_steps: int):
+    ``resume_step``: records after it (written by a run that then died) are dropped, so a
+    resumed run rewrites them. ``enabled=False`` (processes other than 0) writes nothing.
+    """
+
+    def __init__(self, workdir: str, total_steps: int, resume_step: int = 0,
+                 enabled: bool = True, tensorboard: bool = True):
         self.path = os.path.join(workdir, "metrics.jsonl")
         self.total_steps = total_steps
-        self.start = time.perf_counter()
+        self.start, self.start_step = time.perf_counter(), resume_step
+        self.enabled = enabled
+        self.tensorboard = None
+        if not enabled:
+            return
+        if os.path.exists(self.path):
+            kept = [r for r in read_metrics(workdir) if r["step"] <= resume_step]
+            with open(self.path + ".tmp", "w", encoding="utf-8") as f:
+                f.writelines(json.dumps(r) + "\n" for r in kept)
+            os.replace(self.path + ".tmp", self.path)
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self.tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"),
+                                             purge_step=resume_step + 1 if resume_step else None)
 
     def write(self, step: int, metrics: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         record = {"step": int(step), **{k: _plain(v) for k, v in metrics.items()}}
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+        if self.tensorboard is not None:
+            for name, value in record.items():
+                if name == "step":
+                    continue
+                if isinstance(value, list):  # per-round values: log the last round's
+                    value = value[-1] if value else None
+                if isinstance(value, list):  # per group
+                    for group, v in enumerate(value):
+                        self.tensorboard.add_scalar(f"{name}/group{group}", v, step)
+                elif isinstance(value, numbers.Real):
+                    self.tensorboard.add_scalar(name, value, step)
+            self.tensorboard.flush()
         logging.info("%s", self.progress_line(step, record))
 
     def progress_line(self, step: int, record: dict[str, Any]) -> str:
         elapsed = time.perf_counter() - self.start
-        eta = elapsed / max(step, 1) * (self.total_steps - step)
+        done = max(step - self.start_step, 1)
+        eta = elapsed / done * (self.total_steps - step)
         shown = ", ".join(
             f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
             for k, v in record.items() if k != "step")
         return (f"step {step}/{self.total_steps} ({100 * step / self.total_steps:.0f}%) "
                 f"{elapsed:.0f}s elapsed, ~{eta:.0f}s left | {shown}")
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
 
 
 def _plain(value: Any) -> Any:

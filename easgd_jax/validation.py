@@ -15,11 +15,13 @@ from easgd_jax.data import DATASET_NAMES
 from easgd_jax.models import MODEL_NAMES
 
 REQUIRED = {
-    "": ("seed", "num_workers", "num_devices", "data", "model", "algorithm", "train"),
+    "": ("seed", "num_workers", "num_devices", "data", "model", "algorithm", "train",
+         "checkpoint"),
     "data": ("name", "data_dir"),
     "model": ("name", "kwargs"),
     "algorithm": ("name",),
     "train": ("batch_size", "num_steps", "steps_per_round", "eval_every", "weight_decay"),
+    "checkpoint": ("every", "max_to_keep"),
 }
 
 
@@ -89,9 +91,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if not isinstance(train.weight_decay, numbers.Real) or not train.weight_decay >= 0:
         raise ValueError(
             f"config.train.weight_decay must be a number >= 0, got {train.weight_decay!r}.")
+    _integer("checkpoint.every", config.checkpoint.every, 0)
+    _integer("checkpoint.max_to_keep", config.checkpoint.max_to_keep, 1)
     rounds = steps_per_round(config)
-    for name in ("num_steps", "eval_every"):
-        if train[name] % rounds:
+    for field, value in (("train.num_steps", train.num_steps),
+                         ("train.eval_every", train.eval_every),
+                         ("checkpoint.every", config.checkpoint.every)):
+        if value % rounds:
             raise ValueError(
-                f"config.train.{name} ({train[name]}) must be a multiple of the round length "
+                f"config.{field} ({value}) must be a multiple of the round length "
                 f"({rounds} local steps: train.steps_per_round, or the period when it is 0).")

@@ -25,7 +25,11 @@ class WorkerSampler:
         rng = np.random.default_rng([self.seed, worker, start_step])
         return rng.integers(0, len(self.y), size=(steps, self.batch_size))
 
-    def round(self, start_step: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
-        """Batches for global steps ``start_step .. start_step + steps - 1``."""
-        idx = np.stack([self.indices(w, start_step, steps) for w in range(self.num_workers)])
+    def round(
+        self, start_step: int, steps: int, workers: range | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Batches for global steps ``start_step .. start_step + steps - 1`` of ``workers``
+        (default: all), stacked along a leading worker axis."""
+        workers = range(self.num_workers) if workers is None else workers
+        idx = np.stack([self.indices(w, start_step, steps) for w in workers])
         return np.asarray(self.x[idx]), self.y[idx]

@@ -1,0 +1,217 @@
+"""Checkpoints, exact resume, faults (signals, kill -9, corruption, NaN) and workdir checks."""
+
+import glob
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from easgd_jax import train
+from easgd_jax.checkpoint import Checkpointer
+from easgd_jax.metrics import read_metrics
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "configs"))
+
+import default  # noqa: E402  (configs/default.py)
+
+TIMING = ("steps_per_second", "communication_time_estimate_s", "wall_time_s")
+
+
+def _config(num_steps=60, every=20):
+    config = default.get_config()
+    config.train.num_steps = num_steps
+    config.train.eval_every = 20
+    config.checkpoint.every = every
+    config.tensorboard = False
+    return config
+
+
+def _without_timing(records):
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
+
+
+def _assert_states_equal(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))  # bitwise on CPU
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    """The reference: 60 steps in one go."""
+    workdir = str(tmp_path_factory.mktemp("straight"))
+    state, _ = train.train(_config(), workdir)
+    return jax.device_get(state), read_metrics(workdir)
+
+
+def test_resume_continues_exactly(tmp_path, straight_run):
+    ref_state, ref_metrics = straight_run
+    workdir = str(tmp_path)
+    train.train(_config(num_steps=40), workdir)  # stop at 40 ...
+    assert Checkpointer(workdir, 3).steps() == [20, 40]
+    state, _ = train.train(_config(num_steps=60), workdir)  # ... and resume to 60
+    _assert_states_equal(state, ref_state)
+    assert _without_timing(read_metrics(workdir)) == _without_timing(ref_metrics)
+
+
+def test_checkpoints_keep_the_last_k(tmp_path):
+    config = _config(num_steps=100)
+    config.checkpoint.max_to_keep = 2
+    train.train(config, str(tmp_path))
+    assert Checkpointer(str(tmp_path), 2).steps() == [80, 100]
+
+
+def _corrupt(step_dir):
+    """Overwrites every array data file of a checkpoint with garbage of the same size."""
+    files = [f for f in glob.glob(os.path.join(step_dir, "state", "**", "*"), recursive=True)
+             if os.path.isfile(f) and os.path.getsize(f) > 0]
+    assert files
+    for f in files:
+        with open(f, "r+b") as fh:
+            fh.write(b"\x00garbage" * (os.path.getsize(f) // 8 + 1))
+
+
+def test_corrupted_latest_checkpoint_falls_back_to_the_previous(tmp_path, straight_run):
+    ref_state, ref_metrics = straight_run
+    workdir = str(tmp_path)
+    train.train(_config(num_steps=60), workdir)
+    _corrupt(os.path.join(workdir, "checkpoints", "60"))
+    # A partial write (an uncommitted temporary directory) is never taken for a checkpoint.
+    os.makedirs(os.path.join(workdir, "checkpoints", "80.orbax-checkpoint-tmp-1"))
+    state, _ = train.train(_config(num_steps=60), workdir)  # resumes from 40, redoes 40..60
+    _assert_states_equal(state, ref_state)
+    assert _without_timing(read_metrics(workdir)) == _without_timing(ref_metrics)
+
+
+def test_nan_stops_the_run_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    config = _config(num_steps=200, every=10)
+    config.algorithm.learning_rate = 1e4  # diverges within a few steps
+    with pytest.raises(train.NonFiniteError, match=r"at step \d+") as info:
+        train.train(config, str(tmp_path))
+    steps = Checkpointer(str(tmp_path), 3).steps()
+    assert "last good checkpoint is step" in str(info.value)
+    assert str(steps[-1] if steps else "none") in str(info.value)
+    # Every kept checkpoint holds finite numbers.
+    if steps:
+        target, _ = train.train(_config(num_steps=10, every=10), str(tmp_path / "shape"))
+        restored = Checkpointer(str(tmp_path), 3).restore_latest(target)
+        assert restored is not None and restored[0] == steps[-1]
+        assert all(np.isfinite(np.asarray(a)).all() for a in jax.tree.leaves(restored[1]))
+
+
+def test_workdir_with_a_different_config_is_refused_unless_overwritten(tmp_path):
+    train.train(_config(num_steps=20), str(tmp_path))
+    other = _config(num_steps=20)
+    other.algorithm.period = 5
+    with pytest.raises(ValueError, match="algorithm.period: 10 in the workdir, 5 now"):
+        train.train(other, str(tmp_path))
+    _, metrics = train.train(other, str(tmp_path), overwrite=True)
+    assert read_metrics(str(tmp_path))[-1]["step"] == 20
+    assert np.isfinite(metrics["test_loss"])
+
+
+def _read_scalar_tags(path):
+    """Tags of the scalar summaries in a TensorBoard event file (TFRecord of Event protos)."""
+    from tensorboardX.proto import event_pb2
+
+    tags = set()
+    with open(path, "rb") as f:
+        while header := f.read(12):
+            (length,) = struct.unpack("<Q", header[:8])
+            event = event_pb2.Event.FromString(f.read(length))
+            f.read(4)
+            tags.update(v.tag for v in event.summary.value)
+    return tags
+
+
+def test_tensorboard_event_files_hold_the_metrics(tmp_path):
+    config = _config(num_steps=20, every=0)
+    config.tensorboard = True
+    train.train(config, str(tmp_path))
+    events = glob.glob(str(tmp_path / "tensorboard" / "events.out.tfevents.*"))
+    assert len(events) == 1
+    tags = _read_scalar_tags(events[0])
+    assert {"test_accuracy", "test_loss", "train_loss", "worker_center_distance",
+            "worker_spread", "steps_per_second", "communication_time_estimate_s"} <= tags
+
+
+def _launch(workdir, every=20):
+    return subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "launch.py"), "--config",
+         os.path.join(ROOT, "configs", "default.py"), f"--workdir={workdir}",
+         "--config.train.eval_every=20", f"--config.checkpoint.every={every}",
+         "--config.train.num_steps=100000", "--config.tensorboard=False"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
+
+def _wait_for_metrics(workdir, at_least, timeout=180):
+    deadline = time.time() + timeout
+    path = os.path.join(workdir, "metrics.jsonl")
+    while time.time() < deadline:
+        if os.path.exists(path) and read_metrics(workdir) and \
+                read_metrics(workdir)[-1]["step"] >= at_least:
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"no metrics at step >= {at_least} within {timeout} s")
+
+
+def _wait_for_checkpoint(workdir, at_least, timeout=180):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        steps = [int(os.path.basename(d)) for d in glob.glob(os.path.join(workdir, "checkpoints",
+                                                                           "[0-9]*"))
+                 if os.path.basename(d).isdigit()]
+        if steps and max(steps) >= at_least:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"no checkpoint at step >= {at_least} within {timeout} s")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_saves_a_checkpoint_and_exits_cleanly(tmp_path, sig):
+    process = _launch(tmp_path)
+    try:
+        _wait_for_checkpoint(str(tmp_path), 40)
+        process.send_signal(sig)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr[-3000:]
+    assert "saved a checkpoint at step" in stderr
+    stopped_at = int(stderr.split("saved a checkpoint at step ")[1].split()[0])
+    assert Checkpointer(str(tmp_path), 3).steps()[-1] == stopped_at
+    assert stopped_at >= 40
+
+
+@pytest.mark.slow
+def test_kill_9_loses_at_most_the_steps_since_the_last_checkpoint(tmp_path):
+    every = 40
+    process = _launch(tmp_path / "killed", every=every)
+    try:
+        # Past the checkpoint at 40: the kill lands between two checkpoints.
+        _wait_for_metrics(str(tmp_path / "killed"), 60)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+    killed = str(tmp_path / "killed")
+    reached = read_metrics(killed)[-1]["step"]
+    last_checkpoint = Checkpointer(killed, 3).steps()[-1]
+    lost = reached - last_checkpoint
+    print(f"kill -9 after step {reached}; last checkpoint {last_checkpoint}; lost {lost} steps")
+    assert 0 <= lost <= every
+    # Resumed in the same workdir (changing num_steps is allowed), the run matches a
+    # straight run of the same length, bit for bit.
+    end = last_checkpoint + every
+    resumed, _ = train.train(_config(num_steps=end, every=every), killed)
+    straight, _ = train.train(_config(num_steps=end, every=every), str(tmp_path / "straight"))
+    _assert_states_equal(resumed, straight)
+    assert (_without_timing(read_metrics(killed))
+            == _without_timing(read_metrics(str(tmp_path / "straight"))))
