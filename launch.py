@@ -31,10 +31,13 @@ def main(argv: list[str]) -> None:
     logging.get_absl_handler().addFilter(_QuietLibraries())
     config = _CONFIG.value
     from easgd_jax import parallel, validation
+    from easgd_jax.parallel import distributed
 
     validation.validate_config(config)  # before jax starts: fail fast on bad input
+    processes = config.distributed.num_processes if distributed.wanted(config.distributed) else 1
     if config.num_devices:
-        parallel.use_simulated_cpu_devices(config.num_devices)
+        parallel.use_simulated_cpu_devices(config.num_devices // processes)
+    distributed.initialize(config.distributed)
     from easgd_jax import train
 
     metrics = train.train_and_evaluate(config, _WORKDIR.value, overwrite=_OVERWRITE.value)

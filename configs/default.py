@@ -45,4 +45,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.checkpoint.every = 1000  # steps between checkpoints (0: only at the end)
     config.checkpoint.max_to_keep = 3
     config.tensorboard = True  # event files in workdir/tensorboard besides metrics.jsonl
+
+    # Several processes (hosts): set a coordinator here, or run under SLURM / Open MPI /
+    # JAX_COORDINATOR_ADDRESS and JAX finds it. num_devices then counts all processes'
+    # devices (on CPU each process simulates num_devices / num_processes).
+    config.distributed = ml_collections.ConfigDict()
+    config.distributed.coordinator_address = ""  # "host:port" of process 0
+    config.distributed.num_processes = 1
+    config.distributed.process_id = 0
     return config

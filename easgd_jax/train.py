@@ -320,7 +320,9 @@ def train(
                     f"non-finite value (NaN or Inf) in {where}; stopping. The last good "
                     f"checkpoint is step {last[-1] if last else 'none'} in {workdir}.")
             pending_losses.append(float(mean_loss))
-            history.append(jax.device_get(algorithms.reported_state(state.opt_state)))
+            history.append(jax.device_get(jax.jit(
+                algorithms.reported_state, out_shardings=layout.replicated_sharding())(
+                    state.opt_state)))
             step += rounds
             if step % config.train.eval_every == 0 or step == config.train.num_steps:
                 metrics = _evaluate(state, evaluate, dataset, pending_losses, layout)

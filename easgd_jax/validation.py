@@ -16,12 +16,13 @@ from easgd_jax.models import MODEL_NAMES
 
 REQUIRED = {
     "": ("seed", "num_workers", "num_devices", "data", "model", "algorithm", "train",
-         "checkpoint"),
+         "checkpoint", "distributed"),
     "data": ("name", "data_dir"),
     "model": ("name", "kwargs"),
     "algorithm": ("name",),
     "train": ("batch_size", "num_steps", "steps_per_round", "eval_every", "weight_decay"),
     "checkpoint": ("every", "max_to_keep"),
+    "distributed": ("coordinator_address", "num_processes", "process_id"),
 }
 
 
@@ -91,6 +92,18 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if not isinstance(train.weight_decay, numbers.Real) or not train.weight_decay >= 0:
         raise ValueError(
             f"config.train.weight_decay must be a number >= 0, got {train.weight_decay!r}.")
+    dist = config.distributed
+    _integer("distributed.num_processes", dist.num_processes, 1)
+    _integer("distributed.process_id", dist.process_id, 0)
+    if dist.process_id >= dist.num_processes:
+        raise ValueError(
+            f"config.distributed.process_id ({dist.process_id}) must be < "
+            f"config.distributed.num_processes ({dist.num_processes}).")
+    if config.num_devices % dist.num_processes:
+        raise ValueError(
+            f"config.num_devices ({config.num_devices}) counts the devices of all "
+            f"{dist.num_processes} processes: it must be a multiple of "
+            "config.distributed.num_processes.")
     _integer("checkpoint.every", config.checkpoint.every, 0)
     _integer("checkpoint.max_to_keep", config.checkpoint.max_to_keep, 1)
     rounds = steps_per_round(config)

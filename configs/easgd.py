@@ -1,0 +1,22 @@
+"""EASGD (Zhang et al., 2015, eqs 5-6): p = 4 workers on MNIST-1D, period tau = 10.
+
+The default job with plain SGD as the local step instead of Nesterov momentum:
+
+    x_i <- x_i - eta g_i - alpha (x_i - x~) [tau | t];  x~ <- x~ + alpha sum_i (x_i - x~) [tau | t]
+
+    python launch.py --config configs/easgd.py --workdir /tmp/easgd
+"""
+
+import ml_collections
+
+from configs import default
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = default.get_config()
+    config.algorithm = ml_collections.ConfigDict()
+    config.algorithm.name = "easgd"
+    config.algorithm.learning_rate = 0.5
+    config.algorithm.moving_rate = 0.9 / config.num_workers  # beta = 0.9
+    config.algorithm.period = 10
+    return config
