@@ -17,6 +17,8 @@ def get_config() -> ml_collections.ConfigDict:
     # Devices to spread the workers over (0 = all available). On CPU, launch.py creates this
     # many simulated devices before jax starts.
     config.num_devices = 4
+    # Groups of workers on a 2-D (groups x workers) layout, for multi-leader LSGD.
+    config.num_groups = 1
 
     config.data = ml_collections.ConfigDict()
     config.data.name = "mnist1d"

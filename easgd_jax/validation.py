@@ -12,6 +12,7 @@ import ml_collections
 
 from easgd_jax.algorithms import registry
 from easgd_jax.data import DATASET_NAMES
+from easgd_jax import models
 from easgd_jax.models import MODEL_NAMES
 
 REQUIRED = {
@@ -73,6 +74,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             f"config.num_devices ({config.num_devices}).")
     _choice("data.name", config.data.name, DATASET_NAMES)
     _choice("model.name", config.model.name, MODEL_NAMES)
+    try:
+        models.get_model(config.model.name, 10, **config.model.kwargs)  # builds nothing heavy
+    except ValueError as e:
+        raise ValueError(f"config.model.kwargs: {e}") from None
+    if config.data.data_dir is not None and not isinstance(config.data.data_dir, str):
+        raise ValueError(
+            f"config.data.data_dir must be a path (string) or None, got {config.data.data_dir!r}.")
     _choice("algorithm.name", config.algorithm.name, tuple(registry.algorithm_names()))
     try:
         # Building the transformation checks every hyperparameter's value; nothing is traced.
@@ -89,6 +97,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _integer("train.num_steps", train.num_steps, 1)
     _integer("train.eval_every", train.eval_every, 1)
     _integer("train.steps_per_round", train.steps_per_round, 0)
+    if not isinstance(config.get("tensorboard", True), bool):
+        raise ValueError(f"config.tensorboard must be True or False, got {config.tensorboard!r}.")
     if not isinstance(train.weight_decay, numbers.Real) or not train.weight_decay >= 0:
         raise ValueError(
             f"config.train.weight_decay must be a number >= 0, got {train.weight_decay!r}.")
