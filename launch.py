@@ -34,9 +34,9 @@ def main(argv: list[str]) -> None:
     from easgd_jax.parallel import distributed
 
     validation.validate_config(config)  # before jax starts: fail fast on bad input
-    processes = config.distributed.num_processes if distributed.wanted(config.distributed) else 1
-    if config.num_devices:
-        parallel.use_simulated_cpu_devices(config.num_devices // processes)
+    if config.num_devices:  # simulated CPU devices of this process (ignored on GPUs)
+        parallel.use_simulated_cpu_devices(
+            config.num_devices // distributed.num_processes(config.distributed))
     distributed.initialize(config.distributed)
     from easgd_jax import train
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import ml_collections
 
+from easgd_jax import models
 from easgd_jax.algorithms import registry
 from easgd_jax.data import DATASET_NAMES
-from easgd_jax import models
 from easgd_jax.models import MODEL_NAMES
 
 REQUIRED = {

@@ -30,6 +30,16 @@ def wanted(config: ml_collections.ConfigDict) -> bool:
     return "JAX_COORDINATOR_ADDRESS" in os.environ
 
 
+def num_processes(config: ml_collections.ConfigDict) -> int:
+    """The number of processes the run will have (before the runtime starts)."""
+    if config.coordinator_address:
+        return config.num_processes
+    for variable in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"):
+        if variable in os.environ:
+            return int(os.environ[variable])
+    return config.num_processes
+
+
 def initialize(config: ml_collections.ConfigDict) -> None:
     """Starts the distributed runtime if the run spans several processes; else nothing.
 
