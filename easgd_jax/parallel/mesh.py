@@ -22,6 +22,8 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 WORKER_AXIS = "workers"
 LOCAL_AXIS = "local"
 GROUP_AXIS = "groups"
+_COLLECTIVE_TIMEOUTS = ("--xla_cpu_collective_call_terminate_timeout_seconds=900",
+                        "--xla_cpu_collective_timeout_seconds=900")
 
 
 def use_simulated_cpu_devices(count: int) -> None:
@@ -43,6 +45,11 @@ def use_simulated_cpu_devices(count: int) -> None:
     flag = f"--xla_force_host_platform_device_count={count}"
     flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
              if not f.startswith("--xla_force_host_platform_device_count")]
+    # A loaded machine can keep a simulated device from reaching a collective for longer
+    # than XLA:CPU's default 40 s, after which it aborts the process: allow minutes.
+    for timeout in _COLLECTIVE_TIMEOUTS:
+        if not any(f.startswith(timeout.split("=")[0]) for f in flags):
+            flags.append(timeout)
     os.environ["XLA_FLAGS"] = " ".join([*flags, flag])
     try:
         jax.config.update("jax_num_cpu_devices", count)
