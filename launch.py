@@ -41,7 +41,8 @@ def main(argv: list[str]) -> None:
     from easgd_jax import train
 
     metrics = train.train_and_evaluate(config, _WORKDIR.value, overwrite=_OVERWRITE.value)
-    logging.info("final: %s", {k: round(v, 4) for k, v in metrics.items()})
+    logging.info("final: %s", {k: round(v, 4) if isinstance(v, float) else v
+                               for k, v in metrics.items()})
 
 
 def run_main() -> None:

@@ -105,7 +105,10 @@ def make_evaluator(model):
 
 
 def _evaluation_point(opt_state, params):
-    return jax.tree.map(lambda a: a[0], algorithms.evaluation_params(opt_state, params))
+    """The center (or average z) held by worker 0, else the leader's (or worker 0's) params."""
+    stacked = algorithms.evaluation_params(opt_state, params)
+    index = algorithms.evaluation_worker(opt_state)
+    return jax.tree.map(lambda a: a[index], stacked)
 
 
 @jax.jit

@@ -1,5 +1,28 @@
-"""Distributed optimizers as optax transformations, one module per family."""
+"""Distributed optimizers as optax transformations, one module per family.
 
+The DOWNPOUR transformation is ``easgd_jax.downpour`` (or ``downpour.downpour`` here): the
+name ``easgd_jax.algorithms.downpour`` stays the module.
+"""
+
+from easgd_jax.algorithms.averaging import (
+    AveragedSGDState,
+    asgd,
+    data_parallel_sgd,
+    msgd,
+    mvasgd,
+    sgd,
+    tree_pmean,
+)
+from easgd_jax.algorithms.downpour import (
+    AdagradDownpourState,
+    AveragedDownpourState,
+    DownpourState,
+    MomentumDownpourState,
+    adownpour,
+    downpour_exchange,
+    mdownpour,
+    mvadownpour,
+)
 from easgd_jax.algorithms.elastic import (
     ElasticAveragingState,
     center,
@@ -8,7 +31,20 @@ from easgd_jax.algorithms.elastic import (
     elastic_averaging,
     elastic_exchange,
 )
-from easgd_jax.algorithms.evaluation import evaluation_params, reported_state
+from easgd_jax.algorithms.evaluation import (
+    evaluation_params,
+    evaluation_worker,
+    reported_state,
+)
+from easgd_jax.algorithms.leader import (
+    LeaderState,
+    MultiLeaderState,
+    leader_index,
+    lsgd,
+    lsgd_multi,
+    lsgd_multi_nesterov,
+    lsgd_nesterov,
+)
 from easgd_jax.algorithms.momentum import NesterovState, nesterov, nesterov_origin
 from easgd_jax.algorithms.registry import (
     algorithm_names,
@@ -19,20 +55,43 @@ from easgd_jax.algorithms.registry import (
 )
 
 __all__ = [
-    "ElasticAveragingState",
-    "NesterovState",
+    "AdagradDownpourState",
+    "adownpour",
     "algorithm_names",
+    "asgd",
+    "AveragedDownpourState",
+    "AveragedSGDState",
     "center",
     "check_hyperparameters",
+    "data_parallel_sgd",
+    "downpour_exchange",
+    "DownpourState",
     "eamsgd",
     "easgd",
     "elastic_averaging",
     "elastic_exchange",
+    "ElasticAveragingState",
     "evaluation_params",
+    "evaluation_worker",
     "get_algorithm",
     "hyperparameter_names",
+    "leader_index",
+    "LeaderState",
+    "lsgd",
+    "lsgd_multi",
+    "lsgd_multi_nesterov",
+    "lsgd_nesterov",
+    "mdownpour",
+    "MomentumDownpourState",
+    "msgd",
+    "MultiLeaderState",
+    "mvadownpour",
+    "mvasgd",
     "nesterov",
     "nesterov_origin",
+    "NesterovState",
     "register",
     "reported_state",
+    "sgd",
+    "tree_pmean",
 ]

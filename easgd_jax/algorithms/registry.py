@@ -14,11 +14,30 @@ from typing import Any
 
 import optax
 
-from easgd_jax.algorithms import elastic
+from easgd_jax.algorithms.averaging import asgd, data_parallel_sgd, msgd, mvasgd, sgd
+from easgd_jax.algorithms.downpour import adownpour, downpour, mdownpour, mvadownpour
+from easgd_jax.algorithms.elastic import eamsgd, easgd
+from easgd_jax.algorithms.leader import lsgd_multi_nesterov, lsgd_nesterov
 
+# Constructors whose arguments are all plain data (a config can hold them): the optimizer-
+# wrapping forms (elastic_averaging, lsgd, lsgd_multi) are for code, not configs.
 _REGISTRY: dict[str, Callable[..., optax.GradientTransformation]] = {
-    "easgd": elastic.easgd,
-    "eamsgd": elastic.eamsgd,
+    # Elastic averaging (Zhang et al., 2015).
+    "easgd": easgd,
+    "eamsgd": eamsgd,
+    # The EASGD paper's baselines.
+    "downpour": downpour,
+    "mdownpour": mdownpour,
+    "adownpour": adownpour,
+    "mvadownpour": mvadownpour,
+    "sgd": sgd,
+    "msgd": msgd,
+    "asgd": asgd,
+    "mvasgd": mvasgd,
+    "data_parallel_sgd": data_parallel_sgd,
+    # Leader SGD (Teng et al., 2019).
+    "lsgd_nesterov": lsgd_nesterov,
+    "lsgd_multi_nesterov": lsgd_multi_nesterov,
 }
 
 

@@ -1,0 +1,230 @@
+"""Sequential baselines of the EASGD paper and synchronous data-parallel SGD.
+
+The sequential (p = 1) comparators of Zhang, Choromanska & LeCun (NIPS 2015, arXiv
+1412.6651, Section 5), with eta the learning rate, delta the momentum and g = g(x_t) the
+stochastic gradient at the params:
+
+    SGD:     x_{t+1} = x_t - eta * g
+    MSGD:    v_{t+1} = delta * v_t - eta * g(x_t + delta * v_t);  x_{t+1} = x_t + v_{t+1}
+             (Nesterov, in look-ahead form: params are w = x + delta * v, see ``momentum``)
+    ASGD:    SGD, and z_t = (1 - a_t) z_{t-1} + a_t x_t with a_t = 1 / (t + 1), z_0 = x_0,
+             so that z_t = (x_0 + ... + x_t) / (t + 1) is the Polyak average of the iterates
+    MVASGD:  SGD, and the same recursion with a constant rate a in (0, 1] (paper: 0.001)
+
+with t the number of SGD steps taken so far (t = 1 after the first). ASGD and MVASGD
+average the SGD iterate x_t itself, the point where the gradient is taken (plain SGD has
+no look-ahead point), after its update; z is stored in the state field ``average``, which
+is what the training loop evaluates.
+
+Each worker runs its own copy: with p > 1 these are p independent runs and ``axis_name``
+is unused (it is accepted so that every algorithm is built the same way).
+
+``data_parallel_sgd`` is the reference every communication-saving method is compared with:
+synchronous data-parallel (Nesterov) SGD, with ONE all-reduce per step of the gradients,
+
+    gbar = (1/p) * sum_i g_i(x);   x <- x - eta * gbar           (delta = 0)
+                                   Nesterov step on gbar          (delta > 0)
+
+so every worker applies the same update and the workers stay identical.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+from jax.flatten_util import ravel_pytree
+
+from easgd_jax.algorithms import _validate
+from easgd_jax.algorithms.momentum import nesterov
+
+AxisName = str | tuple[str, ...]
+
+
+class AveragedSGDState(NamedTuple):
+    """State of :func:`asgd` and :func:`mvasgd`.
+
+    Attributes:
+        count: the step count t (int32), the number of SGD steps taken.
+        average: z_t, the (moving) average of the iterates x_0..x_t.
+    """
+
+    count: jax.Array
+    average: optax.Params
+
+
+def polyak_rate(count: jax.Array) -> jax.Array:
+    """a_t = 1 / (t + 1): with it, z_t is the plain mean of the t + 1 values x_0..x_t."""
+    return 1.0 / (count.astype(jnp.float32) + 1.0)
+
+
+def constant_rate(rate: float) -> Callable[[jax.Array], float]:
+    """a_t = a for every t: an exponential moving average."""
+    return lambda _count: rate
+
+
+def running_average(
+    average: optax.Params, value: optax.Params, rate: jax.Array | float
+) -> optax.Params:
+    """z <- (1 - a) z + a x, leaf by leaf, in the dtype of z (exactly z = x when a = 1)."""
+    return jax.tree.map(
+        lambda z, x: ((1.0 - rate) * z + rate * x).astype(z.dtype), average, value)
+
+
+def tree_pmean(tree: optax.Updates, axis_name: AxisName) -> optax.Updates:
+    """``lax.pmean`` of a whole pytree as ONE all-reduce of its flattened leaves."""
+    flat, unravel = ravel_pytree(tree)
+    return unravel(lax.pmean(flat, axis_name))
+
+
+def _check_momentum(momentum: float) -> None:
+    _validate.check_interval("momentum", momentum, 0.0, 1.0)
+    if momentum == 1.0:
+        raise ValueError("momentum must be < 1, got 1.0.")
+
+
+def _check_moving_average_rate(rate: float) -> None:
+    _validate.check_interval("moving_average_rate", rate, 0.0, 1.0)
+    if rate == 0.0:
+        raise ValueError(
+            "moving_average_rate must be in (0, 1] (0 would freeze the average), got 0.0.")
+
+
+def sgd(
+    learning_rate: optax.ScalarOrSchedule, axis_name: AxisName = "workers"
+) -> optax.GradientTransformation:
+    """Sequential SGD: x <- x - eta * g(x). ``axis_name`` is unused (no communication).
+
+    Args:
+        learning_rate: eta, a number or an optax schedule.
+        axis_name: accepted for uniformity with the distributed algorithms; unused.
+    """
+    _validate.check_rate("learning_rate", learning_rate)
+    _validate.check_axis_name(axis_name)
+    return optax.sgd(learning_rate)
+
+
+def msgd(
+    learning_rate: optax.ScalarOrSchedule, momentum: float, axis_name: AxisName = "workers"
+) -> optax.GradientTransformation:
+    """Sequential Nesterov momentum SGD (the paper's MSGD), in look-ahead form.
+
+        v <- delta * v - eta * g(x + delta * v);   x <- x + v
+
+    ``params`` are the look-ahead point w = x + delta * v (where the gradient is taken, and
+    what the training loop evaluates); delta = 0 is :func:`sgd`. ``axis_name`` is unused.
+
+    Args:
+        learning_rate: eta, a number or an optax schedule.
+        momentum: delta in [0, 1).
+        axis_name: accepted for uniformity with the distributed algorithms; unused.
+    """
+    _validate.check_axis_name(axis_name)
+    return nesterov(learning_rate, momentum)
+
+
+def _averaged_sgd(
+    learning_rate: optax.ScalarOrSchedule, average_rate: Callable[[jax.Array], jax.Array | float]
+) -> optax.GradientTransformation:
+    """SGD whose state also tracks z_t = (1 - a_t) z_{t-1} + a_t x_t, z_0 = x_0."""
+    rate = _validate.schedule_value(learning_rate)
+
+    def init_fn(params: optax.Params) -> AveragedSGDState:
+        return AveragedSGDState(
+            count=jnp.zeros([], jnp.int32), average=jax.tree.map(jnp.asarray, params))
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError("averaged SGD needs params: call update(grads, state, params).")
+        eta = rate(state.count)
+        new_updates = jax.tree.map(lambda g: (-eta * g).astype(g.dtype), updates)
+        # The new iterate exactly as optax.apply_updates will form it.
+        new_params = optax.apply_updates(params, new_updates)
+        count = optax.safe_int32_increment(state.count)
+        average = running_average(state.average, new_params, average_rate(count))
+        return new_updates, AveragedSGDState(count=count, average=average)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def asgd(
+    learning_rate: optax.ScalarOrSchedule, axis_name: AxisName = "workers"
+) -> optax.GradientTransformation:
+    """ASGD: SGD plus the Polyak average of its iterates (field ``average``, evaluated).
+
+        x_t = x_{t-1} - eta * g(x_{t-1});   z_t = (1 - a_t) z_{t-1} + a_t x_t,  a_t = 1/(t+1)
+
+    with z_0 = x_0, so z_t is the mean of x_0..x_t. ``axis_name`` is unused.
+
+    Args:
+        learning_rate: eta, a number or an optax schedule.
+        axis_name: accepted for uniformity with the distributed algorithms; unused.
+    """
+    _validate.check_rate("learning_rate", learning_rate)
+    _validate.check_axis_name(axis_name)
+    return _averaged_sgd(learning_rate, polyak_rate)
+
+
+def mvasgd(
+    learning_rate: optax.ScalarOrSchedule,
+    moving_average_rate: float,
+    axis_name: AxisName = "workers",
+) -> optax.GradientTransformation:
+    """MVASGD: SGD plus a moving average of its iterates (field ``average``, evaluated).
+
+        x_t = x_{t-1} - eta * g(x_{t-1});   z_t = (1 - a) z_{t-1} + a x_t,  z_0 = x_0
+
+    Args:
+        learning_rate: eta, a number or an optax schedule.
+        moving_average_rate: a in (0, 1] (paper: 0.001); a = 1 makes z the iterate.
+        axis_name: accepted for uniformity with the distributed algorithms; unused.
+    """
+    _validate.check_rate("learning_rate", learning_rate)
+    _check_moving_average_rate(moving_average_rate)
+    _validate.check_axis_name(axis_name)
+    return _averaged_sgd(learning_rate, constant_rate(float(moving_average_rate)))
+
+
+def mean_over_workers(axis_name: AxisName = "workers") -> optax.GradientTransformation:
+    """Replaces each worker's gradient by the mean over ``axis_name`` (one all-reduce)."""
+    _validate.check_axis_name(axis_name)
+
+    def init_fn(params: optax.Params) -> optax.EmptyState:
+        del params
+        return optax.EmptyState()
+
+    def update_fn(updates, state, params=None):
+        del params
+        return tree_pmean(updates, axis_name), state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def data_parallel_sgd(
+    learning_rate: optax.ScalarOrSchedule,
+    momentum: float = 0.0,
+    axis_name: AxisName = "workers",
+) -> optax.GradientTransformation:
+    """Synchronous data-parallel SGD: all-reduce mean of the gradients, then the SGD step.
+
+        gbar = (1/p) sum_i g_i;   x <- x - eta * gbar                     (delta = 0)
+        v <- delta * v - eta * gbar;   w <- w - eta * gbar + delta * v    (delta > 0, Nesterov
+                                                                         on w = x + delta v)
+
+    One all-reduce per step; workers that start equal stay equal, and p workers with batch
+    size b follow single-worker SGD with batch size p * b.
+
+    Args:
+        learning_rate: eta, a number or an optax schedule.
+        momentum: delta in [0, 1); 0 is plain SGD (no velocity buffer).
+        axis_name: the worker axis of the all-reduce.
+    """
+    _validate.check_rate("learning_rate", learning_rate)
+    _check_momentum(momentum)
+    _validate.check_axis_name(axis_name)
+    local = nesterov(learning_rate, momentum) if momentum else optax.sgd(learning_rate)
+    return optax.chain(mean_over_workers(axis_name), local)

@@ -1,0 +1,395 @@
+"""DOWNPOUR and its variants, the baselines of the EASGD paper, in synchronous rounds.
+
+DOWNPOUR (Dean et al., NIPS 2012) as implemented in the EASGD authors' code (Zhang,
+Choromanska & LeCun, NIPS 2015, arXiv 1412.6651, Section 5): p workers hold x_1..x_p, the
+master holds the center x~, eta is the learning rate and tau the communication period.
+Worker i at its local step t (t = 0 first, so the first step communicates) does
+
+    d_i = -eta * g_i(x_i);   acc_i <- acc_i + d_i
+    if tau divides t:   x~ <- x~ + sum_i acc_i        (the master applies every push)
+                        x_i <- x~;  acc_i <- 0        (each worker fetches the new center)
+    else:               x_i <- x_i + d_i
+
+tau = 1 is synchronous parameter-server SGD on the SUM of the p gradients:
+x~ <- x~ - eta * sum_i g_i(x~), and every worker holds x~.
+
+Variants (all with the center replicated in every worker's state and kept identical by one
+all-reduce, ``lax.psum`` over ``axis_name``, per communication step):
+
+- MDOWNPOUR (tau = 1): Nesterov momentum on the master, velocity v on the center,
+      v <- delta * v - eta * sum_i g_i(x~ + delta * v);   x~ <- x~ + v
+  every worker's params are the look-ahead point x~ + delta * v.
+- ADOWNPOUR: DOWNPOUR whose master also keeps z <- (1 - a_t) z + a_t x~ after each center
+  update, a_t = 1 / (t + 1), t the master clock (center updates so far), z_0 = x~_0: z is the
+  mean of the centers x~_0..x~_t.
+- MVADOWNPOUR: the same with a constant rate a (paper: 0.001).
+- ``downpour(..., server_adagrad=True)``: the master applies the pushes through Adagrad, as
+  DistBelief's parameter server (Dean et al., 2012): per coordinate
+      G <- G + sum_i acc_i^2;   x~ <- x~ + gamma * sum_i acc_i / sqrt(eps + G)
+
+Conventions of this synchronous form: the master applies the SUM of the p pushes (as the
+paper's master, which applies every worker's push); one synchronous exchange is one
+center update (one tick of the master clock), where an asynchronous master would count p.
+The rule of one worker's exchange is the pure function :func:`downpour_exchange`,
+MDOWNPOUR's master update :func:`nesterov_master_step` and the master's Adagrad
+:func:`server_adagrad_step`, so that asynchronous executors can apply them one worker at a
+time.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+
+from easgd_jax.algorithms import _validate
+from easgd_jax.algorithms.averaging import (
+    _check_momentum,
+    _check_moving_average_rate,
+    constant_rate,
+    polyak_rate,
+    running_average,
+)
+from easgd_jax.algorithms.elastic import tree_psum
+
+AxisName = str | tuple[str, ...]
+
+
+class DownpourState(NamedTuple):
+    """State of :func:`downpour` on one worker.
+
+    Attributes:
+        count: the local clock t_i (int32); the exchange happens when ``count % period == 0``.
+        center: the center x~, identical on every worker.
+        accumulator: acc_i, the sum of the local steps d_i since the last push.
+    """
+
+    count: jax.Array
+    center: optax.Params
+    accumulator: optax.Updates
+
+
+class AveragedDownpourState(NamedTuple):
+    """State of :func:`adownpour` and :func:`mvadownpour` on one worker.
+
+    Attributes:
+        count: the local clock t_i (int32).
+        center: the center x~, identical on every worker.
+        accumulator: acc_i, the sum of the local steps since the last push.
+        center_count: the master clock (int32), the number of center updates so far.
+        average: z, the (moving) average of the centers; what the training loop evaluates.
+    """
+
+    count: jax.Array
+    center: optax.Params
+    accumulator: optax.Updates
+    center_count: jax.Array
+    average: optax.Params
+
+
+class AdagradDownpourState(NamedTuple):
+    """State of :func:`downpour` with ``server_adagrad=True`` on one worker.
+
+    Attributes:
+        count: the local clock t_i (int32).
+        center: the center x~, identical on every worker.
+        accumulator: acc_i, the sum of the local steps since the last push.
+        adagrad_sum: G, the master's per-coordinate sum of the squared pushes.
+    """
+
+    count: jax.Array
+    center: optax.Params
+    accumulator: optax.Updates
+    adagrad_sum: optax.Updates
+
+
+class MomentumDownpourState(NamedTuple):
+    """State of :func:`mdownpour` on one worker.
+
+    Attributes:
+        count: the step count (int32), also the master clock (every step communicates).
+        center: the center x~, identical on every worker.
+        velocity: the master's velocity v, identical on every worker.
+    """
+
+    count: jax.Array
+    center: optax.Params
+    velocity: optax.Updates
+
+
+def downpour_exchange(
+    worker: optax.Params, accumulator: optax.Updates, center: optax.Params
+) -> tuple[optax.Updates, optax.Updates]:
+    """One worker's DOWNPOUR exchange with the master: push acc_i, then fetch the center.
+
+    Returns ``(worker_delta, center_delta)`` = ``(x~ + acc_i - x_i, acc_i)``: the master
+    applies the push, x~ <- x~ + acc_i, and the worker then holds the updated center. An
+    asynchronous executor applies it one worker at a time (``center`` = the master's value
+    at that moment); synchronous DOWNPOUR sums the center deltas over all workers first, so
+    every worker fetches x~ + sum_j acc_j instead.
+    """
+    center_delta = jax.tree.map(lambda c, a: a.astype(c.dtype), center, accumulator)
+    worker_delta = jax.tree.map(
+        lambda x, c, a: (c + a - x).astype(x.dtype), worker, center, center_delta)
+    return worker_delta, center_delta
+
+
+def nesterov_master_step(
+    center: optax.Params,
+    velocity: optax.Updates,
+    gradient: optax.Updates,
+    learning_rate: jax.Array | float,
+    momentum: float,
+) -> tuple[optax.Params, optax.Updates, optax.Params]:
+    """MDOWNPOUR's master update for one push ``gradient`` (taken at x~ + delta * v).
+
+        v <- delta * v - eta * gradient;   x~ <- x~ + v
+
+    Returns ``(center, velocity, lookahead)``, with ``lookahead`` = x~ + delta * v the point
+    the workers fetch and take their next gradient at. Synchronous MDOWNPOUR applies it once
+    per step to the sum of the p gradients; an asynchronous master applies it per push.
+    """
+    velocity = jax.tree.map(
+        lambda v, g: (momentum * v - learning_rate * g).astype(v.dtype), velocity, gradient)
+    center = jax.tree.map(lambda c, v: (c + v).astype(c.dtype), center, velocity)
+    lookahead = jax.tree.map(lambda c, v: (c + momentum * v).astype(c.dtype), center, velocity)
+    return center, velocity, lookahead
+
+
+def server_adagrad_step(
+    push: optax.Updates,
+    squared_push: optax.Updates,
+    adagrad_sum: optax.Updates,
+    rate: float,
+    eps: float,
+) -> tuple[optax.Updates, optax.Updates]:
+    """The DistBelief master's Adagrad (Dean et al., 2012) applied to the pushes.
+
+        G <- G + squared_push;   center_delta = gamma * push / sqrt(eps + G)
+
+    per coordinate. One worker's push: ``squared_push = push**2``; synchronous DOWNPOUR
+    passes the sums over the workers of the pushes and of their squares. Returns
+    ``(center_delta, G)``.
+    """
+    adagrad_sum = jax.tree.map(
+        lambda g, s: (g + s).astype(g.dtype), adagrad_sum, squared_push)
+    center_delta = jax.tree.map(
+        lambda a, g: (rate * a / jnp.sqrt(eps + g)).astype(a.dtype), push, adagrad_sum)
+    return center_delta, adagrad_sum
+
+
+def _local_step(updates: optax.Updates, params: optax.Params, eta: Any) -> optax.Updates:
+    """d = -eta * g, in the dtype of the params."""
+    return jax.tree.map(lambda g, x: (-eta * g).astype(x.dtype), updates, params)
+
+
+def _downpour(
+    learning_rate: optax.ScalarOrSchedule,
+    period: int,
+    axis_name: AxisName,
+    average_rate: Callable[[jax.Array], jax.Array | float] | None = None,
+    adagrad: tuple[float, float] | None = None,
+) -> optax.GradientTransformation:
+    """DOWNPOUR(tau); with ``average_rate`` the master also keeps z (field ``average``), with
+    ``adagrad = (gamma, eps)`` it applies the pushes through Adagrad."""
+    _validate.check_rate("learning_rate", learning_rate)
+    _validate.check_period("period", period)
+    _validate.check_axis_name(axis_name)
+    rate = _validate.schedule_value(learning_rate)
+
+    def init_fn(params: optax.Params):
+        center = jax.tree.map(jnp.asarray, params)
+        common = dict(count=jnp.zeros([], jnp.int32), center=center,
+                      accumulator=jax.tree.map(jnp.zeros_like, params))
+        if average_rate is not None:
+            return AveragedDownpourState(
+                **common, center_count=jnp.zeros([], jnp.int32), average=center)
+        if adagrad is not None:
+            return AdagradDownpourState(
+                **common, adagrad_sum=jax.tree.map(jnp.zeros_like, params))
+        return DownpourState(**common)
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError("downpour needs params: call update(grads, state, params).")
+        step = _local_step(updates, params, rate(state.count))
+        accumulator = jax.tree.map(lambda a, d: (a + d).astype(a.dtype), state.accumulator, step)
+        # The master's part of the state: x~, and the master clock and z, or the Adagrad sum.
+        master = {k: v for k, v in state._asdict().items() if k not in ("count", "accumulator")}
+
+        def exchange(master):
+            master = dict(master)
+            _, push = downpour_exchange(params, accumulator, master["center"])
+            if adagrad is None:
+                center_delta = tree_psum(push, axis_name)
+            else:
+                squared = jax.tree.map(jnp.square, push)
+                push, squared = tree_psum((push, squared), axis_name)  # one all-reduce
+                center_delta, master["adagrad_sum"] = server_adagrad_step(
+                    push, squared, master["adagrad_sum"], *adagrad)
+            center = jax.tree.map(
+                lambda c, d: (c + d).astype(c.dtype), master["center"], center_delta)
+            master["center"] = center
+            if average_rate is not None:
+                master["center_count"] = optax.safe_int32_increment(master["center_count"])
+                master["average"] = running_average(
+                    master["average"], center, average_rate(master["center_count"]))
+            worker_delta = jax.tree.map(lambda c, x: (c - x).astype(x.dtype), center, params)
+            return worker_delta, jax.tree.map(jnp.zeros_like, accumulator), master
+
+        def local(master):
+            return step, accumulator, master
+
+        # The predicate is the shared clock: identical on every worker, so the collective
+        # inside the branch is entered by all of them or by none.
+        new_updates, accumulator, master = lax.cond(
+            state.count % period == 0, exchange, local, master)
+        return new_updates, type(state)(
+            count=optax.safe_int32_increment(state.count), accumulator=accumulator, **master)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def downpour(
+    learning_rate: optax.ScalarOrSchedule,
+    period: int = 1,
+    axis_name: AxisName = "workers",
+    *,
+    server_adagrad: bool = False,
+    adagrad_rate: float = 0.01,
+    adagrad_eps: float = 1e-8,
+) -> optax.GradientTransformation:
+    """DOWNPOUR(tau) in synchronous rounds (the EASGD authors' version).
+
+        d_i = -eta g_i(x_i);  acc_i += d_i
+        tau | t:  x~ += sum_i acc_i;  x_i <- x~;  acc_i <- 0      else:  x_i += d_i
+
+    tau = 1: x~ <- x~ - eta sum_i g_i(x~), synchronous parameter-server SGD.
+
+    With ``server_adagrad`` the master applies the pushes through Adagrad, as DistBelief's
+    parameter server does (Dean et al., 2012): per coordinate,
+
+        G <- G + sum_i acc_i^2;   x~ <- x~ + gamma * sum_i acc_i / sqrt(eps + G)
+
+    (sums of the squares of the individual pushes, as an asynchronous master applying them
+    one at a time would accumulate). eta then only scales the workers' local steps between
+    pushes and the pushes' size relative to eps: the first exchange moves each coordinate by
+    about gamma. No warm start: all workers start together.
+
+    Args:
+        learning_rate: eta, a number or an optax schedule of the local clock.
+        period: tau >= 1; step 0 communicates.
+        axis_name: the worker axis of the all-reduce.
+        server_adagrad: apply the pushes through the master's Adagrad (False: plain sum).
+        adagrad_rate: gamma >= 0, Adagrad's rate on the master (in parameter units).
+        adagrad_eps: eps > 0 under the square root.
+
+    Returns:
+        An optax ``GradientTransformation`` with state :class:`DownpourState`
+        (:class:`AdagradDownpourState` with ``server_adagrad``); ``update`` requires
+        ``params``. The training loop evaluates the center.
+    """
+    if not isinstance(server_adagrad, bool):
+        raise ValueError(f"server_adagrad must be True or False, got {server_adagrad!r}.")
+    if callable(adagrad_rate):
+        raise ValueError(f"adagrad_rate must be a number >= 0, got {adagrad_rate!r}.")
+    _validate.check_rate("adagrad_rate", adagrad_rate)
+    if (isinstance(adagrad_eps, bool) or not isinstance(adagrad_eps, numbers.Real)
+            or not adagrad_eps > 0):
+        raise ValueError(f"adagrad_eps must be a number > 0, got {adagrad_eps!r}.")
+    adagrad = (float(adagrad_rate), float(adagrad_eps)) if server_adagrad else None
+    return _downpour(learning_rate, period, axis_name, adagrad=adagrad)
+
+
+def adownpour(
+    learning_rate: optax.ScalarOrSchedule,
+    period: int = 1,
+    axis_name: AxisName = "workers",
+) -> optax.GradientTransformation:
+    """ADOWNPOUR: :func:`downpour` whose master keeps the Polyak average of its centers.
+
+        after the k-th center update:  z <- (1 - 1/(k+1)) z + 1/(k+1) x~     (z_0 = x~_0)
+
+    so z is the mean of x~_0..x~_k; stored in ``average``, which the training loop evaluates.
+
+    Args:
+        learning_rate: eta, a number or an optax schedule of the local clock.
+        period: tau >= 1.
+        axis_name: the worker axis of the all-reduce.
+    """
+    return _downpour(learning_rate, period, axis_name, average_rate=polyak_rate)
+
+
+def mvadownpour(
+    learning_rate: optax.ScalarOrSchedule,
+    moving_average_rate: float,
+    period: int = 1,
+    axis_name: AxisName = "workers",
+) -> optax.GradientTransformation:
+    """MVADOWNPOUR: :func:`downpour` whose master keeps a moving average of its centers.
+
+        after each center update:  z <- (1 - a) z + a x~      (z_0 = x~_0)
+
+    Args:
+        learning_rate: eta, a number or an optax schedule of the local clock.
+        moving_average_rate: a in (0, 1] (paper: 0.001); a = 1 makes z the center.
+        period: tau >= 1.
+        axis_name: the worker axis of the all-reduce.
+    """
+    _check_moving_average_rate(moving_average_rate)
+    return _downpour(learning_rate, period, axis_name,
+                     average_rate=constant_rate(float(moving_average_rate)))
+
+
+def mdownpour(
+    learning_rate: optax.ScalarOrSchedule,
+    momentum: float,
+    axis_name: AxisName = "workers",
+) -> optax.GradientTransformation:
+    """MDOWNPOUR: DOWNPOUR (tau = 1) with Nesterov momentum on the master.
+
+        v <- delta v - eta sum_i g_i(x~ + delta v);   x~ <- x~ + v
+
+    Every step communicates (one all-reduce of the gradients); the master applies the SUM of
+    the p gradients, so the step size relative to one worker's gradient is p * eta. Every
+    worker's params are the look-ahead point x~ + delta v, where it takes its gradient (the
+    update sets them to it exactly, so workers that start at x~_0 stay identical); the
+    center x~ is in the state and is what the training loop evaluates. delta = 0 gives
+    ``downpour(learning_rate, period=1)``.
+
+    Args:
+        learning_rate: eta, a number or an optax schedule of the step count.
+        momentum: delta in [0, 1) (paper: 0.99 for the workers of EAMSGD).
+        axis_name: the worker axis of the all-reduce.
+
+    Returns:
+        An optax ``GradientTransformation`` with state :class:`MomentumDownpourState`;
+        ``update`` requires ``params``.
+    """
+    _validate.check_rate("learning_rate", learning_rate)
+    _check_momentum(momentum)
+    _validate.check_axis_name(axis_name)
+    rate = _validate.schedule_value(learning_rate)
+    delta = float(momentum)
+
+    def init_fn(params: optax.Params) -> MomentumDownpourState:
+        return MomentumDownpourState(
+            count=jnp.zeros([], jnp.int32), center=jax.tree.map(jnp.asarray, params),
+            velocity=jax.tree.map(jnp.zeros_like, params))
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError("mdownpour needs params: call update(grads, state, params).")
+        push = tree_psum(updates, axis_name)
+        center, velocity, lookahead = nesterov_master_step(
+            state.center, state.velocity, push, rate(state.count), delta)
+        new_updates = jax.tree.map(lambda w, x: (w - x).astype(x.dtype), lookahead, params)
+        return new_updates, MomentumDownpourState(
+            count=optax.safe_int32_increment(state.count), center=center, velocity=velocity)
+
+    return optax.GradientTransformation(init_fn, update_fn)
