@@ -9,6 +9,8 @@ one worker per simulated CPU device.
 import ml_collections
 from ml_collections import config_dict
 
+from easgd_jax import async_train
+
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
@@ -42,6 +44,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.steps_per_round = 0  # 0: one round = one period
     config.train.eval_every = 250
     config.train.weight_decay = 1e-4
+
+    # How the workers run: "sync" (SPMD rounds, train.py), "simulated_async" (seeded simulated
+    # asynchrony) or "threads" (a parameter server, one thread per worker): async_train.py.
+    config.executor = "sync"
+    config.asynchrony = async_train.default_asynchrony()  # schedule, staleness, shards
 
     config.checkpoint = ml_collections.ConfigDict()
     config.checkpoint.every = 1000  # steps between checkpoints (0: only at the end)

@@ -15,6 +15,8 @@ from easgd_jax.algorithms import (
     NesterovState,
     adownpour,
     algorithm_names,
+    amsgrad_sync,
+    apam,
     asgd,
     center,
     data_parallel_sgd,
@@ -44,6 +46,8 @@ __version__ = "0.1.0"
 __all__ = [
     "adownpour",
     "algorithm_names",
+    "amsgrad_sync",
+    "apam",
     "asgd",
     "center",
     "data_parallel_sgd",

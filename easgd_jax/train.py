@@ -239,8 +239,13 @@ def train_and_evaluate(
     """Trains ``config.num_workers`` workers and evaluates the center; returns final metrics.
 
     An existing workdir with the same config is resumed from its latest checkpoint; one
-    with a different config is refused unless ``overwrite``.
+    with a different config is refused unless ``overwrite``. ``config.executor`` other than
+    "sync" runs the asynchronous executors of :mod:`easgd_jax.async_train`.
     """
+    if config.get("executor", "sync") != "sync":
+        from easgd_jax import async_train  # imports this module: import here, not on top
+
+        return async_train.train_and_evaluate_async(config, workdir, overwrite)
     return train(config, workdir, overwrite)[1]
 
 

@@ -4,6 +4,18 @@ The DOWNPOUR transformation is ``easgd_jax.downpour`` (or ``downpour.downpour`` 
 name ``easgd_jax.algorithms.downpour`` stays the module.
 """
 
+from easgd_jax.algorithms.amsgrad_async import amsgrad, amsgrad_sync, apam
+from easgd_jax.algorithms.asynchronous import (
+    AsyncRule,
+    AsyncWorkerState,
+    async_algorithm_names,
+    async_downpour,
+    async_eamsgd,
+    async_easgd,
+    async_lsgd,
+    async_lsgd_nesterov,
+    get_async_rule,
+)
 from easgd_jax.algorithms.averaging import (
     AveragedSGDState,
     asgd,
@@ -58,7 +70,18 @@ __all__ = [
     "AdagradDownpourState",
     "adownpour",
     "algorithm_names",
+    "amsgrad",
+    "amsgrad_sync",
+    "apam",
     "asgd",
+    "async_algorithm_names",
+    "async_downpour",
+    "async_eamsgd",
+    "async_easgd",
+    "async_lsgd",
+    "async_lsgd_nesterov",
+    "AsyncRule",
+    "AsyncWorkerState",
     "AveragedDownpourState",
     "AveragedSGDState",
     "center",
@@ -74,6 +97,7 @@ __all__ = [
     "evaluation_params",
     "evaluation_worker",
     "get_algorithm",
+    "get_async_rule",
     "hyperparameter_names",
     "leader_index",
     "LeaderState",

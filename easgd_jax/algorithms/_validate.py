@@ -38,6 +38,21 @@ def check_period(name: str, value: int) -> None:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
 
 
+def check_momentum(value: float) -> None:
+    """A momentum delta in [0, 1)."""
+    check_interval("momentum", value, 0.0, 1.0)
+    if value == 1.0:
+        raise ValueError("momentum must be < 1, got 1.0.")
+
+
+def check_moving_average_rate(value: float) -> None:
+    """The constant rate a of a moving average, in (0, 1] (0 would freeze the average)."""
+    check_interval("moving_average_rate", value, 0.0, 1.0)
+    if value == 0.0:
+        raise ValueError(
+            "moving_average_rate must be in (0, 1] (0 would freeze the average), got 0.0.")
+
+
 def check_axis_name(axis_name: object) -> None:
     """A collective axis name: a string or a non-empty tuple of strings."""
     names = axis_name if isinstance(axis_name, tuple) else (axis_name,)

@@ -81,19 +81,6 @@ def tree_pmean(tree: optax.Updates, axis_name: AxisName) -> optax.Updates:
     return unravel(lax.pmean(flat, axis_name))
 
 
-def _check_momentum(momentum: float) -> None:
-    _validate.check_interval("momentum", momentum, 0.0, 1.0)
-    if momentum == 1.0:
-        raise ValueError("momentum must be < 1, got 1.0.")
-
-
-def _check_moving_average_rate(rate: float) -> None:
-    _validate.check_interval("moving_average_rate", rate, 0.0, 1.0)
-    if rate == 0.0:
-        raise ValueError(
-            "moving_average_rate must be in (0, 1] (0 would freeze the average), got 0.0.")
-
-
 def sgd(
     learning_rate: optax.ScalarOrSchedule, axis_name: AxisName = "workers"
 ) -> optax.GradientTransformation:
@@ -184,7 +171,7 @@ def mvasgd(
         axis_name: accepted for uniformity with the distributed algorithms; unused.
     """
     _validate.check_rate("learning_rate", learning_rate)
-    _check_moving_average_rate(moving_average_rate)
+    _validate.check_moving_average_rate(moving_average_rate)
     _validate.check_axis_name(axis_name)
     return _averaged_sgd(learning_rate, constant_rate(float(moving_average_rate)))
 
@@ -224,7 +211,7 @@ def data_parallel_sgd(
         axis_name: the worker axis of the all-reduce.
     """
     _validate.check_rate("learning_rate", learning_rate)
-    _check_momentum(momentum)
+    _validate.check_momentum(momentum)
     _validate.check_axis_name(axis_name)
     local = nesterov(learning_rate, momentum) if momentum else optax.sgd(learning_rate)
     return optax.chain(mean_over_workers(axis_name), local)

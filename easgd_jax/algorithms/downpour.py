@@ -49,8 +49,6 @@ from jax import lax
 
 from easgd_jax.algorithms import _validate
 from easgd_jax.algorithms.averaging import (
-    _check_momentum,
-    _check_moving_average_rate,
     constant_rate,
     polyak_rate,
     running_average,
@@ -341,7 +339,7 @@ def mvadownpour(
         period: tau >= 1.
         axis_name: the worker axis of the all-reduce.
     """
-    _check_moving_average_rate(moving_average_rate)
+    _validate.check_moving_average_rate(moving_average_rate)
     return _downpour(learning_rate, period, axis_name,
                      average_rate=constant_rate(float(moving_average_rate)))
 
@@ -372,7 +370,7 @@ def mdownpour(
         ``update`` requires ``params``.
     """
     _validate.check_rate("learning_rate", learning_rate)
-    _check_momentum(momentum)
+    _validate.check_momentum(momentum)
     _validate.check_axis_name(axis_name)
     rate = _validate.schedule_value(learning_rate)
     delta = float(momentum)

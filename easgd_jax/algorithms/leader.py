@@ -48,7 +48,6 @@ implemented. Author defaults: c = c_G = 0.1, W = 10, Nesterov momentum 0.9, weig
 
 from __future__ import annotations
 
-import numbers
 from typing import NamedTuple
 
 import jax
@@ -146,18 +145,6 @@ def broadcast_from(tree: optax.Params, is_source: jax.Array, axis_name: AxisName
     return tree_psum(masked, axis_name)
 
 
-def _check_window(loss_window: int) -> None:
-    if (isinstance(loss_window, bool) or not isinstance(loss_window, numbers.Integral)
-            or loss_window < 1):
-        raise ValueError(f"loss_window must be an integer >= 1, got {loss_window!r}.")
-
-
-def _check_momentum(momentum: float) -> None:
-    _validate.check_interval("momentum", momentum, 0.0, 1.0)
-    if momentum == 1.0:
-        raise ValueError("momentum must be < 1, got 1.0.")
-
-
 def _names(axis_name: AxisName) -> tuple[str, ...]:
     return axis_name if isinstance(axis_name, tuple) else (axis_name,)
 
@@ -219,7 +206,7 @@ def lsgd(
     """
     _validate.check_interval("pull", pull, 0.0, 1.0)
     _validate.check_period("period", period)
-    _check_window(loss_window)
+    _validate.check_period("loss_window", loss_window)
     _validate.check_axis_name(axis_name)
     c = float(pull)
 
@@ -277,7 +264,7 @@ def lsgd_nesterov(
         axis_name: the worker axis of the collectives.
     """
     _validate.check_rate("learning_rate", learning_rate)
-    _check_momentum(momentum)
+    _validate.check_momentum(momentum)
     return lsgd(optax.sgd(learning_rate, momentum, nesterov=True), pull, period, loss_window,
                 axis_name)
 
@@ -322,7 +309,7 @@ def lsgd_multi(
     if global_period % period:
         raise ValueError(
             f"global_period ({global_period}) must be a multiple of period ({period}).")
-    _check_window(loss_window)
+    _validate.check_period("loss_window", loss_window)
     _validate.check_axis_name(axis_name)
     try:
         _validate.check_axis_name(group_axis_name)
@@ -419,7 +406,7 @@ def lsgd_multi_nesterov(
         group_axis_name: the axis across groups.
     """
     _validate.check_rate("learning_rate", learning_rate)
-    _check_momentum(momentum)
+    _validate.check_momentum(momentum)
     return lsgd_multi(optax.sgd(learning_rate, momentum, nesterov=True), pull, global_pull,
                       period, global_period, loss_window, axis_name, group_axis_name)
 

@@ -50,9 +50,7 @@ def nesterov(
         A transformation whose updates move w; ``nesterov_origin`` gives x.
     """
     _validate.check_rate("learning_rate", learning_rate)
-    _validate.check_interval("momentum", momentum, 0.0, 1.0)
-    if momentum == 1.0:
-        raise ValueError("momentum must be < 1, got 1.0.")
+    _validate.check_momentum(momentum)
     rate = _validate.schedule_value(learning_rate)
 
     def init_fn(params: optax.Params) -> NesterovState:

@@ -14,6 +14,7 @@ from typing import Any
 
 import optax
 
+from easgd_jax.algorithms.amsgrad_async import amsgrad_sync
 from easgd_jax.algorithms.averaging import asgd, data_parallel_sgd, msgd, mvasgd, sgd
 from easgd_jax.algorithms.downpour import adownpour, downpour, mdownpour, mvadownpour
 from easgd_jax.algorithms.elastic import eamsgd, easgd
@@ -38,6 +39,8 @@ _REGISTRY: dict[str, Callable[..., optax.GradientTransformation]] = {
     # Leader SGD (Teng et al., 2019).
     "lsgd_nesterov": lsgd_nesterov,
     "lsgd_multi_nesterov": lsgd_multi_nesterov,
+    # Synchronous parallel AMSGrad, the baseline of APAM (Xu et al., 2020).
+    "amsgrad_sync": amsgrad_sync,
 }
 
 

@@ -1,0 +1,32 @@
+"""APAM, asynchronous parallel AMSGrad (Xu et al., arXiv 2002.09095): p = 4 workers on
+MNIST-1D. The master holds x, m, v, v_hat and applies one AMSGrad step per arriving gradient,
+in arrival order, with no delay compensation; each worker computes its gradient at the x it
+last read (easgd_jax/algorithms/amsgrad_async.py).
+
+``algorithm.form``: "paper" (x <- x - a m / sqrt(v_hat)), "authors" (their code: Adam bias
+correction, + eps) or "optax" (optax.amsgrad). Baseline: configs/amsgrad_sync.py.
+
+    python launch.py --config configs/apam.py --workdir /tmp/apam
+    python launch.py --config configs/apam.py --workdir /tmp/apam_delay \
+        --config.asynchrony.schedule=random_delay --config.asynchrony.max_staleness=16
+    python launch.py --config configs/apam.py --workdir /tmp/apam_threads \
+        --config.executor=threads --config.asynchrony.num_shards=4
+"""
+
+import ml_collections
+
+from configs import default
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = default.get_config()
+    config.executor = "simulated_async"
+
+    config.algorithm = ml_collections.ConfigDict()
+    config.algorithm.name = "apam"
+    config.algorithm.learning_rate = 1e-3  # a_k
+    config.algorithm.b1 = 0.9
+    config.algorithm.b2 = 0.999
+    config.algorithm.eps = 1e-8  # unused by form "paper"
+    config.algorithm.form = "paper"
+    return config

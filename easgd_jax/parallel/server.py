@@ -1,0 +1,401 @@
+"""A real asynchronous parameter server on one host: one Python thread per worker.
+
+Each worker thread runs its own jitted local steps (jax releases the GIL while XLA computes)
+and never waits for the others; when its rule says so it exchanges with the master, which the
+server holds. The master is split into shards (contiguous ranges of the flattened params),
+each with its own lock and its own clock, applied independently as in DistBelief's sharded
+parameter server (Dean et al., NIPS 2012): a worker's exchange visits the shards one after
+the other, and under a shard's lock the rule's pure exchange function
+(:attr:`~easgd_jax.algorithms.asynchronous.AsyncRule.exchange`: elastic differences for
+EASGD/EAMSGD, pushed sums for DOWNPOUR, gradients for APAM) is applied to that shard's master
+on its value at that moment. (Rules whose exchange is not elementwise, LSGD's leader choice,
+need one shard.)
+
+Measured and checked:
+
+- staleness of every (worker, shard) exchange: the number of updates the shard received
+  between the worker's last read of it (its previous exchange, whose reply it read) and this
+  write;
+- no lost update: every worker keeps an independent float64 ledger of the center deltas it
+  caused; at the end the center must equal its start plus the sum of all ledgers
+  (:meth:`ParameterServer.report`);
+- the number of exchanges each shard applied equals the number the workers sent;
+- clean shutdown: :func:`run_threads` joins every thread with a timeout and fails if one is
+  still alive; an exception in one worker stops all of them and is re-raised in the caller
+  with the worker's index (``error.worker_index`` and a note).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from easgd_jax.algorithms.asynchronous import AsyncRule, AsyncWorkerState
+
+GradFn = Callable[[Any, Any, jax.Array], tuple[Any, jax.Array]]
+
+
+def shard_bounds(size: int, num_shards: int) -> list[tuple[int, int]]:
+    """``num_shards`` contiguous ranges covering ``range(size)``, sizes differing by <= 1."""
+    if num_shards < 1 or num_shards > max(size, 1):
+        raise ValueError(f"num_shards must be in [1, {size}] (the parameter count), got "
+                         f"{num_shards}.")
+    edges = np.linspace(0, size, num_shards + 1).round().astype(int)
+    return [(int(lo), int(hi)) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerReport:
+    """What the server measured (see the module docstring)."""
+
+    exchanges_applied: list[int]  # per shard
+    exchanges_sent: list[int]  # per worker (each exchange visits every shard)
+    max_discrepancy: float  # max |center - (start + sum of the ledgers)|
+    center_scale: float  # max |center|, for relative tolerances
+    staleness_mean: float
+    staleness_max: int
+    staleness_count: int
+
+    def as_metrics(self) -> dict[str, float]:
+        return {"staleness_mean": self.staleness_mean, "staleness_max": self.staleness_max,
+                "exchanges": int(sum(self.exchanges_sent)),
+                "ledger_discrepancy": self.max_discrepancy}
+
+
+class ParameterServer:
+    """The master of an asynchronous rule, in independently locked flat shards.
+
+    Args:
+        rule: the asynchronous algorithm.
+        params: the starting point (any pytree of float arrays of one dtype).
+        num_workers: p.
+        num_shards: how many shards (ranges of the flattened params) to split the master in.
+        lock_timeout_s: a lock not acquired within this time raises TimeoutError (no hang).
+    """
+
+    def __init__(self, rule: AsyncRule, params: Any, num_workers: int, num_shards: int = 1,
+                 lock_timeout_s: float = 60.0):
+        if num_shards > 1 and not rule.shardable:
+            raise ValueError(f"{rule.name!r} exchanges are not elementwise: use one shard "
+                             f"(num_shards=1), got {num_shards}.")
+        if num_workers < 1:
+            raise ValueError(f"num_workers must be >= 1, got {num_workers}.")
+        flat, self.unravel = ravel_pytree(params)
+        flat = np.asarray(flat)
+        self.rule, self.num_workers, self.size = rule, num_workers, flat.size
+        self.bounds = shard_bounds(self.size, num_shards)
+        self.lock_timeout_s = lock_timeout_s
+        self._masters = [rule.init_master(jnp.asarray(flat[lo:hi])) for lo, hi in self.bounds]
+        self._exchange = jax.jit(rule.exchange)
+        self._locks = [threading.Lock() for _ in self.bounds]
+        self.clocks = np.zeros(len(self.bounds), np.int64)
+        # Row w is written only by worker w's thread (ledger, read clocks, counts, staleness).
+        self._read = np.zeros((num_workers, len(self.bounds)), np.int64)
+        self.sent = np.zeros(num_workers, np.int64)
+        self.staleness: list[list[int]] = [[] for _ in range(num_workers)]
+        self.ledger = np.zeros((num_workers, self.size), np.float64)
+        self.start = flat.astype(np.float64)
+        self._total_lock = threading.Lock()
+        self._total = 0
+
+    @property
+    def num_shards(self) -> int:
+        return len(self.bounds)
+
+    @property
+    def total(self) -> int:
+        """T, the number of local steps the workers announced with :meth:`tick`."""
+        return self._total
+
+    def tick(self) -> int:
+        """Announces one local step; returns T before it (the total-iteration clock)."""
+        with self._total_lock:
+            total = self._total
+            self._total += 1
+        return total
+
+    def _acquire(self, shard: int) -> None:
+        if not self._locks[shard].acquire(timeout=self.lock_timeout_s):
+            raise TimeoutError(f"shard {shard}'s lock not acquired in {self.lock_timeout_s} s.")
+
+    def exchange(self, worker: int, vectors: Sequence[np.ndarray],
+                 scalars: Sequence[Any] = ()) -> tuple[np.ndarray, ...]:
+        """Worker ``worker``'s exchange: flat ``vectors`` (shaped like the flattened params)
+        go to every shard, each applied atomically under its lock; returns the flat replies."""
+        vectors = [np.asarray(v) for v in vectors]
+        scalars = tuple(scalars)
+        replies: list[Any] = []
+        for shard, (lo, hi) in enumerate(self.bounds):
+            message = tuple(v[lo:hi] for v in vectors)
+            self._acquire(shard)
+            try:
+                staleness = int(self.clocks[shard] - self._read[worker, shard])
+                master, delta, reply = self._exchange(self._masters[shard], message, scalars)
+                self._masters[shard] = master
+                self.clocks[shard] += 1
+                self._read[worker, shard] = self.clocks[shard]
+            finally:
+                self._locks[shard].release()
+            self.ledger[worker, lo:hi] += np.asarray(delta, np.float64)
+            self.staleness[worker].append(staleness)
+            replies.append(reply)
+        self.sent[worker] += 1
+        return tuple(np.concatenate([np.asarray(r[j]) for r in replies])
+                     for j in range(len(replies[0])))
+
+    def dry_exchange(self, vectors: Sequence[np.ndarray],
+                     scalars: Sequence[Any] = ()) -> tuple[np.ndarray, ...]:
+        """The replies an exchange would get now, changing nothing (compiles the exchange of
+        every shard size: a warm-up, before the workers start; no lock is taken)."""
+        vectors = [np.asarray(v) for v in vectors]
+        replies = []
+        for master, (lo, hi) in zip(self._masters, self.bounds, strict=True):
+            _, _, reply = self._exchange(master, tuple(v[lo:hi] for v in vectors),
+                                         tuple(scalars))
+            replies.append(reply)
+        return tuple(np.concatenate([np.asarray(r[j]) for r in replies])
+                     for j in range(len(replies[0])))
+
+    def center_flat(self) -> np.ndarray:
+        """The flat center, each shard read under its lock."""
+        parts = []
+        for shard in range(self.num_shards):
+            self._acquire(shard)
+            try:
+                parts.append(self._masters[shard].center)
+            finally:
+                self._locks[shard].release()
+        return np.concatenate([np.asarray(p) for p in parts])
+
+    def center(self) -> Any:
+        """The center as a params pytree (what is evaluated)."""
+        return self.unravel(jnp.asarray(self.center_flat()))
+
+    def master_shards(self) -> list[Any]:
+        """The shards' master states (read without locks: call when the workers are done)."""
+        return list(self._masters)
+
+    def report(self) -> ServerReport:
+        center = self.center_flat().astype(np.float64)
+        expected = self.start + self.ledger.sum(axis=0)
+        flat = [s for per_worker in self.staleness for s in per_worker]
+        return ServerReport(
+            exchanges_applied=[int(c) for c in self.clocks],
+            exchanges_sent=[int(s) for s in self.sent],
+            max_discrepancy=float(np.max(np.abs(center - expected), initial=0.0)),
+            center_scale=float(np.max(np.abs(center), initial=0.0)),
+            staleness_mean=float(np.mean(flat)) if flat else 0.0,
+            staleness_max=int(max(flat, default=0)),
+            staleness_count=len(flat))
+
+    def verify(self, atol: float = 0.0, rtol_per_exchange: float = 0.0) -> ServerReport:
+        """Raises AssertionError if an update was lost or an exchange miscounted.
+
+        The tolerance on |center - (start + sum of deltas)| is ``atol`` plus
+        ``rtol_per_exchange * exchanges * max|center|`` (the float32 rounding of the center
+        accumulates once per exchange; exact arithmetic, e.g. integer pushes, needs 0).
+        """
+        report = self.report()
+        sent = sum(report.exchanges_sent)
+        if any(applied != sent for applied in report.exchanges_applied):
+            raise AssertionError(f"exchanges applied per shard {report.exchanges_applied} != "
+                                 f"sent by the workers {sent}.")
+        tolerance = atol + rtol_per_exchange * sent * report.center_scale
+        if not report.max_discrepancy <= tolerance:
+            raise AssertionError(
+                f"lost update: the center differs from its start plus every applied delta by "
+                f"{report.max_discrepancy} (tolerance {tolerance}).")
+        return report
+
+
+def run_threads(
+    fn: Callable[[int, threading.Event], None],
+    num_workers: int,
+    timeout_s: float,
+    *,
+    on_poll: Callable[[], None] | None = None,
+    poll_s: float = 0.05,
+    join_timeout_s: float = 30.0,
+) -> None:
+    """Runs ``fn(worker_index, stop)`` in one thread per worker until all return.
+
+    ``fn`` must return soon after ``stop`` is set. The first exception raised in a worker
+    sets ``stop`` for all, and is re-raised here once every thread ended, with
+    ``worker_index`` set and a note naming the worker. ``on_poll`` runs in the caller's
+    thread every ``poll_s`` while the workers run (e.g. evaluation); its exceptions stop the
+    run too. Raises TimeoutError after ``timeout_s`` (the workers are stopped first), and
+    RuntimeError if a thread is still alive ``join_timeout_s`` after being stopped.
+    """
+    stop = threading.Event()
+    errors: list[tuple[int, BaseException]] = []
+    errors_lock = threading.Lock()
+
+    def target(index: int) -> None:
+        try:
+            fn(index, stop)
+        except BaseException as error:  # noqa: BLE001 - re-raised in the caller
+            with errors_lock:
+                errors.append((index, error))
+            stop.set()
+
+    threads = [threading.Thread(target=target, args=(i,), name=f"ps-worker-{i}", daemon=True)
+               for i in range(num_workers)]
+    deadline = time.monotonic() + timeout_s
+    timed_out, poll_error = False, None
+    for thread in threads:
+        thread.start()
+    try:
+        while any(t.is_alive() for t in threads) and not stop.is_set():
+            if time.monotonic() > deadline:
+                timed_out = True
+                break
+            next(t for t in threads if t.is_alive()).join(poll_s)
+            if on_poll is not None:
+                on_poll()
+    except BaseException as error:  # noqa: BLE001 - on_poll failed or KeyboardInterrupt
+        poll_error = error
+    finally:
+        stop.set()
+        end = time.monotonic() + join_timeout_s
+        for thread in threads:
+            thread.join(max(0.0, end - time.monotonic()))
+    alive = [t.name for t in threads if t.is_alive()]
+    if errors:
+        index, error = errors[0]
+        error.worker_index = index  # type: ignore[attr-defined]
+        error.add_note(f"raised in parameter-server worker {index} of {num_workers}")
+        raise error
+    if poll_error is not None:
+        raise poll_error
+    if alive:
+        raise RuntimeError(f"worker threads {alive} still alive {join_timeout_s} s after stop.")
+    if timed_out:
+        raise TimeoutError(f"the {num_workers} workers did not finish in {timeout_s} s.")
+
+
+@dataclasses.dataclass
+class ThreadRun:
+    """The outcome of :func:`train_threads`."""
+
+    workers: list[AsyncWorkerState]
+    losses: list[np.ndarray]  # per worker, one per local step
+    steps: list[int]  # per worker
+    wall_time_s: float  # the threads' run, after compilation
+    compile_time_s: float  # the warm-up that compiles the worker steps and the exchange
+
+
+def make_thread_steps(rule: AsyncRule, grad_fn: GradFn, params: Any) -> tuple[Callable, ...]:
+    """The worker side of ``rule`` as three jitted functions over flat messages:
+
+    ``local(worker, batch, key) -> (worker, loss)``, a step without exchange;
+    ``prepare(worker, batch, key, index) -> (worker, grad, vectors, scalars, loss)``;
+    ``finish(worker, grad, replies) -> worker``, after the server's replies. ``key`` is the
+    worker's key; the step's key is ``fold_in(key, t_i)``.
+    """
+    _, unravel = ravel_pytree(params)
+
+    def gradient(worker, batch, key):
+        key = jax.random.fold_in(key, worker.count)
+        grad, loss = grad_fn(rule.gradient_point(worker), batch, key)
+        return grad, loss, rule.before(worker, grad, loss)
+
+    @jax.jit
+    def local(worker, batch, key):
+        grad, loss, worker = gradient(worker, batch, key)
+        return rule.after(worker, grad, jnp.asarray(False)), loss
+
+    @jax.jit
+    def prepare(worker, batch, key, index):
+        grad, loss, worker = gradient(worker, batch, key)
+        vectors, scalars = rule.message(worker, grad, index)
+        return worker, grad, tuple(ravel_pytree(v)[0] for v in vectors), scalars, loss
+
+    @jax.jit
+    def finish(worker, grad, replies):
+        worker = rule.receive(worker, tuple(unravel(r) for r in replies))
+        return rule.after(worker, grad, jnp.asarray(True))
+
+    return local, prepare, finish
+
+
+def train_threads(
+    rule: AsyncRule,
+    grad_fn: GradFn,
+    params: Any,
+    server: ParameterServer,
+    num_steps: int,
+    batch_fn: Callable[[int, int, int], Any],
+    key: jax.Array,
+    *,
+    timeout_s: float = 3600.0,
+    chunk_steps: int = 50,
+    on_poll: Callable[[], None] | None = None,
+    stop_when: Callable[[int, int], None] | None = None,
+) -> ThreadRun:
+    """Every worker runs ``num_steps`` local steps of ``rule`` in its own thread.
+
+    Args:
+        rule, grad_fn: the algorithm and ``grad_fn(params, batch, key) -> (grad, loss)``.
+        params: the common starting point of the workers (the server holds the master).
+        server: the master.
+        num_steps: local steps per worker.
+        batch_fn: ``(worker, start_step, steps) -> batches`` with a leading axis ``steps``
+            (host arrays), fetched ``chunk_steps`` at a time.
+        key: base PRNG key; step t of worker i uses ``fold_in(fold_in(key, i), t)``.
+        timeout_s: the whole run's limit.
+        on_poll: called in the caller's thread while the workers run.
+        stop_when: test hook, ``(worker, step)`` called before every step (may raise).
+    """
+    local, prepare, finish = make_thread_steps(rule, grad_fn, params)
+    p = server.num_workers
+    # Compile everything once here, not in p threads at once (and not inside the timing).
+    begin = time.perf_counter()
+    warm = rule.init_worker(params)
+    batch = jax.tree.map(lambda a: a[0], batch_fn(0, 0, 1))
+    jax.block_until_ready(local(warm, batch, key))
+    warm, grad, vectors, scalars, _ = prepare(warm, batch, key, 0)
+    jax.block_until_ready(finish(warm, grad, server.dry_exchange(vectors, scalars)))
+    compile_time = time.perf_counter() - begin
+    states: list[Any] = [None] * p
+    losses: list[list[Any]] = [[] for _ in range(p)]
+    steps = [0] * p
+
+    def work(index: int, stop: threading.Event) -> None:
+        worker = rule.init_worker(params)
+        worker_key = jax.random.fold_in(key, index)
+        for start in range(0, num_steps, chunk_steps):
+            count = min(chunk_steps, num_steps - start)
+            batches = batch_fn(index, start, count)
+            for j in range(count):
+                if stop.is_set():
+                    states[index] = worker
+                    return
+                step = start + j
+                if stop_when is not None:
+                    stop_when(index, step)
+                batch = jax.tree.map(lambda a, j=j: a[j], batches)
+                total = server.tick()
+                if rule.communicates(step, total):
+                    worker, grad, vectors, scalars, loss = prepare(
+                        worker, batch, worker_key, index)
+                    replies = server.exchange(index, vectors, scalars)
+                    worker = finish(worker, grad, replies)
+                else:
+                    worker, loss = local(worker, batch, worker_key)
+                losses[index].append(loss)
+                steps[index] = step + 1
+        states[index] = jax.block_until_ready(worker)
+
+    begin = time.perf_counter()
+    run_threads(work, p, timeout_s, on_poll=on_poll)
+    wall = time.perf_counter() - begin
+    return ThreadRun(states, [np.asarray(jnp.stack(w)) if w else np.zeros(0) for w in losses],
+                     steps, wall, compile_time)
