@@ -176,30 +176,16 @@ def make_grad_fn(model, weight_decay: float):
     return grad_fn
 
 
-def _worker_batches(sampler: data.WorkerSampler, worker: int, start: int,
-                    steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """Worker ``worker``'s mini-batches for its local steps ``start .. start + steps - 1``:
-    ``sampler.indices(worker, start, steps)``, augmented (random crops) per step when the
-    sampler augments, with the sampler's generator of that worker and step."""
-    idx = sampler.indices(worker, start, steps)
-    x = np.asarray(sampler.x[idx])
-    augment = getattr(sampler, "augment", None)
-    if augment is not None:
-        x = np.stack([augment(x[k], sampler.augment_rng(worker, start + k))
-                      for k in range(steps)])
-    return x, sampler.y[idx]
-
-
 def _chunk_batches(sampler: data.WorkerSampler, chunk: schedules.Schedule,
                    start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The active worker's mini-batch at each tick of ``chunk``; ``start``: each worker's
     local step at the chunk's start. Worker w's batches in the chunk are
-    :func:`_worker_batches` ``(w, start[w], n_w)``, in its order of ticks."""
+    :meth:`WorkerSampler.worker_round` ``(w, start[w], n_w)``, in its order of ticks."""
     xs, ys = None, None
     for w in range(chunk.num_workers):
         ticks = np.flatnonzero(chunk.workers == w)
         if len(ticks):
-            x, y = _worker_batches(sampler, w, int(start[w]), len(ticks))
+            x, y = sampler.worker_round(w, int(start[w]), len(ticks))
             if xs is None:
                 xs = np.empty((len(chunk), *x.shape[1:]), x.dtype)
                 ys = np.empty((len(chunk), *y.shape[1:]), y.dtype)
@@ -319,7 +305,7 @@ def _run_threads(config, rule, grad_fn, params, key, sampler, evaluate, dataset,
             evaluate_now(step)
 
     def batch_fn(worker: int, first: int, steps: int):
-        return _worker_batches(sampler, worker, first, steps)
+        return sampler.worker_round(worker, first, steps)
 
     result = server.train_threads(rule, grad_fn, params, ps, config.train.num_steps, batch_fn,
                                   key, timeout_s=asyn.timeout_s, on_poll=on_poll)
@@ -365,10 +351,9 @@ def train_and_evaluate_async(
     from easgd_jax import train as sync_train  # train.py dispatches here: import lazily
 
     rule = validate_async_config(config)
-    crop = config.data.get("crop", 0)  # random training crops (image data), 0: none
     dataset = data.load_dataset(config.data.name, config.data.data_dir,
                                 image_size=config.data.get("image_size", 221),
-                                **({"crop": crop} if crop else {}))
+                                crop=config.data.get("crop", 0))
     model = models.get_model(config.model.name, dataset.num_classes, **config.model.kwargs)
     _prepare_workdir(config, workdir, overwrite)
 
@@ -379,9 +364,8 @@ def train_and_evaluate_async(
     params = jax.jit(lambda rng: model.init(rng, sample, train=False))(init_rng)["params"]
     grad_fn = make_grad_fn(model, config.train.weight_decay)
     evaluate = sync_train.make_evaluator(model)
-    augment = getattr(dataset, "augment", None)
     sampler = data.WorkerSampler(dataset.train_x, dataset.train_y, p, config.train.batch_size,
-                                 config.seed, **({"augment": augment} if augment else {}))
+                                 config.seed, augment=dataset.augment)
     writer = MetricsWriter(workdir, config.train.num_steps,
                            tensorboard=config.get("tensorboard", False))
     runner = _run_simulated if config.executor == "simulated_async" else _run_threads

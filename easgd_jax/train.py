@@ -262,7 +262,8 @@ def train(
         axis_name=layout.member_axis_name if grouped else layout.axis_name,
         group_axis_name=layout.group_axis_name, **validation.algorithm_hparams(config))
     dataset = data.load_dataset(config.data.name, config.data.data_dir,
-                                image_size=config.data.get("image_size", 221))
+                                image_size=config.data.get("image_size", 221),
+                                crop=config.data.get("crop", 0))
     model = models.get_model(config.model.name, dataset.num_classes, **config.model.kwargs)
     _prepare_workdir(config, workdir, overwrite)
     logging.info("%d workers on %d %s device(s) (%d per device, %d process(es)); algorithm %s; "
@@ -286,7 +287,7 @@ def train(
         make_local_step(model, tx, config.train.weight_decay), layout)
     evaluate = make_evaluator(model)
     sampler = data.WorkerSampler(dataset.train_x, dataset.train_y, p,
-                                 config.train.batch_size, config.seed)
+                                 config.train.batch_size, config.seed, augment=dataset.augment)
     rounds = validation.steps_per_round(config)
     batch_shapes = (
         jax.ShapeDtypeStruct((p, rounds, config.train.batch_size, *dataset.example_shape),

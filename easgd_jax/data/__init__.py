@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from easgd_jax.data import embedded
+from easgd_jax.data.augment import RandomCrop, center_crop
 from easgd_jax.data.dataset import Dataset
 from easgd_jax.data.sampler import WorkerSampler
 from easgd_jax.data.tfds_data import TFDS_NAMES, load_tfds
@@ -11,15 +14,41 @@ EMBEDDED_NAMES = ("mnist1d", "digits")
 DATASET_NAMES = EMBEDDED_NAMES + TFDS_NAMES
 
 
-def load_dataset(name: str, data_dir: str | None = None, image_size: int = 221) -> Dataset:
-    """Loads a data set by name: ``mnist1d`` and ``digits`` (embedded) or a tfds name."""
+def load_dataset(name: str, data_dir: str | None = None, image_size: int = 221,
+                 crop: int = 0) -> Dataset:
+    """Loads a data set by name: ``mnist1d`` and ``digits`` (embedded) or a tfds name.
+
+    ``crop`` > 0 (image data sets): train on random ``crop x crop`` windows, drawn per
+    example and step by ``dataset.augment`` (pass it to :class:`WorkerSampler`), and test on
+    the centre window (``test_x`` is cropped here); the EASGD paper's CIFAR-10 pipeline is
+    ``load_dataset("cifar10", data_dir, crop=28)``. ``image_size``: the side of the
+    imagenet2012 squares (crops are taken from them).
+    """
+    if crop < 0:
+        raise ValueError(f"crop must be >= 0, got {crop}.")
+    if name == "imagenet2012":
+        return load_tfds(name, data_dir, image_size=image_size, crop=crop)
     if name == "mnist1d":
-        return embedded.mnist1d()
-    if name == "digits":
-        return embedded.digits()
-    if name in TFDS_NAMES:
-        return load_tfds(name, data_dir, image_size=image_size)
-    raise ValueError(f"unknown data set {name!r}; known: {', '.join(DATASET_NAMES)}.")
+        dataset = embedded.mnist1d()
+    elif name == "digits":
+        dataset = embedded.digits()
+    elif name in TFDS_NAMES:
+        dataset = load_tfds(name, data_dir, image_size=image_size)
+    else:
+        raise ValueError(f"unknown data set {name!r}; known: {', '.join(DATASET_NAMES)}.")
+    return with_crops(dataset, crop) if crop else dataset
 
 
-__all__ = ["DATASET_NAMES", "Dataset", "WorkerSampler", "load_dataset"]
+def with_crops(dataset: Dataset, crop: int) -> Dataset:
+    """``dataset`` trained on random ``crop x crop`` windows and tested on the centre one."""
+    if dataset.train_x.ndim != 4:
+        raise ValueError(f"{dataset.name}: crops need images [n, height, width, channels]; its "
+                         f"examples have shape {dataset.example_shape}.")
+    if dataset.augment is not None:
+        raise ValueError(f"{dataset.name} is already augmented ({dataset.augment}).")
+    return dataclasses.replace(dataset, test_x=center_crop(dataset.test_x, crop),
+                               augment=RandomCrop(crop))
+
+
+__all__ = ["DATASET_NAMES", "Dataset", "RandomCrop", "WorkerSampler", "center_crop",
+           "load_dataset", "with_crops"]

@@ -1,29 +1,64 @@
 """Each worker samples its own mini-batches from the WHOLE training set (the EASGD paper's
-setting: no sharding of the data across workers).
+setting, Zhang et al. 2015, arXiv 1412.6651: no sharding of the data across workers).
 
 Worker i's batches for the round starting at global step s are drawn i.i.d. uniformly (with
 replacement) from a generator seeded by ``(seed, i, s)``: the stream is deterministic, any
 round can be regenerated from its step alone (so a resumed run sees the same data), and
 different workers see independent samples.
+
+Data augmentation (the paper's random 28x28 crops of CIFAR-10) is an ``augment(batch, rng)``
+hook applied to each worker's batch of each step, with a numpy generator seeded by
+``(seed, worker, step, AUGMENT_STREAM)``: the augmented stream is also a pure function of the
+step, independent of how the steps are grouped into rounds.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+
+# Augment = (one worker's batch of one step [batch, ...], generator) -> augmented batch.
+Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+# Appended to the augmentation seeds so that they never collide with the index seeds.
+AUGMENT_STREAM = 1
 
 
 class WorkerSampler:
-    """Draws ``[p, steps, batch_size, ...]`` rounds of mini-batches for p workers."""
+    """Draws ``[p, steps, batch_size, ...]`` rounds of mini-batches for p workers.
 
-    def __init__(self, x, y: np.ndarray, num_workers: int, batch_size: int, seed: int):
+    ``augment``: applied to every ``[batch_size, ...]`` batch of ``x`` (see the module
+    docstring); None draws the examples as they are.
+    """
+
+    def __init__(self, x, y: np.ndarray, num_workers: int, batch_size: int, seed: int,
+                 augment: Augment | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
         self.x, self.y = x, y
         self.num_workers, self.batch_size, self.seed = num_workers, batch_size, seed
+        self.augment = augment
 
     def indices(self, worker: int, start_step: int, steps: int) -> np.ndarray:
         rng = np.random.default_rng([self.seed, worker, start_step])
         return rng.integers(0, len(self.y), size=(steps, self.batch_size))
+
+    def augment_rng(self, worker: int, step: int) -> np.random.Generator:
+        """The generator that augments ``worker``'s batch of global step ``step``."""
+        return np.random.default_rng([self.seed, worker, step, AUGMENT_STREAM])
+
+    def worker_round(
+        self, worker: int, start_step: int, steps: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``worker``'s batches ``[steps, batch_size, ...]`` for global steps
+        ``start_step .. start_step + steps - 1``."""
+        idx = self.indices(worker, start_step, steps)
+        if self.augment is None:
+            return np.asarray(self.x[idx]), self.y[idx]
+        x = np.stack([self.augment(np.asarray(self.x[idx[k]]),
+                                   self.augment_rng(worker, start_step + k))
+                      for k in range(steps)])
+        return x, self.y[idx]
 
     def round(
         self, start_step: int, steps: int, workers: range | None = None
@@ -31,5 +66,8 @@ class WorkerSampler:
         """Batches for global steps ``start_step .. start_step + steps - 1`` of ``workers``
         (default: all), stacked along a leading worker axis."""
         workers = range(self.num_workers) if workers is None else workers
-        idx = np.stack([self.indices(w, start_step, steps) for w in workers])
-        return np.asarray(self.x[idx]), self.y[idx]
+        if self.augment is None:  # one gather for all workers
+            idx = np.stack([self.indices(w, start_step, steps) for w in workers])
+            return np.asarray(self.x[idx]), self.y[idx]
+        xs, ys = zip(*(self.worker_round(w, start_step, steps) for w in workers), strict=True)
+        return np.stack(xs), np.stack(ys)

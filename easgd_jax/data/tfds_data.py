@@ -10,6 +10,12 @@ prepares it (run where the internet and TensorFlow are available):
 (for imagenet2012, place the ILSVRC2012 archives in DATA_DIR/downloads/manual first).
 Small data sets (mnist, cifar10) are decoded once into memory; imagenet2012 is read lazily,
 image by image, as the workers sample it.
+
+The EASGD paper's pipelines (Zhang et al. 2015, arXiv 1412.6651, Section 5.1): CIFAR-10
+normalised per channel with the training split's mean and standard deviation, trained on
+random 28x28 crops (``crop=28``: see :func:`easgd_jax.data.load_dataset`), tested on the
+centre crop; ImageNet resized (shorter side ``image_size``) and centre-cropped to a square,
+then, with ``crop``, trained on random ``crop x crop`` windows and tested on the centre one.
 """
 
 from __future__ import annotations
@@ -19,11 +25,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from easgd_jax.data.augment import RandomCrop, center_crop
 from easgd_jax.data.dataset import Dataset
 
-# Per-channel statistics used for normalisation (computed on the training splits).
-_CIFAR10_MEAN = np.array([0.4914, 0.4822, 0.4465], np.float32)
-_CIFAR10_STD = np.array([0.2470, 0.2435, 0.2616], np.float32)
+# Per-channel statistics of ImageNet (its training split is too large to scan at load time;
+# CIFAR-10's are computed from the loaded training split, see channel_statistics).
 _IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 _IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
@@ -60,22 +66,37 @@ def _read_all(source) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def load_tfds(name: str, data_dir: str | None, image_size: int = 221) -> Dataset:
-    """Loads ``name`` (one of ``TFDS_NAMES``) from ``data_dir``, normalised, as a Dataset."""
+def channel_statistics(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation of ``[n, height, width, channels]`` images,
+    accumulated in float64."""
+    flat = images.reshape(-1, images.shape[-1])
+    mean = flat.mean(axis=0, dtype=np.float64)
+    std = np.sqrt(np.maximum(np.mean(np.square(flat, dtype=np.float64), axis=0) - mean**2, 0))
+    return mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
+
+
+def load_tfds(name: str, data_dir: str | None, image_size: int = 221, crop: int = 0) -> Dataset:
+    """Loads ``name`` (one of ``TFDS_NAMES``) from ``data_dir``, normalised, as a Dataset.
+
+    ``crop`` (imagenet2012 only here; :func:`easgd_jax.data.load_dataset` crops the others):
+    random ``crop x crop`` windows of the ``image_size`` squares for training, the centre
+    window for testing; 0 keeps the squares.
+    """
     if name == "mnist":
         splits = [_read_all(_data_source(name, s, data_dir)) for s in ("train", "test")]
         (tx, ty), (vx, vy) = [((x.astype(np.float32) / 255.0), y) for x, y in splits]
         return Dataset(name, tx, ty, vx, vy, num_classes=10)
     if name == "cifar10":
         splits = [_read_all(_data_source(name, s, data_dir)) for s in ("train", "test")]
-        (tx, ty), (vx, vy) = [
-            ((x.astype(np.float32) / 255.0 - _CIFAR10_MEAN) / _CIFAR10_STD, y)
-            for x, y in splits]
+        (tx, ty), (vx, vy) = [(x.astype(np.float32) / 255.0, y) for x, y in splits]
+        mean, std = channel_statistics(tx)  # of the training split, applied to both
+        tx, vx = (tx - mean) / std, (vx - mean) / std
         return Dataset(name, tx, ty, vx, vy, num_classes=10)
     if name == "imagenet2012":
         train = LazyImages(_data_source(name, "train", data_dir), image_size)
-        test = LazyImages(_data_source(name, "validation", data_dir), image_size)
-        return Dataset(name, train, train.labels, test, test.labels, num_classes=1000)
+        test = LazyImages(_data_source(name, "validation", data_dir), image_size, crop)
+        return Dataset(name, train, train.labels, test, test.labels, num_classes=1000,
+                       augment=RandomCrop(crop) if crop else None)
     raise ValueError(f"unknown tfds data set {name!r}; known: {', '.join(TFDS_NAMES)}.")
 
 
@@ -83,12 +104,13 @@ def load_tfds(name: str, data_dir: str | None, image_size: int = 221) -> Dataset
 class LazyImages:
     """Random-access images decoded, resized (shorter side) and centre-cropped on demand.
 
-    Indexing with an integer array returns a float32 ``[n, size, size, 3]`` batch; only the
-    labels are read up front.
+    Indexing with an integer array returns a float32 ``[n, size, size, 3]`` batch (``[n, crop,
+    crop, 3]``, the centre of each square, when ``crop``); only the labels are read up front.
     """
 
     source: object
     size: int
+    crop: int = 0
 
     def __post_init__(self):
         self.labels = np.asarray(
@@ -100,15 +122,18 @@ class LazyImages:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return (len(self), self.size, self.size, 3)
+        side = self.crop or self.size
+        return (len(self), side, side, 3)
 
     def __getitem__(self, index: Sequence[int] | np.ndarray) -> np.ndarray:
         flat = np.asarray(index).reshape(-1)
         records = _records(self.source, flat)
         images = np.stack([_resize_center_crop(np.asarray(r["image"]), self.size)
                            for r in records])
+        if self.crop:
+            images = center_crop(images, self.crop)
         images = (images.astype(np.float32) / 255.0 - _IMAGENET_MEAN) / _IMAGENET_STD
-        return images.reshape(*np.shape(index), self.size, self.size, 3)
+        return images.reshape(*np.shape(index), *self.shape[1:])
 
 
 def _resize_center_crop(image: np.ndarray, size: int) -> np.ndarray:

@@ -6,9 +6,14 @@ from typing import Any
 
 import flax.linen as nn
 
+from easgd_jax.models.paper import CifarCNN, ImageNetCNN
 from easgd_jax.models.small import CNN1D, MLP, cross_entropy
 
-_MODELS: dict[str, type[nn.Module]] = {"mlp": MLP, "cnn1d": CNN1D}
+_MODELS: dict[str, type[nn.Module]] = {
+    "mlp": MLP, "cnn1d": CNN1D,
+    # The EASGD paper's nets (Section 5.1).
+    "cifar_cnn": CifarCNN, "imagenet_cnn": ImageNetCNN,
+}
 MODEL_NAMES = tuple(sorted(_MODELS))
 
 
@@ -27,4 +32,4 @@ def get_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     return cls(num_classes=num_classes, **kwargs)
 
 
-__all__ = ["CNN1D", "MLP", "MODEL_NAMES", "cross_entropy", "get_model"]
+__all__ = ["CNN1D", "MLP", "CifarCNN", "ImageNetCNN", "MODEL_NAMES", "cross_entropy", "get_model"]

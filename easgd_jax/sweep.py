@@ -1,0 +1,402 @@
+"""Sweeps over algorithm x tau x p x learning rate x seed, as in the EASGD paper's experiments
+(Zhang, Choromanska & LeCun, NIPS 2015, arXiv 1412.6651, Section 5: p = 4 with tau in
+{1, 4, 16, 64}, then p in {4, 8, 16} at tau = 10 (EASGD, EAMSGD) and tau = 1 (DOWNPOUR,
+MDOWNPOUR); the best learning rate per method and setting, several runs each).
+
+    python -m easgd_jax.sweep --config configs/sweeps/smoke.py --workdir /tmp/sweep
+    python -m easgd_jax.sweep --config configs/sweeps/smoke.py --workdir /tmp/sweep --dry_run
+    python -m easgd_jax.sweep_report --workdir /tmp/sweep     # the table and plots again
+
+A sweep config's ``get_config()`` returns a ConfigDict with
+
+    methods     {label: {config, learning_rates, overrides, num_workers, tau}}: ``config`` is
+                a config file (``configs/NAME.py`` by name, or a path) whose algorithm the
+                method runs; ``overrides`` (nested dict) are applied to it last;
+                ``num_workers`` > 0 fixes p (e.g. 1 for the sequential MSGD);
+                ``tau`` labels a method without a period (MDOWNPOUR: 1).
+    grids       a list of {name, methods, periods, num_workers}: each grid crosses its
+                methods with its periods (tau) and worker counts (p); a method without a
+                ``period`` hyperparameter ignores the periods.
+    seeds       the seeds of every setting (all of them with every learning rate).
+    beta        moving_rate = beta / p for the algorithms that take a moving_rate.
+    overrides   (nested dict) applied to every run's config before the method's.
+    threshold   the test error whose first crossing gives the time and steps to it.
+    compilation_cache   (default True) JAX's persistent compilation cache in
+                WORKDIR/jax_cache: the seeds of a setting compile the same programs.
+    max_devices devices a run may use (0: all of them); num_devices is the largest divisor
+                of p within that budget, so p = 16 runs 4 workers per device on 4 GPUs.
+
+Runs are trained one after another in this process with ``train.train_and_evaluate``, each
+in ``WORKDIR/runs/NAME`` (NAME = method, tau, p, learning rate and seed). The sweep is
+resumable: a run with ``final_metrics.json`` is finished and skipped, one that diverged
+(``train.NonFiniteError``) is recorded in ``failed.json`` as such and skipped too (unless
+``--retry_failed``); an unfinished run starts afresh, so that its wall-clock curve is one
+uninterrupted segment (``--resume_unfinished`` resumes it from its checkpoint instead). Any
+other exception is recorded as an error and retried on the next invocation. SIGINT/SIGTERM
+stop the current run at a checkpoint and end the sweep. The results go to WORKDIR/report
+(see :mod:`easgd_jax.sweep_report`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import gc
+import importlib.util
+import itertools
+import json
+import os
+import pathlib
+import sys
+import time
+import traceback
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import ml_collections
+from absl import logging
+
+from easgd_jax import validation
+from easgd_jax.algorithms import registry
+from easgd_jax.sweep_report import run_status as status
+
+CONFIGS_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
+RUNS = "runs"
+RESUMABLE_CHANGES = ("train.num_steps",)
+
+
+def load_config_file(name_or_path: str) -> ml_collections.ConfigDict:
+    """``get_config()`` of ``configs/NAME.py`` (by name) or of a config file path;
+    ``FILE:ARG`` calls ``get_config("ARG")``.
+
+    When the file is inside a package (``configs/``, ``configs/sweeps/``), the directory that
+    holds the package is put on ``sys.path`` first, so that config files can
+    ``from configs import default`` wherever the process started.
+    """
+    name, _, arg = str(name_or_path).partition(":")
+    path = pathlib.Path(name)
+    if not name.endswith(".py") and not path.exists():
+        path = CONFIGS_DIR / f"{name}.py"
+    path = path.resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {name_or_path!r} not found (looked at {path}).")
+    root = path.parent
+    while (root / "__init__.py").exists():  # up to the directory that holds the package
+        root = root.parent
+    if root != path.parent and str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    module_name = "easgd_config_" + "_".join(path.with_suffix("").parts[-2:])
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg) if arg else module.get_config()
+
+
+@dataclasses.dataclass
+class Run:
+    """One training run of a sweep: its settings and its full config."""
+
+    name: str
+    method: str
+    algorithm: str
+    tau: int | None  # None: the method has no period (and sets no tau label)
+    num_workers: int
+    fixed_workers: bool  # p fixed by the method (e.g. MSGD), not taken from the grid
+    learning_rate: float
+    seed: int
+    grids: list[str]
+    config: ml_collections.ConfigDict
+
+    def settings(self) -> dict[str, Any]:
+        return {"name": self.name, "method": self.method, "algorithm": self.algorithm,
+                "tau": self.tau, "num_workers": self.num_workers,
+                "fixed_workers": self.fixed_workers, "learning_rate": self.learning_rate,
+                "seed": self.seed, "grids": self.grids,
+                "num_devices": self.config.num_devices}
+
+
+def run_name(method: str, tau: int | None, p: int, learning_rate: float, seed: int) -> str:
+    tau_part = "na" if tau is None else str(tau)
+    return f"{method}_tau{tau_part}_p{p}_lr{learning_rate:g}_seed{seed}"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, ml_collections.ConfigDict):
+        return value.to_dict()
+    return value
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any] | None,
+                    where: str = "") -> None:
+    """Sets the (nested) ``overrides`` on ``config``; a field must already exist, except
+    inside ``model.kwargs`` and the sections of a new dict."""
+    for key, value in (_plain(overrides) or {}).items():
+        field = f"{where}{key}"
+        if isinstance(value, dict) and isinstance(config.get(key), ml_collections.ConfigDict):
+            apply_overrides(config[key], value, field + ".")
+            continue
+        if key not in config and not field.startswith(("model.kwargs.", "data.")):
+            raise ValueError(f"override {field!r}: the config has no such field.")
+        with config.ignore_type():
+            config[key] = value
+
+
+def largest_divisor(n: int, at_most: int) -> int:
+    """The largest divisor of ``n`` that is <= ``at_most`` (>= 1)."""
+    return max(d for d in range(1, max(1, min(n, at_most)) + 1) if n % d == 0)
+
+
+def _method(sweep: ml_collections.ConfigDict, label: str) -> dict[str, Any]:
+    methods = _plain(sweep.methods)
+    if label not in methods:
+        raise ValueError(f"a grid names method {label!r}, which sweep.methods does not define "
+                         f"(defined: {', '.join(methods)}).")
+    method = {"overrides": {}, "num_workers": 0, "tau": None, **methods[label]}
+    unknown = sorted(set(method) - {"config", "learning_rates", "overrides", "num_workers", "tau"})
+    if unknown or "config" not in method or not method.get("learning_rates"):
+        raise ValueError(f"sweep.methods.{label} needs config and learning_rates (and may set "
+                         f"overrides, num_workers, tau); got {sorted(methods[label])}.")
+    return method
+
+
+def plan(sweep: ml_collections.ConfigDict, device_budget: int = 1) -> list[Run]:
+    """Every run of ``sweep`` (duplicates across grids merged), each config validated.
+
+    ``device_budget``: the devices a run may use; each run gets the largest divisor of its
+    p within it (and within ``sweep.max_devices`` when that is set).
+    """
+    if sweep.get("max_devices", 0):
+        device_budget = min(device_budget, sweep.max_devices)
+    runs: dict[str, Run] = {}
+    base_configs: dict[str, ml_collections.ConfigDict] = {}
+    for grid in _plain(sweep.grids):
+        grid = {"periods": [None], **grid}
+        for label, tau, p, seed in itertools.product(
+                grid["methods"], grid["periods"], grid["num_workers"], sweep.seeds):
+            method = _method(sweep, label)
+            if method["config"] not in base_configs:
+                base_configs[method["config"]] = load_config_file(method["config"])
+            for lr in method["learning_rates"]:
+                config = copy.deepcopy(base_configs[method["config"]])
+                apply_overrides(config, sweep.get("overrides"))
+                algorithm = config.algorithm.name
+                hparams = registry.hyperparameter_names(algorithm)
+                workers = method["num_workers"] or p
+                run_tau = tau if "period" in hparams else method["tau"]
+                config.num_workers = workers
+                if "period" in hparams:
+                    if tau is None:
+                        raise ValueError(f"grid {grid['name']!r} sets no periods for "
+                                         f"{label!r}, whose algorithm takes one.")
+                    config.algorithm.period = tau
+                if "moving_rate" in hparams:
+                    config.algorithm.moving_rate = sweep.beta / workers
+                config.algorithm.learning_rate = float(lr)
+                config.seed = seed
+                apply_overrides(config, method["overrides"])
+                config.num_devices = largest_divisor(workers, device_budget)
+                name = run_name(label, run_tau, workers, float(lr), seed)
+                if name in runs:
+                    if grid["name"] not in runs[name].grids:
+                        runs[name].grids.append(grid["name"])
+                    continue
+                try:
+                    validation.validate_config(config)
+                except ValueError as e:
+                    raise ValueError(f"sweep run {name}: {e}") from None
+                runs[name] = Run(name, label, algorithm, run_tau, workers,
+                                 bool(method["num_workers"]), float(lr), seed, [grid["name"]],
+                                 config)
+    return list(runs.values())
+
+
+def _config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(saved) | set(current)):
+        a, b = saved.get(key, "<missing>"), current.get(key, "<missing>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _config_differences(a, b, f"{prefix}{key}.")
+        elif a != b and f"{prefix}{key}" not in RESUMABLE_CHANGES:
+            out.append(f"{prefix}{key}: {a!r} there, {b!r} now")
+    return out
+
+
+def _read_json(path: str) -> dict | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+
+
+def _write_json(path: str, value: Any) -> None:
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=2, sort_keys=True)
+    os.replace(path + ".tmp", path)
+
+
+def check_finished_runs(runs: Sequence[Run], workdir: str) -> None:
+    """Refuses a sweep workdir whose finished runs were made with other configs (they would
+    be skipped and reported as if they were this sweep's)."""
+    for run in runs:
+        rundir = os.path.join(workdir, RUNS, run.name)
+        saved = _read_json(os.path.join(rundir, "config.json"))
+        if saved is None or not os.path.exists(os.path.join(rundir, "final_metrics.json")):
+            continue
+        differences = _config_differences(saved, json.loads(run.config.to_json_best_effort()))
+        if differences:
+            raise ValueError(
+                f"{rundir} holds a finished run of another config ({'; '.join(differences)}); "
+                "use another sweep workdir.")
+
+
+class SweepStopped(Exception):
+    """A signal stopped a run: the sweep ends (run it again to go on)."""
+
+
+def run_one(run: Run, workdir: str, retry_failed: bool = False,
+            resume_unfinished: bool = False) -> str:
+    """Trains ``run`` in ``workdir/runs/NAME`` unless it is done; returns its status."""
+    from easgd_jax import train  # starts nothing; imported late to keep planning light
+
+    rundir = os.path.join(workdir, RUNS, run.name)
+    before = status(rundir)
+    if before == "finished" or (before == "diverged" and not retry_failed):
+        return before
+    os.makedirs(rundir, exist_ok=True)
+    settings = run.settings()
+    settings["resumed"] = before == "unfinished" and resume_unfinished
+    _write_json(os.path.join(rundir, "run.json"), settings)
+    fresh = not settings["resumed"]
+    failed_path = os.path.join(rundir, "failed.json")
+    if os.path.exists(failed_path):  # retried: until it ends, it is unfinished
+        os.remove(failed_path)
+    logging.info("sweep run %s (%s)", run.name, "resumed" if not fresh else "fresh start")
+    start = time.perf_counter()
+    try:
+        metrics = train.train_and_evaluate(run.config, rundir, overwrite=fresh)
+        outcome: dict[str, Any] | None = None
+    except train.NonFiniteError as e:
+        outcome = {"status": "diverged", "message": str(e)}
+    except Exception as e:  # recorded, and retried by the next invocation
+        logging.exception("sweep run %s failed", run.name)
+        outcome = {"status": "error", "message": f"{type(e).__name__}: {e}",
+                   "traceback": traceback.format_exc(limit=8)}
+    finally:
+        _cleanup()
+    if outcome is not None:
+        outcome["wall_time_s"] = time.perf_counter() - start
+        _write_json(failed_path, outcome)
+        return outcome["status"]
+    if "stopped_at_step" in metrics:
+        raise SweepStopped(f"run {run.name} stopped at step {metrics['stopped_at_step']}")
+    return status(rundir)
+
+
+def _cleanup() -> None:
+    """Frees the compiled functions of a finished run (each run compiles its own)."""
+    import jax
+
+    jax.clear_caches()
+    gc.collect()
+
+
+@contextlib.contextmanager
+def compilation_cache(path: str | None) -> Iterator[None]:
+    """JAX's persistent compilation cache in ``path`` (None: leave it as it is), restored
+    afterwards. Runs that differ only in their seed compile the same programs, so on CPU,
+    where compiling dominates short runs, all but the first seed of a setting start at once.
+    """
+    if path is None:
+        yield
+        return
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache as cc
+
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+             "jax_persistent_cache_min_entry_size_bytes")
+    previous = {name: getattr(jax.config, name) for name in names}
+    for name, value in zip(names, (path, 0.0, 0), strict=True):
+        jax.config.update(name, value)
+    cc.reset_cache()  # (re)initialised with this directory at the next compilation
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            jax.config.update(name, value)
+        cc.reset_cache()
+
+
+def run_sweep(sweep: ml_collections.ConfigDict, workdir: str, *, retry_failed: bool = False,
+              resume_unfinished: bool = False, report: bool = True) -> dict[str, str]:
+    """Plans ``sweep`` for this process's devices, trains every run not done yet, writes the
+    report; returns {run name: status}."""
+    import jax
+
+    runs = plan(sweep, device_budget=len(jax.devices()))
+    check_finished_runs(runs, workdir)
+    os.makedirs(os.path.join(workdir, RUNS), exist_ok=True)
+    _write_json(os.path.join(workdir, "sweep.json"),
+                json.loads(sweep.to_json_best_effort()))
+    statuses: dict[str, str] = {}
+    cache = os.path.join(workdir, "jax_cache") if sweep.get("compilation_cache", True) else None
+    with compilation_cache(cache):
+        for i, run in enumerate(runs):
+            logging.info("sweep: run %d/%d %s", i + 1, len(runs), run.name)
+            try:
+                statuses[run.name] = run_one(run, workdir, retry_failed, resume_unfinished)
+            except SweepStopped as e:
+                logging.warning("%s; the sweep stops here: run it again to go on.", e)
+                statuses[run.name] = "unfinished"
+                break
+    if report:
+        from easgd_jax import sweep_report
+
+        sweep_report.write_report(workdir, sweep)
+    return statuses
+
+
+def required_devices(sweep: ml_collections.ConfigDict) -> int:
+    """Devices to simulate on CPU: the largest p of the sweep, capped by max_devices."""
+    runs = plan(sweep, device_budget=1)
+    most = max(run.num_workers for run in runs)
+    return min(most, sweep.max_devices) if sweep.get("max_devices", 0) else most
+
+
+def main(argv: list[str]) -> None:
+    from easgd_jax import parallel
+
+    if len(argv) > 1:
+        raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
+    sweep, workdir = _CONFIG.value, _WORKDIR.value
+    if _DRY_RUN.value:
+        runs = plan(sweep, device_budget=required_devices(sweep))
+        for run in runs:
+            print(run.name, status(os.path.join(workdir, RUNS, run.name)),
+                  f"num_devices={run.config.num_devices}", ",".join(run.grids))
+        print(f"{len(runs)} runs")
+        return
+    parallel.use_simulated_cpu_devices(required_devices(sweep))  # no effect on GPUs
+    statuses = run_sweep(sweep, workdir, retry_failed=_RETRY_FAILED.value,
+                         resume_unfinished=_RESUME_UNFINISHED.value)
+    counts = {s: list(statuses.values()).count(s) for s in sorted(set(statuses.values()))}
+    logging.info("sweep done: %s; report in %s", counts, os.path.join(workdir, "report"))
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    if CONFIGS_DIR.is_dir():  # sweep files may import ``configs`` from any working directory
+        sys.path.insert(0, str(CONFIGS_DIR.parent))
+
+    _CONFIG = config_flags.DEFINE_config_file("config", None, "Sweep config file.")
+    _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the sweep's runs and report.")
+    _DRY_RUN = flags.DEFINE_bool("dry_run", False, "List the runs and their status; train none.")
+    _RETRY_FAILED = flags.DEFINE_bool("retry_failed", False, "Run diverged runs again.")
+    _RESUME_UNFINISHED = flags.DEFINE_bool(
+        "resume_unfinished", False, "Resume unfinished runs from their checkpoints instead of "
+        "starting them afresh (their wall-clock curves are then approximate).")
+    flags.mark_flags_as_required(["config", "workdir"])
+    app.run(main)

@@ -1,0 +1,295 @@
+"""The sweep runner and its report (EASGD paper, arXiv 1412.6651, Section 5 protocol), and the
+paper's experiment configs: every config validates, every sweep plans."""
+
+import csv
+import glob
+import json
+import os
+
+import ml_collections
+import numpy as np
+import pytest
+
+from easgd_jax import sweep, sweep_report, train, validation
+from easgd_jax.sweep import load_config_file, plan
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = os.path.join(ROOT, "configs")
+
+# --- the paper's configs --------------------------------------------------------------------
+
+PAPER_CONFIGS = sorted(
+    p for p in glob.glob(os.path.join(CONFIGS, "cifar10_*.py"))
+    + glob.glob(os.path.join(CONFIGS, "imagenet_*.py")) if not p.endswith("_common.py"))
+
+
+def test_every_paper_algorithm_has_a_cifar_config():
+    names = {os.path.basename(p)[len("cifar10_"):-3] for p in PAPER_CONFIGS if "cifar10" in p}
+    assert {"easgd", "eamsgd", "downpour", "mdownpour", "adownpour", "mvadownpour",
+            "msgd"} <= names
+    assert os.path.join(CONFIGS, "imagenet_eamsgd.py") in PAPER_CONFIGS
+
+
+@pytest.mark.parametrize("path", PAPER_CONFIGS, ids=os.path.basename)
+def test_paper_config_validates_with_the_paper_settings(path):
+    config = load_config_file(path)
+    validation.validate_config(config)
+    algorithm = config.algorithm
+    p = config.num_workers
+    assert config.train.batch_size == 128
+    assert "data_dir" in config.data and config.data.data_dir is None  # from the command line
+    if "imagenet" in path:
+        assert config.model.name == "imagenet_cnn" and config.data.crop == 221
+        assert config.train.weight_decay == 1e-5
+    else:
+        assert config.model.name == "cifar_cnn" and config.data.name == "cifar10"
+        assert config.data.crop == 28 and config.train.weight_decay == 1e-4
+    assert p == (1 if algorithm.name == "msgd" else 4) and config.num_devices == p
+    if "moving_rate" in algorithm:
+        assert algorithm.moving_rate == pytest.approx(0.9 / p)  # beta = 0.9
+    if algorithm.name in ("easgd", "eamsgd"):
+        assert algorithm.period == 10
+    if algorithm.name in ("downpour", "adownpour", "mvadownpour"):
+        assert algorithm.period == 1
+    if algorithm.name in ("eamsgd", "mdownpour", "msgd"):
+        assert algorithm.momentum == 0.99
+    if algorithm.name == "mvadownpour":
+        assert algorithm.moving_average_rate == 0.001
+
+
+def test_config_file_by_name_path_and_argument(tmp_path):
+    assert load_config_file("easgd").algorithm.name == "easgd"
+    assert load_config_file(os.path.join(CONFIGS, "easgd.py")).algorithm.name == "easgd"
+    (tmp_path / "c.py").write_text(
+        "import ml_collections\n"
+        "def get_config(arg='a'):\n    return ml_collections.ConfigDict({'arg': arg})\n")
+    assert load_config_file(str(tmp_path / "c.py")).arg == "a"
+    assert load_config_file(f"{tmp_path / 'c.py'}:b").arg == "b"
+    with pytest.raises(FileNotFoundError, match="no_such_config"):
+        load_config_file("no_such_config")
+
+
+# --- planning -------------------------------------------------------------------------------
+
+
+def test_paper_sweep_plan():
+    runs = plan(load_config_file(os.path.join(CONFIGS, "sweeps", "mnist1d_paper.py")),
+                device_budget=4)
+    by_name = {r.name: r for r in runs}
+    assert len(by_name) == len(runs) == 288
+    easgd = by_name["easgd_tau64_p4_lr0.5_seed2"]
+    assert easgd.config.algorithm.period == 64 and easgd.grids == ["tau"]
+    assert easgd.config.algorithm.moving_rate == pytest.approx(0.9 / 4)
+    assert easgd.config.num_devices == 1  # max_devices = 1 in the sweep config
+    big = by_name["eamsgd_tau10_p16_lr0.1_seed0"]
+    assert big.config.num_workers == 16 and big.config.algorithm.moving_rate == pytest.approx(
+        0.9 / 16)
+    # Runs in both grids are run once.
+    assert by_name["downpour_tau1_p4_lr0.2_seed1"].grids == ["tau", "p"]
+    msgd = [r for r in runs if r.method == "msgd"]
+    assert len(msgd) == 9 and all(r.num_workers == 1 and r.fixed_workers for r in msgd)
+    assert all(r.tau is None and r.grids == ["tau", "p"] for r in msgd)
+    mdownpour = [r for r in runs if r.method == "mdownpour"]
+    assert {r.tau for r in mdownpour} == {1} and {r.num_workers for r in mdownpour} == {4, 8, 16}
+    assert "period" not in mdownpour[0].config.algorithm
+    counts = {}
+    for r in runs:
+        counts[r.method] = counts.get(r.method, 0) + 1
+    assert counts == {"easgd": 36 + 27, "eamsgd": 36 + 27, "downpour": 36 + 18,
+                      "adownpour": 36, "mvadownpour": 36, "mdownpour": 27, "msgd": 9}
+
+
+def test_cifar_sweep_plans_and_spreads_workers_over_the_devices():
+    runs = plan(load_config_file(os.path.join(CONFIGS, "sweeps", "cifar10_paper.py")),
+                device_budget=4)
+    assert len(runs) == 288
+    devices = {(r.num_workers, r.config.num_devices) for r in runs}
+    assert devices == {(1, 1), (4, 4), (8, 4), (16, 4)}
+    assert {r.config.model.name for r in runs} == {"cifar_cnn"}
+
+
+def _tiny_sweep(**changes) -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict({
+        "methods": {"easgd": {"config": "easgd", "learning_rates": [0.1, 1e9]},
+                    "msgd": {"config": "msgd", "learning_rates": [0.1], "num_workers": 1}},
+        "grids": [{"name": "tau", "methods": ["easgd"], "periods": [2], "num_workers": [2]}],
+        "seeds": [0],
+        "beta": 0.9,
+        "threshold": 0.85,
+        "max_devices": 1,
+        "overrides": {
+            # Small and quick to compile: 8x8 digits (embedded, no generation) and a tiny MLP.
+            "data": {"name": "digits"},
+            "model": {"name": "mlp", "kwargs": {"hidden": (16,)}},
+            "train": {"num_steps": 20, "eval_every": 10, "steps_per_round": 2},
+            "checkpoint": {"every": 0},
+            "tensorboard": False,
+        },
+    })
+    config.update(changes)
+    return config
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"grids": [{"name": "g", "methods": ["sgdd"], "periods": [1], "num_workers": [2]}]},
+     "method 'sgdd', which sweep.methods does not define"),
+    ({"overrides": {"train": {"num_stepz": 3}}}, "override 'train.num_stepz'"),
+    ({"overrides": {"train": {"num_steps": 15}}}, "sweep run easgd_tau2_p2_lr0.1_seed0: "
+     "config.train.num_steps \\(15\\) must be a multiple"),
+    ({"methods": {"easgd": {"learning_rates": []}}}, "needs config and learning_rates"),
+])
+def test_bad_sweeps_fail_at_planning(changes, message):
+    with pytest.raises(ValueError, match=message):
+        plan(_tiny_sweep(**changes))
+
+
+def test_largest_divisor():
+    assert [sweep.largest_divisor(16, b) for b in (1, 3, 4, 5, 8, 100)] == [1, 2, 4, 4, 8, 16]
+    assert sweep.largest_divisor(6, 4) == 3
+
+
+# --- the report, from hand-made run directories ------------------------------------------------
+
+
+def _fake_run(root, name, method, tau, p, lr, seed, grids, errors, status="finished",
+              seconds_per_step=0.1, startup=5.0, fixed=False):
+    rundir = os.path.join(root, "runs", name)
+    os.makedirs(rundir)
+    settings = {"name": name, "method": method, "algorithm": method, "tau": tau,
+                "num_workers": p, "fixed_workers": fixed, "learning_rate": lr, "seed": seed,
+                "grids": grids}
+    with open(os.path.join(rundir, "run.json"), "w") as f:
+        json.dump(settings, f)
+    with open(os.path.join(rundir, "metrics.jsonl"), "w") as f:
+        for i, error in enumerate(errors):
+            step = 10 * (i + 1)
+            elapsed = startup + seconds_per_step * step
+            f.write(json.dumps({"step": step, "train_loss": 1.0 + error, "test_loss": 2 * error,
+                                "test_accuracy": 1 - error,
+                                "steps_per_second": step / elapsed}) + "\n")
+    if status == "finished":
+        with open(os.path.join(rundir, "final_metrics.json"), "w") as f:
+            json.dump({"step": 10 * len(errors)}, f)
+    elif status == "diverged":
+        with open(os.path.join(rundir, "failed.json"), "w") as f:
+            json.dump({"status": "diverged", "message": "non-finite value at step 7"}, f)
+
+
+@pytest.fixture
+def fake_sweep(tmp_path):
+    root = str(tmp_path)
+    for seed, errors in ((0, [0.6, 0.3, 0.35]), (1, [0.5, 0.4, 0.25])):
+        _fake_run(root, f"easgd_t1_lr0.1_s{seed}", "easgd", 1, 4, 0.1, seed, ["tau"], errors)
+    _fake_run(root, "easgd_t1_lr1_s0", "easgd", 1, 4, 1.0, 0, ["tau"], [0.9], "diverged")
+    _fake_run(root, "easgd_t1_lr1_s1", "easgd", 1, 4, 1.0, 1, ["tau"], [0.5, 0.45, 0.5])
+    _fake_run(root, "easgd_t4_lr0.1_s0", "easgd", 4, 4, 0.1, 0, ["tau"], [0.5, 0.2, 0.1],
+              seconds_per_step=0.05)
+    _fake_run(root, "downpour_t4_s0", "downpour", 4, 4, 0.1, 0, ["tau"], [0.9], "diverged")
+    _fake_run(root, "msgd_s0", "msgd", None, 1, 0.1, 0, ["tau", "p"], [0.7, 0.6, 0.5],
+              fixed=True)
+    for p in (4, 8):
+        _fake_run(root, f"easgd_t10_p{p}", "easgd", 10, p, 0.1, 0, ["p"],
+                  [0.5, 0.3 - 0.01 * p, 0.25])
+    return root
+
+
+def _row(rows, **match):
+    found = [r for r in rows if all(r[k] == v for k, v in match.items())]
+    assert len(found) == 1, (match, rows)
+    return found[0]
+
+
+def test_report_best_over_learning_rates_failures_and_threshold(fake_sweep):
+    out = sweep_report.write_report(fake_sweep, threshold=0.3)
+    summary = out["summary"]
+    row = _row(summary, grid="tau", method="easgd", tau=1, p=4)
+    # Best over learning rates AND seeds: seed 1 of lr 0.1 reached 0.25.
+    assert row["best_test_error"] == pytest.approx(0.25) and row["best_learning_rate"] == 0.1
+    assert row["best_seed"] == 1 and row["final_test_error"] == pytest.approx(0.25)
+    assert row["mean_final_test_error"] == pytest.approx(0.3)  # (0.35 + 0.25) / 2
+    assert row["std_final_test_error"] == pytest.approx(0.05) and row["seeds_at_best_lr"] == 2
+    assert row["runs"] == 4 and row["diverged"] == 1 and row["diverged_learning_rates"] == "1"
+    # Threshold 0.3 first reached at step 30 of the best run; 0.1 s per step, startup removed.
+    assert row["steps_to_threshold"] == 30 and row["time_to_threshold_s"] == pytest.approx(3.0)
+    faster = _row(summary, grid="tau", method="easgd", tau=4, p=4)
+    assert faster["steps_to_threshold"] == 20 and faster["time_to_threshold_s"] == pytest.approx(
+        1.0)
+    failed = _row(summary, method="downpour")
+    assert failed["best_test_error"] is None and failed["diverged"] == 1
+    assert _row(summary, grid="p", method="msgd")["best_test_error"] == pytest.approx(0.5)
+    assert [r["p"] for r in summary if r["grid"] == "p" and r["method"] == "easgd"] == [4, 8]
+
+    runs = {r["name"]: r for r in out["runs"]}
+    assert runs["easgd_t1_lr1_s0"]["status"] == "diverged"
+    assert "non-finite" in runs["easgd_t1_lr1_s0"]["message"]
+    assert runs["easgd_t1_lr0.1_s0"]["startup_s"] == pytest.approx(5.0)
+    assert runs["easgd_t1_lr0.1_s0"]["wall_time_s"] == pytest.approx(8.0)
+
+    report = os.path.join(fake_sweep, "report")
+    with open(os.path.join(report, "summary.csv")) as f:
+        assert len(list(csv.DictReader(f))) == len(summary)
+    with open(os.path.join(report, "runs.csv")) as f:
+        assert {r["name"] for r in csv.DictReader(f)} == set(runs)
+    md = open(os.path.join(report, "summary.md")).read()
+    assert "| tau | downpour | 4 | 4 | all diverged |" in md
+    assert "| tau | easgd | 1 | 4 | 25.00 | 25.00 | 0.1 | 1 | 30.00 +- 5.00 (2) | 30 | 3 |" in md
+    assert "| tau | msgd | - | 1 |" in md
+    for name in ("tau_curves_time.png", "tau_curves_steps.png", "p_curves_time.png",
+                 "p_error_vs_p.png", "p_time_to_threshold_vs_p.png"):
+        assert os.path.getsize(os.path.join(report, name)) > 1000, name
+    assert not os.path.exists(os.path.join(report, "tau_error_vs_p.png"))  # p fixed there
+
+
+def test_startup_seconds():
+    assert sweep_report.startup_seconds([10, 20, 30], [7.0, 8.0, 9.0]) == pytest.approx(6.0)
+    assert sweep_report.startup_seconds([10], [7.0]) == 0.0
+    assert sweep_report.startup_seconds([10, 20], [1.0, 5.0]) == 0.0  # never negative
+
+
+# --- a tiny sweep, trained ------------------------------------------------------------------
+
+
+def test_tiny_sweep_runs_skips_and_records_divergence(tmp_path, monkeypatch):
+    workdir = str(tmp_path)
+    config = _tiny_sweep()
+    statuses = sweep.run_sweep(config, workdir)
+    assert statuses == {"easgd_tau2_p2_lr0.1_seed0": "finished",
+                        "easgd_tau2_p2_lr1e+09_seed0": "diverged"}
+    diverged = os.path.join(workdir, "runs", "easgd_tau2_p2_lr1e+09_seed0")
+    failure = json.load(open(os.path.join(diverged, "failed.json")))
+    assert failure["status"] == "diverged" and "non-finite" in failure["message"]
+    saved = json.load(open(os.path.join(workdir, "runs", "easgd_tau2_p2_lr0.1_seed0",
+                                        "config.json")))
+    assert saved["algorithm"]["period"] == 2 and saved["num_workers"] == 2
+    assert saved["algorithm"]["moving_rate"] == pytest.approx(0.45)
+    assert saved["data"]["name"] == "digits" and saved["num_devices"] == 1
+
+    summary = list(csv.DictReader(open(os.path.join(workdir, "report", "summary.csv"))))
+    assert len(summary) == 1
+    row = summary[0]
+    assert (row["method"], row["tau"], row["p"]) == ("easgd", "2", "2")
+    assert row["best_learning_rate"] == "0.1" and row["diverged"] == "1"
+    assert row["finished"] == "1" and row["diverged_learning_rates"] == "1e+09"
+    # The table's best error and steps to threshold are those of metrics.jsonl.
+    best = os.path.join(workdir, "runs", "easgd_tau2_p2_lr0.1_seed0")
+    records = [json.loads(line) for line in open(os.path.join(best, "metrics.jsonl"))]
+    errors = [1 - r["test_accuracy"] for r in records]
+    assert [r["step"] for r in records] == [10, 20]
+    assert float(row["best_test_error"]) == pytest.approx(min(errors))
+    reached = [r["step"] for r, e in zip(records, errors, strict=True) if e <= 0.85]
+    assert row["steps_to_threshold"] == (str(reached[0]) if reached else "")
+    assert np.isfinite(float(row["mean_final_test_error"]))
+
+    # Rerun: nothing is trained again (finished and diverged runs are skipped).
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished or diverged run was trained again")
+
+    monkeypatch.setattr(train, "train_and_evaluate", no_training)
+    mtime = os.path.getmtime(os.path.join(best, "final_metrics.json"))
+    assert sweep.run_sweep(config, workdir, report=False) == statuses
+    assert os.path.getmtime(os.path.join(best, "final_metrics.json")) == mtime
+    # A finished run of another config in the workdir is refused, not silently reused.
+    changed = _tiny_sweep()
+    changed.overrides.train.weight_decay = 0.0
+    with pytest.raises(ValueError, match="weight_decay: 0.0001 there, 0.0 now"):
+        sweep.run_sweep(changed, workdir)
