@@ -62,6 +62,9 @@ def test_stress_unit_pushes_no_lost_update_and_exact_staleness():
     assert report.exchanges_sent == [exchanges] * p
     np.testing.assert_array_equal(ps.center_flat(), total)
     lost = total - int(ps.center_flat().min())
+    print(f"stress: {p} workers, {shards} shards, {total} exchanges per shard, sent "
+          f"{sum(report.exchanges_sent)}, applied {report.exchanges_applied}, lost {lost}, "
+          f"staleness mean {np.mean(ps.staleness):.2f} max {report.staleness_max}")
     assert lost == 0 and report.max_discrepancy == 0.0
     pos = np.array(positions)  # [p, exchanges, shards]
     for s in range(shards):
