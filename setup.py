@@ -35,8 +35,10 @@ setup(
         "tensorboardX>=2.6,<3.0",
     ],
     extras_require={
-        "test": ["pytest>=8.0", "ruff>=0.6"],
+        # The tests cover the Ray executor too (tests/test_ray_executor.py).
+        "test": ["pytest>=8.0", "ruff>=0.6", "ray>=2.40,<3"],
         "cuda12": ["jax[cuda12]>=0.7.0,<1.0"],
+        "ray": ["ray>=2.40,<3"],
     },
     entry_points={"console_scripts": ["easgd-launch=launch:run_main"]},
 )

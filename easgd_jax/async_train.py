@@ -13,6 +13,9 @@ and evaluation as the synchronous loop (``train.py``).
 - ``"threads"``: a real parameter server on this host (``parallel/server.py``), one thread per
   worker, each running ``num_steps`` local steps; the master in
   ``config.asynchrony.num_shards`` independently locked shards.
+- ``"ray"``: the same server and workers on Ray actors (``parallel/ray_server.py``, optional
+  extra ``pip install easgd-jax[ray]``), across the hosts of a Ray cluster
+  (``config.asynchrony.ray_address``; ``""``: a local one).
 
 Evaluation reads the CENTER (the master's x~; APAM's x; LSGD's leader) every
 ``train.eval_every`` local steps per worker on average (every ``eval_every * p`` ticks, or
@@ -47,7 +50,7 @@ from easgd_jax.algorithms import asynchronous
 from easgd_jax.metrics import MetricsWriter
 from easgd_jax.parallel import schedules, server
 
-ASYNC_EXECUTORS = ("simulated_async", "threads")
+ASYNC_EXECUTORS = ("simulated_async", "threads", "ray")
 
 
 def default_asynchrony() -> ml_collections.ConfigDict:
@@ -58,7 +61,8 @@ def default_asynchrony() -> ml_collections.ConfigDict:
     config.clock_jitter = 0.0  # clocks: per-step relative noise of the durations, in [0, 1)
     config.max_staleness = 4  # random_delay: D, gradients at most D master updates old
     config.num_shards = 1  # threads: the master in this many independently locked shards
-    config.timeout_s = 3600.0  # threads: the whole run's limit
+    config.timeout_s = 3600.0  # threads, ray: the whole run's limit
+    config.ray_address = ""  # ray: "" starts a local Ray instance, else a cluster to connect to
     return config
 
 
@@ -146,7 +150,7 @@ def validate_async_config(config: ml_collections.ConfigDict) -> asynchronous.Asy
                              f"simulated master is applied atomically); got {asyn.num_shards}.")
     elif asyn.schedule == "random_delay":
         raise ValueError("config.asynchrony.schedule 'random_delay' is simulated; executor "
-                         "'threads' has real delays (the schedule field is ignored there).")
+                         f"{executor!r} has real delays (the schedule field is ignored there).")
     _integer("asynchrony.num_shards", asyn.num_shards, 1)
     if asyn.num_shards > 1 and not rule.shardable:
         raise ValueError(f"config.asynchrony.num_shards must be 1 for {config.algorithm.name!r} "
@@ -155,6 +159,9 @@ def validate_async_config(config: ml_collections.ConfigDict) -> asynchronous.Asy
     _number("asynchrony.clock_spread", asyn.clock_spread, 0.0, float("inf"))
     _number("asynchrony.clock_jitter", asyn.clock_jitter, 0.0, 1.0)
     _number("asynchrony.timeout_s", asyn.timeout_s, 1e-3, float("inf"))
+    if not isinstance(asyn.ray_address, str):
+        raise ValueError(f"config.asynchrony.ray_address must be a string, got "
+                         f"{asyn.ray_address!r}.")
     return rule
 
 
@@ -321,6 +328,47 @@ def _run_threads(config, rule, grad_fn, params, key, sampler, evaluate, dataset,
     return ps, metrics, totals, np.asarray(result.steps), wall
 
 
+def _run_ray(config, rule, grad_fn, params, key, sampler, evaluate, dataset, writer):
+    from easgd_jax.parallel import ray_server  # imports Ray: only for this executor
+
+    asyn, p = _asynchrony(config), config.num_workers
+    eval_ticks = config.train.eval_every * p
+    state = {"next": eval_ticks, "metrics": {}}
+    start = time.perf_counter()  # mid-run rates include the warm-up compilation
+
+    def evaluate_at(step: int, center, staleness: np.ndarray, seconds: float) -> None:
+        metrics = {"staleness_mean": float(np.mean(staleness)) if len(staleness) else 0.0,
+                   "staleness_max": int(np.max(staleness, initial=0)),
+                   **_evaluate(evaluate, dataset, center), "steps_per_second": step / seconds}
+        writer.write(step, metrics)
+        state["metrics"] = metrics
+
+    def on_poll(remote: ray_server.RemoteServer) -> None:
+        if state["next"] < config.train.num_steps * p and remote.total >= state["next"]:
+            step = state["next"] // p
+            state["next"] += eval_ticks
+            evaluate_at(step, remote.center(), remote.new_staleness(),
+                        time.perf_counter() - start)
+        state["remote"] = remote
+
+    def batch_fn(worker: int, first: int, steps: int):
+        return sampler.worker_round(worker, first, steps)
+
+    result = ray_server.train_ray(
+        rule, grad_fn, params, p, config.train.num_steps, batch_fn, key,
+        num_shards=asyn.num_shards, timeout_s=asyn.timeout_s, on_poll=on_poll, poll_s=0.2,
+        address=asyn.ray_address, verify_rtol_per_exchange=1e-6)
+    report = result.report
+    seen = state["remote"].seen if "remote" in state else [0] * p
+    last = [s for w, values in enumerate(result.staleness) for s in values[seen[w]:]]
+    evaluate_at(config.train.num_steps, result.center, np.asarray(last, np.int64),
+                result.wall_time_s)
+    losses = np.concatenate([w[-config.train.eval_every:] for w in result.losses])
+    metrics = {**state["metrics"], "train_loss": float(np.mean(losses))}
+    totals = {**report.as_metrics(), "compile_time_s": result.compile_time_s}
+    return None, metrics, totals, np.asarray(result.steps), result.wall_time_s
+
+
 def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str, overwrite: bool) -> None:
     """Writes ``config.json``; refuses a workdir holding another config unless ``overwrite``.
 
@@ -368,7 +416,8 @@ def train_and_evaluate_async(
                                  config.seed, augment=dataset.augment)
     writer = MetricsWriter(workdir, config.train.num_steps,
                            tensorboard=config.get("tensorboard", False))
-    runner = _run_simulated if config.executor == "simulated_async" else _run_threads
+    runner = {"simulated_async": _run_simulated, "threads": _run_threads,
+              "ray": _run_ray}[config.executor]
     try:
         _, metrics, totals, worker_steps, wall = runner(
             config, rule, grad_fn, params, worker_rng, sampler, evaluate, dataset, writer)

@@ -104,7 +104,7 @@ def test_amsgrad_sync_config_builds_the_baseline():
 
 
 @pytest.mark.parametrize("change, match", [
-    ({"executor": "ray"}, "config.executor"),
+    ({"executor": "mpi"}, "config.executor"),
     ({"executor": "sync"}, "config.executor"),
     ({"algorithm.name": "mdownpour"}, "has none"),
     ({"asynchrony.schedule": "lottery"}, "schedule"),

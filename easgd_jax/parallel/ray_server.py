@@ -1,0 +1,354 @@
+"""The asynchronous parameter server across hosts, on Ray actors (optional extra:
+``pip install easgd-jax[ray]``).
+
+The same server and the same worker as the ``threads`` executor (``parallel/server.py``), with
+Ray as the transport instead of threads of one process:
+
+- one server actor wraps a :class:`~easgd_jax.parallel.server.ParameterServer` (the master in
+  independently locked shards, the staleness measurements, the float64 no-lost-update
+  ledger). It is a threaded actor (``max_concurrency = p + 2``), so exchanges of different
+  workers run concurrently and meet only on the shards' locks, and the driver can read the
+  center while the workers run. Ray serialises the flat numpy messages and replies.
+- one worker actor per worker runs its local steps with the threads executor's jitted
+  functions (:func:`~easgd_jax.parallel.server.make_thread_steps`) and, when its rule says so,
+  calls the server actor's ``exchange`` (elastic differences for EASGD/EAMSGD, pushed sums for
+  DOWNPOUR, gradients for APAM), never waiting for the other workers.
+- the driver (:func:`train_ray`) starts them, waits with a timeout (calling ``on_poll`` for
+  mid-run evaluation), gathers the workers' states, the final center, the ledger and the
+  server's report, and kills every actor (and shuts Ray down if it started it). The first
+  exception raised in a worker stops the others and is re-raised in the driver with
+  ``worker_index`` set and a note naming the worker.
+
+Ray is imported lazily, only when this executor is used. The actors run jax on the CPU
+(``JAX_PLATFORMS=cpu``) with one intra-op thread, through their ``runtime_env``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from easgd_jax.algorithms.asynchronous import AsyncRule
+from easgd_jax.parallel.server import GradFn, ParameterServer, ServerReport, make_thread_steps
+
+ACTOR_ENV = {
+    "JAX_PLATFORMS": "cpu",
+    "OMP_NUM_THREADS": "1",
+    "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
+}
+
+
+def import_ray() -> Any:
+    """The ``ray`` module, or ImportError telling how to install it."""
+    try:
+        import ray
+    except ImportError as error:
+        raise ImportError("config.executor 'ray' needs Ray, an optional extra: "
+                          "pip install 'easgd-jax[ray]'") from error
+    return ray
+
+
+def _host(tree: Any) -> Any:
+    return jax.tree.map(np.asarray, tree)
+
+
+class ServerActor:
+    """The master (a :class:`ParameterServer`) behind a Ray actor; ``stop`` asks the workers to
+    end (they read it with every :meth:`tick`)."""
+
+    def __init__(self, rule: AsyncRule, params: Any, num_workers: int, num_shards: int,
+                 lock_timeout_s: float):
+        self.ps = ParameterServer(rule, params, num_workers, num_shards, lock_timeout_s)
+        self.stopped = False
+
+    def tick(self) -> tuple[int, bool]:
+        """T before this local step, and whether the run was stopped."""
+        return self.ps.tick(), self.stopped
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def total(self) -> int:
+        return self.ps.total
+
+    def exchange(self, worker: int, vectors: Sequence[np.ndarray],
+                 scalars: Sequence[Any]) -> tuple[np.ndarray, ...]:
+        return self.ps.exchange(worker, vectors, scalars)
+
+    def dry_exchange(self, vectors: Sequence[np.ndarray],
+                     scalars: Sequence[Any]) -> tuple[np.ndarray, ...]:
+        return self.ps.dry_exchange(vectors, scalars)
+
+    def center_flat(self) -> np.ndarray:
+        return self.ps.center_flat()
+
+    def staleness_since(self, seen: Sequence[int]) -> list[list[int]]:
+        """Each worker's staleness values after its first ``seen[w]``."""
+        return [list(values[seen[w]:]) for w, values in enumerate(self.ps.staleness)]
+
+    def final(self, atol: float, rtol_per_exchange: float) -> dict[str, Any]:
+        """The verified report (AssertionError if an update was lost), the center, the start
+        and the per-worker ledgers (call once the workers are done)."""
+        report = self.ps.verify(atol=atol, rtol_per_exchange=rtol_per_exchange)
+        return {"report": report, "center": self.ps.center_flat(), "start": self.ps.start,
+                "ledger": self.ps.ledger, "staleness": self.ps.staleness}
+
+
+class WorkerActor:
+    """Worker ``index``: the threads executor's jitted local steps, exchanging with the server
+    actor."""
+
+    def __init__(self, index: int, rule: AsyncRule, grad_fn: GradFn, params: Any,
+                 batch_fn: Callable[[int, int, int], Any], key: Any, chunk_steps: int,
+                 stop_when: Callable[[int, int], None] | None):
+        self.index, self.rule, self.params = index, rule, params
+        self.batch_fn, self.chunk_steps, self.stop_when = batch_fn, chunk_steps, stop_when
+        self.base_key = jnp.asarray(key)
+        self.local, self.prepare, self.finish = make_thread_steps(rule, grad_fn, params)
+
+    def warm_up(self, server: Any) -> float:
+        """Compiles the worker's steps (and the server's exchange); returns the seconds."""
+        ray = import_ray()
+        begin = time.perf_counter()
+        warm = self.rule.init_worker(self.params)
+        batch = jax.tree.map(lambda a: a[0], self.batch_fn(self.index, 0, 1))
+        jax.block_until_ready(self.local(warm, batch, self.base_key))
+        warm, grad, vectors, scalars, _ = self.prepare(warm, batch, self.base_key, self.index)
+        replies = ray.get(server.dry_exchange.remote(_host(vectors), _host(scalars)))
+        jax.block_until_ready(self.finish(warm, grad, replies))
+        return time.perf_counter() - begin
+
+    def run(self, server: Any, num_steps: int) -> dict[str, Any]:
+        """Up to ``num_steps`` local steps (fewer if the server was stopped)."""
+        ray = import_ray()
+        rule, index = self.rule, self.index
+        worker = rule.init_worker(self.params)
+        key = jax.random.fold_in(self.base_key, index)
+        losses: list[Any] = []
+        steps = exchanges = 0
+        for start in range(0, num_steps, self.chunk_steps):
+            count = min(self.chunk_steps, num_steps - start)
+            batches = self.batch_fn(index, start, count)
+            for j in range(count):
+                step = start + j
+                if self.stop_when is not None:
+                    self.stop_when(index, step)
+                total, stopped = ray.get(server.tick.remote())
+                if stopped:
+                    return self._result(worker, losses, steps, exchanges)
+                batch = jax.tree.map(lambda a, j=j: a[j], batches)
+                if rule.communicates(step, total):
+                    worker, grad, vectors, scalars, loss = self.prepare(worker, batch, key, index)
+                    replies = ray.get(server.exchange.remote(index, _host(vectors),
+                                                             _host(scalars)))
+                    exchanges += 1
+                    worker = self.finish(worker, grad, replies)
+                else:
+                    worker, loss = self.local(worker, batch, key)
+                losses.append(loss)
+                steps = step + 1
+        return self._result(worker, losses, steps, exchanges)
+
+    @staticmethod
+    def _result(worker: Any, losses: list[Any], steps: int, exchanges: int) -> dict[str, Any]:
+        return {"worker": _host(worker), "steps": steps, "exchanges": exchanges,
+                "losses": np.asarray(jnp.stack(losses)) if losses else np.zeros(0)}
+
+
+class RemoteServer:
+    """The driver's view of the server actor while the workers run (for ``on_poll``)."""
+
+    def __init__(self, ray: Any, actor: Any, num_workers: int, unravel: Callable):
+        self._ray, self.actor, self._unravel = ray, actor, unravel
+        self._seen = [0] * num_workers
+
+    @property
+    def total(self) -> int:
+        return int(self._ray.get(self.actor.total.remote()))
+
+    def center(self) -> Any:
+        return self._unravel(jnp.asarray(self._ray.get(self.actor.center_flat.remote())))
+
+    @property
+    def seen(self) -> list[int]:
+        """How many staleness values of each worker :meth:`new_staleness` returned so far."""
+        return list(self._seen)
+
+    def new_staleness(self) -> np.ndarray:
+        """The staleness of the exchanges since the previous call."""
+        new = self._ray.get(self.actor.staleness_since.remote(self._seen))
+        for w, values in enumerate(new):
+            self._seen[w] += len(values)
+        return np.asarray([s for values in new for s in values], np.int64)
+
+
+@dataclasses.dataclass
+class RayRun:
+    """The outcome of :func:`train_ray`."""
+
+    workers: list[Any]  # the workers' final AsyncWorkerState (host arrays)
+    losses: list[np.ndarray]  # per worker, one per local step
+    steps: list[int]  # per worker
+    worker_exchanges: list[int]  # exchanges each worker sent (counted by the worker)
+    report: ServerReport  # the server's, verified
+    center_flat: np.ndarray
+    start_flat: np.ndarray  # float64
+    ledger: np.ndarray  # (p, size) float64: the center deltas each worker caused
+    staleness: list[list[int]]  # per worker, one per (exchange, shard), in order
+    center: Any  # the center as a params pytree
+    wall_time_s: float  # the workers' run, after compilation
+    compile_time_s: float  # the warm-up (slowest worker)
+
+
+def _worker_error(ray: Any, error: BaseException, index: int, num_workers: int) -> BaseException:
+    """The exception worker ``index`` raised (unwrapped from Ray's), tagged with its index."""
+    if isinstance(error, ray.exceptions.RayTaskError):
+        cause = getattr(error, "cause", None)
+        error = cause if isinstance(cause, BaseException) else error
+    elif isinstance(error, ray.exceptions.RayActorError):
+        error = RuntimeError(f"Ray worker actor {index} died: {error}")
+    error.worker_index = index  # type: ignore[attr-defined]
+    error.add_note(f"raised in Ray worker actor {index} of {num_workers}")
+    return error
+
+
+def _kill_all(ray: Any, actors: list[Any], timeout_s: float) -> None:
+    """Kills ``actors`` and waits (bounded) until each answers as dead."""
+    for actor in actors:
+        ray.kill(actor, no_restart=True)
+    end = time.monotonic() + timeout_s
+    for actor in actors:
+        while True:
+            try:
+                ray.get(actor.__ray_ready__.remote(), timeout=max(0.1, end - time.monotonic()))
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                break
+            if time.monotonic() > end:
+                raise RuntimeError(f"a Ray actor is still alive {timeout_s} s after ray.kill.")
+            time.sleep(0.05)
+
+
+def train_ray(
+    rule: AsyncRule,
+    grad_fn: GradFn,
+    params: Any,
+    num_workers: int,
+    num_steps: int,
+    batch_fn: Callable[[int, int, int], Any],
+    key: jax.Array,
+    *,
+    num_shards: int = 1,
+    timeout_s: float = 3600.0,
+    chunk_steps: int = 50,
+    on_poll: Callable[[RemoteServer], None] | None = None,
+    poll_s: float = 0.05,
+    address: str = "",
+    num_cpus: int | None = None,
+    stop_when: Callable[[int, int], None] | None = None,
+    verify_atol: float = 0.0,
+    verify_rtol_per_exchange: float = 1e-6,
+    lock_timeout_s: float = 60.0,
+    join_timeout_s: float = 30.0,
+) -> RayRun:
+    """Every worker runs ``num_steps`` local steps of ``rule`` in its own Ray actor.
+
+    Arguments as :func:`~easgd_jax.parallel.server.train_threads` (``batch_fn``, ``grad_fn``,
+    ``rule`` and ``stop_when`` are shipped to the actors: they must pickle), plus:
+
+    Args:
+        num_workers, num_shards: p and the master's shards.
+        on_poll: called in the driver every ``poll_s`` while the workers run, with a
+            :class:`RemoteServer` (mid-run evaluation of the center).
+        address: ``""``: use the running Ray instance, or start a local one
+            (``ray.init(num_cpus=num_cpus)``) and shut it down at the end; else the address
+            of an existing cluster to connect to (``"auto"``, ``"ray://host:10001"``...).
+        verify_atol, verify_rtol_per_exchange: the no-lost-update check's tolerance
+            (:meth:`ParameterServer.verify`).
+
+    Raises the first worker exception (``worker_index`` set), TimeoutError after
+    ``timeout_s``, RuntimeError if a worker ignores the stop ``join_timeout_s`` long.
+    """
+    ray = import_ray()
+    started = False
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, runtime_env={"env_vars": ACTOR_ENV})
+        else:
+            ray.init(num_cpus=num_cpus or max(2, num_workers), include_dashboard=False,
+                     runtime_env={"env_vars": ACTOR_ENV})
+        started = True
+    actors: list[Any] = []
+    try:
+        host_params, host_key = _host(params), np.asarray(key)  # a raw uint32 PRNG key
+        env = {"env_vars": ACTOR_ENV}
+        server = ray.remote(ServerActor).options(
+            num_cpus=0, max_concurrency=num_workers + 2, runtime_env=env,
+        ).remote(rule, host_params, num_workers, num_shards, lock_timeout_s)
+        actors.append(server)
+        worker_cls = ray.remote(WorkerActor).options(num_cpus=0, runtime_env=env,
+                                                     scheduling_strategy="SPREAD")
+        workers = [worker_cls.remote(i, rule, grad_fn, host_params, batch_fn, host_key,
+                                     chunk_steps, stop_when) for i in range(num_workers)]
+        actors.extend(workers)
+        begin = time.perf_counter()
+        _gather(ray, [w.warm_up.remote(server) for w in workers], num_workers, timeout_s)
+        compile_time = time.perf_counter() - begin
+
+        _, unravel = ravel_pytree(params)
+        remote = RemoteServer(ray, server, num_workers, unravel)
+        begin = time.perf_counter()
+        refs = [w.run.remote(server, num_steps) for w in workers]
+        try:
+            results = _gather(ray, refs, num_workers, timeout_s, on_poll=lambda: (
+                on_poll(remote) if on_poll is not None else None), poll_s=poll_s)
+        finally:
+            ray.get(server.stop.remote(), timeout=join_timeout_s)
+        wall = time.perf_counter() - begin
+        final = ray.get(server.final.remote(verify_atol, verify_rtol_per_exchange),
+                        timeout=join_timeout_s)
+    except ray.exceptions.RayTaskError as error:  # the server's verify (AssertionError)
+        cause = getattr(error, "cause", None)
+        raise (cause if isinstance(cause, BaseException) else error) from None
+    finally:
+        try:
+            _kill_all(ray, actors, join_timeout_s)
+        finally:
+            if started:
+                ray.shutdown()
+    return RayRun(
+        workers=[r["worker"] for r in results], losses=[r["losses"] for r in results],
+        steps=[int(r["steps"]) for r in results],
+        worker_exchanges=[int(r["exchanges"]) for r in results], report=final["report"],
+        center_flat=final["center"], start_flat=final["start"], ledger=final["ledger"],
+        staleness=final["staleness"],
+        center=unravel(jnp.asarray(final["center"])), wall_time_s=wall,
+        compile_time_s=compile_time)
+
+
+def _gather(ray: Any, refs: list[Any], num_workers: int, timeout_s: float, *,
+            on_poll: Callable[[], None] | None = None, poll_s: float = 0.05) -> list[Any]:
+    """The results of ``refs`` (one per worker), in order; re-raises a worker's exception
+    with its index; TimeoutError after ``timeout_s``."""
+    index = {ref: i for i, ref in enumerate(refs)}
+    results: list[Any] = [None] * len(refs)
+    pending = list(refs)
+    deadline = time.monotonic() + timeout_s
+    while pending:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the {num_workers} Ray workers did not finish in {timeout_s} s.")
+        done, pending = ray.wait(pending, num_returns=1, timeout=poll_s)
+        for ref in done:
+            try:
+                results[index[ref]] = ray.get(ref)
+            except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as error:
+                raise _worker_error(ray, error, index[ref], num_workers) from None
+        if on_poll is not None:
+            on_poll()
+    return results
