@@ -1,0 +1,1 @@
+"""Speed and communication benchmarks of easgd-jax; results and commands in RESULTS.md."""

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Reruns every benchmark behind benchmarks/RESULTS.md, one after the other (never in
+# parallel: they would time each other). Tables go to stdout and to $OUT (default
+# /tmp/easgd_benchmarks). Each timed script first waits (up to --wait seconds) for the
+# 1-minute load average to fall to 2.5; the load is printed next to each table.
+#
+#   bash benchmarks/run_all.sh            # from the repository root
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+OUT=${OUT:-/tmp/easgd_benchmarks}
+WAIT=${WAIT:-900}
+mkdir -p "$OUT"
+
+run() {
+  local name=$1
+  shift
+  echo "+ $PY $*" | tee "$OUT/$name.md"
+  "$PY" "$@" 2> "$OUT/$name.err" | tee -a "$OUT/$name.md"
+}
+
+run comm_volume benchmarks/comm_volume.py
+run step_cost_cnn1d_p4 benchmarks/step_cost.py --wait "$WAIT"
+run step_cost_cnn1d_p1 benchmarks/step_cost.py --workers 1 --wait "$WAIT"
+run step_cost_mlp_p4 benchmarks/step_cost.py --model mlp --wait "$WAIT"
+run structure_cnn1d_p4 benchmarks/exchange_structure.py --wait "$WAIT"
+run structure_mlp_p4 benchmarks/exchange_structure.py --model mlp --wait "$WAIT"
+run structure_cnn1d_p4_vmap benchmarks/exchange_structure.py --devices 1 --wait "$WAIT"
+run scaling_cnn1d benchmarks/scaling.py --wait "$WAIT"
+run scaling_mlp benchmarks/scaling.py --model mlp --steps 20 --wait "$WAIT"
+run local_reduce benchmarks/local_reduce.py
