@@ -18,10 +18,11 @@ from baseline_harness import (
     N,
     P,
     T,
+    check_quadratic_converges,
+    check_shard_map_matches_vmap,
+    check_state_dtypes_survive_jit,
     flat,
-    init_carry,
     problem,
-    run_shard,
     run_vmap,
 )
 from jax.flatten_util import ravel_pytree
@@ -190,16 +191,7 @@ def test_data_parallel_sgd_differs_from_independent_sgd():
     lambda ax: av.data_parallel_sgd(0.1, 0.5, ax),
 ], ids=["sgd", "msgd", "asgd", "mvasgd", "data_parallel_sgd", "data_parallel_msgd"])
 def test_quadratic_converges(make_tx):
-    """f(x) = 0.5 ||x||^2 from x = 1: the evaluation point goes to 0."""
-    steps = 100
-    ones = jax.tree.map(np.ones_like, X0)
-    params, state = run_vmap(make_tx, np.ones(P), np.zeros((P, steps, N), np.float32), ones)
-    evaluated = flat(evaluation_params(state, params))[0]
-    f = 0.5 * np.sum(evaluated ** 2, axis=-1)
-    f0 = 0.5 * N
-    assert f[0] < f0
-    assert f[-1] < 1e-2 * f0
-    assert np.all(np.isfinite(flat(params)))
+    check_quadratic_converges(make_tx)
 
 
 # --- the SPMD executor -----------------------------------------------------------------------
@@ -213,11 +205,7 @@ def test_quadratic_converges(make_tx):
     (lambda ax: av.data_parallel_sgd(0.1, 0.0, ax), 4, 2),  # nested: vmap inside shard_map
 ], ids=["sgd", "msgd", "asgd", "mvasgd_nested", "data_parallel", "data_parallel_nested"])
 def test_shard_map_matches_vmap(make_tx, num_workers, num_devices):
-    c, noise = problem(11, p=num_workers)
-    expected = run_vmap(make_tx, c, noise)
-    got = run_shard(make_tx, c, noise, num_devices)
-    for e, g in zip(jax.tree.leaves(expected), jax.tree.leaves(got), strict=True):
-        np.testing.assert_allclose(np.asarray(g), np.asarray(e), rtol=1e-6, atol=1e-6)
+    check_shard_map_matches_vmap(make_tx, num_workers, num_devices, seed=11)
 
 
 # --- dtypes and argument checks ------------------------------------------------------------
@@ -230,13 +218,7 @@ def test_shard_map_matches_vmap(make_tx, num_workers, num_devices):
     lambda ax: av.data_parallel_sgd(0.1, 0.9, ax),
 ], ids=["sgd", "msgd", "asgd", "mvasgd", "data_parallel_sgd"])
 def test_state_dtypes_survive_jit(make_tx):
-    x0 = {"a": jnp.ones(2, jnp.bfloat16), "b": jnp.ones((2, 3), jnp.float32)}
-    tx = make_tx("workers")
-    params, state = init_carry(tx, P, x0)
-    step = jax.jit(jax.vmap(lambda pr, s: tx.update(pr, s, pr), axis_name="workers"))
-    updates, new_state = step(params, state)
-    assert jax.tree.map(lambda x: x.dtype, new_state) == jax.tree.map(lambda x: x.dtype, state)
-    assert jax.tree.map(lambda x: x.dtype, updates) == jax.tree.map(lambda x: x.dtype, params)
+    check_state_dtypes_survive_jit(make_tx)
 
 
 @pytest.mark.parametrize("build,name", [

@@ -19,10 +19,11 @@ from baseline_harness import (
     N,
     P,
     T,
+    check_quadratic_converges,
+    check_shard_map_matches_vmap,
+    check_state_dtypes_survive_jit,
     flat,
-    init_carry,
     problem,
-    run_shard,
     run_vmap,
 )
 from jax.flatten_util import ravel_pytree
@@ -270,17 +271,7 @@ def test_nesterov_master_step():
 ], ids=["downpour", "downpour_tau4", "mdownpour", "adownpour", "mvadownpour",
         "downpour_adagrad"])
 def test_quadratic_converges(make_tx):
-    """f(x) = 0.5 ||x||^2 from x = 1: the evaluation point goes to 0 (a flipped sign, a
-    missing step or a frozen center would not)."""
-    steps = 100
-    ones = jax.tree.map(np.ones_like, X0)
-    params, state = run_vmap(make_tx, np.ones(P), np.zeros((P, steps, N), np.float32), ones)
-    evaluated = flat(evaluation_params(state, params))[0]
-    f = 0.5 * np.sum(evaluated ** 2, axis=-1)
-    f0 = 0.5 * N
-    assert f[0] < f0
-    assert f[-1] < 1e-2 * f0
-    assert np.all(np.isfinite(flat(params)))
+    check_quadratic_converges(make_tx)
 
 
 # --- the SPMD executor -----------------------------------------------------------------------
@@ -295,11 +286,7 @@ def test_quadratic_converges(make_tx):
 ], ids=["downpour", "downpour_nested", "mdownpour", "adownpour", "mvadownpour_nested",
         "downpour_adagrad"])
 def test_shard_map_matches_vmap(make_tx, num_workers, num_devices):
-    c, noise = problem(10, p=num_workers)
-    expected = run_vmap(make_tx, c, noise)
-    got = run_shard(make_tx, c, noise, num_devices)
-    for e, g in zip(jax.tree.leaves(expected), jax.tree.leaves(got), strict=True):
-        np.testing.assert_allclose(np.asarray(g), np.asarray(e), rtol=1e-6, atol=1e-6)
+    check_shard_map_matches_vmap(make_tx, num_workers, num_devices, seed=10)
 
 
 # --- dtypes and argument checks ------------------------------------------------------------
@@ -312,13 +299,7 @@ def test_shard_map_matches_vmap(make_tx, num_workers, num_devices):
     lambda ax: dp.downpour(0.1, 2, ax, server_adagrad=True),
 ], ids=["downpour", "mdownpour", "adownpour", "mvadownpour", "downpour_adagrad"])
 def test_state_dtypes_survive_jit(make_tx):
-    x0 = {"a": jnp.ones(2, jnp.bfloat16), "b": jnp.ones((2, 3), jnp.float32)}
-    tx = make_tx("workers")
-    params, state = init_carry(tx, P, x0)
-    step = jax.jit(jax.vmap(lambda pr, s: tx.update(pr, s, pr), axis_name="workers"))
-    updates, new_state = step(params, state)
-    assert jax.tree.map(lambda x: x.dtype, new_state) == jax.tree.map(lambda x: x.dtype, state)
-    assert jax.tree.map(lambda x: x.dtype, updates) == jax.tree.map(lambda x: x.dtype, params)
+    new_state = check_state_dtypes_survive_jit(make_tx)
     assert new_state.count.dtype == jnp.int32
 
 
