@@ -369,26 +369,6 @@ def _run_ray(config, rule, grad_fn, params, key, sampler, evaluate, dataset, wri
     return None, metrics, totals, np.asarray(result.steps), result.wall_time_s
 
 
-def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str, overwrite: bool) -> None:
-    """Writes ``config.json``; refuses a workdir holding another config unless ``overwrite``.
-
-    Asynchronous runs are not resumed: a run in a workdir of the same config starts afresh
-    (its old metrics are dropped by the MetricsWriter)."""
-    path = os.path.join(workdir, "config.json")
-    current = json.loads(config.to_json_best_effort())
-    if os.path.exists(path) and not overwrite:
-        with open(path, encoding="utf-8") as f:
-            saved = json.load(f)
-        if saved != current:
-            raise ValueError(
-                f"workdir {workdir} holds a run with a different config; use another workdir "
-                "or overwrite it (--overwrite, or overwrite=True).")
-    os.makedirs(workdir, exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-    os.replace(path + ".tmp", path)
-
-
 def train_and_evaluate_async(
     config: ml_collections.ConfigDict, workdir: str, overwrite: bool = False
 ) -> dict[str, Any]:
@@ -403,7 +383,8 @@ def train_and_evaluate_async(
                                 image_size=config.data.get("image_size", 221),
                                 crop=config.data.get("crop", 0))
     model = models.get_model(config.model.name, dataset.num_classes, **config.model.kwargs)
-    _prepare_workdir(config, workdir, overwrite)
+    # Not resumed: any difference, num_steps included, needs another workdir or overwrite.
+    sync_train.prepare_workdir(config, workdir, overwrite, resumable_changes=())
 
     p = config.num_workers
     init_rng, worker_rng = jax.random.split(jax.random.PRNGKey(config.seed))

@@ -173,27 +173,30 @@ def _stop_requests() -> Iterator[list[int]]:
             signal.signal(sig, handler)
 
 
-def _config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+def _config_differences(saved: dict, current: dict, allowed: tuple[str, ...],
+                        prefix: str = "") -> list[str]:
     keys = sorted(set(saved) | set(current))
     out = []
     for key in keys:
         name = f"{prefix}{key}"
         a, b = saved.get(key, "<missing>"), current.get(key, "<missing>")
         if isinstance(a, dict) and isinstance(b, dict):
-            out += _config_differences(a, b, name + ".")
-        elif a != b and name not in RESUMABLE_CHANGES:
+            out += _config_differences(a, b, allowed, name + ".")
+        elif a != b and name not in allowed:
             out.append(f"{name}: {a!r} in the workdir, {b!r} now")
     return out
 
 
-def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str, overwrite: bool) -> None:
-    """Refuses a workdir that holds a different run, unless asked to overwrite it."""
+def prepare_workdir(config: ml_collections.ConfigDict, workdir: str, overwrite: bool,
+                    resumable_changes: tuple[str, ...] = RESUMABLE_CHANGES) -> None:
+    """Refuses a workdir that holds a run of a different config (fields outside
+    ``resumable_changes`` differ), unless asked to overwrite it; then saves the config."""
     path = os.path.join(workdir, "config.json")
     if os.path.exists(path) and not overwrite:
         with open(path, encoding="utf-8") as f:
             saved = json.load(f)
         current = json.loads(config.to_json_best_effort())
-        differences = _config_differences(saved, current)
+        differences = _config_differences(saved, current, resumable_changes)
         if differences:
             raise ValueError(
                 f"workdir {workdir} holds a run with a different config ("
@@ -265,7 +268,7 @@ def train(
                                 image_size=config.data.get("image_size", 221),
                                 crop=config.data.get("crop", 0))
     model = models.get_model(config.model.name, dataset.num_classes, **config.model.kwargs)
-    _prepare_workdir(config, workdir, overwrite)
+    prepare_workdir(config, workdir, overwrite)
     logging.info("%d workers on %d %s device(s) (%d per device, %d process(es)); algorithm %s; "
                  "data %s %s", layout.num_workers, layout.num_devices,
                  jax.devices()[0].platform, layout.workers_per_device, jax.process_count(),
