@@ -39,6 +39,8 @@ from easgd_jax.metrics import MetricsWriter
 EVAL_BATCH_SIZE = 1000
 # Fields that may change between a run and its resumption (extending a run).
 RESUMABLE_CHANGES = ("train.num_steps",)
+# Fields that differ between the processes of one run, or between its launches.
+PER_LAUNCH_FIELDS = ("distributed.process_id", "distributed.coordinator_address")
 
 
 class TrainState(NamedTuple):
@@ -182,7 +184,7 @@ def _config_differences(saved: dict, current: dict, allowed: tuple[str, ...],
         a, b = saved.get(key, "<missing>"), current.get(key, "<missing>")
         if isinstance(a, dict) and isinstance(b, dict):
             out += _config_differences(a, b, allowed, name + ".")
-        elif a != b and name not in allowed:
+        elif a != b and name not in allowed and name not in PER_LAUNCH_FIELDS:
             out.append(f"{name}: {a!r} in the workdir, {b!r} now")
     return out
 

@@ -215,3 +215,18 @@ def test_kill_9_loses_at_most_the_steps_since_the_last_checkpoint(tmp_path):
     _assert_states_equal(resumed, straight)
     assert (_without_timing(read_metrics(killed))
             == _without_timing(read_metrics(str(tmp_path / "straight"))))
+
+
+def test_per_process_fields_do_not_make_a_different_run(tmp_path):
+    """Process 1 of a multi-process run finds the config.json of process 0 (another
+    process_id) and must accept it; a real difference is still refused."""
+    config = _config(num_steps=20)
+    train.prepare_workdir(config, str(tmp_path), overwrite=False)
+    other_process = _config(num_steps=20)
+    other_process.distributed.process_id = 1
+    other_process.distributed.coordinator_address = "127.0.0.1:1234"
+    train.prepare_workdir(other_process, str(tmp_path), overwrite=False)  # accepted
+    other_run = _config(num_steps=20)
+    other_run.distributed.num_processes = 2
+    with pytest.raises(ValueError, match="distributed.num_processes: 1 in the workdir, 2 now"):
+        train.prepare_workdir(other_run, str(tmp_path), overwrite=False)
