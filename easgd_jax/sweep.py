@@ -17,7 +17,13 @@ A sweep config's ``get_config()`` returns a ConfigDict with
     grids       a list of {name, methods, periods, num_workers}: each grid crosses its
                 methods with its periods (tau) and worker counts (p); a method without a
                 ``period`` hyperparameter ignores the periods.
-    seeds       the seeds of every setting (all of them with every learning rate).
+    seeds       the seeds of every setting.
+    learning_rate_selection
+                "all_seeds" (default): every seed runs with every learning rate;
+                "first_seed": every learning rate runs with the first seed, and the other
+                seeds run only with the learning rate whose first-seed run reached the
+                lowest center test error (a setting whose first-seed runs all diverged runs
+                no other seed). Same seeds, fewer runs: (L + S - 1) per setting, not L * S.
     beta        moving_rate = beta / p for the algorithms that take a moving_rate.
     overrides   (nested dict) applied to every run's config before the method's.
     threshold   the test error whose first crossing gives the time and steps to it.
@@ -64,6 +70,8 @@ from easgd_jax.sweep_report import run_status as status
 CONFIGS_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
 RUNS = "runs"
 RESUMABLE_CHANGES = ("train.num_steps",)
+SELECTIONS = ("all_seeds", "first_seed")
+NOT_SELECTED = "not selected"
 
 
 def load_config_file(name_or_path: str) -> ml_collections.ConfigDict:
@@ -160,6 +168,25 @@ def _method(sweep: ml_collections.ConfigDict, label: str) -> dict[str, Any]:
     return method
 
 
+def _hyperparameter_names(config: ml_collections.ConfigDict) -> list[str]:
+    """The hyperparameters of ``config.algorithm``: its synchronous transformation's, or for
+    an algorithm that only runs asynchronously (APAM), the config's fields."""
+    name = config.algorithm.name
+    if name in registry.algorithm_names():
+        return registry.hyperparameter_names(name)
+    return [field for field in config.algorithm if field != "name"]
+
+
+def _validate(config: ml_collections.ConfigDict) -> None:
+    """Checks a run's config as ``launch.py`` does for its executor."""
+    if config.get("executor", "sync") == "sync":
+        validation.validate_config(config)
+    else:
+        from easgd_jax import async_train
+
+        async_train.validate_async_config(config)
+
+
 def plan(sweep: ml_collections.ConfigDict, device_budget: int = 1) -> list[Run]:
     """Every run of ``sweep`` (duplicates across grids merged), each config validated.
 
@@ -168,6 +195,9 @@ def plan(sweep: ml_collections.ConfigDict, device_budget: int = 1) -> list[Run]:
     """
     if sweep.get("max_devices", 0):
         device_budget = min(device_budget, sweep.max_devices)
+    if sweep.get("learning_rate_selection", "all_seeds") not in SELECTIONS:
+        raise ValueError(f"sweep.learning_rate_selection must be one of {', '.join(SELECTIONS)}"
+                         f"; got {sweep.learning_rate_selection!r}.")
     runs: dict[str, Run] = {}
     base_configs: dict[str, ml_collections.ConfigDict] = {}
     for grid in _plain(sweep.grids):
@@ -181,7 +211,7 @@ def plan(sweep: ml_collections.ConfigDict, device_budget: int = 1) -> list[Run]:
                 config = copy.deepcopy(base_configs[method["config"]])
                 apply_overrides(config, sweep.get("overrides"))
                 algorithm = config.algorithm.name
-                hparams = registry.hyperparameter_names(algorithm)
+                hparams = _hyperparameter_names(config)
                 workers = method["num_workers"] or p
                 run_tau = tau if "period" in hparams else method["tau"]
                 config.num_workers = workers
@@ -202,7 +232,7 @@ def plan(sweep: ml_collections.ConfigDict, device_budget: int = 1) -> list[Run]:
                         runs[name].grids.append(grid["name"])
                     continue
                 try:
-                    validation.validate_config(config)
+                    _validate(config)
                 except ValueError as e:
                     raise ValueError(f"sweep run {name}: {e}") from None
                 runs[name] = Run(name, label, algorithm, run_tau, workers,
@@ -249,6 +279,31 @@ def check_finished_runs(runs: Sequence[Run], workdir: str) -> None:
             raise ValueError(
                 f"{rundir} holds a finished run of another config ({'; '.join(differences)}); "
                 "use another sweep workdir.")
+
+
+def _setting(run: Run) -> tuple:
+    return (run.method, run.tau, run.num_workers)
+
+
+def chosen_learning_rate(runs: Sequence[Run], setting: tuple, seed: int,
+                         workdir: str) -> float | None:
+    """The learning rate of the ``seed`` run of ``setting`` (method, tau, p) that reached the
+    lowest center test error (ties: lower final error, then lower rate); None while one of
+    those runs is not done, or when all of them diverged."""
+    from easgd_jax import sweep_report
+
+    candidates = []
+    for run in runs:
+        if _setting(run) != setting or run.seed != seed:
+            continue
+        rundir = os.path.join(workdir, RUNS, run.name)
+        if status(rundir) not in ("finished", "diverged"):
+            return None
+        result = sweep_report.read_run(rundir)
+        if result.status == "finished" and result.test_error:
+            candidates.append((result.best_test_error, result.final_test_error,
+                               run.learning_rate))
+    return min(candidates)[2] if candidates else None
 
 
 class SweepStopped(Exception):
@@ -341,8 +396,14 @@ def run_sweep(sweep: ml_collections.ConfigDict, workdir: str, *, retry_failed: b
                 json.loads(sweep.to_json_best_effort()))
     statuses: dict[str, str] = {}
     cache = os.path.join(workdir, "jax_cache") if sweep.get("compilation_cache", True) else None
+    first_seed = sweep.seeds[0]
+    select = sweep.get("learning_rate_selection", "all_seeds") == "first_seed"
     with compilation_cache(cache):
-        for i, run in enumerate(runs):
+        for i, run in enumerate(runs):  # a setting's first-seed runs come before its others
+            if select and run.seed != first_seed and run.learning_rate != chosen_learning_rate(
+                    runs, _setting(run), first_seed, workdir):
+                statuses[run.name] = NOT_SELECTED
+                continue
             logging.info("sweep: run %d/%d %s", i + 1, len(runs), run.name)
             try:
                 statuses[run.name] = run_one(run, workdir, retry_failed, resume_unfinished)
@@ -375,7 +436,14 @@ def main(argv: list[str]) -> None:
         for run in runs:
             print(run.name, status(os.path.join(workdir, RUNS, run.name)),
                   f"num_devices={run.config.num_devices}", ",".join(run.grids))
-        print(f"{len(runs)} runs")
+        if sweep.get("learning_rate_selection", "all_seeds") == "first_seed":
+            settings = len({_setting(run) for run in runs})
+            trained = sum(len(_method(sweep, r.method)["learning_rates"]) + len(sweep.seeds) - 1
+                          for r in {_setting(run): run for run in runs}.values())
+            print(f"{len(runs)} runs planned; learning rates chosen on seed {sweep.seeds[0]}, "
+                  f"so {trained} of them train ({settings} settings)")
+        else:
+            print(f"{len(runs)} runs")
         return
     parallel.use_simulated_cpu_devices(required_devices(sweep))  # no effect on GPUs
     statuses = run_sweep(sweep, workdir, retry_failed=_RETRY_FAILED.value,

@@ -76,9 +76,9 @@ def test_paper_sweep_plan():
     runs = plan(load_config_file(os.path.join(CONFIGS, "sweeps", "mnist1d_paper.py")),
                 device_budget=4)
     by_name = {r.name: r for r in runs}
-    assert len(by_name) == len(runs) == 288
+    assert len(by_name) == len(runs) == 342
     easgd = by_name["easgd_tau64_p4_lr0.5_seed2"]
-    assert easgd.config.algorithm.period == 64 and easgd.grids == ["tau"]
+    assert easgd.config.algorithm.period == 64 and easgd.grids == ["tau", "lsgd"]
     assert easgd.config.algorithm.moving_rate == pytest.approx(0.9 / 4)
     assert easgd.config.num_devices == 1  # max_devices = 1 in the sweep config
     big = by_name["eamsgd_tau10_p16_lr0.1_seed0"]
@@ -96,7 +96,13 @@ def test_paper_sweep_plan():
     for r in runs:
         counts[r.method] = counts.get(r.method, 0) + 1
     assert counts == {"easgd": 36 + 27, "eamsgd": 36 + 27, "downpour": 36 + 18,
-                      "adownpour": 36, "mvadownpour": 36, "mdownpour": 27, "msgd": 9}
+                      "adownpour": 36, "mvadownpour": 36, "mdownpour": 27, "msgd": 9,
+                      "lsgd": 36, "apam": 9, "amsgrad_sync": 9}
+    # LSGD is compared with EASGD and EAMSGD at the same (tau, p): those runs are shared.
+    assert by_name["easgd_tau16_p4_lr0.5_seed0"].grids == ["tau", "lsgd"]
+    apam = by_name["apam_tauna_p4_lr0.001_seed0"]
+    assert apam.config.executor == "simulated_async" and apam.grids == ["apam"]
+    assert by_name["amsgrad_sync_tauna_p4_lr0.001_seed0"].config.executor == "sync"
 
 
 def test_cifar_sweep_plans_and_spreads_workers_over_the_devices():
@@ -131,6 +137,7 @@ def _tiny_sweep(**changes) -> ml_collections.ConfigDict:
 
 
 @pytest.mark.parametrize("changes, message", [
+    ({"learning_rate_selection": "best"}, "learning_rate_selection must be one of"),
     ({"grids": [{"name": "g", "methods": ["sgdd"], "periods": [1], "num_workers": [2]}]},
      "method 'sgdd', which sweep.methods does not define"),
     ({"overrides": {"train": {"num_stepz": 3}}}, "override 'train.num_stepz'"),
@@ -293,3 +300,36 @@ def test_tiny_sweep_runs_skips_and_records_divergence(tmp_path, monkeypatch):
     changed.overrides.train.weight_decay = 0.0
     with pytest.raises(ValueError, match="weight_decay: 0.0001 there, 0.0 now"):
         sweep.run_sweep(changed, workdir)
+
+
+def test_first_seed_selection_runs_the_other_seeds_at_the_chosen_rate(tmp_path):
+    workdir = str(tmp_path)
+    config = _tiny_sweep(seeds=[0, 1], learning_rate_selection="first_seed")
+    config.methods.easgd.learning_rates = [0.02, 0.5, 1e9]
+    statuses = sweep.run_sweep(config, workdir, report=False)
+    first = {lr: sweep_report.read_run(os.path.join(
+        workdir, "runs", f"easgd_tau2_p2_lr{lr:g}_seed0")) for lr in (0.02, 0.5, 1e9)}
+    assert first[1e9].status == "diverged"
+    errors = {lr: min(1 - json.loads(line)["test_accuracy"] for line in open(
+        os.path.join(workdir, "runs", f"easgd_tau2_p2_lr{lr:g}_seed0", "metrics.jsonl")))
+        for lr in (0.02, 0.5)}
+    assert errors[0.02] != errors[0.5]
+    chosen = min(errors, key=errors.get)
+    other = 0.5 if chosen == 0.02 else 0.02
+    assert statuses[f"easgd_tau2_p2_lr{chosen:g}_seed1"] == "finished"
+    for lr in (other, 1e9):
+        assert statuses[f"easgd_tau2_p2_lr{lr:g}_seed1"] == sweep.NOT_SELECTED
+        assert not os.path.exists(os.path.join(workdir, "runs", f"easgd_tau2_p2_lr{lr:g}_seed1"))
+    summary = sweep_report.summarize(sweep_report.collect(workdir), 0.85)
+    assert summary[0]["best_learning_rate"] == chosen and summary[0]["seeds_at_best_lr"] == 2
+
+
+def test_first_seed_selection_waits_for_the_first_seed_and_skips_a_diverged_setting(tmp_path):
+    config = _tiny_sweep(seeds=[0, 1], learning_rate_selection="first_seed")
+    runs = plan(config)
+    setting = ("easgd", 2, 2)
+    assert sweep.chosen_learning_rate(runs, setting, 0, str(tmp_path)) is None  # none run yet
+    config.methods.easgd.learning_rates = [1e9]
+    statuses = sweep.run_sweep(config, str(tmp_path), report=False)
+    assert statuses == {"easgd_tau2_p2_lr1e+09_seed0": "diverged",
+                        "easgd_tau2_p2_lr1e+09_seed1": sweep.NOT_SELECTED}

@@ -35,7 +35,7 @@ def get_config() -> ml_collections.ConfigDict:
         "msgd": {"config": "cifar10_msgd", "learning_rates": [0.0003, 0.001, 0.003],
                  "num_workers": 1},
     }
-    sweep.grids = mnist1d_paper.get_config().grids
+    sweep.grids = mnist1d_paper.paper_grids()
     sweep.seeds = [0, 1, 2]
     sweep.beta = 0.9
     sweep.threshold = 0.25  # test error
