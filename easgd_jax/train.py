@@ -289,7 +289,8 @@ def train(
 
     state = _to_global(initial_state, layout, jax.eval_shape(lambda: initial_state(range(p))))
     round_fn = parallel.make_round(
-        make_local_step(model, tx, config.train.weight_decay), layout)
+        make_local_step(model, tx, config.train.weight_decay), layout,
+        period=validation.round_period(config))
     evaluate = make_evaluator(model)
     sampler = data.WorkerSampler(dataset.train_x, dataset.train_y, p,
                                  config.train.batch_size, config.seed, augment=dataset.augment)

@@ -44,6 +44,16 @@ def steps_per_round(config: ml_collections.ConfigDict) -> int:
     return int(config.algorithm.get("period", 10))
 
 
+def round_period(config: ml_collections.ConfigDict) -> int | None:
+    """The period the compiled rounds are traced in (``parallel.make_round(period=...)``):
+    ``config.algorithm.period`` when a round is a whole number of periods, so that every
+    round starts at a multiple of it; None otherwise (the steps decide at run time)."""
+    period = config.algorithm.get("period")
+    if isinstance(period, int) and period >= 1 and steps_per_round(config) % period == 0:
+        return period
+    return None
+
+
 def algorithm_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """``config.algorithm`` without its name: the constructor's keyword arguments."""
     hparams = config.algorithm.to_dict()

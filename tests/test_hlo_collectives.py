@@ -38,7 +38,8 @@ STEPS = 20
 LENGTH, CLASSES, BATCH = 12, 3, 4
 
 
-def _round_hlo(make_tx, num_workers: int, num_devices: int) -> tuple[str, int]:
+def _round_hlo(make_tx, num_workers: int, num_devices: int,
+               period: int | None = None) -> tuple[str, int]:
     """Compiled HLO of one round of ``STEPS`` local steps of a tiny MLP; and its size."""
     layout = parallel.make_worker_layout(num_workers, num_devices)
     tx = make_tx(layout.axis_name)
@@ -50,7 +51,8 @@ def _round_hlo(make_tx, num_workers: int, num_devices: int) -> tuple[str, int]:
                        jax.random.split(jax.random.PRNGKey(1), num_workers))
     batches = (jnp.zeros((num_workers, STEPS, BATCH, LENGTH), jnp.float32),
                jnp.zeros((num_workers, STEPS, BATCH), jnp.int32))
-    round_fn = parallel.make_round(make_local_step(model, tx, 0.0), layout, donate=False)
+    round_fn = parallel.make_round(make_local_step(model, tx, 0.0), layout, donate=False,
+                                   period=period)
     return hlo.compiled_text(round_fn, state, batches), size
 
 
@@ -110,6 +112,22 @@ def test_vmapped_workers_turn_the_conditional_into_a_select():
     assert [(c.op, c.elements, c.inside_conditional) for c in collectives] == [
         ("all-reduce", size, False)]
     assert collectives[0].group_size == 2
+
+
+@pytest.mark.parametrize("devices", [4, 2, 1])
+def test_rounds_of_whole_periods_run_the_allreduce_once_per_period(devices):
+    """make_round(period=tau) (what train.py builds): no conditional, and the all-reduce in
+    the loop over periods runs STEPS / tau times per round, also with vmapped workers."""
+    period = 5
+    text, size = _round_hlo(lambda axis: elastic.eamsgd(0.1, 0.9, 0.2, period, axis_name=axis),
+                            4, devices, period=period)
+    collectives = hlo.parse_collectives(text)
+    assert [(c.op, c.elements, c.inside_conditional) for c in collectives] == [
+        ("all-reduce", size, False)]
+    (c,) = collectives
+    assert c.trip_count == STEPS // period and hlo.executions_per_round(c) == STEPS / period
+    assert math.isclose(hlo.bytes_per_step(collectives, STEPS), 4 * size / period)
+    assert " conditional(" not in text
 
 
 SYNTHETIC = """\

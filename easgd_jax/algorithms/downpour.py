@@ -45,9 +45,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-from jax import lax
 
-from easgd_jax.algorithms import _validate
+from easgd_jax.algorithms import _validate, clock
 from easgd_jax.algorithms.averaging import (
     constant_rate,
     polyak_rate,
@@ -243,10 +242,8 @@ def _downpour(
         def local(master):
             return step, accumulator, master
 
-        # The predicate is the shared clock: identical on every worker, so the collective
-        # inside the branch is entered by all of them or by none.
-        new_updates, accumulator, master = lax.cond(
-            state.count % period == 0, exchange, local, master)
+        new_updates, accumulator, master = clock.on_clock(
+            state.count, period, exchange, local, master)
         return new_updates, type(state)(
             count=optax.safe_int32_increment(state.count), accumulator=accumulator, **master)
 

@@ -31,7 +31,7 @@ import optax
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
-from easgd_jax.algorithms import _validate
+from easgd_jax.algorithms import _validate, clock
 from easgd_jax.algorithms.momentum import nesterov, nesterov_origin
 
 AxisName = str | tuple[str, ...]
@@ -135,10 +135,8 @@ def elastic_averaging(
         def no_exchange(center):
             return jax.tree.map(jnp.zeros_like, worker), center
 
-        # The predicate is the shared clock: identical on every worker, so the collective
-        # inside the branch is entered by all of them or by none.
-        worker_delta, center = lax.cond(
-            state.count % period == 0, exchange, no_exchange, state.center)
+        worker_delta, center = clock.on_clock(
+            state.count, period, exchange, no_exchange, state.center)
         new_updates = jax.tree.map(
             lambda u, d: (u + d).astype(u.dtype), local_updates, worker_delta)
         return new_updates, ElasticAveragingState(

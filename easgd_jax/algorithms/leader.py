@@ -55,7 +55,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from easgd_jax.algorithms import _validate
+from easgd_jax.algorithms import _validate, clock
 from easgd_jax.algorithms.elastic import tree_psum
 
 AxisName = str | tuple[str, ...]
@@ -230,9 +230,7 @@ def lsgd(
         def stay(previous_leader):
             return jax.tree.map(jnp.zeros_like, params), previous_leader
 
-        # The predicate is the shared clock, identical on every worker: all of them enter the
-        # collectives or none does.
-        delta, leader = lax.cond(state.count % period == 0, communicate, stay, state.leader)
+        delta, leader = clock.on_clock(state.count, period, communicate, stay, state.leader)
         new_updates = jax.tree.map(lambda u, d: (u + d).astype(u.dtype), local_updates, delta)
         return new_updates, LeaderState(
             count=optax.safe_int32_increment(state.count), losses=losses, loss_mean=mean,
@@ -368,9 +366,10 @@ def lsgd_multi(
         def stay(previous):
             return jax.tree.map(jnp.zeros_like, params), previous
 
-        # Both predicates are the shared clock (see lsgd).
-        delta, (leader, global_leader) = lax.cond(
-            state.count % period == 0, communicate, stay, (state.leader, state.global_leader))
+        # Both predicates are the shared clock. The global one stays a run-time conditional
+        # inside the communication step: an executor's known phase is that of tau only.
+        delta, (leader, global_leader) = clock.on_clock(
+            state.count, period, communicate, stay, (state.leader, state.global_leader))
         new_updates = jax.tree.map(lambda u, d: (u + d).astype(u.dtype), local_updates, delta)
         return new_updates, MultiLeaderState(
             count=optax.safe_int32_increment(state.count), losses=losses, loss_mean=mean,

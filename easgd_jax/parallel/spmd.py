@@ -11,7 +11,8 @@ axis. Collectives inside ``step`` (the algorithms' ``psum``) run over
 ``lax.cond`` around its collective stays a real branch and the collective runs only on
 communication steps; with several workers per device the workers are vmapped, which turns
 the branch into a select (the all-reduce then runs every step, over local workers only
-when d = 1).
+when d = 1), unless the round is built with the period (``make_round(..., period=tau)``):
+it then runs in whole periods whose steps know their phase, with no conditional.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from jax import lax
 from jax.sharding import PartitionSpec
 
+from easgd_jax.algorithms import clock
 from easgd_jax.parallel.mesh import LOCAL_AXIS, WorkerLayout
 
 StepFn = Callable[[Any, Any], tuple[Any, Any]]
@@ -49,19 +52,55 @@ def per_worker(fn: Callable[..., Any], layout: WorkerLayout, donate_argnums=()) 
     return jax.jit(mapped, donate_argnums=donate_argnums)
 
 
-def make_round(step: StepFn, layout: WorkerLayout, donate: bool = True) -> Callable:
+def make_round(step: StepFn, layout: WorkerLayout, donate: bool = True,
+               period: int | None = None) -> Callable:
     """Returns ``round(carry, batches) -> (carry, aux)`` over all workers.
 
     Args:
         step: ``step(carry, batch) -> (carry, aux)`` for ONE worker and ONE local step.
         layout: where the workers live.
         donate: donate the carry's buffers to the round (the caller must not reuse them).
+        period: None: every step is traced once, and the periodic algorithms inside decide at
+            run time (``lax.cond`` on their clock) whether to communicate. tau >= 1: the round
+            runs in whole periods, [one communication step, tau - 1 local steps] each, traced
+            under :func:`easgd_jax.algorithms.clock.known_phase`, so that no step carries a
+            conditional and, with vmapped workers, the collectives run once per period
+            instead of every step. The caller guarantees that every round starts at a clock
+            multiple of tau (rounds of whole periods from step 0 do); the algorithms'
+            results are the same as with None.
 
     ``batches`` leaves have shape ``[p, steps, ...]``; the number of local steps in the round
-    is ``steps``. ``aux`` leaves come back as ``[p, steps, ...]``.
+    is ``steps`` (a multiple of ``period``). ``aux`` leaves come back as ``[p, steps, ...]``.
     """
+    if period is not None and (not isinstance(period, int) or period < 1):
+        raise ValueError(f"period must be None or an integer >= 1, got {period!r}.")
+
+    def communication_step(carry, batch):
+        with clock.known_phase(True):
+            return step(carry, batch)
+
+    def local_step(carry, batch):
+        with clock.known_phase(False):
+            return step(carry, batch)
+
+    def one_period(carry, batches):
+        carry, first = communication_step(carry, jax.tree.map(lambda b: b[0], batches))
+        carry, rest = lax.scan(local_step, carry, jax.tree.map(lambda b: b[1:], batches))
+        return carry, jax.tree.map(
+            lambda a, r: jnp.concatenate([a[None], r]), first, rest)
 
     def worker_round(carry, batches):
-        return lax.scan(step, carry, batches)
+        if period is None:
+            return lax.scan(step, carry, batches)
+        if period == 1:
+            return lax.scan(communication_step, carry, batches)
+        steps = jax.tree.leaves(batches)[0].shape[0]
+        if steps % period:
+            raise ValueError(f"a round of {steps} local steps is not a whole number of "
+                             f"periods ({period}).")
+        chunks = jax.tree.map(
+            lambda b: b.reshape(steps // period, period, *b.shape[1:]), batches)
+        carry, aux = lax.scan(one_period, carry, chunks)
+        return carry, jax.tree.map(lambda a: a.reshape(steps, *a.shape[2:]), aux)
 
     return per_worker(worker_round, layout, donate_argnums=(0,) if donate else ())
