@@ -17,13 +17,18 @@ compared with the formula, P the parameter bytes:
   one-hot float32 vector, then one masked psum of the parameters);
 - floor (Nesterov alone): 0.
 
+The periodic methods run as train.py runs them (benchmarks/common.py): in rounds of whole
+periods (``parallel.make_round(period=tau)``), where the collective sits in the loop over
+periods, no conditional; ``eamsgd-cond:10`` is the per-step ``lax.cond`` form.
+
 Bytes are per participant of the collective, i.e. per device: with one worker per device
-(the conditional stays a branch) that is per worker. With several workers per device (vmap)
-each device first reduces its local workers and contributes ONE parameter vector, but the
-conditional becomes a select and the all-reduce runs every step: the formula (per device,
-assuming the exchange every tau steps) is then off by a factor tau. With d = 1 the
-all-reduce has a group of one device and moves nothing (ring wire bytes 0). The vmapped
-rows are given for eamsgd:10, dp and lsgd:10. Nothing here is timed.
+that is per worker. With several workers per device (vmap) each device first reduces its
+local workers and contributes ONE parameter vector. In the per-step conditional form
+(``eamsgd-cond:10``) vmap turns the conditional into a select and the all-reduce runs every
+step: the formula (per device, assuming the exchange every tau steps) is then off by a
+factor tau; rounds of whole periods keep it at once per period. With d = 1 the all-reduce
+has a group of one device and moves nothing (ring wire bytes 0). The vmapped rows are given
+for eamsgd:10, eamsgd-cond:10, dp and lsgd:10. Nothing here is timed.
 """
 
 from easgd_jax.parallel import use_simulated_cpu_devices  # sets flags only; jax not started
@@ -41,12 +46,13 @@ if __package__ in (None, ""):
 from benchmarks import common, hlo  # noqa: E402
 from easgd_jax import parallel  # noqa: E402
 
-VMAP_METHODS = ("eamsgd:10", "dp", "lsgd:10")
+VMAP_METHODS = ("eamsgd:10", "eamsgd-cond:10", "dp", "lsgd:10")
 
 
 def formula_bytes(method: str, param_bytes: int, num_workers: int) -> float:
     """Payload bytes per worker per step that the method should send (module docstring)."""
     name, _, arg = method.partition(":")
+    name = name.removesuffix("-cond")
     if name == "floor":
         return 0.0
     if name == "dp":
@@ -59,7 +65,7 @@ def formula_bytes(method: str, param_bytes: int, num_workers: int) -> float:
 
 
 def describe(c: hlo.Collective) -> str:
-    where = "cond" if c.inside_conditional else "every step"
+    where = "cond" if c.inside_conditional else f"{hlo.executions_per_round(c):g}x per round"
     return f"{c.op} {c.dtype}[{c.elements}] ({where})"
 
 
@@ -84,26 +90,26 @@ def measure(method: str, workload: common.Workload, layout: parallel.WorkerLayou
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=["cnn1d", "mlp"],
-                        choices=["cnn1d", "mlp"])
+    parser.add_argument("--models", nargs="+", default=["cnn1d", "mlp", "cifar_cnn"],
+                        choices=["cnn1d", "mlp", "cifar_cnn"])
     parser.add_argument("--hidden", type=int, nargs="+", default=[256, 256])
     parser.add_argument("--workers", type=int, default=4, help="p")
     parser.add_argument("--periods", type=int, nargs="+", default=[1, 4, 10, 64])
     parser.add_argument("--lsgd-period", type=int, default=10)
     parser.add_argument("--steps", type=int, default=0,
-                        help="local steps per round (default: lcm of the periods)")
+                        help="local steps per round (default: lcm of the periods and 10)")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> list[list]:
     args = parse_args(argv)
-    steps = args.steps or math.lcm(*args.periods, args.lsgd_period)
+    steps = args.steps or math.lcm(*args.periods, args.lsgd_period, 10)  # 10: easgd:10, ...
     p = args.workers
     # One worker per device, then vmapped workers on 2 devices and on 1 device.
     device_counts = [p, *[d for d in (2, 1) if d < p and p % d == 0]]
     layouts = [parallel.make_worker_layout(p, d) for d in device_counts]
-    methods = ["floor", *[f"eamsgd:{tau}" for tau in args.periods], "easgd:10", "dp",
-               f"lsgd:{args.lsgd_period}"]
+    methods = ["floor", *[f"eamsgd:{tau}" for tau in args.periods], "eamsgd-cond:10",
+               "easgd:10", "dp", f"lsgd:{args.lsgd_period}"]
     print(f"Machine: {common.machine_line()}\n")
     all_rows = []
     for model_name in args.models:

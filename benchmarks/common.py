@@ -13,9 +13,15 @@ A *method* is a spec string:
   torch's Nesterov convention), pull 0.1;
 - ``eamsgd-nocomm:TAU``: a diagnostic, NOT an algorithm: EAMSGD traced with its all-reduce
   replaced by the identity (each worker's center then follows only that worker). The same
-  program as ``eamsgd:TAU`` (conditional, elastic arithmetic, state) minus the collective,
-  so that eamsgd / eamsgd-nocomm is the cost of the collective and eamsgd-nocomm / floor
-  the cost of the rest.
+  program as ``eamsgd:TAU`` (elastic arithmetic, state) minus the collective, so that
+  eamsgd / eamsgd-nocomm is the cost of the collective and eamsgd-nocomm / floor the cost
+  of the rest.
+
+The periodic methods run as ``train.py`` runs them: when the round is a whole number of
+periods, in rounds of whole periods (``parallel.make_round(period=TAU)``: one communication
+step, then TAU - 1 local steps, no conditional). ``NAME-cond:TAU`` (e.g. ``eamsgd-cond:10``)
+runs the same algorithm with the per-step ``lax.cond`` on the clock instead (the executor
+before rounds knew their period; still what runs when a round is not whole periods).
 
 Every worker of every method runs the same model on the same mini-batches (one fixed
 device-resident round of batches, reused: the benchmarks time the step, not the input
@@ -120,8 +126,16 @@ class Workload:
 
 
 def make_workload(model_name: str, hidden: Sequence[int] = (256, 256), seed: int = 0) -> Workload:
-    """``cnn1d`` or ``mlp`` (hidden widths ``hidden``) on MNIST-1D."""
-    dataset = data.load_dataset("mnist1d")
+    """``cnn1d`` or ``mlp`` (hidden widths ``hidden``) on MNIST-1D; ``cifar_cnn`` (the EASGD
+    paper's 7-layer CIFAR-10 net) on random inputs of the paper's 28x28x3 crops: CIFAR-10
+    itself cannot be downloaded here, and the step's cost does not depend on the pixels."""
+    if model_name == "cifar_cnn":
+        rng = np.random.default_rng(seed)
+        x = rng.normal(size=(2048, 28, 28, 3)).astype(np.float32)
+        y = rng.integers(0, 10, size=2048).astype(np.int32)
+        dataset = data.Dataset("random 28x28x3", x, y, x[:256], y[:256], 10)
+    else:
+        dataset = data.load_dataset("mnist1d")
     kwargs = {"hidden": tuple(hidden)} if model_name == "mlp" else {}
     model = models.get_model(model_name, dataset.num_classes, **kwargs)
     sample = jnp.zeros((1, *dataset.example_shape), jnp.float32)
@@ -147,6 +161,7 @@ def without_collective(tx: optax.GradientTransformation) -> optax.GradientTransf
 def make_tx(method: str, layout: parallel.WorkerLayout) -> optax.GradientTransformation:
     """The optimizer of a method spec (module docstring) over ``layout``'s worker axis."""
     name, _, arg = method.partition(":")
+    name = name.removesuffix("-cond")
     p, axis = layout.num_workers, layout.axis_name
     if name == "floor":
         return easgd_jax.nesterov(LEARNING_RATE, MOMENTUM)
@@ -172,6 +187,17 @@ def method_period(method: str) -> int:
     return int(arg)
 
 
+def round_period(method: str, steps: int) -> int | None:
+    """The ``period`` of the method's ``parallel.make_round`` (as ``validation.round_period``
+    chooses it in train.py): its period when ``steps`` is whole periods, else None; None for
+    the floor, dp and the ``-cond`` specs."""
+    name = method.partition(":")[0]
+    if name in ("floor", "dp") or name.endswith("-cond"):
+        return None
+    period = method_period(method)
+    return period if steps % period == 0 else None
+
+
 class Runner:
     """One method on one layout: a compiled round and its (donated, re-fed) state."""
 
@@ -192,8 +218,9 @@ class Runner:
         sampler = data.WorkerSampler(workload.dataset.train_x, workload.dataset.train_y, p,
                                      batch_size, seed)
         self.batches = jax.device_put(sampler.round(0, steps), sharding)
+        self.period = None if round_fn else round_period(method, steps)
         self.round = round_fn or parallel.make_round(
-            make_local_step(workload.model, tx, 0.0), layout)
+            make_local_step(workload.model, tx, 0.0), layout, period=self.period)
 
     def hlo_text(self) -> str:
         """The compiled program of one round."""
@@ -202,8 +229,19 @@ class Runner:
     def ops_per_step(self) -> float:
         """Top-level HLO instructions run per local step (``hlo.ops_per_iteration``), the
         branches of ``lax.cond`` weighted by how often they run (branch 1, the exchange,
-        every ``period`` steps)."""
-        counts = hlo.ops_per_iteration(self.hlo_text(), self.steps)
+        every ``period`` steps); for a round of whole periods, the loop over periods (the
+        communication step) plus ``period - 1`` times the loop body of the local steps."""
+        text = self.hlo_text()
+        if self.period is not None and self.period > 1:
+            periods = self.steps // self.period
+            if periods == 1 or periods == self.period - 1:  # inlined, or which loop is which?
+                return float("nan")
+            outer = sum(hlo.ops_per_iteration(text, periods).values())
+            if self.period == 2:  # XLA inlines the loop of one local step into the outer one
+                return outer / self.period
+            inner = hlo.ops_per_iteration(text, self.period - 1).get("body", 0)
+            return (outer + inner * (self.period - 1)) / self.period
+        counts = hlo.ops_per_iteration(text, self.steps)
         period = method_period(self.method)
         rate = 1.0 / period if period else 1.0
         return (counts.get("body", 0) + counts.get("branch1", 0) * rate

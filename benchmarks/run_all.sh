@@ -23,9 +23,11 @@ run comm_volume benchmarks/comm_volume.py
 run step_cost_cnn1d_p4 benchmarks/step_cost.py --wait "$WAIT"
 run step_cost_cnn1d_p1 benchmarks/step_cost.py --workers 1 --wait "$WAIT"
 run step_cost_mlp_p4 benchmarks/step_cost.py --model mlp --wait "$WAIT"
-run structure_cnn1d_p4 benchmarks/exchange_structure.py --wait "$WAIT"
-run structure_mlp_p4 benchmarks/exchange_structure.py --model mlp --wait "$WAIT"
-run structure_cnn1d_p4_vmap benchmarks/exchange_structure.py --devices 1 --wait "$WAIT"
+run step_cost_cnn1d_p4_vmap benchmarks/step_cost.py --devices 1 --wait "$WAIT"
+run step_cost_cifar_cnn_p4 benchmarks/step_cost.py --model cifar_cnn --batch-size 16 \
+  --steps 40 --periods 1 4 10 --repetitions 8 --wait "$WAIT"
 run scaling_cnn1d benchmarks/scaling.py --wait "$WAIT"
 run scaling_mlp benchmarks/scaling.py --model mlp --steps 20 --wait "$WAIT"
+run scaling_cifar_cnn benchmarks/scaling.py --model cifar_cnn --batch-size 16 --steps 10 \
+  --workers 1 2 4 --repetitions 5 --wait "$WAIT"
 run local_reduce benchmarks/local_reduce.py

@@ -15,8 +15,8 @@ exchange, estimated two ways:
 - B, isolated collective: the median time of one psum of a parameter-sized float32 vector
   over the same layout (200 dependent psums in one compiled scan, divided by 200) times the
   number of collectives the method runs per round (from its compiled HLO, benchmarks/hlo.py:
-  steps / tau inside the conditional, steps when the vmapped select runs it every step),
-  divided by T(method). It counts the collective alone, with all devices arriving at once.
+  steps / tau in rounds of whole periods, as train.py runs them), divided by T(method).
+  It counts the collective alone, with all devices arriving at once.
 
 On simulated CPU devices all "devices" share the host's cores and memory: an all-reduce is a
 rendezvous plus memory copies, and p devices on 2 cores cannot run p times faster.
@@ -42,7 +42,7 @@ from easgd_jax import parallel  # noqa: E402
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="cnn1d", choices=["cnn1d", "mlp"])
+    parser.add_argument("--model", default="cnn1d", choices=["cnn1d", "mlp", "cifar_cnn"])
     parser.add_argument("--hidden", type=int, nargs="+", default=[256, 256])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--layouts", nargs="+", default=["device", "vmap"],

@@ -15,9 +15,14 @@ and the ratio to the floor as the median (and quartiles) of the per-repetition r
 method / floor (each pair timed within the same repetition, so slow drift cancels); the
 same for the process CPU time, which other jobs on the machine disturb much less.
 Also given: the top-level HLO instructions run per step (``hlo.ops_per_iteration``; on
-XLA:CPU roughly one thunk each, with a fixed dispatch cost), and the diagnostic row
+XLA:CPU roughly one thunk each, with a fixed dispatch cost), the diagnostic row
 ``eamsgd-nocomm:10``, EAMSGD with its all-reduce traced out, which splits the overhead over
-the floor into the collective (eamsgd / eamsgd-nocomm) and the rest (eamsgd-nocomm / floor).
+the floor into the collective (eamsgd / eamsgd-nocomm) and the rest (eamsgd-nocomm / floor),
+and ``eamsgd-cond:10``, the same algorithm with a per-step ``lax.cond`` on its clock (what
+runs when a round is not a whole number of periods).
+
+    .venv/bin/python benchmarks/step_cost.py --model cifar_cnn --batch-size 16 \
+        --steps 40 --periods 1 4 10 --repetitions 8       # the paper's CIFAR net, fewer steps
 """
 
 from easgd_jax.parallel import use_simulated_cpu_devices  # sets flags only; jax not started
@@ -42,7 +47,7 @@ TARGET_OVERHEAD = 0.03
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="cnn1d", choices=["cnn1d", "mlp"])
+    parser.add_argument("--model", default="cnn1d", choices=["cnn1d", "mlp", "cifar_cnn"])
     parser.add_argument("--hidden", type=int, nargs="+", default=[256, 256],
                         help="MLP hidden widths")
     parser.add_argument("--workers", type=int, default=4, help="p")
@@ -50,9 +55,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="devices (default: p, one worker per device)")
     parser.add_argument("--periods", type=int, nargs="+", default=[1, 4, 10, 64])
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=80,
+    parser.add_argument("--steps", type=int, default=320,
                         help="local steps per round (the clock runs on across rounds, so "
-                        "each method exchanges every period steps on average)")
+                        "each method exchanges every period steps on average; a round "
+                        "that is whole periods runs as train.py runs it, see common.py)")
     parser.add_argument("--repetitions", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--max-load", type=float, default=2.5,
@@ -62,6 +68,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no-diagnostic", dest="diagnostic", action="store_false",
                         help=f"leave out eamsgd-nocomm:{TARGET_PERIOD} (EAMSGD without its "
                         "all-reduce, common.py)")
+    parser.add_argument("--no-cond", dest="cond", action="store_false",
+                        help=f"leave out eamsgd-cond:{TARGET_PERIOD} (the per-step conditional "
+                        "on the clock instead of rounds of whole periods, common.py)")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
@@ -78,6 +87,8 @@ def main(argv=None) -> dict[str, common.Summary]:
     methods = ["floor", *[f"eamsgd:{tau}" for tau in args.periods], "dp"]
     if args.diagnostic and TARGET_PERIOD in args.periods:
         methods.append(f"eamsgd-nocomm:{TARGET_PERIOD}")
+    if args.cond and TARGET_PERIOD in args.periods:
+        methods.append(f"eamsgd-cond:{TARGET_PERIOD}")
     runners = {m: common.Runner(m, workload, layout, steps, args.batch_size, args.seed)
                for m in methods}
     common.compile_all(runners)
