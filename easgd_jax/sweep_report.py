@@ -16,6 +16,8 @@ writes SWEEP_DIR/report/:
                          only p varies); methods without a tau (or with p fixed, e.g. the
                          sequential MSGD) appear in every panel
     GRID_error_vs_p.png, GRID_time_to_threshold_vs_p.png   when p varies in the grid
+    findings.md          with a grid named "tau": the paper's three findings, each judged
+                         held or not with its numbers (:mod:`easgd_jax.sweep_findings`)
 
 Times come from metrics.jsonl: ``step / steps_per_second`` at each evaluation (wall-clock
 since the run started, evaluations included) less the run's one-off startup cost, mostly
@@ -375,6 +377,12 @@ def write_report(workdir: str, sweep: Any = None, threshold: float | None = None
     _write_csv(files[1], summary)
     with open(files[2], "w", encoding="utf-8") as f:
         f.write(markdown(summary, threshold))
+    if any(row["grid"] == "tau" for row in summary):  # the paper's grid: its findings
+        from easgd_jax import sweep_findings
+
+        files.append(os.path.join(outdir, "findings.md"))
+        with open(files[-1], "w", encoding="utf-8") as f:
+            f.write(sweep_findings.findings_markdown(summary, threshold))
     if plots:
         for grid in sorted({g for r in runs for g in r.grids}):
             files += plot_grid(grid, runs, threshold, outdir)
