@@ -324,8 +324,9 @@ def plot_grid(grid: str, runs: Sequence[RunResult], threshold: float, outdir: st
                                  else f"grid {grid}")
             axes[0][col].legend(fontsize=7)
         # Fixed margins: tight_layout would render every label an extra time.
-        fig.subplots_adjust(left=0.09 / len(values) + 0.03, right=0.98, bottom=0.07,
-                            top=0.95, wspace=0.3, hspace=0.35)
+        width = 4 * len(values)
+        fig.subplots_adjust(left=0.75 / width, right=1 - 0.1 / width, bottom=0.07,
+                            top=0.95, wspace=0.35, hspace=0.35)
         path = os.path.join(outdir, f"{grid}_curves_{axis}.png")
         fig.savefig(path, dpi=90)
         plt.close(fig)
