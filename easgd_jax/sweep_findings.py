@@ -150,7 +150,7 @@ def _trend(points: list[tuple[int, Row]]) -> str:
     monotone = all(b <= a + max(sa, sb) for (a, sa), (b, sb) in itertools.pairwise(means))
     if monotone and means[-1][0] < means[0][0]:
         return "held"
-    if any(m < means[0][0] for m, _ in means[1:]):
+    if any(m < means[0][0] - 1e-9 for m, _ in means[1:]):  # not float noise of equal means
         return "partly"
     return "not held"
 

@@ -48,6 +48,9 @@ def test_larger_tau_and_p_trend_verdicts():
     lines, verdicts = sweep_findings.scaling_finding(rows)
     assert verdicts == ["not held", "held", "partly"]  # easgd tau, eamsgd tau, eamsgd p
     assert lines[1].startswith("- **eamsgd, larger tau (p = 4): held.**")
+    # Equal means (up to float noise of averaging) are no improvement.
+    flat = tau_grid([0.05] * 4, [0.061, 0.061 - 1e-12, 0.07, 0.08], [0.07] * 4)
+    assert sweep_findings.scaling_finding(flat)[1][0] == "not held"
 
 
 def test_findings_markdown_has_every_section():
