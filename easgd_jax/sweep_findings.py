@@ -22,18 +22,17 @@ reports the best of its runs). The rules, spelled out with every verdict:
    increase from one value to the next (within the larger standard deviation of the two),
    "partly" if some larger value beats the smallest, "not held" otherwise.
 
-    python -m easgd_jax.sweep_findings --workdir SWEEP_DIR    # writes report/findings.md
+The sweep's report writes them to ``report/findings.md`` (:func:`sweep_report.write_report`):
+
+    python -m easgd_jax.sweep_report --workdir SWEEP_DIR
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-import os
 from collections.abc import Sequence
 from typing import Any
-
-from easgd_jax import sweep_report
 
 DOWNPOUR_VARIANTS = ("downpour", "adownpour", "mvadownpour")
 ELASTIC = ("easgd", "eamsgd")
@@ -218,32 +217,3 @@ def findings_markdown(summary: Sequence[Row], threshold: float) -> str:
         if lines:
             out += [f"### {title}", "", *lines, ""]
     return "\n".join(out)
-
-
-def write_findings(workdir: str, threshold: float | None = None) -> str:
-    """Writes WORKDIR/report/findings.md from the sweep's runs; returns its text."""
-    if threshold is None:
-        sweep = sweep_report._read_json(os.path.join(workdir, "sweep.json")) or {}
-        threshold = float(sweep.get("threshold", 0.5))
-    summary = sweep_report.summarize(sweep_report.collect(workdir), threshold)
-    text = findings_markdown(summary, threshold)
-    os.makedirs(os.path.join(workdir, "report"), exist_ok=True)
-    with open(os.path.join(workdir, "report", "findings.md"), "w", encoding="utf-8") as f:
-        f.write(text)
-    return text
-
-
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
-    print(write_findings(_WORKDIR.value, _THRESHOLD.value))
-
-
-if __name__ == "__main__":
-    from absl import app, flags
-
-    _WORKDIR = flags.DEFINE_string("workdir", None, "The sweep's workdir.")
-    _THRESHOLD = flags.DEFINE_float("threshold", None, "Test error threshold (default: the "
-                                    "sweep config's).")
-    flags.mark_flags_as_required(["workdir"])
-    app.run(main)
