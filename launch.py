@@ -33,13 +33,7 @@ def main(argv: list[str]) -> None:
     from easgd_jax import parallel, validation
     from easgd_jax.parallel import distributed
 
-    # Before jax starts: fail fast on bad input.
-    if config.get("executor", "sync") == "sync":
-        validation.validate_config(config)
-    else:
-        from easgd_jax import async_train
-
-        async_train.validate_async_config(config)
+    validation.validate_for_executor(config)  # before jax starts: fail fast on bad input
     if config.num_devices:  # simulated CPU devices of this process (ignored on GPUs)
         parallel.use_simulated_cpu_devices(
             config.num_devices // distributed.num_processes(config.distributed))

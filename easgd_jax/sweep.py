@@ -177,16 +177,6 @@ def _hyperparameter_names(config: ml_collections.ConfigDict) -> list[str]:
     return [field for field in config.algorithm if field != "name"]
 
 
-def _validate(config: ml_collections.ConfigDict) -> None:
-    """Checks a run's config as ``launch.py`` does for its executor."""
-    if config.get("executor", "sync") == "sync":
-        validation.validate_config(config)
-    else:
-        from easgd_jax import async_train
-
-        async_train.validate_async_config(config)
-
-
 def plan(sweep: ml_collections.ConfigDict, device_budget: int = 1) -> list[Run]:
     """Every run of ``sweep`` (duplicates across grids merged), each config validated.
 
@@ -232,7 +222,7 @@ def plan(sweep: ml_collections.ConfigDict, device_budget: int = 1) -> list[Run]:
                         runs[name].grids.append(grid["name"])
                     continue
                 try:
-                    _validate(config)
+                    validation.validate_for_executor(config)
                 except ValueError as e:
                     raise ValueError(f"sweep run {name}: {e}") from None
                 runs[name] = Run(name, label, algorithm, run_tau, workers,

@@ -44,6 +44,18 @@ def steps_per_round(config: ml_collections.ConfigDict) -> int:
     return int(config.algorithm.get("period", 10))
 
 
+def validate_for_executor(config: ml_collections.ConfigDict) -> None:
+    """Checks ``config`` for its executor: :func:`validate_config` for "sync", the
+    asynchronous executors' checks (``async_train.validate_async_config``) otherwise. Starts
+    no jax backend."""
+    if config.get("executor", "sync") == "sync":
+        validate_config(config)
+    else:
+        from easgd_jax import async_train  # imports jax; kept out of the sync path
+
+        async_train.validate_async_config(config)
+
+
 def round_period(config: ml_collections.ConfigDict) -> int | None:
     """The period the compiled rounds are traced in (``parallel.make_round(period=...)``):
     ``config.algorithm.period`` when a round is a whole number of periods, so that every
