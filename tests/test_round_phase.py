@@ -72,7 +72,7 @@ def test_whole_period_rounds_equal_the_per_step_conditional(name, tau, devices):
     for e, g in zip(jax.tree.leaves(expected), jax.tree.leaves(got), strict=True):
         assert e.shape == g.shape
         np.testing.assert_allclose(np.asarray(g), np.asarray(e), rtol=1e-6, atol=1e-6)
-    # Not a vacuous comparison: the workers moved and (alpha, c > 0) communicated.
+    # Not a vacuous comparison: the workers moved.
     params = np.asarray(got[1][0])
     assert np.all(np.isfinite(params)) and np.abs(params[:, -1] - params[:, 0]).max() > 1e-2
 
