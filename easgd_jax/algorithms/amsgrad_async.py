@@ -37,6 +37,7 @@ import optax
 from easgd_jax.algorithms import _validate
 from easgd_jax.algorithms.asynchronous import AsyncRule, AsyncWorkerState, _worker
 from easgd_jax.algorithms.averaging import tree_pmean
+from easgd_jax.algorithms.trees import fresh_copy
 
 AxisName = str | tuple[str, ...]
 FORMS = ("paper", "authors", "optax")
@@ -70,8 +71,10 @@ def _check(b1: float, b2: float, eps: float, form: str) -> None:
 
 
 def init_moments(params: optax.Params) -> AmsgradMoments:
-    zeros = jax.tree.map(jnp.zeros_like, params)
-    return AmsgradMoments(jnp.zeros([], jnp.int32), zeros, zeros, zeros)
+    def zeros():
+        return jax.tree.map(jnp.zeros_like, params)
+
+    return AmsgradMoments(jnp.zeros([], jnp.int32), zeros(), zeros(), zeros())
 
 
 def amsgrad_step(
@@ -182,8 +185,7 @@ def apam(
     rate = _validate.schedule_value(learning_rate)
 
     def init_master(params):
-        params = jax.tree.map(jnp.asarray, params)
-        return ApamMasterState(params, init_moments(params))
+        return ApamMasterState(fresh_copy(params), init_moments(params))
 
     def message(worker, grad, index):
         del worker, index

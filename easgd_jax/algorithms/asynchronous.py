@@ -63,6 +63,7 @@ from easgd_jax.algorithms import _validate
 from easgd_jax.algorithms.downpour import downpour_exchange, server_adagrad_step
 from easgd_jax.algorithms.elastic import elastic_exchange
 from easgd_jax.algorithms.leader import record_loss
+from easgd_jax.algorithms.trees import fresh_copy
 
 Params = Any
 Vectors = tuple[Any, ...]
@@ -163,7 +164,7 @@ def _select(pred: Any, on_true: Params, on_false: Params) -> Params:
 
 
 def _worker(params: Params, extra: Any = ()) -> AsyncWorkerState:
-    return AsyncWorkerState(jax.tree.map(jnp.asarray, params), jnp.zeros([], jnp.int32), extra)
+    return AsyncWorkerState(fresh_copy(params), jnp.zeros([], jnp.int32), extra)
 
 
 def _periodic(period: int) -> Callable[[Any, Any], Any]:
@@ -180,7 +181,7 @@ def _identity_before(worker, grad, loss):
 
 
 def _center_master(params: Params) -> CenterState:
-    return CenterState(jax.tree.map(jnp.asarray, params))
+    return CenterState(fresh_copy(params))
 
 
 def _elastic_master_exchange(alpha: float):
@@ -335,8 +336,7 @@ def async_downpour(
     def init_master(params):
         if not server_adagrad:
             return _center_master(params)
-        params = jax.tree.map(jnp.asarray, params)
-        return AdagradMasterState(params, jax.tree.map(jnp.zeros_like, params))
+        return AdagradMasterState(fresh_copy(params), jax.tree.map(jnp.zeros_like, params))
 
     def exchange(master, vectors, scalars):
         del scalars
@@ -398,7 +398,7 @@ def async_lsgd(
                                 jnp.zeros([], jnp.float32)))
 
     def init_master(params):
-        return LeaderMasterState(jax.tree.map(jnp.asarray, params),
+        return LeaderMasterState(fresh_copy(params),
                                  jnp.full([], jnp.inf, jnp.float32), jnp.full([], -1, jnp.int32))
 
     def communicates(count, total):

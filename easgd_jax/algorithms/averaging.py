@@ -41,6 +41,7 @@ from jax.flatten_util import ravel_pytree
 
 from easgd_jax.algorithms import _validate
 from easgd_jax.algorithms.momentum import nesterov
+from easgd_jax.algorithms.trees import fresh_copy
 
 AxisName = str | tuple[str, ...]
 
@@ -122,7 +123,7 @@ def _averaged_sgd(
 
     def init_fn(params: optax.Params) -> AveragedSGDState:
         return AveragedSGDState(
-            count=jnp.zeros([], jnp.int32), average=jax.tree.map(jnp.asarray, params))
+            count=jnp.zeros([], jnp.int32), average=fresh_copy(params))
 
     def update_fn(updates, state, params=None):
         if params is None:

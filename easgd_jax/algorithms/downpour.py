@@ -53,6 +53,7 @@ from easgd_jax.algorithms.averaging import (
     running_average,
 )
 from easgd_jax.algorithms.elastic import tree_psum
+from easgd_jax.algorithms.trees import fresh_copy
 
 AxisName = str | tuple[str, ...]
 
@@ -200,12 +201,12 @@ def _downpour(
     rate = _validate.schedule_value(learning_rate)
 
     def init_fn(params: optax.Params):
-        center = jax.tree.map(jnp.asarray, params)
+        center = fresh_copy(params)
         common = dict(count=jnp.zeros([], jnp.int32), center=center,
                       accumulator=jax.tree.map(jnp.zeros_like, params))
         if average_rate is not None:
             return AveragedDownpourState(
-                **common, center_count=jnp.zeros([], jnp.int32), average=center)
+                **common, center_count=jnp.zeros([], jnp.int32), average=fresh_copy(params))
         if adagrad is not None:
             return AdagradDownpourState(
                 **common, adagrad_sum=jax.tree.map(jnp.zeros_like, params))
@@ -374,7 +375,7 @@ def mdownpour(
 
     def init_fn(params: optax.Params) -> MomentumDownpourState:
         return MomentumDownpourState(
-            count=jnp.zeros([], jnp.int32), center=jax.tree.map(jnp.asarray, params),
+            count=jnp.zeros([], jnp.int32), center=fresh_copy(params),
             velocity=jax.tree.map(jnp.zeros_like, params))
 
     def update_fn(updates, state, params=None):

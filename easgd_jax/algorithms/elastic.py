@@ -33,6 +33,7 @@ from jax.flatten_util import ravel_pytree
 
 from easgd_jax.algorithms import _validate, clock
 from easgd_jax.algorithms.momentum import nesterov, nesterov_origin
+from easgd_jax.algorithms.trees import fresh_copy
 
 AxisName = str | tuple[str, ...]
 
@@ -116,7 +117,7 @@ def elastic_averaging(
     def init_fn(params: optax.Params) -> ElasticAveragingState:
         return ElasticAveragingState(
             count=jnp.zeros([], jnp.int32),
-            center=jax.tree.map(jnp.asarray, params),
+            center=fresh_copy(params),
             inner_state=inner.init(params),
         )
 

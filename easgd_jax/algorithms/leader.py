@@ -324,7 +324,7 @@ def lsgd_multi(
 
     def init_fn(params: optax.Params) -> MultiLeaderState:
         count, losses, mean, leader = _init_common(loss_window)
-        return MultiLeaderState(count, losses, mean, leader, leader, inner.init(params))
+        return MultiLeaderState(count, losses, mean, leader, jnp.copy(leader), inner.init(params))
 
     def update_fn(updates, state, params=None, *, loss=None, **extra_args):
         del extra_args
