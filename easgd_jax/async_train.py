@@ -33,9 +33,7 @@ Runs are not checkpointed or resumed.
 
 from __future__ import annotations
 
-import json
 import numbers
-import os
 import threading
 import time
 from typing import Any
@@ -47,7 +45,7 @@ import numpy as np
 
 from easgd_jax import data, models
 from easgd_jax.algorithms import asynchronous
-from easgd_jax.metrics import MetricsWriter
+from easgd_jax.metrics import MetricsWriter, write_final_metrics
 from easgd_jax.parallel import schedules, server
 
 ASYNC_EXECUTORS = ("simulated_async", "threads", "ray")
@@ -385,6 +383,9 @@ def train_and_evaluate_async(
     model = models.get_model(config.model.name, dataset.num_classes, **config.model.kwargs)
     # Not resumed: any difference, num_steps included, needs another workdir or overwrite.
     sync_train.prepare_workdir(config, workdir, overwrite, resumable_changes=())
+    final = sync_train.already_finished(config, workdir)
+    if final is not None:
+        return final
 
     p = config.num_workers
     init_rng, worker_rng = jax.random.split(jax.random.PRNGKey(config.seed))
@@ -405,7 +406,6 @@ def train_and_evaluate_async(
     finally:
         writer.close()
     final = {**metrics, **totals, "wall_time_s": wall}
-    with open(os.path.join(workdir, "final_metrics.json"), "w", encoding="utf-8") as f:
-        json.dump({"step": config.train.num_steps, "executor": config.executor, **final,
-                   "worker_steps": [int(s) for s in worker_steps]}, f, indent=2)
+    write_final_metrics(workdir, {"step": config.train.num_steps, "executor": config.executor,
+                                  **final, "worker_steps": [int(s) for s in worker_steps]})
     return final

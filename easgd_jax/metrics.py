@@ -81,6 +81,32 @@ def _plain(value: Any) -> Any:
     return value
 
 
+FINAL_METRICS = "final_metrics.json"
+
+
+def write_final_metrics(workdir: str, record: dict[str, Any]) -> None:
+    """Writes ``workdir/final_metrics.json`` atomically (a temporary file, then a rename):
+    a crash mid-write leaves the previous file or none, never a truncated one."""
+    path = os.path.join(workdir, FINAL_METRICS)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump({k: _plain(v) for k, v in record.items()}, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def finished_run(workdir: str, num_steps: int) -> dict[str, Any] | None:
+    """The final metrics of a run in ``workdir`` that already reached ``num_steps``, or None.
+
+    A finished run is one whose ``final_metrics.json`` says ``step >= num_steps``; running
+    it again must change no file (it would otherwise overwrite its results).
+    """
+    path = os.path.join(workdir, FINAL_METRICS)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        record = json.load(f)
+    return record if record.get("step", -1) >= num_steps else None
+
+
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
     """The records of ``workdir/metrics.jsonl``, in order."""
     with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:

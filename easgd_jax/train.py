@@ -34,7 +34,12 @@ from absl import logging
 
 from easgd_jax import algorithms, data, models, parallel, validation
 from easgd_jax.checkpoint import Checkpointer
-from easgd_jax.metrics import MetricsWriter
+from easgd_jax.metrics import (
+    FINAL_METRICS,
+    MetricsWriter,
+    finished_run,
+    write_final_metrics,
+)
 
 EVAL_BATCH_SIZE = 1000
 # Fields that may change between a run and its resumption (extending a run).
@@ -211,10 +216,27 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str, overwrite: 
             with contextlib.suppress(FileNotFoundError):
                 os.remove(os.path.join(workdir, name))
     os.makedirs(workdir, exist_ok=True)
-    if jax.process_index() == 0:
+    text = config.to_json_best_effort(indent=2, sort_keys=True)
+    if jax.process_index() == 0 and not _has_text(path, text):  # a re-run changes no file
         with open(path + ".tmp", "w", encoding="utf-8") as f:
-            f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+            f.write(text)
         os.replace(path + ".tmp", path)
+
+
+def _has_text(path: str, text: str) -> bool:
+    if not os.path.exists(path):
+        return False
+    with open(path, encoding="utf-8") as f:
+        return f.read() == text
+
+
+def already_finished(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any] | None:
+    """The saved final metrics when ``workdir`` holds this run finished (logged), else None."""
+    final = finished_run(workdir, config.train.num_steps)
+    if final is not None:
+        logging.info("already finished at step %d (%s); nothing to do. Final metrics: %s",
+                     final["step"], os.path.join(workdir, FINAL_METRICS), final)
+    return final
 
 
 def _exchanges_per_step(config: ml_collections.ConfigDict) -> float:
@@ -280,6 +302,9 @@ def train(
     init_rng, worker_rng = jax.random.split(jax.random.PRNGKey(config.seed))
     sample = jnp.zeros((1, *dataset.example_shape), jnp.float32)
     params = jax.device_get(model.init(init_rng, sample, train=False)["params"])
+    # Training dtype: the params, and with them the optimizer state and (below) the batches.
+    dtype = validation.param_dtype(config)
+    params = jax.tree.map(lambda a: np.asarray(a, dtype), params)
 
     def initial_state(workers: range) -> TrainState:
         # The same starting point for every worker; per-worker RNG keys.
@@ -297,14 +322,22 @@ def train(
     rounds = validation.steps_per_round(config)
     batch_shapes = (
         jax.ShapeDtypeStruct((p, rounds, config.train.batch_size, *dataset.example_shape),
-                             np.float32),
+                             dtype),
         jax.ShapeDtypeStruct((p, rounds, config.train.batch_size), np.int32))
+
+    def round_batches(at_step: int, workers: range) -> tuple[np.ndarray, np.ndarray]:
+        x, y = sampler.round(at_step, rounds, workers)
+        return x.astype(dtype, copy=False), y
 
     checkpoints = Checkpointer(workdir, config.checkpoint.max_to_keep)
     step, pending_losses, history = 0, [], []
     restored = checkpoints.restore_latest(state)
     if restored is not None:
         step, state, meta = restored
+        final = already_finished(config, workdir)
+        if final is not None and step == final["step"]:
+            checkpoints.close()
+            return state, final
         pending_losses, history = meta["pending_losses"], meta["history"]
         logging.info("resumed from the checkpoint at step %d", step)
     saved_step = step
@@ -322,8 +355,7 @@ def train(
     start, start_step = time.perf_counter(), step
     with _stop_requests() as stop:
         while step < config.train.num_steps:
-            batches = _to_global(lambda w, s=step: sampler.round(s, rounds, w), layout,
-                                 batch_shapes)
+            batches = _to_global(lambda w, s=step: round_batches(s, w), layout, batch_shapes)
             state, round_losses = round_fn(state, batches)
             mean_loss, bad_step, bad_worker, point_finite = jax.device_get(
                 _round_summary(round_losses, state))
@@ -363,8 +395,7 @@ def train(
     writer.close()
     metrics["wall_time_s"] = time.perf_counter() - start
     if jax.process_index() == 0 and not stop:
-        with open(os.path.join(workdir, "final_metrics.json"), "w", encoding="utf-8") as f:
-            json.dump({"step": step, **metrics}, f, indent=2)
+        write_final_metrics(workdir, {"step": step, **metrics})
     return state, metrics
 
 

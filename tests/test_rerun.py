@@ -1,0 +1,80 @@
+"""Running a finished run again changes no file: it says "already finished at step N" and
+returns the saved final metrics (it used to overwrite final_metrics.json with only the step
+and wall time, losing the accuracy)."""
+
+import hashlib
+import importlib.util
+import logging
+import os
+
+import pytest
+
+from easgd_jax import async_train, train
+from easgd_jax.metrics import FINAL_METRICS, finished_run, read_metrics, write_final_metrics
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _config(name: str):
+    spec = importlib.util.spec_from_file_location(
+        f"easgd_rerun_config_{name}", os.path.join(ROOT, "configs", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    config.num_workers = config.num_devices = 2
+    config.data.name = "digits"
+    config.model.name = "mlp"
+    config.model.kwargs.hidden = (16,)
+    config.train.num_steps = 20
+    config.train.eval_every = 10
+    config.train.batch_size = 16
+    config.checkpoint.every = 10
+    return config
+
+
+def _checksums(workdir) -> dict[str, str]:
+    """sha256 and mtime of every file under ``workdir``."""
+    out = {}
+    for root, _, files in os.walk(workdir):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                digest = hashlib.sha256(f.read()).hexdigest()
+            out[os.path.relpath(path, workdir)] = f"{digest} {os.stat(path).st_mtime_ns}"
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,run", [("easgd", train.train_and_evaluate),
+                                      ("async_easgd", async_train.train_and_evaluate_async)])
+def test_rerunning_a_finished_run_changes_no_file(tmp_path, caplog, name, run):
+    config = _config(name)
+    first = run(config, str(tmp_path))
+    assert 0.0 < first["test_accuracy"] <= 1.0
+    before = _checksums(tmp_path)
+    assert FINAL_METRICS in before and "config.json" in before
+
+    with caplog.at_level(logging.INFO):
+        again = run(config, str(tmp_path))
+    assert "already finished at step 20" in caplog.text
+    assert again["test_accuracy"] == first["test_accuracy"]
+    assert again["step"] == 20
+    assert _checksums(tmp_path) == before
+
+
+@pytest.mark.slow
+def test_a_raised_num_steps_continues_a_finished_run(tmp_path):
+    config = _config("easgd")
+    train.train_and_evaluate(config, str(tmp_path))
+    config.train.num_steps = 30
+    train.train_and_evaluate(config, str(tmp_path))
+    assert finished_run(str(tmp_path), 30)["step"] == 30
+    assert [r["step"] for r in read_metrics(str(tmp_path))] == [10, 20, 30]
+
+
+def test_final_metrics_are_written_atomically(tmp_path):
+    write_final_metrics(str(tmp_path), {"step": 5, "test_accuracy": 0.5})
+    assert sorted(os.listdir(tmp_path)) == [FINAL_METRICS]  # no temporary file left
+    assert finished_run(str(tmp_path), 5) == {"step": 5, "test_accuracy": 0.5}
+    assert finished_run(str(tmp_path), 6) is None  # not finished for a longer run
+    assert finished_run(str(tmp_path / "absent"), 1) is None
