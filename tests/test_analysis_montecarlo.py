@@ -2,11 +2,8 @@
 
 import pytest
 
-pytest.importorskip("jax")
-pytest.importorskip("easgd_jax")
-
-from analysis.montecarlo import monte_carlo_center_variance  # noqa: E402
-from analysis.synchronous import stationary_covariance  # noqa: E402
+from analysis.montecarlo import monte_carlo_center_variance
+from analysis.synchronous import stationary_covariance
 
 
 def test_monte_carlo_agrees_with_closed_form():

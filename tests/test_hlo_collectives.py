@@ -23,16 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import hlo  # noqa: E402
 from easgd_jax import models, parallel  # noqa: E402
 from easgd_jax.algorithms import elastic, momentum  # noqa: E402
+from easgd_jax.algorithms.averaging import data_parallel_sgd  # noqa: E402
+from easgd_jax.algorithms.leader import lsgd_nesterov  # noqa: E402
 from easgd_jax.train import TrainState, make_local_step  # noqa: E402
-
-try:  # being added concurrently; tests that need them skip while they are missing
-    from easgd_jax.algorithms.averaging import data_parallel_sgd
-except ImportError:  # pragma: no cover
-    data_parallel_sgd = None
-try:
-    from easgd_jax.algorithms.leader import lsgd_nesterov
-except ImportError:  # pragma: no cover
-    lsgd_nesterov = None
 
 STEPS = 20
 LENGTH, CLASSES, BATCH = 12, 3, 4
@@ -75,7 +68,6 @@ def test_elastic_one_conditional_allreduce_of_the_parameters(algorithm, period):
     assert math.isclose(hlo.bytes_per_step(collectives, STEPS, 1 / period), 4 * size / period)
 
 
-@pytest.mark.skipif(data_parallel_sgd is None, reason="data_parallel_sgd not available yet")
 def test_data_parallel_one_unconditional_allreduce_per_step():
     text, size = _round_hlo(lambda axis: data_parallel_sgd(0.1, 0.9, axis_name=axis), 4, 4)
     collectives = hlo.parse_collectives(text)
@@ -87,7 +79,6 @@ def test_data_parallel_one_unconditional_allreduce_per_step():
     assert hlo.bytes_per_step(collectives, STEPS) == 4 * size
 
 
-@pytest.mark.skipif(lsgd_nesterov is None, reason="lsgd_nesterov not available yet")
 def test_lsgd_gather_and_masked_psum_inside_the_conditional():
     period, p = 5, 4
     text, size = _round_hlo(lambda axis: lsgd_nesterov(0.1, 0.9, 0.1, period, axis_name=axis),
