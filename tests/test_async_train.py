@@ -5,10 +5,12 @@ import importlib.util
 import json
 import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from easgd_jax import async_train
+from easgd_jax import async_train, data, models, train, validation
 from easgd_jax.algorithms import amsgrad_async, registry
 from easgd_jax.metrics import read_metrics
 
@@ -76,6 +78,37 @@ def test_threads_apam_with_shards(tmp_path):
     assert final["ledger_discrepancy"] <= 1e-3
 
 
+@pytest.mark.slow
+def test_evaluation_is_on_the_test_split(tmp_path):
+    """With moving_rate = 0 the master's center stays the initial model: the reported test
+    loss and accuracy are that model's on dataset.test_x/test_y, to the last digits (on the
+    training split they differ in the third)."""
+    config = small("async_eamsgd", schedule="round_robin")
+    config.algorithm.moving_rate = 0.0
+    config.train.num_steps = config.train.eval_every = 10
+    final = async_train.train_and_evaluate_async(config, str(tmp_path))
+    dataset = data.load_dataset("digits")
+    model = models.get_model("mlp", dataset.num_classes, hidden=(32,))
+    init_rng, _ = jax.random.split(jax.random.PRNGKey(config.seed))
+    sample = jnp.zeros((1, *dataset.example_shape), jnp.float32)
+    params = jax.jit(lambda rng: model.init(rng, sample, train=False))(init_rng)["params"]
+    evaluate = train.make_evaluator(model)
+    test_loss, test_accuracy = evaluate(params, dataset.test_x, dataset.test_y)
+    train_loss, _ = evaluate(params, dataset.train_x, dataset.train_y)
+    assert abs(test_loss - train_loss) > 1e-3  # the check below can tell the splits apart
+    assert final["test_loss"] == pytest.approx(test_loss, rel=1e-6)
+    assert final["test_accuracy"] == pytest.approx(test_accuracy, abs=1e-9)
+    assert final["train_loss"] < test_loss  # while the workers, unpulled, did train
+
+
+def test_async_eamsgd_config_takes_moving_rate_in_0_1():
+    config = load_config("async_eamsgd")
+    for bad in (1.5, -0.1):
+        config.algorithm.moving_rate = bad
+        with pytest.raises(ValueError, match=r"config.algorithm: moving_rate must be in"):
+            async_train.validate_async_config(config)
+
+
 def test_simulated_random_delay_downpour(tmp_path):
     config = small("async_downpour", schedule="random_delay", max_staleness=5)
     final = async_train.train_and_evaluate_async(config, str(tmp_path))
@@ -97,10 +130,8 @@ def test_amsgrad_sync_config_builds_the_baseline():
     hparams = config.algorithm.to_dict()
     assert hparams.pop("name") == "amsgrad_sync"
     amsgrad_async.amsgrad_sync(**hparams, axis_name="workers")
-    if "amsgrad_sync" in registry.algorithm_names():  # once registered, the sync loop's checks
-        from easgd_jax import validation
-
-        validation.validate_config(config)
+    assert "amsgrad_sync" in registry.algorithm_names()
+    validation.validate_config(config)  # the sync loop's checks
 
 
 @pytest.mark.parametrize("change, match", [

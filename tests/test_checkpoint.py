@@ -2,19 +2,26 @@
 
 import glob
 import os
+import shutil
 import signal
 import struct
 import subprocess
 import sys
 import time
+from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
+import ml_collections
 import numpy as np
+import optax
 import pytest
 
 from easgd_jax import train
+from easgd_jax.algorithms import registry
 from easgd_jax.checkpoint import Checkpointer
 from easgd_jax.metrics import read_metrics
+from easgd_jax.sweep import load_config_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "configs"))
@@ -103,6 +110,85 @@ def test_nan_stops_the_run_naming_the_step_and_keeps_the_last_good_checkpoint(tm
         restored = Checkpointer(str(tmp_path), 3).restore_latest(target)
         assert restored is not None and restored[0] == steps[-1]
         assert all(np.isfinite(np.asarray(a)).all() for a in jax.tree.leaves(restored[1]))
+
+
+def _lsgd_config(num_steps=40):
+    """LSGD (it reports its leader every round) on digits with a small MLP; rounds of 2
+    steps, evaluation every 20, checkpoints every 10: a checkpoint between evaluations holds
+    the losses and leaders of the rounds since the last one."""
+    config = load_config_file("lsgd")
+    config.data.name, config.model.name = "digits", "mlp"
+    config.model.kwargs.hidden = (32,)
+    config.algorithm.period = 2
+    config.train.update(num_steps=num_steps, eval_every=20, batch_size=32)
+    config.checkpoint.update(every=10, max_to_keep=5)
+    config.tensorboard = False
+    return config
+
+
+@pytest.mark.slow
+def test_resume_between_evaluations_keeps_the_pending_losses_and_history(tmp_path):
+    """Resumed from step 30 (the checkpoint at 40 lost, as after a kill), the evaluation at 40
+    still averages the training losses of the rounds 20..40 and lists the leaders of all ten
+    rounds since step 20: those of 20..30 come from the checkpoint's meta."""
+    workdir = str(tmp_path)
+    straight_state, _ = train.train(_lsgd_config(), workdir)
+    straight = read_metrics(workdir)
+    assert [r["step"] for r in straight] == [20, 40]
+    assert len(straight[-1]["leader_per_round"]) == 10  # rounds of 2 steps since step 20
+    checkpoints = Checkpointer(workdir, 5)
+    assert checkpoints.steps() == [10, 20, 30, 40]
+    checkpoints.close()
+    shutil.rmtree(os.path.join(workdir, "checkpoints", "40"))
+    os.remove(os.path.join(workdir, "final_metrics.json"))
+    state, _ = train.train(_lsgd_config(), workdir)  # resumes from 30
+    _assert_states_equal(state, straight_state)
+    resumed = read_metrics(workdir)
+    assert [r["step"] for r in resumed] == [20, 40]
+    assert resumed[-1]["train_loss"] == straight[-1]["train_loss"]
+    assert resumed[-1]["leader_per_round"] == straight[-1]["leader_per_round"]
+    assert _without_timing(resumed) == _without_timing(straight)
+
+
+class _PoisonedCenterState(NamedTuple):
+    count: jax.Array
+    center: optax.Params  # the evaluation point (found by name)
+
+
+def _poisoned_center(learning_rate, poison_at, axis_name="workers"):
+    """SGD whose state carries a ``center`` (the evaluation point) that becomes Inf after
+    step ``poison_at``, while the workers' parameters, and so their losses, stay finite."""
+    del axis_name
+
+    def init(params):
+        return _PoisonedCenterState(jnp.zeros([], jnp.int32), jax.tree.map(jnp.copy, params))
+
+    def update(updates, state, params=None):
+        center = jax.tree.map(lambda x: jnp.where(state.count >= poison_at, jnp.inf, x), params)
+        return (jax.tree.map(lambda g: -learning_rate * g, updates),
+                _PoisonedCenterState(state.count + 1, center))
+
+    return optax.GradientTransformation(init, update)
+
+
+@pytest.mark.slow
+def test_non_finite_evaluation_point_stops_the_run_while_the_losses_are_finite(
+        tmp_path, monkeypatch):
+    monkeypatch.setitem(registry._REGISTRY, "poisoned_center", _poisoned_center)
+    config = _config(num_steps=30, every=5)
+    config.data.name, config.model.name = "digits", "mlp"
+    config.model.kwargs.hidden = (16,)
+    config.algorithm = ml_collections.ConfigDict(
+        {"name": "poisoned_center", "learning_rate": 0.05, "poison_at": 12})
+    config.train.update(steps_per_round=5, eval_every=10, batch_size=16)
+    # Rounds of 5 steps: the center turns Inf at step 12, inside the round 10..15.
+    with pytest.raises(train.NonFiniteError,
+                       match=r"in the evaluation point after step 15; stopping\. The last "
+                             r"good checkpoint is step 10"):
+        train.train(config, str(tmp_path))
+    assert [r["step"] for r in read_metrics(str(tmp_path))] == [10]
+    assert all(np.isfinite(r["train_loss"]) for r in read_metrics(str(tmp_path)))
+    assert Checkpointer(str(tmp_path), 3).steps() == [5, 10]
 
 
 def test_workdir_with_a_different_config_is_refused_unless_overwritten(tmp_path):

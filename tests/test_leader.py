@@ -9,6 +9,7 @@ import optax
 import pytest
 
 from easgd_jax.algorithms import leader
+from easgd_jax.algorithms.evaluation import evaluation_worker
 from easgd_jax.parallel import make_round, make_worker_layout
 
 P = 4  # workers
@@ -409,6 +410,28 @@ def test_missing_loss_or_params_raises():
         tx.update(x, tx.init(x), None, loss=1.0)
     with pytest.raises(ValueError, match="scalar"):
         tx.update(x, tx.init(x), x, loss=jnp.ones(2))
+
+
+def _stacked_init(tx, p=P):
+    """``tx.init`` on every one of p workers (a leading worker axis), as the training loop."""
+    x = {"a": jnp.zeros((p, 2))}
+    return jax.vmap(tx.init)(x)
+
+
+def test_evaluation_worker_is_the_global_leader_first():
+    """Multi-leader LSGD is evaluated on its global leader G, a flat index over all workers,
+    not on worker 0's local leader (an index within its group); single-leader LSGD on its
+    leader; before the first choice (-1), and without a leader, on worker 0."""
+    multi = _stacked_init(leader.lsgd_multi(optax.sgd(0.1), 0.1, 0.1, 1, 2))
+    multi = multi._replace(leader=jnp.array([1, 1, 0, 0], jnp.int32),
+                           global_leader=jnp.full([P], 3, jnp.int32))
+    assert int(evaluation_worker(multi)) == 3
+    assert int(evaluation_worker((optax.EmptyState(), multi))) == 3  # found at any depth
+    assert int(evaluation_worker(multi._replace(global_leader=jnp.full([P], -1)))) == 0
+    single = _stacked_init(leader.lsgd(optax.sgd(0.1), 0.1, 1))
+    assert int(evaluation_worker(single._replace(leader=jnp.full([P], 2, jnp.int32)))) == 2
+    assert int(evaluation_worker(single)) == 0  # -1: no leader chosen yet
+    assert int(evaluation_worker(optax.sgd(0.1).init({"a": jnp.zeros(2)}))) == 0
 
 
 @pytest.mark.parametrize("build,message", [

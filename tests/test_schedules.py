@@ -6,8 +6,6 @@ order, bounded random staleness; and with one worker every asynchronous rule equ
 synchronous optax transformation under ``jax.vmap`` (p = 1).
 """
 
-import importlib.util
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -79,10 +77,8 @@ def test_round_robin_easgd_equals_hand_iterated_map(p=4):
     np.testing.assert_array_equal(np.asarray(info.staleness)[:p], np.arange(p))
 
 
-@pytest.mark.skipif(importlib.util.find_spec("analysis.roundrobin") is None,
-                    reason="analysis package absent")
 def test_round_robin_easgd_equals_analysis_cycle_matrix():
-    from analysis import roundrobin
+    from analysis import roundrobin  # the repository's analysis package: must import
 
     p, eta, h, alpha, cycles = 3, 0.05, 1.0, 0.2, 5
     rule = asy.async_easgd(eta, alpha, period=1)
@@ -131,6 +127,42 @@ def test_clock_schedule_seeds():
     np.testing.assert_array_equal(a.workers, b.workers)
     np.testing.assert_array_equal(a.times, b.times)
     assert not np.array_equal(a.workers, c.workers)
+
+
+def test_clock_speeds_follow_the_seed():
+    """Without jitter the schedule is the speeds' (and phases') alone: another seed, other
+    speeds, another schedule (the jitter stream is not involved)."""
+    durations, phases = schedules.clock_speeds(4, 5, 1.0)
+    other_durations, other_phases = schedules.clock_speeds(4, 6, 1.0)
+    assert not np.allclose(durations, other_durations)
+    assert not np.allclose(phases, other_phases)
+    a = schedules.worker_clocks(4, 200, seed=5, spread=1.0)
+    b = schedules.worker_clocks(4, 200, seed=6, spread=1.0)
+    assert not np.array_equal(a.times, b.times)
+    assert not np.array_equal(a.counts(), b.counts())
+
+
+def _jitter_draws(seed, jitter=0.5, p=3):
+    """Each worker's per-step noise u in [-1, 1], read off its event times: step k of worker
+    w lasts d_w (1 + jitter u_k), d_w and the phase from :func:`schedules.clock_speeds`."""
+    sched = schedules.worker_clocks(p, 300, seed=seed, spread=1.0, jitter=jitter)
+    durations, phases = schedules.clock_speeds(p, seed, 1.0)
+    draws = []
+    for w in range(p):
+        ends = np.concatenate([[phases[w]], sched.times[sched.workers == w]])
+        draws.append((np.diff(ends) / durations[w] - 1.0) / jitter)
+    return draws
+
+
+def test_clock_jitter_follows_the_seed():
+    """The jitter stream alone: the noise relative to each worker's own speed differs
+    between seeds (the speeds' stream changes too, and is divided out here)."""
+    first, again, other = _jitter_draws(5), _jitter_draws(5), _jitter_draws(6)
+    for w in range(3):
+        assert np.all(np.abs(first[w]) <= 1 + 1e-9) and np.std(first[w]) > 0.3
+        np.testing.assert_array_equal(first[w], again[w])
+        n = min(len(first[w]), len(other[w]))
+        assert not np.allclose(first[w][:n], other[w][:n], atol=1e-6), w
 
 
 @pytest.mark.parametrize("period", [1, 3])
@@ -349,3 +381,15 @@ def test_get_async_rule_by_name_and_errors():
         asy.get_async_rule("easgd", 4, learning_rate=0.1, moving_rat=0.2)
     with pytest.raises(ValueError, match="moving_rate"):
         asy.get_async_rule("easgd", 4, learning_rate=0.1, moving_rate=1.5)
+
+
+@pytest.mark.parametrize("moving_rate", [1.5, -0.1])
+@pytest.mark.parametrize("name, momentum", [("easgd", None), ("eamsgd", 0.9)])
+def test_async_elastic_rules_take_moving_rate_in_0_1(name, momentum, moving_rate):
+    extra = {} if momentum is None else {"momentum": momentum}
+    with pytest.raises(ValueError, match=r"moving_rate must be in \[0.0, 1.0\]"):
+        asy.get_async_rule(name, 4, learning_rate=0.1, moving_rate=moving_rate, **extra)
+    constructor = {"easgd": asy.async_easgd, "eamsgd": asy.async_eamsgd}[name]
+    with pytest.raises(ValueError, match="moving_rate"):
+        constructor(learning_rate=0.1, moving_rate=moving_rate, **extra)
+    assert constructor(learning_rate=0.1, moving_rate=1.0, **extra).name == name  # bound: ok

@@ -247,6 +247,22 @@ def test_report_best_over_learning_rates_failures_and_threshold(fake_sweep):
     assert not os.path.exists(os.path.join(report, "tau_error_vs_p.png"))  # p fixed there
 
 
+def test_best_run_is_ranked_by_the_best_error_reached_not_the_final_one(tmp_path):
+    """lr 0.1 reached 10% then degraded to 40%; lr 0.05 ended at 20%, its best: the paper's
+    ranking (best error reached) picks lr 0.1, a ranking by final error would pick 0.05."""
+    root = str(tmp_path)
+    _fake_run(root, "easgd_lr0.1", "easgd", 4, 4, 0.1, 0, ["tau"], [0.5, 0.1, 0.4])
+    _fake_run(root, "easgd_lr0.05", "easgd", 4, 4, 0.05, 0, ["tau"], [0.5, 0.3, 0.2])
+    runs = sweep_report.collect(root)
+    assert sweep_report.best_run(runs).name == "easgd_lr0.1"
+    assert sweep_report.best_run(runs[::-1]).name == "easgd_lr0.1"  # not the order read
+    row = _row(sweep_report.summarize(runs, threshold=0.3), method="easgd")
+    assert row["best_learning_rate"] == 0.1
+    assert row["best_test_error"] == pytest.approx(0.1)
+    assert row["final_test_error"] == pytest.approx(0.4)
+    assert row["steps_to_threshold"] == 20  # of the lr 0.1 run (the 0.05 run: 30)
+
+
 def test_startup_seconds():
     assert sweep_report.startup_seconds([10, 20, 30], [7.0, 8.0, 9.0]) == pytest.approx(6.0)
     assert sweep_report.startup_seconds([10], [7.0]) == 0.0

@@ -7,11 +7,13 @@ import sys
 
 import jax
 import numpy as np
+import optax
 import pytest
 import tensorflow_datasets as tfds
 
 from easgd_jax import data, models, train, validation
 from easgd_jax.metrics import read_metrics
+from easgd_jax.sweep import load_config_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "configs"))
@@ -62,6 +64,41 @@ def test_evaluation_reads_the_center(tmp_path):
     assert records[-1]["worker_center_distance"] > 0
 
 
+@pytest.mark.slow
+def test_multi_leader_lsgd_trains_and_is_evaluated_on_its_global_leader(tmp_path):
+    """lsgd_multi_nesterov through the training loop, 2 groups x 2 workers: the reported test
+    loss is that of the global leader G's parameters, not of worker 0's local leader (an
+    index within its group; seed 2 makes them differ at the last evaluation)."""
+    config = load_config_file("lsgd_multi")
+    config.seed = 2
+    config.data.name, config.model.name = "digits", "mlp"
+    config.model.kwargs.hidden = (32,)
+    config.train.update(num_steps=32, eval_every=16, batch_size=32)
+    config.checkpoint.every = 0
+    config.tensorboard = False
+    state, final = train.train(config, str(tmp_path))
+    records = read_metrics(str(tmp_path))
+    assert [r["step"] for r in records] == [16, 32]
+    assert records[-1]["train_loss"] < 0.5 * records[0]["train_loss"]  # it learns
+    for record in records:  # tau = 4: four rounds per evaluation, tau_G = 16: one global
+        assert len(record["leader_per_round"]) == len(record["global_leader_per_round"]) == 4
+    opt_state = jax.device_get(state.opt_state)
+    global_leader = int(optax.tree_utils.tree_get(opt_state, "global_leader")[0])
+    local_leader = int(optax.tree_utils.tree_get(opt_state, "leader")[0])
+    assert records[-1]["global_leader_per_round"][-1] == global_leader
+    assert global_leader != local_leader, "the run must tell the two leaders apart"
+    dataset = data.load_dataset("digits")
+    evaluate = train.make_evaluator(models.get_model("mlp", 10, hidden=(32,)))
+    params = jax.device_get(state.params)
+
+    def test_loss_of(worker):
+        return evaluate(jax.tree.map(lambda a: a[worker], params), dataset.test_x,
+                        dataset.test_y)[0]
+
+    assert final["test_loss"] == pytest.approx(test_loss_of(global_leader), rel=1e-6)
+    assert final["test_loss"] != pytest.approx(test_loss_of(local_leader), rel=1e-6)
+
+
 def test_workers_on_fewer_devices_give_the_same_run(tmp_path):
     results = []
     for devices in (4, 2):
@@ -74,18 +111,44 @@ def test_workers_on_fewer_devices_give_the_same_run(tmp_path):
     assert results[0]["train_loss"] == pytest.approx(results[1]["train_loss"], rel=1e-4)
 
 
-@pytest.mark.parametrize("name, model", [("mnist", "mlp"), ("cifar10", "mlp")])
-def test_train_on_tfds_mock_data(tmp_path, name, model):
-    config = _small_config(num_steps=10, eval_every=10, batch_size=8)
+MOCK_EXAMPLES = 64  # per split
+
+
+def _learnable_mock(builder, split, **kwargs):
+    """A ``tfds.data_source`` mock in which an image shows its (random) label: rows 2k+4 and
+    2k+5 are bright for label k, the rest noise; other images and labels in each split."""
+    del kwargs
+    shape = {"mnist": (28, 28, 1), "cifar10": (32, 32, 3)}[builder.name]
+    rng = np.random.default_rng(0 if split == "train" else 1)
+    labels = rng.integers(0, 10, MOCK_EXAMPLES)
+    images = rng.integers(0, 64, size=(MOCK_EXAMPLES, *shape)).astype(np.uint8)
+    for image, label in zip(images, labels, strict=True):
+        image[2 * label + 4:2 * label + 6] = 255
+    return [{"image": image, "label": int(label)}
+            for image, label in zip(images, labels, strict=True)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mnist", "cifar10"])
+def test_train_on_tfds_mock_data(tmp_path, name):
+    """Through the real tfds reading code (tfds.testing.mock_data): the images must stay
+    paired with their labels, and training must generalise to the test split's other
+    images; chance is 10%."""
+    config = _small_config(num_steps=30, eval_every=10, batch_size=16)
     config.data.name = name
     config.data.data_dir = str(tmp_path / "tfds")
-    config.model.name = model
+    config.model.name = "mlp"
+    config.model.kwargs.hidden = (32,)
+    config.algorithm.update(learning_rate=0.02, period=2)
     config.num_workers = 2
     config.num_devices = 2
-    with tfds.testing.mock_data(num_examples=32):
+    config.tensorboard = False
+    with tfds.testing.mock_data(as_data_source_fn=_learnable_mock):
         final = train.train_and_evaluate(config, str(tmp_path / "run"))
-    assert 0.0 <= final["test_accuracy"] <= 1.0
-    assert np.isfinite(final["test_loss"])
+    records = read_metrics(str(tmp_path / "run"))
+    assert records[-1]["train_loss"] < 0.5 * records[0]["train_loss"]
+    assert final["test_accuracy"] >= 0.9
+    assert final["test_loss"] < 1.0  # log(10) = 2.3 at chance
 
 
 def test_unprepared_tfds_data_set_fails_at_once(tmp_path):
