@@ -33,6 +33,10 @@ def main(argv: list[str]) -> None:
     from easgd_jax import parallel, validation
     from easgd_jax.parallel import distributed
 
+    if config.train.get("param_dtype") == "float64":  # before jax creates any array
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
     validation.validate_for_executor(config)  # before jax starts: fail fast on bad input
     if config.num_devices:  # simulated CPU devices of this process (ignored on GPUs)
         parallel.use_simulated_cpu_devices(

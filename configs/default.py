@@ -44,6 +44,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.steps_per_round = 0  # 0: one round = one period
     config.train.eval_every = 250
     config.train.weight_decay = 1e-4
+    # dtype of the parameters, the optimizer state and the batches: "float32", or "float64"
+    # (exact comparisons; launch.py then turns on jax_enable_x64 before jax starts).
+    config.train.param_dtype = "float32"
 
     # How the workers run: "sync" (SPMD rounds, train.py), "simulated_async" (seeded simulated
     # asynchrony) or "threads" (a parameter server, one thread per worker): async_train.py.

@@ -48,20 +48,26 @@ class Checkpointer:
 
         ``target`` gives the structure, shapes, dtypes and shardings to restore into.
         """
-        abstract = jax.tree.map(
-            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), target)
         for step in reversed(self.steps()):
             try:
-                restored = self.manager.restore(step, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+                state, meta = self.restore(step, target)
             except Exception as e:  # a corrupted or partial checkpoint: use the previous one
                 aside = self._set_aside(step)
                 logging.warning("checkpoint at step %d does not restore (%s: %s); moved it to "
                                 "%s and trying the previous one", step, type(e).__name__,
                                 str(e)[:300], aside)
                 continue
-            return step, restored.state, restored.meta
+            return step, state, meta
         return None
+
+    def restore(self, step: int, target: Any) -> tuple[Any, dict[str, Any]]:
+        """Restores the checkpoint at ``step`` into the structure, shapes, dtypes and
+        shardings of ``target``; raises if it is missing or does not read back."""
+        abstract = jax.tree.map(
+            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), target)
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        return restored.state, restored.meta
 
     def _set_aside(self, step: int) -> str:
         """Renames a bad checkpoint out of the step namespace (kept for inspection), so the

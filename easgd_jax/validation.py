@@ -8,7 +8,9 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
+import jax
 import ml_collections
+import numpy as np
 
 from easgd_jax import models
 from easgd_jax.algorithms import registry
@@ -37,6 +39,25 @@ def _choice(field: str, value: Any, allowed: tuple[str, ...]) -> None:
         raise ValueError(f"config.{field} must be one of {', '.join(allowed)}; got {value!r}.")
 
 
+PARAM_DTYPES = ("float32", "float64")
+
+
+def param_dtype(config: ml_collections.ConfigDict) -> np.dtype:
+    """The training dtype, ``config.train.param_dtype`` (float32 when the field is absent)."""
+    return np.dtype(config.train.get("param_dtype", "float32"))
+
+
+def _validate_param_dtype(config: ml_collections.ConfigDict) -> None:
+    name = config.train.get("param_dtype", "float32")
+    _choice("train.param_dtype", name, PARAM_DTYPES)
+    if name == "float64" and jax.dtypes.canonicalize_dtype(np.float64) != np.float64:
+        raise ValueError(
+            "config.train.param_dtype 'float64' needs 64-bit floats in jax, which are off: "
+            "launch.py turns them on for this field; in Python run "
+            "jax.config.update('jax_enable_x64', True) before creating any array, or train "
+            "under `with jax.enable_x64(True):`.")
+
+
 def steps_per_round(config: ml_collections.ConfigDict) -> int:
     """Local steps per compiled round: ``train.steps_per_round``, or the period if 0."""
     if config.train.steps_per_round:
@@ -54,6 +75,10 @@ def validate_for_executor(config: ml_collections.ConfigDict) -> None:
         from easgd_jax import async_train  # imports jax; kept out of the sync path
 
         async_train.validate_async_config(config)
+        if param_dtype(config) != np.float32:
+            raise ValueError(
+                f"config.train.param_dtype {config.train.param_dtype!r} applies to executor "
+                f"'sync'; executor {config.executor!r} trains in float32.")
 
 
 def round_period(config: ml_collections.ConfigDict) -> int | None:
@@ -119,6 +144,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _integer("train.num_steps", train.num_steps, 1)
     _integer("train.eval_every", train.eval_every, 1)
     _integer("train.steps_per_round", train.steps_per_round, 0)
+    _validate_param_dtype(config)
     if not isinstance(config.get("tensorboard", True), bool):
         raise ValueError(f"config.tensorboard must be True or False, got {config.tensorboard!r}.")
     if not isinstance(train.weight_decay, numbers.Real) or not train.weight_decay >= 0:
