@@ -30,21 +30,19 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.get_absl_handler().addFilter(_QuietLibraries())
     config = _CONFIG.value
-    from easgd_jax import parallel, validation
+    import jax
+
+    from easgd_jax import parallel, training
     from easgd_jax.parallel import distributed
 
-    if config.train.get("param_dtype") == "float64":  # before jax creates any array
-        import jax
-
+    if config.train.param_dtype == "float64":  # before jax creates any array
         jax.config.update("jax_enable_x64", True)
-    validation.validate_for_executor(config)  # before jax starts: fail fast on bad input
+    training.config.validate(config)  # before jax starts: fail fast on bad input
     if config.num_devices:  # simulated CPU devices of this process (ignored on GPUs)
         parallel.use_simulated_cpu_devices(
             config.num_devices // distributed.num_processes(config.distributed))
     distributed.initialize(config.distributed)
-    from easgd_jax import train
-
-    metrics = train.train_and_evaluate(config, _WORKDIR.value, overwrite=_OVERWRITE.value)
+    metrics = training.train_and_evaluate(config, _WORKDIR.value, overwrite=_OVERWRITE.value)
     logging.info("final: %s", {k: round(v, 4) if isinstance(v, float) else v
                                for k, v in metrics.items()})
 

@@ -48,7 +48,7 @@ import easgd_jax
 from benchmarks import hlo
 from easgd_jax import data, models, parallel
 from easgd_jax.algorithms import averaging, elastic, leader
-from easgd_jax.train import TrainState, make_local_step
+from easgd_jax.training.sync import TrainState, make_local_step
 
 LEARNING_RATE = 0.01
 MOMENTUM = 0.9

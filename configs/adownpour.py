@@ -12,16 +12,13 @@ isolates the averaging.
 
 import ml_collections
 
-from configs import default
+from configs import default, tuned
 
 
 def get_config() -> ml_collections.ConfigDict:
     config = default.get_config()
 
-    config.algorithm = ml_collections.ConfigDict()
-    config.algorithm.name = "adownpour"
-    config.algorithm.learning_rate = 0.2
-    config.algorithm.period = 1  # tau
+    config.algorithm = tuned.algorithm("adownpour", config.num_workers)
 
     # One compiled round = 50 local steps: the communication clock lives in the optimizer
     # state, so a round need not be one period; 50 divides num_steps and eval_every.

@@ -9,20 +9,14 @@ Same hyperparameters and form as configs/apam.py; runs on the synchronous SPMD e
 
 import ml_collections
 
-from configs import default
+from configs import default, tuned
 
 
 def get_config() -> ml_collections.ConfigDict:
     config = default.get_config()
     config.executor = "sync"
 
-    config.algorithm = ml_collections.ConfigDict()
-    config.algorithm.name = "amsgrad_sync"
-    config.algorithm.learning_rate = 1e-3
-    config.algorithm.b1 = 0.9
-    config.algorithm.b2 = 0.999
-    config.algorithm.eps = 1e-8
-    config.algorithm.form = "paper"
+    config.algorithm = tuned.algorithm("amsgrad_sync", config.num_workers)
     # One compiled round = 50 steps (the algorithm has no period); divides 2000 and 250.
     config.train.steps_per_round = 50
     return config

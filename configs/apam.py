@@ -15,18 +15,12 @@ correction, + eps) or "optax" (optax.amsgrad). Baseline: configs/amsgrad_sync.py
 
 import ml_collections
 
-from configs import default
+from configs import default, tuned
 
 
 def get_config() -> ml_collections.ConfigDict:
     config = default.get_config()
     config.executor = "simulated_async"
 
-    config.algorithm = ml_collections.ConfigDict()
-    config.algorithm.name = "apam"
-    config.algorithm.learning_rate = 1e-3  # a_k
-    config.algorithm.b1 = 0.9
-    config.algorithm.b2 = 0.999
-    config.algorithm.eps = 1e-8  # unused by form "paper"
-    config.algorithm.form = "paper"
+    config.algorithm = tuned.algorithm("apam", config.num_workers)
     return config

@@ -13,15 +13,12 @@ acc_i <- 0; else x_i += d. Each push is applied when it arrives.
 
 import ml_collections
 
-from configs import default
+from configs import default, tuned
 
 
 def get_config() -> ml_collections.ConfigDict:
     config = default.get_config()
     config.executor = "simulated_async"
 
-    config.algorithm = ml_collections.ConfigDict()
-    config.algorithm.name = "downpour"
-    config.algorithm.learning_rate = 0.1  # as configs/downpour.py
-    config.algorithm.period = 1  # tau
+    config.algorithm = tuned.algorithm("async_downpour", config.num_workers)
     return config

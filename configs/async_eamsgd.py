@@ -12,10 +12,11 @@ x~ <- x~ + alpha (x - x~); v_i <- delta v_i - eta g(x + delta v_i); x_i <- x_i +
 
 import ml_collections
 
-from configs import default
+from configs import default, tuned
 
 
 def get_config() -> ml_collections.ConfigDict:
-    config = default.get_config()  # EAMSGD: lr 0.1, momentum 0.9, alpha 0.9 / p, tau 10
+    config = default.get_config()
     config.executor = "simulated_async"
+    config.algorithm = tuned.algorithm("async_eamsgd", config.num_workers)
     return config

@@ -15,16 +15,12 @@ per worker, the center in ``asynchrony.num_shards`` locked shards):
 
 import ml_collections
 
-from configs import default
+from configs import default, tuned
 
 
 def get_config() -> ml_collections.ConfigDict:
     config = default.get_config()
     config.executor = "simulated_async"
 
-    config.algorithm = ml_collections.ConfigDict()
-    config.algorithm.name = "easgd"
-    config.algorithm.learning_rate = 0.3  # plain SGD steps: tuned briefly on MNIST-1D
-    config.algorithm.moving_rate = 0.9 / config.num_workers  # alpha = beta / p, beta = 0.9
-    config.algorithm.period = 10  # tau
+    config.algorithm = tuned.algorithm("async_easgd", config.num_workers)
     return config

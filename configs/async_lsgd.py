@@ -11,18 +11,12 @@ parameters are evaluated. (easgd_jax/algorithms/asynchronous.py)
 
 import ml_collections
 
-from configs import default
+from configs import default, tuned
 
 
 def get_config() -> ml_collections.ConfigDict:
     config = default.get_config()
     config.executor = "simulated_async"
 
-    config.algorithm = ml_collections.ConfigDict()
-    config.algorithm.name = "lsgd_nesterov"
-    config.algorithm.learning_rate = 0.05
-    config.algorithm.momentum = 0.9
-    config.algorithm.pull = 0.1  # c
-    config.algorithm.period = 4  # tau
-    config.algorithm.loss_window = 10  # W
+    config.algorithm = tuned.algorithm("async_lsgd", config.num_workers)
     return config

@@ -14,16 +14,13 @@ test accuracy, 0.3 diverged.
 
 import ml_collections
 
-from configs import default
+from configs import default, tuned
 
 
 def get_config() -> ml_collections.ConfigDict:
     config = default.get_config()
 
-    config.algorithm = ml_collections.ConfigDict()
-    config.algorithm.name = "data_parallel_sgd"
-    config.algorithm.learning_rate = 0.2
-    config.algorithm.momentum = 0.9  # delta
+    config.algorithm = tuned.algorithm("data_parallel_sgd", config.num_workers)
 
     # One compiled round = 50 local steps: the communication clock lives in the optimizer
     # state, so a round need not be one period; 50 divides num_steps and eval_every.

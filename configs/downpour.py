@@ -16,21 +16,13 @@ on MNIST-1D: 0.1 gave 89% test accuracy, 0.3 diverged.
 
 import ml_collections
 
-from configs import default
+from configs import default, tuned
 
 
 def get_config() -> ml_collections.ConfigDict:
     config = default.get_config()
 
-    config.algorithm = ml_collections.ConfigDict()
-    config.algorithm.name = "downpour"
-    config.algorithm.learning_rate = 0.2
-    config.algorithm.period = 1  # tau
-    # DistBelief's master Adagrad on the pushes (off in the EASGD paper's DOWNPOUR):
-    # x~ += gamma * sum_i acc_i / sqrt(eps + G), G += sum_i acc_i^2.
-    config.algorithm.server_adagrad = False
-    config.algorithm.adagrad_rate = 0.03  # gamma (with server_adagrad: 0.03 gave 91%, 0.01 85%)
-    config.algorithm.adagrad_eps = 1e-8
+    config.algorithm = tuned.algorithm("downpour", config.num_workers)
 
     # One compiled round = 50 local steps: the communication clock lives in the optimizer
     # state, so a round need not be one period; 50 divides num_steps and eval_every.

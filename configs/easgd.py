@@ -9,14 +9,10 @@ The default job with plain SGD as the local step instead of Nesterov momentum:
 
 import ml_collections
 
-from configs import default
+from configs import default, tuned
 
 
 def get_config() -> ml_collections.ConfigDict:
     config = default.get_config()
-    config.algorithm = ml_collections.ConfigDict()
-    config.algorithm.name = "easgd"
-    config.algorithm.learning_rate = 0.5
-    config.algorithm.moving_rate = 0.9 / config.num_workers  # beta = 0.9
-    config.algorithm.period = 10
+    config.algorithm = tuned.algorithm("easgd", config.num_workers)
     return config

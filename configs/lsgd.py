@@ -14,14 +14,13 @@ local period for tau_G = 16. The learning rate is tuned for MNIST-1D.
 
 import ml_collections
 
-from configs import default
+from configs import default, tuned
 
 
 def get_config() -> ml_collections.ConfigDict:
     config = default.get_config()
 
-    config.algorithm = ml_collections.ConfigDict()
-    config.algorithm.name = "lsgd_nesterov"
+    config.algorithm = tuned.algorithm("lsgd", config.num_workers)
     # MNIST-1D, 2000 steps, test accuracy of worker 0: lr 0.05 -> 90.3%, 0.1 -> 93.0%,
     # 0.2 -> 94.1 / 94.4 / 94.4% (seeds 0-2), 0.3 -> 97.5% on seed 0 but diverges on seed 2.
     config.algorithm.learning_rate = 0.2

@@ -18,7 +18,7 @@ worker per device; the training loop passes ``axis_name`` = the workers of one g
 
 import ml_collections
 
-from configs import lsgd
+from configs import lsgd, tuned
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -27,14 +27,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.num_groups = 2  # n; l = num_workers / num_groups = 2
     config.num_devices = 4  # one worker per device; each group spans whole devices
 
-    config.algorithm = ml_collections.ConfigDict()
-    config.algorithm.name = "lsgd_multi_nesterov"
-    config.algorithm.learning_rate = 0.2
-    config.algorithm.momentum = 0.9
-    config.algorithm.pull = 0.1  # c, toward the local leader
-    config.algorithm.global_pull = 0.1  # c_G, toward the global leader
-    config.algorithm.period = 4  # tau
-    config.algorithm.global_period = 16  # tau_G
-    config.algorithm.loss_window = 10  # W
+    config.algorithm = tuned.algorithm("lsgd_multi", config.num_workers)
 
     return config

@@ -13,16 +13,13 @@ tau = 1 only. Evaluated on the center x~. eta = 0.05 with delta = 0.9, tuned on 
 
 import ml_collections
 
-from configs import default
+from configs import default, tuned
 
 
 def get_config() -> ml_collections.ConfigDict:
     config = default.get_config()
 
-    config.algorithm = ml_collections.ConfigDict()
-    config.algorithm.name = "mdownpour"
-    config.algorithm.learning_rate = 0.05
-    config.algorithm.momentum = 0.9  # delta
+    config.algorithm = tuned.algorithm("mdownpour", config.num_workers)
 
     # One compiled round = 50 local steps: the communication clock lives in the optimizer
     # state, so a round need not be one period; 50 divides num_steps and eval_every.

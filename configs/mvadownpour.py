@@ -13,17 +13,13 @@ leaves 0.999^2000 = 14% of the weight on the initial point (91.7% test accuracy 
 
 import ml_collections
 
-from configs import default
+from configs import default, tuned
 
 
 def get_config() -> ml_collections.ConfigDict:
     config = default.get_config()
 
-    config.algorithm = ml_collections.ConfigDict()
-    config.algorithm.name = "mvadownpour"
-    config.algorithm.learning_rate = 0.2
-    config.algorithm.moving_average_rate = 0.01  # a
-    config.algorithm.period = 1  # tau
+    config.algorithm = tuned.algorithm("mvadownpour", config.num_workers)
 
     # One compiled round = 50 local steps: the communication clock lives in the optimizer
     # state, so a round need not be one period; 50 divides num_steps and eval_every.

@@ -11,7 +11,7 @@ eta = 0.5 as in configs/sgd.py.
 
 import ml_collections
 
-from configs import default
+from configs import default, tuned
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -19,10 +19,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.num_workers = 1
     config.num_devices = 1
 
-    config.algorithm = ml_collections.ConfigDict()
-    config.algorithm.name = "mvasgd"
-    config.algorithm.learning_rate = 0.5
-    config.algorithm.moving_average_rate = 0.01  # a
+    config.algorithm = tuned.algorithm("mvasgd", config.num_workers)
 
     # One compiled round = 50 local steps: the communication clock lives in the optimizer
     # state, so a round need not be one period; 50 divides num_steps and eval_every.

@@ -10,7 +10,7 @@ diverged.
 
 import ml_collections
 
-from configs import default
+from configs import default, tuned
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -18,9 +18,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.num_workers = 1
     config.num_devices = 1
 
-    config.algorithm = ml_collections.ConfigDict()
-    config.algorithm.name = "sgd"
-    config.algorithm.learning_rate = 0.5
+    config.algorithm = tuned.algorithm("sgd", config.num_workers)
 
     # One compiled round = 50 local steps: the communication clock lives in the optimizer
     # state, so a round need not be one period; 50 divides num_steps and eval_every.

@@ -10,9 +10,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from easgd_jax import async_train, data, models, train, validation
+from easgd_jax import data, models
 from easgd_jax.algorithms import amsgrad_async, registry
-from easgd_jax.metrics import read_metrics
+from easgd_jax.training import asynchronous as async_train
+from easgd_jax.training import config as validation
+from easgd_jax.training import sync as train
+from easgd_jax.training.metrics import read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ASYNC_CONFIGS = ("async_easgd", "async_eamsgd", "async_downpour", "async_lsgd", "apam")
@@ -58,7 +61,7 @@ def check_run(workdir, final, config):
 
 def test_simulated_async_eamsgd_on_clocks(tmp_path):
     config = small("async_eamsgd", schedule="clocks", clock_spread=2.0)
-    final = async_train.train_and_evaluate_async(config, str(tmp_path))
+    final = async_train.train_and_evaluate(config, str(tmp_path))
     saved = check_run(tmp_path, final, config)
     steps = saved["worker_steps"]
     assert sum(steps) == 3 * 40 and len(set(steps)) > 1  # workers at different speeds
@@ -71,7 +74,7 @@ def test_threads_apam_with_shards(tmp_path):
     config = small("apam", num_shards=3, timeout_s=300.0)
     config.executor = "threads"
     config.algorithm.learning_rate = 3e-3
-    final = async_train.train_and_evaluate_async(config, str(tmp_path))
+    final = async_train.train_and_evaluate(config, str(tmp_path))
     saved = check_run(tmp_path, final, config)
     assert saved["worker_steps"] == [40, 40, 40]
     assert final["exchanges"] == 3 * 40  # every step pushes a gradient
@@ -86,7 +89,7 @@ def test_evaluation_is_on_the_test_split(tmp_path):
     config = small("async_eamsgd", schedule="round_robin")
     config.algorithm.moving_rate = 0.0
     config.train.num_steps = config.train.eval_every = 10
-    final = async_train.train_and_evaluate_async(config, str(tmp_path))
+    final = async_train.train_and_evaluate(config, str(tmp_path))
     dataset = data.load_dataset("digits")
     model = models.get_model("mlp", dataset.num_classes, hidden=(32,))
     init_rng, _ = jax.random.split(jax.random.PRNGKey(config.seed))
@@ -106,12 +109,12 @@ def test_async_eamsgd_config_takes_moving_rate_in_0_1():
     for bad in (1.5, -0.1):
         config.algorithm.moving_rate = bad
         with pytest.raises(ValueError, match=r"config.algorithm: moving_rate must be in"):
-            async_train.validate_async_config(config)
+            async_train.validate(config)
 
 
 def test_simulated_random_delay_downpour(tmp_path):
     config = small("async_downpour", schedule="random_delay", max_staleness=5)
-    final = async_train.train_and_evaluate_async(config, str(tmp_path))
+    final = async_train.train_and_evaluate(config, str(tmp_path))
     check_run(tmp_path, final, config)
     assert final["staleness_max"] == 5 and final["exchanges"] == 120
 
@@ -119,7 +122,7 @@ def test_simulated_random_delay_downpour(tmp_path):
 @pytest.mark.parametrize("name", ASYNC_CONFIGS)
 def test_async_configs_validate(name):
     config = load_config(name)
-    rule = async_train.validate_async_config(config)
+    rule = async_train.validate(config)
     assert config.executor == "simulated_async"
     assert rule.name == config.algorithm.name.replace("_nesterov", "")
 
@@ -131,7 +134,7 @@ def test_amsgrad_sync_config_builds_the_baseline():
     assert hparams.pop("name") == "amsgrad_sync"
     amsgrad_async.amsgrad_sync(**hparams, axis_name="workers")
     assert "amsgrad_sync" in registry.algorithm_names()
-    validation.validate_config(config)  # the sync loop's checks
+    validation.validate(config)  # the sync loop's checks
 
 
 @pytest.mark.parametrize("change, match", [
@@ -155,26 +158,26 @@ def test_invalid_async_configs_raise(change, match):
             node = node[parent]
         node[leaf] = value
     with pytest.raises(ValueError, match=match):
-        async_train.validate_async_config(config)
+        async_train.validate(config)
 
 
 def test_invalid_combinations_raise():
     config = load_config("async_easgd")
     config.asynchrony.schedule = "random_delay"
     with pytest.raises(ValueError, match="gradient-based"):
-        async_train.validate_async_config(config)
+        async_train.validate(config)
     config = load_config("apam")
     config.executor = "threads"
     config.asynchrony.schedule = "random_delay"
     with pytest.raises(ValueError, match="simulated"):
-        async_train.validate_async_config(config)
+        async_train.validate(config)
     config = load_config("async_lsgd")
     config.executor = "threads"
     config.asynchrony.num_shards = 2
     with pytest.raises(ValueError, match="not elementwise"):
-        async_train.validate_async_config(config)
+        async_train.validate(config)
     config = load_config("async_downpour")
     config.executor = "threads"
     config.algorithm.name = "data_parallel_sgd"
     with pytest.raises(ValueError, match="has none"):
-        async_train.validate_async_config(config)
+        async_train.validate(config)

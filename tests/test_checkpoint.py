@@ -17,11 +17,11 @@ import numpy as np
 import optax
 import pytest
 
-from easgd_jax import train
 from easgd_jax.algorithms import registry
-from easgd_jax.checkpoint import Checkpointer
-from easgd_jax.metrics import read_metrics
-from easgd_jax.sweep import load_config_file
+from easgd_jax.experiments.sweep import load_config_file
+from easgd_jax.training import sync as train
+from easgd_jax.training.checkpoint import Checkpointer
+from easgd_jax.training.metrics import read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "configs"))

@@ -29,9 +29,9 @@ import numpy as np
 import pytest
 
 import easgd_jax
-from easgd_jax import train
-from easgd_jax.checkpoint import Checkpointer
-from easgd_jax.metrics import read_metrics
+from easgd_jax.training import sync as train
+from easgd_jax.training.checkpoint import Checkpointer
+from easgd_jax.training.metrics import read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)

@@ -19,8 +19,9 @@ import optax
 import pytest
 
 import easgd_jax
-from easgd_jax import parallel, validation
+from easgd_jax import parallel
 from easgd_jax.algorithms import registry
+from easgd_jax.training import config as validation
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)

@@ -25,7 +25,7 @@ from easgd_jax import models, parallel  # noqa: E402
 from easgd_jax.algorithms import elastic, momentum  # noqa: E402
 from easgd_jax.algorithms.averaging import data_parallel_sgd  # noqa: E402
 from easgd_jax.algorithms.leader import lsgd_nesterov  # noqa: E402
-from easgd_jax.train import TrainState, make_local_step  # noqa: E402
+from easgd_jax.training.sync import TrainState, make_local_step  # noqa: E402
 
 STEPS = 20
 LENGTH, CLASSES, BATCH = 12, 3, 4

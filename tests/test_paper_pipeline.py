@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from easgd_jax import data, models, train
+from easgd_jax import data, models
 from easgd_jax.data import RandomCrop, WorkerSampler, center_crop
 from easgd_jax.data.sampler import AUGMENT_STREAM
+from easgd_jax.training import sync as train
 
 N = 24  # mock examples per split
 
@@ -175,7 +176,7 @@ def test_training_on_cropped_cifar_with_the_paper_net(tmp_path):
     the workers' first mini-batch losses (random 28x28 windows of the normalised training
     images, dropout on), and with moving_rate = 0 the center stays the initial model, whose
     test loss and accuracy are those on the centre windows of the normalised test images."""
-    from easgd_jax.sweep import load_config_file
+    from easgd_jax.experiments.sweep import load_config_file
 
     config = load_config_file("default")
     config.data.name, config.data.data_dir = "cifar10", str(tmp_path / "tfds")

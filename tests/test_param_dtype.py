@@ -6,7 +6,7 @@ import sys
 import jax
 import pytest
 
-from easgd_jax import validation
+from easgd_jax.training import config as validation
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -17,7 +17,7 @@ from configs import async_easgd, easgd  # noqa: E402
 def test_default_is_float32():
     config = easgd.get_config()
     assert config.train.param_dtype == "float32"
-    validation.validate_config(config)
+    validation.validate(config)
 
 
 def test_unknown_dtype_names_the_field():
@@ -25,7 +25,7 @@ def test_unknown_dtype_names_the_field():
     config.train.param_dtype = "bfloat16"
     with pytest.raises(ValueError, match="config.train.param_dtype must be one of float32, "
                                          "float64; got 'bfloat16'"):
-        validation.validate_config(config)
+        validation.validate(config)
 
 
 def test_float64_needs_x64():
@@ -33,14 +33,14 @@ def test_float64_needs_x64():
     config.train.param_dtype = "float64"
     assert not jax.config.jax_enable_x64  # the tests run in jax's default 32-bit mode
     with pytest.raises(ValueError, match="param_dtype 'float64' needs 64-bit floats"):
-        validation.validate_config(config)
+        validation.validate(config)
     with jax.enable_x64(True):
-        validation.validate_config(config)
+        validation.validate(config)
 
 
 def test_asynchronous_executors_train_in_float32():
     config = async_easgd.get_config()
-    validation.validate_for_executor(config)
+    validation.validate(config)
     config.train.param_dtype = "float64"
     with pytest.raises(ValueError, match="param_dtype 'float64' applies to executor 'sync'"):
-        validation.validate_for_executor(config)
+        validation.validate(config)

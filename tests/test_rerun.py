@@ -9,8 +9,14 @@ import os
 
 import pytest
 
-from easgd_jax import async_train, train
-from easgd_jax.metrics import FINAL_METRICS, finished_run, read_metrics, write_final_metrics
+from easgd_jax.training import asynchronous as async_train
+from easgd_jax.training import sync as train
+from easgd_jax.training.metrics import (
+    FINAL_METRICS,
+    finished_run,
+    read_metrics,
+    write_final_metrics,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,7 +52,7 @@ def _checksums(workdir) -> dict[str, str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name,run", [("easgd", train.train_and_evaluate),
-                                      ("async_easgd", async_train.train_and_evaluate_async)])
+                                      ("async_easgd", async_train.train_and_evaluate)])
 def test_rerunning_a_finished_run_changes_no_file(tmp_path, caplog, name, run):
     config = _config(name)
     first = run(config, str(tmp_path))

@@ -10,8 +10,11 @@ import ml_collections
 import numpy as np
 import pytest
 
-from easgd_jax import sweep, sweep_report, train, validation
-from easgd_jax.sweep import load_config_file, plan
+from easgd_jax.experiments import report as sweep_report
+from easgd_jax.experiments import sweep
+from easgd_jax.experiments.sweep import load_config_file, plan
+from easgd_jax.training import config as validation
+from easgd_jax.training import sync as train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs")
@@ -33,7 +36,7 @@ def test_every_paper_algorithm_has_a_cifar_config():
 @pytest.mark.parametrize("path", PAPER_CONFIGS, ids=os.path.basename)
 def test_paper_config_validates_with_the_paper_settings(path):
     config = load_config_file(path)
-    validation.validate_config(config)
+    validation.validate(config)
     algorithm = config.algorithm
     p = config.num_workers
     assert config.train.batch_size == 128

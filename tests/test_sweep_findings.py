@@ -1,6 +1,6 @@
-"""The paper's findings judged on hand-made summary rows (easgd_jax/sweep_findings.py)."""
+"""The paper's findings judged on hand-made summary rows (easgd_jax/experiments/findings.py)."""
 
-from easgd_jax import sweep_findings
+from easgd_jax.experiments import findings as sweep_findings
 
 
 def row(grid, method, tau, p, mean, std=0.01, diverged="", runs=5, finished=True):

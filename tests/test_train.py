@@ -11,9 +11,11 @@ import optax
 import pytest
 import tensorflow_datasets as tfds
 
-from easgd_jax import data, models, train, validation
-from easgd_jax.metrics import read_metrics
-from easgd_jax.sweep import load_config_file
+from easgd_jax import data, models
+from easgd_jax.experiments.sweep import load_config_file
+from easgd_jax.training import config as validation
+from easgd_jax.training import sync as train
+from easgd_jax.training.metrics import read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "configs"))
@@ -237,7 +239,7 @@ def test_algorithm_hyperparameter_names_are_checked():
     config = default.get_config()
     config.algorithm.momentm = 0.9
     with pytest.raises(ValueError, match="does not take momentm"):
-        validation.validate_config(config)
+        validation.validate(config)
 
 
 def test_more_devices_than_available_fails(tmp_path):

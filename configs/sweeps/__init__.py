@@ -1,1 +1,1 @@
-"""Sweep configs for ``python -m easgd_jax.sweep --config configs/sweeps/NAME.py``."""
+"""Sweep configs for ``python -m easgd_jax.experiments.sweep --config configs/sweeps/NAME.py``."""

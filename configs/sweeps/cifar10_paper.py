@@ -10,7 +10,7 @@ configs/cifar10_<method>.py (7-layer net, 28x28 crops, batch 128, l2 1e-4, delta
 beta = 0.9). Each run trains for num_steps (see the overrides) on up to all the GPUs of the
 machine (p = 8 and 16 share them: 2 or 4 workers per GPU on 4 GPUs).
 
-    python -m easgd_jax.sweep --config configs/sweeps/cifar10_paper.py --workdir DIR \
+    python -m easgd_jax.experiments.sweep --config configs/sweeps/cifar10_paper.py --workdir DIR \
         --config.overrides.data.data_dir=DATA_DIR --dry_run
 """
 

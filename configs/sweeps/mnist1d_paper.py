@@ -23,8 +23,9 @@ configs/default.py and msgd.py / mdownpour.py) where the paper uses 0.99 on CIFA
 weight decay 1e-4 and batch 128 as in the paper. 38 settings, 342 runs planned, 190 of
 them trained.
 
-    python -m easgd_jax.sweep --config configs/sweeps/mnist1d_paper.py --workdir DIR --dry_run
-    python -m easgd_jax.sweep --config configs/sweeps/mnist1d_paper.py --workdir DIR
+    python -m easgd_jax.experiments.sweep --config configs/sweeps/mnist1d_paper.py \
+        --workdir DIR --dry_run
+    python -m easgd_jax.experiments.sweep --config configs/sweeps/mnist1d_paper.py --workdir DIR
 
 All workers of a run share one device (max_devices = 1): on a few CPU cores, vmapped workers
 run faster than simulated devices. On GPUs, --config.max_devices=0 spreads them out.

@@ -2,7 +2,8 @@
 in miniature): EASGD and DOWNPOUR x tau in {1, 4}, p = 4, one learning rate, one seed, 100
 steps each on MNIST-1D (embedded data).
 
-    python -m easgd_jax.sweep --config configs/sweeps/smoke.py --workdir /tmp/sweep_smoke
+    python -m easgd_jax.experiments.sweep --config configs/sweeps/smoke.py \
+        --workdir /tmp/sweep_smoke
 """
 
 import ml_collections

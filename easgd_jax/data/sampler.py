@@ -32,16 +32,31 @@ class WorkerSampler:
     """
 
     def __init__(self, x, y: np.ndarray, num_workers: int, batch_size: int, seed: int,
-                 augment: Augment | None = None):
+                 augment: Augment | None = None, block: int | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        if block is not None and block < 1:
+            raise ValueError(f"block must be None or >= 1, got {block}.")
         self.x, self.y = x, y
         self.num_workers, self.batch_size, self.seed = num_workers, batch_size, seed
         self.augment = augment
+        self.block = block
 
     def indices(self, worker: int, start_step: int, steps: int) -> np.ndarray:
-        rng = np.random.default_rng([self.seed, worker, start_step])
-        return rng.integers(0, len(self.y), size=(steps, self.batch_size))
+        """Example indices ``[steps, batch_size]`` of ``worker``'s global steps
+        ``start_step ..``. With ``block`` B, the steps are drawn in blocks [kB, (k+1)B), each
+        from a generator seeded by ``(seed, worker, kB)``: the stream is a function of the
+        step alone, however the steps are grouped into rounds. Without, one generator seeded
+        by ``(seed, worker, start_step)`` draws them all."""
+        if self.block is None:
+            rng = np.random.default_rng([self.seed, worker, start_step])
+            return rng.integers(0, len(self.y), size=(steps, self.batch_size))
+        first = start_step // self.block * self.block
+        blocks = [np.random.default_rng([self.seed, worker, b]).integers(
+                      0, len(self.y), size=(self.block, self.batch_size))
+                  for b in range(first, start_step + steps, self.block)]
+        offset = start_step - first
+        return np.concatenate(blocks)[offset:offset + steps]
 
     def augment_rng(self, worker: int, step: int) -> np.random.Generator:
         """The generator that augments ``worker``'s batch of global step ``step``."""

@@ -3,7 +3,7 @@ Section 5 (Zhang, Choromanska & LeCun, NIPS 2015, arXiv 1412.6651): the center's
 of every method and setting, best over learning rates (and runs, as the paper reports the
 best of its runs), the time and steps to a threshold error, and failures (divergence).
 
-    python -m easgd_jax.sweep_report --workdir SWEEP_DIR [--threshold 0.2]
+    python -m easgd_jax.experiments.report --workdir SWEEP_DIR [--threshold 0.2]
 
 writes SWEEP_DIR/report/:
     runs.csv             one row per run: settings, status, errors, time/steps to threshold
@@ -17,7 +17,7 @@ writes SWEEP_DIR/report/:
                          sequential MSGD) appear in every panel
     GRID_error_vs_p.png, GRID_time_to_threshold_vs_p.png   when p varies in the grid
     findings.md          with a grid named "tau": the paper's three findings, each judged
-                         held or not with its numbers (:mod:`easgd_jax.sweep_findings`)
+                         held or not with its numbers (:mod:`easgd_jax.experiments.findings`)
 
 Times come from metrics.jsonl: ``step / steps_per_second`` at each evaluation (wall-clock
 since the run started, evaluations included) less the run's one-off startup cost, mostly
@@ -38,6 +38,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from easgd_jax.experiments import findings
 
 RUNS = "runs"
 CURVE_KEYS = ("train_loss", "test_loss", "test_error")
@@ -379,11 +381,10 @@ def write_report(workdir: str, sweep: Any = None, threshold: float | None = None
     with open(files[2], "w", encoding="utf-8") as f:
         f.write(markdown(summary, threshold))
     if any(row["grid"] == "tau" for row in summary):  # the paper's grid: its findings
-        from easgd_jax import sweep_findings
 
         files.append(os.path.join(outdir, "findings.md"))
         with open(files[-1], "w", encoding="utf-8") as f:
-            f.write(sweep_findings.findings_markdown(summary, threshold))
+            f.write(findings.findings_markdown(summary, threshold))
     if plots:
         for grid in sorted({g for r in runs for g in r.grids}):
             files += plot_grid(grid, runs, threshold, outdir)

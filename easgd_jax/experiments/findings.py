@@ -8,7 +8,7 @@ Zhang, Choromanska & LeCun (NIPS 2015, arXiv 1412.6651), Section 5.2, on CIFAR-1
 3. larger tau and larger p give EASGD and EAMSGD lower test error.
 
 Each finding is judged on the ``mean`` center test error: the mean over seeds of the final
-error at the learning rate chosen for the setting (``sweep_report.summarize``), with its
+error at the learning rate chosen for the setting (``report.summarize``), with its
 standard deviation; "best" is the lowest error any run of the setting reached (the paper
 reports the best of its runs). The rules, spelled out with every verdict:
 
@@ -22,9 +22,9 @@ reports the best of its runs). The rules, spelled out with every verdict:
    increase from one value to the next (within the larger standard deviation of the two),
    "partly" if some larger value beats the smallest, "not held" otherwise.
 
-The sweep's report writes them to ``report/findings.md`` (:func:`sweep_report.write_report`):
+The sweep's report writes them to ``report/findings.md`` (:func:`report.write_report`):
 
-    python -m easgd_jax.sweep_report --workdir SWEEP_DIR
+    python -m easgd_jax.experiments.report --workdir SWEEP_DIR
 """
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ def comparison(summary: Sequence[Row], grid: str) -> list[str]:
 def findings_markdown(summary: Sequence[Row], threshold: float) -> str:
     """The three findings with their verdicts and numbers, and the extra comparisons."""
     out = ["Errors are center test errors in %: mean +- std over seeds (n) at the chosen "
-           "learning rate [best of any run]. Rules: easgd_jax/sweep_findings.py. Time to "
+           "learning rate [best of any run]. Rules: easgd_jax/experiments/findings.py. Time to "
            f"threshold: first evaluation at <= {100 * threshold:g}% test error, best run, "
            "compilation excluded.", ""]
     lines, verdicts = downpour_finding(summary)

@@ -3,9 +3,10 @@
 {1, 4, 16, 64}, then p in {4, 8, 16} at tau = 10 (EASGD, EAMSGD) and tau = 1 (DOWNPOUR,
 MDOWNPOUR); the best learning rate per method and setting, several runs each).
 
-    python -m easgd_jax.sweep --config configs/sweeps/smoke.py --workdir /tmp/sweep
-    python -m easgd_jax.sweep --config configs/sweeps/smoke.py --workdir /tmp/sweep --dry_run
-    python -m easgd_jax.sweep_report --workdir /tmp/sweep     # the table and plots again
+    python -m easgd_jax.experiments.sweep --config configs/sweeps/smoke.py --workdir /tmp/sweep
+    python -m easgd_jax.experiments.sweep --config configs/sweeps/smoke.py --workdir /tmp/sweep \
+        --dry_run
+    python -m easgd_jax.experiments.report --workdir /tmp/sweep     # the table and plots again
 
 A sweep config's ``get_config()`` returns a ConfigDict with
 
@@ -32,10 +33,10 @@ A sweep config's ``get_config()`` returns a ConfigDict with
     max_devices devices a run may use (0: all of them); num_devices is the largest divisor
                 of p within that budget, so p = 16 runs 4 workers per device on 4 GPUs.
 
-Runs are trained one after another in this process with ``train.train_and_evaluate``, each
+Runs are trained one after another in this process with ``training.train_and_evaluate``, each
 in ``WORKDIR/runs/NAME`` (NAME = method, tau, p, learning rate and seed). The sweep is
 resumable: a run with ``final_metrics.json`` is finished and skipped, one that diverged
-(``train.NonFiniteError``) is recorded in ``failed.json`` as such and skipped too (unless
+(``training.NonFiniteError``) is recorded in ``failed.json`` as such and skipped too (unless
 ``--retry_failed``); an unfinished run starts afresh, so that its wall-clock curve is one
 uninterrupted segment (``--resume_unfinished`` resumes it from its checkpoint instead). Any
 other exception is recorded as an error and retried on the next invocation. SIGINT/SIGTERM
@@ -63,13 +64,15 @@ from typing import Any
 import ml_collections
 from absl import logging
 
-from easgd_jax import validation
+from easgd_jax import training
 from easgd_jax.algorithms import registry
-from easgd_jax.sweep_report import run_status as status
+from easgd_jax.experiments import report
+from easgd_jax.experiments.report import run_status as status
+from easgd_jax.training import config as config_lib
+from easgd_jax.training.common import config_differences
 
 CONFIGS_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
 RUNS = "runs"
-RESUMABLE_CHANGES = ("train.num_steps",)
 SELECTIONS = ("all_seeds", "first_seed")
 NOT_SELECTED = "not selected"
 
@@ -169,12 +172,9 @@ def _method(sweep: ml_collections.ConfigDict, label: str) -> dict[str, Any]:
 
 
 def _hyperparameter_names(config: ml_collections.ConfigDict) -> list[str]:
-    """The hyperparameters of ``config.algorithm``: its synchronous transformation's, or for
-    an algorithm that only runs asynchronously (APAM), the config's fields."""
-    name = config.algorithm.name
-    if name in registry.algorithm_names():
-        return registry.hyperparameter_names(name)
-    return [field for field in config.algorithm if field != "name"]
+    """The hyperparameters of ``config.algorithm`` in the form its executor runs."""
+    return registry.hyperparameter_names(config.algorithm.name,
+                                         asynchronous=config.executor != "sync")
 
 
 def plan(sweep: ml_collections.ConfigDict, device_budget: int = 1) -> list[Run]:
@@ -222,24 +222,13 @@ def plan(sweep: ml_collections.ConfigDict, device_budget: int = 1) -> list[Run]:
                         runs[name].grids.append(grid["name"])
                     continue
                 try:
-                    validation.validate_for_executor(config)
+                    config_lib.validate(config)
                 except ValueError as e:
                     raise ValueError(f"sweep run {name}: {e}") from None
                 runs[name] = Run(name, label, algorithm, run_tau, workers,
                                  bool(method["num_workers"]), float(lr), seed, [grid["name"]],
                                  config)
     return list(runs.values())
-
-
-def _config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
-    out = []
-    for key in sorted(set(saved) | set(current)):
-        a, b = saved.get(key, "<missing>"), current.get(key, "<missing>")
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _config_differences(a, b, f"{prefix}{key}.")
-        elif a != b and f"{prefix}{key}" not in RESUMABLE_CHANGES:
-            out.append(f"{prefix}{key}: {a!r} there, {b!r} now")
-    return out
 
 
 def _read_json(path: str) -> dict | None:
@@ -264,7 +253,8 @@ def check_finished_runs(runs: Sequence[Run], workdir: str) -> None:
         saved = _read_json(os.path.join(rundir, "config.json"))
         if saved is None or not os.path.exists(os.path.join(rundir, "final_metrics.json")):
             continue
-        differences = _config_differences(saved, json.loads(run.config.to_json_best_effort()))
+        differences = config_differences(saved, json.loads(run.config.to_json_best_effort()),
+                                         config_lib.RESUMABLE_CHANGES)
         if differences:
             raise ValueError(
                 f"{rundir} holds a finished run of another config ({'; '.join(differences)}); "
@@ -280,7 +270,6 @@ def chosen_learning_rate(runs: Sequence[Run], setting: tuple, seed: int,
     """The learning rate of the ``seed`` run of ``setting`` (method, tau, p) that reached the
     lowest center test error (ties: lower final error, then lower rate); None while one of
     those runs is not done, or when all of them diverged."""
-    from easgd_jax import sweep_report
 
     candidates = []
     for run in runs:
@@ -289,7 +278,7 @@ def chosen_learning_rate(runs: Sequence[Run], setting: tuple, seed: int,
         rundir = os.path.join(workdir, RUNS, run.name)
         if status(rundir) not in ("finished", "diverged"):
             return None
-        result = sweep_report.read_run(rundir)
+        result = report.read_run(rundir)
         if result.status == "finished" and result.test_error:
             candidates.append((result.best_test_error, result.final_test_error,
                                run.learning_rate))
@@ -303,8 +292,6 @@ class SweepStopped(Exception):
 def run_one(run: Run, workdir: str, retry_failed: bool = False,
             resume_unfinished: bool = False) -> str:
     """Trains ``run`` in ``workdir/runs/NAME`` unless it is done; returns its status."""
-    from easgd_jax import train  # starts nothing; imported late to keep planning light
-
     rundir = os.path.join(workdir, RUNS, run.name)
     before = status(rundir)
     if before == "finished" or (before == "diverged" and not retry_failed):
@@ -320,9 +307,9 @@ def run_one(run: Run, workdir: str, retry_failed: bool = False,
     logging.info("sweep run %s (%s)", run.name, "resumed" if not fresh else "fresh start")
     start = time.perf_counter()
     try:
-        metrics = train.train_and_evaluate(run.config, rundir, overwrite=fresh)
+        metrics = training.train_and_evaluate(run.config, rundir, overwrite=fresh)
         outcome: dict[str, Any] | None = None
-    except train.NonFiniteError as e:
+    except training.NonFiniteError as e:
         outcome = {"status": "diverged", "message": str(e)}
     except Exception as e:  # recorded, and retried by the next invocation
         logging.exception("sweep run %s failed", run.name)
@@ -402,9 +389,8 @@ def run_sweep(sweep: ml_collections.ConfigDict, workdir: str, *, retry_failed: b
                 statuses[run.name] = "unfinished"
                 break
     if report:
-        from easgd_jax import sweep_report
 
-        sweep_report.write_report(workdir, sweep)
+        report.write_report(workdir, sweep)
     return statuses
 
 

@@ -1,0 +1,160 @@
+"""What the synchronous and asynchronous executors share: the workdir, the data and model of a
+config, the loss and its gradient, the evaluator, and the stop signals."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from easgd_jax import data, models
+from easgd_jax.training.config import PER_LAUNCH_FIELDS, RESUMABLE_CHANGES
+from easgd_jax.training.metrics import FINAL_METRICS, finished_run
+
+EVAL_BATCH_SIZE = 1000
+
+GradFn = Callable[[Any, Any, jax.Array], tuple[Any, jax.Array]]
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss or the evaluation point became NaN or Inf."""
+
+
+def load_data_and_model(config: ml_collections.ConfigDict) -> tuple[data.Dataset, Any]:
+    """The config's data set (embedded or a prepared tfds data_dir) and Flax model."""
+    dataset = data.load_dataset(config.data.name, config.data.data_dir,
+                                image_size=config.data.image_size, crop=config.data.crop)
+    model = models.get_model(config.model.name, dataset.num_classes, **config.model.kwargs)
+    return dataset, model
+
+
+def make_grad_fn(model, weight_decay: float) -> GradFn:
+    """``grad_fn(params, (x, y), key) -> (grad, loss)``: the mini-batch cross-entropy's
+    gradient at ``params`` (dropout drawn from ``key``) plus ``weight_decay * params``."""
+
+    def loss_fn(params, x, y, key):
+        logits = model.apply({"params": params}, x, train=True, rngs={"dropout": key})
+        return models.cross_entropy(logits, y)
+
+    def grad_fn(params, batch, key):
+        x, y = batch
+        loss, grads = jax.value_and_grad(loss_fn)(params, x, y, key)
+        if weight_decay:
+            grads = jax.tree.map(lambda g, p: g + weight_decay * p, grads, params)
+        return grads, loss
+
+    return grad_fn
+
+
+def make_evaluator(model) -> Callable[[Any, np.ndarray, np.ndarray], tuple[float, float]]:
+    """Returns ``evaluate(params, x, y) -> (mean loss, accuracy)`` over batches of a split."""
+
+    @jax.jit
+    def batch_sums(params, x, y, mask):
+        logits = model.apply({"params": params}, x, train=False)
+        log_probs = jax.nn.log_softmax(logits)
+        nll = -jnp.take_along_axis(log_probs, y[:, None], axis=-1)[:, 0]
+        correct = jnp.argmax(logits, -1) == y
+        return jnp.sum(nll * mask), jnp.sum(correct * mask)
+
+    def evaluate(params, x, y) -> tuple[float, float]:
+        n = len(y)
+        total_loss, total_correct = 0.0, 0.0
+        for start in range(0, n, EVAL_BATCH_SIZE):
+            idx = np.arange(start, start + EVAL_BATCH_SIZE)
+            mask = (idx < n).astype(np.float32)
+            idx = np.minimum(idx, n - 1)  # pad the last batch; the mask drops the padding
+            loss, correct = batch_sums(params, np.asarray(x[idx]), y[idx], mask)
+            total_loss += float(loss)
+            total_correct += float(correct)
+        return total_loss / n, total_correct / n
+
+    return evaluate
+
+
+@contextlib.contextmanager
+def stop_requests() -> Iterator[list[int]]:
+    """Collects SIGTERM/SIGINT into a list instead of dying; restores the handlers after."""
+    received: list[int] = []
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            previous[sig] = signal.signal(sig, lambda s, _frame: received.append(s))
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def config_differences(saved: dict, current: dict, allowed: tuple[str, ...],
+                       prefix: str = "") -> list[str]:
+    """``"field: a in the workdir, b now"`` for every field that differs, except ``allowed``
+    and the per-launch fields."""
+    keys = sorted(set(saved) | set(current))
+    out = []
+    for key in keys:
+        name = f"{prefix}{key}"
+        a, b = saved.get(key, "<missing>"), current.get(key, "<missing>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, allowed, name + ".")
+        elif a != b and name not in allowed and name not in PER_LAUNCH_FIELDS:
+            out.append(f"{name}: {a!r} in the workdir, {b!r} now")
+    return out
+
+
+def prepare_workdir(config: ml_collections.ConfigDict, workdir: str, overwrite: bool,
+                    resumable_changes: tuple[str, ...] = RESUMABLE_CHANGES) -> None:
+    """Refuses a workdir that holds a run of a different config (fields outside
+    ``resumable_changes`` differ), unless asked to overwrite it; then saves the config."""
+    path = os.path.join(workdir, "config.json")
+    if os.path.exists(path) and not overwrite:
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+        current = json.loads(config.to_json_best_effort())
+        differences = config_differences(saved, current, resumable_changes)
+        if differences:
+            raise ValueError(
+                f"workdir {workdir} holds a run with a different config ("
+                + "; ".join(differences) + "). Use another workdir, or overwrite it "
+                "(--overwrite, or train_and_evaluate(..., overwrite=True)).")
+    if overwrite and jax.process_index() == 0:
+        for name in ("checkpoints", "tensorboard"):
+            shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
+        for name in ("metrics.jsonl", FINAL_METRICS, "config.json"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(workdir, name))
+    os.makedirs(workdir, exist_ok=True)
+    text = config.to_json_best_effort(indent=2, sort_keys=True)
+    if jax.process_index() == 0 and not _has_text(path, text):  # a re-run changes no file
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(path + ".tmp", path)
+
+
+def _has_text(path: str, text: str) -> bool:
+    if not os.path.exists(path):
+        return False
+    with open(path, encoding="utf-8") as f:
+        return f.read() == text
+
+
+def already_finished(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any] | None:
+    """The saved final metrics when ``workdir`` holds this run finished (logged), else None."""
+    final = finished_run(workdir, config.train.num_steps)
+    if final is not None:
+        logging.info("already finished at step %d (%s); nothing to do. Final metrics: %s",
+                     final["step"], os.path.join(workdir, FINAL_METRICS), final)
+    return final

@@ -1,0 +1,357 @@
+"""The config schema: every field a run reads, its default, and ONE ``validate`` for every
+executor.
+
+``defaults()`` declares every field (``configs/default.py`` starts from it, so that
+``lock_config`` rejects a misspelled override); nothing in the training code reads a config
+with ``.get(field, default)``: a config from an older file is completed with
+:func:`complete` and checked with :func:`validate`, which names the first bad field, its value
+and what is allowed, before any data is loaded or anything is compiled.
+
+This module imports no jax at import time (config files import it); ``validate`` looks the
+names of algorithms, models and data sets up in the layers below.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import ml_collections
+from ml_collections import config_dict
+
+EXECUTORS = ("sync", "simulated_async", "threads", "ray")
+ASYNC_EXECUTORS = EXECUTORS[1:]
+PARAM_DTYPES = ("float32", "float64")
+# Fields that may change between a run and its resumption (extending a run).
+RESUMABLE_CHANGES = ("train.num_steps",)
+# Fields that differ between the processes of one run, or between its launches.
+PER_LAUNCH_FIELDS = ("distributed.process_id", "distributed.coordinator_address")
+# Sections whose fields are free (an algorithm's hyperparameters, a model's kwargs): checked
+# against the algorithm's or the model's signature instead of the schema.
+FREE_SECTIONS = ("algorithm", "model.kwargs")
+# The longest default round (train.steps_per_round = 0): its batches are built on the host.
+MAX_DEFAULT_ROUND = 50
+
+
+def defaults() -> ml_collections.ConfigDict:
+    """Every field, with its default: EAMSGD, p = 4 workers, tau = 10, MNIST-1D."""
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.num_workers = 4  # p
+    # Devices to spread the workers over (0 = all available). On CPU, launch.py creates this
+    # many simulated devices before jax starts. num_workers must be a multiple.
+    config.num_devices = 4
+    # Groups of workers on a 2-D (groups x workers) layout, for multi-leader LSGD.
+    config.num_groups = 1
+
+    config.data = ml_collections.ConfigDict()
+    config.data.name = "mnist1d"  # mnist1d, digits (embedded); mnist, cifar10, imagenet2012
+    config.data.data_dir = config_dict.placeholder(str)  # tfds: a prepared data_dir
+    config.data.image_size = 221  # imagenet2012: the squares the crops are taken from
+    config.data.crop = 0  # random crops of this size for training, the centre one for testing
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "cnn1d"
+    config.model.kwargs = ml_collections.ConfigDict()
+
+    config.algorithm = ml_collections.ConfigDict()
+    config.algorithm.name = "eamsgd"
+    config.algorithm.learning_rate = 0.1  # eta
+    config.algorithm.momentum = 0.9  # delta
+    # alpha = beta / p with the paper's beta = 0.9: set it anew when changing num_workers.
+    config.algorithm.moving_rate = 0.9 / config.num_workers
+    config.algorithm.period = 10  # tau
+
+    config.train = ml_collections.ConfigDict()
+    config.train.batch_size = 128  # per worker
+    config.train.num_steps = 2000  # local steps per worker
+    # Local steps per compiled round (lax.scan); 0: as many whole periods as fit in
+    # eval_every, checkpoint.every and num_steps (see steps_per_round).
+    config.train.steps_per_round = 0
+    config.train.eval_every = 250
+    config.train.weight_decay = 1e-4  # l2, added to the gradient where it is taken
+    # The params' dtype, and with them the optimizer state's and the batches'. "float64"
+    # turns on jax_enable_x64 in launch.py (exact comparisons across layouts).
+    config.train.param_dtype = "float32"
+
+    # How the workers run: "sync" (SPMD rounds) or an asynchronous executor:
+    # "simulated_async" (seeded simulated asynchrony), "threads" (a parameter server, one
+    # thread per worker), "ray" (the same on Ray actors).
+    config.executor = "sync"
+    config.asynchrony = ml_collections.ConfigDict()
+    config.asynchrony.schedule = "clocks"  # simulated_async: round_robin | clocks | random_delay
+    config.asynchrony.clock_spread = 1.0  # clocks: slowest step <= (1 + spread) x fastest
+    config.asynchrony.clock_jitter = 0.0  # clocks: per-step relative noise, in [0, 1)
+    config.asynchrony.max_staleness = 4  # random_delay: gradients at most D updates old
+    config.asynchrony.num_shards = 1  # threads, ray: independently locked master shards
+    config.asynchrony.timeout_s = 3600.0  # threads, ray: the whole run's limit
+    config.asynchrony.ray_address = ""  # ray: "" starts a local Ray instance
+
+    config.checkpoint = ml_collections.ConfigDict()
+    config.checkpoint.every = 1000  # steps between checkpoints (0: only at the end)
+    config.checkpoint.max_to_keep = 3
+    config.tensorboard = True  # event files in workdir/tensorboard besides metrics.jsonl
+
+    # Several processes (hosts): set a coordinator here, or run under SLURM / Open MPI /
+    # JAX_COORDINATOR_ADDRESS and JAX finds it. num_devices then counts all processes'
+    # devices (on CPU each process simulates num_devices / num_processes).
+    config.distributed = ml_collections.ConfigDict()
+    config.distributed.coordinator_address = ""  # "host:port" of process 0
+    config.distributed.num_processes = 1
+    config.distributed.process_id = 0
+    return config
+
+
+def _fields(node: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
+    """``{dotted field name: value}`` of the leaves, free sections as one leaf each."""
+    out = {}
+    for key, value in node.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, ml_collections.ConfigDict) and name not in FREE_SECTIONS:
+            out.update(_fields(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def complete(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A copy of ``config`` with every schema field it lacks set to its default (for
+    configs written before a field existed); unknown fields are left for :func:`validate`."""
+    out = defaults()
+    out.algorithm = ml_collections.ConfigDict()
+    out.model.kwargs = ml_collections.ConfigDict()
+    given = _fields(config)
+    unknown = set(given) - set(_fields(out))
+    for name, value in given.items():
+        if name in unknown:
+            continue
+        *path, leaf = name.split(".")
+        node = out
+        for part in path:
+            node = node[part]
+        with node.ignore_type():
+            node[leaf] = value
+    return out
+
+
+def _integer(field: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"config.{field} must be an integer >= {minimum}, got {value!r}.")
+
+
+def _number(field: str, value: Any, low: float, high: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not low <= value < high:
+        raise ValueError(f"config.{field} must be a number in [{low}, {high}), got {value!r}.")
+
+
+def _choice(field: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"config.{field} must be one of {', '.join(allowed)}; got {value!r}.")
+
+
+def algorithm_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """``config.algorithm`` without its name: the constructor's keyword arguments."""
+    hparams = config.algorithm.to_dict()
+    hparams.pop("name")
+    return hparams
+
+
+def sampling_block(config: ml_collections.ConfigDict) -> int:
+    """The block of local steps the data stream is drawn in (``data.WorkerSampler``):
+    ``train.steps_per_round`` when set, else the period (10 for algorithms without one), so
+    that a config's data stream does not depend on how its steps are grouped into rounds."""
+    if config.train.steps_per_round:
+        return int(config.train.steps_per_round)
+    return int(config.algorithm.get("period", 10))
+
+
+def steps_per_round(config: ml_collections.ConfigDict) -> int:
+    """Local steps per compiled round: ``train.steps_per_round``, or when it is 0 the largest
+    multiple of the sampling block (the period) of at most ``MAX_DEFAULT_ROUND`` steps that
+    divides ``train.eval_every``, ``checkpoint.every`` (when set) and ``train.num_steps``:
+    several periods between two reads of the host, with no conditional inside; one block
+    when no such multiple exists."""
+    block = sampling_block(config)
+    if config.train.steps_per_round:
+        return block
+    span = math.gcd(config.train.eval_every, config.train.num_steps)
+    if config.checkpoint.every:
+        span = math.gcd(span, config.checkpoint.every)
+    fitting = [k * block for k in range(MAX_DEFAULT_ROUND // block, 0, -1)
+               if span % (k * block) == 0]
+    return fitting[0] if fitting else block
+
+
+def round_period(config: ml_collections.ConfigDict) -> int | None:
+    """The period the compiled rounds are traced in (``parallel.make_round(period=...)``):
+    ``config.algorithm.period`` when a round is a whole number of periods, so that every
+    round starts at a multiple of it; None otherwise (the steps decide at run time)."""
+    period = config.algorithm.get("period")
+    if isinstance(period, int) and period >= 1 and steps_per_round(config) % period == 0:
+        return period
+    return None
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError naming the first invalid field of ``config``, for its executor.
+
+    Starts no jax backend: safe before ``launch.py`` creates the simulated devices.
+    """
+    _check_fields(config)
+    _choice("executor", config.executor, EXECUTORS)
+    _check_common(config)
+    if config.executor == "sync":
+        _check_sync(config)
+    else:
+        _check_async(config)
+
+
+def _check_fields(config: ml_collections.ConfigDict) -> None:
+    schema, given = _fields(defaults()), _fields(config)
+    missing = sorted(set(schema) - set(given))
+    if missing:
+        raise ValueError(f"config.{missing[0]} is missing (configs start from "
+                         "easgd_jax.training.config.defaults(); older ones: complete(config)).")
+    unknown = sorted(set(given) - set(schema))
+    if unknown:
+        raise ValueError(f"config.{unknown[0]} is an unknown field (the schema, with every "
+                         "field: easgd_jax.training.config.defaults()).")
+    if "name" not in config.algorithm:
+        raise ValueError("config.algorithm.name is missing.")
+
+
+def _check_common(config: ml_collections.ConfigDict) -> None:
+    from easgd_jax import models
+    from easgd_jax.data import DATASET_NAMES
+
+    _integer("seed", config.seed, 0)
+    _integer("num_workers", config.num_workers, 1)
+    _choice("data.name", config.data.name, DATASET_NAMES)
+    if config.data.data_dir is not None and not isinstance(config.data.data_dir, str):
+        raise ValueError(
+            f"config.data.data_dir must be a path (string) or None, got {config.data.data_dir!r}.")
+    _integer("data.image_size", config.data.image_size, 1)
+    _integer("data.crop", config.data.crop, 0)
+    _choice("model.name", config.model.name, models.MODEL_NAMES)
+    try:
+        models.get_model(config.model.name, 10, **config.model.kwargs)  # builds nothing heavy
+    except ValueError as e:
+        raise ValueError(f"config.model.kwargs: {e}") from None
+    train = config.train
+    for field in ("batch_size", "num_steps", "eval_every"):
+        _integer(f"train.{field}", train[field], 1)
+    _integer("train.steps_per_round", train.steps_per_round, 0)
+    _number("train.weight_decay", train.weight_decay, 0.0, float("inf"))
+    _choice("train.param_dtype", train.param_dtype, PARAM_DTYPES)
+    if train.num_steps % train.eval_every:
+        raise ValueError(f"config.train.num_steps ({train.num_steps}) must be a multiple of "
+                         f"config.train.eval_every ({train.eval_every}).")
+    if not isinstance(config.tensorboard, bool):
+        raise ValueError(f"config.tensorboard must be True or False, got {config.tensorboard!r}.")
+    _integer("checkpoint.every", config.checkpoint.every, 0)
+    _integer("checkpoint.max_to_keep", config.checkpoint.max_to_keep, 1)
+    dist = config.distributed
+    if not isinstance(dist.coordinator_address, str):
+        raise ValueError("config.distributed.coordinator_address must be a string "
+                         f"('host:port' or ''), got {dist.coordinator_address!r}.")
+    _integer("distributed.num_processes", dist.num_processes, 1)
+    _integer("distributed.process_id", dist.process_id, 0)
+    if dist.process_id >= dist.num_processes:
+        raise ValueError(f"config.distributed.process_id ({dist.process_id}) must be below "
+                         f"config.distributed.num_processes ({dist.num_processes}).")
+
+
+def _check_sync(config: ml_collections.ConfigDict) -> None:
+    from easgd_jax.algorithms import registry
+
+    _integer("num_devices", config.num_devices, 0)
+    num_groups = config.num_groups
+    _integer("num_groups", num_groups, 1)
+    if config.num_workers % num_groups or (config.num_devices and config.num_devices % num_groups):
+        raise ValueError(
+            f"config.num_groups ({num_groups}) must divide config.num_workers "
+            f"({config.num_workers}) and config.num_devices ({config.num_devices}).")
+    if config.num_devices and config.num_workers % config.num_devices:
+        raise ValueError(
+            f"config.num_workers ({config.num_workers}) must be a multiple of "
+            f"config.num_devices ({config.num_devices}).")
+    if config.num_devices and config.num_devices % config.distributed.num_processes:
+        raise ValueError(
+            f"config.num_devices ({config.num_devices}) must be a multiple of "
+            f"config.distributed.num_processes ({config.distributed.num_processes}).")
+    _choice("algorithm.name", config.algorithm.name, tuple(registry.algorithm_names()))
+    try:
+        # Building the transformation checks every hyperparameter's value; nothing is traced.
+        registry.get_algorithm(config.algorithm.name, **algorithm_hparams(config))
+    except ValueError as e:
+        raise ValueError(f"config.algorithm: {e}") from None
+    if registry.is_grouped(config.algorithm.name) and num_groups < 2:
+        raise ValueError(
+            f"config.algorithm.name {config.algorithm.name!r} runs on groups of workers: set "
+            f"config.num_groups >= 2 (got {num_groups}); with one group use its single-group "
+            "form.")
+    if config.train.param_dtype == "float64":
+        import jax
+        import numpy as np
+
+        if jax.dtypes.canonicalize_dtype(np.float64) != np.float64:
+            raise ValueError(
+                "config.train.param_dtype 'float64' needs 64-bit floats in jax, which are "
+                "off: launch.py turns them on for this field; in Python run "
+                "jax.config.update('jax_enable_x64', True) before creating any array, or "
+                "train under `with jax.enable_x64(True):`.")
+    rounds = steps_per_round(config)
+    for field, value in (("train.num_steps", config.train.num_steps),
+                         ("train.eval_every", config.train.eval_every),
+                         ("checkpoint.every", config.checkpoint.every)):
+        if value % rounds:
+            raise ValueError(
+                f"config.{field} ({value}) must be a multiple of the round length "
+                f"({rounds} local steps: train.steps_per_round).")
+
+
+def _check_async(config: ml_collections.ConfigDict) -> None:
+    from easgd_jax.algorithms import registry
+    from easgd_jax.parallel.schedules import SCHEDULES
+
+    name = config.algorithm.name
+    if name not in registry.async_algorithm_names():
+        raise ValueError(
+            f"config.executor {config.executor!r} runs asynchronous rules, and "
+            f"config.algorithm.name {name!r} has none; use one of "
+            f"{', '.join(registry.async_algorithm_names())}, or executor 'sync'.")
+    try:
+        rule = registry.get_async_rule(name, config.num_workers, **algorithm_hparams(config))
+    except ValueError as e:
+        raise ValueError(f"config.algorithm: {e}") from None
+    if config.train.param_dtype != "float32":
+        raise ValueError(
+            f"config.train.param_dtype {config.train.param_dtype!r} applies to executor "
+            f"'sync'; executor {config.executor!r} trains in float32.")
+    asyn = config.asynchrony
+    if config.executor == "simulated_async":
+        _choice("asynchrony.schedule", asyn.schedule, tuple(SCHEDULES))
+        if asyn.schedule == "random_delay" and not rule.stateless_worker:
+            raise ValueError(
+                f"config.asynchrony.schedule 'random_delay' takes each gradient at a stale "
+                f"master iterate: it runs gradient-based rules (apam, downpour with period 1), "
+                f"not {name!r} with these hyperparameters.")
+        if asyn.num_shards != 1:
+            raise ValueError("config.asynchrony.num_shards applies to executor 'threads' (the "
+                             f"simulated master is applied atomically); got {asyn.num_shards}.")
+    elif asyn.schedule == "random_delay":
+        raise ValueError("config.asynchrony.schedule 'random_delay' is simulated; executor "
+                         f"{config.executor!r} has real delays (the schedule field is ignored "
+                         "there).")
+    _integer("asynchrony.num_shards", asyn.num_shards, 1)
+    if asyn.num_shards > 1 and not rule.shardable:
+        raise ValueError(f"config.asynchrony.num_shards must be 1 for {name!r} "
+                         f"(its exchange is not elementwise); got {asyn.num_shards}.")
+    _integer("asynchrony.max_staleness", asyn.max_staleness, 0)
+    _number("asynchrony.clock_spread", asyn.clock_spread, 0.0, float("inf"))
+    _number("asynchrony.clock_jitter", asyn.clock_jitter, 0.0, 1.0)
+    _number("asynchrony.timeout_s", asyn.timeout_s, 1e-3, float("inf"))
+    if not isinstance(asyn.ray_address, str):
+        raise ValueError(f"config.asynchrony.ray_address must be a string, got "
+                         f"{asyn.ray_address!r}.")

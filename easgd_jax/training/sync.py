@@ -1,0 +1,343 @@
+"""The synchronous executor: p workers in SPMD rounds, one algorithm, checkpoints, metrics.
+
+Data flows one way: config -> (data, model, algorithm, layout) -> rounds -> metrics and
+checkpoints. All workers start from the same point; each samples its own mini-batches from
+the whole training set; evaluation reads the algorithm's evaluation point (its registry
+``Spec``: the CENTER x~ for EASGD/EAMSGD, the average z, the leader).
+
+A round is ``steps_per_round`` local steps compiled under ``lax.scan`` (by default several
+whole periods). The loop keeps the device busy: it dispatches round k, then reads round
+k - 1's summary (mean loss, first non-finite loss, whether the evaluation point is finite,
+the reported state of every period) and builds round k + 1's batches on the host while
+round k runs; it waits for the device only where it needs the state (evaluations,
+checkpoints, the end).
+
+A run is resumable at any checkpoint and resumes exactly: the state, the RNG keys and the
+data stream (a function of the step alone) are restored, metrics written after the
+checkpoint are dropped and rewritten. SIGTERM/SIGINT save a checkpoint and stop cleanly; a
+NaN or Inf in a loss or in the evaluation point stops the run, naming the step, without
+overwriting the last good checkpoint. The same loop runs on several processes
+(``jax.distributed``): every process builds the global arrays from its own shards, and
+process 0 writes metrics.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from easgd_jax import data, parallel
+from easgd_jax.algorithms import registry
+from easgd_jax.algorithms.base import Spec
+from easgd_jax.training import config as config_lib
+from easgd_jax.training.checkpoint import Checkpointer
+from easgd_jax.training.common import (
+    NonFiniteError,
+    already_finished,
+    load_data_and_model,
+    make_evaluator,
+    make_grad_fn,
+    prepare_workdir,
+    stop_requests,
+)
+from easgd_jax.training.metrics import MetricsWriter, write_final_metrics
+
+
+class TrainState(NamedTuple):
+    """One worker's carry through a round."""
+
+    params: optax.Params
+    opt_state: optax.OptState
+    rng: jax.Array
+
+
+def make_local_step(model, tx: optax.GradientTransformation, weight_decay: float,
+                    spec: Spec | None = None):
+    """One local step of one worker: gradient at ``params`` (+ l2 * params), then ``tx``.
+
+    ``tx.update`` also receives the worker's mini-batch loss as the extra argument ``loss``
+    (used by Leader SGD, ignored by transformations that do not take extra arguments). The
+    step's output is ``(loss, reported state)``: the fields ``spec.reported`` names (e.g.
+    LSGD's leader) after the step.
+    """
+    tx = optax.with_extra_args_support(tx)
+    grad_fn = make_grad_fn(model, weight_decay)
+
+    def step(state: TrainState, batch):
+        rng, dropout_rng = jax.random.split(state.rng)
+        grads, loss = grad_fn(state.params, batch, dropout_rng)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params, loss=loss)
+        params = optax.apply_updates(state.params, updates)
+        reported = spec.reported_state(opt_state) if spec is not None else {}
+        return TrainState(params, opt_state, rng), (loss, reported)
+
+    return step
+
+
+def evaluation_point(spec: Spec, state: TrainState):
+    """The evaluated parameters, one copy: the center (or average z) held by worker 0, the
+    (global) leader's parameters, or worker 0's."""
+    stacked = spec.evaluation_params(state.opt_state, state.params)
+    index = spec.evaluation_worker(state.opt_state)
+    return jax.tree.map(lambda a: a[index], stacked)
+
+
+def _round_summary(spec: Spec, report_every: int, losses, reported, state: TrainState):
+    """Mean loss of a round, the first non-finite (step, worker) or -1, whether the
+    evaluation point is finite, and the reported state after each ``report_every`` steps:
+    one small transfer per round."""
+    bad = ~jnp.isfinite(losses)  # [p, steps]
+    first_step = jnp.where(bad.any(), jnp.argmax(bad.any(axis=0)), -1)
+    first_worker = jnp.where(bad.any(), jnp.argmax(bad.any(axis=1)), -1)
+    point = evaluation_point(spec, state)
+    finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(point)]))
+    per_period = jax.tree.map(lambda a: a[:, report_every - 1::report_every], reported)
+    return jnp.mean(losses), first_step, first_worker, finite, per_period
+
+
+def _worker_spread(spec: Spec, state: TrainState):
+    """Mean distance of the workers to the evaluation point, and to their own mean."""
+    point = evaluation_point(spec, state)
+
+    def mean_norm(diffs):
+        sq = sum(jnp.sum(d.reshape(d.shape[0], -1) ** 2, axis=1) for d in jax.tree.leaves(diffs))
+        return jnp.mean(jnp.sqrt(sq))
+
+    to_point = jax.tree.map(lambda x, c: x - c[None], state.params, point)
+    to_mean = jax.tree.map(lambda x: x - jnp.mean(x, axis=0, keepdims=True), state.params)
+    return mean_norm(to_point), mean_norm(to_mean)
+
+
+def _to_global(make: Callable[[range], Any], layout: parallel.WorkerLayout, like: Any) -> Any:
+    """Builds arrays with a leading worker axis from ``make(workers) -> tree``, shaped like
+    ``like``; each process computes only the workers its devices hold."""
+    sharding = layout.worker_sharding()
+    cache: dict[tuple[int, int], Any] = {}
+
+    def shard(path_index, index):
+        rows = index[0]
+        key = (rows.start or 0, rows.stop or layout.num_workers)
+        if key not in cache:
+            cache[key] = [np.asarray(a) for a in jax.tree.leaves(make(range(*key)))]
+        return cache[key][path_index][(slice(None), *index[1:])]
+
+    leaves, treedef = jax.tree.flatten(like)
+    arrays = [jax.make_array_from_callback(
+        leaf.shape, sharding, lambda index, i=i: shard(i, index)) for i, leaf in enumerate(leaves)]
+    return jax.tree.unflatten(treedef, arrays)
+
+
+def _exchanges_per_step(config: ml_collections.ConfigDict) -> float:
+    period = config.algorithm.get("period", 1)  # algorithms without a period exchange always
+    return 1.0 / period if period else 1.0
+
+
+def _allreduce_seconds(layout: parallel.WorkerLayout, params: Any, repeats: int = 20) -> float:
+    """Median time of one all-reduce of a parameter-sized vector over the workers: the
+    exchange of EASGD and the gradient all-reduce of data-parallel SGD."""
+    size = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(params))
+    reduce = parallel.per_worker(lambda v: jax.lax.psum(v, layout.axis_name), layout)
+    vector = _to_global(lambda w: np.zeros((len(w), size), np.float32), layout,
+                        jax.ShapeDtypeStruct((layout.num_workers, size), jnp.float32))
+    jax.block_until_ready(reduce(vector))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(reduce(vector))
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, overwrite: bool = False
+) -> dict[str, Any]:
+    """Trains ``config.num_workers`` workers in SPMD rounds and evaluates the evaluation
+    point; returns the final metrics.
+
+    An existing workdir with the same config is resumed from its latest checkpoint; one
+    with a different config is refused unless ``overwrite``.
+    """
+    return train(config, workdir, overwrite)[1]
+
+
+def train(
+    config: ml_collections.ConfigDict, workdir: str, overwrite: bool = False
+) -> tuple[TrainState, dict[str, Any]]:
+    """:func:`train_and_evaluate`, also returning the final state of all workers."""
+    config_lib.validate(config)
+    if config.executor != "sync":
+        raise ValueError(f"training.sync runs config.executor 'sync', got {config.executor!r} "
+                         "(easgd_jax.training.train_and_evaluate picks the executor).")
+    spec = registry.get_spec(config.algorithm.name)
+    layout = parallel.make_worker_layout(
+        config.num_workers, config.num_devices or None, config.num_groups)
+    tx = registry.get_algorithm(
+        config.algorithm.name,
+        axis_name=layout.member_axis_name if spec.grouped else layout.axis_name,
+        group_axis_name=layout.group_axis_name, **config_lib.algorithm_hparams(config))
+    dataset, model = load_data_and_model(config)
+    prepare_workdir(config, workdir, overwrite)
+    logging.info("%d workers on %d %s device(s) (%d per device, %d process(es)); algorithm %s; "
+                 "data %s %s", layout.num_workers, layout.num_devices,
+                 jax.devices()[0].platform, layout.workers_per_device, jax.process_count(),
+                 config.algorithm.name, dataset.name, dataset.example_shape)
+
+    p = layout.num_workers
+    init_rng, worker_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+    sample = jnp.zeros((1, *dataset.example_shape), jnp.float32)
+    params = jax.device_get(model.init(init_rng, sample, train=False)["params"])
+    # Training dtype: the params, and with them the optimizer state and (below) the batches.
+    dtype = np.dtype(config.train.param_dtype)
+    params = jax.tree.map(lambda a: np.asarray(a, dtype), params)
+
+    def initial_state(workers: range) -> TrainState:
+        # The same starting point for every worker; per-worker RNG keys.
+        stacked = jax.tree.map(lambda a: jnp.broadcast_to(a, (len(workers), *a.shape)), params)
+        keys = jax.random.split(worker_rng, p)[workers.start:workers.stop]
+        return TrainState(stacked, jax.vmap(tx.init)(stacked), keys)
+
+    state = _to_global(initial_state, layout, jax.eval_shape(lambda: initial_state(range(p))))
+    period = config_lib.round_period(config)
+    rounds = config_lib.steps_per_round(config)
+    round_fn = parallel.make_round(
+        make_local_step(model, tx, config.train.weight_decay, spec), layout, period=period)
+    replicated = layout.replicated_sharding()
+    summarize = jax.jit(lambda losses, reported, s: _round_summary(
+        spec, period or rounds, losses, reported, s), out_shardings=replicated)
+    point_fn = jax.jit(functools.partial(evaluation_point, spec), out_shardings=replicated)
+    spread_fn = jax.jit(functools.partial(_worker_spread, spec), out_shardings=replicated)
+    evaluate = make_evaluator(model)
+    sampler = data.WorkerSampler(dataset.train_x, dataset.train_y, p,
+                                 config.train.batch_size, config.seed, augment=dataset.augment,
+                                 block=config_lib.sampling_block(config))
+    batch_shapes = (
+        jax.ShapeDtypeStruct((p, rounds, config.train.batch_size, *dataset.example_shape),
+                             dtype),
+        jax.ShapeDtypeStruct((p, rounds, config.train.batch_size), np.int32))
+
+    def round_batches(at_step: int) -> tuple[jax.Array, jax.Array]:
+        def make(workers: range) -> tuple[np.ndarray, np.ndarray]:
+            x, y = sampler.round(at_step, rounds, workers)
+            return x.astype(dtype, copy=False), y
+
+        return _to_global(make, layout, batch_shapes)
+
+    checkpoints = Checkpointer(workdir, config.checkpoint.max_to_keep)
+    step, pending_losses, history = 0, [], []
+    restored = checkpoints.restore_latest(state)
+    if restored is not None:
+        step, state, meta = restored
+        final = already_finished(config, workdir)
+        if final is not None and step == final["step"]:
+            checkpoints.close()
+            return state, final
+        pending_losses, history = meta["pending_losses"], meta["history"]
+        logging.info("resumed from the checkpoint at step %d", step)
+    saved_step = step
+    writer = MetricsWriter(workdir, config.train.num_steps, resume_step=step,
+                           enabled=jax.process_index() == 0, tensorboard=config.tensorboard)
+    exchange_seconds = _allreduce_seconds(layout, params)
+
+    def save(at_step: int) -> None:
+        meta = {"step": at_step, "pending_losses": [float(x) for x in pending_losses],
+                "history": jax.tree.map(lambda a: np.asarray(a).tolist(), history)}
+        checkpoints.save(at_step, state, meta)
+
+    def absorb(first_step: int, summary) -> None:
+        """Reads a round's summary (blocking until that round is done); raises on NaN."""
+        mean_loss, bad_step, bad_worker, point_finite, per_period = jax.device_get(summary)
+        if bad_step >= 0 or not point_finite:
+            where = (f"a loss of worker {bad_worker} at step {first_step + bad_step}"
+                     if bad_step >= 0 else
+                     f"the evaluation point after step {first_step + rounds}")
+            last = checkpoints.steps()
+            raise NonFiniteError(
+                f"non-finite value (NaN or Inf) in {where}; stopping. The last good "
+                f"checkpoint is step {last[-1] if last else 'none'} in {workdir}.")
+        pending_losses.append(float(mean_loss))
+        for j in range(rounds // (period or rounds)):
+            history.append({name: value[:, j] for name, value in per_period.items()})
+
+    metrics: dict[str, Any] = {}
+    start, start_step = time.perf_counter(), step
+    every = config.checkpoint.every
+    pending = None  # (first step, summary) of the round dispatched last, not yet read
+    batches = round_batches(step) if step < config.train.num_steps else None
+    with stop_requests() as stop:
+        while step < config.train.num_steps:
+            state, (round_losses, reported) = round_fn(state, batches)  # dispatched
+            summary = summarize(round_losses, reported, state)
+            if pending is not None:
+                absorb(*pending)  # the previous round: done by the time this one runs
+            pending = (step, summary)
+            step += rounds
+            if step < config.train.num_steps:
+                batches = round_batches(step)  # host work while the device runs the round
+            evaluating = step % config.train.eval_every == 0 or step == config.train.num_steps
+            saving = (every and step % every == 0) or step == config.train.num_steps or stop
+            if not (evaluating or saving):
+                continue
+            absorb(*pending)
+            pending = None
+            if evaluating:
+                metrics = _evaluate(point_fn, spread_fn, state, evaluate, dataset,
+                                    pending_losses)
+                metrics.update(_per_round(history, layout))
+                elapsed = time.perf_counter() - start
+                metrics["steps_per_second"] = (step - start_step) / elapsed
+                metrics["communication_time_estimate_s"] = (
+                    exchange_seconds * _exchanges_per_step(config) * (step - start_step))
+                writer.write(step, metrics)
+                pending_losses, history = [], []
+            if saving and step != saved_step:
+                save(step)
+                saved_step = step
+            if stop:
+                logging.warning("signal %d received: saved a checkpoint at step %d and "
+                                "stopped; run again with the same workdir to resume.",
+                                stop[0], step)
+                metrics = {**metrics, "stopped_at_step": step}
+                break
+    checkpoints.close()
+    writer.close()
+    metrics["wall_time_s"] = time.perf_counter() - start
+    if jax.process_index() == 0 and not stop:
+        write_final_metrics(workdir, {"step": step, **metrics})
+    return state, metrics
+
+
+def _per_round(history: list[dict], layout: parallel.WorkerLayout) -> dict[str, list]:
+    """State fields reported per communication round (e.g. LSGD's leader): one entry per
+    period since the last evaluation; per group when the value differs between groups."""
+    out: dict[str, list] = {}
+    group_size = layout.num_workers // layout.num_groups
+    for record in history:
+        for name, value in record.items():
+            per_group = np.asarray(value)[::group_size].tolist()
+            out.setdefault(f"{name}_per_round", []).append(
+                per_group[0] if len(set(per_group)) == 1 else per_group)
+    return out
+
+
+def _evaluate(point_fn, spread_fn, state: TrainState, evaluate, dataset: data.Dataset,
+              losses) -> dict[str, float]:
+    """Test loss/accuracy of the evaluation point (worker 0's copy), plus worker spread."""
+    test_loss, test_acc = evaluate(jax.device_get(point_fn(state)), dataset.test_x,
+                                   dataset.test_y)
+    to_point, spread = jax.device_get(spread_fn(state))
+    return {
+        "train_loss": float(np.mean(losses)),
+        "test_loss": test_loss,
+        "test_accuracy": test_acc,
+        "worker_center_distance": float(to_point),
+        "worker_spread": float(spread),
+    }
