@@ -44,7 +44,8 @@ import ml_collections
 import numpy as np
 
 from easgd_jax import data, models
-from easgd_jax.algorithms import asynchronous
+from easgd_jax.algorithms import registry
+from easgd_jax.algorithms.base import AsyncRule
 from easgd_jax.metrics import MetricsWriter, write_final_metrics
 from easgd_jax.parallel import schedules, server
 
@@ -93,21 +94,21 @@ def _number(field: str, value: Any, low: float, high: float) -> None:
         raise ValueError(f"config.{field} must be a number in [{low}, {high}), got {value!r}.")
 
 
-def build_rule(config: ml_collections.ConfigDict) -> asynchronous.AsyncRule:
+def build_rule(config: ml_collections.ConfigDict) -> AsyncRule:
     """The asynchronous rule of ``config.algorithm`` (ValueError if it has none)."""
     name = config.algorithm.name
-    if name not in asynchronous.async_algorithm_names():
+    if name not in registry.async_algorithm_names():
         raise ValueError(
             f"config.executor {config.executor!r} runs asynchronous rules, and "
             f"config.algorithm.name {name!r} has none; use one of "
-            f"{', '.join(asynchronous.async_algorithm_names())}, or executor 'sync'.")
+            f"{', '.join(registry.async_algorithm_names())}, or executor 'sync'.")
     try:
-        return asynchronous.get_async_rule(name, config.num_workers, **_hparams(config))
+        return registry.get_async_rule(name, config.num_workers, **_hparams(config))
     except ValueError as e:
         raise ValueError(f"config.algorithm: {e}") from None
 
 
-def validate_async_config(config: ml_collections.ConfigDict) -> asynchronous.AsyncRule:
+def validate_async_config(config: ml_collections.ConfigDict) -> AsyncRule:
     """Raises ValueError naming the first invalid field; returns the rule."""
     executor = config.get("executor", "sync")
     if executor not in ASYNC_EXECUTORS:

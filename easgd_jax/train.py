@@ -17,6 +17,7 @@ process 0 writes metrics.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -111,29 +112,33 @@ def make_evaluator(model):
     return evaluate
 
 
-def _evaluation_point(opt_state, params):
+def _evaluation_point(spec: algorithms.Spec, opt_state, params):
     """The center (or average z) held by worker 0, else the leader's (or worker 0's) params."""
-    stacked = algorithms.evaluation_params(opt_state, params)
-    index = algorithms.evaluation_worker(opt_state)
+    stacked = spec.evaluation_params(opt_state, params)
+    index = spec.evaluation_worker(opt_state)
     return jax.tree.map(lambda a: a[index], stacked)
 
 
-@jax.jit
-def _round_summary(losses, state: TrainState):
+def _reported_state(spec: algorithms.Spec, opt_state):
+    return spec.reported_state(opt_state)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _round_summary(spec: algorithms.Spec, losses, state: TrainState):
     """Mean loss of a round, the first non-finite (step, worker) or -1, and whether the
     evaluation point is finite: one small transfer per round."""
     bad = ~jnp.isfinite(losses)  # [p, steps]
     first_step = jnp.where(bad.any(), jnp.argmax(bad.any(axis=0)), -1)
     first_worker = jnp.where(bad.any(), jnp.argmax(bad.any(axis=1)), -1)
-    point = _evaluation_point(state.opt_state, state.params)
+    point = _evaluation_point(spec, state.opt_state, state.params)
     finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(point)]))
     return jnp.mean(losses), first_step, first_worker, finite
 
 
-@jax.jit
-def _worker_spread(state: TrainState):
+@functools.partial(jax.jit, static_argnums=0)
+def _worker_spread(spec: algorithms.Spec, state: TrainState):
     """Mean distance of the workers to the evaluation point, and to their own mean."""
-    point = _evaluation_point(state.opt_state, state.params)
+    point = _evaluation_point(spec, state.opt_state, state.params)
 
     def mean_norm(diffs):
         sq = sum(jnp.sum(d.reshape(d.shape[0], -1) ** 2, axis=1) for d in jax.tree.leaves(diffs))
@@ -283,7 +288,8 @@ def train(
     validation.validate_config(config)
     layout = parallel.make_worker_layout(
         config.num_workers, config.num_devices or None, config.get("num_groups", 1))
-    grouped = algorithms.registry.is_grouped(config.algorithm.name)
+    spec = algorithms.get_spec(config.algorithm.name)
+    grouped = spec.grouped
     tx = algorithms.get_algorithm(
         config.algorithm.name,
         axis_name=layout.member_axis_name if grouped else layout.axis_name,
@@ -358,7 +364,7 @@ def train(
             batches = _to_global(lambda w, s=step: round_batches(s, w), layout, batch_shapes)
             state, round_losses = round_fn(state, batches)
             mean_loss, bad_step, bad_worker, point_finite = jax.device_get(
-                _round_summary(round_losses, state))
+                _round_summary(spec, round_losses, state))
             if bad_step >= 0 or not point_finite:
                 where = (f"a loss of worker {bad_worker} at step {step + bad_step}"
                          if bad_step >= 0 else f"the evaluation point after step {step + rounds}")
@@ -368,11 +374,11 @@ def train(
                     f"checkpoint is step {last[-1] if last else 'none'} in {workdir}.")
             pending_losses.append(float(mean_loss))
             history.append(jax.device_get(jax.jit(
-                algorithms.reported_state, out_shardings=layout.replicated_sharding())(
-                    state.opt_state)))
+                _reported_state, static_argnums=0, out_shardings=layout.replicated_sharding())(
+                    spec, state.opt_state)))
             step += rounds
             if step % config.train.eval_every == 0 or step == config.train.num_steps:
-                metrics = _evaluate(state, evaluate, dataset, pending_losses, layout)
+                metrics = _evaluate(spec, state, evaluate, dataset, pending_losses, layout)
                 metrics.update(_per_round(history, layout))
                 elapsed = time.perf_counter() - start
                 metrics["steps_per_second"] = (step - start_step) / elapsed
@@ -412,13 +418,13 @@ def _per_round(history: list[dict], layout: parallel.WorkerLayout) -> dict[str, 
     return out
 
 
-def _evaluate(state: TrainState, evaluate, dataset: data.Dataset, losses,
+def _evaluate(spec: algorithms.Spec, state: TrainState, evaluate, dataset: data.Dataset, losses,
               layout: parallel.WorkerLayout) -> dict[str, float]:
     """Test loss/accuracy of the evaluation point (worker 0's copy), plus worker spread."""
-    point = jax.jit(_evaluation_point, out_shardings=layout.replicated_sharding())(
-        state.opt_state, state.params)
+    point = jax.jit(_evaluation_point, static_argnums=0,
+                    out_shardings=layout.replicated_sharding())(spec, state.opt_state, state.params)
     test_loss, test_acc = evaluate(jax.device_get(point), dataset.test_x, dataset.test_y)
-    to_point, spread = jax.device_get(_worker_spread(state))
+    to_point, spread = jax.device_get(_worker_spread(spec, state))
     return {
         "train_loss": float(np.mean(losses)),
         "test_loss": test_loss,

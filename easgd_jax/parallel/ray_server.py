@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from easgd_jax.algorithms.asynchronous import AsyncRule
+from easgd_jax.algorithms.base import AsyncRule
 from easgd_jax.parallel.server import GradFn, ParameterServer, ServerReport, make_thread_steps
 
 ACTOR_ENV = {

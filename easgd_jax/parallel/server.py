@@ -6,7 +6,7 @@ server holds. The master is split into shards (contiguous ranges of the flattene
 each with its own lock and its own clock, applied independently as in DistBelief's sharded
 parameter server (Dean et al., NIPS 2012): a worker's exchange visits the shards one after
 the other, and under a shard's lock the rule's pure exchange function
-(:attr:`~easgd_jax.algorithms.asynchronous.AsyncRule.exchange`: elastic differences for
+(:attr:`~easgd_jax.algorithms.base.AsyncRule.exchange`: elastic differences for
 EASGD/EAMSGD, pushed sums for DOWNPOUR, gradients for APAM) is applied to that shard's master
 on its value at that moment. (Rules whose exchange is not elementwise, LSGD's leader choice,
 need one shard.)
@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from easgd_jax.algorithms.asynchronous import AsyncRule, AsyncWorkerState
+from easgd_jax.algorithms.base import AsyncRule, AsyncWorkerState
 
 GradFn = Callable[[Any, Any, jax.Array], tuple[Any, jax.Array]]
 
