@@ -8,7 +8,7 @@ A *method* is a spec string:
 - ``floor``: the inner optimizer alone (``easgd_jax.nesterov``), no communication at all;
 - ``eamsgd:TAU`` / ``easgd:TAU``: elastic averaging with period TAU (moving rate 0.9 / p);
 - ``dp``: synchronous data-parallel SGD, one all-reduce (mean) of the gradients every step,
-  then the same Nesterov step (``data_parallel_sgd`` from ``algorithms/averaging.py``);
+  then the same Nesterov step (``data_parallel_sgd`` from ``algorithms/baselines.py``);
 - ``lsgd:TAU``: Leader SGD over Nesterov (``lsgd_nesterov`` from ``algorithms/leader.py``,
   torch's Nesterov convention), pull 0.1;
 - ``eamsgd-nocomm:TAU``: a diagnostic, NOT an algorithm: EAMSGD traced with its all-reduce
@@ -47,7 +47,7 @@ from jax import lax
 import easgd_jax
 from benchmarks import hlo
 from easgd_jax import data, models, parallel
-from easgd_jax.algorithms import averaging, elastic, leader
+from easgd_jax.algorithms import baselines, elastic, leader
 from easgd_jax.training.sync import TrainState, make_local_step
 
 LEARNING_RATE = 0.01
@@ -172,7 +172,7 @@ def make_tx(method: str, layout: parallel.WorkerLayout) -> optax.GradientTransfo
     if name == "easgd":
         return easgd_jax.easgd(LEARNING_RATE, 0.9 / p, int(arg), axis_name=axis)
     if name == "dp":
-        return averaging.data_parallel_sgd(LEARNING_RATE, MOMENTUM, axis_name=axis)
+        return baselines.data_parallel_sgd(LEARNING_RATE, MOMENTUM, axis_name=axis)
     if name == "lsgd":
         return leader.lsgd_nesterov(LEARNING_RATE, MOMENTUM, PULL, int(arg), axis_name=axis)
     raise ValueError(f"unknown method {method!r}: floor, eamsgd:TAU, easgd:TAU, dp, lsgd:TAU, "
@@ -251,7 +251,7 @@ class Runner:
         """Runs one round; returns its wall time in seconds (``last_cpu``: the CPU time of
         this process over the round, all its threads)."""
         start, cpu = time.perf_counter(), time.process_time()
-        self.state, losses = self.round(self.state, self.batches)
+        self.state, (losses, _) = self.round(self.state, self.batches)
         jax.block_until_ready((self.state, losses))
         elapsed = time.perf_counter() - start
         self.last_cpu = time.process_time() - cpu

@@ -1,7 +1,7 @@
 """APAM, asynchronous parallel AMSGrad (Xu et al., arXiv 2002.09095): p = 4 workers on
 MNIST-1D. The master holds x, m, v, v_hat and applies one AMSGrad step per arriving gradient,
 in arrival order, with no delay compensation; each worker computes its gradient at the x it
-last read (easgd_jax/algorithms/amsgrad_async.py).
+last read (easgd_jax/algorithms/adaptive.py).
 
 ``algorithm.form``: "paper" (x <- x - a m / sqrt(v_hat)), "authors" (their code: Adam bias
 correction, + eps) or "optax" (optax.amsgrad). Baseline: configs/amsgrad_sync.py.

@@ -20,6 +20,7 @@ from easgd_jax.algorithms import (
     asgd,
     center,
     data_parallel_sgd,
+    downpour,
     downpour_exchange,
     eamsgd,
     easgd,
@@ -39,7 +40,6 @@ from easgd_jax.algorithms import (
     register,
     sgd,
 )
-from easgd_jax.algorithms.downpour import downpour
 
 __version__ = "0.1.0"
 

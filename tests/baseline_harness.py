@@ -12,7 +12,7 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 
 from easgd_jax import parallel
-from easgd_jax.algorithms.evaluation import evaluation_params
+from easgd_jax.algorithms.registry import get_spec
 
 P = 3  # workers
 T = 8  # steps
@@ -77,13 +77,18 @@ def flat(tree):
     return np.concatenate([x.reshape(*x.shape[:2], -1) for x in leaves], axis=-1)
 
 
-def check_quadratic_converges(make_tx):
+def evaluation_params(name, state, params):
+    """The point the training loop evaluates for the registered algorithm ``name``."""
+    return get_spec(name).evaluation_params(state, params)
+
+
+def check_quadratic_converges(make_tx, name):
     """f(x) = 0.5 ||x||^2 from x = 1: the evaluation point goes to 0 (a flipped sign, a
     missing step or a frozen center would not)."""
     steps = 100
     ones = jax.tree.map(np.ones_like, X0)
     params, state = run_vmap(make_tx, np.ones(P), np.zeros((P, steps, N), np.float32), ones)
-    evaluated = flat(evaluation_params(state, params))[0]
+    evaluated = flat(evaluation_params(name, state, params))[0]
     f = 0.5 * np.sum(evaluated ** 2, axis=-1)
     f0 = 0.5 * N
     assert f[0] < f0

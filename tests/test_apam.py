@@ -1,4 +1,4 @@
-"""APAM (easgd_jax/algorithms/amsgrad_async.py): the three AMSGrad forms against optax and
+"""APAM (easgd_jax/algorithms/adaptive.py): the three AMSGrad forms against optax and
 the authors' numpy step, APAM with staleness 0 against optax.amsgrad, APAM under round robin
 against a hand-written asynchronous master, and synchronous parallel AMSGrad."""
 
@@ -10,7 +10,7 @@ import pytest
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
-from easgd_jax.algorithms import amsgrad_async as am
+from easgd_jax.algorithms import adaptive as am
 from easgd_jax.parallel import schedules
 
 X0 = {"a": np.array([0.5, -1.0], np.float32),

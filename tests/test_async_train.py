@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from easgd_jax import data, models
-from easgd_jax.algorithms import amsgrad_async, registry
+from easgd_jax.algorithms import adaptive, registry
 from easgd_jax.training import asynchronous as async_train
 from easgd_jax.training import config as validation
 from easgd_jax.training import sync as train
@@ -132,7 +132,7 @@ def test_amsgrad_sync_config_builds_the_baseline():
     assert config.executor == "sync"
     hparams = config.algorithm.to_dict()
     assert hparams.pop("name") == "amsgrad_sync"
-    amsgrad_async.amsgrad_sync(**hparams, axis_name="workers")
+    adaptive.amsgrad_sync(**hparams, axis_name="workers")
     assert "amsgrad_sync" in registry.algorithm_names()
     validation.validate(config)  # the sync loop's checks
 

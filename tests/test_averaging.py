@@ -21,14 +21,14 @@ from baseline_harness import (
     check_quadratic_converges,
     check_shard_map_matches_vmap,
     check_state_dtypes_survive_jit,
+    evaluation_params,
     flat,
     problem,
     run_vmap,
 )
 from jax.flatten_util import ravel_pytree
 
-from easgd_jax.algorithms import averaging as av
-from easgd_jax.algorithms.evaluation import evaluation_params
+from easgd_jax.algorithms import baselines as av
 
 
 def run_single(tx, c, noise):
@@ -101,7 +101,7 @@ def test_msgd_matches_reference():
     ws, _ = ref_sgd(c, noise, 0.1, delta=0.8)
     np.testing.assert_allclose(flat(params), ws, **TOL)
     # No center or average: the training loop evaluates the (look-ahead) params.
-    np.testing.assert_array_equal(flat(evaluation_params(state, params)), flat(params))
+    np.testing.assert_array_equal(flat(evaluation_params("msgd", state, params)), flat(params))
 
 
 def test_asgd_matches_reference():
@@ -112,7 +112,7 @@ def test_asgd_matches_reference():
     np.testing.assert_allclose(flat(state.average), zs, **TOL)
     # The training loop evaluates z.
     np.testing.assert_array_equal(
-        flat(evaluation_params(state, params)), flat(state.average))
+        flat(evaluation_params("asgd", state, params)), flat(state.average))
 
 
 def test_mvasgd_matches_reference():
@@ -122,7 +122,7 @@ def test_mvasgd_matches_reference():
     np.testing.assert_allclose(flat(params), ws, **TOL)
     np.testing.assert_allclose(flat(state.average), zs, **TOL)
     np.testing.assert_array_equal(
-        flat(evaluation_params(state, params)), flat(state.average))
+        flat(evaluation_params("mvasgd", state, params)), flat(state.average))
 
 
 @pytest.mark.parametrize("momentum", [0.0, 0.6])
@@ -182,16 +182,16 @@ def test_data_parallel_sgd_differs_from_independent_sgd():
 
 # --- sign check on a quadratic -------------------------------------------------------------
 
-@pytest.mark.parametrize("make_tx", [
-    lambda ax: av.sgd(0.1, ax),
-    lambda ax: av.msgd(0.1, 0.5, ax),
-    lambda ax: av.asgd(0.5, ax),
-    lambda ax: av.mvasgd(0.1, 0.1, ax),
-    lambda ax: av.data_parallel_sgd(0.1, 0.0, ax),
-    lambda ax: av.data_parallel_sgd(0.1, 0.5, ax),
+@pytest.mark.parametrize("make_tx,name", [
+    (lambda ax: av.sgd(0.1, ax), "sgd"),
+    (lambda ax: av.msgd(0.1, 0.5, ax), "msgd"),
+    (lambda ax: av.asgd(0.5, ax), "asgd"),
+    (lambda ax: av.mvasgd(0.1, 0.1, ax), "mvasgd"),
+    (lambda ax: av.data_parallel_sgd(0.1, 0.0, ax), "data_parallel_sgd"),
+    (lambda ax: av.data_parallel_sgd(0.1, 0.5, ax), "data_parallel_sgd"),
 ], ids=["sgd", "msgd", "asgd", "mvasgd", "data_parallel_sgd", "data_parallel_msgd"])
-def test_quadratic_converges(make_tx):
-    check_quadratic_converges(make_tx)
+def test_quadratic_converges(make_tx, name):
+    check_quadratic_converges(make_tx, name)
 
 
 # --- the SPMD executor -----------------------------------------------------------------------

@@ -18,6 +18,7 @@ import optax
 import pytest
 
 from easgd_jax.algorithms import registry
+from easgd_jax.algorithms.base import Spec
 from easgd_jax.experiments.sweep import load_config_file
 from easgd_jax.training import sync as train
 from easgd_jax.training.checkpoint import Checkpointer
@@ -152,7 +153,7 @@ def test_resume_between_evaluations_keeps_the_pending_losses_and_history(tmp_pat
 
 class _PoisonedCenterState(NamedTuple):
     count: jax.Array
-    center: optax.Params  # the evaluation point (found by name)
+    center: optax.Params  # the evaluation point (its Spec says "center")
 
 
 def _poisoned_center(learning_rate, poison_at, axis_name="workers"):
@@ -174,7 +175,8 @@ def _poisoned_center(learning_rate, poison_at, axis_name="workers"):
 @pytest.mark.slow
 def test_non_finite_evaluation_point_stops_the_run_while_the_losses_are_finite(
         tmp_path, monkeypatch):
-    monkeypatch.setitem(registry._REGISTRY, "poisoned_center", _poisoned_center)
+    monkeypatch.setitem(registry._SPECS, "poisoned_center",
+                        Spec("poisoned_center", _poisoned_center, None, evaluation="center"))
     config = _config(num_steps=30, every=5)
     config.data.name, config.model.name = "digits", "mlp"
     config.model.kwargs.hidden = (16,)

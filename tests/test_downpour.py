@@ -22,14 +22,14 @@ from baseline_harness import (
     check_quadratic_converges,
     check_shard_map_matches_vmap,
     check_state_dtypes_survive_jit,
+    evaluation_params,
     flat,
     problem,
     run_vmap,
 )
 from jax.flatten_util import ravel_pytree
 
-from easgd_jax.algorithms import downpour as dp
-from easgd_jax.algorithms.evaluation import evaluation_params
+from easgd_jax.algorithms import distbelief as dp
 
 # --- numpy references ----------------------------------------------------------------------
 
@@ -116,7 +116,8 @@ def test_downpour_matches_reference(period):
     for i in range(P):  # the center is replicated identically on every worker
         np.testing.assert_allclose(flat(state.center)[i], centers, **TOL)
     # The training loop evaluates the center.
-    np.testing.assert_array_equal(flat(evaluation_params(state, params)), flat(state.center))
+    np.testing.assert_array_equal(flat(evaluation_params("downpour", state, params)),
+                                  flat(state.center))
     # Between exchanges the workers drift apart, at an exchange they all hold the center.
     if period > 1:
         assert np.abs(xs[1, 0] - xs[1, 1]).max() > 1e-3
@@ -141,7 +142,7 @@ def test_adownpour_matches_reference():
     np.testing.assert_array_equal(np.asarray(state.center_count)[0], [1, 1, 2, 2, 3, 3, 4, 4])
     # The training loop evaluates z.
     np.testing.assert_array_equal(
-        flat(evaluation_params(state, params)), flat(state.average))
+        flat(evaluation_params("adownpour", state, params)), flat(state.average))
 
 
 def test_mvadownpour_matches_reference():
@@ -152,7 +153,7 @@ def test_mvadownpour_matches_reference():
     np.testing.assert_allclose(flat(state.center)[0], centers, **TOL)
     np.testing.assert_allclose(flat(state.average)[2], zs, **TOL)
     np.testing.assert_array_equal(
-        flat(evaluation_params(state, params)), flat(state.average))
+        flat(evaluation_params("mvadownpour", state, params)), flat(state.average))
 
 
 def test_mdownpour_matches_reference():
@@ -163,7 +164,7 @@ def test_mdownpour_matches_reference():
     np.testing.assert_allclose(flat(state.center)[1], centers, **TOL)
     # The training loop evaluates the center x~, not the look-ahead params.
     np.testing.assert_array_equal(
-        flat(evaluation_params(state, params)), flat(state.center))
+        flat(evaluation_params("mdownpour", state, params)), flat(state.center))
     assert np.abs(xs[-1, 0] - centers[-1]).max() > 1e-3
 
 
@@ -261,17 +262,17 @@ def test_nesterov_master_step():
 
 # --- sign check on a quadratic -------------------------------------------------------------
 
-@pytest.mark.parametrize("make_tx", [
-    lambda ax: dp.downpour(0.1, 1, ax),
-    lambda ax: dp.downpour(0.1, 4, ax),
-    lambda ax: dp.mdownpour(0.05, 0.5, ax),
-    lambda ax: dp.adownpour(0.1, 1, ax),
-    lambda ax: dp.mvadownpour(0.1, 0.1, 2, ax),
-    lambda ax: dp.downpour(0.1, 2, ax, server_adagrad=True, adagrad_rate=0.2),
+@pytest.mark.parametrize("make_tx,name", [
+    (lambda ax: dp.downpour(0.1, 1, ax), "downpour"),
+    (lambda ax: dp.downpour(0.1, 4, ax), "downpour"),
+    (lambda ax: dp.mdownpour(0.05, 0.5, ax), "mdownpour"),
+    (lambda ax: dp.adownpour(0.1, 1, ax), "adownpour"),
+    (lambda ax: dp.mvadownpour(0.1, 0.1, 2, ax), "mvadownpour"),
+    (lambda ax: dp.downpour(0.1, 2, ax, server_adagrad=True, adagrad_rate=0.2), "downpour"),
 ], ids=["downpour", "downpour_tau4", "mdownpour", "adownpour", "mvadownpour",
         "downpour_adagrad"])
-def test_quadratic_converges(make_tx):
-    check_quadratic_converges(make_tx)
+def test_quadratic_converges(make_tx, name):
+    check_quadratic_converges(make_tx, name)
 
 
 # --- the SPMD executor -----------------------------------------------------------------------

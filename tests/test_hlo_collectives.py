@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import hlo  # noqa: E402
 from easgd_jax import models, parallel  # noqa: E402
 from easgd_jax.algorithms import elastic, momentum  # noqa: E402
-from easgd_jax.algorithms.averaging import data_parallel_sgd  # noqa: E402
+from easgd_jax.algorithms.baselines import data_parallel_sgd  # noqa: E402
 from easgd_jax.algorithms.leader import lsgd_nesterov  # noqa: E402
 from easgd_jax.training.sync import TrainState, make_local_step  # noqa: E402
 

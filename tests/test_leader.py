@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from easgd_jax.algorithms import leader
-from easgd_jax.algorithms.evaluation import evaluation_worker
+from easgd_jax.algorithms.registry import get_spec
 from easgd_jax.parallel import make_round, make_worker_layout
 
 P = 4  # workers
@@ -425,12 +425,15 @@ def test_evaluation_worker_is_the_global_leader_first():
     multi = _stacked_init(leader.lsgd_multi(optax.sgd(0.1), 0.1, 0.1, 1, 2))
     multi = multi._replace(leader=jnp.array([1, 1, 0, 0], jnp.int32),
                            global_leader=jnp.full([P], 3, jnp.int32))
+    evaluation_worker = get_spec("lsgd_multi_nesterov").evaluation_worker
     assert int(evaluation_worker(multi)) == 3
     assert int(evaluation_worker((optax.EmptyState(), multi))) == 3  # found at any depth
     assert int(evaluation_worker(multi._replace(global_leader=jnp.full([P], -1)))) == 0
     single = _stacked_init(leader.lsgd(optax.sgd(0.1), 0.1, 1))
+    evaluation_worker = get_spec("lsgd_nesterov").evaluation_worker
     assert int(evaluation_worker(single._replace(leader=jnp.full([P], 2, jnp.int32)))) == 2
     assert int(evaluation_worker(single)) == 0  # -1: no leader chosen yet
+    evaluation_worker = get_spec("sgd").evaluation_worker
     assert int(evaluation_worker(optax.sgd(0.1).init({"a": jnp.zeros(2)}))) == 0
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import ray
 
-from easgd_jax.algorithms import asynchronous
+from easgd_jax.algorithms import elastic
 from easgd_jax.parallel import ray_server
 
 P, STEPS, SIZE = 3, 40, 16
@@ -46,7 +46,7 @@ def _quadratic_problem():
 
 def _run(**kwargs):
     grad_fn, batch_fn = _quadratic_problem()
-    rule = asynchronous.async_easgd(0.05, moving_rate=0.9 / P, period=4)
+    rule = elastic.async_easgd(0.05, moving_rate=0.9 / P, period=4)
     return ray_server.train_ray(rule, grad_fn, jnp.zeros(SIZE), P, STEPS, batch_fn,
                                 jax.random.PRNGKey(0), chunk_steps=16, timeout_s=120, **kwargs)
 

@@ -14,8 +14,7 @@ import pytest
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
-from easgd_jax.algorithms import asynchronous as asy
-from easgd_jax.algorithms import downpour, elastic, leader
+from easgd_jax.algorithms import distbelief, elastic, leader, registry
 from easgd_jax.parallel import schedules
 
 KEY = jax.random.PRNGKey(0)
@@ -62,7 +61,7 @@ def test_round_robin_schedule():
 
 def test_round_robin_easgd_equals_hand_iterated_map(p=4):
     eta, h, alpha, cycles = 0.1, 1.0, 0.3, 6
-    rule = asy.async_easgd(eta, alpha, period=1)
+    rule = elastic.async_easgd(eta, alpha, period=1)
     x0 = jnp.array([1.0])
     state, info = simulate(rule, quadratic(h), x0, schedules.round_robin(p, cycles * p))
     s = np.ones(p + 1)
@@ -81,7 +80,7 @@ def test_round_robin_easgd_equals_analysis_cycle_matrix():
     from analysis import roundrobin  # the repository's analysis package: must import
 
     p, eta, h, alpha, cycles = 3, 0.05, 1.0, 0.2, 5
-    rule = asy.async_easgd(eta, alpha, period=1)
+    rule = elastic.async_easgd(eta, alpha, period=1)
     start = np.array([1.0, -0.5, 2.0, 0.7])  # (x_1, x_2, x_3, x~): distinct workers
     # Workers start where the analysis state says: put them in via a 1-element pytree per
     # worker by running the cycle on a state built by hand.
@@ -171,7 +170,7 @@ def test_clock_schedule_easgd_equals_hand_loop_in_event_order(period):
     exchanges when tau divides its own clock t_i."""
     p, eta, h, alpha = 3, 0.1, 1.0, 0.25
     sched = schedules.worker_clocks(p, 40, seed=2, spread=1.5)
-    rule = asy.async_easgd(eta, alpha, period)
+    rule = elastic.async_easgd(eta, alpha, period)
     state, info = simulate(rule, quadratic(h), jnp.array([1.0]), sched)
     s, clocks = np.ones(p + 1), np.zeros(p, int)
     for w in sched.workers:
@@ -185,7 +184,7 @@ def test_clock_schedule_easgd_equals_hand_loop_in_event_order(period):
 
 
 def test_simulation_same_seed_same_bits_different_seed_differs():
-    rule = asy.async_eamsgd(0.05, 0.9, 0.2, period=2)
+    rule = elastic.async_eamsgd(0.05, 0.9, 0.2, period=2)
     x0 = {"a": jnp.array([1.0, -2.0]), "b": jnp.array([[0.5], [3.0]])}
 
     def noisy(params, batch, key):
@@ -222,7 +221,7 @@ def test_delay_simulator_takes_gradients_at_stale_iterates(max_staleness):
     """Asynchronous SGD (DOWNPOUR, tau = 1) on f = h x^2 / 2 with delays s_t:
     x_{t+1} = x_t - eta h x_{t - s_t}, the staleness measured equals s_t <= D."""
     eta, h, ticks = 0.3, 1.0, 40
-    rule = asy.async_downpour(eta, period=1)
+    rule = distbelief.async_downpour(eta, period=1)
     delays = schedules.random_delays(ticks, max_staleness, seed=7)
     run = schedules.make_delay_simulator(rule, quadratic(h))
     state = schedules.init_delay_state(rule, jnp.array([1.0]), max_staleness, KEY)
@@ -240,9 +239,9 @@ def test_delay_simulator_takes_gradients_at_stale_iterates(max_staleness):
 
 def test_delay_simulator_rejects_stateful_workers():
     with pytest.raises(ValueError, match="gradient-based"):
-        schedules.make_delay_simulator(asy.async_easgd(0.1, 0.1, 1), quadratic(1.0))
+        schedules.make_delay_simulator(elastic.async_easgd(0.1, 0.1, 1), quadratic(1.0))
     with pytest.raises(ValueError, match="gradient-based"):
-        schedules.make_delay_simulator(asy.async_downpour(0.1, period=2), quadratic(1.0))
+        schedules.make_delay_simulator(distbelief.async_downpour(0.1, period=2), quadratic(1.0))
 
 
 # --- one worker: asynchronous == synchronous -------------------------------------------------
@@ -300,7 +299,7 @@ def assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
 def test_one_worker_async_easgd_equals_sync(period=4):
     grad_loss, noise = noise_problem(1)
     params, state = run_sync(elastic.easgd(0.1, 0.3, period), grad_loss, noise)
-    worker, master = run_async(asy.async_easgd(0.1, 0.3, period), grad_loss, noise)
+    worker, master = run_async(elastic.async_easgd(0.1, 0.3, period), grad_loss, noise)
     assert_trees_close(worker.params, params)
     assert_trees_close(master.center, state.center)
     assert int(worker.count) == STEPS
@@ -309,7 +308,7 @@ def test_one_worker_async_easgd_equals_sync(period=4):
 def test_one_worker_async_eamsgd_equals_sync(period=3):
     grad_loss, noise = noise_problem(2)
     params, state = run_sync(elastic.eamsgd(0.05, 0.9, 0.3, period), grad_loss, noise)
-    rule = asy.async_eamsgd(0.05, 0.9, 0.3, period)
+    rule = elastic.async_eamsgd(0.05, 0.9, 0.3, period)
     worker, master = run_async(rule, grad_loss, noise)
     # Synchronous EAMSGD's params are the look-ahead point x + delta v.
     assert_trees_close(rule.gradient_point(worker), params)
@@ -318,8 +317,8 @@ def test_one_worker_async_eamsgd_equals_sync(period=3):
 
 def test_one_worker_async_downpour_equals_sync(period=3):
     grad_loss, noise = noise_problem(3)
-    params, state = run_sync(downpour.downpour(0.1, period), grad_loss, noise)
-    worker, master = run_async(asy.async_downpour(0.1, period), grad_loss, noise)
+    params, state = run_sync(distbelief.downpour(0.1, period), grad_loss, noise)
+    worker, master = run_async(distbelief.async_downpour(0.1, period), grad_loss, noise)
     assert_trees_close(worker.params, params)
     assert_trees_close(master.center, state.center)
     assert_trees_close(worker.extra, state.accumulator)
@@ -328,8 +327,8 @@ def test_one_worker_async_downpour_equals_sync(period=3):
 def test_one_worker_async_downpour_with_server_adagrad_equals_sync():
     grad_loss, noise = noise_problem(5)
     kwargs = {"server_adagrad": True, "adagrad_rate": 0.05, "adagrad_eps": 1e-6}
-    params, state = run_sync(downpour.downpour(0.1, 2, **kwargs), grad_loss, noise)
-    worker, master = run_async(asy.async_downpour(0.1, 2, **kwargs), grad_loss, noise)
+    params, state = run_sync(distbelief.downpour(0.1, 2, **kwargs), grad_loss, noise)
+    worker, master = run_async(distbelief.async_downpour(0.1, 2, **kwargs), grad_loss, noise)
     assert_trees_close(worker.params, params)
     assert_trees_close(master.center, state.center)
     assert_trees_close(master.adagrad_sum, state.adagrad_sum)
@@ -339,7 +338,7 @@ def test_one_worker_async_lsgd_equals_sync():
     grad_loss, noise = noise_problem(4)
     tx = leader.lsgd_nesterov(0.05, 0.9, pull=0.2, period=3, loss_window=4)
     params, state = run_sync(tx, grad_loss, noise, extra_loss=True)
-    rule = asy.async_lsgd_nesterov(0.05, 0.9, pull=0.2, period=3, num_workers=1,
+    rule = leader.async_lsgd_nesterov(0.05, 0.9, pull=0.2, period=3, num_workers=1,
                                    loss_window=4)
     worker, master = run_async(rule, grad_loss, noise)
     assert_trees_close(worker.params, params)
@@ -351,7 +350,7 @@ def test_async_lsgd_follows_the_total_iteration_clock_and_the_best_worker():
     """p = 2, tau = 2: steps communicate when T mod 4 < 2; the worker with the lower
     running loss leads and the other is pulled toward it."""
     p, pull = 2, 0.5
-    rule = asy.async_lsgd(optax.sgd(0.0), pull, period=2, num_workers=p, loss_window=1)
+    rule = leader.async_lsgd(optax.sgd(0.0), pull, period=2, num_workers=p, loss_window=1)
 
     def grad_fn(params, batch, key):  # loss = x: the lower x leads
         return jax.tree.map(jnp.zeros_like, params), params[0]
@@ -370,17 +369,17 @@ def test_async_lsgd_follows_the_total_iteration_clock_and_the_best_worker():
 
 
 def test_get_async_rule_by_name_and_errors():
-    rule = asy.get_async_rule("eamsgd", 4, learning_rate=0.1, momentum=0.9, moving_rate=0.2,
+    rule = registry.get_async_rule("eamsgd", 4, learning_rate=0.1, momentum=0.9, moving_rate=0.2,
                               period=10)
     assert rule.name == "eamsgd"
-    assert asy.get_async_rule("lsgd_nesterov", 4, learning_rate=0.1, momentum=0.9, pull=0.1,
+    assert registry.get_async_rule("lsgd_nesterov", 4, learning_rate=0.1, momentum=0.9, pull=0.1,
                               period=4).name == "lsgd"
     with pytest.raises(ValueError, match="no asynchronous rule"):
-        asy.get_async_rule("mdownpour", 4, learning_rate=0.1, momentum=0.9)
+        registry.get_async_rule("mdownpour", 4, learning_rate=0.1, momentum=0.9)
     with pytest.raises(ValueError, match="moving_rat"):
-        asy.get_async_rule("easgd", 4, learning_rate=0.1, moving_rat=0.2)
+        registry.get_async_rule("easgd", 4, learning_rate=0.1, moving_rat=0.2)
     with pytest.raises(ValueError, match="moving_rate"):
-        asy.get_async_rule("easgd", 4, learning_rate=0.1, moving_rate=1.5)
+        registry.get_async_rule("easgd", 4, learning_rate=0.1, moving_rate=1.5)
 
 
 @pytest.mark.parametrize("moving_rate", [1.5, -0.1])
@@ -388,8 +387,8 @@ def test_get_async_rule_by_name_and_errors():
 def test_async_elastic_rules_take_moving_rate_in_0_1(name, momentum, moving_rate):
     extra = {} if momentum is None else {"momentum": momentum}
     with pytest.raises(ValueError, match=r"moving_rate must be in \[0.0, 1.0\]"):
-        asy.get_async_rule(name, 4, learning_rate=0.1, moving_rate=moving_rate, **extra)
-    constructor = {"easgd": asy.async_easgd, "eamsgd": asy.async_eamsgd}[name]
+        registry.get_async_rule(name, 4, learning_rate=0.1, moving_rate=moving_rate, **extra)
+    constructor = {"easgd": elastic.async_easgd, "eamsgd": elastic.async_eamsgd}[name]
     with pytest.raises(ValueError, match="moving_rate"):
         constructor(learning_rate=0.1, moving_rate=moving_rate, **extra)
     assert constructor(learning_rate=0.1, moving_rate=1.0, **extra).name == name  # bound: ok

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from easgd_jax.algorithms import amsgrad_async, asynchronous
+from easgd_jax.algorithms import adaptive, distbelief, elastic, leader
 from easgd_jax.parallel import schedules, server
 
 KEY = jax.random.PRNGKey(0)
@@ -42,7 +42,7 @@ def test_stress_unit_pushes_no_lost_update_and_exact_staleness():
     a permutation (no two exchanges saw the same center) and the server's staleness must be
     the number of exchanges between the worker's consecutive positions."""
     p, exchanges, size, shards = 8, 500, 64, 4
-    rule = asynchronous.async_downpour(0.1, period=1)
+    rule = distbelief.async_downpour(0.1, period=1)
     ps = server.ParameterServer(rule, jnp.zeros(size), p, num_shards=shards)
     positions = [[] for _ in range(p)]
     zeros, ones = np.zeros(size, np.float32), np.ones(size, np.float32)
@@ -80,7 +80,7 @@ def test_stress_elastic_exchanges_match_the_ledger():
     its start plus every applied delta (float32 rounding only), and the workers' replies are
     exactly minus the center deltas (the symmetric elastic force)."""
     p, exchanges, size, alpha = 8, 150, 50, 0.1
-    rule = asynchronous.async_easgd(0.1, alpha, period=1)
+    rule = elastic.async_easgd(0.1, alpha, period=1)
     start = np.linspace(-1, 1, size).astype(np.float32)
     ps = server.ParameterServer(rule, jnp.asarray(start), p, num_shards=3)
     replies = [np.zeros(size) for _ in range(p)]
@@ -103,7 +103,7 @@ def test_stress_elastic_exchanges_match_the_ledger():
 
 
 def test_verify_detects_a_lost_update_and_a_miscount():
-    rule = asynchronous.async_downpour(0.1, period=1)
+    rule = distbelief.async_downpour(0.1, period=1)
     ps = server.ParameterServer(rule, jnp.zeros(10), 2, num_shards=2)
     for w in range(2):
         ps.exchange(w, (np.zeros(10, np.float32), np.ones(10, np.float32)))
@@ -122,7 +122,7 @@ def test_shards_and_their_errors():
     assert server.shard_bounds(5, 1) == [(0, 5)]
     with pytest.raises(ValueError, match="num_shards"):
         server.shard_bounds(5, 6)
-    lsgd = asynchronous.async_lsgd_nesterov(0.1, 0.9, 0.1, 4, num_workers=2)
+    lsgd = leader.async_lsgd_nesterov(0.1, 0.9, 0.1, 4, num_workers=2)
     with pytest.raises(ValueError, match="one shard"):
         server.ParameterServer(lsgd, jnp.zeros(4), 2, num_shards=2)
 
@@ -150,7 +150,7 @@ def test_worker_exception_stops_the_run_and_is_reraised_with_its_index():
 
 
 def test_worker_exception_in_training_is_reraised():
-    rule = asynchronous.async_easgd(0.1, 0.1, period=2)
+    rule = elastic.async_easgd(0.1, 0.1, period=2)
 
     def grad_fn(params, batch, key):
         return params, jnp.sum(params)
@@ -225,12 +225,12 @@ def linear_problem(seed=0, steps=STEPS):
 
 RULES = {
     # (EASGD = EAMSGD with delta = 0; its sharded exchange is the stress test's)
-    "eamsgd": lambda: asynchronous.async_eamsgd(0.05, 0.9, 0.3, period=2),
+    "eamsgd": lambda: elastic.async_eamsgd(0.05, 0.9, 0.3, period=2),
     # (plain DOWNPOUR's exchange is the stress tests' and the simulation's)
-    "downpour_adagrad": lambda: asynchronous.async_downpour(0.1, period=2, server_adagrad=True,
+    "downpour_adagrad": lambda: distbelief.async_downpour(0.1, period=2, server_adagrad=True,
                                                             adagrad_rate=0.05),
-    "lsgd": lambda: asynchronous.async_lsgd_nesterov(0.05, 0.9, 0.2, 2, num_workers=1),
-    "apam": lambda: amsgrad_async.apam(0.05, form="authors"),
+    "lsgd": lambda: leader.async_lsgd_nesterov(0.05, 0.9, 0.2, 2, num_workers=1),
+    "apam": lambda: adaptive.apam(0.05, form="authors"),
 }
 
 
@@ -265,7 +265,7 @@ def test_many_workers_train_a_quadratic_with_sharded_apam():
         noise = 0.1 * jax.random.normal(key, params.shape)
         return params - target + noise, 0.5 * jnp.sum((params - target) ** 2)
 
-    rule = amsgrad_async.apam(0.05, form="authors")
+    rule = adaptive.apam(0.05, form="authors")
     ps = server.ParameterServer(rule, jnp.zeros(size), p, num_shards=3)
     run = server.train_threads(rule, grad_fn, jnp.zeros(size), ps, steps,
                                lambda w, s, n: np.zeros(n), KEY, timeout_s=120)

@@ -317,7 +317,7 @@ def test_tiny_sweep_runs_skips_and_records_divergence(tmp_path, monkeypatch):
     # A finished run of another config in the workdir is refused, not silently reused.
     changed = _tiny_sweep()
     changed.overrides.train.weight_decay = 0.0
-    with pytest.raises(ValueError, match="weight_decay: 0.0001 there, 0.0 now"):
+    with pytest.raises(ValueError, match="weight_decay: 0.0001 in the workdir, 0.0 now"):
         sweep.run_sweep(changed, workdir)
 
 

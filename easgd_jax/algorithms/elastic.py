@@ -17,7 +17,17 @@ under ``jax.vmap(axis_name=...)``, under ``jax.shard_map`` or both nested.
 ``elastic_averaging`` wraps any optax optimizer as the local step; ``easgd`` is elastic
 averaging over plain SGD and ``eamsgd`` over Nesterov momentum with the gradient at the
 look-ahead point (Algorithm 2). The exchange itself is the pure function
-:func:`elastic_exchange`, which asynchronous executors apply one worker at a time.
+:func:`elastic_exchange`, which the asynchronous rules apply one worker at a time.
+
+Asynchronous EASGD (Algorithm 1), :func:`async_easgd`, worker i on its own clock t_i, forever:
+
+    x <- x_i                                   (snapshot)
+    if tau divides t_i:  x_i <- x_i - alpha (x - x~);   master: x~ <- x~ + alpha (x - x~)
+    x_i <- x_i - eta g(x);   t_i <- t_i + 1
+
+Asynchronous EAMSGD (Algorithm 2), :func:`async_eamsgd`: the local step is Nesterov momentum
+at the snapshot, v_i <- delta v_i - eta g(x + delta v_i); x_i <- x_i + v_i (the elastic term
+never enters v). Both follow the protocol of :class:`~easgd_jax.algorithms.base.AsyncRule`.
 """
 
 from __future__ import annotations
@@ -28,14 +38,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-from jax import lax
-from jax.flatten_util import ravel_pytree
 
-from easgd_jax.algorithms import _validate, clock
+from easgd_jax.algorithms import base, checks, clock
+from easgd_jax.algorithms.base import AsyncRule, AsyncWorkerState, AxisName, CenterState, fresh_copy
+from easgd_jax.algorithms.collectives import tree_psum
 from easgd_jax.algorithms.momentum import nesterov, nesterov_origin
-from easgd_jax.algorithms.trees import fresh_copy
-
-AxisName = str | tuple[str, ...]
 
 
 class ElasticAveragingState(NamedTuple):
@@ -64,17 +71,6 @@ def elastic_exchange(
         lambda x, c: (moving_rate * (x - c)).astype(c.dtype), worker, center)
     worker_delta = jax.tree.map(lambda d: -d, center_delta)
     return worker_delta, center_delta
-
-
-def tree_psum(tree: optax.Updates, axis_name: AxisName) -> optax.Updates:
-    """``lax.psum`` of a whole pytree as ONE all-reduce of its flattened leaves.
-
-    One collective per exchange is the whole communication of EASGD; it also keeps XLA:CPU
-    from running several blocking all-reduces at once on its small intra-op thread pool,
-    which can deadlock simulated devices on a machine with few cores.
-    """
-    flat, unravel = ravel_pytree(tree)
-    return unravel(lax.psum(flat, axis_name))
 
 
 def elastic_averaging(
@@ -109,9 +105,9 @@ def elastic_averaging(
         point (as in the paper) for the replicated centers to agree. ``update`` requires
         ``params``.
     """
-    _validate.check_interval("moving_rate", moving_rate, 0.0, 1.0)
-    _validate.check_period("period", period)
-    _validate.check_axis_name(axis_name)
+    checks.check_interval("moving_rate", moving_rate, 0.0, 1.0)
+    checks.check_period("period", period)
+    checks.check_axis_name(axis_name)
     alpha = float(moving_rate)
 
     def init_fn(params: optax.Params) -> ElasticAveragingState:
@@ -164,7 +160,7 @@ def easgd(
         period: tau.
         axis_name: the worker axis of the collective.
     """
-    _validate.check_rate("learning_rate", learning_rate)
+    checks.check_rate("learning_rate", learning_rate)
     return elastic_averaging(optax.sgd(learning_rate), moving_rate, period, axis_name)
 
 
@@ -202,3 +198,102 @@ def center(opt_state: optax.OptState) -> optax.Params:
     if found is None:
         raise ValueError("this optimizer state holds no center.")
     return found
+
+
+# --------------------------------------------------------------------------- asynchronous
+
+
+class EamsgdExtra(NamedTuple):
+    """The ``extra`` of an asynchronous EAMSGD worker: its velocity v_i."""
+
+    velocity: optax.Updates
+
+
+def _elastic_master_exchange(alpha: float):
+    def exchange(master: CenterState, vectors: base.Vectors, scalars: base.Scalars):
+        del scalars
+        (x,) = vectors
+        worker_delta, center_delta = elastic_exchange(x, master.center, alpha)
+        return (CenterState(base.tree_add(master.center, center_delta)), center_delta,
+                (worker_delta,))
+
+    return exchange
+
+
+def async_easgd(
+    learning_rate: optax.ScalarOrSchedule, moving_rate: float, period: int = 1
+) -> AsyncRule[base.NoExtra, CenterState]:
+    """Asynchronous EASGD (Algorithm 1): elastic exchange every tau local steps, then SGD.
+
+        tau | t_i:  x_i <- x_i - alpha (x - x~);  x~ <- x~ + alpha (x - x~)
+        x_i <- x_i - eta g(x)                              (x: the snapshot before the exchange)
+
+    Args:
+        learning_rate: eta, a number or an optax schedule of the local clock t_i.
+        moving_rate: alpha in [0, 1] (paper: 0.9 / p).
+        period: tau >= 1.
+    """
+    checks.check_rate("learning_rate", learning_rate)
+    checks.check_interval("moving_rate", moving_rate, 0.0, 1.0)
+    checks.check_period("period", period)
+    rate = checks.schedule_value(learning_rate)
+    alpha = float(moving_rate)
+
+    def after(worker, grad, communicated):
+        del communicated
+        eta = rate(worker.count)
+        params = jax.tree.map(lambda x, g: (x - eta * g).astype(x.dtype), worker.params, grad)
+        return AsyncWorkerState(params, optax.safe_int32_increment(worker.count), worker.extra)
+
+    return AsyncRule(
+        name="easgd", init_worker=base.init_worker, init_master=base.init_center_master,
+        gradient_point=lambda worker: worker.params, communicates=base.periodic(period),
+        before=base.keep_worker, message=base.send_params,
+        exchange=_elastic_master_exchange(alpha), receive=base.receive_delta, after=after)
+
+
+def async_eamsgd(
+    learning_rate: optax.ScalarOrSchedule, momentum: float, moving_rate: float, period: int = 1
+) -> AsyncRule[EamsgdExtra, CenterState]:
+    """Asynchronous EAMSGD (Algorithm 2): Algorithm 1 with a Nesterov local step.
+
+        tau | t_i:  x_i <- x_i - alpha (x - x~);  x~ <- x~ + alpha (x - x~)
+        v_i <- delta v_i - eta g(x + delta v_i);  x_i <- x_i + v_i
+
+    ``params`` of the worker state hold x_i and ``extra`` (:class:`EamsgdExtra`) holds v_i;
+    the gradient is taken at the look-ahead point x + delta v_i of the snapshot. delta = 0 is
+    :func:`async_easgd`.
+
+    Args:
+        learning_rate: eta, a number or an optax schedule of the local clock.
+        momentum: delta in [0, 1) (paper: 0.99).
+        moving_rate: alpha in [0, 1].
+        period: tau >= 1.
+    """
+    checks.check_rate("learning_rate", learning_rate)
+    checks.check_momentum(momentum)
+    checks.check_interval("moving_rate", moving_rate, 0.0, 1.0)
+    checks.check_period("period", period)
+    rate = checks.schedule_value(learning_rate)
+    alpha, delta = float(moving_rate), float(momentum)
+
+    def init_worker(params):
+        return base.init_worker(params, EamsgdExtra(jax.tree.map(jnp.zeros_like, params)))
+
+    def gradient_point(worker):
+        return jax.tree.map(
+            lambda x, v: (x + delta * v).astype(x.dtype), worker.params, worker.extra.velocity)
+
+    def after(worker, grad, communicated):
+        del communicated
+        eta = rate(worker.count)
+        velocity = jax.tree.map(
+            lambda v, g: (delta * v - eta * g).astype(v.dtype), worker.extra.velocity, grad)
+        return AsyncWorkerState(base.tree_add(worker.params, velocity),
+                                optax.safe_int32_increment(worker.count), EamsgdExtra(velocity))
+
+    return AsyncRule(
+        name="eamsgd", init_worker=init_worker, init_master=base.init_center_master,
+        gradient_point=gradient_point, communicates=base.periodic(period),
+        before=base.keep_worker, message=base.send_params,
+        exchange=_elastic_master_exchange(alpha), receive=base.receive_delta, after=after)

@@ -44,6 +44,18 @@ that is broadcast. Their code also pulls every local step toward the last receiv
 copies (``p1``/``p2``, on by default there, absent from the update rule above): not
 implemented. Author defaults: c = c_G = 0.1, W = 10, Nesterov momentum 0.9, weight decay
 1e-4, tau = tau_G / 4.
+
+Asynchronous LSGD (:func:`async_lsgd`), kept simple: the master holds the leader (x_L, m_L,
+L), the parameters and running loss of the worker that last reported the lowest running
+loss. Communication follows the TOTAL-iteration clock of the authors' global server: with T
+the number of local steps all workers have taken before this one, a step communicates when
+``T mod (p * tau) < p`` (on average once every tau local steps per worker; T = t_i when
+p = 1). A communicating worker reports (x_i, m_i); the master makes it the leader when
+``i == L`` (the leader refreshes its own entry) or ``m_i < m_L`` (NaN counts as +inf), then
+the worker is pulled toward the leader: x_i <- x_i - c (x_i - x_L), and takes its local
+(inner optimizer) step with the gradient at its pre-pull point, as synchronous :func:`lsgd`.
+The master evaluates x_L. It follows the protocol of
+:class:`~easgd_jax.algorithms.base.AsyncRule`.
 """
 
 from __future__ import annotations
@@ -55,10 +67,9 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from easgd_jax.algorithms import _validate, clock
-from easgd_jax.algorithms.elastic import tree_psum
-
-AxisName = str | tuple[str, ...]
+from easgd_jax.algorithms import base, checks, clock
+from easgd_jax.algorithms.base import AsyncRule, AsyncWorkerState, AxisName, fresh_copy
+from easgd_jax.algorithms.collectives import broadcast_from, gather
 
 
 class LeaderState(NamedTuple):
@@ -126,25 +137,6 @@ def select_leader(running_losses: jax.Array) -> jax.Array:
     return jnp.argmin(safe).astype(jnp.int32)
 
 
-def gather(x: jax.Array, axis_name: AxisName) -> jax.Array:
-    """All-gather of ``x`` over ``axis_name`` (a name or a tuple), ordered by flat index.
-
-    Written as one psum of a one-hot stack (exact: every other slot adds zeros), because
-    ``lax.all_gather`` over a tuple that holds a ``vmap`` axis fails in jax 0.10 ("axis size
-    doesn't match"), the layout of several workers per device.
-    """
-    size = lax.psum(1, axis_name)
-    index = lax.axis_index(axis_name)
-    x = jnp.asarray(x)
-    return lax.psum(jnp.zeros((size, *x.shape), x.dtype).at[index].set(x), axis_name)
-
-
-def broadcast_from(tree: optax.Params, is_source: jax.Array, axis_name: AxisName) -> optax.Params:
-    """The ``tree`` of the one worker where ``is_source``, on every worker: ONE masked psum."""
-    masked = jax.tree.map(lambda x: jnp.where(is_source, x, jnp.zeros_like(x)), tree)
-    return tree_psum(masked, axis_name)
-
-
 def _names(axis_name: AxisName) -> tuple[str, ...]:
     return axis_name if isinstance(axis_name, tuple) else (axis_name,)
 
@@ -204,10 +196,10 @@ def lsgd(
         ``update(grads, state, params, *, loss)`` requires ``params`` and ``loss``, this
         worker's scalar mini-batch loss at ``params``.
     """
-    _validate.check_interval("pull", pull, 0.0, 1.0)
-    _validate.check_period("period", period)
-    _validate.check_period("loss_window", loss_window)
-    _validate.check_axis_name(axis_name)
+    checks.check_interval("pull", pull, 0.0, 1.0)
+    checks.check_period("period", period)
+    checks.check_period("loss_window", loss_window)
+    checks.check_axis_name(axis_name)
     c = float(pull)
 
     def init_fn(params: optax.Params) -> LeaderState:
@@ -261,8 +253,8 @@ def lsgd_nesterov(
         loss_window: W.
         axis_name: the worker axis of the collectives.
     """
-    _validate.check_rate("learning_rate", learning_rate)
-    _validate.check_momentum(momentum)
+    checks.check_rate("learning_rate", learning_rate)
+    checks.check_momentum(momentum)
     return lsgd(optax.sgd(learning_rate, momentum, nesterov=True), pull, period, loss_window,
                 axis_name)
 
@@ -300,17 +292,17 @@ def lsgd_multi(
         An optax ``GradientTransformationExtraArgs`` with state :class:`MultiLeaderState`;
         ``update(grads, state, params, *, loss)`` requires ``params`` and ``loss``.
     """
-    _validate.check_interval("pull", pull, 0.0, 1.0)
-    _validate.check_interval("global_pull", global_pull, 0.0, 1.0)
-    _validate.check_period("period", period)
-    _validate.check_period("global_period", global_period)
+    checks.check_interval("pull", pull, 0.0, 1.0)
+    checks.check_interval("global_pull", global_pull, 0.0, 1.0)
+    checks.check_period("period", period)
+    checks.check_period("global_period", global_period)
     if global_period % period:
         raise ValueError(
             f"global_period ({global_period}) must be a multiple of period ({period}).")
-    _validate.check_period("loss_window", loss_window)
-    _validate.check_axis_name(axis_name)
+    checks.check_period("loss_window", loss_window)
+    checks.check_axis_name(axis_name)
     try:
-        _validate.check_axis_name(group_axis_name)
+        checks.check_axis_name(group_axis_name)
     except ValueError:
         raise ValueError(
             "group_axis_name must be a non-empty string or a tuple of them, got "
@@ -404,8 +396,8 @@ def lsgd_multi_nesterov(
         axis_name: the axis within a group.
         group_axis_name: the axis across groups.
     """
-    _validate.check_rate("learning_rate", learning_rate)
-    _validate.check_momentum(momentum)
+    checks.check_rate("learning_rate", learning_rate)
+    checks.check_momentum(momentum)
     return lsgd_multi(optax.sgd(learning_rate, momentum, nesterov=True), pull, global_pull,
                       period, global_period, loss_window, axis_name, group_axis_name)
 
@@ -416,3 +408,122 @@ def leader_index(opt_state: optax.OptState) -> jax.Array:
     if found is None:
         raise ValueError("this optimizer state holds no leader.")
     return found
+
+
+# --------------------------------------------------------------------------- asynchronous
+
+
+class LeaderExtra(NamedTuple):
+    """The ``extra`` of an asynchronous LSGD worker.
+
+    Attributes:
+        inner_state: the state of the local optimizer.
+        losses: ring buffer of the last ``loss_window`` mini-batch losses (float32).
+        loss_mean: m_i, the running mean of those losses.
+    """
+
+    inner_state: optax.OptState
+    losses: jax.Array
+    loss_mean: jax.Array
+
+
+class LeaderMasterState(NamedTuple):
+    """The master of asynchronous LSGD.
+
+    Attributes:
+        center: x_L, the leader's parameters as last reported (what is evaluated).
+        score: m_L, the leader's running loss as last reported (+inf before any report).
+        leader: L, the leader's worker index (int32; -1 before any report).
+    """
+
+    center: optax.Params
+    score: jax.Array
+    leader: jax.Array
+
+
+def async_lsgd(
+    inner: optax.GradientTransformation,
+    pull: float,
+    period: int,
+    num_workers: int,
+    loss_window: int = 10,
+) -> AsyncRule[LeaderExtra, LeaderMasterState]:
+    """Asynchronous single-leader LSGD on the total-iteration clock (module docstring).
+
+        T mod (p tau) < p:  report (x_i, m_i); the master takes it as leader if i == L or
+                            m_i < m_L;  x_i <- x_i - c (x_i - x_L)
+        x_i <- x_i + inner(g(x))                       (x: the point before the pull)
+
+    Args:
+        inner: the local optimizer (sees only the gradient, never the pull).
+        pull: c in [0, 1].
+        period: tau >= 1; on average each worker communicates once per tau local steps.
+        num_workers: p, needed by the total-iteration clock.
+        loss_window: W >= 1, the running-mean window of the mini-batch losses.
+    """
+    checks.check_interval("pull", pull, 0.0, 1.0)
+    checks.check_period("period", period)
+    checks.check_period("num_workers", num_workers)
+    checks.check_period("loss_window", loss_window)
+    c, p = float(pull), int(num_workers)
+
+    def init_worker(params):
+        _, losses, mean, _ = _init_common(loss_window)
+        return base.init_worker(params, LeaderExtra(inner.init(params), losses, mean))
+
+    def init_master(params):
+        return LeaderMasterState(fresh_copy(params),
+                                 jnp.full([], jnp.inf, jnp.float32), jnp.full([], -1, jnp.int32))
+
+    def communicates(count, total):
+        del count
+        return total % (p * period) < p
+
+    def before(worker, grad, loss):
+        del grad
+        losses, mean = record_loss(worker.extra.losses, worker.count, jnp.asarray(loss))
+        return worker._replace(extra=worker.extra._replace(losses=losses, loss_mean=mean))
+
+    def message(worker, grad, index):
+        del grad
+        return (worker.params,), (worker.extra.loss_mean, jnp.asarray(index, jnp.int32))
+
+    def exchange(master, vectors, scalars):
+        (x,) = vectors
+        score, index = scalars
+        score = jnp.where(jnp.isnan(score), jnp.inf, score).astype(jnp.float32)
+        take = (index == master.leader) | (score < master.score)
+        center = base.tree_select(take, x, master.center)
+        center_delta = jax.tree.map(lambda new, old: new - old, center, master.center)
+        new = LeaderMasterState(center, jnp.where(take, score, master.score),
+                                jnp.where(take, index, master.leader).astype(jnp.int32))
+        return new, center_delta, (leader_pull(x, center, c),)
+
+    def after(worker, grad, communicated):
+        del communicated
+        updates, inner_state = inner.update(grad, worker.extra.inner_state, worker.params)
+        return AsyncWorkerState(optax.apply_updates(worker.params, updates),
+                                optax.safe_int32_increment(worker.count),
+                                worker.extra._replace(inner_state=inner_state))
+
+    return AsyncRule(
+        name="lsgd", init_worker=init_worker, init_master=init_master,
+        gradient_point=lambda worker: worker.params, communicates=communicates,
+        before=before, message=message, exchange=exchange, receive=base.receive_delta,
+        after=after, shardable=False)
+
+
+def async_lsgd_nesterov(
+    learning_rate: optax.ScalarOrSchedule,
+    momentum: float,
+    pull: float,
+    period: int,
+    num_workers: int,
+    loss_window: int = 10,
+) -> AsyncRule[LeaderExtra, LeaderMasterState]:
+    """:func:`async_lsgd` over torch-convention Nesterov momentum, the authors' optimizer
+    (``optax.sgd(eta, mu, nesterov=True)``), as synchronous :func:`lsgd_nesterov`."""
+    checks.check_rate("learning_rate", learning_rate)
+    checks.check_momentum(momentum)
+    return async_lsgd(optax.sgd(learning_rate, momentum, nesterov=True), pull, period,
+                      num_workers, loss_window)

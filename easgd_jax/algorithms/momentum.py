@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from easgd_jax.algorithms import _validate
+from easgd_jax.algorithms import checks
 
 
 class NesterovState(NamedTuple):
@@ -49,9 +49,9 @@ def nesterov(
     Returns:
         A transformation whose updates move w; ``nesterov_origin`` gives x.
     """
-    _validate.check_rate("learning_rate", learning_rate)
-    _validate.check_momentum(momentum)
-    rate = _validate.schedule_value(learning_rate)
+    checks.check_rate("learning_rate", learning_rate)
+    checks.check_momentum(momentum)
+    rate = checks.schedule_value(learning_rate)
 
     def init_fn(params: optax.Params) -> NesterovState:
         return NesterovState(

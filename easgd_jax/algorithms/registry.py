@@ -1,9 +1,16 @@
 """Algorithms looked up by name, so that a config (or a sweep) is plain data.
 
-``get_algorithm(name, axis_name=..., **hparams)`` builds the transformation; the hparams
-are checked against the constructor's signature first, so a misspelled or missing one fails
-with the list of accepted names before anything is traced. Grouped algorithms (multi-leader
-LSGD) also take ``group_axis_name``; :func:`is_grouped` tells them apart.
+ONE table, name -> :class:`~easgd_jax.algorithms.base.Spec`: the synchronous constructor,
+the asynchronous rule, the evaluated point, whether it runs on a (groups x workers) layout
+and which state fields are reported. It is the only place a name is looked up.
+
+``get_algorithm(name, axis_name=..., **hparams)`` builds the transformation and
+``get_async_rule(name, num_workers, **hparams)`` the asynchronous rule; the hparams are checked
+against the constructor's signature first, so a misspelled or missing one fails with the list
+of accepted names before anything is traced.
+
+Adding an algorithm: one function in its family module, one line here (or a call to
+:func:`register` from user code), one config.
 """
 
 from __future__ import annotations
@@ -14,98 +21,162 @@ from typing import Any
 
 import optax
 
-from easgd_jax.algorithms.amsgrad_async import amsgrad_sync
-from easgd_jax.algorithms.averaging import asgd, data_parallel_sgd, msgd, mvasgd, sgd
-from easgd_jax.algorithms.downpour import adownpour, downpour, mdownpour, mvadownpour
-from easgd_jax.algorithms.elastic import eamsgd, easgd
-from easgd_jax.algorithms.leader import lsgd_multi_nesterov, lsgd_nesterov
+from easgd_jax.algorithms.adaptive import amsgrad_sync, apam
+from easgd_jax.algorithms.base import NUM_WORKERS, AsyncRule, AxisName, Spec
+from easgd_jax.algorithms.baselines import asgd, data_parallel_sgd, msgd, mvasgd, sgd
+from easgd_jax.algorithms.distbelief import (
+    adownpour,
+    async_downpour,
+    downpour,
+    mdownpour,
+    mvadownpour,
+)
+from easgd_jax.algorithms.elastic import async_eamsgd, async_easgd, eamsgd, easgd
+from easgd_jax.algorithms.leader import async_lsgd_nesterov, lsgd_multi_nesterov, lsgd_nesterov
 
 # Constructors whose arguments are all plain data (a config can hold them): the optimizer-
-# wrapping forms (elastic_averaging, lsgd, lsgd_multi) are for code, not configs.
-_REGISTRY: dict[str, Callable[..., optax.GradientTransformation]] = {
+# wrapping forms (elastic_averaging, lsgd, lsgd_multi, async_lsgd) are for code, not configs.
+_SPECS: dict[str, Spec] = {spec.name: spec for spec in (
     # Elastic averaging (Zhang et al., 2015).
-    "easgd": easgd,
-    "eamsgd": eamsgd,
-    # The EASGD paper's baselines.
-    "downpour": downpour,
-    "mdownpour": mdownpour,
-    "adownpour": adownpour,
-    "mvadownpour": mvadownpour,
-    "sgd": sgd,
-    "msgd": msgd,
-    "asgd": asgd,
-    "mvasgd": mvasgd,
-    "data_parallel_sgd": data_parallel_sgd,
+    Spec("easgd", easgd, async_easgd, evaluation="center"),
+    Spec("eamsgd", eamsgd, async_eamsgd, evaluation="center"),
+    # The EASGD paper's baselines: DOWNPOUR (Dean et al., 2012) and its variants ...
+    Spec("downpour", downpour, async_downpour, evaluation="center"),
+    Spec("mdownpour", mdownpour, None, evaluation="center"),
+    Spec("adownpour", adownpour, None, evaluation="average"),
+    Spec("mvadownpour", mvadownpour, None, evaluation="average"),
+    # ... and the sequential ones, plus synchronous data-parallel SGD.
+    Spec("sgd", sgd, None, evaluation="params"),
+    Spec("msgd", msgd, None, evaluation="params"),
+    Spec("asgd", asgd, None, evaluation="average"),
+    Spec("mvasgd", mvasgd, None, evaluation="average"),
+    Spec("data_parallel_sgd", data_parallel_sgd, None, evaluation="params"),
     # Leader SGD (Teng et al., 2019).
-    "lsgd_nesterov": lsgd_nesterov,
-    "lsgd_multi_nesterov": lsgd_multi_nesterov,
-    # Synchronous parallel AMSGrad, the baseline of APAM (Xu et al., 2020).
-    "amsgrad_sync": amsgrad_sync,
-}
+    Spec("lsgd_nesterov", lsgd_nesterov, async_lsgd_nesterov, evaluation="leader",
+         reported=("leader",)),
+    Spec("lsgd_multi_nesterov", lsgd_multi_nesterov, None, evaluation="global_leader",
+         grouped=True, reported=("leader", "global_leader")),
+    # APAM (Xu et al., 2020), asynchronous only, and its synchronous baseline.
+    Spec("apam", None, apam, evaluation="center"),
+    Spec("amsgrad_sync", amsgrad_sync, None, evaluation="params"),
+)}
 
 
-def register(name: str, constructor: Callable[..., optax.GradientTransformation]) -> None:
-    """Adds an algorithm; its constructor must take ``axis_name`` as a keyword."""
-    if name in _REGISTRY:
+def get_spec(name: str) -> Spec:
+    """The :class:`Spec` registered as ``name``; ValueError naming the known names."""
+    try:
+        return _SPECS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown algorithm {name!r}; known: {', '.join(sorted(_SPECS))}.") from None
+
+
+def register(
+    name: str,
+    spec_or_constructor: Spec | Callable[..., optax.GradientTransformation],
+    *,
+    async_rule: Callable[..., AsyncRule] | None = None,
+    evaluation: str = "params",
+    reported: tuple[str, ...] = (),
+) -> Spec:
+    """Adds an algorithm: a whole :class:`Spec`, or a synchronous constructor that takes
+    ``axis_name`` (and ``group_axis_name`` if it runs on a grouped layout).
+
+    With a constructor the evaluated point cannot be read off it before it runs: it is
+    ``evaluation`` (default ``"params"``, worker 0's; pass ``"center"`` for an elastic
+    algorithm whose state holds a ``center``, ``"average"`` for one that holds an
+    ``average``), and ``async_rule`` / ``reported`` complete the Spec. Returns the Spec.
+    """
+    if name in _SPECS:
         raise ValueError(f"algorithm {name!r} is already registered.")
-    if "axis_name" not in inspect.signature(constructor).parameters:
-        raise ValueError(f"the constructor of {name!r} must accept axis_name.")
-    _REGISTRY[name] = constructor
+    if isinstance(spec_or_constructor, Spec):
+        spec = spec_or_constructor
+        if spec.name != name:
+            raise ValueError(f"register({name!r}, ...) got the Spec of {spec.name!r}.")
+    else:
+        grouped = "group_axis_name" in inspect.signature(spec_or_constructor).parameters
+        spec = Spec(name, spec_or_constructor, async_rule, evaluation=evaluation,
+                    grouped=grouped, reported=tuple(reported))
+    _SPECS[name] = spec
+    return spec
 
 
 def algorithm_names() -> list[str]:
-    """The registered names, sorted."""
-    return sorted(_REGISTRY)
+    """The names with a synchronous form, sorted."""
+    return sorted(name for name, spec in _SPECS.items() if spec.sync is not None)
 
 
-AXIS_ARGUMENTS = ("axis_name", "group_axis_name")
+def async_algorithm_names() -> list[str]:
+    """The names with an asynchronous rule, sorted."""
+    return sorted(name for name, spec in _SPECS.items() if spec.async_rule is not None)
 
 
-def hyperparameter_names(name: str) -> list[str]:
-    """The hyperparameters ``name`` accepts (all but the axis names)."""
-    params = inspect.signature(_lookup(name)).parameters
-    return [p for p in params if p not in AXIS_ARGUMENTS]
+def _form(name: str, asynchronous: bool) -> Spec:
+    spec = get_spec(name)
+    if asynchronous and spec.async_rule is None:
+        raise ValueError(
+            f"algorithm {name!r} has no asynchronous rule; asynchronous algorithms: "
+            f"{', '.join(async_algorithm_names())}.")
+    if not asynchronous and spec.sync is None:
+        raise ValueError(
+            f"algorithm {name!r} has no synchronous form (it runs asynchronously only); "
+            f"synchronous algorithms: {', '.join(algorithm_names())}.")
+    return spec
+
+
+def hyperparameter_names(name: str, asynchronous: bool = False) -> list[str]:
+    """The hyperparameters of ``name``'s synchronous form (all its arguments but the axis
+    names) or asynchronous rule (all but ``num_workers``)."""
+    return _form(name, asynchronous).hyperparameter_names(asynchronous)
 
 
 def is_grouped(name: str) -> bool:
     """Whether ``name`` runs on a 2-D (groups x workers) layout: takes ``group_axis_name``."""
-    return "group_axis_name" in inspect.signature(_lookup(name)).parameters
+    return get_spec(name).grouped
 
 
-def _lookup(name: str) -> Callable[..., optax.GradientTransformation]:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
+def check_hyperparameters(
+    name: str, hparams: Mapping[str, Any], asynchronous: bool = False
+) -> None:
+    """Raises ValueError for hyperparameters ``name``'s form does not take or misses."""
+    spec = _form(name, asynchronous)
+    label = f"asynchronous algorithm {name!r}" if asynchronous else f"algorithm {name!r}"
+    params = inspect.signature(spec.form(asynchronous)).parameters
+    allowed = spec.hyperparameter_names(asynchronous)
+    unknown = sorted(set(hparams) - set(allowed))
+    if unknown:
         raise ValueError(
-            f"unknown algorithm {name!r}; known: {', '.join(algorithm_names())}.") from None
+            f"{label} does not take {', '.join(unknown)}; it takes {', '.join(allowed)}.")
+    missing = [p for p in allowed
+               if params[p].default is inspect.Parameter.empty and p not in hparams]
+    if missing:
+        raise ValueError(f"{label} needs {', '.join(missing)}.")
 
 
 def get_algorithm(
-    name: str, *, axis_name: Any = "workers", group_axis_name: Any = None, **hparams: Any
+    name: str, *, axis_name: AxisName = "workers", group_axis_name: AxisName | None = None,
+    **hparams: Any
 ) -> optax.GradientTransformation:
-    """Builds the registered algorithm ``name`` with ``hparams`` over ``axis_name``.
+    """Builds the synchronous form of ``name`` with ``hparams`` over ``axis_name``.
 
     ``group_axis_name`` is passed to grouped algorithms only (their ``axis_name`` then spans
     the workers of one group).
     """
-    constructor = _lookup(name)
+    spec = _form(name, asynchronous=False)
     check_hyperparameters(name, hparams)
-    axes = {"axis_name": axis_name}
-    if is_grouped(name) and group_axis_name is not None:
+    axes: dict[str, Any] = {"axis_name": axis_name}
+    if spec.grouped and group_axis_name is not None:
         axes["group_axis_name"] = group_axis_name
-    return constructor(**axes, **hparams)
+    return spec.form()(**axes, **hparams)
 
 
-def check_hyperparameters(name: str, hparams: Mapping[str, Any]) -> None:
-    """Raises ValueError for hyperparameters ``name`` does not take or misses."""
-    params = inspect.signature(_lookup(name)).parameters
-    allowed = hyperparameter_names(name)
-    unknown = sorted(set(hparams) - set(allowed))
-    if unknown:
-        raise ValueError(
-            f"algorithm {name!r} does not take {', '.join(unknown)}; it takes "
-            f"{', '.join(allowed)}.")
-    missing = [p for p in allowed
-               if params[p].default is inspect.Parameter.empty and p not in hparams]
-    if missing:
-        raise ValueError(f"algorithm {name!r} needs {', '.join(missing)}.")
+def get_async_rule(name: str, num_workers: int, **hparams: Any) -> AsyncRule:
+    """Builds the asynchronous rule of ``name`` with the same hyperparameters as its
+    synchronous form (``config.algorithm``); ``num_workers`` goes to the rules that take it
+    (LSGD's total-iteration clock). ValueError for unknown names or hyperparameters."""
+    spec = _form(name, asynchronous=True)
+    check_hyperparameters(name, hparams, asynchronous=True)
+    rule = spec.form(asynchronous=True)
+    if NUM_WORKERS in inspect.signature(rule).parameters:
+        hparams = {**hparams, NUM_WORKERS: num_workers}
+    return rule(**hparams)

@@ -10,7 +10,7 @@ writes SWEEP_DIR/report/:
     summary.csv, .md     one row per (grid, method, tau, p): the best run over learning rates
                          and seeds, the mean +- std over seeds at its learning rate, failures
     GRID_curves_time.png, GRID_curves_steps.png
-                         training loss (the workers' mini-batches, as train.py reports it),
+                         training loss (the workers' mini-batches, as training/sync.py reports it),
                          test loss and test error of the center of each best
                          run against wall-clock time / steps, one panel per tau (per p when
                          only p varies); methods without a tau (or with p fixed, e.g. the
@@ -44,7 +44,7 @@ from easgd_jax.experiments import findings
 RUNS = "runs"
 CURVE_KEYS = ("train_loss", "test_loss", "test_error")
 # train_loss is the mean mini-batch loss of the workers since the last evaluation (as
-# train.py reports it); the test metrics are the center's.
+# training/sync.py reports it); the test metrics are the center's.
 YLABELS = {"train_loss": "training loss (workers' batches)", "test_loss": "test loss (center)",
            "test_error": "test error (center)"}
 

@@ -41,7 +41,7 @@ resumable: a run with ``final_metrics.json`` is finished and skipped, one that d
 uninterrupted segment (``--resume_unfinished`` resumes it from its checkpoint instead). Any
 other exception is recorded as an error and retried on the next invocation. SIGINT/SIGTERM
 stop the current run at a checkpoint and end the sweep. The results go to WORKDIR/report
-(see :mod:`easgd_jax.sweep_report`).
+(see :mod:`easgd_jax.experiments.report`).
 """
 
 from __future__ import annotations
@@ -66,12 +66,12 @@ from absl import logging
 
 from easgd_jax import training
 from easgd_jax.algorithms import registry
-from easgd_jax.experiments import report
+from easgd_jax.experiments import report as sweep_report
 from easgd_jax.experiments.report import run_status as status
 from easgd_jax.training import config as config_lib
 from easgd_jax.training.common import config_differences
 
-CONFIGS_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
+CONFIGS_DIR = pathlib.Path(__file__).resolve().parents[2] / "configs"
 RUNS = "runs"
 SELECTIONS = ("all_seeds", "first_seed")
 NOT_SELECTED = "not selected"
@@ -278,7 +278,7 @@ def chosen_learning_rate(runs: Sequence[Run], setting: tuple, seed: int,
         rundir = os.path.join(workdir, RUNS, run.name)
         if status(rundir) not in ("finished", "diverged"):
             return None
-        result = report.read_run(rundir)
+        result = sweep_report.read_run(rundir)
         if result.status == "finished" and result.test_error:
             candidates.append((result.best_test_error, result.final_test_error,
                                run.learning_rate))
@@ -390,7 +390,7 @@ def run_sweep(sweep: ml_collections.ConfigDict, workdir: str, *, retry_failed: b
                 break
     if report:
 
-        report.write_report(workdir, sweep)
+        sweep_report.write_report(workdir, sweep)
     return statuses
 
 

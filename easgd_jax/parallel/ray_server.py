@@ -9,10 +9,10 @@ Ray as the transport instead of threads of one process:
   ledger). It is a threaded actor (``max_concurrency = p + 2``), so exchanges of different
   workers run concurrently and meet only on the shards' locks, and the driver can read the
   center while the workers run. Ray serialises the flat numpy messages and replies.
-- one worker actor per worker runs its local steps with the threads executor's jitted
-  functions (:func:`~easgd_jax.parallel.server.make_thread_steps`) and, when its rule says so,
-  calls the server actor's ``exchange`` (elastic differences for EASGD/EAMSGD, pushed sums for
-  DOWNPOUR, gradients for APAM), never waiting for the other workers.
+- one worker actor per worker runs the threads executor's worker loop
+  (:func:`~easgd_jax.parallel.worker_loop.run_worker`) over a Ray transport: when its rule
+  says so, it calls the server actor's ``exchange`` (elastic differences for EASGD/EAMSGD,
+  pushed sums for DOWNPOUR, gradients for APAM), never waiting for the other workers.
 - the driver (:func:`train_ray`) starts them, waits with a timeout (calling ``on_poll`` for
   mid-run evaluation), gathers the workers' states, the final center, the ledger and the
   server's report, and kills every actor (and shuts Ray down if it started it). The first
@@ -35,8 +35,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from easgd_jax.algorithms.asynchronous import AsyncRule
-from easgd_jax.parallel.server import GradFn, ParameterServer, ServerReport, make_thread_steps
+from easgd_jax.algorithms.base import AsyncRule
+from easgd_jax.parallel.server import ParameterServer, ServerReport
+from easgd_jax.parallel.worker_loop import GradFn, make_worker_steps, run_worker, warm_up
 
 ACTOR_ENV = {
     "JAX_PLATFORMS": "cpu",
@@ -68,9 +69,9 @@ class ServerActor:
         self.ps = ParameterServer(rule, params, num_workers, num_shards, lock_timeout_s)
         self.stopped = False
 
-    def tick(self) -> tuple[int, bool]:
-        """T before this local step, and whether the run was stopped."""
-        return self.ps.tick(), self.stopped
+    def tick(self) -> int | None:
+        """T before this local step, or None if the run was stopped (no step announced)."""
+        return None if self.stopped else self.ps.tick()
 
     def stop(self) -> None:
         self.stopped = True
@@ -101,9 +102,23 @@ class ServerActor:
                 "ledger": self.ps.ledger, "staleness": self.ps.staleness}
 
 
+class RayTransport:
+    """A worker actor's way to the server actor (one round trip per call)."""
+
+    def __init__(self, ray: Any, server: Any):
+        self._ray, self.server = ray, server
+
+    def tick(self) -> int | None:
+        return self._ray.get(self.server.tick.remote())
+
+    def exchange(self, worker: int, vectors: Sequence[Any],
+                 scalars: Sequence[Any]) -> tuple[np.ndarray, ...]:
+        return self._ray.get(self.server.exchange.remote(worker, _host(vectors), _host(scalars)))
+
+
 class WorkerActor:
-    """Worker ``index``: the threads executor's jitted local steps, exchanging with the server
-    actor."""
+    """Worker ``index``: the shared worker loop (:mod:`easgd_jax.parallel.worker_loop`),
+    exchanging with the server actor."""
 
     def __init__(self, index: int, rule: AsyncRule, grad_fn: GradFn, params: Any,
                  batch_fn: Callable[[int, int, int], Any], key: Any, chunk_steps: int,
@@ -111,55 +126,25 @@ class WorkerActor:
         self.index, self.rule, self.params = index, rule, params
         self.batch_fn, self.chunk_steps, self.stop_when = batch_fn, chunk_steps, stop_when
         self.base_key = jnp.asarray(key)
-        self.local, self.prepare, self.finish = make_thread_steps(rule, grad_fn, params)
+        self.steps = make_worker_steps(rule, grad_fn, params)
 
     def warm_up(self, server: Any) -> float:
         """Compiles the worker's steps (and the server's exchange); returns the seconds."""
         ray = import_ray()
-        begin = time.perf_counter()
-        warm = self.rule.init_worker(self.params)
-        batch = jax.tree.map(lambda a: a[0], self.batch_fn(self.index, 0, 1))
-        jax.block_until_ready(self.local(warm, batch, self.base_key))
-        warm, grad, vectors, scalars, _ = self.prepare(warm, batch, self.base_key, self.index)
-        replies = ray.get(server.dry_exchange.remote(_host(vectors), _host(scalars)))
-        jax.block_until_ready(self.finish(warm, grad, replies))
-        return time.perf_counter() - begin
+
+        def dry_exchange(vectors, scalars):
+            return ray.get(server.dry_exchange.remote(_host(vectors), _host(scalars)))
+
+        return warm_up(self.steps, self.rule, self.params, self.batch_fn, self.index,
+                       self.base_key, dry_exchange)
 
     def run(self, server: Any, num_steps: int) -> dict[str, Any]:
         """Up to ``num_steps`` local steps (fewer if the server was stopped)."""
-        ray = import_ray()
-        rule, index = self.rule, self.index
-        worker = rule.init_worker(self.params)
-        key = jax.random.fold_in(self.base_key, index)
-        losses: list[Any] = []
-        steps = exchanges = 0
-        for start in range(0, num_steps, self.chunk_steps):
-            count = min(self.chunk_steps, num_steps - start)
-            batches = self.batch_fn(index, start, count)
-            for j in range(count):
-                step = start + j
-                if self.stop_when is not None:
-                    self.stop_when(index, step)
-                total, stopped = ray.get(server.tick.remote())
-                if stopped:
-                    return self._result(worker, losses, steps, exchanges)
-                batch = jax.tree.map(lambda a, j=j: a[j], batches)
-                if rule.communicates(step, total):
-                    worker, grad, vectors, scalars, loss = self.prepare(worker, batch, key, index)
-                    replies = ray.get(server.exchange.remote(index, _host(vectors),
-                                                             _host(scalars)))
-                    exchanges += 1
-                    worker = self.finish(worker, grad, replies)
-                else:
-                    worker, loss = self.local(worker, batch, key)
-                losses.append(loss)
-                steps = step + 1
-        return self._result(worker, losses, steps, exchanges)
-
-    @staticmethod
-    def _result(worker: Any, losses: list[Any], steps: int, exchanges: int) -> dict[str, Any]:
-        return {"worker": _host(worker), "steps": steps, "exchanges": exchanges,
-                "losses": np.asarray(jnp.stack(losses)) if losses else np.zeros(0)}
+        result = run_worker(self.steps, self.rule, self.params,
+                            RayTransport(import_ray(), server), self.index, num_steps,
+                            self.batch_fn, self.base_key, self.chunk_steps, self.stop_when)
+        return {"worker": _host(result.worker), "steps": result.steps,
+                "exchanges": result.exchanges, "losses": result.loss_array()}
 
 
 class RemoteServer:

@@ -24,7 +24,7 @@ Schedules:
   then applied to the newest: staleness at most D. (The authors' ``max_delay`` is D + 1.)
 
 The executor knows nothing of the algorithm: it runs any
-:class:`~easgd_jax.algorithms.asynchronous.AsyncRule` with a ``grad_fn(params, batch, key)
+:class:`~easgd_jax.algorithms.base.AsyncRule` with a ``grad_fn(params, batch, key)
 -> (grad, loss)``. Staleness of an exchange = master updates between the worker's last read
 of the master (its previous exchange) and this exchange.
 """
@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from easgd_jax.algorithms.asynchronous import AsyncRule, AsyncWorkerState
+from easgd_jax.algorithms.base import AsyncRule, AsyncWorkerState
 
 SCHEDULES = ("round_robin", "clocks", "random_delay")
 GradFn = Callable[[Any, Any, jax.Array], tuple[Any, jax.Array]]

@@ -1,12 +1,13 @@
 """A real asynchronous parameter server on one host: one Python thread per worker.
 
-Each worker thread runs its own jitted local steps (jax releases the GIL while XLA computes)
+Each worker thread runs the shared worker loop (:mod:`easgd_jax.parallel.worker_loop`, also
+the Ray executor's) with its own jitted local steps (jax releases the GIL while XLA computes)
 and never waits for the others; when its rule says so it exchanges with the master, which the
 server holds. The master is split into shards (contiguous ranges of the flattened params),
 each with its own lock and its own clock, applied independently as in DistBelief's sharded
 parameter server (Dean et al., NIPS 2012): a worker's exchange visits the shards one after
 the other, and under a shard's lock the rule's pure exchange function
-(:attr:`~easgd_jax.algorithms.asynchronous.AsyncRule.exchange`: elastic differences for
+(:attr:`~easgd_jax.algorithms.base.AsyncRule.exchange`: elastic differences for
 EASGD/EAMSGD, pushed sums for DOWNPOUR, gradients for APAM) is applied to that shard's master
 on its value at that moment. (Rules whose exchange is not elementwise, LSGD's leader choice,
 need one shard.)
@@ -38,9 +39,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from easgd_jax.algorithms.asynchronous import AsyncRule, AsyncWorkerState
-
-GradFn = Callable[[Any, Any, jax.Array], tuple[Any, jax.Array]]
+from easgd_jax.algorithms.base import AsyncRule, AsyncWorkerState
+from easgd_jax.parallel.worker_loop import (
+    GradFn,
+    WorkerResult,
+    make_worker_steps,
+    run_worker,
+    warm_up,
+)
 
 
 def shard_bounds(size: int, num_shards: int) -> list[tuple[int, int]]:
@@ -281,6 +287,21 @@ def run_threads(
         raise TimeoutError(f"the {num_workers} workers did not finish in {timeout_s} s.")
 
 
+class ThreadTransport:
+    """A worker thread's way to the :class:`ParameterServer` of this process; ``stop`` ends
+    the run."""
+
+    def __init__(self, server: ParameterServer, stop: threading.Event):
+        self.server, self.stop = server, stop
+
+    def tick(self) -> int | None:
+        return None if self.stop.is_set() else self.server.tick()
+
+    def exchange(self, worker: int, vectors: Sequence[Any],
+                 scalars: Sequence[Any]) -> tuple[np.ndarray, ...]:
+        return self.server.exchange(worker, vectors, scalars)
+
+
 @dataclasses.dataclass
 class ThreadRun:
     """The outcome of :func:`train_threads`."""
@@ -290,40 +311,6 @@ class ThreadRun:
     steps: list[int]  # per worker
     wall_time_s: float  # the threads' run, after compilation
     compile_time_s: float  # the warm-up that compiles the worker steps and the exchange
-
-
-def make_thread_steps(rule: AsyncRule, grad_fn: GradFn, params: Any) -> tuple[Callable, ...]:
-    """The worker side of ``rule`` as three jitted functions over flat messages:
-
-    ``local(worker, batch, key) -> (worker, loss)``, a step without exchange;
-    ``prepare(worker, batch, key, index) -> (worker, grad, vectors, scalars, loss)``;
-    ``finish(worker, grad, replies) -> worker``, after the server's replies. ``key`` is the
-    worker's key; the step's key is ``fold_in(key, t_i)``.
-    """
-    _, unravel = ravel_pytree(params)
-
-    def gradient(worker, batch, key):
-        key = jax.random.fold_in(key, worker.count)
-        grad, loss = grad_fn(rule.gradient_point(worker), batch, key)
-        return grad, loss, rule.before(worker, grad, loss)
-
-    @jax.jit
-    def local(worker, batch, key):
-        grad, loss, worker = gradient(worker, batch, key)
-        return rule.after(worker, grad, jnp.asarray(False)), loss
-
-    @jax.jit
-    def prepare(worker, batch, key, index):
-        grad, loss, worker = gradient(worker, batch, key)
-        vectors, scalars = rule.message(worker, grad, index)
-        return worker, grad, tuple(ravel_pytree(v)[0] for v in vectors), scalars, loss
-
-    @jax.jit
-    def finish(worker, grad, replies):
-        worker = rule.receive(worker, tuple(unravel(r) for r in replies))
-        return rule.after(worker, grad, jnp.asarray(True))
-
-    return local, prepare, finish
 
 
 def train_threads(
@@ -354,48 +341,18 @@ def train_threads(
         on_poll: called in the caller's thread while the workers run.
         stop_when: test hook, ``(worker, step)`` called before every step (may raise).
     """
-    local, prepare, finish = make_thread_steps(rule, grad_fn, params)
-    p = server.num_workers
+    steps = make_worker_steps(rule, grad_fn, params)
     # Compile everything once here, not in p threads at once (and not inside the timing).
-    begin = time.perf_counter()
-    warm = rule.init_worker(params)
-    batch = jax.tree.map(lambda a: a[0], batch_fn(0, 0, 1))
-    jax.block_until_ready(local(warm, batch, key))
-    warm, grad, vectors, scalars, _ = prepare(warm, batch, key, 0)
-    jax.block_until_ready(finish(warm, grad, server.dry_exchange(vectors, scalars)))
-    compile_time = time.perf_counter() - begin
-    states: list[Any] = [None] * p
-    losses: list[list[Any]] = [[] for _ in range(p)]
-    steps = [0] * p
+    compile_time = warm_up(steps, rule, params, batch_fn, 0, key, server.dry_exchange)
+    results: list[WorkerResult | None] = [None] * server.num_workers
 
     def work(index: int, stop: threading.Event) -> None:
-        worker = rule.init_worker(params)
-        worker_key = jax.random.fold_in(key, index)
-        for start in range(0, num_steps, chunk_steps):
-            count = min(chunk_steps, num_steps - start)
-            batches = batch_fn(index, start, count)
-            for j in range(count):
-                if stop.is_set():
-                    states[index] = worker
-                    return
-                step = start + j
-                if stop_when is not None:
-                    stop_when(index, step)
-                batch = jax.tree.map(lambda a, j=j: a[j], batches)
-                total = server.tick()
-                if rule.communicates(step, total):
-                    worker, grad, vectors, scalars, loss = prepare(
-                        worker, batch, worker_key, index)
-                    replies = server.exchange(index, vectors, scalars)
-                    worker = finish(worker, grad, replies)
-                else:
-                    worker, loss = local(worker, batch, worker_key)
-                losses[index].append(loss)
-                steps[index] = step + 1
-        states[index] = jax.block_until_ready(worker)
+        results[index] = run_worker(steps, rule, params, ThreadTransport(server, stop), index,
+                                    num_steps, batch_fn, key, chunk_steps, stop_when)
 
     begin = time.perf_counter()
-    run_threads(work, p, timeout_s, on_poll=on_poll)
+    run_threads(work, server.num_workers, timeout_s, on_poll=on_poll)
     wall = time.perf_counter() - begin
-    return ThreadRun(states, [np.asarray(jnp.stack(w)) if w else np.zeros(0) for w in losses],
-                     steps, wall, compile_time)
+    done = [r for r in results if r is not None]
+    return ThreadRun([r.worker for r in done], [r.loss_array() for r in done],
+                     [r.steps for r in done], wall, compile_time)

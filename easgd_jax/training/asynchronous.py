@@ -1,5 +1,5 @@
-"""``train_and_evaluate_async(config, workdir)``: asynchronous runs on the same data, models
-and evaluation as the synchronous loop (``train.py``).
+"""``train_and_evaluate(config, workdir)``: asynchronous runs on the same data, models
+and evaluation as the synchronous loop (:mod:`easgd_jax.training.sync`).
 
 ``config.executor`` chooses how the asynchrony happens:
 

@@ -242,11 +242,11 @@ def _check_common(config: ml_collections.ConfigDict) -> None:
     for field in ("batch_size", "num_steps", "eval_every"):
         _integer(f"train.{field}", train[field], 1)
     _integer("train.steps_per_round", train.steps_per_round, 0)
-    _number("train.weight_decay", train.weight_decay, 0.0, float("inf"))
+    if (isinstance(train.weight_decay, bool) or not isinstance(train.weight_decay, numbers.Real)
+            or not train.weight_decay >= 0):
+        raise ValueError(
+            f"config.train.weight_decay must be a number >= 0, got {train.weight_decay!r}.")
     _choice("train.param_dtype", train.param_dtype, PARAM_DTYPES)
-    if train.num_steps % train.eval_every:
-        raise ValueError(f"config.train.num_steps ({train.num_steps}) must be a multiple of "
-                         f"config.train.eval_every ({train.eval_every}).")
     if not isinstance(config.tensorboard, bool):
         raise ValueError(f"config.tensorboard must be True or False, got {config.tensorboard!r}.")
     _integer("checkpoint.every", config.checkpoint.every, 0)
@@ -258,8 +258,9 @@ def _check_common(config: ml_collections.ConfigDict) -> None:
     _integer("distributed.num_processes", dist.num_processes, 1)
     _integer("distributed.process_id", dist.process_id, 0)
     if dist.process_id >= dist.num_processes:
-        raise ValueError(f"config.distributed.process_id ({dist.process_id}) must be below "
-                         f"config.distributed.num_processes ({dist.num_processes}).")
+        raise ValueError(
+            f"config.distributed.process_id ({dist.process_id}) must be < "
+            f"config.distributed.num_processes ({dist.num_processes}).")
 
 
 def _check_sync(config: ml_collections.ConfigDict) -> None:
@@ -276,10 +277,11 @@ def _check_sync(config: ml_collections.ConfigDict) -> None:
         raise ValueError(
             f"config.num_workers ({config.num_workers}) must be a multiple of "
             f"config.num_devices ({config.num_devices}).")
-    if config.num_devices and config.num_devices % config.distributed.num_processes:
+    if config.num_devices % config.distributed.num_processes:
         raise ValueError(
-            f"config.num_devices ({config.num_devices}) must be a multiple of "
-            f"config.distributed.num_processes ({config.distributed.num_processes}).")
+            f"config.num_devices ({config.num_devices}) counts the devices of all "
+            f"{config.distributed.num_processes} processes: it must be a multiple of "
+            "config.distributed.num_processes.")
     _choice("algorithm.name", config.algorithm.name, tuple(registry.algorithm_names()))
     try:
         # Building the transformation checks every hyperparameter's value; nothing is traced.
@@ -308,13 +310,18 @@ def _check_sync(config: ml_collections.ConfigDict) -> None:
         if value % rounds:
             raise ValueError(
                 f"config.{field} ({value}) must be a multiple of the round length "
-                f"({rounds} local steps: train.steps_per_round).")
+                f"({rounds} local steps: train.steps_per_round, or a multiple of the period "
+                "when it is 0).")
 
 
 def _check_async(config: ml_collections.ConfigDict) -> None:
     from easgd_jax.algorithms import registry
     from easgd_jax.parallel.schedules import SCHEDULES
 
+    train = config.train
+    if train.num_steps % train.eval_every:
+        raise ValueError(f"config.train.num_steps ({train.num_steps}) must be a multiple of "
+                         f"config.train.eval_every ({train.eval_every}).")
     name = config.algorithm.name
     if name not in registry.async_algorithm_names():
         raise ValueError(

@@ -14,7 +14,7 @@ stochastic gradient at the params:
 with t the number of SGD steps taken so far (t = 1 after the first). ASGD and MVASGD
 average the SGD iterate x_t itself, the point where the gradient is taken (plain SGD has
 no look-ahead point), after its update; z is stored in the state field ``average``, which
-is what the training loop evaluates.
+is what the training loop evaluates (the running averages are in ``averages``).
 
 Each worker runs its own copy: with p > 1 these are p independent runs and ``axis_name``
 is unused (it is accepted so that every algorithm is built the same way).
@@ -36,14 +36,12 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-from jax import lax
-from jax.flatten_util import ravel_pytree
 
-from easgd_jax.algorithms import _validate
+from easgd_jax.algorithms import checks
+from easgd_jax.algorithms.averages import constant_rate, polyak_rate, running_average
+from easgd_jax.algorithms.base import AxisName, fresh_copy
+from easgd_jax.algorithms.collectives import tree_pmean
 from easgd_jax.algorithms.momentum import nesterov
-from easgd_jax.algorithms.trees import fresh_copy
-
-AxisName = str | tuple[str, ...]
 
 
 class AveragedSGDState(NamedTuple):
@@ -58,30 +56,6 @@ class AveragedSGDState(NamedTuple):
     average: optax.Params
 
 
-def polyak_rate(count: jax.Array) -> jax.Array:
-    """a_t = 1 / (t + 1): with it, z_t is the plain mean of the t + 1 values x_0..x_t."""
-    return 1.0 / (count.astype(jnp.float32) + 1.0)
-
-
-def constant_rate(rate: float) -> Callable[[jax.Array], float]:
-    """a_t = a for every t: an exponential moving average."""
-    return lambda _count: rate
-
-
-def running_average(
-    average: optax.Params, value: optax.Params, rate: jax.Array | float
-) -> optax.Params:
-    """z <- (1 - a) z + a x, leaf by leaf, in the dtype of z (exactly z = x when a = 1)."""
-    return jax.tree.map(
-        lambda z, x: ((1.0 - rate) * z + rate * x).astype(z.dtype), average, value)
-
-
-def tree_pmean(tree: optax.Updates, axis_name: AxisName) -> optax.Updates:
-    """``lax.pmean`` of a whole pytree as ONE all-reduce of its flattened leaves."""
-    flat, unravel = ravel_pytree(tree)
-    return unravel(lax.pmean(flat, axis_name))
-
-
 def sgd(
     learning_rate: optax.ScalarOrSchedule, axis_name: AxisName = "workers"
 ) -> optax.GradientTransformation:
@@ -91,8 +65,8 @@ def sgd(
         learning_rate: eta, a number or an optax schedule.
         axis_name: accepted for uniformity with the distributed algorithms; unused.
     """
-    _validate.check_rate("learning_rate", learning_rate)
-    _validate.check_axis_name(axis_name)
+    checks.check_rate("learning_rate", learning_rate)
+    checks.check_axis_name(axis_name)
     return optax.sgd(learning_rate)
 
 
@@ -111,7 +85,7 @@ def msgd(
         momentum: delta in [0, 1).
         axis_name: accepted for uniformity with the distributed algorithms; unused.
     """
-    _validate.check_axis_name(axis_name)
+    checks.check_axis_name(axis_name)
     return nesterov(learning_rate, momentum)
 
 
@@ -119,7 +93,7 @@ def _averaged_sgd(
     learning_rate: optax.ScalarOrSchedule, average_rate: Callable[[jax.Array], jax.Array | float]
 ) -> optax.GradientTransformation:
     """SGD whose state also tracks z_t = (1 - a_t) z_{t-1} + a_t x_t, z_0 = x_0."""
-    rate = _validate.schedule_value(learning_rate)
+    rate = checks.schedule_value(learning_rate)
 
     def init_fn(params: optax.Params) -> AveragedSGDState:
         return AveragedSGDState(
@@ -152,8 +126,8 @@ def asgd(
         learning_rate: eta, a number or an optax schedule.
         axis_name: accepted for uniformity with the distributed algorithms; unused.
     """
-    _validate.check_rate("learning_rate", learning_rate)
-    _validate.check_axis_name(axis_name)
+    checks.check_rate("learning_rate", learning_rate)
+    checks.check_axis_name(axis_name)
     return _averaged_sgd(learning_rate, polyak_rate)
 
 
@@ -171,15 +145,15 @@ def mvasgd(
         moving_average_rate: a in (0, 1] (paper: 0.001); a = 1 makes z the iterate.
         axis_name: accepted for uniformity with the distributed algorithms; unused.
     """
-    _validate.check_rate("learning_rate", learning_rate)
-    _validate.check_moving_average_rate(moving_average_rate)
-    _validate.check_axis_name(axis_name)
+    checks.check_rate("learning_rate", learning_rate)
+    checks.check_moving_average_rate(moving_average_rate)
+    checks.check_axis_name(axis_name)
     return _averaged_sgd(learning_rate, constant_rate(float(moving_average_rate)))
 
 
 def mean_over_workers(axis_name: AxisName = "workers") -> optax.GradientTransformation:
     """Replaces each worker's gradient by the mean over ``axis_name`` (one all-reduce)."""
-    _validate.check_axis_name(axis_name)
+    checks.check_axis_name(axis_name)
 
     def init_fn(params: optax.Params) -> optax.EmptyState:
         del params
@@ -211,8 +185,8 @@ def data_parallel_sgd(
         momentum: delta in [0, 1); 0 is plain SGD (no velocity buffer).
         axis_name: the worker axis of the all-reduce.
     """
-    _validate.check_rate("learning_rate", learning_rate)
-    _validate.check_momentum(momentum)
-    _validate.check_axis_name(axis_name)
+    checks.check_rate("learning_rate", learning_rate)
+    checks.check_momentum(momentum)
+    checks.check_axis_name(axis_name)
     local = nesterov(learning_rate, momentum) if momentum else optax.sgd(learning_rate)
     return optax.chain(mean_over_workers(axis_name), local)

@@ -1,5 +1,8 @@
-"""APAM, asynchronous parallel AMSGrad (Xu et al., arXiv 2002.09095), and its synchronous
-baseline.
+"""Adaptive-moment methods: APAM, asynchronous parallel AMSGrad (Xu et al., arXiv
+2002.09095), and its synchronous baseline.
+
+(The family module is ``adaptive``, not ``amsgrad``, so that ``easgd_jax.algorithms.amsgrad``
+is the transformation and shadows no module.)
 
 The master alone holds x, m, v and v_hat. Every gradient g that arrives (computed by some
 worker at the master iterate it last read, possibly stale) is applied at once, one at a
@@ -34,12 +37,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from easgd_jax.algorithms import _validate
-from easgd_jax.algorithms.asynchronous import AsyncRule, AsyncWorkerState, _worker
-from easgd_jax.algorithms.averaging import tree_pmean
-from easgd_jax.algorithms.trees import fresh_copy
+from easgd_jax.algorithms import base, checks
+from easgd_jax.algorithms.base import AsyncRule, AsyncWorkerState, AxisName, fresh_copy
+from easgd_jax.algorithms.collectives import tree_pmean
 
-AxisName = str | tuple[str, ...]
 FORMS = ("paper", "authors", "optax")
 
 
@@ -60,8 +61,8 @@ class ApamMasterState(NamedTuple):
 
 
 def _check(b1: float, b2: float, eps: float, form: str) -> None:
-    _validate.check_interval("b1", b1, 0.0, 1.0)
-    _validate.check_interval("b2", b2, 0.0, 1.0)
+    checks.check_interval("b1", b1, 0.0, 1.0)
+    checks.check_interval("b2", b2, 0.0, 1.0)
     if b1 == 1.0 or b2 == 1.0:
         raise ValueError(f"b1 and b2 must be < 1, got {b1}, {b2}.")
     if not isinstance(eps, int | float) or isinstance(eps, bool) or not eps >= 0:
@@ -127,9 +128,9 @@ def amsgrad(
     ``optax.amsgrad(..., eps=0, bias_correction_mu=False, bias_correction_nu=False)`` except
     that 0/0 gives 0. ``learning_rate`` may be a schedule of the step count k (from 0).
     """
-    _validate.check_rate("learning_rate", learning_rate)
+    checks.check_rate("learning_rate", learning_rate)
     _check(b1, b2, eps, form)
-    rate = _validate.schedule_value(learning_rate)
+    rate = checks.schedule_value(learning_rate)
 
     def init_fn(params):
         return init_moments(params)
@@ -154,7 +155,7 @@ def amsgrad_sync(
 
     Workers that start at the same point stay identical. Args as :func:`amsgrad`.
     """
-    _validate.check_axis_name(axis_name)
+    checks.check_axis_name(axis_name)
     inner = amsgrad(learning_rate, b1, b2, eps, form)
 
     def update_fn(updates, state, params=None):
@@ -169,7 +170,7 @@ def apam(
     b2: float = 0.999,
     eps: float = 1e-8,
     form: str = "paper",
-) -> AsyncRule:
+) -> AsyncRule[base.NoExtra, ApamMasterState]:
     """APAM as an asynchronous rule: every step of every worker pushes its gradient, the
     master applies one AMSGrad step to it and the worker reads the new x.
 
@@ -180,9 +181,9 @@ def apam(
     The staleness of a gradient is the number of master updates between the worker's read
     and its push. Args as :func:`amsgrad`.
     """
-    _validate.check_rate("learning_rate", learning_rate)
+    checks.check_rate("learning_rate", learning_rate)
     _check(b1, b2, eps, form)
-    rate = _validate.schedule_value(learning_rate)
+    rate = checks.schedule_value(learning_rate)
 
     def init_master(params):
         return ApamMasterState(fresh_copy(params), init_moments(params))
@@ -196,7 +197,7 @@ def apam(
         (grad,) = vectors
         delta, moments = amsgrad_step(
             master.moments, grad, rate(master.moments.count), b1, b2, eps, form)
-        center = jax.tree.map(lambda x, d: (x + d).astype(x.dtype), master.center, delta)
+        center = base.tree_add(master.center, delta)
         return ApamMasterState(center, moments), delta, (center,)
 
     def receive(worker, replies):
@@ -204,11 +205,12 @@ def apam(
 
     def after(worker, grad, communicated):
         del grad, communicated
-        return AsyncWorkerState(worker.params, optax.safe_int32_increment(worker.count), ())
+        return AsyncWorkerState(worker.params, optax.safe_int32_increment(worker.count),
+                                worker.extra)
 
     return AsyncRule(
-        name="apam", init_worker=_worker, init_master=init_master,
+        name="apam", init_worker=base.init_worker, init_master=init_master,
         gradient_point=lambda worker: worker.params,
         communicates=lambda count, total: count >= 0,
-        before=lambda worker, grad, loss: worker, message=message, exchange=exchange,
+        before=base.keep_worker, message=message, exchange=exchange,
         receive=receive, after=after, stateless_worker=True)

@@ -1,4 +1,9 @@
-"""DOWNPOUR and its variants, the baselines of the EASGD paper, in synchronous rounds.
+"""DOWNPOUR and its variants, the baselines of the EASGD paper: synchronous rounds and the
+asynchronous rule.
+
+The module is named after DistBelief (Dean et al., NIPS 2012), the system DOWNPOUR and its
+server-side Adagrad come from, so that ``easgd_jax.downpour`` is the transformation and
+shadows no module.
 
 DOWNPOUR (Dean et al., NIPS 2012) as implemented in the EASGD authors' code (Zhang,
 Choromanska & LeCun, NIPS 2015, arXiv 1412.6651, Section 5): p workers hold x_1..x_p, the
@@ -34,6 +39,11 @@ The rule of one worker's exchange is the pure function :func:`downpour_exchange`
 MDOWNPOUR's master update :func:`nesterov_master_step` and the master's Adagrad
 :func:`server_adagrad_step`, so that asynchronous executors can apply them one worker at a
 time.
+
+Asynchronous DOWNPOUR (:func:`async_downpour`, the EASGD authors' code), worker i on its own
+clock t_i: d = -eta g(x_i); acc_i += d; if tau divides t_i: master x~ += acc_i; x_i <- x~;
+acc_i <- 0, else x_i += d (optionally the master applies the push through DistBelief's
+Adagrad). It follows the protocol of :class:`~easgd_jax.algorithms.base.AsyncRule`.
 """
 
 from __future__ import annotations
@@ -46,16 +56,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from easgd_jax.algorithms import _validate, clock
-from easgd_jax.algorithms.averaging import (
-    constant_rate,
-    polyak_rate,
-    running_average,
-)
-from easgd_jax.algorithms.elastic import tree_psum
-from easgd_jax.algorithms.trees import fresh_copy
-
-AxisName = str | tuple[str, ...]
+from easgd_jax.algorithms import base, checks, clock
+from easgd_jax.algorithms.averages import constant_rate, polyak_rate, running_average
+from easgd_jax.algorithms.base import AsyncRule, AsyncWorkerState, AxisName, CenterState, fresh_copy
+from easgd_jax.algorithms.collectives import tree_psum
 
 
 class DownpourState(NamedTuple):
@@ -195,10 +199,10 @@ def _downpour(
 ) -> optax.GradientTransformation:
     """DOWNPOUR(tau); with ``average_rate`` the master also keeps z (field ``average``), with
     ``adagrad = (gamma, eps)`` it applies the pushes through Adagrad."""
-    _validate.check_rate("learning_rate", learning_rate)
-    _validate.check_period("period", period)
-    _validate.check_axis_name(axis_name)
-    rate = _validate.schedule_value(learning_rate)
+    checks.check_rate("learning_rate", learning_rate)
+    checks.check_period("period", period)
+    checks.check_axis_name(axis_name)
+    rate = checks.schedule_value(learning_rate)
 
     def init_fn(params: optax.Params):
         center = fresh_copy(params)
@@ -294,7 +298,7 @@ def downpour(
         raise ValueError(f"server_adagrad must be True or False, got {server_adagrad!r}.")
     if callable(adagrad_rate):
         raise ValueError(f"adagrad_rate must be a number >= 0, got {adagrad_rate!r}.")
-    _validate.check_rate("adagrad_rate", adagrad_rate)
+    checks.check_rate("adagrad_rate", adagrad_rate)
     if (isinstance(adagrad_eps, bool) or not isinstance(adagrad_eps, numbers.Real)
             or not adagrad_eps > 0):
         raise ValueError(f"adagrad_eps must be a number > 0, got {adagrad_eps!r}.")
@@ -337,7 +341,7 @@ def mvadownpour(
         period: tau >= 1.
         axis_name: the worker axis of the all-reduce.
     """
-    _validate.check_moving_average_rate(moving_average_rate)
+    checks.check_moving_average_rate(moving_average_rate)
     return _downpour(learning_rate, period, axis_name,
                      average_rate=constant_rate(float(moving_average_rate)))
 
@@ -367,10 +371,10 @@ def mdownpour(
         An optax ``GradientTransformation`` with state :class:`MomentumDownpourState`;
         ``update`` requires ``params``.
     """
-    _validate.check_rate("learning_rate", learning_rate)
-    _validate.check_momentum(momentum)
-    _validate.check_axis_name(axis_name)
-    rate = _validate.schedule_value(learning_rate)
+    checks.check_rate("learning_rate", learning_rate)
+    checks.check_momentum(momentum)
+    checks.check_axis_name(axis_name)
+    rate = checks.schedule_value(learning_rate)
     delta = float(momentum)
 
     def init_fn(params: optax.Params) -> MomentumDownpourState:
@@ -389,3 +393,103 @@ def mdownpour(
             count=optax.safe_int32_increment(state.count), center=center, velocity=velocity)
 
     return optax.GradientTransformation(init_fn, update_fn)
+
+
+# --------------------------------------------------------------------------- asynchronous
+
+
+class DownpourExtra(NamedTuple):
+    """The ``extra`` of an asynchronous DOWNPOUR worker: acc_i, its steps since the last push."""
+
+    accumulator: optax.Updates
+
+
+class AdagradMasterState(NamedTuple):
+    """The master of DOWNPOUR with server Adagrad: x~ and G, the sum of squared pushes."""
+
+    center: optax.Params
+    adagrad_sum: optax.Params
+
+
+def async_downpour(
+    learning_rate: optax.ScalarOrSchedule,
+    period: int = 1,
+    *,
+    server_adagrad: bool = False,
+    adagrad_rate: float = 0.01,
+    adagrad_eps: float = 1e-8,
+) -> AsyncRule[DownpourExtra, CenterState | AdagradMasterState]:
+    """Asynchronous DOWNPOUR(tau) as in the EASGD authors' code.
+
+        d = -eta g(x_i);  acc_i += d
+        tau | t_i:  x~ += acc_i;  x_i <- x~;  acc_i <- 0        else:  x_i += d
+
+    The master applies each worker's push when it arrives (:func:`downpour_exchange`).
+    tau = 1 is asynchronous SGD, x~ <- x~ - eta g(x_read), with x_read the center the worker
+    fetched at its last push. With ``server_adagrad`` the master applies each push through
+    DistBelief's Adagrad (:func:`server_adagrad_step`, per coordinate G <- G + acc_i^2;
+    x~ <- x~ + gamma acc_i / sqrt(eps + G)), as synchronous ``downpour(...,
+    server_adagrad=True)`` does with the sum of the pushes.
+
+    Args:
+        learning_rate: eta, a number or an optax schedule of the local clock.
+        period: tau >= 1.
+        server_adagrad: apply the pushes through the master's Adagrad.
+        adagrad_rate: gamma, the master's Adagrad rate.
+        adagrad_eps: eps inside the root.
+    """
+    checks.check_rate("learning_rate", learning_rate)
+    checks.check_period("period", period)
+    if server_adagrad:
+        checks.check_rate("adagrad_rate", adagrad_rate)
+        checks.check_interval("adagrad_eps", adagrad_eps, 0.0, float("inf"))
+    rate = checks.schedule_value(learning_rate)
+
+    def init_worker(params):
+        return base.init_worker(params, DownpourExtra(jax.tree.map(jnp.zeros_like, params)))
+
+    def before(worker, grad, loss):
+        del loss
+        step = _local_step(grad, worker.params, rate(worker.count))
+        return worker._replace(
+            extra=DownpourExtra(base.tree_add(worker.extra.accumulator, step)))
+
+    def message(worker, grad, index):
+        del grad, index
+        return (worker.params, worker.extra.accumulator), ()
+
+    def init_master(params):
+        if not server_adagrad:
+            return base.init_center_master(params)
+        return AdagradMasterState(fresh_copy(params), jax.tree.map(jnp.zeros_like, params))
+
+    def exchange(master, vectors, scalars):
+        del scalars
+        x, accumulator = vectors
+        worker_delta, center_delta = downpour_exchange(x, accumulator, master.center)
+        if not server_adagrad:
+            return (CenterState(base.tree_add(master.center, center_delta)), center_delta,
+                    (worker_delta,))
+        center_delta, adagrad_sum = server_adagrad_step(
+            center_delta, jax.tree.map(jnp.square, center_delta), master.adagrad_sum,
+            adagrad_rate, adagrad_eps)
+        center = base.tree_add(master.center, center_delta)
+        worker_delta = jax.tree.map(lambda c, x: (c - x).astype(x.dtype), center, x)
+        return AdagradMasterState(center, adagrad_sum), center_delta, (worker_delta,)
+
+    def receive(worker, replies):
+        return AsyncWorkerState(
+            base.tree_add(worker.params, replies[0]), worker.count,
+            DownpourExtra(jax.tree.map(jnp.zeros_like, worker.extra.accumulator)))
+
+    def after(worker, grad, communicated):
+        local = base.tree_add(worker.params,
+                              _local_step(grad, worker.params, rate(worker.count)))
+        params = base.tree_select(communicated, worker.params, local)
+        return AsyncWorkerState(params, optax.safe_int32_increment(worker.count), worker.extra)
+
+    return AsyncRule(
+        name="downpour", init_worker=init_worker, init_master=init_master,
+        gradient_point=lambda worker: worker.params, communicates=base.periodic(period),
+        before=before, message=message, exchange=exchange, receive=receive, after=after,
+        stateless_worker=period == 1)

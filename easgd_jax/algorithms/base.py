@@ -1,0 +1,301 @@
+"""What every algorithm family shares: axis names, the asynchronous rule protocol with its
+typed worker and master states, and :class:`Spec`, the registry's entry for one name.
+
+Each family module (``elastic``, ``distbelief``, ``baselines``, ``leader``, ``adaptive``) holds
+its synchronous optax transformations AND its asynchronous rules; both call the family's pure
+exchange function (worker params, master) -> (worker delta, center delta).
+
+Asynchronous rules (Zhang, Choromanska & LeCun, NIPS 2015, arXiv 1412.6651, Algorithms 1-2,
+and their relatives): each worker i runs on its own local clock t_i (starting at 0, so the
+first step communicates) and talks to the master alone, one worker at a time, in arrival
+order. Every rule is split the same way, so that the seeded-asynchrony executor
+(``parallel/schedules.py``) and the real parameter server (``parallel/server.py``,
+``parallel/ray_server.py``) run it unchanged; the master's part is a pure function applied
+atomically, one worker at a time:
+
+    g, loss = grad(gradient_point(w))          worker, at the snapshot
+    w = before(w, g, loss)                     worker (DOWNPOUR's accumulation)
+    if communicates(t_i, T):
+        vectors, scalars = message(w, g, i)    worker -> master
+        master, center_delta, replies = exchange(master, vectors, scalars)    ATOMIC
+        w = receive(w, replies)                master -> worker
+    w = after(w, g, communicated)              worker (the local step, t_i += 1)
+
+``vectors``, ``replies`` and the master's arrays are shaped like the params and the exchange
+is elementwise on them (except LSGD's leader choice), so a parameter server may split them
+into flat shards and apply each shard independently. The executors know only this protocol
+(and ``master.center``, the evaluated point), never a family.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
+
+import jax
+import jax.numpy as jnp
+import optax
+
+AxisName = str | tuple[str, ...]
+Params = Any
+Vectors = tuple[Any, ...]
+Scalars = tuple[Any, ...]
+
+# The arguments of a synchronous constructor that are not hyperparameters (the executor
+# passes them), and the one an asynchronous rule may take besides the hyperparameters.
+AXIS_ARGUMENTS = ("axis_name", "group_axis_name")
+NUM_WORKERS = "num_workers"
+
+
+def fresh_copy(tree: optax.Params) -> optax.Params:
+    """``tree`` in new buffers.
+
+    Every ``init`` stores its copies of the params (the center x~, the average z, the
+    master's x) through this: ``jnp.asarray(params)`` under an eager ``jax.vmap(tx.init)``
+    returns the params' own arrays, and a step that donates ``(params, opt_state)`` then
+    donates one buffer twice.
+    """
+    return jax.tree.map(lambda a: jnp.array(a, copy=True), tree)
+
+
+def tree_add(tree: Params, delta: Params) -> Params:
+    """``tree + delta`` leaf by leaf, in the dtype of ``tree``."""
+    return jax.tree.map(lambda x, d: (x + d).astype(x.dtype), tree, delta)
+
+
+def tree_select(pred: Any, on_true: Params, on_false: Params) -> Params:
+    """``on_true`` where ``pred`` else ``on_false``, leaf by leaf."""
+    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
+
+
+# --------------------------------------------------------------------------- async protocol
+
+Extra = TypeVar("Extra")
+Master = TypeVar("Master", bound="MasterState")
+
+
+class NoExtra(NamedTuple):
+    """The ``extra`` of a worker that is its params and clock alone (EASGD, APAM)."""
+
+
+class AsyncWorkerState(NamedTuple, Generic[Extra]):
+    """One worker's state in an asynchronous run.
+
+    Attributes:
+        params: x_i, the worker variable (APAM: the worker's last read of the master).
+        count: t_i, the local clock (int32).
+        extra: the rule's own buffers, a NamedTuple per rule (EAMSGD's velocity, DOWNPOUR's
+            accumulator, LSGD's inner state and losses; :class:`NoExtra` otherwise).
+    """
+
+    params: Params
+    count: jax.Array
+    extra: Extra
+
+
+class MasterState(Protocol):
+    """Every master state is a NamedTuple whose ``center`` field is the evaluated point."""
+
+    @property
+    def center(self) -> Params: ...
+
+
+class CenterState(NamedTuple):
+    """The master of EASGD, EAMSGD and DOWNPOUR: the center x~ alone."""
+
+    center: Params
+
+
+@dataclasses.dataclass(frozen=True)
+class AsyncRule(Generic[Extra, Master]):
+    """An asynchronous algorithm split into worker-side parts and one atomic master part.
+
+    Attributes:
+        name: the algorithm's name.
+        init_worker: ``params -> AsyncWorkerState``.
+        init_master: ``params -> master state``; elementwise in the params (a flat slice
+            of them gives the master of that slice).
+        gradient_point: ``worker -> params`` where the gradient is taken.
+        communicates: ``(t_i, T) -> bool``, on Python ints or jax arrays; T is the number of
+            local steps all workers took before this one (the total-iteration clock).
+        before: ``(worker, grad, loss) -> worker``, local work before the exchange.
+        message: ``(worker, grad, worker_index) -> (vectors, scalars)``: what is sent; the
+            vectors are shaped like the params.
+        exchange: ``(master, vectors, scalars) -> (master, center_delta, replies)``, pure;
+            the new master's center is ``center + center_delta``; the replies are shaped
+            like the params.
+        receive: ``(worker, replies) -> worker``.
+        after: ``(worker, grad, communicated) -> worker``, the local step; t_i += 1.
+        stateless_worker: every step communicates and the reply alone makes the worker
+            (APAM, DOWNPOUR with tau = 1): such rules also run under the random-delay
+            schedule, with each gradient taken at a stale master iterate.
+        shardable: the exchange is elementwise over the vectors and the master's arrays,
+            so the master may be split into independently locked shards.
+    """
+
+    name: str
+    init_worker: Callable[[Params], AsyncWorkerState[Extra]]
+    init_master: Callable[[Params], Master]
+    gradient_point: Callable[[AsyncWorkerState[Extra]], Params]
+    communicates: Callable[[Any, Any], Any]
+    before: Callable[[AsyncWorkerState[Extra], Params, Any], AsyncWorkerState[Extra]]
+    message: Callable[[AsyncWorkerState[Extra], Params, Any], tuple[Vectors, Scalars]]
+    exchange: Callable[[Master, Vectors, Scalars], tuple[Master, Params, Vectors]]
+    receive: Callable[[AsyncWorkerState[Extra], Vectors], AsyncWorkerState[Extra]]
+    after: Callable[[AsyncWorkerState[Extra], Params, Any], AsyncWorkerState[Extra]]
+    stateless_worker: bool = False
+    shardable: bool = True
+
+
+# Building blocks of the rules, shared by the families.
+
+def init_worker(params: Params, extra: Any = None) -> AsyncWorkerState:
+    """A worker at ``params`` (in fresh buffers), clock 0, with the rule's ``extra``
+    (:class:`NoExtra` when None)."""
+    extra = NoExtra() if extra is None else extra
+    return AsyncWorkerState(fresh_copy(params), jnp.zeros([], jnp.int32), extra)
+
+
+def init_center_master(params: Params) -> CenterState:
+    """A master that holds the center x~ = ``params`` (in fresh buffers)."""
+    return CenterState(fresh_copy(params))
+
+
+def periodic(period: int) -> Callable[[Any, Any], Any]:
+    """``communicates`` of a rule on the local clock: tau divides t_i."""
+
+    def communicates(count, total):
+        del total
+        return count % period == 0
+
+    return communicates
+
+
+def keep_worker(worker: AsyncWorkerState, grad: Params, loss: Any) -> AsyncWorkerState:
+    """``before`` of a rule with no local work before the exchange."""
+    del grad, loss
+    return worker
+
+
+def send_params(worker: AsyncWorkerState, grad: Params, index: Any) -> tuple[Vectors, Scalars]:
+    """``message`` of a rule that sends x_i alone."""
+    del grad, index
+    return (worker.params,), ()
+
+
+def receive_delta(worker: AsyncWorkerState, replies: Vectors) -> AsyncWorkerState:
+    """``receive`` of a rule whose one reply is a delta to add to x_i."""
+    return worker._replace(params=tree_add(worker.params, replies[0]))
+
+
+# --------------------------------------------------------------------------- Spec
+
+EVALUATIONS = ("center", "average", "leader", "global_leader", "params")
+
+
+def _state_field(opt_state: optax.OptState, field: str, name: str) -> Any:
+    found = optax.tree_utils.tree_get(opt_state, field)
+    if found is None:
+        raise ValueError(f"algorithm {name!r} is evaluated on its state's {field!r}, and this "
+                         f"optimizer state holds none.")
+    return found
+
+
+def _parameters(fn: Callable[..., Any]) -> list[str]:
+    return list(inspect.signature(fn).parameters)
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """One registered algorithm: its forms and where it is evaluated.
+
+    Attributes:
+        name: the registered name (``config.algorithm.name``).
+        sync: the synchronous constructor, ``(**hparams, axis_name[, group_axis_name]) ->
+            GradientTransformation``, or None (asynchronous only: APAM).
+        async_rule: the asynchronous constructor, ``(**hparams[, num_workers]) ->
+            AsyncRule``, with the hyperparameter names of ``sync`` (a subset); or None.
+        evaluation: the point the EASGD paper reports losses and errors of:
+            ``"center"`` (x~, the state's ``center`` field), ``"average"`` (z of
+            ADOWNPOUR/ASGD, the ``average`` field), ``"leader"`` / ``"global_leader"``
+            (LSGD: the params of the worker those fields name) or ``"params"`` (worker 0's).
+            Asynchronous runs always evaluate their master's ``center``.
+        grouped: the synchronous form runs on a (groups x workers) layout and takes
+            ``group_axis_name``.
+        reported: integer state fields worth a line in the metrics per round (LSGD's leaders).
+
+    The fields are found in the optimizer state by name at any depth
+    (``optax.tree_utils.tree_get``), so a wrapper such as ``optax.chain`` needs no special
+    case; a missing field is an error, never a silent fallback.
+    """
+
+    name: str
+    sync: Callable[..., optax.GradientTransformation] | None
+    async_rule: Callable[..., AsyncRule] | None
+    evaluation: str
+    grouped: bool = False
+    reported: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.sync is None and self.async_rule is None:
+            raise ValueError(f"algorithm {self.name!r} needs a sync or an async_rule form.")
+        if self.evaluation not in EVALUATIONS:
+            raise ValueError(f"evaluation of {self.name!r} must be one of "
+                             f"{', '.join(EVALUATIONS)}; got {self.evaluation!r}.")
+        if not isinstance(self.reported, tuple):
+            raise ValueError(f"reported of {self.name!r} must be a tuple of field names.")
+        if self.sync is not None:
+            params = _parameters(self.sync)
+            if "axis_name" not in params:
+                raise ValueError(f"the constructor of {self.name!r} must accept axis_name.")
+            if self.grouped != ("group_axis_name" in params):
+                raise ValueError(f"grouped={self.grouped} for {self.name!r}, whose constructor "
+                                 f"{'does not take' if self.grouped else 'takes'} "
+                                 "group_axis_name.")
+        elif self.grouped:
+            raise ValueError(f"{self.name!r} has no synchronous form and cannot be grouped.")
+        if self.sync is not None and self.async_rule is not None:
+            extra = set(self.hyperparameter_names(True)) - set(self.hyperparameter_names())
+            if extra:
+                raise ValueError(f"the asynchronous rule of {self.name!r} takes "
+                                 f"{', '.join(sorted(extra))}, which its synchronous form "
+                                 "does not: the two share one config.")
+
+    def hyperparameter_names(self, asynchronous: bool = False) -> list[str]:
+        """The hyperparameters of the form: all its arguments but the axis names (sync) or
+        ``num_workers`` (async, which the executor passes)."""
+        form = self.form(asynchronous)
+        skip = (NUM_WORKERS,) if asynchronous else AXIS_ARGUMENTS
+        return [p for p in _parameters(form) if p not in skip]
+
+    def form(self, asynchronous: bool = False) -> Callable[..., Any]:
+        """The asynchronous or synchronous constructor; ValueError if there is none."""
+        if asynchronous:
+            if self.async_rule is None:
+                raise ValueError(f"algorithm {self.name!r} has no asynchronous rule.")
+            return self.async_rule
+        if self.sync is None:
+            raise ValueError(f"algorithm {self.name!r} has no synchronous form; it runs "
+                             "asynchronously only.")
+        return self.sync
+
+    def evaluation_params(self, opt_state: optax.OptState, params: optax.Params) -> optax.Params:
+        """The parameters to evaluate, as stacked as the inputs: the state's ``center`` or
+        ``average`` field, else ``params`` (index them with :meth:`evaluation_worker`)."""
+        if self.evaluation in ("center", "average"):
+            return _state_field(opt_state, self.evaluation, self.name)
+        return params
+
+    def evaluation_worker(self, opt_state: optax.OptState) -> jax.Array:
+        """Index along the stacked worker axis of the copy to evaluate: the last (global)
+        leader for LSGD (0 before the first is chosen), else 0."""
+        if self.evaluation in ("leader", "global_leader"):
+            found = _state_field(opt_state, self.evaluation, self.name)
+            return jnp.maximum(jnp.asarray(found).reshape(-1)[0], 0)
+        return jnp.zeros([], jnp.int32)
+
+    def reported_state(self, opt_state: optax.OptState) -> dict[str, jax.Array]:
+        """The ``reported`` fields of ``opt_state``, by name."""
+        return {field: _state_field(opt_state, field, self.name) for field in self.reported}
