@@ -1,0 +1,126 @@
+"""The synchronous training loop's cost per step against its compiled round's alone.
+
+``training.sync.train`` samples every round's batches on the host, moves them to the
+devices, reads each round's summary (losses, NaN flags, reported state) and evaluates; the
+compiled round (``parallel.make_round`` over the loop's own local step, same algorithm,
+model, batch, layout and round length) run back to back on device-resident batches is the
+floor. The ratio is the loop's overhead: the loop dispatches round k + 1 before it reads
+round k's summary and builds the next batches while a round runs, so it should stay near 1.
+
+Interleaved in one process, ``--reps`` repetitions of (loop, compiled round):
+
+- loop: ``train`` on the default job (EAMSGD, p = 4, tau = 10, MNIST-1D, 50-step rounds)
+  with ``3 * span`` steps, evaluations every ``span`` steps, no checkpoints, no TensorBoard;
+  seconds per step between the first and the last evaluation (compilation and the first
+  round excluded; the two evaluations and the summaries of ``2 * span`` steps included);
+- compiled: the same round, ``2 * span`` steps of rounds on fixed device-resident batches.
+
+    python -m benchmarks.loop_overhead --devices 1 4 --batch_sizes 128 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from easgd_jax import parallel
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _config(num_devices: int, batch_size: int, span: int):
+    sys.path.insert(0, ROOT)
+    from configs import default
+
+    config = default.get_config()
+    config.num_devices = num_devices
+    config.train.batch_size = batch_size
+    config.train.num_steps = 3 * span
+    config.train.eval_every = span
+    config.checkpoint.every = 0
+    config.tensorboard = False
+    return config
+
+
+def loop_seconds_per_step(config) -> float:
+    """Seconds per step of ``train`` between its first and last evaluation."""
+    from easgd_jax.training import sync
+    from easgd_jax.training.metrics import read_metrics
+
+    with tempfile.TemporaryDirectory() as workdir:
+        sync.train(config, workdir)
+        records = read_metrics(workdir)
+    # steps_per_second is cumulative from the loop's start: t(step) = step / rate.
+    first, last = records[0], records[-1]
+    t_first = first["step"] / first["steps_per_second"]
+    t_last = last["step"] / last["steps_per_second"]
+    return (t_last - t_first) / (last["step"] - first["step"])
+
+
+def compiled_round(config):
+    """A function timing ``steps`` steps of the loop's own compiled round."""
+    import jax
+
+    from benchmarks.common import Runner, make_workload
+    from easgd_jax.algorithms import registry
+    from easgd_jax.training import config as config_lib
+    from easgd_jax.training.sync import make_local_step
+
+    layout = parallel.make_worker_layout(config.num_workers, config.num_devices)
+    spec = registry.get_spec(config.algorithm.name)
+    tx = registry.get_algorithm(config.algorithm.name, axis_name=layout.axis_name,
+                                **config_lib.algorithm_hparams(config))
+    workload = make_workload(config.model.name)
+    rounds = config_lib.steps_per_round(config)
+    round_fn = parallel.make_round(
+        make_local_step(workload.model, tx, config.train.weight_decay, spec), layout,
+        period=config_lib.round_period(config))
+    runner = Runner("eamsgd:10", workload, layout, rounds, config.train.batch_size, tx=tx,
+                    round_fn=round_fn)
+    runner()  # compile
+
+    def seconds_per_step(steps: int) -> float:
+        start = time.perf_counter()
+        for _ in range(steps // rounds):
+            runner.state, _ = runner.round(runner.state, runner.batches)
+        jax.block_until_ready(runner.state)
+        return (time.perf_counter() - start) / steps
+
+    return seconds_per_step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--devices", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--batch_sizes", type=int, nargs="+", default=[128, 32])
+    parser.add_argument("--span", type=int, default=500)
+    parser.add_argument("--reps", type=int, default=3)
+    args = parser.parse_args()
+    parallel.use_simulated_cpu_devices(max(args.devices))
+    print(f"load before: {os.getloadavg()[0]:.2f}")
+    print("| devices | batch | loop ms/step | round ms/step | loop / round (per rep) | "
+          "median |")
+    print("|---|---|---|---|---|---|")
+    for devices in args.devices:
+        for batch in args.batch_sizes:
+            config = _config(devices, batch, args.span)
+            compiled = compiled_round(config)
+            loops, rounds = [], []
+            for _ in range(args.reps):
+                loops.append(loop_seconds_per_step(config))
+                rounds.append(compiled(2 * args.span))
+            ratios = np.array(loops) / np.array(rounds)
+            print(f"| {devices} | {batch} | {1e3 * np.median(loops):.3f} | "
+                  f"{1e3 * np.median(rounds):.3f} | "
+                  f"{' '.join(f'{r:.3f}' for r in ratios)} | {np.median(ratios):.3f} |",
+                  flush=True)
+    print(f"load after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
