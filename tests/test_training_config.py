@@ -1,0 +1,75 @@
+"""The config schema (easgd_jax/training/config.py): every field declared once, one validate()
+for every executor, older configs completed, and the default round length."""
+
+import os
+import sys
+
+import ml_collections
+import pytest
+
+from easgd_jax.training import config as config_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from configs import default, easgd, lsgd  # noqa: E402
+
+
+def test_default_config_is_the_schema_and_validates():
+    config = default.get_config()
+    assert set(config_lib._fields(config)) == set(config_lib._fields(config_lib.defaults()))
+    config_lib.validate(config)
+
+
+@pytest.mark.parametrize("path", ["train.num_stepz", "asynchrony.shards", "checkpoint.evry"])
+def test_an_unknown_field_is_refused_with_its_name(path):
+    config = default.get_config()
+    section, leaf = path.split(".")
+    config[section][leaf] = 1
+    with pytest.raises(ValueError, match=f"config.{path} is an unknown field"):
+        config_lib.validate(config)
+
+
+def test_a_missing_field_is_refused_and_complete_fills_it():
+    config = default.get_config()
+    del config.train["param_dtype"]
+    with pytest.raises(ValueError, match="config.train.param_dtype is missing"):
+        config_lib.validate(config)
+    completed = config_lib.complete(config)
+    assert completed.train.param_dtype == "float32"
+    assert completed.algorithm.to_dict() == config.algorithm.to_dict()
+    config_lib.validate(completed)
+
+
+def test_free_sections_take_any_field_the_algorithm_or_model_takes():
+    config = easgd.get_config()
+    config.model.name = "mlp"
+    config.model.kwargs = ml_collections.ConfigDict({"hidden": (8,)})
+    config_lib.validate(config)
+    config.algorithm.momentum = 0.9  # easgd has no momentum: the registry says so
+    with pytest.raises(ValueError, match="does not take momentum"):
+        config_lib.validate(config)
+
+
+@pytest.mark.parametrize("make, expected_round, expected_block", [
+    (default.get_config, 50, 10),  # tau 10: 5 periods, eval_every 250, checkpoints 1000
+    (lsgd.get_config, 40, 4),      # tau 4, eval_every 200: 10 periods
+])
+def test_the_default_round_is_several_whole_periods(make, expected_round, expected_block):
+    config = make()
+    assert config.train.steps_per_round == 0
+    assert config_lib.steps_per_round(config) == expected_round
+    assert config_lib.sampling_block(config) == expected_block
+    assert config_lib.round_period(config) == config.algorithm.period
+
+
+def test_the_default_round_divides_every_boundary():
+    config = default.get_config()
+    config.train.eval_every = 30
+    config.train.num_steps = 90
+    config.checkpoint.every = 0
+    assert config_lib.steps_per_round(config) == 30
+    config.checkpoint.every = 20  # gcd 10: one period
+    assert config_lib.steps_per_round(config) == 10
+    config.train.steps_per_round = 20  # explicit: itself, also the sampling block
+    assert config_lib.steps_per_round(config) == config_lib.sampling_block(config) == 20
