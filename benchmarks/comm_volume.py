@@ -17,7 +17,7 @@ compared with the formula, P the parameter bytes:
   one-hot float32 vector, then one masked psum of the parameters);
 - floor (Nesterov alone): 0.
 
-The periodic methods run as train.py runs them (benchmarks/common.py): in rounds of whole
+The periodic methods run as training/sync.py runs them (benchmarks/common.py): in rounds of whole
 periods (``parallel.make_round(period=tau)``), where the collective sits in the loop over
 periods, no conditional; ``eamsgd-cond:10`` is the per-step ``lax.cond`` form.
 

@@ -17,7 +17,7 @@ A *method* is a spec string:
   eamsgd / eamsgd-nocomm is the cost of the collective and eamsgd-nocomm / floor the cost
   of the rest.
 
-The periodic methods run as ``train.py`` runs them: when the round is a whole number of
+The periodic methods run as ``training/sync.py`` runs them: when the round is a whole number of
 periods, in rounds of whole periods (``parallel.make_round(period=TAU)``: one communication
 step, then TAU - 1 local steps, no conditional). ``NAME-cond:TAU`` (e.g. ``eamsgd-cond:10``)
 runs the same algorithm with the per-step ``lax.cond`` on the clock instead (the executor
@@ -188,9 +188,9 @@ def method_period(method: str) -> int:
 
 
 def round_period(method: str, steps: int) -> int | None:
-    """The ``period`` of the method's ``parallel.make_round`` (as ``validation.round_period``
-    chooses it in train.py): its period when ``steps`` is whole periods, else None; None for
-    the floor, dp and the ``-cond`` specs."""
+    """The ``period`` of the method's ``parallel.make_round`` (as
+    ``training.config.round_period`` chooses it for a config): its period when ``steps`` is
+    whole periods, else None; None for the floor, dp and the ``-cond`` specs."""
     name = method.partition(":")[0]
     if name in ("floor", "dp") or name.endswith("-cond"):
         return None

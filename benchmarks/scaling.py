@@ -15,7 +15,7 @@ exchange, estimated two ways:
 - B, isolated collective: the median time of one psum of a parameter-sized float32 vector
   over the same layout (200 dependent psums in one compiled scan, divided by 200) times the
   number of collectives the method runs per round (from its compiled HLO, benchmarks/hlo.py:
-  steps / tau in rounds of whole periods, as train.py runs them), divided by T(method).
+  steps / tau in rounds of whole periods, as training/sync.py runs them), divided by T(method).
   It counts the collective alone, with all devices arriving at once.
 
 On simulated CPU devices all "devices" share the host's cores and memory: an all-reduce is a

@@ -58,7 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=320,
                         help="local steps per round (the clock runs on across rounds, so "
                         "each method exchanges every period steps on average; a round "
-                        "that is whole periods runs as train.py runs it, see common.py)")
+                        "that is whole periods runs as training/sync.py runs it, see common.py)")
     parser.add_argument("--repetitions", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--max-load", type=float, default=2.5,
