@@ -56,6 +56,7 @@ def check_run(workdir, final, config):
     return saved
 
 
+@pytest.mark.slow
 def test_simulated_async_eamsgd_on_clocks(tmp_path):
     config = small("async_eamsgd", schedule="clocks", clock_spread=2.0)
     final = async_train.train_and_evaluate_async(config, str(tmp_path))

@@ -57,6 +57,7 @@ def straight_run(tmp_path_factory):
     return jax.device_get(state), read_metrics(workdir)
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(tmp_path, straight_run):
     ref_state, ref_metrics = straight_run
     workdir = str(tmp_path)
@@ -67,6 +68,7 @@ def test_resume_continues_exactly(tmp_path, straight_run):
     assert _without_timing(read_metrics(workdir)) == _without_timing(ref_metrics)
 
 
+@pytest.mark.slow
 def test_checkpoints_keep_the_last_k(tmp_path):
     config = _config(num_steps=100)
     config.checkpoint.max_to_keep = 2
@@ -84,6 +86,7 @@ def _corrupt(step_dir):
             fh.write(b"\x00garbage" * (os.path.getsize(f) // 8 + 1))
 
 
+@pytest.mark.slow
 def test_corrupted_latest_checkpoint_falls_back_to_the_previous(tmp_path, straight_run):
     ref_state, ref_metrics = straight_run
     workdir = str(tmp_path)
@@ -191,6 +194,7 @@ def test_non_finite_evaluation_point_stops_the_run_while_the_losses_are_finite(
     assert Checkpointer(str(tmp_path), 3).steps() == [5, 10]
 
 
+@pytest.mark.slow
 def test_workdir_with_a_different_config_is_refused_unless_overwritten(tmp_path):
     train.train(_config(num_steps=20), str(tmp_path))
     other = _config(num_steps=20)
@@ -216,6 +220,7 @@ def _read_scalar_tags(path):
     return tags
 
 
+@pytest.mark.slow
 def test_tensorboard_event_files_hold_the_metrics(tmp_path):
     config = _config(num_steps=20, every=0)
     config.tensorboard = True
