@@ -68,6 +68,7 @@ def test_simulated_async_eamsgd_on_clocks(tmp_path):
     assert 0 < final["staleness_max"] <= final["exchanges"]
 
 
+@pytest.mark.slow
 def test_threads_apam_with_shards(tmp_path):
     config = small("apam", num_shards=3, timeout_s=300.0)
     config.executor = "threads"
