@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from analysis.__main__ import main
 
 FIGURES = {
@@ -15,6 +17,7 @@ FIGURES = {
 }
 
 
+@pytest.mark.slow
 def test_command_writes_every_figure(tmp_path, capsys):
     assert main(["--out", str(tmp_path), "--grid", "24", "--no-monte-carlo"]) == 0
     assert {f.name for f in tmp_path.iterdir()} == FIGURES

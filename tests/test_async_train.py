@@ -59,6 +59,7 @@ def check_run(workdir, final, config):
     return saved
 
 
+@pytest.mark.slow
 def test_simulated_async_eamsgd_on_clocks(tmp_path):
     config = small("async_eamsgd", schedule="clocks", clock_spread=2.0)
     final = async_train.train_and_evaluate(config, str(tmp_path))
@@ -70,6 +71,7 @@ def test_simulated_async_eamsgd_on_clocks(tmp_path):
     assert 0 < final["staleness_max"] <= final["exchanges"]
 
 
+@pytest.mark.slow
 def test_threads_apam_with_shards(tmp_path):
     config = small("apam", num_shards=3, timeout_s=300.0)
     config.executor = "threads"

@@ -199,9 +199,9 @@ def test_quadratic_converges(make_tx, name):
 @pytest.mark.parametrize("make_tx,num_workers,num_devices", [
     (lambda ax: av.sgd(0.1, ax), 3, 3),
     (lambda ax: av.msgd(0.1, 0.7, ax), 3, 3),
-    (lambda ax: av.asgd(0.1, ax), 3, 3),
+    pytest.param(lambda ax: av.asgd(0.1, ax), 3, 3, marks=pytest.mark.slow),
     (lambda ax: av.mvasgd(0.1, 0.3, ax), 4, 2),
-    (lambda ax: av.data_parallel_sgd(0.1, 0.7, ax), 3, 3),
+    pytest.param(lambda ax: av.data_parallel_sgd(0.1, 0.7, ax), 3, 3, marks=pytest.mark.slow),
     (lambda ax: av.data_parallel_sgd(0.1, 0.0, ax), 4, 2),  # nested: vmap inside shard_map
 ], ids=["sgd", "msgd", "asgd", "mvasgd_nested", "data_parallel", "data_parallel_nested"])
 def test_shard_map_matches_vmap(make_tx, num_workers, num_devices):

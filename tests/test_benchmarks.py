@@ -2,12 +2,14 @@
 timings are not checked here: speed lives in benchmarks/RESULTS.md)."""
 
 import numpy as np
+import pytest
 
 from benchmarks import comm_volume, step_cost
 
 TINY = ["--hidden", "8", "--workers", "2"]
 
 
+@pytest.mark.slow
 def test_step_cost_runs_every_method_and_reports_ratios(capsys):
     summaries = step_cost.main([
         "--model", "mlp", *TINY, "--periods", "1", "2", "10", "--steps", "20",
@@ -19,6 +21,7 @@ def test_step_cost_runs_every_method_and_reports_ratios(capsys):
     assert "| eamsgd:10 |" in out and "Target (EAMSGD period 10" in out
 
 
+@pytest.mark.slow
 def test_comm_volume_hlo_bytes_agree_with_the_formulas():
     rows = comm_volume.main(["--models", "mlp", *TINY, "--periods", "1", "2", "10",
                              "--lsgd-period", "2"])

@@ -32,8 +32,16 @@ import default  # noqa: E402  (configs/default.py)
 TIMING = ("steps_per_second", "communication_time_estimate_s", "wall_time_s")
 
 
+# The default job's algorithm (EAMSGD, p = 4, tau = 10) on a small model and embedded data
+# that loads at once: what is checked is the loop's bookkeeping, not the model.
+SMALL = {"data.name": "digits", "model.name": "mlp", "train.batch_size": 32}
+
+
 def _config(num_steps=60, every=20):
     config = default.get_config()
+    for field, value in SMALL.items():
+        section, leaf = field.split(".")
+        config[section][leaf] = value
     config.train.num_steps = num_steps
     config.train.eval_every = 20
     config.checkpoint.every = every
@@ -58,6 +66,7 @@ def straight_run(tmp_path_factory):
     return jax.device_get(state), read_metrics(workdir)
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(tmp_path, straight_run):
     ref_state, ref_metrics = straight_run
     workdir = str(tmp_path)
@@ -68,6 +77,7 @@ def test_resume_continues_exactly(tmp_path, straight_run):
     assert _without_timing(read_metrics(workdir)) == _without_timing(ref_metrics)
 
 
+@pytest.mark.slow
 def test_checkpoints_keep_the_last_k(tmp_path):
     config = _config(num_steps=100)
     config.checkpoint.max_to_keep = 2
@@ -85,6 +95,7 @@ def _corrupt(step_dir):
             fh.write(b"\x00garbage" * (os.path.getsize(f) // 8 + 1))
 
 
+@pytest.mark.slow
 def test_corrupted_latest_checkpoint_falls_back_to_the_previous(tmp_path, straight_run):
     ref_state, ref_metrics = straight_run
     workdir = str(tmp_path)
@@ -193,6 +204,7 @@ def test_non_finite_evaluation_point_stops_the_run_while_the_losses_are_finite(
     assert Checkpointer(str(tmp_path), 3).steps() == [5, 10]
 
 
+@pytest.mark.slow
 def test_workdir_with_a_different_config_is_refused_unless_overwritten(tmp_path):
     train.train(_config(num_steps=20), str(tmp_path))
     other = _config(num_steps=20)
@@ -218,6 +230,7 @@ def _read_scalar_tags(path):
     return tags
 
 
+@pytest.mark.slow
 def test_tensorboard_event_files_hold_the_metrics(tmp_path):
     config = _config(num_steps=20, every=0)
     config.tensorboard = True
@@ -234,7 +247,8 @@ def _launch(workdir, every=20):
         [sys.executable, os.path.join(ROOT, "launch.py"), "--config",
          os.path.join(ROOT, "configs", "default.py"), f"--workdir={workdir}",
          "--config.train.eval_every=20", f"--config.checkpoint.every={every}",
-         "--config.train.num_steps=100000", "--config.tensorboard=False"],
+         "--config.train.num_steps=100000", "--config.tensorboard=False",
+         *(f"--config.{field}={value}" for field, value in SMALL.items())],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
 
 

@@ -281,9 +281,10 @@ def test_quadratic_converges(make_tx, name):
     (lambda ax: dp.downpour(0.05, 3, ax), 3, 3),
     (lambda ax: dp.downpour(0.05, 3, ax), 4, 2),  # 2 workers per device: nested vmap
     (lambda ax: dp.mdownpour(0.05, 0.7, ax), 3, 3),
-    (lambda ax: dp.adownpour(0.05, 2, ax), 3, 3),
+    pytest.param(lambda ax: dp.adownpour(0.05, 2, ax), 3, 3, marks=pytest.mark.slow),
     (lambda ax: dp.mvadownpour(0.05, 0.3, 2, ax), 4, 2),
-    (lambda ax: dp.downpour(0.05, 2, ax, server_adagrad=True, adagrad_eps=1e-3), 3, 3),
+    pytest.param(lambda ax: dp.downpour(0.05, 2, ax, server_adagrad=True, adagrad_eps=1e-3),
+                 3, 3, marks=pytest.mark.slow),
 ], ids=["downpour", "downpour_nested", "mdownpour", "adownpour", "mvadownpour_nested",
         "downpour_adagrad"])
 def test_shard_map_matches_vmap(make_tx, num_workers, num_devices):

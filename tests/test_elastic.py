@@ -340,7 +340,8 @@ def test_registry_builds_by_name_and_rejects_bad_names():
         easgd_jax.get_algorithm("easgd", learning_rate=0.1)
 
 
-@pytest.mark.parametrize("devices, groups", [(4, 2), (2, 2), (8, 4)])
+@pytest.mark.parametrize("devices, groups", [(4, 2), pytest.param(2, 2, marks=pytest.mark.slow),
+                                            pytest.param(8, 4, marks=pytest.mark.slow)])
 def test_grouped_layout_spans_all_workers(devices, groups):
     """On a 2-D (groups x workers) layout, axis_name spans every worker: same EAMSGD run."""
     p, steps = 8, 5

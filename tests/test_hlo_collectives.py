@@ -50,7 +50,7 @@ def _round_hlo(make_tx, num_workers: int, num_devices: int,
 
 
 @pytest.mark.parametrize("algorithm", ["easgd", "eamsgd"])
-@pytest.mark.parametrize("period", [1, 10])
+@pytest.mark.parametrize("period", [pytest.param(1, marks=pytest.mark.slow), 10])
 def test_elastic_one_conditional_allreduce_of_the_parameters(algorithm, period):
     def make(axis):
         if algorithm == "easgd":
@@ -105,7 +105,7 @@ def test_vmapped_workers_turn_the_conditional_into_a_select():
     assert collectives[0].group_size == 2
 
 
-@pytest.mark.parametrize("devices", [4, 2, 1])
+@pytest.mark.parametrize("devices", [4, pytest.param(2, marks=pytest.mark.slow), 1])
 def test_rounds_of_whole_periods_run_the_allreduce_once_per_period(devices):
     """make_round(period=tau) (what train.py builds): no conditional, and the all-reduce in
     the loop over periods runs STEPS / tau times per round, also with vmapped workers."""

@@ -315,7 +315,8 @@ def _single_leader_run():
     return x0, grads, losses, _run(leader.lsgd(optax.sgd(0.1), 0.3, 2, 3), x0, grads, losses)
 
 
-@pytest.mark.parametrize("pull,global_pull,global_period", [(0.3, 0.0, 8), (0.0, 0.3, 2)])
+@pytest.mark.parametrize("pull,global_pull,global_period",
+                         [(0.3, 0.0, 8), pytest.param(0.0, 0.3, 2, marks=pytest.mark.slow)])
 def test_multi_leader_with_one_group_is_single_leader(pull, global_pull, global_period):
     steps, tau = 8, 2
     x0, grads, losses, (single, s_single) = _single_leader_run()

@@ -64,7 +64,7 @@ def _trajectories(name, tau, devices, period):
 
 @pytest.mark.parametrize("name", ["easgd", "eamsgd", "downpour", "mvadownpour", "lsgd",
                                   "lsgd_multi"])
-@pytest.mark.parametrize("tau", [1, 3])
+@pytest.mark.parametrize("tau", [pytest.param(1, marks=pytest.mark.slow), 3])
 @pytest.mark.parametrize("devices", [4, 1])  # one worker per device; all vmapped
 def test_whole_period_rounds_equal_the_per_step_conditional(name, tau, devices):
     expected = _trajectories(name, tau, devices, period=None)

@@ -234,6 +234,7 @@ RULES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(RULES))
 def test_one_worker_threads_equal_simulation(name):
     rule = RULES[name]()

@@ -275,6 +275,7 @@ def test_startup_seconds():
 # --- a tiny sweep, trained ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_tiny_sweep_runs_skips_and_records_divergence(tmp_path, monkeypatch):
     workdir = str(tmp_path)
     config = _tiny_sweep()
@@ -321,6 +322,7 @@ def test_tiny_sweep_runs_skips_and_records_divergence(tmp_path, monkeypatch):
         sweep.run_sweep(changed, workdir)
 
 
+@pytest.mark.slow
 def test_first_seed_selection_runs_the_other_seeds_at_the_chosen_rate(tmp_path):
     workdir = str(tmp_path)
     config = _tiny_sweep(seeds=[0, 1], learning_rate_selection="first_seed")
@@ -343,6 +345,7 @@ def test_first_seed_selection_runs_the_other_seeds_at_the_chosen_rate(tmp_path):
     assert summary[0]["best_learning_rate"] == chosen and summary[0]["seeds_at_best_lr"] == 2
 
 
+@pytest.mark.slow
 def test_first_seed_selection_waits_for_the_first_seed_and_skips_a_diverged_setting(tmp_path):
     config = _tiny_sweep(seeds=[0, 1], learning_rate_selection="first_seed")
     runs = plan(config)

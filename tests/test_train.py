@@ -31,6 +31,7 @@ def _small_config(**train_overrides):
     return config
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_on_embedded_data(tmp_path):
     config = _small_config()
     final = train.train_and_evaluate(config, str(tmp_path))
@@ -47,6 +48,7 @@ def test_train_and_evaluate_on_embedded_data(tmp_path):
     assert saved["algorithm"]["moving_rate"] == pytest.approx(0.9 / 4)
 
 
+@pytest.mark.slow
 def test_evaluation_reads_the_center(tmp_path):
     """With moving_rate = 0 the center never moves: its test loss is the initial model's,
     although the workers train."""
@@ -101,6 +103,7 @@ def test_multi_leader_lsgd_trains_and_is_evaluated_on_its_global_leader(tmp_path
     assert final["test_loss"] != pytest.approx(test_loss_of(local_leader), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_workers_on_fewer_devices_give_the_same_run(tmp_path):
     results = []
     for devices in (4, 2):
@@ -181,6 +184,7 @@ def test_sampler_is_deterministic_per_worker_and_covers_the_whole_set():
         assert len(np.unique(y1[w])) > 40
 
 
+@pytest.mark.slow
 def test_strided_conv_equals_flax_conv():
     import flax.linen as nn
 
