@@ -196,3 +196,39 @@ def test_two_processes_match_one_process(tmp_path):
     assert saved["distributed"]["num_processes"] == 2
     assert saved["train"]["param_dtype"] == "float64"
     print(f"2 processes: {two[-1]}\n1 process:   {one[-1]}")
+
+
+def _distributed(**fields):
+    import ml_collections
+
+    config = ml_collections.ConfigDict(
+        {"coordinator_address": "", "num_processes": 1, "process_id": 0})
+    config.update(fields)
+    return config
+
+
+@pytest.mark.parametrize("env, expected_wanted, expected_processes", [
+    ({}, False, 1),
+    ({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "1"}, False, 1),
+    ({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "4"}, True, 4),
+    ({"OMPI_COMM_WORLD_SIZE": "3"}, True, 3),
+    ({"OMPI_COMM_WORLD_SIZE": "1"}, False, 1),
+    ({"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234"}, True, 1),
+])
+def test_the_cluster_environment_decides_whether_the_run_spans_processes(
+        monkeypatch, env, expected_wanted, expected_processes):
+    from easgd_jax.parallel import distributed
+
+    for name in ("SLURM_JOB_ID", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE",
+                 "JAX_COORDINATOR_ADDRESS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert distributed.wanted(_distributed()) is expected_wanted
+    assert distributed.num_processes(_distributed()) == expected_processes
+    # A coordinator in the config wins over the environment.
+    named = _distributed(coordinator_address="127.0.0.1:1", num_processes=2)
+    assert distributed.wanted(named) and distributed.num_processes(named) == 2
+    if not expected_wanted:
+        distributed.initialize(_distributed())  # a single process: nothing starts
+        assert jax.process_count() == 1
