@@ -2,8 +2,8 @@
 
 ``training.sync.train`` samples every round's batches on the host, moves them to the
 devices, reads each round's summary (losses, NaN flags, reported state) and evaluates; the
-compiled round (``parallel.make_round`` over the loop's own local step, same algorithm,
-model, batch, layout and round length) run back to back on device-resident batches is the
+compiled round (``training.sync.make_train_round``: the loop's own program, same
+algorithm, model, batch, layout and round length) run back to back on device-resident batches is the
 floor. The ratio is the loop's overhead: the loop dispatches round k + 1 before it reads
 round k's summary and builds the next batches while a round runs, so it should stay near 1.
 
@@ -69,7 +69,7 @@ def compiled_round(config):
     from benchmarks.common import Runner, make_workload
     from easgd_jax.algorithms import registry
     from easgd_jax.training import config as config_lib
-    from easgd_jax.training.sync import make_local_step
+    from easgd_jax.training.sync import make_train_round
 
     layout = parallel.make_worker_layout(config.num_workers, config.num_devices)
     spec = registry.get_spec(config.algorithm.name)
@@ -77,12 +77,10 @@ def compiled_round(config):
                                 **config_lib.algorithm_hparams(config))
     workload = make_workload(config.model.name)
     rounds = config_lib.steps_per_round(config)
-    round_fn = parallel.make_round(
-        make_local_step(workload.model, tx, config.train.weight_decay, spec), layout,
-        period=config_lib.round_period(config))
+    round_fn = make_train_round(config, workload.model, tx, spec, layout)
     runner = Runner("eamsgd:10", workload, layout, rounds, config.train.batch_size, tx=tx,
                     round_fn=round_fn)
-    runner()  # compile
+    runner.state, _ = runner.round(runner.state, runner.batches)  # compile
 
     def seconds_per_step(steps: int) -> float:
         start = time.perf_counter()

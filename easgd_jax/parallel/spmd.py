@@ -53,7 +53,8 @@ def per_worker(fn: Callable[..., Any], layout: WorkerLayout, donate_argnums=()) 
 
 
 def make_round(step: StepFn, layout: WorkerLayout, donate: bool = True,
-               period: int | None = None) -> Callable:
+               period: int | None = None,
+               summarize: Callable[[Any, Any], Any] | None = None) -> Callable:
     """Returns ``round(carry, batches) -> (carry, aux)`` over all workers.
 
     Args:
@@ -68,6 +69,9 @@ def make_round(step: StepFn, layout: WorkerLayout, donate: bool = True,
             instead of every step. The caller guarantees that every round starts at a clock
             multiple of tau (rounds of whole periods from step 0 do); the algorithms'
             results are the same as with None.
+        summarize: ``summarize(carry, aux) -> aux'``, applied by each worker to its carry
+            and its stacked ``aux`` after the round's last step, in the same compiled
+            program (one dispatch per round instead of a second one for a summary).
 
     ``batches`` leaves have shape ``[p, steps, ...]``; the number of local steps in the round
     is ``steps`` (a multiple of ``period``). ``aux`` leaves come back as ``[p, steps, ...]``.
@@ -90,6 +94,10 @@ def make_round(step: StepFn, layout: WorkerLayout, donate: bool = True,
             lambda a, r: jnp.concatenate([a[None], r]), first, rest)
 
     def worker_round(carry, batches):
+        carry, aux = scan_round(carry, batches)
+        return (carry, aux) if summarize is None else (carry, summarize(carry, aux))
+
+    def scan_round(carry, batches):
         if period is None:
             return lax.scan(step, carry, batches)
         if period == 1:

@@ -92,16 +92,33 @@ def evaluation_point(spec: Spec, state: TrainState):
 
 
 def _round_summary(spec: Spec, report_every: int, losses, reported, state: TrainState):
-    """Mean loss of a round, the first non-finite (step, worker) or -1, whether the
-    evaluation point is finite, and the reported state after each ``report_every`` steps:
-    one small transfer per round."""
-    bad = ~jnp.isfinite(losses)  # [p, steps]
-    first_step = jnp.where(bad.any(), jnp.argmax(bad.any(axis=0)), -1)
-    first_worker = jnp.where(bad.any(), jnp.argmax(bad.any(axis=1)), -1)
-    point = evaluation_point(spec, state)
+    """ONE worker's summary of a round, computed where the worker lives (no communication):
+    its mean loss, its first non-finite step or -1, whether its copy of the evaluation point
+    (the center or average it holds, else its parameters) is finite, and the reported state
+    after each ``report_every`` steps. One small transfer per round."""
+    bad = ~jnp.isfinite(losses)  # [steps]
+    first_bad = jnp.where(bad.any(), jnp.argmax(bad), -1)
+    point = spec.evaluation_params(state.opt_state, state.params)
     finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(point)]))
-    per_period = jax.tree.map(lambda a: a[:, report_every - 1::report_every], reported)
-    return jnp.mean(losses), first_step, first_worker, finite, per_period
+    per_period = jax.tree.map(lambda a: a[report_every - 1::report_every], reported)
+    return jnp.mean(losses), first_bad, finite, per_period
+
+
+def make_train_round(config: ml_collections.ConfigDict, model, tx: optax.GradientTransformation,
+                     spec: Spec, layout: parallel.WorkerLayout) -> Callable:
+    """The compiled round of the loop: ``round(state, batches) -> (state, summary)``,
+    ``steps_per_round`` local steps in whole periods when they are, each worker's
+    :func:`_round_summary` computed inside the same program."""
+    period = config_lib.round_period(config)
+    report_every = period or config_lib.steps_per_round(config)
+
+    def summarize(state: TrainState, aux):
+        losses, reported = aux
+        return _round_summary(spec, report_every, losses, reported, state)
+
+    return parallel.make_round(
+        make_local_step(model, tx, config.train.weight_decay, spec), layout, period=period,
+        summarize=summarize)
 
 
 def _worker_spread(spec: Spec, state: TrainState):
@@ -208,11 +225,8 @@ def train(
     state = _to_global(initial_state, layout, jax.eval_shape(lambda: initial_state(range(p))))
     period = config_lib.round_period(config)
     rounds = config_lib.steps_per_round(config)
-    round_fn = parallel.make_round(
-        make_local_step(model, tx, config.train.weight_decay, spec), layout, period=period)
+    round_fn = make_train_round(config, model, tx, spec, layout)
     replicated = layout.replicated_sharding()
-    summarize = jax.jit(lambda losses, reported, s: _round_summary(
-        spec, period or rounds, losses, reported, s), out_shardings=replicated)
     point_fn = jax.jit(functools.partial(evaluation_point, spec), out_shardings=replicated)
     spread_fn = jax.jit(functools.partial(_worker_spread, spec), out_shardings=replicated)
     evaluate = make_evaluator(model)
@@ -254,16 +268,18 @@ def train(
 
     def absorb(first_step: int, summary) -> None:
         """Reads a round's summary (blocking until that round is done); raises on NaN."""
-        mean_loss, bad_step, bad_worker, point_finite, per_period = jax.device_get(summary)
-        if bad_step >= 0 or not point_finite:
-            where = (f"a loss of worker {bad_worker} at step {first_step + bad_step}"
-                     if bad_step >= 0 else
+        mean_losses, first_bad, finite, per_period = jax.device_get(summary)  # [p] each
+        if (first_bad >= 0).any() or not finite.all():
+            bad = np.where(first_bad >= 0, first_bad, rounds)
+            bad_worker = int(np.argmin(bad))
+            where = (f"a loss of worker {bad_worker} at step {first_step + bad[bad_worker]}"
+                     if (first_bad >= 0).any() else
                      f"the evaluation point after step {first_step + rounds}")
             last = checkpoints.steps()
             raise NonFiniteError(
                 f"non-finite value (NaN or Inf) in {where}; stopping. The last good "
                 f"checkpoint is step {last[-1] if last else 'none'} in {workdir}.")
-        pending_losses.append(float(mean_loss))
+        pending_losses.append(float(np.mean(mean_losses)))
         for j in range(rounds // (period or rounds)):
             history.append({name: value[:, j] for name, value in per_period.items()})
 
@@ -274,8 +290,7 @@ def train(
     batches = round_batches(step) if step < config.train.num_steps else None
     with stop_requests() as stop:
         while step < config.train.num_steps:
-            state, (round_losses, reported) = round_fn(state, batches)  # dispatched
-            summary = summarize(round_losses, reported, state)
+            state, summary = round_fn(state, batches)  # dispatched; the summary inside
             if pending is not None:
                 absorb(*pending)  # the previous round: done by the time this one runs
             pending = (step, summary)
