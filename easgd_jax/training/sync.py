@@ -34,6 +34,7 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
+from jax.experimental import multihost_utils
 
 from easgd_jax import data, parallel
 from easgd_jax.algorithms import registry
@@ -268,6 +269,8 @@ def train(
 
     def absorb(first_step: int, summary) -> None:
         """Reads a round's summary (blocking until that round is done); raises on NaN."""
+        if jax.process_count() > 1:  # every process reads every worker's row (a collective)
+            summary = multihost_utils.process_allgather(summary, tiled=True)
         mean_losses, first_bad, finite, per_period = jax.device_get(summary)  # [p] each
         if (first_bad >= 0).any() or not finite.all():
             bad = np.where(first_bad >= 0, first_bad, rounds)
