@@ -3,12 +3,12 @@ returns the saved final metrics (it used to overwrite final_metrics.json with on
 and wall time, losing the accuracy)."""
 
 import hashlib
-import importlib.util
 import logging
 import os
 
 import pytest
 
+from easgd_jax.experiments.sweep import load_config_file
 from easgd_jax.training import asynchronous as async_train
 from easgd_jax.training import sync as train
 from easgd_jax.training.metrics import (
@@ -18,15 +18,9 @@ from easgd_jax.training.metrics import (
     write_final_metrics,
 )
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 def _config(name: str):
-    spec = importlib.util.spec_from_file_location(
-        f"easgd_rerun_config_{name}", os.path.join(ROOT, "configs", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
+    config = load_config_file(name)
     config.num_workers = config.num_devices = 2
     config.data.name = "digits"
     config.model.name = "mlp"

@@ -18,12 +18,11 @@ import numpy as np
 from absl import logging
 
 from easgd_jax import data, models
+from easgd_jax.parallel.worker_loop import GradFn
 from easgd_jax.training.config import PER_LAUNCH_FIELDS, RESUMABLE_CHANGES
 from easgd_jax.training.metrics import FINAL_METRICS, finished_run
 
 EVAL_BATCH_SIZE = 1000
-
-GradFn = Callable[[Any, Any, jax.Array], tuple[Any, jax.Array]]
 
 
 class NonFiniteError(FloatingPointError):
