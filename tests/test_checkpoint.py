@@ -85,27 +85,44 @@ def test_checkpoints_keep_the_last_k(tmp_path):
     assert Checkpointer(str(tmp_path), 2).steps() == [80, 100]
 
 
-def _corrupt(step_dir):
-    """Overwrites every array data file of a checkpoint with garbage of the same size."""
-    files = [f for f in glob.glob(os.path.join(step_dir, "state", "**", "*"), recursive=True)
+def _corrupt(step_dir, how="garbage"):
+    """Damages a checkpoint's array data: ``garbage`` overwrites every data file with
+    garbage of the same size; ``bit flip`` flips ONE bit in the middle of the largest data
+    file (Orbax restores that without an error: only the checksums see it)."""
+    files = [f for f in glob.glob(os.path.join(step_dir, "state", "**", "d", "*"),
+                                  recursive=True)
              if os.path.isfile(f) and os.path.getsize(f) > 0]
     assert files
+    if how == "bit flip":
+        largest = max(files, key=os.path.getsize)
+        with open(largest, "r+b") as fh:
+            fh.seek(os.path.getsize(largest) // 2)
+            byte = fh.read(1)[0]
+            fh.seek(-1, os.SEEK_CUR)
+            fh.write(bytes([byte ^ 0x10]))
+        return
     for f in files:
         with open(f, "r+b") as fh:
             fh.write(b"\x00garbage" * (os.path.getsize(f) // 8 + 1))
 
 
 @pytest.mark.slow
-def test_corrupted_latest_checkpoint_falls_back_to_the_previous(tmp_path, straight_run):
+@pytest.mark.parametrize("how", ["garbage", "bit flip"])
+def test_corrupted_latest_checkpoint_falls_back_to_the_previous(tmp_path, straight_run, how,
+                                                                caplog):
     ref_state, ref_metrics = straight_run
     workdir = str(tmp_path)
     train.train(_config(num_steps=60), workdir)
-    _corrupt(os.path.join(workdir, "checkpoints", "60"))
+    _corrupt(os.path.join(workdir, "checkpoints", "60"), how)
     # A partial write (an uncommitted temporary directory) is never taken for a checkpoint.
     os.makedirs(os.path.join(workdir, "checkpoints", "80.orbax-checkpoint-tmp-1"))
-    state, _ = train.train(_config(num_steps=60), workdir)  # resumes from 40, redoes 40..60
+    with caplog.at_level("WARNING"):
+        state, _ = train.train(_config(num_steps=60), workdir)  # resumes from 40, redoes 60
+    assert "checkpoint at step 60 cannot be used" in caplog.text
     _assert_states_equal(state, ref_state)
     assert _without_timing(read_metrics(workdir)) == _without_timing(ref_metrics)
+    assert [os.path.basename(d).split("-")[2]
+            for d in Checkpointer(workdir, 3).set_aside()] == ["60"]  # kept, renamed
 
 
 def test_nan_stops_the_run_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):

@@ -7,7 +7,7 @@
 ``config.executor`` picks the executor: ``sync`` (SPMD rounds, :mod:`.sync`) or an
 asynchronous one (:mod:`.asynchronous`). Modules: ``config`` (the schema and one
 ``validate``), ``common`` (workdir, data and model, loss, evaluator), ``sync``,
-``asynchronous``, ``checkpoint``, ``metrics``.
+``asynchronous``, ``checkpoint``, ``metrics``, ``lock`` (one run per workdir).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import ml_collections
 
 from easgd_jax.training import asynchronous, common, config, sync
 from easgd_jax.training.common import NonFiniteError
+from easgd_jax.training.lock import WorkdirBusyError, workdir_lock
 
 
 def train_and_evaluate(
@@ -26,11 +27,14 @@ def train_and_evaluate(
     """Trains with ``config_.executor`` in ``workdir``; returns the final metrics.
 
     An existing workdir of the same config resumes (sync) or, if finished, changes nothing;
-    one with a different config is refused unless ``overwrite``.
+    one with a different config is refused unless ``overwrite``; one that another run is
+    using (its lock, :mod:`.lock`) is refused at once.
     """
-    if config_.executor == "sync":
-        return sync.train_and_evaluate(config_, workdir, overwrite)
-    return asynchronous.train_and_evaluate(config_, workdir, overwrite)
+    with workdir_lock(workdir):
+        if config_.executor == "sync":
+            return sync.train_and_evaluate(config_, workdir, overwrite)
+        return asynchronous.train_and_evaluate(config_, workdir, overwrite)
 
 
-__all__ = ["NonFiniteError", "asynchronous", "common", "config", "sync", "train_and_evaluate"]
+__all__ = ["NonFiniteError", "WorkdirBusyError", "asynchronous", "common", "config", "sync",
+           "train_and_evaluate"]

@@ -1,23 +1,87 @@
-"""Checkpoints with Orbax: the whole training state, written atomically, restored exactly.
+"""Checkpoints with Orbax: the whole training state, written atomically, verified on restore.
 
 A checkpoint holds every worker's parameters and optimizer state (the center, every counter,
 leader and loss buffers are fields of the optimizer state), the workers' RNG keys, and the
 host-side loop state (the global step, which is also the data sampler's position, and the
 training losses of the rounds since the last evaluation). Orbax writes each step into a
 temporary directory and renames it on commit, so an interrupted write is never taken for a
-checkpoint; a committed checkpoint that fails to restore (corrupted files) is skipped in
-favour of the previous one, and set aside (renamed, not deleted).
+checkpoint.
+
+Every checkpoint also stores a checksum of each saved array and of the metadata (the item
+``checksums``). A restore recomputes them: a checkpoint that does not read back or whose
+checksums differ (a flipped bit on disk restores without an error in Orbax) is set aside
+(renamed, not deleted) and the previous one is tried, with a warning naming the damage. A
+run is never resumed from a checkpoint it has not verified; when checkpoints were written
+but none verifies, :meth:`Checkpointer.restore_latest` refuses (``CheckpointError``) instead
+of starting over, which would rewrite the run's metrics.
 """
 
 from __future__ import annotations
 
+import glob
+import hashlib
+import json
 import os
 import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec
+
+CHECKSUM_FORMAT = "easgd-jax-fletcher32x2-v1"
+SET_ASIDE_PREFIX = "corrupted-step-"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be trusted: unreadable, or its checksums differ."""
+
+
+def _as_words(a: jax.Array) -> jax.Array:
+    """The array's bits as a flat uint32 vector (64-bit values as two words)."""
+    if a.dtype == jnp.bool_:
+        return a.reshape(-1).astype(jnp.uint32)
+    bits = jax.lax.bitcast_convert_type(a, jnp.dtype(f"uint{a.dtype.itemsize * 8}"))
+    if a.dtype.itemsize == 8:
+        bits = jax.lax.bitcast_convert_type(bits, jnp.uint32)  # [..., 2]
+    return bits.reshape(-1).astype(jnp.uint32)
+
+
+def _array_checksum(a: jax.Array) -> jax.Array:
+    """``[sum w, sum (2k + 1) w_k] mod 2**32`` over the array's 32-bit words ``w``.
+
+    Integer sums wrap, so the result does not depend on the order of summation (the
+    layout, the number of devices or processes). One flipped bit changes ``w_k`` by
+    ``2**b`` and the weighted sum by ``(2k + 1) 2**b``, never 0 mod 2**32: it is always
+    detected; so is a swap of two words.
+    """
+    words = _as_words(a)
+    weights = 2 * jnp.arange(words.shape[0], dtype=jnp.uint32) + 1
+    return jnp.stack([jnp.sum(words, dtype=jnp.uint32),
+                      jnp.sum(words * weights, dtype=jnp.uint32)])
+
+
+def state_checksums(state: Any) -> dict[str, list[int]]:
+    """``{key path: [two uint32]}`` for every array of ``state``, computed where the arrays
+    live (a collective on several processes; every process gets the result)."""
+    leaves, _ = jax.tree_util.tree_flatten_with_path(state)
+    arrays = [jnp.asarray(leaf) for _, leaf in leaves]
+    # Replicated results: every process reads its own copy.
+    replicated = [NamedSharding(a.sharding.mesh, PartitionSpec())
+                  if isinstance(a.sharding, NamedSharding) else None for a in arrays]
+    sums = jax.jit(lambda xs: [_array_checksum(x) for x in xs],
+                   out_shardings=replicated)(arrays)
+    return {jax.tree_util.keystr(path): [int(v) for v in np.asarray(s.addressable_data(0))]
+            for (path, _), s in zip(leaves, sums, strict=True)}
+
+
+def meta_checksum(meta: dict[str, Any]) -> str:
+    """SHA-256 of the metadata's canonical JSON."""
+    return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
 
 
 class Checkpointer:
@@ -32,50 +96,88 @@ class Checkpointer:
             self.directory,
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False),
-            item_names=("state", "meta"),
+            item_names=("state", "meta", "checksums"),
         )
 
     def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
+        checksums = {"format": CHECKSUM_FORMAT, "state": state_checksums(state),
+                     "meta": meta_checksum(meta)}
         self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta),
+            checksums=ocp.args.JsonSave(checksums)), force=True)
         self.manager.wait_until_finished()
 
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
 
-    def restore_latest(self, target: Any) -> tuple[int, Any, dict[str, Any]] | None:
-        """Restores the newest checkpoint that reads back; None when there is none.
+    def set_aside(self) -> list[str]:
+        """The checkpoints set aside as damaged (their folders)."""
+        return sorted(glob.glob(os.path.join(self.directory, SET_ASIDE_PREFIX + "*")))
 
-        ``target`` gives the structure, shapes, dtypes and shardings to restore into.
+    def restore_latest(self, target: Any) -> tuple[int, Any, dict[str, Any]] | None:
+        """Restores the newest checkpoint that reads back and verifies; None when no
+        checkpoint was ever written.
+
+        ``target`` gives the structure, shapes, dtypes and shardings to restore into. Raises
+        :class:`CheckpointError` when checkpoints were written but none verifies: starting
+        over would silently rewrite the run (start afresh with ``--overwrite``).
         """
         for step in reversed(self.steps()):
             try:
                 state, meta = self.restore(step, target)
-            except Exception as e:  # a corrupted or partial checkpoint: use the previous one
+            except Exception as e:  # unreadable or checksums differ: use the previous one
                 aside = self._set_aside(step)
-                logging.warning("checkpoint at step %d does not restore (%s: %s); moved it to "
+                logging.warning("checkpoint at step %d cannot be used (%s: %s); moved it to "
                                 "%s and trying the previous one", step, type(e).__name__,
                                 str(e)[:300], aside)
                 continue
             return step, state, meta
+        if self.set_aside():
+            raise CheckpointError(
+                f"no checkpoint in {self.directory} can be verified (set aside as damaged: "
+                f"{', '.join(os.path.basename(d) for d in self.set_aside())}). Resuming is "
+                "impossible and starting over would rewrite the run's metrics: start afresh "
+                "with --overwrite (train_and_evaluate(..., overwrite=True)), or use another "
+                "workdir.")
         return None
 
     def restore(self, step: int, target: Any) -> tuple[Any, dict[str, Any]]:
         """Restores the checkpoint at ``step`` into the structure, shapes, dtypes and
-        shardings of ``target``; raises if it is missing or does not read back."""
+        shardings of ``target`` and verifies its checksums; raises if it is missing, does not
+        read back, or differs from what was saved (:class:`CheckpointError`)."""
         abstract = jax.tree.map(
             lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), target)
         restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore(),
+            checksums=ocp.args.JsonRestore()))
+        verify(step, restored.state, restored.meta, restored.checksums)
         return restored.state, restored.meta
 
     def _set_aside(self, step: int) -> str:
         """Renames a bad checkpoint out of the step namespace (kept for inspection), so the
-        resumed run can write that step again."""
-        aside = os.path.join(self.directory, f"corrupted-step-{step}-{time.time_ns()}")
-        os.rename(os.path.join(self.directory, str(step)), aside)
+        resumed run can write that step again. Process 0 renames; all wait for it."""
+        aside = os.path.join(self.directory, f"{SET_ASIDE_PREFIX}{step}-{time.time_ns()}")
+        if jax.process_index() == 0:
+            os.rename(os.path.join(self.directory, str(step)), aside)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f"set aside checkpoint {step}")
         self.manager.reload()
         return aside
 
     def close(self) -> None:
         self.manager.close()
+
+
+def verify(step: int, state: Any, meta: dict[str, Any], checksums: Any) -> None:
+    """Raises :class:`CheckpointError` naming what differs when ``state`` or ``meta`` do
+    not match the ``checksums`` saved with them."""
+    if not isinstance(checksums, dict) or checksums.get("format") != CHECKSUM_FORMAT:
+        raise CheckpointError(f"checkpoint {step} has no valid checksums record")
+    if meta_checksum(meta) != checksums.get("meta"):
+        raise CheckpointError(f"checkpoint {step}: the metadata's checksum differs")
+    saved, now = checksums.get("state", {}), state_checksums(state)
+    differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if differ:
+        raise CheckpointError(
+            f"checkpoint {step}: the checksums of {len(differ)} array(s) differ from those "
+            f"saved ({', '.join(differ[:5])}{', ...' if len(differ) > 5 else ''})")

@@ -108,6 +108,25 @@ def finished_run(workdir: str, num_steps: int) -> dict[str, Any] | None:
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
-    """The records of ``workdir/metrics.jsonl``, in order."""
-    with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """The records of ``workdir/metrics.jsonl``, in order.
+
+    A last line that does not parse (cut by a power loss or a full disk) is dropped with a
+    warning naming the file; a resumed run then rewrites the file without it. A bad line
+    before the last one is not a cut write: it raises ``ValueError`` naming file and line.
+    """
+    path = os.path.join(workdir, "metrics.jsonl")
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = [(number, line) for number, line in enumerate(f, 1) if line.strip()]
+    records = []
+    for i, (number, line) in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if i < len(lines) - 1:
+                raise ValueError(
+                    f"{path}, line {number}, is not a metrics record ({e}: {line[:80]!r}); "
+                    "only the last line can be cut by a crash. Repair or remove that line, "
+                    "or start afresh with --overwrite.") from None
+            logging.warning("%s: the last line (%d) is cut (%s: %r); dropped it. A resumed "
+                            "run rewrites the file without it.", path, number, e, line[:80])
+    return records

@@ -14,7 +14,9 @@ checkpoints, the end).
 
 A run is resumable at any checkpoint and resumes exactly: the state, the RNG keys and the
 data stream (a function of the step alone) are restored, metrics written after the
-checkpoint are dropped and rewritten. SIGTERM/SIGINT save a checkpoint and stop cleanly; a
+checkpoint are dropped and rewritten. SIGTERM/SIGINT save a checkpoint and stop cleanly (on
+several processes, a signal to any one stops all after the same round: they agree every
+round); checkpoints are verified against their checksums before a run resumes from them; a
 NaN or Inf in a loss or in the evaluation point stops the run, naming the step, without
 overwriting the last good checkpoint. The same loop runs on several processes
 (``jax.distributed``): every process builds the global arrays from its own shards, and
@@ -50,6 +52,7 @@ from easgd_jax.training.common import (
     prepare_workdir,
     stop_requests,
 )
+from easgd_jax.training.lock import workdir_lock
 from easgd_jax.training.metrics import MetricsWriter, write_final_metrics
 
 
@@ -190,11 +193,19 @@ def train_and_evaluate(
 def train(
     config: ml_collections.ConfigDict, workdir: str, overwrite: bool = False
 ) -> tuple[TrainState, dict[str, Any]]:
-    """:func:`train_and_evaluate`, also returning the final state of all workers."""
+    """:func:`train_and_evaluate`, also returning the final state of all workers. The
+    workdir is locked for the whole run (:mod:`.lock`): a second run into it is refused."""
     config_lib.validate(config)
     if config.executor != "sync":
         raise ValueError(f"training.sync runs config.executor 'sync', got {config.executor!r} "
                          "(easgd_jax.training.train_and_evaluate picks the executor).")
+    with workdir_lock(workdir):
+        return _train(config, workdir, overwrite)
+
+
+def _train(
+    config: ml_collections.ConfigDict, workdir: str, overwrite: bool
+) -> tuple[TrainState, dict[str, Any]]:
     spec = registry.get_spec(config.algorithm.name)
     layout = parallel.make_worker_layout(
         config.num_workers, config.num_devices or None, config.num_groups)
@@ -300,8 +311,9 @@ def train(
             step += rounds
             if step < config.train.num_steps:
                 batches = round_batches(step)  # host work while the device runs the round
+            stopping = _agreed_stop(stop)
             evaluating = step % config.train.eval_every == 0 or step == config.train.num_steps
-            saving = (every and step % every == 0) or step == config.train.num_steps or stop
+            saving = (every and step % every == 0) or step == config.train.num_steps or stopping
             if not (evaluating or saving):
                 continue
             absorb(*pending)
@@ -319,18 +331,28 @@ def train(
             if saving and step != saved_step:
                 save(step)
                 saved_step = step
-            if stop:
-                logging.warning("signal %d received: saved a checkpoint at step %d and "
-                                "stopped; run again with the same workdir to resume.",
-                                stop[0], step)
+            if stopping and step < config.train.num_steps:
+                logging.warning("%s: saved a checkpoint at step %d and stopped; run again "
+                                "with the same workdir to resume.",
+                                f"signal {stop[0]} received" if stop else
+                                "another process received a stop signal", step)
                 metrics = {**metrics, "stopped_at_step": step}
                 break
     checkpoints.close()
     writer.close()
     metrics["wall_time_s"] = time.perf_counter() - start
-    if jax.process_index() == 0 and not stop:
+    if jax.process_index() == 0 and "stopped_at_step" not in metrics:
         write_final_metrics(workdir, {"step": step, **metrics})
     return state, metrics
+
+
+def _agreed_stop(stop: list[int]) -> bool:
+    """Whether any process received a stop signal; on several processes a tiny all-gather
+    every round, so that all stop after the same round and save the same step (a process
+    that stopped alone would wait forever for the others in the next collective)."""
+    if jax.process_count() == 1:
+        return bool(stop)
+    return bool(np.any(multihost_utils.process_allgather(np.int32(bool(stop)))))
 
 
 def _per_round(history: list[dict], layout: parallel.WorkerLayout) -> dict[str, list]:

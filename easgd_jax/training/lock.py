@@ -1,0 +1,90 @@
+"""One run per workdir: an exclusive lock held for the whole run.
+
+Two launches into one workdir would interleave their metrics lines and delete each other's
+checkpoints. :class:`WorkdirLock` takes ``workdir/.lock`` (process 0 of a run; process i > 0
+takes ``.lock.process-i``) with ``flock`` and writes the holder into it (pid, host, start
+time). A second launch fails at once naming the holder. The kernel releases the lock when
+its process dies, even by ``kill -9``: the next launch takes the lock over and says whose it
+was. Within one process the lock is re-entrant (``train_and_evaluate`` -> ``sync.train``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+
+import jax
+from absl import logging
+
+_HELD: dict[str, int] = {}  # lock path -> nesting depth in this process
+
+
+class WorkdirBusyError(RuntimeError):
+    """Another live process holds the workdir's lock."""
+
+
+def lock_path(workdir: str, process_index: int | None = None) -> str:
+    index = jax.process_index() if process_index is None else process_index
+    return os.path.join(workdir, ".lock" if index == 0 else f".lock.process-{index}")
+
+
+def _read_holder(fd: int) -> dict:
+    os.lseek(fd, 0, os.SEEK_SET)
+    text = os.read(fd, 4096).decode(errors="replace").strip()
+    try:
+        return json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        return {"unreadable": text[:200]}
+
+
+def _describe(holder: dict) -> str:
+    if "pid" not in holder:
+        return "another process (no holder recorded)"
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("started", 0)))
+    return f"pid {holder['pid']} on host {holder.get('host', '?')} (since {started})"
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str) -> Iterator[str]:
+    """Holds the workdir's lock for the body; raises :class:`WorkdirBusyError` naming the
+    holder if another process has it. Yields the lock file's path."""
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.realpath(lock_path(workdir))
+    if path in _HELD:  # re-entrant within this process
+        _HELD[path] += 1
+        try:
+            yield path
+        finally:
+            _HELD[path] -= 1
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise WorkdirBusyError(
+                f"workdir {workdir} is in use by {_describe(_read_holder(fd))} (lock {path}). "
+                "Wait for that run to finish or stop it, or use another workdir.") from None
+        previous = _read_holder(fd)
+        if previous:
+            logging.warning("took over the lock of %s, which no longer holds it (it died or "
+                            "was killed); resuming in %s", _describe(previous), workdir)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, json.dumps(me).encode())
+        os.fsync(fd)
+        _HELD[path] = 1
+        try:
+            yield path
+        finally:
+            del _HELD[path]
+            os.ftruncate(fd, 0)  # released cleanly: nobody to take over from
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

@@ -1,0 +1,199 @@
+"""Faults an operator meets (issue 14), synchronous executor: every checkpoint unreadable,
+two launches into one workdir, a stale lock, a metrics line cut by a crash, and a stop
+signal to one of two processes. (Bit flips and garbage in the latest checkpoint:
+test_checkpoint.py; the asynchronous executors: test_async_faults.py.)"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from test_checkpoint import SMALL, _config, _corrupt, _wait_for_checkpoint, _without_timing
+from test_distributed import _config as easgd_config
+from test_distributed import _free_ports
+
+from easgd_jax.training import lock as lock_lib
+from easgd_jax.training import sync as train
+from easgd_jax.training.checkpoint import Checkpointer, CheckpointError, state_checksums
+from easgd_jax.training.metrics import read_metrics
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _files(workdir) -> dict[str, bytes]:
+    out = {}
+    for name in ("metrics.jsonl", "config.json", "final_metrics.json"):
+        path = os.path.join(workdir, name)
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                out[name] = f.read()
+    return out
+
+
+@pytest.mark.slow
+def test_every_checkpoint_unreadable_is_refused_not_restarted(tmp_path):
+    workdir = str(tmp_path)
+    train.train(_config(num_steps=40, every=20), workdir)
+    os.remove(os.path.join(workdir, "final_metrics.json"))
+    for step in (20, 40):
+        _corrupt(os.path.join(workdir, "checkpoints", str(step)), "bit flip")
+    before = _files(workdir)
+    for _ in range(2):  # refused again once the damaged checkpoints are set aside
+        with pytest.raises(CheckpointError, match="no checkpoint .* can be verified.*"
+                                                  "--overwrite"):
+            train.train(_config(num_steps=40, every=20), workdir)
+        assert _files(workdir) == before  # the metrics history is not rewritten
+    assert len(Checkpointer(workdir, 3).set_aside()) == 2
+    _, metrics = train.train(_config(num_steps=40, every=20), workdir, overwrite=True)
+    assert [r["step"] for r in read_metrics(workdir)] == [20, 40]
+    assert np.isfinite(metrics["test_loss"])
+
+
+_HOLD = """
+import sys, time
+from easgd_jax.training.lock import workdir_lock
+with workdir_lock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_second_run_into_a_busy_workdir_is_refused_at_once(tmp_path):
+    workdir = str(tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, workdir], stdout=subprocess.PIPE,
+                              text=True, cwd=ROOT)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(lock_lib.WorkdirBusyError,
+                           match=rf"in use by pid {holder.pid} on host .*another workdir"):
+            train.train(_config(num_steps=20), workdir)
+        assert sorted(os.listdir(workdir)) == [".lock"]  # nothing written, nothing removed
+    finally:
+        holder.kill()
+        holder.wait()
+    # The holder died (kill -9): its lock is free and the next run takes it over.
+    train.train(_config(num_steps=20, every=20), workdir)
+    assert [r["step"] for r in read_metrics(workdir)] == [20]
+
+
+def test_a_stale_lock_is_taken_over_and_said(tmp_path, caplog):
+    with open(tmp_path / ".lock", "w") as f:
+        json.dump({"pid": 4194999, "host": "gone-host", "started": 0}, f)
+    with caplog.at_level("WARNING"), lock_lib.workdir_lock(str(tmp_path)) as path:
+        with open(path) as f:
+            assert json.load(f)["pid"] == os.getpid()
+    assert "took over the lock of pid 4194999 on host gone-host" in caplog.text
+    assert open(tmp_path / ".lock").read() == ""  # released cleanly
+
+
+@pytest.mark.slow
+def test_a_cut_last_metrics_line_is_dropped_and_the_run_resumes(tmp_path, caplog):
+    workdir = str(tmp_path)
+    train.train(_config(num_steps=40, every=20), workdir)
+    straight = read_metrics(workdir)
+    # A power loss during the evaluation at 40: its line half written, no checkpoint at 40.
+    os.remove(os.path.join(workdir, "final_metrics.json"))
+    Checkpointer(workdir, 3).manager.delete(40)
+    path = os.path.join(workdir, "metrics.jsonl")
+    text = open(path).read()
+    open(path, "w").write(text[:len(text) - len(text.splitlines()[-1]) // 2 - 1])
+    with caplog.at_level("WARNING"):
+        assert [r["step"] for r in read_metrics(workdir)] == [20]
+        train.train(_config(num_steps=40, every=20), workdir)
+    assert f"{path}: the last line (2) is cut" in caplog.text
+    assert _without_timing(read_metrics(workdir)) == _without_timing(straight)
+
+
+def test_a_bad_metrics_line_before_the_last_is_refused(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"step": 10}\n{"step": 2\n{"step": 30}\n')
+    with pytest.raises(ValueError, match=r"metrics.jsonl, line 2, is not a metrics record"):
+        read_metrics(str(tmp_path))
+
+
+def test_checksums_see_one_flipped_bit_and_not_the_layout():
+    x = np.random.RandomState(0).randn(8, 5).astype(np.float32)
+    base = state_checksums({"x": jnp.asarray(x)})
+    sharded = jax.device_put(x, NamedSharding(Mesh(np.array(jax.devices()[:8]), ("w",)),
+                                              PartitionSpec("w")))
+    assert state_checksums({"x": sharded}) == base  # any layout, any summation order
+    for index in range(0, x.size, 7):
+        for bit in (0, 17, 31):
+            y = x.copy()
+            y.reshape(-1).view(np.uint32)[index] ^= np.uint32(1 << bit)
+            assert state_checksums({"x": jnp.asarray(y)}) != base, (index, bit)
+    swapped = x.copy().reshape(-1)
+    swapped[[3, 4]] = swapped[[4, 3]]
+    assert state_checksums({"x": jnp.asarray(swapped.reshape(x.shape))}) != base
+    keys = {"bf16": jnp.ones(3, jnp.bfloat16), "flag": jnp.array(True),
+            "key": jax.random.PRNGKey(3), "int": jnp.arange(4)}
+    assert set(state_checksums(keys)) == {"['bf16']", "['flag']", "['int']", "['key']"}
+
+
+def _launch_two(workdir, port, num_steps):
+    """The README's 2-process command on a small float64 EASGD run (checkpoints every 20)."""
+    overrides = {**SMALL, "tensorboard": False, "num_workers": 4, "num_devices": 4,
+                 "train.param_dtype": "float64", "train.eval_every": 20,
+                 "checkpoint.every": 20, "train.num_steps": num_steps}
+    env = {**os.environ, "PJRT_NPROC": os.environ["PJRT_NPROC"]}
+    return [subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "launch.py"),
+         f"--config={os.path.join(ROOT, 'configs', 'easgd.py')}", f"--workdir={workdir}",
+         *(f"--config.{k}={v}" for k, v in overrides.items()),
+         f"--config.distributed.coordinator_address=127.0.0.1:{port}",
+         "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+        for i in range(2)]
+
+
+def _communicate(processes, timeout):
+    try:
+        return [p.communicate(timeout=timeout)[1] for p in processes]
+    finally:
+        for p in processes:
+            p.kill()
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step(tmp_path):
+    """One preempted host: SIGTERM to process 1 only. Both processes agree on the stop
+    after the same round, save that step and exit (it used to hang both); resumed, the run
+    matches a straight run (float64: only the all-reduce's order differs, ~1e-16)."""
+    workdir = str(tmp_path / "two")
+    processes = _launch_two(workdir, _free_ports(1)[0], num_steps=100000)
+    try:
+        _wait_for_checkpoint(workdir, 20)
+    except TimeoutError:
+        raise AssertionError(_communicate(processes, 1)[0][-3000:]) from None
+    processes[1].send_signal(signal.SIGTERM)
+    sent = time.time()
+    logs = _communicate(processes, timeout=120)  # both must exit (they used to hang)
+    print(f"both processes exited {time.time() - sent:.1f} s after the SIGTERM")
+    stopped = []
+    for process, log in zip(processes, logs, strict=True):
+        assert process.returncode is not None and "saved a checkpoint at step" in log, \
+            log[-3000:]
+        stopped.append(int(log.split("saved a checkpoint at step ")[1].split()[0]))
+    assert "signal 15 received" in logs[1]
+    assert "another process received a stop signal" in logs[0]
+    assert stopped[0] == stopped[1] == Checkpointer(workdir, 3).steps()[-1]
+    end = stopped[0] + 20
+    _communicate(_launch_two(workdir, _free_ports(1)[0], num_steps=end), timeout=300)
+    straight = {**SMALL, "tensorboard": False, "num_workers": 4, "num_devices": 4,
+                "train.param_dtype": "float64", "train.eval_every": 20,
+                "checkpoint.every": 20, "train.num_steps": end}
+    jax.config.update("jax_enable_x64", True)
+    try:
+        state, _ = train.train(easgd_config(straight), str(tmp_path / "one"))
+        resumed, _ = Checkpointer(workdir, 3).restore(end, state)
+        for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(state), strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-12)
+    finally:
+        jax.config.update("jax_enable_x64", False)
+    assert [r["step"] for r in read_metrics(workdir)] == list(range(20, end + 1, 20))
