@@ -232,3 +232,16 @@ def test_the_cluster_environment_decides_whether_the_run_spans_processes(
     if not expected_wanted:
         distributed.initialize(_distributed())  # a single process: nothing starts
         assert jax.process_count() == 1
+
+
+def test_the_heartbeat_timeout_reaches_the_runtime(monkeypatch):
+    """A killed peer is detected after ``distributed.heartbeat_timeout_s``, not JAX's 100 s."""
+    from easgd_jax.parallel import distributed
+
+    calls = []
+    monkeypatch.setattr(jax.distributed, "initialize", lambda **kw: calls.append(kw))
+    monkeypatch.setattr(jax.config, "update", lambda *args: None)
+    distributed.initialize(_distributed(coordinator_address="127.0.0.1:1", num_processes=2,
+                                        heartbeat_timeout_s=12))
+    assert calls == [{"heartbeat_timeout_seconds": 12, "coordinator_address": "127.0.0.1:1",
+                      "num_processes": 2, "process_id": 0}]

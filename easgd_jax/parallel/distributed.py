@@ -43,15 +43,17 @@ def num_processes(config: ml_collections.ConfigDict) -> int:
 def initialize(config: ml_collections.ConfigDict) -> None:
     """Starts the distributed runtime if the run spans several processes; else nothing.
 
-    Must run before jax starts its backend (before any computation).
+    Must run before jax starts its backend (before any computation). A process silent for
+    ``heartbeat_timeout_s`` seconds (killed, host lost) is declared dead: the others abort
+    rather than wait in a collective (JAX's default is 100 s).
     """
     if not wanted(config):
         return
     # CPU devices of different processes need a cross-process collectives implementation.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    kwargs = {}
+    kwargs = {"heartbeat_timeout_seconds": config.get("heartbeat_timeout_s", 30)}
     if config.coordinator_address:
-        kwargs = dict(coordinator_address=config.coordinator_address,
+        kwargs.update(coordinator_address=config.coordinator_address,
                       num_processes=config.num_processes, process_id=config.process_id)
     jax.distributed.initialize(**kwargs)
     logging.info("process %d of %d; %d local and %d global devices", jax.process_index(),

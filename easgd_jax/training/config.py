@@ -26,7 +26,8 @@ PARAM_DTYPES = ("float32", "float64")
 # Fields that may change between a run and its resumption (extending a run).
 RESUMABLE_CHANGES = ("train.num_steps",)
 # Fields that differ between the processes of one run, or between its launches.
-PER_LAUNCH_FIELDS = ("distributed.process_id", "distributed.coordinator_address")
+PER_LAUNCH_FIELDS = ("distributed.process_id", "distributed.coordinator_address",
+                     "distributed.heartbeat_timeout_s")
 # Sections whose fields are free (an algorithm's hyperparameters, a model's kwargs): checked
 # against the algorithm's or the model's signature instead of the schema.
 FREE_SECTIONS = ("algorithm", "model.kwargs")
@@ -100,6 +101,9 @@ def defaults() -> ml_collections.ConfigDict:
     config.distributed.coordinator_address = ""  # "host:port" of process 0
     config.distributed.num_processes = 1
     config.distributed.process_id = 0
+    # A process that stops answering (kill -9, a lost host) is declared dead after this
+    # many seconds; the others then abort instead of waiting in a collective.
+    config.distributed.heartbeat_timeout_s = 30
     return config
 
 
@@ -257,6 +261,7 @@ def _check_common(config: ml_collections.ConfigDict) -> None:
                          f"('host:port' or ''), got {dist.coordinator_address!r}.")
     _integer("distributed.num_processes", dist.num_processes, 1)
     _integer("distributed.process_id", dist.process_id, 0)
+    _integer("distributed.heartbeat_timeout_s", dist.heartbeat_timeout_s, 1)
     if dist.process_id >= dist.num_processes:
         raise ValueError(
             f"config.distributed.process_id ({dist.process_id}) must be < "
