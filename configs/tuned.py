@@ -45,6 +45,10 @@ TUNED: dict[str, dict[str, Any]] = {
     "amsgrad_sync": dict(name="amsgrad_sync", learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8,
                          form="paper"),
     "apam": dict(name="apam", learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8, form="paper"),
+    # DiLoCo (Douillard et al. 2023): Nesterov SGD inside (EAMSGD's local rate and momentum,
+    # not tuned separately) and the paper's outer Nesterov step (0.7, 0.9), period 10.
+    "diloco": dict(name="diloco", learning_rate=0.1, momentum=0.9, period=10,
+                   outer_learning_rate=0.7, outer_momentum=0.9),
     # Asynchronous forms (seeded simulated asynchrony by default).
     "async_eamsgd": dict(name="eamsgd", learning_rate=0.1, momentum=0.9, beta=BETA, period=10),
     "async_easgd": dict(name="easgd", learning_rate=0.3, beta=BETA, period=10),

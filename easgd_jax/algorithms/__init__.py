@@ -2,7 +2,8 @@
 
 Each family module holds its synchronous transformations AND its asynchronous rules:
 ``elastic`` (EASGD, EAMSGD), ``distbelief`` (DOWNPOUR and its variants), ``baselines`` (SGD,
-MSGD, ASGD, MVASGD, data-parallel SGD), ``leader`` (LSGD), ``adaptive`` (AMSGrad, APAM).
+MSGD, ASGD, MVASGD, data-parallel SGD), ``leader`` (LSGD), ``adaptive`` (AMSGrad, APAM),
+``outer`` (DiLoCo: an outer optimizer on the center).
 ``base`` holds what they share (the asynchronous rule protocol, :class:`Spec`);
 ``collectives``, ``averages``, ``momentum``, ``clock`` and ``checks`` are their building
 blocks, and ``registry`` the one table name -> Spec. The family modules are named so that no
@@ -66,6 +67,7 @@ from easgd_jax.algorithms.leader import (
     lsgd_nesterov,
 )
 from easgd_jax.algorithms.momentum import NesterovState, nesterov, nesterov_origin
+from easgd_jax.algorithms.outer import DilocoState, diloco, nesterov_diloco
 from easgd_jax.algorithms.registry import (
     algorithm_names,
     async_algorithm_names,
@@ -79,6 +81,9 @@ from easgd_jax.algorithms.registry import (
 )
 
 __all__ = [
+    "DilocoState",
+    "diloco",
+    "nesterov_diloco",
     "AdagradDownpourState",
     "AdagradMasterState",
     "adownpour",

@@ -225,6 +225,10 @@ class Spec:
         grouped: the synchronous form runs on a (groups x workers) layout and takes
             ``group_axis_name``.
         reported: integer state fields worth a line in the metrics per round (LSGD's leaders).
+        exchange_step: which local step of each period communicates: ``"first"`` (t mod
+            tau = 0, the EASGD paper's algorithms) or ``"last"`` ((t + 1) mod tau = 0:
+            DiLoCo's outer step closes each block). The synchronous executor traces its
+            rounds accordingly (``parallel.make_round(exchange_step=...)``).
 
     The fields are found in the optimizer state by name at any depth
     (``optax.tree_utils.tree_get``), so a wrapper such as ``optax.chain`` needs no special
@@ -237,8 +241,12 @@ class Spec:
     evaluation: str
     grouped: bool = False
     reported: tuple[str, ...] = ()
+    exchange_step: str = "first"
 
     def __post_init__(self) -> None:
+        if self.exchange_step not in ("first", "last"):
+            raise ValueError(f"exchange_step of {self.name!r} must be 'first' or 'last'; got "
+                             f"{self.exchange_step!r}.")
         if self.sync is None and self.async_rule is None:
             raise ValueError(f"algorithm {self.name!r} needs a sync or an async_rule form.")
         if self.evaluation not in EVALUATIONS:

@@ -33,6 +33,7 @@ from easgd_jax.algorithms.distbelief import (
 )
 from easgd_jax.algorithms.elastic import async_eamsgd, async_easgd, eamsgd, easgd
 from easgd_jax.algorithms.leader import async_lsgd_nesterov, lsgd_multi_nesterov, lsgd_nesterov
+from easgd_jax.algorithms.outer import nesterov_diloco
 
 # Constructors whose arguments are all plain data (a config can hold them): the optimizer-
 # wrapping forms (elastic_averaging, lsgd, lsgd_multi, async_lsgd) are for code, not configs.
@@ -59,6 +60,8 @@ _SPECS: dict[str, Spec] = {spec.name: spec for spec in (
     # APAM (Xu et al., 2020), asynchronous only, and its synchronous baseline.
     Spec("apam", None, apam, evaluation="center"),
     Spec("amsgrad_sync", amsgrad_sync, None, evaluation="params"),
+    # Outer optimizers: DiLoCo (Douillard et al., 2023), the outer step closing each block.
+    Spec("diloco", nesterov_diloco, None, evaluation="center", exchange_step="last"),
 )}
 
 

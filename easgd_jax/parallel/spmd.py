@@ -54,7 +54,8 @@ def per_worker(fn: Callable[..., Any], layout: WorkerLayout, donate_argnums=()) 
 
 def make_round(step: StepFn, layout: WorkerLayout, donate: bool = True,
                period: int | None = None,
-               summarize: Callable[[Any, Any], Any] | None = None) -> Callable:
+               summarize: Callable[[Any, Any], Any] | None = None,
+               exchange_step: str = "first") -> Callable:
     """Returns ``round(carry, batches) -> (carry, aux)`` over all workers.
 
     Args:
@@ -63,7 +64,8 @@ def make_round(step: StepFn, layout: WorkerLayout, donate: bool = True,
         donate: donate the carry's buffers to the round (the caller must not reuse them).
         period: None: every step is traced once, and the periodic algorithms inside decide at
             run time (``lax.cond`` on their clock) whether to communicate. tau >= 1: the round
-            runs in whole periods, [one communication step, tau - 1 local steps] each, traced
+            runs in whole periods, [one communication step, tau - 1 local steps] each (or
+            the communication step last, see ``exchange_step``), traced
             under :func:`easgd_jax.algorithms.clock.known_phase`, so that no step carries a
             conditional and, with vmapped workers, the collectives run once per period
             instead of every step. The caller guarantees that every round starts at a clock
@@ -72,12 +74,17 @@ def make_round(step: StepFn, layout: WorkerLayout, donate: bool = True,
         summarize: ``summarize(carry, aux) -> aux'``, applied by each worker to its carry
             and its stacked ``aux`` after the round's last step, in the same compiled
             program (one dispatch per round instead of a second one for a summary).
+        exchange_step: with a period, which step of each period communicates: ``"first"``
+            (t mod tau = 0: EASGD, DOWNPOUR, LSGD) or ``"last"`` ((t + 1) mod tau = 0: the
+            outer step that closes a block of DiLoCo). The algorithm's ``Spec`` says which.
 
     ``batches`` leaves have shape ``[p, steps, ...]``; the number of local steps in the round
     is ``steps`` (a multiple of ``period``). ``aux`` leaves come back as ``[p, steps, ...]``.
     """
     if period is not None and (not isinstance(period, int) or period < 1):
         raise ValueError(f"period must be None or an integer >= 1, got {period!r}.")
+    if exchange_step not in ("first", "last"):
+        raise ValueError(f"exchange_step must be 'first' or 'last', got {exchange_step!r}.")
 
     def communication_step(carry, batch):
         with clock.known_phase(True):
@@ -88,6 +95,11 @@ def make_round(step: StepFn, layout: WorkerLayout, donate: bool = True,
             return step(carry, batch)
 
     def one_period(carry, batches):
+        if exchange_step == "last":
+            carry, rest = lax.scan(local_step, carry, jax.tree.map(lambda b: b[:-1], batches))
+            carry, last = communication_step(carry, jax.tree.map(lambda b: b[-1], batches))
+            return carry, jax.tree.map(
+                lambda r, a: jnp.concatenate([r, a[None]]), rest, last)
         carry, first = communication_step(carry, jax.tree.map(lambda b: b[0], batches))
         carry, rest = lax.scan(local_step, carry, jax.tree.map(lambda b: b[1:], batches))
         return carry, jax.tree.map(

@@ -122,7 +122,7 @@ def make_train_round(config: ml_collections.ConfigDict, model, tx: optax.Gradien
 
     return parallel.make_round(
         make_local_step(model, tx, config.train.weight_decay, spec), layout, period=period,
-        summarize=summarize)
+        summarize=summarize, exchange_step=spec.exchange_step)
 
 
 def _worker_spread(spec: Spec, state: TrainState):

@@ -1,0 +1,192 @@
+"""DiLoCo (outer optimizers) against a float64 reference, its equivalences (local SGD,
+data-parallel SGD, optax.lookahead), the sign of the outer step, and the executor's rounds
+with the outer step on the last step of each period."""
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+import easgd_jax
+from easgd_jax.algorithms import outer, registry
+from easgd_jax.parallel import make_round, make_worker_layout
+
+P = 3
+SHAPES = {"a": (2,), "b": (2, 3)}
+H = 0.7  # curvature: worker i minimises 0.5 H ||x - target_i||^2
+
+
+def _tree(rng, leading=()):
+    return {k: rng.normal(size=(*leading, *s)).astype(np.float32) for k, s in SHAPES.items()}
+
+
+def _start(p=P, seed=1):
+    x0 = _tree(np.random.default_rng(seed))
+    return {k: np.broadcast_to(v, (p, *v.shape)).copy() for k, v in x0.items()}
+
+
+def _targets(p=P, seed=0):
+    return _tree(np.random.default_rng(seed), (p,))
+
+
+def _run(tx, params, targets, steps):
+    """``steps`` updates of ``tx`` on vmapped workers; the params and states of every step."""
+    state = jax.vmap(tx.init)(params)
+
+    def step(carry, _):
+        params, state = carry
+        grads = jax.tree.map(lambda x, t: H * (x - t), params, targets)
+
+        def update(g, s, p):
+            u, s = tx.update(g, s, p)
+            return optax.apply_updates(p, u), s
+
+        params, state = jax.vmap(update, axis_name="workers")(grads, state, params)
+        return (params, state), (params, state)
+
+    return jax.lax.scan(step, (params, state), None, length=steps)[1]
+
+
+def _reference(x0, targets, eta, mu, period, outer_eta, outer_mu, steps):
+    """DiLoCo with Nesterov SGD inside and out (optax's form: m <- g + mu m, u = -eta (g +
+    mu m)), in float64, written from the rule: inner step on every worker; after the
+    (t + 1) mod H == 0 step, delta = x~ - mean x_i, outer Nesterov step on x~, x_i <- x~."""
+    x = {k: np.asarray(v, np.float64) for k, v in x0.items()}
+    m = {k: np.zeros_like(v) for k, v in x.items()}
+    c = {k: v[0].copy() for k, v in x.items()}
+    mc = {k: np.zeros_like(v) for k, v in c.items()}
+    xs, cs = [], []
+    for t in range(steps):
+        for k in x:
+            g = H * (x[k] - targets[k])
+            m[k] = g + mu * m[k]
+            x[k] = x[k] - eta * (g + mu * m[k])
+        if (t + 1) % period == 0:
+            for k in x:
+                delta = c[k] - x[k].mean(axis=0)
+                mc[k] = delta + outer_mu * mc[k]
+                c[k] = c[k] - outer_eta * (delta + outer_mu * mc[k])
+                x[k] = np.broadcast_to(c[k], x[k].shape).copy()
+        xs.append({k: v.copy() for k, v in x.items()})
+        cs.append({k: v.copy() for k, v in c.items()})
+    return xs, cs
+
+
+def test_diloco_matches_the_float64_reference():
+    x0, targets = _start(), _targets()
+    tx = registry.get_algorithm("diloco", learning_rate=0.1, momentum=0.9, period=3,
+                                outer_learning_rate=0.7, outer_momentum=0.9)
+    params, state = _run(tx, x0, targets, steps=10)
+    xs, cs = _reference(x0, targets, 0.1, 0.9, 3, 0.7, 0.9, steps=10)
+    for t in range(10):
+        for k in SHAPES:
+            np.testing.assert_allclose(params[k][t], xs[t][k], rtol=1e-5, atol=1e-6)
+            for i in range(P):  # every worker holds the same center
+                np.testing.assert_allclose(state.center[k][t, i], cs[t][k], rtol=1e-5,
+                                           atol=1e-6)
+    # The outer steps closed the blocks after steps 3, 6, 9 (t = 2, 5, 8): the workers equal
+    # the center there and differ from it in between.
+    for t in (2, 5, 8):
+        np.testing.assert_allclose(params["b"][t], np.broadcast_to(
+            state.center["b"][t, 0], params["b"][t].shape), atol=1e-6)
+    assert not np.allclose(params["b"][3], state.center["b"][3])
+    np.testing.assert_array_equal(state.count[-1], np.full(P, 10))
+
+
+def test_outer_sgd_1_is_periodic_model_averaging():
+    x0, targets = _start(), _targets()
+    tx = easgd_jax.diloco(optax.sgd(0.2), optax.sgd(1.0), period=4)
+    params, state = _run(tx, x0, targets, steps=8)
+    x = {k: np.asarray(v, np.float64) for k, v in x0.items()}
+    for t in range(8):
+        x = {k: v - 0.2 * H * (v - targets[k]) for k, v in x.items()}
+        if (t + 1) % 4 == 0:
+            x = {k: np.broadcast_to(v.mean(axis=0), v.shape) for k, v in x.items()}
+        for k in SHAPES:
+            np.testing.assert_allclose(params[k][t], x[k], rtol=1e-5, atol=1e-6)
+
+
+def test_period_1_with_outer_sgd_1_is_data_parallel_sgd():
+    x0, targets = _start(), _targets()
+    a, _ = _run(easgd_jax.diloco(optax.sgd(0.3), optax.sgd(1.0), period=1), x0, targets, 6)
+    b, _ = _run(easgd_jax.data_parallel_sgd(0.3), x0, targets, 6)
+    for k in SHAPES:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+
+def test_one_worker_is_optax_lookahead_with_an_sgd_slow_step():
+    x0, targets = _start(p=1), _targets(p=1)
+    params, state = _run(easgd_jax.diloco(optax.sgd(0.2), optax.sgd(0.5), period=3), x0,
+                         targets, 9)
+    look = optax.lookahead(optax.sgd(0.2), sync_period=3, slow_step_size=0.5)
+    start = {k: v[0] for k, v in x0.items()}
+    lp = optax.LookaheadParams(fast=start, slow=start)
+    ls = look.init(lp)
+    for t in range(9):
+        grads = {k: H * (lp.fast[k] - targets[k][0]) for k in SHAPES}  # at the fast params
+        u, ls = look.update(grads, ls, lp)
+        lp = optax.apply_updates(lp, u)
+        for k in SHAPES:
+            np.testing.assert_allclose(params[k][t, 0], lp.fast[k], rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(state.center[k][t, 0], lp.slow[k], rtol=1e-5,
+                                       atol=1e-6)
+
+
+def test_one_outer_sgd_step_moves_the_center_downhill():
+    """The classic sign bug: delta = x~ - mean x_i is a gradient of the outer problem; a
+    descent step must move x~ toward the workers (downhill on the quadratic), not away."""
+    x0 = _start()
+    targets = {k: np.broadcast_to(v[:1], v.shape).copy() for k, v in _targets().items()}
+    tx = easgd_jax.diloco(optax.sgd(0.1), optax.sgd(0.5), period=2)
+    _, state = _run(tx, x0, targets, steps=2)
+
+    def loss(c):
+        return sum(0.5 * H * np.sum((np.asarray(c[k]) - targets[k][0]) ** 2) for k in SHAPES)
+
+    before = loss({k: v[0] for k, v in x0.items()})
+    after = loss({k: v[1, 0] for k, v in state.center.items()})
+    assert after < before, (before, after)
+
+
+def test_rounds_trace_the_outer_step_last_and_match_the_unrolled_run():
+    """The executor's rounds of whole periods trace the communication step LAST for DiLoCo
+    (its Spec says so); a round of 2 periods equals 2 * H single steps with the clock
+    deciding at run time (period=None)."""
+    assert registry.get_spec("diloco").exchange_step == "last"
+    layout = make_worker_layout(4, 4)
+    tx = registry.get_algorithm("diloco", axis_name=layout.axis_name, learning_rate=0.1,
+                                momentum=0.9, period=3, outer_learning_rate=0.7,
+                                outer_momentum=0.9)
+    rng = np.random.default_rng(3)
+    x0 = {k: np.broadcast_to(rng.normal(size=s).astype(np.float32), (4, *s)).copy()
+          for k, s in SHAPES.items()}
+    targets = {k: rng.normal(size=(4, 6, *s)).astype(np.float32) for k, s in SHAPES.items()}
+
+    def step(carry, target):
+        params, state = carry
+        grads = jax.tree.map(lambda x, t: H * (x - t), params, target)
+        u, state = tx.update(grads, state, params)
+        return (optax.apply_updates(params, u), state), ()
+
+    state0 = jax.vmap(tx.init)(x0)
+    known = make_round(step, layout, donate=False, period=3, exchange_step="last")
+    decided = make_round(step, layout, donate=False, period=None)
+    (a, sa), _ = known((x0, state0), targets)
+    (b, sb), _ = decided((x0, state0), targets)
+    for x, y in zip(jax.tree.leaves((a, sa)), jax.tree.leaves((b, sb)), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7)
+    wrong = make_round(step, layout, donate=False, period=3, exchange_step="first")
+    (c, _), _ = wrong((x0, state0), targets)
+    assert not np.allclose(np.asarray(c["b"]), np.asarray(b["b"]), atol=1e-4)
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("period", 0, "period must be an integer >= 1"),
+    ("outer_learning_rate", -0.1, "outer_learning_rate must be >= 0"),
+    ("outer_momentum", 1.0, "outer_momentum must be < 1"),
+])
+def test_bad_hyperparameters_are_refused(field, value, match):
+    hparams = dict(learning_rate=0.1, momentum=0.9, period=3)
+    hparams[field] = value
+    with pytest.raises(ValueError, match=match):
+        outer.nesterov_diloco(**hparams)
