@@ -49,6 +49,10 @@ TUNED: dict[str, dict[str, Any]] = {
     # not tuned separately) and the paper's outer Nesterov step (0.7, 0.9), period 10.
     "diloco": dict(name="diloco", learning_rate=0.1, momentum=0.9, period=10,
                    outer_learning_rate=0.7, outer_momentum=0.9),
+    # EAMSGD with an outer Nesterov step on the center (not tuned: 0.5 and 0.5 keep the
+    # center's steady-state rate, beta * 0.5 / (1 - 0.5), at EAMSGD's beta).
+    "eamsgd_outer": dict(name="eamsgd_outer", learning_rate=0.1, momentum=0.9, beta=BETA,
+                         period=10, outer_learning_rate=0.5, outer_momentum=0.5),
     # Asynchronous forms (seeded simulated asynchrony by default).
     "async_eamsgd": dict(name="eamsgd", learning_rate=0.1, momentum=0.9, beta=BETA, period=10),
     "async_easgd": dict(name="easgd", learning_rate=0.3, beta=BETA, period=10),

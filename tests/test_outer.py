@@ -3,6 +3,7 @@ data-parallel SGD, optax.lookahead), the sign of the outer step, and the executo
 with the outer step on the last step of each period."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -30,8 +31,12 @@ def _targets(p=P, seed=0):
 
 
 def _run(tx, params, targets, steps):
-    """``steps`` updates of ``tx`` on vmapped workers; the params and states of every step."""
+    """``steps`` updates of ``tx`` on vmapped workers; the params and states of every step.
+    The center starts at worker 0's parameters (the workers may start elsewhere)."""
     state = jax.vmap(tx.init)(params)
+    if hasattr(state, "center"):  # data_parallel_sgd, compared with, has none
+        state = state._replace(center=jax.tree.map(
+            lambda a: jnp.broadcast_to(a[0], a.shape), params))
 
     def step(carry, _):
         params, state = carry
@@ -190,3 +195,67 @@ def test_bad_hyperparameters_are_refused(field, value, match):
     hparams[field] = value
     with pytest.raises(ValueError, match=match):
         outer.nesterov_diloco(**hparams)
+
+
+# --------------------------------------------------------------------------- elastic + outer
+
+
+def test_elastic_averaging_with_outer_sgd_1_is_eamsgd_exactly():
+    x0, targets = _start(), _targets()
+    hp = dict(learning_rate=0.1, momentum=0.9, moving_rate=0.2, period=2)
+    a, sa = _run(registry.get_algorithm("eamsgd_outer", **hp), x0, targets, 7)
+    b, sb = _run(registry.get_algorithm("eamsgd", **hp), x0, targets, 7)
+    for x, y in zip(jax.tree.leaves((a, sa.center)), jax.tree.leaves((b, sb.center)),
+                    strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def _reference_easgd_outer(x0, targets, eta, alpha, tau, outer_eta, outer_mu, steps):
+    """EASGD (eqs 5-6) whose center takes an outer Nesterov step (optax's form) on the
+    outer gradient -alpha sum_i (x_i - x~), in float64."""
+    x = {k: np.asarray(v, np.float64) for k, v in x0.items()}
+    c = {k: v[0].copy() for k, v in x.items()}
+    m = {k: np.zeros_like(v) for k, v in c.items()}
+    xs, cs = [], []
+    for t in range(steps):
+        for k in x:
+            g = H * (x[k] - targets[k])  # at the worker before the exchange
+            if t % tau == 0:
+                d = x[k] - c[k]
+                x[k] = x[k] - alpha * d
+                gradient = -alpha * d.sum(axis=0)
+                m[k] = gradient + outer_mu * m[k]
+                c[k] = c[k] - outer_eta * (gradient + outer_mu * m[k])
+            x[k] = x[k] - eta * g
+        xs.append({k: v.copy() for k, v in x.items()})
+        cs.append({k: v.copy() for k, v in c.items()})
+    return xs, cs
+
+
+def test_easgd_with_an_outer_nesterov_step_matches_the_float64_reference():
+    x0, targets = _start(), _targets()
+    tx = registry.get_algorithm("eamsgd_outer", learning_rate=0.2, momentum=0.0,
+                                moving_rate=0.25, period=2, outer_learning_rate=0.6,
+                                outer_momentum=0.8)
+    params, state = _run(tx, x0, targets, steps=9)
+    xs, cs = _reference_easgd_outer(x0, targets, 0.2, 0.25, 2, 0.6, 0.8, steps=9)
+    for t in range(9):
+        for k in SHAPES:
+            np.testing.assert_allclose(params[k][t], xs[t][k], rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(state.center[k][t, 0], cs[t][k], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(cs[-1]["b"], _reference_easgd_outer(
+        x0, targets, 0.2, 0.25, 2, 1.0, 0.0, steps=9)[1][-1]["b"])  # the outer step matters
+
+
+def test_the_elastic_outer_step_moves_the_center_toward_the_workers():
+    x0 = _start()
+    x0 = {k: v + np.arange(P, dtype=np.float32).reshape(-1, *[1] * (v.ndim - 1))
+          for k, v in x0.items()}  # workers apart from worker 0, where the center starts
+    tx = easgd_jax.elastic_averaging(optax.sgd(0.0), 0.2, 1, outer=optax.sgd(0.5))
+    zero = {k: np.zeros_like(v) for k, v in x0.items()}
+    _, state = _run(tx, x0, zero, steps=1)  # curvature irrelevant: the inner rate is 0
+    for k in SHAPES:
+        mean = x0[k].mean(axis=0)
+        before = np.abs(x0[k][0] - mean).sum()
+        after = np.abs(np.asarray(state.center[k][0, 0]) - mean).sum()
+        assert after < before, (k, before, after)

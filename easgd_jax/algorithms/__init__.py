@@ -45,10 +45,12 @@ from easgd_jax.algorithms.distbelief import (
 from easgd_jax.algorithms.elastic import (
     EamsgdExtra,
     ElasticAveragingState,
+    ElasticOuterState,
     async_eamsgd,
     async_easgd,
     center,
     eamsgd,
+    eamsgd_outer,
     easgd,
     elastic_averaging,
     elastic_exchange,
@@ -81,6 +83,8 @@ from easgd_jax.algorithms.registry import (
 )
 
 __all__ = [
+    "ElasticOuterState",
+    "eamsgd_outer",
     "DilocoState",
     "diloco",
     "nesterov_diloco",

@@ -45,6 +45,17 @@ from easgd_jax.algorithms.collectives import tree_psum
 from easgd_jax.algorithms.momentum import nesterov, nesterov_origin
 
 
+class ElasticOuterState(NamedTuple):
+    """State of :func:`elastic_averaging` with an ``outer`` optimizer: the fields of
+    :class:`ElasticAveragingState` and the outer optimizer's state (identical on every
+    worker)."""
+
+    count: jax.Array
+    center: optax.Params
+    outer_state: optax.OptState
+    inner_state: optax.OptState
+
+
 class ElasticAveragingState(NamedTuple):
     """State of :func:`elastic_averaging` on one worker.
 
@@ -80,6 +91,7 @@ def elastic_averaging(
     axis_name: AxisName = "workers",
     *,
     worker_variable: Callable[[optax.Params, Any], optax.Params] | None = None,
+    outer: optax.GradientTransformation | None = None,
 ) -> optax.GradientTransformation:
     """Wraps the local optimizer ``inner`` with the elastic exchange of synchronous EASGD.
 
@@ -87,6 +99,13 @@ def elastic_averaging(
 
         u_i = inner(g_i) - alpha * (x_i - x~) * [tau | t]
         x~ <- x~ + alpha * sum_i (x_i - x~) * [tau | t]
+
+    With an ``outer`` optimizer the center's move is an outer step on the negated elastic
+    sum, the outer "gradient" (beta (x~ - mean_i x_i), DiLoCo's delta scaled by beta):
+
+        x~ <- x~ + outer.update(-alpha * sum_i (x_i - x~), outer_state, x~)
+
+    and the worker side is unchanged; ``outer = optax.sgd(1.0)`` (or None) is EASGD exactly.
 
     Args:
         inner: the local optimizer, e.g. ``optax.sgd(eta)``; it sees only the gradient.
@@ -98,9 +117,12 @@ def elastic_averaging(
         worker_variable: maps ``(params, inner_state)`` to the worker variable x_i the
             elastic force acts on, for local optimizers whose params are not x_i (the
             look-ahead point of Nesterov momentum). ``None``: x_i = params.
+        outer: an optax optimizer for the center (e.g. ``optax.sgd(1.0, momentum=0.9,
+            nesterov=True)``), or None: the plain center step.
 
     Returns:
-        An optax ``GradientTransformation`` with state :class:`ElasticAveragingState`.
+        An optax ``GradientTransformation`` with state :class:`ElasticAveragingState`
+        (:class:`ElasticOuterState` with an ``outer`` optimizer).
         ``init`` sets the center to the given params: every worker must start from the same
         point (as in the paper) for the replicated centers to agree. ``update`` requires
         ``params``.
@@ -110,35 +132,43 @@ def elastic_averaging(
     checks.check_axis_name(axis_name)
     alpha = float(moving_rate)
 
-    def init_fn(params: optax.Params) -> ElasticAveragingState:
-        return ElasticAveragingState(
-            count=jnp.zeros([], jnp.int32),
-            center=fresh_copy(params),
-            inner_state=inner.init(params),
-        )
+    def init_fn(params: optax.Params) -> ElasticAveragingState | ElasticOuterState:
+        count, center = jnp.zeros([], jnp.int32), fresh_copy(params)
+        if outer is None:
+            return ElasticAveragingState(count, center, inner.init(params))
+        return ElasticOuterState(count, center, outer.init(params), inner.init(params))
+
+    def move_center(center, outer_state, elastic_sum):
+        if outer is None:
+            return jax.tree.map(lambda c, d: c + d, center, elastic_sum), outer_state
+        gradient = jax.tree.map(jnp.negative, elastic_sum)
+        outer_updates, outer_state = outer.update(gradient, outer_state, center)
+        return optax.apply_updates(center, outer_updates), outer_state
 
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError("elastic_averaging needs params: call update(grads, state, params).")
         worker = params if worker_variable is None else worker_variable(params, state.inner_state)
         local_updates, inner_state = inner.update(updates, state.inner_state, params)
+        outer_state = None if outer is None else state.outer_state
 
-        def exchange(center):
+        def exchange(operand):
+            center, outer_state = operand
             worker_delta, center_delta = elastic_exchange(worker, center, alpha)
-            center = jax.tree.map(
-                lambda c, d: c + d, center, tree_psum(center_delta, axis_name))
-            return worker_delta, center
+            return worker_delta, move_center(center, outer_state,
+                                             tree_psum(center_delta, axis_name))
 
-        def no_exchange(center):
-            return jax.tree.map(jnp.zeros_like, worker), center
+        def no_exchange(operand):
+            return jax.tree.map(jnp.zeros_like, worker), operand
 
-        worker_delta, center = clock.on_clock(
-            state.count, period, exchange, no_exchange, state.center)
+        worker_delta, (center, outer_state) = clock.on_clock(
+            state.count, period, exchange, no_exchange, (state.center, outer_state))
         new_updates = jax.tree.map(
             lambda u, d: (u + d).astype(u.dtype), local_updates, worker_delta)
-        return new_updates, ElasticAveragingState(
-            count=optax.safe_int32_increment(state.count), center=center,
-            inner_state=inner_state)
+        count = optax.safe_int32_increment(state.count)
+        if outer is None:
+            return new_updates, ElasticAveragingState(count, center, inner_state)
+        return new_updates, ElasticOuterState(count, center, outer_state, inner_state)
 
     return optax.GradientTransformation(init_fn, update_fn)
 
@@ -190,6 +220,45 @@ def eamsgd(
     return elastic_averaging(
         nesterov(learning_rate, momentum), moving_rate, period, axis_name,
         worker_variable=nesterov_origin(momentum))
+
+
+def eamsgd_outer(
+    learning_rate: optax.ScalarOrSchedule,
+    momentum: float,
+    moving_rate: float,
+    period: int = 1,
+    outer_learning_rate: float = 1.0,
+    outer_momentum: float = 0.0,
+    axis_name: AxisName = "workers",
+) -> optax.GradientTransformation:
+    """EAMSGD whose center takes an outer Nesterov step (registry name ``eamsgd_outer``).
+
+        if tau | t:  x_i <- x_i - alpha (x_i - x~)
+                     x~  <- x~ + outer(-alpha sum_i (x_i - x~))
+        v_i <- delta v_i - eta g_i(x_i + delta v_i);  x_i <- x_i + v_i
+
+    with ``outer = optax.sgd(outer_learning_rate, outer_momentum, nesterov=True)``. The
+    defaults (rate 1, momentum 0) are :func:`eamsgd` exactly; momentum = 0 inside is EASGD
+    with an outer step.
+
+    Args:
+        learning_rate: eta, a number or an optax schedule.
+        momentum: delta in [0, 1), the workers' Nesterov momentum.
+        moving_rate: alpha.
+        period: tau.
+        outer_learning_rate: the outer rate (>= 0).
+        outer_momentum: the outer Nesterov momentum in [0, 1).
+        axis_name: the worker axis of the collective.
+    """
+    checks.check_rate("outer_learning_rate", outer_learning_rate)
+    checks.check_interval("outer_momentum", outer_momentum, 0.0, 1.0)
+    if outer_momentum == 1.0:
+        raise ValueError("outer_momentum must be < 1, got 1.0.")
+    outer = (optax.sgd(outer_learning_rate) if outer_momentum == 0 else
+             optax.sgd(outer_learning_rate, momentum=outer_momentum, nesterov=True))
+    return elastic_averaging(
+        nesterov(learning_rate, momentum), moving_rate, period, axis_name,
+        worker_variable=nesterov_origin(momentum), outer=outer)
 
 
 def center(opt_state: optax.OptState) -> optax.Params:

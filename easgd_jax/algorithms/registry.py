@@ -31,7 +31,7 @@ from easgd_jax.algorithms.distbelief import (
     mdownpour,
     mvadownpour,
 )
-from easgd_jax.algorithms.elastic import async_eamsgd, async_easgd, eamsgd, easgd
+from easgd_jax.algorithms.elastic import async_eamsgd, async_easgd, eamsgd, eamsgd_outer, easgd
 from easgd_jax.algorithms.leader import async_lsgd_nesterov, lsgd_multi_nesterov, lsgd_nesterov
 from easgd_jax.algorithms.outer import nesterov_diloco
 
@@ -62,6 +62,8 @@ _SPECS: dict[str, Spec] = {spec.name: spec for spec in (
     Spec("amsgrad_sync", amsgrad_sync, None, evaluation="params"),
     # Outer optimizers: DiLoCo (Douillard et al., 2023), the outer step closing each block.
     Spec("diloco", nesterov_diloco, None, evaluation="center", exchange_step="last"),
+    # ... and EAMSGD whose center takes an outer Nesterov step.
+    Spec("eamsgd_outer", eamsgd_outer, None, evaluation="center"),
 )}
 
 
