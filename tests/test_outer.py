@@ -259,3 +259,53 @@ def test_the_elastic_outer_step_moves_the_center_toward_the_workers():
         before = np.abs(x0[k][0] - mean).sum()
         after = np.abs(np.asarray(state.center[k][0, 0]) - mean).sum()
         assert after < before, (k, before, after)
+
+
+# --------------------------------------------------------------------------- asynchronous
+
+
+def test_one_worker_async_diloco_equals_sync():
+    from test_schedules import assert_trees_close, noise_problem, run_async, run_sync
+
+    hp = dict(learning_rate=0.05, momentum=0.9, period=3, outer_learning_rate=0.7,
+              outer_momentum=0.9)
+    grad_loss, noise = noise_problem(6)
+    params, state = run_sync(outer.nesterov_diloco(**hp), grad_loss, noise)
+    worker, master = run_async(outer.async_diloco(**hp), grad_loss, noise)
+    assert_trees_close(worker.params, params)
+    assert_trees_close(master.center, state.center)
+    assert_trees_close(master.outer_trace, state.outer_state[0].trace)
+
+
+def test_async_diloco_round_robin_applies_one_outer_step_per_arrival():
+    """p = 2 round robin on f = h x^2 / 2 (noise-free), float64 by hand: each worker's block
+    closes at its own (t_i + 1) mod H == 0 and the master takes one outer step per arrival,
+    on the center as the previous arrival left it, with the displacement counted 1/p."""
+    from test_schedules import quadratic, simulate
+
+    from easgd_jax.parallel import schedules
+
+    h, eta, mu, period, oeta, omu, p, ticks = 0.8, 0.1, 0.5, 2, 0.7, 0.9, 2, 12
+    rule = outer.async_diloco(eta, mu, period, oeta, omu, num_workers=p)
+    x0 = np.array([1.0, -2.0], np.float32)
+    state, _ = simulate(rule, quadratic(h), x0, schedules.round_robin(p, ticks))
+    x = [np.array([1.0, -2.0]) for _ in range(p)]
+    m = [np.zeros(2) for _ in range(p)]
+    s = [np.zeros(2) for _ in range(p)]
+    t = [0] * p
+    c, trace = np.array([1.0, -2.0]), np.zeros(2)
+    for tick in range(ticks):
+        i = tick % p
+        g = h * x[i]
+        m[i] = g + mu * m[i]
+        u = -eta * (g + mu * m[i])
+        x[i], s[i] = x[i] + u, s[i] + u
+        if (t[i] + 1) % period == 0:
+            d = -s[i] / p
+            trace = d + omu * trace
+            c = c - oeta * (d + omu * trace)
+            x[i], s[i] = c.copy(), np.zeros(2)
+        t[i] += 1
+    np.testing.assert_allclose(state.master.center, c, rtol=1e-5)
+    for i in range(p):
+        np.testing.assert_allclose(state.workers.params[i], x[i], rtol=1e-5, atol=1e-7)

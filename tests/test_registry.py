@@ -17,6 +17,7 @@ from easgd_jax.algorithms.adaptive import ApamMasterState
 from easgd_jax.algorithms.distbelief import AdagradMasterState, DownpourExtra
 from easgd_jax.algorithms.elastic import EamsgdExtra
 from easgd_jax.algorithms.leader import LeaderExtra, LeaderMasterState
+from easgd_jax.algorithms.outer import DilocoExtra, DilocoMasterState
 
 P, GROUPS = 4, 2
 X0 = {"w": np.array([0.5, -1.0, 2.0], np.float32), "b": np.array([0.25], np.float32)}
@@ -87,7 +88,7 @@ def test_names():
     assert "apam" not in registry.algorithm_names()
     assert "amsgrad_sync" in registry.algorithm_names()
     assert registry.async_algorithm_names() == [
-        "apam", "downpour", "eamsgd", "easgd", "lsgd_nesterov"]
+        "apam", "diloco", "downpour", "eamsgd", "easgd", "lsgd_nesterov"]
     assert [n for n in registry.algorithm_names() if registry.is_grouped(n)] == [
         "lsgd_multi_nesterov"]
     with pytest.raises(ValueError, match="unknown algorithm 'nope'; known: adownpour"):
@@ -106,9 +107,10 @@ def test_async_rules_share_the_sync_hyperparameters_and_have_typed_states(name):
     worker, master = rule.init_worker(X0), rule.init_master(X0)
     assert isinstance(worker, base.AsyncWorkerState)
     extra = {"easgd": base.NoExtra, "eamsgd": EamsgdExtra, "downpour": DownpourExtra,
-             "lsgd_nesterov": LeaderExtra, "apam": base.NoExtra}[name]
+             "lsgd_nesterov": LeaderExtra, "apam": base.NoExtra, "diloco": DilocoExtra}[name]
     assert type(worker.extra) is extra
-    masters = (base.CenterState, AdagradMasterState, LeaderMasterState, ApamMasterState)
+    masters = (base.CenterState, AdagradMasterState, LeaderMasterState, ApamMasterState,
+               DilocoMasterState)
     assert isinstance(master, masters) and master.center is not None
 
 

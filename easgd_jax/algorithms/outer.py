@@ -19,6 +19,15 @@ the same delta, but EASGD only pulls the workers (elastic force) instead of rese
 The outer step happens on the LAST step of each period, so the registry's ``Spec`` for
 ``diloco`` says ``exchange_step="last"`` and the synchronous executor traces its rounds
 with the communication step last.
+
+Asynchronous DiLoCo (:func:`async_diloco`; Liu et al. 2024, "Asynchronous Local-SGD"),
+worker i on its own clock t_i: the inner step, and after each block of H steps it sends its
+displacement since it last started from the center; the master applies ONE outer step per
+arrival and the worker restarts from the new center:
+
+    x_i <- x_i + inner(g(x_i));  s_i <- s_i + inner(g(x_i))        (s_i: the displacement)
+    if (t_i + 1) mod H == 0:   master: x~ <- x~ + outer.update(-s_i)   (= x~_read - x_i)
+                               x_i <- x~;  s_i <- 0
 """
 
 from __future__ import annotations
@@ -29,8 +38,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from easgd_jax.algorithms import checks, clock
-from easgd_jax.algorithms.base import AxisName, fresh_copy
+from easgd_jax.algorithms import base, checks, clock
+from easgd_jax.algorithms.base import AsyncRule, AsyncWorkerState, AxisName, fresh_copy
 from easgd_jax.algorithms.collectives import tree_pmean
 
 
@@ -152,3 +161,117 @@ def nesterov_diloco(
         raise ValueError("outer_momentum must be < 1, got 1.0.")
     return diloco(_nesterov_sgd(learning_rate, momentum),
                   _nesterov_sgd(outer_learning_rate, outer_momentum), period, axis_name)
+
+
+# --------------------------------------------------------------------------- asynchronous
+
+
+class DilocoExtra(NamedTuple):
+    """The ``extra`` of an asynchronous DiLoCo worker: its inner Nesterov trace m_i and its
+    displacement s_i since it last started from the center."""
+
+    velocity: optax.Updates
+    displacement: optax.Updates
+
+
+class DilocoMasterState(NamedTuple):
+    """The master of asynchronous DiLoCo: the center x~ and the outer Nesterov trace."""
+
+    center: optax.Params
+    outer_trace: optax.Params
+
+
+def _nesterov_trace_step(grad, trace, rate, momentum):
+    """optax's Nesterov SGD on one tree: m <- g + mu m;  u = -rate (g + mu m)."""
+    trace = jax.tree.map(lambda g, m: (g + momentum * m).astype(m.dtype), grad, trace)
+    step = jax.tree.map(lambda g, m: (-rate * (g + momentum * m)).astype(m.dtype), grad, trace)
+    return step, trace
+
+
+def async_diloco(
+    learning_rate: optax.ScalarOrSchedule,
+    momentum: float,
+    period: int,
+    outer_learning_rate: float = 0.7,
+    outer_momentum: float = 0.9,
+    num_workers: int = 1,
+) -> AsyncRule[DilocoExtra, DilocoMasterState]:
+    """Asynchronous DiLoCo with Nesterov SGD inside and out: one outer step per arrival.
+
+        m_i <- g + mu m_i;  u = -eta (g + mu m_i);  x_i <- x_i + u;  s_i <- s_i + u
+        (t_i + 1) mod H == 0:  master: d = -s_i / p          (= (x~_read - x_i) / p)
+                                       M <- d + mu_o M;  x~ <- x~ - eta_o (d + mu_o M)
+                               x_i <- x~;  s_i <- 0       (the inner trace m_i is kept)
+
+    Each arrival carries ONE worker's displacement where the synchronous outer step averages
+    p of them: it counts 1/p (as asynchronous EASGD's alpha = beta / p), so that p arrivals
+    move the center about as far as one synchronous outer step. With one worker it is
+    :func:`nesterov_diloco` exactly (the inner step happens in ``before``, so the exchange
+    closes the block on the step's new x_i).
+
+    Args:
+        learning_rate: the inner rate eta, a number or an optax schedule of t_i.
+        momentum: the inner Nesterov momentum in [0, 1).
+        period: H, inner steps per block.
+        outer_learning_rate: the outer rate eta_o.
+        outer_momentum: the outer Nesterov momentum mu_o in [0, 1).
+        num_workers: p (the executor passes it).
+    """
+    checks.check_rate("learning_rate", learning_rate)
+    checks.check_momentum(momentum)
+    checks.check_period("period", period)
+    checks.check_period("num_workers", num_workers)
+    checks.check_rate("outer_learning_rate", outer_learning_rate)
+    checks.check_interval("outer_momentum", outer_momentum, 0.0, 1.0)
+    if outer_momentum == 1.0:
+        raise ValueError("outer_momentum must be < 1, got 1.0.")
+    rate = checks.schedule_value(learning_rate)
+    mu, outer_rate, outer_mu = float(momentum), float(outer_learning_rate), float(outer_momentum)
+
+    def zeros(tree):
+        return jax.tree.map(jnp.zeros_like, tree)
+
+    def init_worker(params):
+        return base.init_worker(params, DilocoExtra(zeros(params), zeros(params)))
+
+    def init_master(params):
+        return DilocoMasterState(fresh_copy(params), zeros(params))
+
+    def before(worker, grad, loss):
+        del loss
+        step, velocity = _nesterov_trace_step(grad, worker.extra.velocity, rate(worker.count),
+                                              mu)
+        return AsyncWorkerState(base.tree_add(worker.params, step), worker.count, DilocoExtra(
+            velocity, base.tree_add(worker.extra.displacement, step)))
+
+    def communicates(count, total):
+        del total
+        return (count + 1) % period == 0
+
+    def message(worker, grad, index):
+        del grad, index
+        return (worker.extra.displacement,), ()
+
+    def exchange(master, vectors, scalars):
+        del scalars
+        (displacement,) = vectors
+        delta = jax.tree.map(lambda d: -d / num_workers, displacement)  # (x~_read - x_i)/p
+        center_delta, outer_trace = _nesterov_trace_step(delta, master.outer_trace,
+                                                          outer_rate, outer_mu)
+        center = base.tree_add(master.center, center_delta)
+        return DilocoMasterState(center, outer_trace), center_delta, (center,)
+
+    def receive(worker, replies):
+        (center,) = replies
+        params = jax.tree.map(lambda c, x: c.astype(x.dtype), center, worker.params)
+        return AsyncWorkerState(params, worker.count,
+                                DilocoExtra(worker.extra.velocity, zeros(params)))
+
+    def after(worker, grad, communicated):
+        del grad, communicated
+        return worker._replace(count=optax.safe_int32_increment(worker.count))
+
+    return AsyncRule(
+        name="diloco", init_worker=init_worker, init_master=init_master,
+        gradient_point=lambda worker: worker.params, communicates=communicates,
+        before=before, message=message, exchange=exchange, receive=receive, after=after)

@@ -33,7 +33,7 @@ from easgd_jax.algorithms.distbelief import (
 )
 from easgd_jax.algorithms.elastic import async_eamsgd, async_easgd, eamsgd, eamsgd_outer, easgd
 from easgd_jax.algorithms.leader import async_lsgd_nesterov, lsgd_multi_nesterov, lsgd_nesterov
-from easgd_jax.algorithms.outer import nesterov_diloco
+from easgd_jax.algorithms.outer import async_diloco, nesterov_diloco
 
 # Constructors whose arguments are all plain data (a config can hold them): the optimizer-
 # wrapping forms (elastic_averaging, lsgd, lsgd_multi, async_lsgd) are for code, not configs.
@@ -61,7 +61,7 @@ _SPECS: dict[str, Spec] = {spec.name: spec for spec in (
     Spec("apam", None, apam, evaluation="center"),
     Spec("amsgrad_sync", amsgrad_sync, None, evaluation="params"),
     # Outer optimizers: DiLoCo (Douillard et al., 2023), the outer step closing each block.
-    Spec("diloco", nesterov_diloco, None, evaluation="center", exchange_step="last"),
+    Spec("diloco", nesterov_diloco, async_diloco, evaluation="center", exchange_step="last"),
     # ... and EAMSGD whose center takes an outer Nesterov step.
     Spec("eamsgd_outer", eamsgd_outer, None, evaluation="center"),
 )}
