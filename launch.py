@@ -123,7 +123,7 @@ def _git_commit() -> str:
     """HEAD of the easgd-jax checkout that runs (``+dirty`` with local changes), or ""."""
     import easgd_jax
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(easgd_jax.__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.realpath(easgd_jax.__file__)))
 
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", root, *args], capture_output=True, text=True,
