@@ -1,15 +1,19 @@
 """Train with a config file: ``python launch.py --config configs/X.py --workdir DIR``.
 
 Any field can be overridden: ``--config.algorithm.period=1 --config.num_workers=8``. The
-config file may be given from any folder (``easgd-launch --config ~/easgd-jax/configs/lsgd.py``):
-the folder that holds its package is put on ``sys.path`` while it loads, so configs import
-each other (``from configs import default``).
+config file may be given from any folder (``easgd-launch --config ~/easgd-jax/configs/X.py``;
+the folder that holds its package is put on ``sys.path``, so that configs import each other,
+``from configs import default``) or by name (``--config lsgd``: ``configs/lsgd.py``).
+``workdir/config.json`` records the config file, the overrides and the git commit
+(``config.launch``; a workdir resumes whatever they are).
 
 Exit status:
     0   the run finished (or had finished already: nothing was changed);
     2   bad input, before anything is compiled: the config file (missing, broken, without
-        ``get_config``), an override (unknown field, unparsable value), a field's value, a
-        data set that is not prepared. One line says what and how to fix it;
+        ``get_config``), an override (unknown field, unparsable value), a field's value
+        (``training.config.validate``: also a model that cannot read the data set and a
+        moving_rate past the stability bound), a tfds data set that is not prepared. One
+        line (the tfds one adds its ``tfds build`` command) says what and how to fix it;
     75  (EX_TEMPFAIL) SIGINT or SIGTERM stopped the run at a checkpoint: the same command
         resumes it;
     1   anything else (with a traceback).
