@@ -273,7 +273,9 @@ def test_launch_from_another_folder_applies_overrides_and_records_them(tmp_path)
     config_file = os.path.join(ROOT, "configs", "lsgd.py")
     overrides = ["--config.algorithm.period=2", "--config.train.num_steps=20",
                  "--config.train.eval_every=10", "--config.num_workers=2",
-                 "--config.num_devices=2", "--config.tensorboard=False"]
+                 "--config.num_devices=2", "--config.tensorboard=False",
+                 "--config.data.name=digits", "--config.model.name=mlp",
+                 "--config.train.batch_size=32"]
     result = _launch_from_elsewhere(tmp_path, f"--config={config_file}", "--workdir=run",
                                     *overrides)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from typing import Any
 
 import ml_collections
@@ -302,7 +303,8 @@ def _check_data_fits_model(data_name: str, model_name: str) -> None:
 
 def _check_elastic_stability(config: ml_collections.ConfigDict) -> None:
     """Synchronous EASGD/EAMSGD: refuses beta = p * alpha where the center's mean dynamics
-    diverge on every quadratic, warns where the center is no longer a moving average.
+    diverge on every quadratic; warns (a UserWarning) where the center is no longer a moving
+    average.
 
     The worker mean y and the center x~ follow z <- M z with M = [[1 - alpha - eta h, alpha],
     [beta, 1 - beta]] (the paper's supplement; analysis/synchronous.py). Its eigenvalues lie
@@ -326,11 +328,9 @@ def _check_elastic_stability(config: ml_collections.ConfigDict) -> None:
             f"{stated}; synchronous {config.algorithm.name} diverges for beta >= 2p / (p + 1) "
             f"= {2 * p / (p + 1):.4g} (the center's update x~ <- (1 - beta) x~ + beta * "
             f"mean_i x_i is a moving average for 0 <= beta <= 1): {fix}.")
-    from absl import logging
-
-    logging.warning("%s > 1: the center overshoots the workers' mean (the paper takes 0 <= beta "
-                    "<= 1) and is stable only for a small enough learning rate; %s.",
-                    stated, fix)
+    warnings.warn(f"{stated} > 1: the center overshoots the workers' mean (the paper takes "
+                  f"0 <= beta <= 1) and is stable only for a small enough learning rate; {fix}.",
+                  UserWarning, stacklevel=2)
 
 
 def _check_sync(config: ml_collections.ConfigDict) -> None:
