@@ -163,9 +163,11 @@ def parse_command_line(argv: Sequence[str]) -> tuple[ml_collections.ConfigDict, 
         with config.unlocked():
             config.launch = defaults().launch
     config = _apply_overrides(config, overrides)
-    file, _, arg = _CONFIG.value.partition(":")
+    from easgd_jax.experiments.sweep import config_file_path
+
+    file, arg = config_file_path(_CONFIG.value)
     with config.unlocked():
-        config.launch.config_file = os.path.abspath(file) + (f":{arg}" if arg else "")
+        config.launch.config_file = str(file) + (f":{arg}" if arg else "")
         config.launch.overrides = shlex.join(overrides)
         config.launch.git_commit = _git_commit()
     return config, _WORKDIR.value, _OVERWRITE.value

@@ -240,6 +240,8 @@ def test_config_files_load_from_any_folder(monkeypatch, tmp_path):
     assert (workdir, overwrite) == ("run", False)
     assert config.launch.config_file == os.path.join(ROOT, "configs", "lsgd.py")
     assert config.launch.overrides == "--config.train.num_steps=8"
+    by_name, _, _ = launch.parse_command_line(["easgd-launch", "--config=lsgd", "--workdir=run"])
+    assert by_name.launch.config_file == config.launch.config_file
 
 
 # ------------------------------------------------------------- item 13: the run's record

@@ -77,6 +77,16 @@ SELECTIONS = ("all_seeds", "first_seed")
 NOT_SELECTED = "not selected"
 
 
+def config_file_path(name_or_path: str) -> tuple[pathlib.Path, str]:
+    """``(absolute path, ARG)`` of ``configs/NAME.py`` (by name) or of a config file path,
+    ``FILE:ARG`` split at the colon (ARG "" when absent); the file may not exist."""
+    name, _, arg = str(name_or_path).partition(":")
+    path = pathlib.Path(name)
+    if not name.endswith(".py") and not path.exists():
+        path = CONFIGS_DIR / f"{name}.py"
+    return path.resolve(), arg
+
+
 def load_config_file(name_or_path: str) -> ml_collections.ConfigDict:
     """``get_config()`` of ``configs/NAME.py`` (by name) or of a config file path;
     ``FILE:ARG`` calls ``get_config("ARG")``.
@@ -89,11 +99,7 @@ def load_config_file(name_or_path: str) -> ml_collections.ConfigDict:
     ``get_config()`` or one that returns no ConfigDict; an error inside the file (a
     SyntaxError, a failed import) propagates as it is.
     """
-    name, _, arg = str(name_or_path).partition(":")
-    path = pathlib.Path(name)
-    if not name.endswith(".py") and not path.exists():
-        path = CONFIGS_DIR / f"{name}.py"
-    path = path.resolve()
+    path, arg = config_file_path(name_or_path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {name_or_path!r} not found (looked at {path}).")
     root = path.parent
