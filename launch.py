@@ -1,54 +1,235 @@
 """Train with a config file: ``python launch.py --config configs/X.py --workdir DIR``.
 
-Any field can be overridden: ``--config.algorithm.period=1 --config.num_workers=8``.
+Any field can be overridden: ``--config.algorithm.period=1 --config.num_workers=8``. The
+config file may be given from any folder (``easgd-launch --config ~/easgd-jax/configs/X.py``;
+the folder that holds its package is put on ``sys.path``, so that configs import each other,
+``from configs import default``) or by name (``--config lsgd``: ``configs/lsgd.py``).
+``workdir/config.json`` records the config file, the overrides and the git commit
+(``config.launch``; a workdir resumes whatever they are).
+
+Exit status:
+    0   the run finished (or had finished already: nothing was changed);
+    2   bad input, before anything is compiled: the config file (missing, broken, without
+        ``get_config``), an override (unknown field, unparsable value), a field's value
+        (``training.config.validate``: also a model that cannot read the data set and a
+        moving_rate past the stability bound), a tfds data set that is not prepared. One
+        line (the tfds one adds its ``tfds build`` command) says what and how to fix it;
+    75  (EX_TEMPFAIL) SIGINT or SIGTERM stopped the run at a checkpoint: the same command
+        resumes it;
+    1   anything else (with a traceback).
 """
 
-import logging as std_logging
+from __future__ import annotations
 
+import difflib
+import os
+import re
+import shlex
+import subprocess
+import sys
+import traceback
+from collections.abc import Sequence
+
+import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
+from ml_collections.config_flags import config_path
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Path to a config file with get_config().", lock_config=True)
+EXIT_BAD_INPUT = 2
+EXIT_STOPPED = 75  # sysexits.h EX_TEMPFAIL: a temporary failure, run it again
+
+_CONFIG = flags.DEFINE_string(
+    "config", None, "Path to a config file with get_config() (FILE:ARG calls get_config('ARG')); "
+    "its fields are overridden by --config.FIELD=VALUE.")
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Directory for metrics, checkpoints and the saved config. An existing "
     "workdir of the same config is resumed from its latest checkpoint.")
 _OVERWRITE = flags.DEFINE_bool(
     "overwrite", False, "Start afresh in a workdir that holds a run with another config.")
-flags.mark_flags_as_required(["config", "workdir"])
+_OWN_FLAGS = ("config", "workdir", "overwrite")
+_OVERRIDE = re.compile(r"^--?(no)?config\.")
 
 
-class _QuietLibraries(std_logging.Filter):
-    """Keeps Orbax's per-save INFO lines out of the training log (warnings still show)."""
-
-    def filter(self, record: std_logging.LogRecord) -> bool:
-        return record.levelno >= std_logging.WARNING or "orbax" not in record.pathname
+class BadInput(Exception):
+    """Input the user can fix: launch.py prints the message alone and exits 2."""
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    logging.get_absl_handler().addFilter(_QuietLibraries())
-    config = _CONFIG.value
+def _known_flags(argv: Sequence[str]) -> list[str]:
+    """Parses this program's and absl's flags in ``argv``; returns the rest (``argv[0]``,
+    the ``--config.*`` overrides and anything unknown)."""
+    for name in _OWN_FLAGS:  # a second call (tests) starts from the defaults
+        flags.FLAGS[name].unparse()
+    try:
+        return flags.FLAGS(list(argv), known_only=True)
+    except flags.Error as e:
+        raise BadInput(str(e)) from None
+
+
+def _load(path: str) -> ml_collections.ConfigDict:
+    """``get_config()`` of the config file ``path``; BadInput naming the file otherwise."""
+    from easgd_jax.experiments.sweep import load_config_file
+
+    try:
+        return load_config_file(path)
+    except (FileNotFoundError, ValueError) as e:
+        raise BadInput(str(e)) from None
+    except SyntaxError as e:
+        raise BadInput(f"config file {path}, line {e.lineno}: SyntaxError: {e.msg}") from None
+    except Exception as e:  # raised by the file's own code: say where in it
+        file = os.path.realpath(path.partition(":")[0])
+        lines = [frame.lineno for frame in traceback.extract_tb(e.__traceback__)
+                 if os.path.realpath(frame.filename) == file]
+        line = f", line {lines[-1]}" if lines else ""
+        raise BadInput(f"config file {path}{line}: {type(e).__name__}: {e}") from None
+
+
+def _unknown_field(config: ml_collections.ConfigDict, path: str) -> str:
+    """``config.A.B has no field C; did you mean D? (its fields: ...)`` for the first part
+    of the dotted ``path`` that ``config`` lacks."""
+    node, parents = config, ["config"]
+    for part in path.split("."):
+        if not isinstance(node, ml_collections.ConfigDict):
+            return f"config.{'.'.join(parents[1:])} is a {type(node).__name__}, not a section"
+        if part not in node:
+            fields = sorted(node.keys())
+            close = difflib.get_close_matches(part, fields, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            shown = ", ".join(fields) if fields else "none; add them in the config file"
+            return f"{'.'.join(parents)} has no field {part}{hint} (its fields: {shown})"
+        node, parents = node[part], [*parents, part]
+    return f"config.{path}: cannot be set"
+
+
+def _apply_overrides(config: ml_collections.ConfigDict,
+                     overrides: Sequence[str]) -> ml_collections.ConfigDict:
+    """``config`` with the ``--config.FIELD=VALUE`` arguments applied (parsed by
+    ml_collections by the field's type; the config is locked: no new fields)."""
+    argv = ["launch.py", *overrides]
+    flag_values = flags.FlagValues()
+    try:  # ml_collections looks the fields up as it defines one flag per override
+        config_flags.DEFINE_config_dict("config", config, flag_values=flag_values,
+                                        lock_config=True, sys_argv=argv)
+        flag_values(argv)
+    except (AttributeError, KeyError):  # ml_collections: a field the config does not have
+        for arg in overrides:
+            path = _OVERRIDE.sub("", arg).split("=", 1)[0]
+            try:
+                config_path.get_value(path, config)
+            except (AttributeError, KeyError):
+                raise BadInput(f"{arg}: {_unknown_field(config, path)}.") from None
+        raise
+    except flags.Error as e:
+        raise BadInput(str(e).removeprefix("flag ")) from None
+    return flag_values.config
+
+
+def _git_commit() -> str:
+    """HEAD of the easgd-jax checkout that runs (``+dirty`` with local changes), or ""."""
+    import easgd_jax
+
+    root = os.path.dirname(os.path.dirname(os.path.realpath(easgd_jax.__file__)))
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", root, *args], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+
+    try:
+        if os.path.realpath(git("rev-parse", "--show-toplevel")) != os.path.realpath(root):
+            return ""  # an installed copy inside some other repository
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+        return git("rev-parse", "HEAD") + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def parse_command_line(argv: Sequence[str]) -> tuple[ml_collections.ConfigDict, str, bool]:
+    """``(config, workdir, overwrite)`` of the command line ``argv``: the config file loaded,
+    the overrides applied, where it came from recorded in ``config.launch``. BadInput for
+    anything wrong, before jax starts."""
+    rest = _known_flags(argv)
+    overrides = [arg for arg in rest[1:] if _OVERRIDE.match(arg)]
+    others = [arg for arg in rest[1:] if not _OVERRIDE.match(arg)]
+    if others:
+        raise BadInput(f"unknown flag or argument: {' '.join(others)} (flags: --config, "
+                       "--workdir, --overwrite, --config.FIELD=VALUE; --help lists them)")
+    if not _CONFIG.value or not _WORKDIR.value:
+        missing = "--config" if not _CONFIG.value else "--workdir"
+        raise BadInput(f"{missing} is required: launch.py --config configs/default.py "
+                       "--workdir DIR [--config.FIELD=VALUE ...]")
+    config = _load(_CONFIG.value)
+    if "launch" not in config:  # a config built without the schema's newest section
+        from easgd_jax.training.config import defaults
+
+        with config.unlocked():
+            config.launch = defaults().launch
+    config = _apply_overrides(config, overrides)
+    from easgd_jax.experiments.sweep import config_file_path
+
+    file, arg = config_file_path(_CONFIG.value)
+    with config.unlocked():
+        config.launch.config_file = str(file) + (f":{arg}" if arg else "")
+        config.launch.overrides = shlex.join(overrides)
+        config.launch.git_commit = _git_commit()
+    return config, _WORKDIR.value, _OVERWRITE.value
+
+
+def main(argv: Sequence[str]) -> int:
+    """Runs the command line ``argv`` (``argv[0]``: the program) and returns the exit status
+    (see the module docstring); bad input is one line on stderr, not an exception."""
+    prog = os.path.basename(argv[0]) if argv else "launch.py"
+    try:
+        return _run(argv)
+    except BadInput as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _run(argv: Sequence[str]) -> int:
+    config, workdir, overwrite = parse_command_line(argv)
     import jax
 
-    from easgd_jax import parallel, training
+    from easgd_jax import data, parallel, training
     from easgd_jax.parallel import distributed
+    from easgd_jax.training.logs import quiet_library_logs
 
+    quiet_library_logs()
     if config.train.param_dtype == "float64":  # before jax creates any array
         jax.config.update("jax_enable_x64", True)
-    training.config.validate(config)  # before jax starts: fail fast on bad input
+    try:
+        training.config.validate(config)  # before jax starts: fail fast on bad input
+    except ValueError as e:
+        raise BadInput(str(e)) from None
     if config.num_devices:  # simulated CPU devices of this process (ignored on GPUs)
         parallel.use_simulated_cpu_devices(
             config.num_devices // distributed.num_processes(config.distributed))
     distributed.initialize(config.distributed)
-    metrics = training.train_and_evaluate(config, _WORKDIR.value, overwrite=_OVERWRITE.value)
-    logging.info("final: %s", {k: round(v, 4) if isinstance(v, float) else v
+    try:
+        metrics = training.train_and_evaluate(config, workdir, overwrite=overwrite)
+    except data.DatasetNotPreparedError as e:
+        raise BadInput(str(e)) from None
+    logging.info("final: %s", {f"{k}[-1]" if isinstance(v, list) else k:
+                               round(v, 4) if isinstance(v, float) else
+                               (v[-1] if isinstance(v, list) and v else v)
                                for k, v in metrics.items()})
+    if "stopped_at_step" in metrics:
+        logging.warning("stopped at step %d of %d by a signal; run the same command to resume "
+                        "(exit status %d)", metrics["stopped_at_step"], config.train.num_steps,
+                        EXIT_STOPPED)
+        return EXIT_STOPPED
+    return 0
 
 
 def run_main() -> None:
-    app.run(main)
+    """The ``easgd-launch`` command: absl's flags and logging, then :func:`main`."""
+    app.run(lambda _: sys.exit(main(sys.argv)), flags_parser=_parse_or_exit)
+
+
+def _parse_or_exit(argv: list[str]) -> list[str]:
+    try:
+        return _known_flags(argv)
+    except BadInput as e:
+        print(f"{os.path.basename(argv[0])}: error: {e}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
 
 
 if __name__ == "__main__":

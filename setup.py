@@ -39,6 +39,9 @@ setup(
         "test": ["pytest>=8.0", "pytest-xdist>=3.5,<4", "ruff>=0.6", "ray>=2.40,<3"],
         "cuda12": ["jax[cuda12]>=0.7.0,<1.0"],
         "ray": ["ray>=2.40,<3"],
+        # The viewer of the event files every run writes (tensorboard --logdir WORKDIR);
+        # writing them needs only tensorboardX.
+        "tensorboard": ["tensorboard>=2.15,<3"],
     },
     entry_points={"console_scripts": ["easgd-launch=launch:run_main"]},
 )

@@ -8,10 +8,14 @@ from easgd_jax.data import embedded
 from easgd_jax.data.augment import RandomCrop, center_crop
 from easgd_jax.data.dataset import Dataset
 from easgd_jax.data.sampler import WorkerSampler
-from easgd_jax.data.tfds_data import TFDS_NAMES, load_tfds
+from easgd_jax.data.tfds_data import TFDS_NAMES, DatasetNotPreparedError, load_tfds
 
 EMBEDDED_NAMES = ("mnist1d", "digits")
 DATASET_NAMES = EMBEDDED_NAMES + TFDS_NAMES
+# What one example of each data set is, for the models' INPUT_KINDS: "signal" ([length]) or
+# "image" ([height, width, channels]).
+INPUT_KINDS = {"mnist1d": "signal", "digits": "image", "mnist": "image", "cifar10": "image",
+               "imagenet2012": "image"}
 
 
 def load_dataset(name: str, data_dir: str | None = None, image_size: int = 221,
@@ -50,5 +54,5 @@ def with_crops(dataset: Dataset, crop: int) -> Dataset:
                                augment=RandomCrop(crop))
 
 
-__all__ = ["DATASET_NAMES", "Dataset", "RandomCrop", "WorkerSampler", "center_crop",
-           "load_dataset", "with_crops"]
+__all__ = ["DATASET_NAMES", "INPUT_KINDS", "Dataset", "DatasetNotPreparedError", "RandomCrop",
+           "WorkerSampler", "center_crop", "load_dataset", "with_crops"]

@@ -36,6 +36,10 @@ _IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 TFDS_NAMES = ("mnist", "cifar10", "imagenet2012")
 
 
+class DatasetNotPreparedError(FileNotFoundError):
+    """A tfds data set is not prepared in ``data_dir``; the message says how to prepare it."""
+
+
 def _data_source(name: str, split: str, data_dir: str | None):
     """``tfds.data_source`` with ``download=False``; a clear error if it is not prepared."""
     import tensorflow_datasets as tfds
@@ -46,7 +50,7 @@ def _data_source(name: str, split: str, data_dir: str | None):
         builder = tfds.builder(name, data_dir=data_dir)
         if builder.is_prepared():
             raise
-        raise FileNotFoundError(
+        raise DatasetNotPreparedError(
             f"tfds data set {name!r} is not prepared in data_dir={data_dir!r} "
             f"(looked in {builder.data_path}). Prepare it once, on a machine with internet "
             f"access and TensorFlow, with:\n    tfds build {name} --data_dir=DATA_DIR "

@@ -77,6 +77,16 @@ SELECTIONS = ("all_seeds", "first_seed")
 NOT_SELECTED = "not selected"
 
 
+def config_file_path(name_or_path: str) -> tuple[pathlib.Path, str]:
+    """``(absolute path, ARG)`` of ``configs/NAME.py`` (by name) or of a config file path,
+    ``FILE:ARG`` split at the colon (ARG "" when absent); the file may not exist."""
+    name, _, arg = str(name_or_path).partition(":")
+    path = pathlib.Path(name)
+    if not name.endswith(".py") and not path.exists():
+        path = CONFIGS_DIR / f"{name}.py"
+    return path.resolve(), arg
+
+
 def load_config_file(name_or_path: str) -> ml_collections.ConfigDict:
     """``get_config()`` of ``configs/NAME.py`` (by name) or of a config file path;
     ``FILE:ARG`` calls ``get_config("ARG")``.
@@ -84,12 +94,12 @@ def load_config_file(name_or_path: str) -> ml_collections.ConfigDict:
     When the file is inside a package (``configs/``, ``configs/sweeps/``), the directory that
     holds the package is put on ``sys.path`` first, so that config files can
     ``from configs import default`` wherever the process started.
+
+    Raises FileNotFoundError for a missing file and ValueError for a file without
+    ``get_config()`` or one that returns no ConfigDict; an error inside the file (a
+    SyntaxError, a failed import) propagates as it is.
     """
-    name, _, arg = str(name_or_path).partition(":")
-    path = pathlib.Path(name)
-    if not name.endswith(".py") and not path.exists():
-        path = CONFIGS_DIR / f"{name}.py"
-    path = path.resolve()
+    path, arg = config_file_path(name_or_path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {name_or_path!r} not found (looked at {path}).")
     root = path.parent
@@ -101,7 +111,14 @@ def load_config_file(name_or_path: str) -> ml_collections.ConfigDict:
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config(arg) if arg else module.get_config()
+    if not callable(getattr(module, "get_config", None)):
+        raise ValueError(f"config file {path} defines no get_config() (a config file is a Python "
+                         "file whose get_config() returns an ml_collections.ConfigDict).")
+    config = module.get_config(arg) if arg else module.get_config()
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ValueError(f"get_config() of config file {path} returned {type(config).__name__}, "
+                         "not an ml_collections.ConfigDict.")
+    return config
 
 
 @dataclasses.dataclass
@@ -403,7 +420,9 @@ def required_devices(sweep: ml_collections.ConfigDict) -> int:
 
 def main(argv: list[str]) -> None:
     from easgd_jax import parallel
+    from easgd_jax.training.logs import quiet_library_logs
 
+    quiet_library_logs()  # Orbax's INFO lines, one set per checkpoint of every run
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
     sweep, workdir = _CONFIG.value, _WORKDIR.value

@@ -15,6 +15,12 @@ _MODELS: dict[str, type[nn.Module]] = {
     "cifar_cnn": CifarCNN, "imagenet_cnn": ImageNetCNN,
 }
 MODEL_NAMES = tuple(sorted(_MODELS))
+# The kinds of example each model takes (data.INPUT_KINDS): "signal" ([length] or [length,
+# channels]) or "image" ([height, width, channels]); the MLP flattens any example.
+INPUT_KINDS: dict[str, tuple[str, ...]] = {
+    "mlp": ("signal", "image"), "cnn1d": ("signal",),
+    "cifar_cnn": ("image",), "imagenet_cnn": ("image",),
+}
 
 
 def get_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
@@ -32,4 +38,5 @@ def get_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     return cls(num_classes=num_classes, **kwargs)
 
 
-__all__ = ["CNN1D", "MLP", "CifarCNN", "ImageNetCNN", "MODEL_NAMES", "cross_entropy", "get_model"]
+__all__ = ["CNN1D", "MLP", "CifarCNN", "ImageNetCNN", "INPUT_KINDS", "MODEL_NAMES", "cross_entropy",
+           "get_model"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from typing import Any
 
 import ml_collections
@@ -25,9 +26,14 @@ ASYNC_EXECUTORS = EXECUTORS[1:]
 PARAM_DTYPES = ("float32", "float64")
 # Fields that may change between a run and its resumption (extending a run).
 RESUMABLE_CHANGES = ("train.num_steps",)
-# Fields that differ between the processes of one run, or between its launches.
+# Fields that differ between the processes of one run, or between its launches (a workdir
+# resumes whatever they are; "launch" also covers a saved config from before that section).
 PER_LAUNCH_FIELDS = ("distributed.process_id", "distributed.coordinator_address",
-                     "distributed.heartbeat_timeout_s")
+                     "distributed.heartbeat_timeout_s", "launch",
+                     "launch.config_file", "launch.overrides", "launch.git_commit")
+# Synchronous algorithms whose center moves by x~ <- (1 - beta) x~ + beta * mean_i x_i with
+# beta = num_workers * moving_rate (Zhang et al. 2015, eqs 5-6).
+ELASTIC_SYNC = ("easgd", "eamsgd")
 # Sections whose fields are free (an algorithm's hyperparameters, a model's kwargs): checked
 # against the algorithm's or the model's signature instead of the schema.
 FREE_SECTIONS = ("algorithm", "model.kwargs")
@@ -104,6 +110,13 @@ def defaults() -> ml_collections.ConfigDict:
     # A process that stops answering (kill -9, a lost host) is declared dead after this
     # many seconds; the others then abort instead of waiting in a collective.
     config.distributed.heartbeat_timeout_s = 30
+
+    # Where the run came from, recorded in workdir/config.json by launch.py (a workdir
+    # resumes whatever they say: a re-run from another folder or commit goes on).
+    config.launch = ml_collections.ConfigDict()
+    config.launch.config_file = ""  # the config file (absolute path, ":ARG" if given)
+    config.launch.overrides = ""  # the --config.* overrides, as typed (shell-quoted)
+    config.launch.git_commit = ""  # HEAD of the easgd-jax checkout ("+dirty": local changes)
     return config
 
 
@@ -238,6 +251,7 @@ def _check_common(config: ml_collections.ConfigDict) -> None:
     _integer("data.image_size", config.data.image_size, 1)
     _integer("data.crop", config.data.crop, 0)
     _choice("model.name", config.model.name, models.MODEL_NAMES)
+    _check_data_fits_model(config.data.name, config.model.name)
     try:
         models.get_model(config.model.name, 10, **config.model.kwargs)  # builds nothing heavy
     except ValueError as e:
@@ -255,6 +269,10 @@ def _check_common(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.tensorboard must be True or False, got {config.tensorboard!r}.")
     _integer("checkpoint.every", config.checkpoint.every, 0)
     _integer("checkpoint.max_to_keep", config.checkpoint.max_to_keep, 1)
+    for field in ("config_file", "overrides", "git_commit"):
+        if not isinstance(config.launch[field], str):
+            raise ValueError(f"config.launch.{field} must be a string, got "
+                             f"{config.launch[field]!r}.")
     dist = config.distributed
     if not isinstance(dist.coordinator_address, str):
         raise ValueError("config.distributed.coordinator_address must be a string "
@@ -266,6 +284,58 @@ def _check_common(config: ml_collections.ConfigDict) -> None:
         raise ValueError(
             f"config.distributed.process_id ({dist.process_id}) must be < "
             f"config.distributed.num_processes ({dist.num_processes}).")
+
+
+def _check_data_fits_model(data_name: str, model_name: str) -> None:
+    """Refuses a model that cannot read the data set's examples, naming the models that can."""
+    from easgd_jax import models
+    from easgd_jax.data import INPUT_KINDS
+
+    kind = INPUT_KINDS.get(data_name)
+    if kind is None or kind in models.INPUT_KINDS.get(model_name, (kind,)):
+        return
+    shapes = {"signal": "1-D signals [length]", "image": "images [height, width, channels]"}
+    fitting = sorted((name for name in models.MODEL_NAMES
+                      if kind in models.INPUT_KINDS.get(name, ())),
+                     key=lambda name: (-len(models.INPUT_KINDS[name]), name))  # mlp first
+    raise ValueError(
+        f"config.model.name {model_name!r} takes "
+        f"{' or '.join(shapes[k] for k in models.INPUT_KINDS[model_name])}, and "
+        f"config.data.name {data_name!r} has {shapes[kind]}: set config.model.name to "
+        f"{fitting[0]!r} (--config.model.name={fitting[0]}); models for {kind}s: "
+        f"{', '.join(fitting)}.")
+
+
+def _check_elastic_stability(config: ml_collections.ConfigDict) -> None:
+    """Synchronous EASGD/EAMSGD: refuses beta = p * alpha where the center's mean dynamics
+    diverge on every quadratic; warns (a UserWarning) where the center is no longer a moving
+    average.
+
+    The worker mean y and the center x~ follow z <- M z with M = [[1 - alpha - eta h, alpha],
+    [beta, 1 - beta]] (the paper's supplement; analysis/synchronous.py). Its eigenvalues lie
+    inside the unit circle only if (2 - alpha - eta h)(2 - beta) > alpha beta, which fails for
+    every eta h > 0 once alpha + beta >= 2, i.e. beta >= 2p / (p + 1). For 1 < beta below
+    that, x~ <- (1 - beta) x~ + beta * mean_i x_i overshoots the workers' mean (the paper
+    takes 0 <= beta <= 1, beta = 0.9) and is stable only for small enough eta h: a warning.
+    """
+    if config.algorithm.name not in ELASTIC_SYNC or "moving_rate" not in config.algorithm:
+        return
+    p, alpha = config.num_workers, float(config.algorithm.moving_rate)
+    beta = p * alpha
+    if beta <= 1:
+        return
+    fix = (f"set config.algorithm.moving_rate <= 1 / p = {1 / p:.4g} (the paper's beta = 0.9: "
+           f"--config.algorithm.moving_rate={0.9 / p:.4g})")
+    stated = (f"config.algorithm.moving_rate {alpha:g} with config.num_workers {p} gives "
+              f"beta = p * moving_rate = {beta:.4g}")
+    if alpha + beta >= 2:
+        raise ValueError(
+            f"{stated}; synchronous {config.algorithm.name} diverges for beta >= 2p / (p + 1) "
+            f"= {2 * p / (p + 1):.4g} (the center's update x~ <- (1 - beta) x~ + beta * "
+            f"mean_i x_i is a moving average for 0 <= beta <= 1): {fix}.")
+    warnings.warn(f"{stated} > 1: the center overshoots the workers' mean (the paper takes "
+                  f"0 <= beta <= 1) and is stable only for a small enough learning rate; {fix}.",
+                  UserWarning, stacklevel=2)
 
 
 def _check_sync(config: ml_collections.ConfigDict) -> None:
@@ -293,6 +363,7 @@ def _check_sync(config: ml_collections.ConfigDict) -> None:
         registry.get_algorithm(config.algorithm.name, **algorithm_hparams(config))
     except ValueError as e:
         raise ValueError(f"config.algorithm: {e}") from None
+    _check_elastic_stability(config)
     if registry.is_grouped(config.algorithm.name) and num_groups < 2:
         raise ValueError(
             f"config.algorithm.name {config.algorithm.name!r} runs on groups of workers: set "

@@ -63,7 +63,8 @@ class MetricsWriter:
         elapsed = time.perf_counter() - self.start
         done = max(step - self.start_step, 1)
         eta = elapsed / done * (self.total_steps - step)
-        shown = ", ".join(
+        shown = ", ".join(  # a per-round list (LSGD's leaders): its last round only
+            f"{k}[-1] {v[-1]}" if isinstance(v, list) and v else
             f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
             for k, v in record.items() if k != "step")
         return (f"step {step}/{self.total_steps} ({100 * step / self.total_steps:.0f}%) "
