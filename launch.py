@@ -12,8 +12,11 @@ Exit status:
     2   bad input, before anything is compiled: the config file (missing, broken, without
         ``get_config``), an override (unknown field, unparsable value), a field's value
         (``training.config.validate``: also a model that cannot read the data set and a
-        moving_rate past the stability bound), a tfds data set that is not prepared. One
-        line (the tfds one adds its ``tfds build`` command) says what and how to fix it;
+        moving_rate past the stability bound), a tfds data set that is not prepared; or a
+        workdir that cannot be used as it is: another run holds it (its lock), it holds a run
+        of another config, or none of its checkpoints verifies (use ``--overwrite`` or
+        another workdir). One line (the tfds one adds its ``tfds build`` command) says what
+        and how to fix it;
     75  (EX_TEMPFAIL) SIGINT or SIGTERM stopped the run at a checkpoint: the same command
         resumes it;
     1   anything else (with a traceback).
@@ -190,6 +193,9 @@ def _run(argv: Sequence[str]) -> int:
 
     from easgd_jax import data, parallel, training
     from easgd_jax.parallel import distributed
+    from easgd_jax.training.checkpoint import CheckpointError
+    from easgd_jax.training.common import WorkdirConfigError
+    from easgd_jax.training.lock import WorkdirBusyError
     from easgd_jax.training.logs import quiet_library_logs
 
     quiet_library_logs()
@@ -205,7 +211,8 @@ def _run(argv: Sequence[str]) -> int:
     distributed.initialize(config.distributed)
     try:
         metrics = training.train_and_evaluate(config, workdir, overwrite=overwrite)
-    except data.DatasetNotPreparedError as e:
+    except (data.DatasetNotPreparedError, WorkdirBusyError, WorkdirConfigError,
+            CheckpointError) as e:
         raise BadInput(str(e)) from None
     logging.info("final: %s", {f"{k}[-1]" if isinstance(v, list) else k:
                                round(v, 4) if isinstance(v, float) else

@@ -326,3 +326,26 @@ def test_a_stopped_run_exits_75_and_a_finished_one_0(monkeypatch, capsys, tmp_pa
     assert _main(capsys, tmp_path)[0] == status
     assert calls == [str(tmp_path)]
     assert launch.EXIT_STOPPED == 75 and "| 75 | (`EX_TEMPFAIL`)" in _readme()
+
+
+@pytest.mark.parametrize("error", ["busy", "other config", "no verified checkpoint"])
+def test_an_unusable_workdir_is_one_line_and_status_2(monkeypatch, capsys, tmp_path, error):
+    """Another run holds the workdir, it holds a run of another config, or none of its
+    checkpoints verifies: one line naming the fix, status 2, no traceback."""
+    from easgd_jax import training
+    from easgd_jax.training.checkpoint import CheckpointError
+    from easgd_jax.training.lock import WorkdirBusyError
+
+    raised = {"busy": WorkdirBusyError("workdir W is in use by pid 7 on host h"),
+              "other config": common.WorkdirConfigError("workdir W holds a run with a "
+                                                        "different config (x)"),
+              "no verified checkpoint": CheckpointError("no checkpoint in W can be verified")
+              }[error]
+
+    def train(config, workdir, overwrite):
+        raise raised
+
+    monkeypatch.setattr(training, "train_and_evaluate", train)
+    status, err = _main(capsys, tmp_path)
+    assert status == 2
+    assert err == f"launch.py: error: {raised}\n"

@@ -29,6 +29,10 @@ class NonFiniteError(FloatingPointError):
     """A loss or the evaluation point became NaN or Inf."""
 
 
+class WorkdirConfigError(ValueError):
+    """The workdir holds a run of another config."""
+
+
 def load_data_and_model(config: ml_collections.ConfigDict) -> tuple[data.Dataset, Any]:
     """The config's data set (embedded or a prepared tfds data_dir) and Flax model."""
     dataset = data.load_dataset(config.data.name, config.data.data_dir,
@@ -125,7 +129,7 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str, overwrite: 
         current = json.loads(config.to_json_best_effort())
         differences = config_differences(saved, current, resumable_changes)
         if differences:
-            raise ValueError(
+            raise WorkdirConfigError(
                 f"workdir {workdir} holds a run with a different config ("
                 + "; ".join(differences) + "). Use another workdir, or overwrite it "
                 "(--overwrite, or train_and_evaluate(..., overwrite=True)).")
