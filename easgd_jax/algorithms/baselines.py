@@ -148,7 +148,7 @@ def mvasgd(
     checks.check_rate("learning_rate", learning_rate)
     checks.check_moving_average_rate(moving_average_rate)
     checks.check_axis_name(axis_name)
-    return _averaged_sgd(learning_rate, constant_rate(float(moving_average_rate)))
+    return _averaged_sgd(learning_rate, constant_rate(checks.scalar(moving_average_rate)))
 
 
 def mean_over_workers(axis_name: AxisName = "workers") -> optax.GradientTransformation:

@@ -48,7 +48,6 @@ Adagrad). It follows the protocol of :class:`~easgd_jax.algorithms.base.AsyncRul
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -299,10 +298,9 @@ def downpour(
     if callable(adagrad_rate):
         raise ValueError(f"adagrad_rate must be a number >= 0, got {adagrad_rate!r}.")
     checks.check_rate("adagrad_rate", adagrad_rate)
-    if (isinstance(adagrad_eps, bool) or not isinstance(adagrad_eps, numbers.Real)
-            or not adagrad_eps > 0):
-        raise ValueError(f"adagrad_eps must be a number > 0, got {adagrad_eps!r}.")
-    adagrad = (float(adagrad_rate), float(adagrad_eps)) if server_adagrad else None
+    checks.check_positive("adagrad_eps", adagrad_eps)
+    adagrad = ((checks.scalar(adagrad_rate), checks.scalar(adagrad_eps)) if server_adagrad
+               else None)
     return _downpour(learning_rate, period, axis_name, adagrad=adagrad)
 
 
@@ -343,7 +341,7 @@ def mvadownpour(
     """
     checks.check_moving_average_rate(moving_average_rate)
     return _downpour(learning_rate, period, axis_name,
-                     average_rate=constant_rate(float(moving_average_rate)))
+                     average_rate=constant_rate(checks.scalar(moving_average_rate)))
 
 
 def mdownpour(
@@ -375,7 +373,7 @@ def mdownpour(
     checks.check_momentum(momentum)
     checks.check_axis_name(axis_name)
     rate = checks.schedule_value(learning_rate)
-    delta = float(momentum)
+    delta = checks.scalar(momentum)
 
     def init_fn(params: optax.Params) -> MomentumDownpourState:
         return MomentumDownpourState(

@@ -108,7 +108,7 @@ def elastic_averaging(
     checks.check_interval("moving_rate", moving_rate, 0.0, 1.0)
     checks.check_period("period", period)
     checks.check_axis_name(axis_name)
-    alpha = float(moving_rate)
+    alpha = checks.scalar(moving_rate)
 
     def init_fn(params: optax.Params) -> ElasticAveragingState:
         return ElasticAveragingState(
