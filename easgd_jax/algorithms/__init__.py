@@ -17,6 +17,7 @@ from easgd_jax.algorithms.base import (
     CenterState,
     NoExtra,
     Spec,
+    replicate,
 )
 from easgd_jax.algorithms.baselines import (
     AveragedSGDState,
@@ -137,6 +138,7 @@ __all__ = [
     "NesterovState",
     "NoExtra",
     "register",
+    "replicate",
     "sgd",
     "Spec",
     "tree_pmean",

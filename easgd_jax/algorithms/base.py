@@ -60,6 +60,22 @@ def fresh_copy(tree: optax.Params) -> optax.Params:
     return jax.tree.map(lambda a: jnp.array(a, copy=True), tree)
 
 
+def replicate(params: optax.Params, num_workers: int) -> optax.Params:
+    """``num_workers`` identical copies of ``params``, stacked along a new leading axis.
+
+    The starting point of a synchronous run: every algorithm that keeps a replicated copy
+    (EASGD's center, DOWNPOUR's master) takes it from its worker's own ``init``, so the
+    workers must start equal; ``jax.vmap(tx.init)(replicate(params, p))`` is the state of p
+    workers. Initialising each worker with its own random key instead makes the copies
+    differ (the exchange then stops with an error naming it).
+    """
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
+        raise ValueError(f"num_workers must be an integer >= 1, got {num_workers!r}.")
+    return jax.tree.map(
+        lambda a: jnp.array(jnp.broadcast_to(a, (num_workers, *jnp.shape(a))), copy=True),
+        params)
+
+
 def tree_add(tree: Params, delta: Params) -> Params:
     """``tree + delta`` leaf by leaf, in the dtype of ``tree``."""
     return jax.tree.map(lambda x, d: (x + d).astype(x.dtype), tree, delta)

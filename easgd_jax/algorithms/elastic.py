@@ -32,6 +32,7 @@ never enters v). Both follow the protocol of :class:`~easgd_jax.algorithms.base.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -192,12 +193,51 @@ def eamsgd(
         worker_variable=nesterov_origin(momentum))
 
 
-def center(opt_state: optax.OptState) -> optax.Params:
-    """The center x~ held in an optimizer state (searched by field name, at any depth)."""
+def center(opt_state: optax.OptState, worker: int | None = None) -> optax.Params:
+    """The center x~ held in an optimizer state (searched by field name, at any depth).
+
+    Args:
+        opt_state: one worker's state, or the workers' states stacked along a leading axis
+            (``jax.vmap(tx.init)``, the state a ``shard_map``/``vmap`` training step
+            returns), or a ``flax.nnx.Optimizer``'s ``opt_state``.
+        worker: None: the center as stored (stacked states give p identical copies,
+            ``[p, ...]`` per leaf). An index: that worker's copy, without the worker axis
+            (``center(stacked_state, worker=0)`` is THE center of a stacked run).
+
+    Returns:
+        The center as a pytree of arrays; Flax nnx ``Variable`` wrappers (``OptVariable``)
+        are unwrapped and an ``nnx.State`` becomes a plain nested dict, like ``params``.
+    """
     found = optax.tree_utils.tree_get(opt_state, "center")
     if found is None:
         raise ValueError("this optimizer state holds no center.")
-    return found
+    found = _unwrap_nnx(found)
+    if worker is None:
+        return found
+    if isinstance(worker, bool) or not isinstance(worker, int):
+        raise ValueError(f"worker must be an int index or None, got {worker!r}.")
+    leaves = jax.tree.leaves(found)
+    size = leaves[0].shape[0] if leaves and leaves[0].ndim else 0
+    if not all(a.ndim and a.shape[0] == size for a in leaves) or not -size <= worker < size:
+        raise ValueError(
+            f"center(..., worker={worker}) takes one copy along the leading worker axis of "
+            f"a stacked state; this center's leaves have shapes "
+            f"{[tuple(a.shape) for a in leaves][:4]}. For one worker's own state use "
+            "center(state) (worker=None).")
+    return jax.tree.map(lambda a: a[worker], found)
+
+
+def _unwrap_nnx(tree: Any) -> Any:
+    """``tree`` with flax.nnx Variables replaced by their values and nnx States by dicts
+    (nothing to do, and nothing imported, when flax.nnx is not in use)."""
+    if "flax.nnx" not in sys.modules:
+        return tree
+    from flax import nnx
+
+    if isinstance(tree, nnx.State):
+        tree = tree.to_pure_dict()
+    return jax.tree.map(lambda v: v.get_value() if isinstance(v, nnx.Variable) else v, tree,
+                        is_leaf=lambda v: isinstance(v, nnx.Variable))
 
 
 # --------------------------------------------------------------------------- asynchronous
