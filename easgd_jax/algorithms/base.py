@@ -60,6 +60,64 @@ def fresh_copy(tree: optax.Params) -> optax.Params:
     return jax.tree.map(lambda a: jnp.array(a, copy=True), tree)
 
 
+CENTER_DTYPE = "float32"
+
+
+def check_center_dtype(center_dtype: Any) -> None:
+    """None or the name (or type) of a floating dtype."""
+    if center_dtype is None:
+        return
+    try:
+        ok = jnp.issubdtype(jnp.dtype(center_dtype), jnp.floating)
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"center_dtype must be None or a floating dtype such as 'float32', "
+                         f"got {center_dtype!r}.")
+
+
+def center_copy(params: optax.Params, center_dtype: Any = CENTER_DTYPE) -> optax.Params:
+    """A copy of ``params`` (fresh buffers) to keep as a center, average or master velocity:
+    each floating leaf in ``promote_types(leaf dtype, center_dtype)`` (float32 by default:
+    bfloat16 params get a float32 center, float32 and float64 ones keep theirs), other
+    leaves as they are; ``center_dtype=None`` keeps every leaf's dtype.
+
+    A center in bfloat16 (8 bits of mantissa) cannot take small elastic steps: alpha
+    (x_i - x~) below 1/256 of x~ rounds away, and a moving average with rate 0.001 never
+    moves.
+    """
+    if center_dtype is None:
+        return fresh_copy(params)
+
+    def copy(a):
+        a = jnp.asarray(a)
+        if jnp.issubdtype(a.dtype, jnp.floating):
+            return jnp.array(a, dtype=jnp.promote_types(a.dtype, center_dtype), copy=True)
+        return jnp.array(a, copy=True)
+
+    return jax.tree.map(copy, params)
+
+
+INIT_PER_WORKER = (
+    "init runs once per worker, on that worker's params: for p workers stacked along a "
+    "leading axis, opt_state = jax.vmap(tx.init)(stacked_params) (stacked_params = "
+    "easgd_jax.replicate(params, p)), and update under the same mapping, "
+    "jax.vmap(step, axis_name=...) or jax.shard_map; tx.init(stacked_params) builds ONE "
+    "state with scalar counters and a stacked copy, which is not a state per worker.")
+
+
+def check_per_worker(copy: optax.Params, params: optax.Params, field: str = "center") -> None:
+    """ValueError when the state's copy of the params (``field``) is not shaped like one
+    worker's ``params``: the state was built by ``tx.init`` on stacked params, or is used
+    with another model."""
+    copy_shapes = [jnp.shape(a) for a in jax.tree.leaves(copy)]
+    param_shapes = [jnp.shape(a) for a in jax.tree.leaves(params)]
+    if copy_shapes != param_shapes:
+        raise ValueError(
+            f"the optimizer state's {field} has leaf shapes {copy_shapes[:4]} where this "
+            f"worker's params have {param_shapes[:4]}. " + INIT_PER_WORKER)
+
+
 def replicate(params: optax.Params, num_workers: int) -> optax.Params:
     """``num_workers`` identical copies of ``params``, stacked along a new leading axis.
 

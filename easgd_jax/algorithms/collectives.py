@@ -13,10 +13,12 @@ was built with and how to bind it.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax import lax
 from jax.flatten_util import ravel_pytree
@@ -96,3 +98,54 @@ def broadcast_from(tree: optax.Params, is_source: jax.Array, axis_name: AxisName
     """The ``tree`` of the one worker where ``is_source``, on every worker: ONE masked psum."""
     masked = jax.tree.map(lambda x: jnp.where(is_source, x, jnp.zeros_like(x)), tree)
     return tree_psum(masked, axis_name)
+
+
+def _checksums(tree: optax.Params) -> jax.Array:
+    """Two float32 checksums of a pytree: the sum of its elements and of their squares."""
+    leaves = [jnp.asarray(a, jnp.float32) for a in jax.tree.leaves(tree)]
+    return jnp.stack([sum(jnp.sum(a) for a in leaves), sum(jnp.sum(a * a) for a in leaves)])
+
+
+def _raise_disagreement(what: str, axis_name: AxisName) -> Callable[[Any], None]:
+    def fail(slots) -> None:
+        raise ValueError(
+            f"the workers' copies of the {what} differ (checksums per worker along "
+            f"{axis_name!r}: {np.asarray(slots).tolist()}). Each worker's tx.init copies the "
+            f"{what} from that worker's params, so all workers must start from the SAME "
+            "params: build them once and stack them, "
+            "stacked = easgd_jax.replicate(params, num_workers); "
+            "opt_state = jax.vmap(tx.init)(stacked) -- not one random init per worker. "
+            f"Copies that differ would stay different forever (each worker pulled toward "
+            f"its own {what}).")
+
+    return fail
+
+
+def tree_psum_checking(tree: optax.Updates, replicated: optax.Params, axis_name: AxisName,
+                       what: str = "center") -> tuple[optax.Updates, optax.Params]:
+    """``tree_psum(tree)`` that also checks that ``replicated`` (the center each worker
+    holds) is the same on every worker, in the SAME all-reduce.
+
+    Each worker adds two checksums of its copy into its own slot of a ``[p, 2]`` array
+    (zeros elsewhere, so the psum of the slots is exact: an all-gather); the copies agree
+    when every row equals the first (NaN rows count as equal: a diverged center is the
+    NaN check's business). When they differ, a ``jax.debug.callback`` raises a
+    ``ValueError`` that says why and what to do (through jit it surfaces as a
+    ``JaxRuntimeError`` carrying that text), and the returned copy is NaN, so that nothing
+    trains on silently. The check costs two reductions of the copy and 2p numbers more in
+    the exchange's one all-reduce; the callback runs only on a disagreement (its condition
+    is the same on every worker, so under ``vmap`` it stays a real branch).
+
+    Returns ``(psum of tree, replicated)``, ``replicated`` unchanged when the copies agree.
+    """
+    slots = jnp.zeros((axis_size(axis_name), 2), jnp.float32)
+    slots = slots.at[axis_index(axis_name)].set(_checksums(replicated))
+    total, slots = tree_psum((tree, slots), axis_name)
+    same = (slots == slots[0]) | (jnp.isnan(slots) & jnp.isnan(slots[0]))
+    fail = _raise_disagreement(what, axis_name)
+
+    def disagree(copy):
+        jax.debug.callback(fail, slots)
+        return jax.tree.map(lambda a: jnp.full_like(a, jnp.nan), copy)
+
+    return total, lax.cond(jnp.all(same), lambda copy: copy, disagree, replicated)

@@ -41,8 +41,8 @@ import jax.numpy as jnp
 import optax
 
 from easgd_jax.algorithms import base, checks, clock
-from easgd_jax.algorithms.base import AsyncRule, AsyncWorkerState, AxisName, CenterState, fresh_copy
-from easgd_jax.algorithms.collectives import tree_psum
+from easgd_jax.algorithms.base import AsyncRule, AsyncWorkerState, AxisName, CenterState
+from easgd_jax.algorithms.collectives import tree_psum_checking
 from easgd_jax.algorithms.momentum import nesterov, nesterov_origin
 
 
@@ -66,11 +66,12 @@ def elastic_exchange(
     """The elastic exchange of one worker with the center, on the old values.
 
     Returns ``(worker_delta, center_delta)`` = ``(-alpha (x_i - x~), +alpha (x_i - x~))``:
-    the force is symmetric. Synchronous EASGD sums the center deltas over the workers.
+    the force is symmetric. Synchronous EASGD sums the center deltas over the workers. Each
+    delta is in the dtype of what it moves (a float32 center of bfloat16 workers).
     """
     center_delta = jax.tree.map(
         lambda x, c: (moving_rate * (x - c)).astype(c.dtype), worker, center)
-    worker_delta = jax.tree.map(lambda d: -d, center_delta)
+    worker_delta = jax.tree.map(lambda d, x: (-d).astype(x.dtype), center_delta, worker)
     return worker_delta, center_delta
 
 
@@ -81,6 +82,7 @@ def elastic_averaging(
     axis_name: AxisName = "workers",
     *,
     worker_variable: Callable[[optax.Params, Any], optax.Params] | None = None,
+    center_dtype: Any = base.CENTER_DTYPE,
 ) -> optax.GradientTransformation:
     """Wraps the local optimizer ``inner`` with the elastic exchange of synchronous EASGD.
 
@@ -99,35 +101,48 @@ def elastic_averaging(
         worker_variable: maps ``(params, inner_state)`` to the worker variable x_i the
             elastic force acts on, for local optimizers whose params are not x_i (the
             look-ahead point of Nesterov momentum). ``None``: x_i = params.
+        center_dtype: the center is kept in ``promote_types(param dtype, center_dtype)``:
+            float32 by default, so bfloat16 params get a float32 center (a bf16 center
+            cannot take the small elastic steps); None keeps the params' dtype.
 
     Returns:
         An optax ``GradientTransformation`` with state :class:`ElasticAveragingState`.
-        ``init`` sets the center to the given params: every worker must start from the same
-        point (as in the paper) for the replicated centers to agree. ``update`` requires
-        ``params``.
+        ``init`` runs once PER WORKER (``jax.vmap(tx.init)(stacked_params)``) and sets the
+        center to that worker's params: every worker must start from the same point (as in
+        the paper; ``easgd_jax.replicate(params, p)``) for the replicated centers to agree.
+        Every exchange checks that they do, in its one all-reduce, and stops with an error
+        naming the cause when they differ. ``update`` requires ``params``.
+
+    In an ``optax.chain`` the elastic transformation must come LAST: a transformation
+    after it (``optax.scale``, clipping) would act on the elastic force too, e.g.
+    ``chain(eamsgd, scale(0.5))`` halves alpha as well as eta. Put gradient
+    transformations first (``chain(clip_by_global_norm(1.0), eamsgd(...))``);
+    :func:`easgd_jax.algorithms.check_chain_order` refuses a state built otherwise.
     """
     checks.check_interval("moving_rate", moving_rate, 0.0, 1.0)
     checks.check_period("period", period)
     checks.check_axis_name(axis_name)
+    base.check_center_dtype(center_dtype)
     alpha = checks.scalar(moving_rate)
 
     def init_fn(params: optax.Params) -> ElasticAveragingState:
         return ElasticAveragingState(
             count=jnp.zeros([], jnp.int32),
-            center=fresh_copy(params),
+            center=base.center_copy(params, center_dtype),
             inner_state=inner.init(params),
         )
 
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError("elastic_averaging needs params: call update(grads, state, params).")
+        base.check_per_worker(state.center, params)
         worker = params if worker_variable is None else worker_variable(params, state.inner_state)
         local_updates, inner_state = inner.update(updates, state.inner_state, params)
 
         def exchange(center):
             worker_delta, center_delta = elastic_exchange(worker, center, alpha)
-            center = jax.tree.map(
-                lambda c, d: c + d, center, tree_psum(center_delta, axis_name))
+            total, center = tree_psum_checking(center_delta, center, axis_name)
+            center = jax.tree.map(lambda c, d: c + d, center, total)
             return worker_delta, center
 
         def no_exchange(center):
@@ -149,6 +164,7 @@ def easgd(
     moving_rate: float,
     period: int = 1,
     axis_name: AxisName = "workers",
+    center_dtype: Any = base.CENTER_DTYPE,
 ) -> optax.GradientTransformation:
     """Synchronous EASGD (Zhang et al., 2015, eqs 5-6): elastic averaging over plain SGD.
 
@@ -160,9 +176,13 @@ def easgd(
         moving_rate: alpha (paper: 0.9 / p).
         period: tau.
         axis_name: the worker axis of the collective.
+        center_dtype: the center's dtype, at least (float32: bfloat16 params get a float32
+            center); None: the params'. See :func:`elastic_averaging` (init per worker,
+            last in a chain).
     """
     checks.check_rate("learning_rate", learning_rate)
-    return elastic_averaging(optax.sgd(learning_rate), moving_rate, period, axis_name)
+    return elastic_averaging(optax.sgd(learning_rate), moving_rate, period, axis_name,
+                             center_dtype=center_dtype)
 
 
 def eamsgd(
@@ -171,6 +191,7 @@ def eamsgd(
     moving_rate: float,
     period: int = 1,
     axis_name: AxisName = "workers",
+    center_dtype: Any = base.CENTER_DTYPE,
 ) -> optax.GradientTransformation:
     """EAMSGD (Zhang et al., 2015, Algorithm 2): elastic averaging over Nesterov momentum.
 
@@ -187,10 +208,13 @@ def eamsgd(
         moving_rate: alpha.
         period: tau.
         axis_name: the worker axis of the collective.
+        center_dtype: the center's dtype, at least (float32: bfloat16 params get a float32
+            center); None: the params'. See :func:`elastic_averaging` (init per worker,
+            last in a chain).
     """
     return elastic_averaging(
         nesterov(learning_rate, momentum), moving_rate, period, axis_name,
-        worker_variable=nesterov_origin(momentum))
+        worker_variable=nesterov_origin(momentum), center_dtype=center_dtype)
 
 
 def center(opt_state: optax.OptState, worker: int | None = None) -> optax.Params:
