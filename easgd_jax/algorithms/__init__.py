@@ -17,6 +17,7 @@ from easgd_jax.algorithms.base import (
     CenterState,
     NoExtra,
     Spec,
+    check_chain_order,
     replicate,
 )
 from easgd_jax.algorithms.baselines import (
@@ -102,6 +103,7 @@ __all__ = [
     "AxisName",
     "center",
     "CenterState",
+    "check_chain_order",
     "check_hyperparameters",
     "data_parallel_sgd",
     "downpour",

@@ -118,6 +118,65 @@ def check_per_worker(copy: optax.Params, params: optax.Params, field: str = "cen
             f"worker's params have {param_shapes[:4]}. " + INIT_PER_WORKER)
 
 
+# State fields of the transformations that act on the params themselves (the elastic force,
+# DOWNPOUR's fetch of the center, LSGD's pull, the averages of the iterates): their updates
+# are exact only when applied as they are, so they must be the LAST of an optax.chain.
+PARAMS_ACTING_FIELDS = ("center", "average", "leader")
+
+
+def _params_acting(node: Any) -> list[str]:
+    """The type names of the params-acting states inside ``node`` (at any depth)."""
+    found = []
+    if isinstance(node, tuple) and hasattr(node, "_fields"):
+        if any(f in PARAMS_ACTING_FIELDS for f in node._fields):
+            found.append(type(node).__name__)
+    if isinstance(node, tuple | list):
+        children = list(node)
+    elif isinstance(node, dict):
+        children = list(node.values())
+    else:
+        children = []
+    for child in children:
+        found += _params_acting(child)
+    return found
+
+
+def check_chain_order(opt_state: optax.OptState) -> None:
+    """Refuses an optimizer state in which a params-acting transformation (EASGD/EAMSGD,
+    DOWNPOUR and its variants, LSGD, ASGD/MVASGD: a state with a ``center``, ``average``
+    or ``leader`` field) is followed by another transformation in an ``optax.chain``.
+
+    Their updates hold a move of the params themselves (the elastic force
+    -alpha (x_i - x~), DOWNPOUR's jump to the center, LSGD's pull), not only the scaled
+    gradient: ``optax.chain(eamsgd(...), optax.scale(0.5))`` halves the elastic force
+    along with the step and silently changes the algorithm. Put them last:
+    ``optax.chain(optax.clip_by_global_norm(1.0), eamsgd(...))``. A chain's state is a
+    plain tuple, one entry per transformation, so the order is read off the state's
+    structure (stacked or not; nothing is computed).
+    """
+    def visit(node: Any) -> None:
+        if type(node) is tuple:  # an optax.chain's state
+            for i, child in enumerate(node[:-1]):
+                names = _params_acting(child)
+                if names:
+                    raise ValueError(
+                        f"optax.chain: transformation {i} of {len(node)} (state "
+                        f"{names[0]}) moves the params themselves: elastic force, "
+                        f"fetch of the center, pull to the leader, average of the iterates), "
+                        f"and {len(node) - 1 - i} transformation(s) come after it, which "
+                        "would rescale or clip that move too (optax.chain(eamsgd, "
+                        "scale(0.5)) halves the elastic force). Put it LAST: "
+                        "optax.chain(<gradient transformations>, eamsgd(...)).")
+        if isinstance(node, tuple | list):
+            for child in node:
+                visit(child)
+        elif isinstance(node, dict):
+            for child in node.values():
+                visit(child)
+
+    visit(opt_state)
+
+
 def replicate(params: optax.Params, num_workers: int) -> optax.Params:
     """``num_workers`` identical copies of ``params``, stacked along a new leading axis.
 

@@ -30,6 +30,7 @@ so every worker applies the same update and the workers stay identical.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -198,5 +199,9 @@ def data_parallel_sgd(
     checks.check_rate("learning_rate", learning_rate)
     checks.check_momentum(momentum)
     checks.check_axis_name(axis_name)
-    local = nesterov(learning_rate, momentum) if momentum else optax.sgd(learning_rate)
+    # A Python 0 needs no velocity buffer; an array (optax.inject_hyperparams, which passes
+    # one to init and to every update, possibly traced) always gets one, so that the
+    # state's structure never depends on a value.
+    plain = isinstance(momentum, numbers.Real) and momentum == 0
+    local = optax.sgd(learning_rate) if plain else nesterov(learning_rate, momentum)
     return optax.chain(mean_over_workers(axis_name), local)

@@ -259,7 +259,7 @@ def _unwrap_nnx(tree: Any) -> Any:
     from flax import nnx
 
     if isinstance(tree, nnx.State):
-        tree = tree.to_pure_dict()
+        tree = nnx.to_pure_dict(tree)
     return jax.tree.map(lambda v: v.get_value() if isinstance(v, nnx.Variable) else v, tree,
                         is_leaf=lambda v: isinstance(v, nnx.Variable))
 
