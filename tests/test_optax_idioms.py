@@ -266,6 +266,8 @@ def test_center_accessor_takes_one_worker_and_unwraps_nnx():
     state = jax.vmap(tx.init)(stacked)
     assert easgd_jax.center(state)["w"].shape == (P, 3)  # as stored
     np.testing.assert_array_equal(easgd_jax.center(state, worker=0)["w"], [0.0, 1.0, 2.0])
+    marked = state._replace(center={"w": state.center["w"] + jnp.arange(P)[:, None]})
+    np.testing.assert_array_equal(easgd_jax.center(marked, worker=2)["w"], [2.0, 3.0, 4.0])
     with pytest.raises(ValueError, match="takes one copy along the leading worker axis"):
         easgd_jax.center(state, worker=P)
     model = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
