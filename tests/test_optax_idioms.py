@@ -102,6 +102,13 @@ def test_eamsgd_under_inject_hyperparams_without_static_args_and_a_new_rate():
     np.testing.assert_allclose(got["w"], want["w"], rtol=1e-6)
 
 
+def test_lsgd_loss_window_injected_and_traced_says_to_make_it_static():
+    wrapped = optax.inject_hyperparams(easgd_jax.lsgd_nesterov)(
+        learning_rate=0.1, momentum=0.9, pull=0.1, period=2, loss_window=3)
+    with pytest.raises(ValueError, match=r"static_args=\('loss_window',\)"):
+        jax.jit(wrapped.init)({"w": jnp.zeros(3)})
+
+
 def test_injected_values_are_still_checked():
     with pytest.raises(ValueError, match=r"moving_rate must be in \[0.0, 1.0\], got "
                                          r"Array\(1.5"):
