@@ -169,7 +169,12 @@ def _like(index: jax.Array, previous: jax.Array) -> jax.Array:
 
 
 def _init_common(loss_window: int):
-    return (jnp.zeros([], jnp.int32), jnp.zeros([loss_window], jnp.float32),
+    if not checks.is_concrete(loss_window):
+        raise ValueError(
+            "loss_window is the length of the loss buffer, a shape: it cannot be traced. "
+            "Under optax.inject_hyperparams pass static_args=('loss_window',) (and "
+            "'period' too to keep the clock static).")
+    return (jnp.zeros([], jnp.int32), jnp.zeros([int(loss_window)], jnp.float32),
             jnp.zeros([], jnp.float32), jnp.full([], -1, jnp.int32))
 
 
