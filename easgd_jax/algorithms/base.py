@@ -161,7 +161,7 @@ def check_chain_order(opt_state: optax.OptState) -> None:
                 if names:
                     raise ValueError(
                         f"optax.chain: transformation {i} of {len(node)} (state "
-                        f"{names[0]}) moves the params themselves: elastic force, "
+                        f"{names[0]}) moves the params themselves (elastic force, "
                         f"fetch of the center, pull to the leader, average of the iterates), "
                         f"and {len(node) - 1 - i} transformation(s) come after it, which "
                         "would rescale or clip that move too (optax.chain(eamsgd, "
