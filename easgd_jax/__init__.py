@@ -6,7 +6,13 @@
 
 Reference: Zhang, Choromanska & LeCun, "Deep learning with Elastic Averaging SGD",
 NIPS 2015 (arXiv 1412.6651).
+
+``easgd_jax.load_center(workdir)`` (the trained evaluation point of a ``launch.py`` run, in
+any process) is imported on first use: it needs the training layer (Orbax, the data sets),
+which ``import easgd_jax`` does not load.
 """
+
+from typing import Any
 
 from easgd_jax.algorithms import (
     ElasticAveragingState,
@@ -19,6 +25,7 @@ from easgd_jax.algorithms import (
     apam,
     asgd,
     center,
+    check_chain_order,
     data_parallel_sgd,
     diloco,
     downpour,
@@ -39,6 +46,7 @@ from easgd_jax.algorithms import (
     nesterov,
     nesterov_origin,
     register,
+    replicate,
     sgd,
 )
 
@@ -51,6 +59,7 @@ __all__ = [
     "apam",
     "asgd",
     "center",
+    "check_chain_order",
     "data_parallel_sgd",
     "diloco",
     "downpour",
@@ -74,6 +83,17 @@ __all__ = [
     "nesterov",
     "nesterov_origin",
     "NesterovState",
+    "load_center",
     "register",
+    "replicate",
     "sgd",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``load_center``, imported from ``easgd_jax.training.export`` on first use."""
+    if name == "load_center":
+        from easgd_jax.training.export import load_center
+
+        return load_center
+    raise AttributeError(f"module 'easgd_jax' has no attribute {name!r}")

@@ -30,15 +30,22 @@ def _grad(x, target):
     return jax.tree.map(lambda xi, ti: H * (xi - ti), x, target)
 
 
+def _init(tx, params):
+    """The workers' states with ONE center, worker 0's params (the workers may start
+    elsewhere: every exchange checks that the replicated centers agree)."""
+    state = jax.vmap(tx.init)(params)
+    if hasattr(state, "center"):
+        state = state._replace(center=jax.tree.map(
+            lambda a: jnp.broadcast_to(a[0], a.shape), params))
+    return state
+
+
 def _run(tx, params, targets, steps):
     """Runs ``steps`` updates of ``tx`` on P vmapped workers; returns params and states.
 
     The center starts at worker 0's parameters (the workers may start elsewhere).
     """
-    state = jax.vmap(tx.init)(params)
-    if hasattr(state, "center"):
-        state = state._replace(center=jax.tree.map(
-            lambda a: jnp.broadcast_to(a[0], a.shape), params))
+    state = _init(tx, params)
 
     def step(carry, _):
         params, state = carry
@@ -256,14 +263,14 @@ def test_same_result_on_devices_or_vmapped(devices):
         layout = make_worker_layout(p, layout_devices)
         tx = easgd_jax.eamsgd(0.05, 0.9, 0.2, period=3, axis_name=layout.axis_name)
         round_fn = make_round(_quadratic_round(tx), layout, donate=False)
-        (params, state), _ = round_fn((x0, jax.vmap(tx.init)(x0)), targets)
+        (params, state), _ = round_fn((x0, _init(tx, x0)), targets)
         return jax.device_get((params, easgd_jax.center(state)))
 
     # Plain vmap, no shard_map, as the reference.
     tx = easgd_jax.eamsgd(0.05, 0.9, 0.2, period=3, axis_name="workers")
     scan = lambda carry, b: jax.lax.scan(_quadratic_round(tx), carry, b)  # noqa: E731
     (ref_params, ref_state), _ = jax.jit(jax.vmap(scan, axis_name="workers"))(
-        (x0, jax.vmap(tx.init)(x0)), targets)
+        (x0, _init(tx, x0)), targets)
     params, center = run(devices)
     _assert_tree_close(params, jax.device_get(ref_params), atol=1e-5)
     _assert_tree_close(center, jax.device_get(easgd_jax.center(ref_state)), atol=1e-5)
@@ -352,7 +359,7 @@ def test_grouped_layout_spans_all_workers(devices, groups):
     for layout in (make_worker_layout(p, devices, groups), make_worker_layout(p, 1)):
         tx = easgd_jax.eamsgd(0.05, 0.9, 0.1, period=2, axis_name=layout.axis_name)
         round_fn = make_round(_quadratic_round(tx), layout, donate=False)
-        (params, state), _ = round_fn((x0, jax.vmap(tx.init)(x0)), targets)
+        (params, state), _ = round_fn((x0, _init(tx, x0)), targets)
         results.append(jax.device_get((params, easgd_jax.center(state))))
     _assert_tree_close(results[0][0], results[1][0])
     _assert_tree_close(results[0][1], results[1][1])

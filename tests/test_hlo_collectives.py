@@ -1,10 +1,12 @@
 """Collectives per round, read from the compiled HLO (benchmarks/hlo.py); nothing is timed.
 
-EASGD/EAMSGD: one all-reduce of parameter-count float32 elements, inside a conditional
-(taken every ``period`` steps); data-parallel SGD: one all-reduce per step, unconditional;
-LSGD: the gather of the running losses plus one masked psum of the parameters, both inside
-the conditional; the inner optimizer alone: none. With several workers per device (vmap)
-the conditional becomes a select and the all-reduce is unconditional.
+EASGD/EAMSGD: one all-reduce of parameter-count float32 elements plus 2 p checksums (the
+agreement check of the replicated centers, ``collectives.tree_psum_checking``), inside a
+conditional (taken every ``period`` steps); data-parallel SGD: one all-reduce per step,
+unconditional; LSGD: the gather of the running losses plus one masked psum of the
+parameters, both inside the conditional; the inner optimizer alone: none. With several
+workers per device (vmap) the conditional becomes a select and the all-reduce is
+unconditional.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ def _round_hlo(make_tx, num_workers: int, num_devices: int,
 @pytest.mark.parametrize("algorithm", ["easgd", "eamsgd"])
 @pytest.mark.parametrize("period", [pytest.param(1, marks=pytest.mark.slow), 10])
 def test_elastic_one_conditional_allreduce_of_the_parameters(algorithm, period):
+    checked = 2 * 4  # two checksums of each worker's center ride in the same all-reduce
     def make(axis):
         if algorithm == "easgd":
             return elastic.easgd(0.1, 0.2, period, axis_name=axis)
@@ -62,10 +65,11 @@ def test_elastic_one_conditional_allreduce_of_the_parameters(algorithm, period):
     assert [c.op for c in collectives] == ["all-reduce"]
     (c,) = collectives
     assert c.inside_conditional and len(c.branches) == 1 and c.branches[0][2] == 2
-    assert (c.dtype, c.elements, c.bytes) == ("f32", size, 4 * size)
+    assert (c.dtype, c.elements, c.bytes) == ("f32", size + checked, 4 * (size + checked))
     assert c.group_size == 4 and c.trip_count == STEPS
     assert hlo.executions_per_round(c, 1 / period) == STEPS / period
-    assert math.isclose(hlo.bytes_per_step(collectives, STEPS, 1 / period), 4 * size / period)
+    assert math.isclose(hlo.bytes_per_step(collectives, STEPS, 1 / period),
+                        4 * (size + checked) / period)
 
 
 def test_data_parallel_one_unconditional_allreduce_per_step():
@@ -101,7 +105,7 @@ def test_vmapped_workers_turn_the_conditional_into_a_select():
     text, size = _round_hlo(lambda axis: elastic.eamsgd(0.1, 0.9, 0.2, 10, axis_name=axis), 4, 2)
     collectives = hlo.parse_collectives(text)
     assert [(c.op, c.elements, c.inside_conditional) for c in collectives] == [
-        ("all-reduce", size, False)]
+        ("all-reduce", size + 2 * 4, False)]
     assert collectives[0].group_size == 2
 
 
@@ -113,12 +117,15 @@ def test_rounds_of_whole_periods_run_the_allreduce_once_per_period(devices):
     text, size = _round_hlo(lambda axis: elastic.eamsgd(0.1, 0.9, 0.2, period, axis_name=axis),
                             4, devices, period=period)
     collectives = hlo.parse_collectives(text)
+    checked = 2 * 4  # the centers' checksums, in the same all-reduce
     assert [(c.op, c.elements, c.inside_conditional) for c in collectives] == [
-        ("all-reduce", size, False)]
+        ("all-reduce", size + checked, False)]
     (c,) = collectives
     assert c.trip_count == STEPS // period and hlo.executions_per_round(c) == STEPS / period
-    assert math.isclose(hlo.bytes_per_step(collectives, STEPS), 4 * size / period)
-    assert " conditional(" not in text
+    assert math.isclose(hlo.bytes_per_step(collectives, STEPS), 4 * (size + checked) / period)
+    # No conditional on the clock; the one left is the agreement check's (raise only when
+    # the centers differ), once per period.
+    assert text.count(" conditional(") == 1
 
 
 SYNTHETIC = """\

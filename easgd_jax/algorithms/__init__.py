@@ -18,6 +18,8 @@ from easgd_jax.algorithms.base import (
     CenterState,
     NoExtra,
     Spec,
+    check_chain_order,
+    replicate,
 )
 from easgd_jax.algorithms.baselines import (
     AveragedSGDState,
@@ -110,6 +112,7 @@ __all__ = [
     "AxisName",
     "center",
     "CenterState",
+    "check_chain_order",
     "check_hyperparameters",
     "data_parallel_sgd",
     "downpour",
@@ -146,6 +149,7 @@ __all__ = [
     "NesterovState",
     "NoExtra",
     "register",
+    "replicate",
     "sgd",
     "Spec",
     "tree_pmean",

@@ -63,10 +63,14 @@ class ApamMasterState(NamedTuple):
 def _check(b1: float, b2: float, eps: float, form: str) -> None:
     checks.check_interval("b1", b1, 0.0, 1.0)
     checks.check_interval("b2", b2, 0.0, 1.0)
-    if b1 == 1.0 or b2 == 1.0:
+    if checks.is_concrete(b1, b2) and (float(b1) == 1.0 or float(b2) == 1.0):
         raise ValueError(f"b1 and b2 must be < 1, got {b1}, {b2}.")
-    if not isinstance(eps, int | float) or isinstance(eps, bool) or not eps >= 0:
-        raise ValueError(f"eps must be a number >= 0, got {eps!r}.")
+    try:
+        if callable(eps):
+            raise ValueError
+        checks.check_rate("eps", eps)
+    except ValueError:
+        raise ValueError(f"eps must be a number >= 0, got {eps!r}.") from None
     if form not in FORMS:
         raise ValueError(f"form must be one of {', '.join(FORMS)}; got {form!r}.")
 

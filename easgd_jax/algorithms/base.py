@@ -60,6 +60,139 @@ def fresh_copy(tree: optax.Params) -> optax.Params:
     return jax.tree.map(lambda a: jnp.array(a, copy=True), tree)
 
 
+CENTER_DTYPE = "float32"
+
+
+def check_center_dtype(center_dtype: Any) -> None:
+    """None or the name (or type) of a floating dtype."""
+    if center_dtype is None:
+        return
+    try:
+        ok = jnp.issubdtype(jnp.dtype(center_dtype), jnp.floating)
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"center_dtype must be None or a floating dtype such as 'float32', "
+                         f"got {center_dtype!r}.")
+
+
+def center_copy(params: optax.Params, center_dtype: Any = CENTER_DTYPE) -> optax.Params:
+    """A copy of ``params`` (fresh buffers) to keep as a center, average or master velocity:
+    each floating leaf in ``promote_types(leaf dtype, center_dtype)`` (float32 by default:
+    bfloat16 params get a float32 center, float32 and float64 ones keep theirs), other
+    leaves as they are; ``center_dtype=None`` keeps every leaf's dtype.
+
+    A center in bfloat16 (8 bits of mantissa) cannot take small elastic steps: alpha
+    (x_i - x~) below 1/256 of x~ rounds away, and a moving average with rate 0.001 never
+    moves.
+    """
+    if center_dtype is None:
+        return fresh_copy(params)
+
+    def copy(a):
+        a = jnp.asarray(a)
+        if jnp.issubdtype(a.dtype, jnp.floating):
+            return jnp.array(a, dtype=jnp.promote_types(a.dtype, center_dtype), copy=True)
+        return jnp.array(a, copy=True)
+
+    return jax.tree.map(copy, params)
+
+
+INIT_PER_WORKER = (
+    "init runs once per worker, on that worker's params: for p workers stacked along a "
+    "leading axis, opt_state = jax.vmap(tx.init)(stacked_params) (stacked_params = "
+    "easgd_jax.replicate(params, p)), and update under the same mapping, "
+    "jax.vmap(step, axis_name=...) or jax.shard_map; tx.init(stacked_params) builds ONE "
+    "state with scalar counters and a stacked copy, which is not a state per worker.")
+
+
+def check_per_worker(copy: optax.Params, params: optax.Params, field: str = "center") -> None:
+    """ValueError when the state's copy of the params (``field``) is not shaped like one
+    worker's ``params``: the state was built by ``tx.init`` on stacked params, or is used
+    with another model."""
+    copy_shapes = [jnp.shape(a) for a in jax.tree.leaves(copy)]
+    param_shapes = [jnp.shape(a) for a in jax.tree.leaves(params)]
+    if copy_shapes != param_shapes:
+        raise ValueError(
+            f"the optimizer state's {field} has leaf shapes {copy_shapes[:4]} where this "
+            f"worker's params have {param_shapes[:4]}. " + INIT_PER_WORKER)
+
+
+# State fields of the transformations that act on the params themselves (the elastic force,
+# DOWNPOUR's fetch of the center, LSGD's pull, the averages of the iterates): their updates
+# are exact only when applied as they are, so they must be the LAST of an optax.chain.
+PARAMS_ACTING_FIELDS = ("center", "average", "leader")
+
+
+def _params_acting(node: Any) -> list[str]:
+    """The type names of the params-acting states inside ``node`` (at any depth)."""
+    found = []
+    if isinstance(node, tuple) and hasattr(node, "_fields"):
+        if any(f in PARAMS_ACTING_FIELDS for f in node._fields):
+            found.append(type(node).__name__)
+    if isinstance(node, tuple | list):
+        children = list(node)
+    elif isinstance(node, dict):
+        children = list(node.values())
+    else:
+        children = []
+    for child in children:
+        found += _params_acting(child)
+    return found
+
+
+def check_chain_order(opt_state: optax.OptState) -> None:
+    """Refuses an optimizer state in which a params-acting transformation (EASGD/EAMSGD,
+    DOWNPOUR and its variants, LSGD, ASGD/MVASGD: a state with a ``center``, ``average``
+    or ``leader`` field) is followed by another transformation in an ``optax.chain``.
+
+    Their updates hold a move of the params themselves (the elastic force
+    -alpha (x_i - x~), DOWNPOUR's jump to the center, LSGD's pull), not only the scaled
+    gradient: ``optax.chain(eamsgd(...), optax.scale(0.5))`` halves the elastic force
+    along with the step and silently changes the algorithm. Put them last:
+    ``optax.chain(optax.clip_by_global_norm(1.0), eamsgd(...))``. A chain's state is a
+    plain tuple, one entry per transformation, so the order is read off the state's
+    structure (stacked or not; nothing is computed).
+    """
+    def visit(node: Any) -> None:
+        if type(node) is tuple:  # an optax.chain's state
+            for i, child in enumerate(node[:-1]):
+                names = _params_acting(child)
+                if names:
+                    raise ValueError(
+                        f"optax.chain: transformation {i} of {len(node)} (state "
+                        f"{names[0]}) moves the params themselves (elastic force, "
+                        f"fetch of the center, pull to the leader, average of the iterates), "
+                        f"and {len(node) - 1 - i} transformation(s) come after it, which "
+                        "would rescale or clip that move too (optax.chain(eamsgd, "
+                        "scale(0.5)) halves the elastic force). Put it LAST: "
+                        "optax.chain(<gradient transformations>, eamsgd(...)).")
+        if isinstance(node, tuple | list):
+            for child in node:
+                visit(child)
+        elif isinstance(node, dict):
+            for child in node.values():
+                visit(child)
+
+    visit(opt_state)
+
+
+def replicate(params: optax.Params, num_workers: int) -> optax.Params:
+    """``num_workers`` identical copies of ``params``, stacked along a new leading axis.
+
+    The starting point of a synchronous run: every algorithm that keeps a replicated copy
+    (EASGD's center, DOWNPOUR's master) takes it from its worker's own ``init``, so the
+    workers must start equal; ``jax.vmap(tx.init)(replicate(params, p))`` is the state of p
+    workers. Initialising each worker with its own random key instead makes the copies
+    differ (the exchange then stops with an error naming it).
+    """
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
+        raise ValueError(f"num_workers must be an integer >= 1, got {num_workers!r}.")
+    return jax.tree.map(
+        lambda a: jnp.array(jnp.broadcast_to(a, (num_workers, *jnp.shape(a))), copy=True),
+        params)
+
+
 def tree_add(tree: Params, delta: Params) -> Params:
     """``tree + delta`` leaf by leaf, in the dtype of ``tree``."""
     return jax.tree.map(lambda x, d: (x + d).astype(x.dtype), tree, delta)

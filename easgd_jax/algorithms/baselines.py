@@ -30,8 +30,9 @@ so every worker applies the same update and the workers stay identical.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -39,7 +40,7 @@ import optax
 
 from easgd_jax.algorithms import checks
 from easgd_jax.algorithms.averages import constant_rate, polyak_rate, running_average
-from easgd_jax.algorithms.base import AxisName, fresh_copy
+from easgd_jax.algorithms.base import CENTER_DTYPE, AxisName, center_copy, check_center_dtype
 from easgd_jax.algorithms.collectives import tree_pmean
 from easgd_jax.algorithms.momentum import nesterov
 
@@ -90,14 +91,17 @@ def msgd(
 
 
 def _averaged_sgd(
-    learning_rate: optax.ScalarOrSchedule, average_rate: Callable[[jax.Array], jax.Array | float]
+    learning_rate: optax.ScalarOrSchedule, average_rate: Callable[[jax.Array], jax.Array | float],
+    center_dtype: Any,
 ) -> optax.GradientTransformation:
-    """SGD whose state also tracks z_t = (1 - a_t) z_{t-1} + a_t x_t, z_0 = x_0."""
+    """SGD whose state also tracks z_t = (1 - a_t) z_{t-1} + a_t x_t, z_0 = x_0 (z in at
+    least ``center_dtype``)."""
+    check_center_dtype(center_dtype)
     rate = checks.schedule_value(learning_rate)
 
     def init_fn(params: optax.Params) -> AveragedSGDState:
         return AveragedSGDState(
-            count=jnp.zeros([], jnp.int32), average=fresh_copy(params))
+            count=jnp.zeros([], jnp.int32), average=center_copy(params, center_dtype))
 
     def update_fn(updates, state, params=None):
         if params is None:
@@ -114,7 +118,8 @@ def _averaged_sgd(
 
 
 def asgd(
-    learning_rate: optax.ScalarOrSchedule, axis_name: AxisName = "workers"
+    learning_rate: optax.ScalarOrSchedule, axis_name: AxisName = "workers",
+    center_dtype: Any = CENTER_DTYPE,
 ) -> optax.GradientTransformation:
     """ASGD: SGD plus the Polyak average of its iterates (field ``average``, evaluated).
 
@@ -125,16 +130,19 @@ def asgd(
     Args:
         learning_rate: eta, a number or an optax schedule.
         axis_name: accepted for uniformity with the distributed algorithms; unused.
+        center_dtype: z is kept in at least this dtype (float32: bfloat16 params get a
+            float32 average); None: the params'.
     """
     checks.check_rate("learning_rate", learning_rate)
     checks.check_axis_name(axis_name)
-    return _averaged_sgd(learning_rate, polyak_rate)
+    return _averaged_sgd(learning_rate, polyak_rate, center_dtype)
 
 
 def mvasgd(
     learning_rate: optax.ScalarOrSchedule,
     moving_average_rate: float,
     axis_name: AxisName = "workers",
+    center_dtype: Any = CENTER_DTYPE,
 ) -> optax.GradientTransformation:
     """MVASGD: SGD plus a moving average of its iterates (field ``average``, evaluated).
 
@@ -144,11 +152,14 @@ def mvasgd(
         learning_rate: eta, a number or an optax schedule.
         moving_average_rate: a in (0, 1] (paper: 0.001); a = 1 makes z the iterate.
         axis_name: accepted for uniformity with the distributed algorithms; unused.
+        center_dtype: z is kept in at least this dtype (float32: a bfloat16 z with
+            a = 0.001 would never move); None: the params'.
     """
     checks.check_rate("learning_rate", learning_rate)
     checks.check_moving_average_rate(moving_average_rate)
     checks.check_axis_name(axis_name)
-    return _averaged_sgd(learning_rate, constant_rate(float(moving_average_rate)))
+    return _averaged_sgd(learning_rate, constant_rate(checks.scalar(moving_average_rate)),
+                         center_dtype)
 
 
 def mean_over_workers(axis_name: AxisName = "workers") -> optax.GradientTransformation:
@@ -188,5 +199,9 @@ def data_parallel_sgd(
     checks.check_rate("learning_rate", learning_rate)
     checks.check_momentum(momentum)
     checks.check_axis_name(axis_name)
-    local = nesterov(learning_rate, momentum) if momentum else optax.sgd(learning_rate)
+    # A Python 0 needs no velocity buffer; an array (optax.inject_hyperparams, which passes
+    # one to init and to every update, possibly traced) always gets one, so that the
+    # state's structure never depends on a value.
+    plain = isinstance(momentum, numbers.Real) and momentum == 0
+    local = optax.sgd(learning_rate) if plain else nesterov(learning_rate, momentum)
     return optax.chain(mean_over_workers(axis_name), local)

@@ -2,17 +2,51 @@
 
 Each takes ``axis_name``, a name or a tuple of names (a ``vmap`` axis, a ``shard_map`` mesh
 axis, or both nested), and moves a whole pytree with ONE collective of its flattened leaves.
+
+Called where ``axis_name`` is not bound (``tx.update`` outside any mapped function, or under
+a ``jax.vmap`` without ``axis_name``), JAX's own error ("unbound axis name: workers ... call
+psum under jax.shard_map") names neither the transformation nor the fix: each collective
+here raises :class:`UnboundAxisError` instead, saying which ``axis_name`` the transformation
+was built with and how to bind it.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
 from easgd_jax.algorithms.base import AxisName
+
+
+class UnboundAxisError(NameError):
+    """A collective of a transformation ran where its worker axis is not bound."""
+
+
+@contextlib.contextmanager
+def bound(axis_name: AxisName) -> Iterator[None]:
+    """Turns JAX's unbound-axis ``NameError`` raised inside into :class:`UnboundAxisError`,
+    which names ``axis_name`` and the two ways to bind it."""
+    try:
+        yield
+    except NameError as e:
+        if isinstance(e, UnboundAxisError) or "axis name" not in str(e):
+            raise
+        raise UnboundAxisError(
+            f"this transformation was built with axis_name={axis_name!r}, and its "
+            "collective over the workers ran where no axis of that name is bound. "
+            "tx.update runs once per worker, inside a mapped function that binds the worker axis: "
+            f"jax.vmap(step, axis_name={axis_name!r}) for workers on one device, or "
+            f"jax.shard_map(step, mesh=mesh, ...) over a mesh with an axis named "
+            f"{axis_name!r} (a tuple axis_name binds every name in it, e.g. a vmap inside "
+            "a shard_map). jax.vmap without axis_name does not bind it.") from None
 
 
 def tree_psum(tree: optax.Updates, axis_name: AxisName) -> optax.Updates:
@@ -23,13 +57,27 @@ def tree_psum(tree: optax.Updates, axis_name: AxisName) -> optax.Updates:
     which can deadlock simulated devices on a machine with few cores.
     """
     flat, unravel = ravel_pytree(tree)
-    return unravel(lax.psum(flat, axis_name))
+    with bound(axis_name):
+        return unravel(lax.psum(flat, axis_name))
 
 
 def tree_pmean(tree: optax.Updates, axis_name: AxisName) -> optax.Updates:
     """``lax.pmean`` of a whole pytree as ONE all-reduce of its flattened leaves."""
     flat, unravel = ravel_pytree(tree)
-    return unravel(lax.pmean(flat, axis_name))
+    with bound(axis_name):
+        return unravel(lax.pmean(flat, axis_name))
+
+
+def axis_index(axis_name: AxisName) -> jax.Array:
+    """``lax.axis_index`` with the error of :func:`bound`."""
+    with bound(axis_name):
+        return lax.axis_index(axis_name)
+
+
+def axis_size(axis_name: AxisName) -> int:
+    """The number of workers along ``axis_name``, with the error of :func:`bound`."""
+    with bound(axis_name):
+        return lax.psum(1, axis_name)
 
 
 def gather(x: jax.Array, axis_name: AxisName) -> jax.Array:
@@ -39,13 +87,65 @@ def gather(x: jax.Array, axis_name: AxisName) -> jax.Array:
     ``lax.all_gather`` over a tuple that holds a ``vmap`` axis fails in jax 0.10 ("axis size
     doesn't match"), the layout of several workers per device.
     """
-    size = lax.psum(1, axis_name)
-    index = lax.axis_index(axis_name)
-    x = jnp.asarray(x)
-    return lax.psum(jnp.zeros((size, *x.shape), x.dtype).at[index].set(x), axis_name)
+    with bound(axis_name):
+        size = lax.psum(1, axis_name)
+        index = lax.axis_index(axis_name)
+        x = jnp.asarray(x)
+        return lax.psum(jnp.zeros((size, *x.shape), x.dtype).at[index].set(x), axis_name)
 
 
 def broadcast_from(tree: optax.Params, is_source: jax.Array, axis_name: AxisName) -> optax.Params:
     """The ``tree`` of the one worker where ``is_source``, on every worker: ONE masked psum."""
     masked = jax.tree.map(lambda x: jnp.where(is_source, x, jnp.zeros_like(x)), tree)
     return tree_psum(masked, axis_name)
+
+
+def _checksums(tree: optax.Params) -> jax.Array:
+    """Two float32 checksums of a pytree: the sum of its elements and of their squares."""
+    leaves = [jnp.asarray(a, jnp.float32) for a in jax.tree.leaves(tree)]
+    return jnp.stack([sum(jnp.sum(a) for a in leaves), sum(jnp.sum(a * a) for a in leaves)])
+
+
+def _raise_disagreement(what: str, axis_name: AxisName) -> Callable[[Any], None]:
+    def fail(slots) -> None:
+        raise ValueError(
+            f"the workers' copies of the {what} differ (checksums per worker along "
+            f"{axis_name!r}: {np.asarray(slots).tolist()}). Each worker's tx.init copies the "
+            f"{what} from that worker's params, so all workers must start from the SAME "
+            "params: build them once and stack them, "
+            "stacked = easgd_jax.replicate(params, num_workers); "
+            "opt_state = jax.vmap(tx.init)(stacked) -- not one random init per worker. "
+            f"Copies that differ would stay different forever (each worker pulled toward "
+            f"its own {what}).")
+
+    return fail
+
+
+def tree_psum_checking(tree: optax.Updates, replicated: optax.Params, axis_name: AxisName,
+                       what: str = "center") -> tuple[optax.Updates, optax.Params]:
+    """``tree_psum(tree)`` that also checks that ``replicated`` (the center each worker
+    holds) is the same on every worker, in the SAME all-reduce.
+
+    Each worker adds two checksums of its copy into its own slot of a ``[p, 2]`` array
+    (zeros elsewhere, so the psum of the slots is exact: an all-gather); the copies agree
+    when every row equals the first (NaN rows count as equal: a diverged center is the
+    NaN check's business). When they differ, a ``jax.debug.callback`` raises a
+    ``ValueError`` that says why and what to do (through jit it surfaces as a
+    ``JaxRuntimeError`` carrying that text), and the returned copy is NaN, so that nothing
+    trains on silently. The check costs two reductions of the copy and 2p numbers more in
+    the exchange's one all-reduce; the callback runs only on a disagreement (its condition
+    is the same on every worker, so under ``vmap`` it stays a real branch).
+
+    Returns ``(psum of tree, replicated)``, ``replicated`` unchanged when the copies agree.
+    """
+    slots = jnp.zeros((axis_size(axis_name), 2), jnp.float32)
+    slots = slots.at[axis_index(axis_name)].set(_checksums(replicated))
+    total, slots = tree_psum((tree, slots), axis_name)
+    same = (slots == slots[0]) | (jnp.isnan(slots) & jnp.isnan(slots[0]))
+    fail = _raise_disagreement(what, axis_name)
+
+    def disagree(copy):
+        jax.debug.callback(fail, slots)
+        return jax.tree.map(lambda a: jnp.full_like(a, jnp.nan), copy)
+
+    return total, lax.cond(jnp.all(same), lambda copy: copy, disagree, replicated)

@@ -48,7 +48,6 @@ Adagrad). It follows the protocol of :class:`~easgd_jax.algorithms.base.AsyncRul
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -59,7 +58,7 @@ import optax
 from easgd_jax.algorithms import base, checks, clock
 from easgd_jax.algorithms.averages import constant_rate, polyak_rate, running_average
 from easgd_jax.algorithms.base import AsyncRule, AsyncWorkerState, AxisName, CenterState, fresh_copy
-from easgd_jax.algorithms.collectives import tree_psum
+from easgd_jax.algorithms.collectives import tree_psum_checking
 
 
 class DownpourState(NamedTuple):
@@ -196,29 +195,33 @@ def _downpour(
     axis_name: AxisName,
     average_rate: Callable[[jax.Array], jax.Array | float] | None = None,
     adagrad: tuple[float, float] | None = None,
+    center_dtype: Any = base.CENTER_DTYPE,
 ) -> optax.GradientTransformation:
     """DOWNPOUR(tau); with ``average_rate`` the master also keeps z (field ``average``), with
     ``adagrad = (gamma, eps)`` it applies the pushes through Adagrad."""
     checks.check_rate("learning_rate", learning_rate)
     checks.check_period("period", period)
     checks.check_axis_name(axis_name)
+    base.check_center_dtype(center_dtype)
     rate = checks.schedule_value(learning_rate)
 
     def init_fn(params: optax.Params):
-        center = fresh_copy(params)
+        center = base.center_copy(params, center_dtype)
         common = dict(count=jnp.zeros([], jnp.int32), center=center,
                       accumulator=jax.tree.map(jnp.zeros_like, params))
         if average_rate is not None:
             return AveragedDownpourState(
-                **common, center_count=jnp.zeros([], jnp.int32), average=fresh_copy(params))
+                **common, center_count=jnp.zeros([], jnp.int32),
+                average=base.center_copy(params, center_dtype))
         if adagrad is not None:
             return AdagradDownpourState(
-                **common, adagrad_sum=jax.tree.map(jnp.zeros_like, params))
+                **common, adagrad_sum=jax.tree.map(jnp.zeros_like, center))
         return DownpourState(**common)
 
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError("downpour needs params: call update(grads, state, params).")
+        base.check_per_worker(state.center, params)
         step = _local_step(updates, params, rate(state.count))
         accumulator = jax.tree.map(lambda a, d: (a + d).astype(a.dtype), state.accumulator, step)
         # The master's part of the state: x~, and the master clock and z, or the Adagrad sum.
@@ -228,10 +231,12 @@ def _downpour(
             master = dict(master)
             _, push = downpour_exchange(params, accumulator, master["center"])
             if adagrad is None:
-                center_delta = tree_psum(push, axis_name)
+                center_delta, master["center"] = tree_psum_checking(
+                    push, master["center"], axis_name)
             else:
                 squared = jax.tree.map(jnp.square, push)
-                push, squared = tree_psum((push, squared), axis_name)  # one all-reduce
+                (push, squared), master["center"] = tree_psum_checking(  # one all-reduce
+                    (push, squared), master["center"], axis_name)
                 center_delta, master["adagrad_sum"] = server_adagrad_step(
                     push, squared, master["adagrad_sum"], *adagrad)
             center = jax.tree.map(
@@ -263,6 +268,7 @@ def downpour(
     server_adagrad: bool = False,
     adagrad_rate: float = 0.01,
     adagrad_eps: float = 1e-8,
+    center_dtype: Any = base.CENTER_DTYPE,
 ) -> optax.GradientTransformation:
     """DOWNPOUR(tau) in synchronous rounds (the EASGD authors' version).
 
@@ -288,6 +294,8 @@ def downpour(
         server_adagrad: apply the pushes through the master's Adagrad (False: plain sum).
         adagrad_rate: gamma >= 0, Adagrad's rate on the master (in parameter units).
         adagrad_eps: eps > 0 under the square root.
+        center_dtype: the master's arrays (x~, G) are kept in at least this dtype
+            (float32: bfloat16 params get a float32 center); None: the params'.
 
     Returns:
         An optax ``GradientTransformation`` with state :class:`DownpourState`
@@ -299,17 +307,18 @@ def downpour(
     if callable(adagrad_rate):
         raise ValueError(f"adagrad_rate must be a number >= 0, got {adagrad_rate!r}.")
     checks.check_rate("adagrad_rate", adagrad_rate)
-    if (isinstance(adagrad_eps, bool) or not isinstance(adagrad_eps, numbers.Real)
-            or not adagrad_eps > 0):
-        raise ValueError(f"adagrad_eps must be a number > 0, got {adagrad_eps!r}.")
-    adagrad = (float(adagrad_rate), float(adagrad_eps)) if server_adagrad else None
-    return _downpour(learning_rate, period, axis_name, adagrad=adagrad)
+    checks.check_positive("adagrad_eps", adagrad_eps)
+    adagrad = ((checks.scalar(adagrad_rate), checks.scalar(adagrad_eps)) if server_adagrad
+               else None)
+    return _downpour(learning_rate, period, axis_name, adagrad=adagrad,
+                     center_dtype=center_dtype)
 
 
 def adownpour(
     learning_rate: optax.ScalarOrSchedule,
     period: int = 1,
     axis_name: AxisName = "workers",
+    center_dtype: Any = base.CENTER_DTYPE,
 ) -> optax.GradientTransformation:
     """ADOWNPOUR: :func:`downpour` whose master keeps the Polyak average of its centers.
 
@@ -321,8 +330,10 @@ def adownpour(
         learning_rate: eta, a number or an optax schedule of the local clock.
         period: tau >= 1.
         axis_name: the worker axis of the all-reduce.
+        center_dtype: x~ and z are kept in at least this dtype (float32); None: the params'.
     """
-    return _downpour(learning_rate, period, axis_name, average_rate=polyak_rate)
+    return _downpour(learning_rate, period, axis_name, average_rate=polyak_rate,
+                     center_dtype=center_dtype)
 
 
 def mvadownpour(
@@ -330,6 +341,7 @@ def mvadownpour(
     moving_average_rate: float,
     period: int = 1,
     axis_name: AxisName = "workers",
+    center_dtype: Any = base.CENTER_DTYPE,
 ) -> optax.GradientTransformation:
     """MVADOWNPOUR: :func:`downpour` whose master keeps a moving average of its centers.
 
@@ -340,16 +352,20 @@ def mvadownpour(
         moving_average_rate: a in (0, 1] (paper: 0.001); a = 1 makes z the center.
         period: tau >= 1.
         axis_name: the worker axis of the all-reduce.
+        center_dtype: x~ and z are kept in at least this dtype (float32: a bfloat16 z
+            with a = 0.001 would never move); None: the params'.
     """
     checks.check_moving_average_rate(moving_average_rate)
     return _downpour(learning_rate, period, axis_name,
-                     average_rate=constant_rate(float(moving_average_rate)))
+                     average_rate=constant_rate(checks.scalar(moving_average_rate)),
+                     center_dtype=center_dtype)
 
 
 def mdownpour(
     learning_rate: optax.ScalarOrSchedule,
     momentum: float,
     axis_name: AxisName = "workers",
+    center_dtype: Any = base.CENTER_DTYPE,
 ) -> optax.GradientTransformation:
     """MDOWNPOUR: DOWNPOUR (tau = 1) with Nesterov momentum on the master.
 
@@ -366,6 +382,8 @@ def mdownpour(
         learning_rate: eta, a number or an optax schedule of the step count.
         momentum: delta in [0, 1) (paper: 0.99 for the workers of EAMSGD).
         axis_name: the worker axis of the all-reduce.
+        center_dtype: x~ and v are kept in at least this dtype (float32); None: the
+            params'.
 
     Returns:
         An optax ``GradientTransformation`` with state :class:`MomentumDownpourState`;
@@ -374,18 +392,22 @@ def mdownpour(
     checks.check_rate("learning_rate", learning_rate)
     checks.check_momentum(momentum)
     checks.check_axis_name(axis_name)
+    base.check_center_dtype(center_dtype)
     rate = checks.schedule_value(learning_rate)
-    delta = float(momentum)
+    delta = checks.scalar(momentum)
 
     def init_fn(params: optax.Params) -> MomentumDownpourState:
+        center = base.center_copy(params, center_dtype)
         return MomentumDownpourState(
-            count=jnp.zeros([], jnp.int32), center=fresh_copy(params),
-            velocity=jax.tree.map(jnp.zeros_like, params))
+            count=jnp.zeros([], jnp.int32), center=center,
+            velocity=jax.tree.map(jnp.zeros_like, center))
 
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError("mdownpour needs params: call update(grads, state, params).")
-        push = tree_psum(updates, axis_name)
+        base.check_per_worker(state.center, params)
+        push, center = tree_psum_checking(updates, state.center, axis_name)
+        state = state._replace(center=center)
         center, velocity, lookahead = nesterov_master_step(
             state.center, state.velocity, push, rate(state.count), delta)
         new_updates = jax.tree.map(lambda w, x: (w - x).astype(x.dtype), lookahead, params)

@@ -32,6 +32,7 @@ never enters v). Both follow the protocol of :class:`~easgd_jax.algorithms.base.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -40,8 +41,8 @@ import jax.numpy as jnp
 import optax
 
 from easgd_jax.algorithms import base, checks, clock
-from easgd_jax.algorithms.base import AsyncRule, AsyncWorkerState, AxisName, CenterState, fresh_copy
-from easgd_jax.algorithms.collectives import tree_psum
+from easgd_jax.algorithms.base import AsyncRule, AsyncWorkerState, AxisName, CenterState
+from easgd_jax.algorithms.collectives import tree_psum_checking
 from easgd_jax.algorithms.momentum import nesterov, nesterov_origin
 
 
@@ -76,11 +77,12 @@ def elastic_exchange(
     """The elastic exchange of one worker with the center, on the old values.
 
     Returns ``(worker_delta, center_delta)`` = ``(-alpha (x_i - x~), +alpha (x_i - x~))``:
-    the force is symmetric. Synchronous EASGD sums the center deltas over the workers.
+    the force is symmetric. Synchronous EASGD sums the center deltas over the workers. Each
+    delta is in the dtype of what it moves (a float32 center of bfloat16 workers).
     """
     center_delta = jax.tree.map(
         lambda x, c: (moving_rate * (x - c)).astype(c.dtype), worker, center)
-    worker_delta = jax.tree.map(lambda d: -d, center_delta)
+    worker_delta = jax.tree.map(lambda d, x: (-d).astype(x.dtype), center_delta, worker)
     return worker_delta, center_delta
 
 
@@ -92,6 +94,7 @@ def elastic_averaging(
     *,
     worker_variable: Callable[[optax.Params, Any], optax.Params] | None = None,
     outer: optax.GradientTransformation | None = None,
+    center_dtype: Any = base.CENTER_DTYPE,
 ) -> optax.GradientTransformation:
     """Wraps the local optimizer ``inner`` with the elastic exchange of synchronous EASGD.
 
@@ -119,24 +122,36 @@ def elastic_averaging(
             look-ahead point of Nesterov momentum). ``None``: x_i = params.
         outer: an optax optimizer for the center (e.g. ``optax.sgd(1.0, momentum=0.9,
             nesterov=True)``), or None: the plain center step.
+        center_dtype: the center is kept in ``promote_types(param dtype, center_dtype)``:
+            float32 by default, so bfloat16 params get a float32 center (a bf16 center
+            cannot take the small elastic steps); None keeps the params' dtype.
 
     Returns:
         An optax ``GradientTransformation`` with state :class:`ElasticAveragingState`
         (:class:`ElasticOuterState` with an ``outer`` optimizer).
-        ``init`` sets the center to the given params: every worker must start from the same
-        point (as in the paper) for the replicated centers to agree. ``update`` requires
-        ``params``.
+        ``init`` runs once PER WORKER (``jax.vmap(tx.init)(stacked_params)``) and sets the
+        center to that worker's params: every worker must start from the same point (as in
+        the paper; ``easgd_jax.replicate(params, p)``) for the replicated centers to agree.
+        Every exchange checks that they do, in its one all-reduce, and stops with an error
+        naming the cause when they differ. ``update`` requires ``params``.
+
+    In an ``optax.chain`` the elastic transformation must come LAST: a transformation
+    after it (``optax.scale``, clipping) would act on the elastic force too, e.g.
+    ``chain(eamsgd, scale(0.5))`` halves alpha as well as eta. Put gradient
+    transformations first (``chain(clip_by_global_norm(1.0), eamsgd(...))``);
+    :func:`easgd_jax.algorithms.check_chain_order` refuses a state built otherwise.
     """
     checks.check_interval("moving_rate", moving_rate, 0.0, 1.0)
     checks.check_period("period", period)
     checks.check_axis_name(axis_name)
-    alpha = float(moving_rate)
+    base.check_center_dtype(center_dtype)
+    alpha = checks.scalar(moving_rate)
 
     def init_fn(params: optax.Params) -> ElasticAveragingState | ElasticOuterState:
-        count, center = jnp.zeros([], jnp.int32), fresh_copy(params)
+        count, center = jnp.zeros([], jnp.int32), base.center_copy(params, center_dtype)
         if outer is None:
             return ElasticAveragingState(count, center, inner.init(params))
-        return ElasticOuterState(count, center, outer.init(params), inner.init(params))
+        return ElasticOuterState(count, center, outer.init(center), inner.init(params))
 
     def move_center(center, outer_state, elastic_sum):
         if outer is None:
@@ -148,6 +163,7 @@ def elastic_averaging(
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError("elastic_averaging needs params: call update(grads, state, params).")
+        base.check_per_worker(state.center, params)
         worker = params if worker_variable is None else worker_variable(params, state.inner_state)
         local_updates, inner_state = inner.update(updates, state.inner_state, params)
         outer_state = None if outer is None else state.outer_state
@@ -155,8 +171,8 @@ def elastic_averaging(
         def exchange(operand):
             center, outer_state = operand
             worker_delta, center_delta = elastic_exchange(worker, center, alpha)
-            return worker_delta, move_center(center, outer_state,
-                                             tree_psum(center_delta, axis_name))
+            total, center = tree_psum_checking(center_delta, center, axis_name)
+            return worker_delta, move_center(center, outer_state, total)
 
         def no_exchange(operand):
             return jax.tree.map(jnp.zeros_like, worker), operand
@@ -178,6 +194,7 @@ def easgd(
     moving_rate: float,
     period: int = 1,
     axis_name: AxisName = "workers",
+    center_dtype: Any = base.CENTER_DTYPE,
 ) -> optax.GradientTransformation:
     """Synchronous EASGD (Zhang et al., 2015, eqs 5-6): elastic averaging over plain SGD.
 
@@ -189,9 +206,13 @@ def easgd(
         moving_rate: alpha (paper: 0.9 / p).
         period: tau.
         axis_name: the worker axis of the collective.
+        center_dtype: the center's dtype, at least (float32: bfloat16 params get a float32
+            center); None: the params'. See :func:`elastic_averaging` (init per worker,
+            last in a chain).
     """
     checks.check_rate("learning_rate", learning_rate)
-    return elastic_averaging(optax.sgd(learning_rate), moving_rate, period, axis_name)
+    return elastic_averaging(optax.sgd(learning_rate), moving_rate, period, axis_name,
+                             center_dtype=center_dtype)
 
 
 def eamsgd(
@@ -200,6 +221,7 @@ def eamsgd(
     moving_rate: float,
     period: int = 1,
     axis_name: AxisName = "workers",
+    center_dtype: Any = base.CENTER_DTYPE,
 ) -> optax.GradientTransformation:
     """EAMSGD (Zhang et al., 2015, Algorithm 2): elastic averaging over Nesterov momentum.
 
@@ -216,10 +238,13 @@ def eamsgd(
         moving_rate: alpha.
         period: tau.
         axis_name: the worker axis of the collective.
+        center_dtype: the center's dtype, at least (float32: bfloat16 params get a float32
+            center); None: the params'. See :func:`elastic_averaging` (init per worker,
+            last in a chain).
     """
     return elastic_averaging(
         nesterov(learning_rate, momentum), moving_rate, period, axis_name,
-        worker_variable=nesterov_origin(momentum))
+        worker_variable=nesterov_origin(momentum), center_dtype=center_dtype)
 
 
 def eamsgd_outer(
@@ -230,6 +255,7 @@ def eamsgd_outer(
     outer_learning_rate: float = 1.0,
     outer_momentum: float = 0.0,
     axis_name: AxisName = "workers",
+    center_dtype: Any = base.CENTER_DTYPE,
 ) -> optax.GradientTransformation:
     """EAMSGD whose center takes an outer Nesterov step (registry name ``eamsgd_outer``).
 
@@ -249,6 +275,7 @@ def eamsgd_outer(
         outer_learning_rate: the outer rate (>= 0).
         outer_momentum: the outer Nesterov momentum in [0, 1).
         axis_name: the worker axis of the collective.
+        center_dtype: as in :func:`elastic_averaging`.
     """
     checks.check_rate("outer_learning_rate", outer_learning_rate)
     checks.check_interval("outer_momentum", outer_momentum, 0.0, 1.0)
@@ -258,15 +285,54 @@ def eamsgd_outer(
              optax.sgd(outer_learning_rate, momentum=outer_momentum, nesterov=True))
     return elastic_averaging(
         nesterov(learning_rate, momentum), moving_rate, period, axis_name,
-        worker_variable=nesterov_origin(momentum), outer=outer)
+        worker_variable=nesterov_origin(momentum), outer=outer, center_dtype=center_dtype)
 
 
-def center(opt_state: optax.OptState) -> optax.Params:
-    """The center x~ held in an optimizer state (searched by field name, at any depth)."""
+def center(opt_state: optax.OptState, worker: int | None = None) -> optax.Params:
+    """The center x~ held in an optimizer state (searched by field name, at any depth).
+
+    Args:
+        opt_state: one worker's state, or the workers' states stacked along a leading axis
+            (``jax.vmap(tx.init)``, the state a ``shard_map``/``vmap`` training step
+            returns), or a ``flax.nnx.Optimizer``'s ``opt_state``.
+        worker: None: the center as stored (stacked states give p identical copies,
+            ``[p, ...]`` per leaf). An index: that worker's copy, without the worker axis
+            (``center(stacked_state, worker=0)`` is THE center of a stacked run).
+
+    Returns:
+        The center as a pytree of arrays; Flax nnx ``Variable`` wrappers (``OptVariable``)
+        are unwrapped and an ``nnx.State`` becomes a plain nested dict, like ``params``.
+    """
     found = optax.tree_utils.tree_get(opt_state, "center")
     if found is None:
         raise ValueError("this optimizer state holds no center.")
-    return found
+    found = _unwrap_nnx(found)
+    if worker is None:
+        return found
+    if isinstance(worker, bool) or not isinstance(worker, int):
+        raise ValueError(f"worker must be an int index or None, got {worker!r}.")
+    leaves = jax.tree.leaves(found)
+    size = leaves[0].shape[0] if leaves and leaves[0].ndim else 0
+    if not all(a.ndim and a.shape[0] == size for a in leaves) or not -size <= worker < size:
+        raise ValueError(
+            f"center(..., worker={worker}) takes one copy along the leading worker axis of "
+            f"a stacked state; this center's leaves have shapes "
+            f"{[tuple(a.shape) for a in leaves][:4]}. For one worker's own state use "
+            "center(state) (worker=None).")
+    return jax.tree.map(lambda a: a[worker], found)
+
+
+def _unwrap_nnx(tree: Any) -> Any:
+    """``tree`` with flax.nnx Variables replaced by their values and nnx States by dicts
+    (nothing to do, and nothing imported, when flax.nnx is not in use)."""
+    if "flax.nnx" not in sys.modules:
+        return tree
+    from flax import nnx
+
+    if isinstance(tree, nnx.State):
+        tree = nnx.to_pure_dict(tree)
+    return jax.tree.map(lambda v: v.get_value() if isinstance(v, nnx.Variable) else v, tree,
+                        is_leaf=lambda v: isinstance(v, nnx.Variable))
 
 
 # --------------------------------------------------------------------------- asynchronous

@@ -69,7 +69,12 @@ from jax import lax
 
 from easgd_jax.algorithms import base, checks, clock
 from easgd_jax.algorithms.base import AsyncRule, AsyncWorkerState, AxisName, fresh_copy
-from easgd_jax.algorithms.collectives import broadcast_from, gather
+from easgd_jax.algorithms.collectives import (
+    axis_index,
+    axis_size,
+    broadcast_from,
+    gather,
+)
 
 
 class LeaderState(NamedTuple):
@@ -164,7 +169,12 @@ def _like(index: jax.Array, previous: jax.Array) -> jax.Array:
 
 
 def _init_common(loss_window: int):
-    return (jnp.zeros([], jnp.int32), jnp.zeros([loss_window], jnp.float32),
+    if not checks.is_concrete(loss_window):
+        raise ValueError(
+            "loss_window is the length of the loss buffer, a shape: it cannot be traced. "
+            "Under optax.inject_hyperparams pass static_args=('loss_window',) (and "
+            "'period' too to keep the clock static).")
+    return (jnp.zeros([], jnp.int32), jnp.zeros([int(loss_window)], jnp.float32),
             jnp.zeros([], jnp.float32), jnp.full([], -1, jnp.int32))
 
 
@@ -200,7 +210,7 @@ def lsgd(
     checks.check_period("period", period)
     checks.check_period("loss_window", loss_window)
     checks.check_axis_name(axis_name)
-    c = float(pull)
+    c = checks.scalar(pull)
 
     def init_fn(params: optax.Params) -> LeaderState:
         count, losses, mean, leader = _init_common(loss_window)
@@ -216,7 +226,7 @@ def lsgd(
 
         def communicate(previous_leader):
             leader = select_leader(gather(mean, axis_name))
-            x_leader = broadcast_from(params, lax.axis_index(axis_name) == leader, axis_name)
+            x_leader = broadcast_from(params, axis_index(axis_name) == leader, axis_name)
             return leader_pull(params, x_leader, c), _like(leader, previous_leader)
 
         def stay(previous_leader):
@@ -296,7 +306,7 @@ def lsgd_multi(
     checks.check_interval("global_pull", global_pull, 0.0, 1.0)
     checks.check_period("period", period)
     checks.check_period("global_period", global_period)
-    if global_period % period:
+    if checks.is_concrete(period, global_period) and int(global_period) % int(period):
         raise ValueError(
             f"global_period ({global_period}) must be a multiple of period ({period}).")
     checks.check_period("loss_window", loss_window)
@@ -312,7 +322,7 @@ def lsgd_multi(
         raise ValueError(
             f"axis_name {axis_name!r} and group_axis_name {group_axis_name!r} must be "
             f"disjoint; both hold {', '.join(sorted(shared))}.")
-    c, c_global = float(pull), float(global_pull)
+    c, c_global = checks.scalar(pull), checks.scalar(global_pull)
 
     def init_fn(params: optax.Params) -> MultiLeaderState:
         count, losses, mean, leader = _init_common(loss_window)
@@ -334,10 +344,10 @@ def lsgd_multi(
             # lowest index in it = lowest flat index).
             table = gather(jnp.stack([best_mean, leader.astype(jnp.float32)]), group_axis_name)
             best_group = select_leader(table[:, 0])
-            group_size = lax.psum(1, axis_name)
+            group_size = axis_size(axis_name)
             global_leader = best_group * group_size + table[best_group, 1].astype(jnp.int32)
             x_global = broadcast_from(
-                x_leader, lax.axis_index(group_axis_name) == best_group, group_axis_name)
+                x_leader, axis_index(group_axis_name) == best_group, group_axis_name)
             return leader_pull(params, x_global, c_global), _like(global_leader, local[3])
 
         def no_global_round(local):
@@ -347,7 +357,7 @@ def lsgd_multi(
             means = gather(mean, axis_name)
             leader = select_leader(means)
             safe = jnp.where(jnp.isnan(means), jnp.inf, means)
-            x_leader = broadcast_from(params, lax.axis_index(axis_name) == leader, axis_name)
+            x_leader = broadcast_from(params, axis_index(axis_name) == leader, axis_name)
             local_delta = leader_pull(params, x_leader, c)
             global_delta, global_leader = lax.cond(
                 state.count % global_period == 0, global_round, no_global_round,

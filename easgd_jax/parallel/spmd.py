@@ -26,6 +26,7 @@ from jax import lax
 from jax.sharding import PartitionSpec
 
 from easgd_jax.algorithms import clock
+from easgd_jax.algorithms.base import INIT_PER_WORKER
 from easgd_jax.parallel.mesh import LOCAL_AXIS, WorkerLayout
 
 StepFn = Callable[[Any, Any], tuple[Any, Any]]
@@ -49,7 +50,26 @@ def per_worker(fn: Callable[..., Any], layout: WorkerLayout, donate_argnums=()) 
     mapped = jax.shard_map(
         body, mesh=layout.mesh, in_specs=PartitionSpec(layout.device_axes),
         out_specs=PartitionSpec(layout.device_axes), check_vma=check_vma)
-    return jax.jit(mapped, donate_argnums=donate_argnums)
+
+    def checked(*args):
+        _check_stacked(args, layout.num_workers)  # at trace time: shapes only
+        return mapped(*args)
+
+    return jax.jit(checked, donate_argnums=donate_argnums)
+
+
+def _check_stacked(args: tuple, num_workers: int) -> None:
+    """ValueError naming the first leaf of ``args`` without a leading worker axis of size
+    ``num_workers`` (before ``shard_map``'s own message about in_specs and ranks)."""
+    for path, leaf in jax.tree_util.tree_leaves_with_path(args):
+        shape = jnp.shape(leaf)
+        if not shape or shape[0] != num_workers:
+            where = "args" + jax.tree_util.keystr(path)
+            hint = (" A scalar there is the mark of an optimizer state built by "
+                    f"tx.init(stacked_params): {INIT_PER_WORKER}") if not shape else ""
+            raise ValueError(
+                f"{where} has shape {tuple(shape)}: every argument of a per-worker round "
+                f"is stacked over the workers, with a leading axis of {num_workers}.{hint}")
 
 
 def make_round(step: StepFn, layout: WorkerLayout, donate: bool = True,

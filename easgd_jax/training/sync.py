@@ -40,7 +40,7 @@ from jax.experimental import multihost_utils
 
 from easgd_jax import data, parallel
 from easgd_jax.algorithms import registry
-from easgd_jax.algorithms.base import Spec
+from easgd_jax.algorithms.base import Spec, check_chain_order
 from easgd_jax.training import config as config_lib
 from easgd_jax.training.checkpoint import Checkpointer
 from easgd_jax.training.common import (
@@ -234,7 +234,9 @@ def _train(
         keys = jax.random.split(worker_rng, p)[workers.start:workers.stop]
         return TrainState(stacked, jax.vmap(tx.init)(stacked), keys)
 
-    state = _to_global(initial_state, layout, jax.eval_shape(lambda: initial_state(range(p))))
+    abstract_state = jax.eval_shape(lambda: initial_state(range(p)))
+    check_chain_order(abstract_state.opt_state)  # a registered algorithm passes; a wrapper may not
+    state = _to_global(initial_state, layout, abstract_state)
     period = config_lib.round_period(config)
     rounds = config_lib.steps_per_round(config)
     round_fn = make_train_round(config, model, tx, spec, layout)
