@@ -92,11 +92,11 @@ def is_concrete(*values: Any) -> bool:
     return not any(isinstance(v, jax.core.Tracer) for v in values)
 
 
-def check_momentum(value: float) -> None:
+def check_momentum(value: float, name: str = "momentum") -> None:
     """A momentum delta in [0, 1)."""
-    check_interval("momentum", value, 0.0, 1.0)
+    check_interval(name, value, 0.0, 1.0)
     if _number(value) == 1.0:
-        raise ValueError(f"momentum must be < 1, got {value!r}.")
+        raise ValueError(f"{name} must be < 1, got {value!r}.")
 
 
 def check_moving_average_rate(value: float) -> None:

@@ -278,11 +278,9 @@ def eamsgd_outer(
         center_dtype: as in :func:`elastic_averaging`.
     """
     checks.check_rate("outer_learning_rate", outer_learning_rate)
-    checks.check_interval("outer_momentum", outer_momentum, 0.0, 1.0)
-    if outer_momentum == 1.0:
-        raise ValueError("outer_momentum must be < 1, got 1.0.")
-    outer = (optax.sgd(outer_learning_rate) if outer_momentum == 0 else
-             optax.sgd(outer_learning_rate, momentum=outer_momentum, nesterov=True))
+    checks.check_momentum(outer_momentum, "outer_momentum")
+    # At momentum 0 the Nesterov form is plain SGD, exactly (u = -eta (g + 0 m)).
+    outer = optax.sgd(outer_learning_rate, momentum=outer_momentum, nesterov=True)
     return elastic_averaging(
         nesterov(learning_rate, momentum), moving_rate, period, axis_name,
         worker_variable=nesterov_origin(momentum), outer=outer, center_dtype=center_dtype)

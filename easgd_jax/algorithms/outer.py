@@ -32,7 +32,7 @@ arrival and the worker restarts from the new center:
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -40,7 +40,7 @@ import optax
 
 from easgd_jax.algorithms import base, checks, clock
 from easgd_jax.algorithms.base import AsyncRule, AsyncWorkerState, AxisName, fresh_copy
-from easgd_jax.algorithms.collectives import tree_pmean
+from easgd_jax.algorithms.collectives import axis_size, tree_psum_checking
 
 
 class DilocoState(NamedTuple):
@@ -71,6 +71,7 @@ def diloco(
     outer: optax.GradientTransformation,
     period: int,
     axis_name: AxisName = "workers",
+    center_dtype: Any = base.CENTER_DTYPE,
 ) -> optax.GradientTransformation:
     """DiLoCo (Douillard et al., 2023): ``period`` inner steps, then one outer step.
 
@@ -84,18 +85,24 @@ def diloco(
             gives periodic model averaging).
         period: H >= 1, the inner steps per outer step.
         axis_name: the mapped worker axis of the all-reduce.
+        center_dtype: the center (and the outer state) is kept in ``promote_types(param
+            dtype, center_dtype)``: float32 by default, as EASGD's; None keeps the params'.
 
     Returns:
-        A ``GradientTransformation`` with state :class:`DilocoState`. ``init`` sets the
-        center to the given params: every worker must start from the same point.
-        ``update`` requires ``params``.
+        A ``GradientTransformation`` with state :class:`DilocoState`. ``init`` runs per
+        worker and sets the center to that worker's params: every worker must start from
+        the same point (``easgd_jax.replicate``); each outer step checks, in its one
+        all-reduce, that the workers' centers agree (as EASGD's exchange does). ``update``
+        requires ``params``.
     """
     checks.check_period("period", period)
     checks.check_axis_name(axis_name)
+    base.check_center_dtype(center_dtype)
 
     def init_fn(params: optax.Params) -> DilocoState:
-        return DilocoState(count=jnp.zeros([], jnp.int32), center=fresh_copy(params),
-                           outer_state=outer.init(params), inner_state=inner.init(params))
+        center = base.center_copy(params, center_dtype)
+        return DilocoState(count=jnp.zeros([], jnp.int32), center=center,
+                           outer_state=outer.init(center), inner_state=inner.init(params))
 
     def update_fn(updates, state, params=None):
         if params is None:
@@ -105,7 +112,10 @@ def diloco(
         def outer_step(operand):
             center, outer_state = operand
             moved = optax.apply_updates(params, local)  # x_i after its inner step
-            delta = outer_gradient(center, tree_pmean(moved, axis_name))
+            moved = jax.tree.map(lambda x, c: x.astype(c.dtype), moved, center)
+            total, center = tree_psum_checking(moved, center, axis_name)
+            mean = jax.tree.map(lambda t: t / axis_size(axis_name), total)
+            delta = outer_gradient(center, mean)
             outer_updates, outer_state = outer.update(delta, outer_state, center)
             center = optax.apply_updates(center, outer_updates)
             reset = jax.tree.map(lambda c, x: (c - x).astype(x.dtype), center, params)
@@ -124,11 +134,11 @@ def diloco(
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def _nesterov_sgd(learning_rate: optax.ScalarOrSchedule, momentum: float
+def _nesterov_sgd(learning_rate: optax.ScalarOrSchedule, momentum: Any
                   ) -> optax.GradientTransformation:
-    """``optax.sgd`` with Nesterov momentum (plain SGD at momentum 0)."""
-    if momentum == 0:
-        return optax.sgd(learning_rate)
+    """``optax.sgd`` with Nesterov momentum; at momentum 0 it is plain SGD (m = g, u = -eta
+    (g + 0 m)) with the same state structure, so that an injected momentum
+    (``optax.inject_hyperparams``) and a constant one build the same state."""
     return optax.sgd(learning_rate, momentum=momentum, nesterov=True)
 
 
@@ -139,6 +149,7 @@ def nesterov_diloco(
     outer_learning_rate: float = 0.7,
     outer_momentum: float = 0.9,
     axis_name: AxisName = "workers",
+    center_dtype: Any = base.CENTER_DTYPE,
 ) -> optax.GradientTransformation:
     """DiLoCo with Nesterov SGD inside and out (registry name ``diloco``).
 
@@ -152,15 +163,15 @@ def nesterov_diloco(
         outer_learning_rate: the outer rate (DiLoCo: 0.7; 1.0 with momentum 0 is local SGD).
         outer_momentum: the outer Nesterov momentum in [0, 1) (DiLoCo: 0.9).
         axis_name: the worker axis of the all-reduce.
+        center_dtype: as in :func:`diloco`.
     """
     checks.check_rate("learning_rate", learning_rate)
     checks.check_momentum(momentum)
     checks.check_rate("outer_learning_rate", outer_learning_rate)
-    checks.check_interval("outer_momentum", outer_momentum, 0.0, 1.0)
-    if outer_momentum == 1.0:
-        raise ValueError("outer_momentum must be < 1, got 1.0.")
+    checks.check_momentum(outer_momentum, "outer_momentum")
     return diloco(_nesterov_sgd(learning_rate, momentum),
-                  _nesterov_sgd(outer_learning_rate, outer_momentum), period, axis_name)
+                  _nesterov_sgd(outer_learning_rate, outer_momentum), period, axis_name,
+                  center_dtype)
 
 
 # --------------------------------------------------------------------------- asynchronous
@@ -222,9 +233,7 @@ def async_diloco(
     checks.check_period("period", period)
     checks.check_period("num_workers", num_workers)
     checks.check_rate("outer_learning_rate", outer_learning_rate)
-    checks.check_interval("outer_momentum", outer_momentum, 0.0, 1.0)
-    if outer_momentum == 1.0:
-        raise ValueError("outer_momentum must be < 1, got 1.0.")
+    checks.check_momentum(outer_momentum, "outer_momentum")
     rate = checks.schedule_value(learning_rate)
     mu, outer_rate, outer_mu = float(momentum), float(outer_learning_rate), float(outer_momentum)
 
