@@ -106,8 +106,12 @@ def _checksums(tree: optax.Params) -> jax.Array:
     return jnp.stack([sum(jnp.sum(a) for a in leaves), sum(jnp.sum(a * a) for a in leaves)])
 
 
-def _raise_disagreement(what: str, axis_name: AxisName) -> Callable[[Any], None]:
-    def fail(slots) -> None:
+def _raise_disagreement(what: str, axis_name: AxisName) -> Callable[[Any, Any], np.ndarray]:
+    def fail(slots, agree) -> np.ndarray:
+        # Under an outer vmap (e.g. independent chains) the branch that calls this becomes
+        # a select and runs at every exchange: raise only where the copies really differ.
+        if np.all(np.asarray(agree)):
+            return np.asarray(agree)
         raise ValueError(
             f"the workers' copies of the {what} differ (checksums per worker along "
             f"{axis_name!r}: {np.asarray(slots).tolist()}). Each worker's tx.init copies the "
@@ -129,12 +133,15 @@ def tree_psum_checking(tree: optax.Updates, replicated: optax.Params, axis_name:
     Each worker adds two checksums of its copy into its own slot of a ``[p, 2]`` array
     (zeros elsewhere, so the psum of the slots is exact: an all-gather); the copies agree
     when every row equals the first (NaN rows count as equal: a diverged center is the
-    NaN check's business). When they differ, a ``jax.debug.callback`` raises a
+    NaN check's business). When they differ, a ``jax.pure_callback`` raises a
     ``ValueError`` that says why and what to do (through jit it surfaces as a
     ``JaxRuntimeError`` carrying that text), and the returned copy is NaN, so that nothing
     trains on silently. The check costs two reductions of the copy and 2p numbers more in
     the exchange's one all-reduce; the callback runs only on a disagreement (its condition
-    is the same on every worker, so under ``vmap`` it stays a real branch).
+    is the same on every worker, so under the workers' ``vmap`` it stays a real branch).
+    Under an OUTER vmap (independent chains, as ``analysis/montecarlo.py`` runs) the
+    condition is batched, the branch becomes a select and the callback runs once per
+    exchange, with the whole batch, raising only where a chain's copies differ.
 
     Returns ``(psum of tree, replicated)``, ``replicated`` unchanged when the copies agree.
     """
@@ -144,8 +151,14 @@ def tree_psum_checking(tree: optax.Updates, replicated: optax.Params, axis_name:
     same = (slots == slots[0]) | (jnp.isnan(slots) & jnp.isnan(slots[0]))
     fail = _raise_disagreement(what, axis_name)
 
-    def disagree(copy):
-        jax.debug.callback(fail, slots)
-        return jax.tree.map(lambda a: jnp.full_like(a, jnp.nan), copy)
+    agree = jnp.all(same)
 
-    return total, lax.cond(jnp.all(same), lambda copy: copy, disagree, replicated)
+    def disagree(copy):
+        # A pure_callback whose result is used (not DCE'd), called ONCE per exchange with
+        # the batched values under an outer vmap (jax.debug.callback would be unrolled over
+        # the batch: a host call per chain and step).
+        ok = jax.pure_callback(fail, jax.ShapeDtypeStruct(agree.shape, agree.dtype), slots,
+                               agree, vmap_method="expand_dims")
+        return jax.tree.map(lambda a: jnp.where(ok, a, jnp.full_like(a, jnp.nan)), copy)
+
+    return total, lax.cond(agree, lambda copy: copy, disagree, replicated)
