@@ -53,6 +53,7 @@ def _describe(holder: dict) -> str:
 def workdir_lock(workdir: str) -> Iterator[str]:
     """Holds the workdir's lock for the body; raises :class:`WorkdirBusyError` naming the
     holder if another process has it. Yields the lock file's path."""
+    created = not os.path.isdir(workdir)
     os.makedirs(workdir, exist_ok=True)
     path = os.path.realpath(lock_path(workdir))
     if path in _HELD:  # re-entrant within this process
@@ -85,6 +86,11 @@ def workdir_lock(workdir: str) -> Iterator[str]:
         finally:
             del _HELD[path]
             os.ftruncate(fd, 0)  # released cleanly: nobody to take over from
+            if created and os.listdir(workdir) == [os.path.basename(path)]:
+                # A run that failed before writing anything (bad input found late, e.g. a
+                # data set that is not prepared) leaves no empty workdir behind.
+                os.remove(path)
+                os.rmdir(workdir)
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
