@@ -108,7 +108,8 @@ class RayTransport:
     def __init__(self, ray: Any, server: Any):
         self._ray, self.server = ray, server
 
-    def tick(self) -> int | None:
+    def tick(self, progress: Callable[[], Any]) -> int | None:
+        del progress  # the Ray executor takes no cuts
         return self._ray.get(self.server.tick.remote())
 
     def exchange(self, worker: int, vectors: Sequence[Any],

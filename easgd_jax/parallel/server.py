@@ -110,6 +110,9 @@ class ParameterServer:
         self.ledger = np.zeros((num_workers, self.size), np.float64)
         self.start = flat.astype(np.float64)
         self._total_lock = threading.Lock()
+        self._cut = threading.Condition(self._total_lock)  # the hold of a consistent cut
+        self._hold: int | None = None
+        self._parked: dict[int, Any] = {}
         self._total = 0
 
     @property
@@ -121,12 +124,71 @@ class ParameterServer:
         """T, the number of local steps the workers announced with :meth:`tick`."""
         return self._total
 
-    def tick(self) -> int:
-        """Announces one local step; returns T before it (the total-iteration clock)."""
+    def tick(self) -> int | None:
+        """Announces one local step; returns T before it (the total-iteration clock), or
+        None while the workers are held at a cut (:meth:`hold`; nothing is announced)."""
         with self._total_lock:
+            if self._hold is not None and self._total >= self._hold:
+                return None
             total = self._total
             self._total += 1
         return total
+
+    # ---- consistent cuts: the workers held between two local steps
+
+    def hold(self, at: int | None) -> None:
+        """Holds every worker that asks for a tick once T reaches ``at`` (None: no hold);
+        releases the workers parked at the previous hold."""
+        with self._cut:
+            self._hold = at
+            self._cut.notify_all()
+
+    @property
+    def hold_at(self) -> int | None:
+        return self._hold
+
+    def park(self, worker: int, progress: Any, stopped: Callable[[], bool]) -> None:
+        """Worker ``worker``, refused a tick by the hold, leaves ``progress`` (its state
+        between two steps) and waits until the hold is moved past T or ``stopped()``."""
+        with self._cut:
+            self._parked[worker] = progress
+            try:
+                while (self._hold is not None and self._total >= self._hold
+                       and not stopped()):
+                    self._cut.wait(0.05)
+            finally:
+                del self._parked[worker]
+
+    def parked(self) -> dict[int, Any]:
+        """The progress of each worker parked at the hold now."""
+        with self._cut:
+            return dict(self._parked)
+
+    # ---- checkpoints
+
+    def state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The whole server at this moment, for a checkpoint: ``(arrays, meta)``, the
+        shards' masters and the float64 start and ledger (as uint32 bit patterns, exact
+        without 64-bit jax) in jax arrays, the clocks, read clocks, sent counts, staleness
+        lists and T in JSON data. Call at a cut (no exchange in flight)."""
+        arrays = {"masters": list(self._masters),
+                  "ledger_bits": jnp.asarray(np.ascontiguousarray(self.ledger).view(np.uint32)),
+                  "start_bits": jnp.asarray(np.ascontiguousarray(self.start).view(np.uint32))}
+        meta = {"clocks": self.clocks.tolist(), "read": self._read.tolist(),
+                "sent": self.sent.tolist(), "staleness": [list(s) for s in self.staleness],
+                "total": int(self._total)}
+        return arrays, meta
+
+    def load_state(self, arrays: dict[str, Any], meta: dict[str, Any]) -> None:
+        """Restores what :meth:`state` saved (before any worker starts)."""
+        self._masters = list(arrays["masters"])
+        self.ledger = np.array(np.asarray(arrays["ledger_bits"]).view(np.float64))
+        self.start = np.array(np.asarray(arrays["start_bits"]).view(np.float64))
+        self.clocks = np.asarray(meta["clocks"], np.int64)
+        self._read = np.asarray(meta["read"], np.int64)
+        self.sent = np.asarray(meta["sent"], np.int64)
+        self.staleness = [list(s) for s in meta["staleness"]]
+        self._total = int(meta["total"])
 
     def _acquire(self, shard: int) -> None:
         if not self._locks[shard].acquire(timeout=self.lock_timeout_s):
@@ -288,14 +350,19 @@ def run_threads(
 
 
 class ThreadTransport:
-    """A worker thread's way to the :class:`ParameterServer` of this process; ``stop`` ends
+    """Worker ``index``'s way to the :class:`ParameterServer` of this process; ``stop`` ends
     the run."""
 
-    def __init__(self, server: ParameterServer, stop: threading.Event):
-        self.server, self.stop = server, stop
+    def __init__(self, server: ParameterServer, stop: threading.Event, index: int):
+        self.server, self.stop, self.index = server, stop, index
 
-    def tick(self) -> int | None:
-        return None if self.stop.is_set() else self.server.tick()
+    def tick(self, progress: Callable[[], WorkerResult]) -> int | None:
+        while not self.stop.is_set():
+            total = self.server.tick()
+            if total is not None:
+                return total
+            self.server.park(self.index, progress(), self.stop.is_set)
+        return None
 
     def exchange(self, worker: int, vectors: Sequence[Any],
                  scalars: Sequence[Any]) -> tuple[np.ndarray, ...]:
@@ -307,10 +374,12 @@ class ThreadRun:
     """The outcome of :func:`train_threads`."""
 
     workers: list[AsyncWorkerState]
-    losses: list[np.ndarray]  # per worker, one per local step
+    losses: list[np.ndarray]  # per worker, one per local step (resumed: the tail given)
     steps: list[int]  # per worker
     wall_time_s: float  # the threads' run, after compilation
     compile_time_s: float  # the warm-up that compiles the worker steps and the exchange
+    results: list[WorkerResult]  # per worker; a lost worker: before the step that failed
+    lost: dict[int, str]  # the workers that failed and were left behind: their error
 
 
 def train_threads(
@@ -326,6 +395,10 @@ def train_threads(
     chunk_steps: int = 50,
     on_poll: Callable[[], None] | None = None,
     stop_when: Callable[[int, int], None] | None = None,
+    start: Sequence[WorkerResult] | None = None,
+    cuts: Sequence[int] = (),
+    on_cut: Callable[[int, list[WorkerResult]], None] | None = None,
+    on_failure: Callable[[int, BaseException], bool] | None = None,
 ) -> ThreadRun:
     """Every worker runs ``num_steps`` local steps of ``rule`` in its own thread.
 
@@ -340,19 +413,71 @@ def train_threads(
         timeout_s: the whole run's limit.
         on_poll: called in the caller's thread while the workers run.
         stop_when: test hook, ``(worker, step)`` called before every step (may raise).
+        start: per worker, where to continue from (a resumed run; ``server`` restored to
+            the same cut).
+        cuts: values of T (local steps of all workers together) at which the workers are
+            held between two steps (consistent cuts); ``on_cut(T, per-worker progress)`` is
+            then called in the caller's thread, with the server quiet, before they go on.
+            A cut no live worker can reach (the others finished or were lost) is skipped.
+        on_failure: ``(worker, error) -> continue?``; True leaves the worker behind (logged
+            by the caller) and the others go on; False or None stops the run.
+
+    On an exception the error carries ``worker_results``: every worker's progress, between
+    two steps (the stopped workers return at their next tick).
     """
     steps = make_worker_steps(rule, grad_fn, params)
     # Compile everything once here, not in p threads at once (and not inside the timing).
     compile_time = warm_up(steps, rule, params, batch_fn, 0, key, server.dry_exchange)
-    results: list[WorkerResult | None] = [None] * server.num_workers
+    p = server.num_workers
+    results: list[WorkerResult | None] = list(start) if start is not None else [None] * p
+    status = ["running"] * p
+    lost: dict[int, str] = {}
+    lock = threading.Lock()
+    pending = sorted(c for c in cuts if c > server.total)
+    server.hold(pending[0] if pending else None)
 
     def work(index: int, stop: threading.Event) -> None:
-        results[index] = run_worker(steps, rule, params, ThreadTransport(server, stop), index,
-                                    num_steps, batch_fn, key, chunk_steps, stop_when)
+        outcome = "done"
+        try:
+            result = run_worker(steps, rule, params, ThreadTransport(server, stop, index),
+                                index, num_steps, batch_fn, key, chunk_steps, stop_when,
+                                start=results[index])
+        except Exception as error:
+            result = getattr(error, "worker_result", None)
+            if on_failure is None or not on_failure(index, error):
+                with lock:
+                    results[index], status[index] = result, "failed"
+                raise
+            outcome = "lost"
+            lost[index] = f"{type(error).__name__}: {error}"
+        with lock:
+            results[index], status[index] = result, outcome
+
+    def poll() -> None:
+        if on_poll is not None:
+            on_poll()
+        while server.hold_at is not None:
+            parked = server.parked()
+            with lock:
+                settled = all(i in parked or status[i] != "running" for i in range(p))
+                here = [parked.get(i, results[i]) for i in range(p)]
+            if not settled:
+                return
+            mark = pending.pop(0)
+            if server.total == mark and on_cut is not None:
+                on_cut(mark, here)
+            server.hold(pending[0] if pending else None)
 
     begin = time.perf_counter()
-    run_threads(work, server.num_workers, timeout_s, on_poll=on_poll)
+    try:
+        run_threads(work, p, timeout_s, on_poll=poll)
+    except BaseException as error:
+        error.worker_results = list(results)  # type: ignore[attr-defined]
+        raise
+    finally:
+        server.hold(None)
     wall = time.perf_counter() - begin
-    done = [r for r in results if r is not None]
+    done = [r if r is not None else WorkerResult(rule.init_worker(params), [], 0, 0)
+            for r in results]
     return ThreadRun([r.worker for r in done], [r.loss_array() for r in done],
-                     [r.steps for r in done], wall, compile_time)
+                     [r.steps for r in done], wall, compile_time, done, lost)
