@@ -141,6 +141,7 @@ class ParameterServer:
         releases the workers parked at the previous hold."""
         with self._cut:
             self._hold = at
+            self._parked.clear()  # released (they leave park() when they get the lock)
             self._cut.notify_all()
 
     @property
@@ -151,13 +152,15 @@ class ParameterServer:
         """Worker ``worker``, refused a tick by the hold, leaves ``progress`` (its state
         between two steps) and waits until the hold is moved past T or ``stopped()``."""
         with self._cut:
-            self._parked[worker] = progress
             try:
                 while (self._hold is not None and self._total >= self._hold
                        and not stopped()):
+                    # (again after each wake-up: a hold moved while this worker waited for
+                    # the lock may have been reached already, and it cleared the entry)
+                    self._parked[worker] = progress
                     self._cut.wait(0.05)
             finally:
-                del self._parked[worker]
+                self._parked.pop(worker, None)
 
     def parked(self) -> dict[int, Any]:
         """The progress of each worker parked at the hold now."""
