@@ -246,8 +246,7 @@ def test_simulated_async_kill_9_of_launch_resumes_bitwise(tmp_path):
     """A real kill -9 of ``launch.py`` between two checkpoints; resumed in the same workdir
     (to a later end: num_steps may change), equal bit for bit to a straight run."""
     killed, straight = str(tmp_path / "killed"), str(tmp_path / "straight")
-    flags = ["--config.data.name=digits", "--config.model.name=mlp",
-             "--config.model.kwargs.hidden=(32,)", "--config.num_workers=3",
+    flags = ["--config.data.name=digits", "--config.model.name=mlp", "--config.num_workers=3",
              "--config.algorithm.moving_rate=0.3", "--config.train.batch_size=32",
              "--config.train.eval_every=10", "--config.checkpoint.every=20",
              "--config.tensorboard=False"]
