@@ -106,14 +106,14 @@ def test_simulated_async_sigterm_saves_stops_and_resumes_bitwise(
 
     def signalled(*args):
         calls.append(1)
-        if len(calls) == 2:  # during the chunk 10..20
+        if len(calls) == 3:  # during the chunk 20..30 (no checkpoint due at 30)
             os.kill(os.getpid(), signal.SIGTERM)
         return batches(*args)
 
     monkeypatch.setattr(async_train, "_chunk_batches", signalled)
     metrics = async_train.train_and_evaluate(_simulated(), workdir)
-    assert metrics["stopped_at_step"] == 20
-    assert Checkpointer(workdir, 3).steps() == [20]
+    assert metrics["stopped_at_step"] == 30
+    assert Checkpointer(workdir, 3).steps() == [20, 30]
     assert not os.path.exists(os.path.join(workdir, "final_metrics.json"))
     monkeypatch.undo()
     final = async_train.train_and_evaluate(_simulated(), workdir)
