@@ -13,12 +13,12 @@ import time
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from test_async_train import small
 
 from easgd_jax.training import asynchronous as async_train
 from easgd_jax.training.checkpoint import Checkpointer
 from easgd_jax.training.common import NonFiniteError
 from easgd_jax.training.metrics import read_metrics
-from test_async_train import small
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMING = ("steps_per_second", "wall_time_s", "compile_time_s")
