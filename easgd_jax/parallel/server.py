@@ -23,7 +23,14 @@ Measured and checked:
 - the number of exchanges each shard applied equals the number the workers sent;
 - clean shutdown: :func:`run_threads` joins every thread with a timeout and fails if one is
   still alive; an exception in one worker stops all of them and is re-raised in the caller
-  with the worker's index (``error.worker_index`` and a note).
+  with the worker's index (``error.worker_index`` and a note), unless ``on_failure`` lets
+  the others go on without it.
+
+Consistent cuts (for evaluations at exact steps and checkpoints): :meth:`ParameterServer.hold`
+makes every worker that asks for a tick once T reaches a mark hand over its progress and
+wait; when every worker is parked, finished or lost, no exchange is in flight, T equals the
+steps the workers took, and :meth:`ParameterServer.state` with the workers' progress is a
+snapshot a run can resume from (:meth:`ParameterServer.load_state`, ``start``).
 """
 
 from __future__ import annotations

@@ -93,7 +93,9 @@ def defaults() -> ml_collections.ConfigDict:
     config.asynchrony.on_worker_failure = "stop"
 
     config.checkpoint = ml_collections.ConfigDict()
-    config.checkpoint.every = 1000  # steps between checkpoints (0: only at the end)
+    # Steps between checkpoints (0: only at the end). simulated_async runs in chunks of
+    # gcd(train.eval_every, checkpoint.every) steps, so that both fall on chunk boundaries.
+    config.checkpoint.every = 1000
     config.checkpoint.max_to_keep = 3
     config.tensorboard = True  # event files in workdir/tensorboard besides metrics.jsonl
 
