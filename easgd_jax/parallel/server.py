@@ -169,6 +169,10 @@ class ParameterServer:
             finally:
                 self._parked.pop(worker, None)
 
+    def staleness_since(self, seen: Sequence[int]) -> list[list[int]]:
+        """Each worker's staleness values after its first ``seen[w]``."""
+        return [list(values[seen[w]:]) for w, values in enumerate(self.staleness)]
+
     def parked(self) -> dict[int, Any]:
         """The progress of each worker parked at the hold now."""
         with self._cut:
@@ -359,6 +363,36 @@ def run_threads(
         raise TimeoutError(f"the {num_workers} workers did not finish in {timeout_s} s.")
 
 
+class CutSchedule:
+    """The driver's side of consistent cuts: the marks of T still ahead, one held at a time.
+
+    ``hold(at)`` moves the server's hold (:meth:`ParameterServer.hold`). :meth:`poll` checks
+    whether every worker is parked at the current mark, finished or lost; then calls
+    ``on_cut(T, per-worker progress)`` (skipped when the mark was not reached: the workers
+    left finished or were lost first) and holds the next mark.
+    """
+
+    def __init__(self, cuts: Sequence[int], total: int, hold: Callable[[int | None], None]):
+        self.pending = sorted(c for c in cuts if c > total)
+        self._hold = hold
+        hold(self.pending[0] if self.pending else None)
+
+    def poll(self, parked: Callable[[], dict[int, Any]],
+             workers: Callable[[], tuple[list[str], list[Any]]], total: Callable[[], int],
+             on_cut: Callable[[int, list[Any]], None] | None) -> None:
+        """``parked()``: the progress of the parked workers; ``workers()``: every worker's
+        status ("running" or not) and last known progress; ``total()``: T."""
+        while self.pending:
+            here = parked()
+            status, results = workers()
+            if not all(i in here or s != "running" for i, s in enumerate(status)):
+                return
+            mark = self.pending.pop(0)
+            if total() == mark and on_cut is not None:
+                on_cut(mark, [here.get(i, r) for i, r in enumerate(results)])
+            self._hold(self.pending[0] if self.pending else None)
+
+
 class ThreadTransport:
     """Worker ``index``'s way to the :class:`ParameterServer` of this process; ``stop`` ends
     the run."""
@@ -443,8 +477,7 @@ def train_threads(
     status = ["running"] * p
     lost: dict[int, str] = {}
     lock = threading.Lock()
-    pending = sorted(c for c in cuts if c > server.total)
-    server.hold(pending[0] if pending else None)
+    schedule = CutSchedule(cuts, server.total, server.hold)
 
     def work(index: int, stop: threading.Event) -> None:
         outcome = "done"
@@ -463,20 +496,14 @@ def train_threads(
         with lock:
             results[index], status[index] = result, outcome
 
+    def workers() -> tuple[list[str], list[Any]]:
+        with lock:
+            return list(status), list(results)
+
     def poll() -> None:
         if on_poll is not None:
             on_poll()
-        while server.hold_at is not None:
-            parked = server.parked()
-            with lock:
-                settled = all(i in parked or status[i] != "running" for i in range(p))
-                here = [parked.get(i, results[i]) for i in range(p)]
-            if not settled:
-                return
-            mark = pending.pop(0)
-            if server.total == mark and on_cut is not None:
-                on_cut(mark, here)
-            server.hold(pending[0] if pending else None)
+        schedule.poll(server.parked, workers, lambda: server.total, on_cut)
 
     begin = time.perf_counter()
     try:
