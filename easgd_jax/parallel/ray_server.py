@@ -132,7 +132,8 @@ class ServerActor:
         else:
             report = self.ps.report()
         return {"report": report, "center": self.ps.center_flat(), "start": self.ps.start,
-                "ledger": self.ps.ledger, "staleness": self.ps.staleness}
+                "ledger": self.ps.ledger, "staleness": self.ps.staleness,
+                "state": self.state()}
 
 
 def _host_progress(result: WorkerResult) -> WorkerResult:
@@ -254,6 +255,7 @@ class RayRun:
     wall_time_s: float  # the workers' run, after compilation
     compile_time_s: float  # the warm-up (slowest worker)
     results: list[WorkerResult]  # per worker, its final progress
+    server_state: tuple[dict[str, Any], dict[str, Any]]  # ParameterServer.state, host arrays
 
 
 def _worker_error(ray: Any, error: BaseException, index: int, num_workers: int,
@@ -462,7 +464,7 @@ def train_ray(
         center_flat=final["center"], start_flat=final["start"], ledger=final["ledger"],
         staleness=final["staleness"],
         center=unravel(jnp.asarray(final["center"])), wall_time_s=wall,
-        compile_time_s=compile_time, results=list(results))
+        compile_time_s=compile_time, results=list(results), server_state=final["state"])
 
 
 def _gather(ray: Any, refs: list[Any], num_workers: int, timeout_s: float, *,

@@ -162,27 +162,16 @@ class _Recorder:
 
 
 class _Evaluator:
-    """Evaluates the master's center while the workers run: each time the total clock
-    passes another ``eval_every * p`` local steps (threads, Ray), and at the end."""
+    """Evaluates the master's center at a cut and at the end (threads, Ray), writing one
+    metrics line."""
 
     def __init__(self, config: ml_collections.ConfigDict, evaluate, dataset: data.Dataset,
                  writer: MetricsWriter):
         self.evaluate, self.dataset, self.writer = evaluate, dataset, writer
-        self.p = config.num_workers
-        self.every = config.train.eval_every * self.p
-        self.last_tick = config.train.num_steps * self.p
-        self.next = self.every
         self.metrics: dict[str, Any] = {}
         self.start = time.perf_counter()  # mid-run rates include the warm-up compilation
         self.start_step = 0  # a resumed run's first step
         self.lock = threading.Lock()
-
-    def due(self, total: int) -> int | None:
-        """The step to evaluate at when ``total`` local steps passed the next mark."""
-        if total >= self.next and self.next < self.last_tick:
-            step, self.next = self.next // self.p, self.next + self.every
-            return step
-        return None
 
     def __call__(self, step: int, center, staleness: np.ndarray,
                  seconds: float | None = None) -> None:
@@ -344,13 +333,25 @@ def _losses_tail(result: WorkerResult, n: int) -> list[float]:
 
 
 def _run_threads(run: _Run):
+    return _run_server(run, use_ray=False)
+
+
+def _run_ray(run: _Run):
+    return _run_server(run, use_ray=True)
+
+
+def _run_server(run: _Run, use_ray: bool):
+    """The threads or Ray executor: a parameter server, workers held at consistent cuts for
+    evaluations and checkpoints."""
     config, rule, params = run.config, run.rule, run.params
     asyn, p = config.asynchrony, config.num_workers
     end, eval_ticks = config.train.num_steps * p, config.train.eval_every * p
     every_ticks = config.checkpoint.every * p
-    ps = server.ParameterServer(rule, params, p, asyn.num_shards)
+    ps = server.ParameterServer(rule, params, p, asyn.num_shards)  # Ray: for the shapes
+    view: Any = ps  # the server as the driver sees it (Ray: a RemoteServer once running)
     fresh = WorkerResult(rule.init_worker(params), [], 0, 0)
     start: list[WorkerResult] | None = None
+    server_state = None
     seen = [0] * p  # per worker, the staleness values already reported
     lost: dict[int, str] = {}
     label, metrics = 0, {}
@@ -358,7 +359,8 @@ def _run_threads(run: _Run):
         {"server": ps.state()[0], "workers": [fresh.worker] * p})
     if restored is not None:
         label, state, meta = restored
-        ps.load_state(state["server"], meta["server"])
+        server_state = (state["server"], meta["server"])
+        ps.load_state(*server_state)
         start = [WorkerResult(w, [np.float32(x) for x in tail], s, e) for w, tail, s, e
                  in zip(state["workers"], meta["losses"], meta["steps"], meta["exchanges"],
                         strict=True)]
@@ -373,13 +375,12 @@ def _run_threads(run: _Run):
 
     def new_staleness() -> np.ndarray:
         """Staleness of the exchanges since the last evaluation."""
-        parts = []
-        for w, values in enumerate(ps.staleness):
-            parts.append(np.asarray(values[seen[w]:], np.int64))
-            seen[w] = len(values)
-        return np.concatenate(parts)
+        new = view.staleness_since(seen)
+        for w, values in enumerate(new):
+            seen[w] += len(values)
+        return np.asarray([s for values in new for s in values], np.int64)
 
-    def check_finite(results: list[WorkerResult], step: int) -> None:
+    def check_finite(results: list[WorkerResult], step: int, center: np.ndarray) -> None:
         for w, r in enumerate(results):
             if len(r.losses) > checked[w]:
                 new = np.asarray(jnp.stack(r.losses[checked[w]:]))
@@ -389,18 +390,21 @@ def _run_threads(run: _Run):
                         f"non-finite value (NaN or Inf) in a loss of worker {w} at its local "
                         f"step {at} (checked at step {step}); stopping. " + run.last_good())
                 checked[w] = len(r.losses)
-        if not np.isfinite(ps.center_flat()).all():
+        if not np.isfinite(center).all():
             raise NonFiniteError(f"non-finite value (NaN or Inf) in the center at step {step}; "
                                  "stopping. " + run.last_good())
 
-    def save(results: list[WorkerResult], at: int | None = None) -> int:
-        """A checkpoint of the server and every worker now (a cut); returns its step."""
-        arrays, server_meta = ps.state()
-        step = ps.total // p if at is None else at
+    def save(results: list[WorkerResult], at: int | None = None, state=None) -> int:
+        """A checkpoint of the server (``state``, else now) and every worker (a cut);
+        returns its step."""
+        arrays, server_meta = view.state() if state is None else state
+        arrays = jax.tree.map(jnp.asarray, arrays)
+        step = server_meta["total"] // p if at is None else at
         if step in run.checkpoints.steps():  # a stop right after a cut: that cut is kept
             logging.warning("a checkpoint at step %d exists; kept it", step)
             return step
-        run.checkpoints.save(step, {"server": arrays, "workers": [r.worker for r in results]}, {
+        run.checkpoints.save(step, {"server": arrays, "workers": [
+            jax.tree.map(jnp.asarray, r.worker) for r in results]}, {
             "step": step, "server": server_meta, "steps": [r.steps for r in results],
             "exchanges": [r.exchanges for r in results],
             "losses": [_losses_tail(r, config.train.eval_every) for r in results],
@@ -415,13 +419,13 @@ def _run_threads(run: _Run):
 
     def on_cut(total: int, results: list[WorkerResult]) -> None:
         step = total // p
-        check_finite(results, step)
+        check_finite(results, step, view.center_flat())
         if total % eval_ticks == 0:
-            evaluator(step, ps.center(), new_staleness())
+            evaluator(step, view.center(), new_staleness())
         if every_ticks and total % every_ticks == 0:
             save(results)
 
-    def on_poll() -> None:
+    def on_poll(*_) -> None:
         if run.stop:
             raise _Stopped()
 
@@ -430,20 +434,46 @@ def _run_threads(run: _Run):
             return False
         at = getattr(error, "worker_result", None)
         logging.warning("worker %d of %d failed at its local step %s (%s: %s); "
-                        "on_worker_failure='continue': going on without it.", worker, p,
-                        at.steps if at is not None else "?", type(error).__name__, error)
-        lost[worker] = f"{type(error).__name__}: {error}"
+                        "on_worker_failure='continue': %s", worker, p,
+                        at.steps if at is not None else "?", type(error).__name__, error,
+                        "restarting it from the center" if use_ray else "going on without it")
+        if not use_ray:
+            lost[worker] = f"{type(error).__name__}: {error}"
+        restarted[worker] = restarted.get(worker, 0) + 1
         return True
 
+    restarted: dict[int, int] = {}
     cuts = sorted({*range(eval_ticks, end, eval_ticks),
                    *(range(every_ticks, end, every_ticks) if every_ticks else ())})
     try:
-        result = server.train_threads(
-            rule, run.grad_fn, params, ps, config.train.num_steps, run.sampler.worker_round,
-            run.key, timeout_s=asyn.timeout_s, on_poll=on_poll, start=start, cuts=cuts,
-            on_cut=on_cut, on_failure=on_failure, stop_when=worker_hook)
+        if use_ray:
+            from easgd_jax.parallel import ray_server  # imports Ray: only for this executor
+
+            def on_remote_cut(remote, total: int, results: list[WorkerResult]) -> None:
+                nonlocal view
+                view = remote
+                on_cut(total, results)
+
+            result = ray_server.train_ray(
+                rule, run.grad_fn, params, p, config.train.num_steps,
+                run.sampler.worker_round, run.key, num_shards=asyn.num_shards,
+                timeout_s=asyn.timeout_s, on_poll=on_poll, poll_s=0.05,
+                address=asyn.ray_address, verify_rtol_per_exchange=1e-6, start=start,
+                server_state=server_state, cuts=cuts, on_cut=on_remote_cut,
+                on_failure=on_failure, stop_when=worker_hook)
+            center_flat = result.center_flat
+            staleness = result.staleness
+        else:
+            result = server.train_threads(
+                rule, run.grad_fn, params, ps, config.train.num_steps,
+                run.sampler.worker_round, run.key, timeout_s=asyn.timeout_s, on_poll=on_poll,
+                start=start, cuts=cuts, on_cut=on_cut, on_failure=on_failure,
+                stop_when=worker_hook)
+            center_flat = ps.center_flat()
+            staleness = ps.staleness
     except _Stopped as error:
-        step = save(complete(error.worker_results))  # type: ignore[attr-defined]
+        step = save(complete(error.worker_results),  # type: ignore[attr-defined]
+                    state=getattr(error, "server_state", None))
         writer.close()
         return run.stopped(step, evaluator.metrics or metrics), {}, {}, 0.0
     except Exception as error:
@@ -452,54 +482,31 @@ def _run_threads(run: _Run):
             writer.close()
             raise
         results = complete(error.worker_results)  # type: ignore[attr-defined]
-        step = save(results)
+        state = getattr(error, "server_state", None)
+        step = save(results, state=state) if state is not None or not use_ray else "none"
         writer.close()
-        at = results[index].steps if results[index] is not None else "?"
         raise WorkerFailedError(
-            f"worker {index} of {p} failed at its local step {at} ({type(error).__name__}: "
-            f"{error}); on_worker_failure='stop': saved a checkpoint at step {step} in "
-            f"{run.workdir}; run again with the same workdir to resume.") from error
-    check_finite(result.results, config.train.num_steps)
-    evaluator(config.train.num_steps, ps.center(), new_staleness(), result.wall_time_s)
-    save(result.results, at=config.train.num_steps)
+            f"worker {index} of {p} failed at its local step {results[index].steps} "
+            f"({type(error).__name__}: {error}); on_worker_failure='stop': saved a checkpoint "
+            f"at step {step} in {run.workdir}; run again with the same workdir to resume."
+        ) from error
+    check_finite(result.results, config.train.num_steps, center_flat)
+    last = [s for w, values in enumerate(staleness) for s in values[seen[w]:]]
+    evaluator(config.train.num_steps, ps.unravel(jnp.asarray(center_flat)),
+              np.asarray(last, np.int64), result.wall_time_s)
+    if use_ray:  # verified by the server actor (unless not finite: raised above)
+        save(result.results, at=config.train.num_steps, state=result.server_state)
+        report = result.report
+    else:
+        save(result.results, at=config.train.num_steps)
+        report = ps.verify(rtol_per_exchange=1e-6)
     writer.close()
-    report = ps.verify(rtol_per_exchange=1e-6)
-    lost.update(result.lost)
+    lost.update(getattr(result, "lost", {}))
     metrics = {**evaluator.metrics, "train_loss": _final_train_loss(config, result.losses)}
     totals = {**report.as_metrics(), "compile_time_s": result.compile_time_s,
-              "workers_lost": len(lost)}
+              "workers_lost": len(lost), "workers_restarted": sum(restarted.values())}
     record = {"worker_steps": [int(s) for s in result.steps], "lost_workers": lost}
     return metrics, totals, record, result.wall_time_s
-
-
-def _run_ray(run: _Run):
-    config, rule, grad_fn, params, key = run.config, run.rule, run.grad_fn, run.params, run.key
-    sampler, evaluate, dataset = run.sampler, run.evaluate, run.dataset
-    writer = run.writer(0)
-    from easgd_jax.parallel import ray_server  # imports Ray: only for this executor
-
-    asyn, p = config.asynchrony, config.num_workers
-    evaluator = _Evaluator(config, evaluate, dataset, writer)
-    remotes = []
-
-    def on_poll(remote: ray_server.RemoteServer) -> None:
-        step = evaluator.due(remote.total)
-        if step is not None:
-            evaluator(step, remote.center(), remote.new_staleness())
-        remotes[:] = [remote]
-
-    result = ray_server.train_ray(
-        rule, grad_fn, params, p, config.train.num_steps, sampler.worker_round, key,
-        num_shards=asyn.num_shards, timeout_s=asyn.timeout_s, on_poll=on_poll, poll_s=0.2,
-        address=asyn.ray_address, verify_rtol_per_exchange=1e-6)
-    seen = remotes[0].seen if remotes else [0] * p
-    last = [s for w, values in enumerate(result.staleness) for s in values[seen[w]:]]
-    evaluator(config.train.num_steps, result.center, np.asarray(last, np.int64),
-              result.wall_time_s)
-    metrics = {**evaluator.metrics, "train_loss": _final_train_loss(config, result.losses)}
-    totals = {**result.report.as_metrics(), "compile_time_s": result.compile_time_s}
-    writer.close()
-    return metrics, totals, {"worker_steps": [int(s) for s in result.steps]}, result.wall_time_s
 
 
 def validate(config: ml_collections.ConfigDict) -> AsyncRule:
