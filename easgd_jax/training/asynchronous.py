@@ -433,6 +433,9 @@ def _run_server(run: _Run, use_ray: bool):
         if asyn.on_worker_failure != "continue":
             return False
         at = getattr(error, "worker_result", None)
+        if at is not None and (worker, at.steps) in failures:  # a restart failed the same way
+            return False
+        failures.add((worker, at.steps if at is not None else -1))
         logging.warning("worker %d of %d failed at its local step %s (%s: %s); "
                         "on_worker_failure='continue': %s", worker, p,
                         at.steps if at is not None else "?", type(error).__name__, error,
@@ -443,6 +446,7 @@ def _run_server(run: _Run, use_ray: bool):
         return True
 
     restarted: dict[int, int] = {}
+    failures: set[tuple[int, int]] = set()
     cuts = sorted({*range(eval_ticks, end, eval_ticks),
                    *(range(every_ticks, end, every_ticks) if every_ticks else ())})
     try:
