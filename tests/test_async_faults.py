@@ -188,6 +188,7 @@ def test_threads_sigterm_saves_a_cut_and_returns_stopped_at_step(tmp_path, monke
     monkeypatch.undo()
     final = async_train.train_and_evaluate(_threads(), workdir)
     assert final["exchanges"] == 3 * 4 and final["ledger_discrepancy"] <= 1e-5
+    assert [r["step"] for r in read_metrics(workdir)] == [10, 20, 30, 40]
 
 
 def test_threads_worker_failure_continue_finishes_without_it(tmp_path, monkeypatch):
@@ -222,6 +223,7 @@ def test_threads_worker_failure_stop_checkpoints_and_names_the_worker(tmp_path, 
     monkeypatch.undo()
     final = async_train.train_and_evaluate(_threads(), workdir)  # the worker is back
     assert final["exchanges"] == 3 * 4 and final["workers_lost"] == 0
+    assert [r["step"] for r in read_metrics(workdir)] == [10, 20, 30, 40]
 
 
 def test_threads_nan_is_a_non_finite_error_not_a_lost_update(tmp_path):
@@ -246,15 +248,18 @@ def test_simulated_async_kill_9_of_launch_resumes_bitwise(tmp_path):
     """A real kill -9 of ``launch.py`` between two checkpoints; resumed in the same workdir
     (to a later end: num_steps may change), equal bit for bit to a straight run."""
     killed, straight = str(tmp_path / "killed"), str(tmp_path / "straight")
-    flags = ["--config.data.name=digits", "--config.model.name=mlp", "--config.num_workers=3",
-             "--config.algorithm.moving_rate=0.3", "--config.train.batch_size=32",
-             "--config.train.eval_every=10", "--config.checkpoint.every=20",
-             "--config.tensorboard=False"]
+    config = _simulated()
+    config.model.kwargs = type(config.model.kwargs)()  # (not settable by flags)
+    flags = [f"--config.{k}={v}" for k, v in (
+        ("data.name", "digits"), ("model.name", "mlp"), ("num_workers", 3),
+        ("algorithm.moving_rate", config.algorithm.moving_rate),
+        ("asynchrony.clock_spread", 2.0), ("train.batch_size", 32),
+        ("train.eval_every", 10), ("checkpoint.every", 20), ("tensorboard", False))]
     process = subprocess.Popen(
         [sys.executable, os.path.join(ROOT, "launch.py"), "--config",
          os.path.join(ROOT, "configs", "async_eamsgd.py"), f"--workdir={killed}",
          "--config.train.num_steps=100000", *flags],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         deadline = time.time() + 120
         while time.time() < deadline:
@@ -267,18 +272,63 @@ def test_simulated_async_kill_9_of_launch_resumes_bitwise(tmp_path):
         process.wait(timeout=60)
     finally:
         process.kill()
+    assert process.returncode == -signal.SIGKILL
     last = Checkpointer(killed, 3).steps()[-1]
     reached = read_metrics(killed)[-1]["step"]
     print(f"kill -9 after step {reached}; last checkpoint {last}; lost {reached - last} steps")
     assert 0 <= reached - last <= 20
-    end = last + 20
-    for workdir in (killed, straight):
-        subprocess.run(
-            [sys.executable, os.path.join(ROOT, "launch.py"), "--config",
-             os.path.join(ROOT, "configs", "async_eamsgd.py"), f"--workdir={workdir}",
-             f"--config.train.num_steps={end}", *flags], check=True, cwd=ROOT,
-            capture_output=True, timeout=300)
-    finals = [json.loads(open(os.path.join(w, "final_metrics.json")).read())
-              for w in (killed, straight)]
+    config.train.num_steps = end = last + 20
+    finals = [async_train.train_and_evaluate(config, w) for w in (killed, straight)]
     assert _without_timing(finals[0]) == _without_timing(finals[1])
+    assert ([_without_timing(r) for r in read_metrics(killed)]
+            == [_without_timing(r) for r in read_metrics(straight)])
     _assert_trees_equal(_saved_state(killed, end), _saved_state(straight, end))
+
+
+@pytest.mark.slow
+def test_ray_worker_failure_continue_restarts_it_and_stop_checkpoints(tmp_path):
+    """Ray: a worker killed with "continue" is restarted from the center and every worker
+    takes all its steps; with "stop" the run checkpoints and fails naming the worker, and
+    the re-run resumes with no applied update lost."""
+    import ray
+
+    from easgd_jax.parallel import ray_server
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": ray_server.ACTOR_ENV})
+    try:
+        marker = str(tmp_path / "fired")
+
+        def once(worker, step):
+            """Raises in ``worker`` at ``step``, once (the restarted worker goes on)."""
+            def hook(index, t):
+                if index == worker and t == step and not os.path.exists(marker):
+                    open(marker, "w").close()
+                    raise ValueError("worker boom")
+            return hook
+
+        config = _threads(failure="continue")
+        config.executor = "ray"
+        async_train.worker_hook = once(1, 7)
+        final = async_train.train_and_evaluate(config, str(tmp_path / "continue"))
+        saved = json.loads((tmp_path / "continue" / "final_metrics.json").read_text())
+        assert saved["worker_steps"] == [40, 40, 40] and final["workers_restarted"] == 1
+        assert final["exchanges"] == 3 * 4 and final["test_accuracy"] > 0.4
+
+        os.remove(marker)
+        config.asynchrony.on_worker_failure = "stop"
+        async_train.worker_hook = once(2, 27)
+        workdir = str(tmp_path / "stop")
+        with pytest.raises(async_train.WorkerFailedError,
+                           match=r"worker 2 of 3 failed at its local step 27 .*saved a "
+                                 r"checkpoint at step \d+"):
+            async_train.train_and_evaluate(config, workdir)
+        meta = _meta(workdir, Checkpointer(workdir, 3).steps()[-1])
+        assert meta["steps"][2] == 27 and meta["server"]["total"] == sum(meta["steps"])
+        async_train.worker_hook = None
+        final = async_train.train_and_evaluate(config, workdir)
+        assert final["exchanges"] == 3 * 4 and final["ledger_discrepancy"] <= 1e-5
+        assert [r["step"] for r in read_metrics(workdir)] == [10, 20, 30, 40]
+    finally:
+        async_train.worker_hook = None
+        ray.shutdown()

@@ -366,14 +366,16 @@ def run_threads(
 class CutSchedule:
     """The driver's side of consistent cuts: the marks of T still ahead, one held at a time.
 
-    ``hold(at)`` moves the server's hold (:meth:`ParameterServer.hold`). :meth:`poll` checks
+    ``cuts`` below T are dropped (T itself is kept: a run resumed from a stop at a mark
+    still takes that cut). ``hold(at)`` moves the server's hold
+    (:meth:`ParameterServer.hold`). :meth:`poll` checks
     whether every worker is parked at the current mark, finished or lost; then calls
     ``on_cut(T, per-worker progress)`` (skipped when the mark was not reached: the workers
     left finished or were lost first) and holds the next mark.
     """
 
     def __init__(self, cuts: Sequence[int], total: int, hold: Callable[[int | None], None]):
-        self.pending = sorted(c for c in cuts if c > total)
+        self.pending = sorted(c for c in cuts if c >= total)
         self._hold = hold
         hold(self.pending[0] if self.pending else None)
 

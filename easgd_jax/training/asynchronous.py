@@ -354,7 +354,7 @@ def _run_server(run: _Run, use_ray: bool):
     server_state = None
     seen = [0] * p  # per worker, the staleness values already reported
     lost: dict[int, str] = {}
-    label, metrics = 0, {}
+    label, metrics, taken = 0, {}, True  # taken: the restored T's cut was taken
     restored = run.checkpoints.restore_latest(
         {"server": ps.state()[0], "workers": [fresh.worker] * p})
     if restored is not None:
@@ -366,6 +366,7 @@ def _run_server(run: _Run, use_ray: bool):
                         strict=True)]
         seen, metrics = meta["seen"], meta["metrics"]
         lost = {int(k): v for k, v in meta["lost"].items()}
+        taken = meta["cut"]
         logging.info("resumed from the checkpoint at step %d (T = %d local steps of all "
                      "workers, %s)", label, ps.total, meta["steps"])
     writer = run.writer(label)
@@ -394,9 +395,11 @@ def _run_server(run: _Run, use_ray: bool):
             raise NonFiniteError(f"non-finite value (NaN or Inf) in the center at step {step}; "
                                  "stopping. " + run.last_good())
 
-    def save(results: list[WorkerResult], at: int | None = None, state=None) -> int:
-        """A checkpoint of the server (``state``, else now) and every worker (a cut);
-        returns its step."""
+    def save(results: list[WorkerResult], at: int | None = None, state=None,
+             cut: bool = True) -> int:
+        """A checkpoint of the server (``state``, else now) and every worker; returns its
+        step. ``cut``: taken at a cut whose evaluation is done (else at a stop: a mark
+        equal to its T is still to take)."""
         arrays, server_meta = view.state() if state is None else state
         arrays = jax.tree.map(jnp.asarray, arrays)
         step = server_meta["total"] // p if at is None else at
@@ -409,7 +412,7 @@ def _run_server(run: _Run, use_ray: bool):
             "exchanges": [r.exchanges for r in results],
             "losses": [_losses_tail(r, config.train.eval_every) for r in results],
             "seen": list(seen), "metrics": evaluator.metrics or metrics,
-            "lost": {str(k): v for k, v in lost.items()}})
+            "lost": {str(k): v for k, v in lost.items()}, "cut": cut})
         return step
 
     def complete(results: list[WorkerResult | None]) -> list[WorkerResult]:
@@ -447,8 +450,9 @@ def _run_server(run: _Run, use_ray: bool):
 
     restarted: dict[int, int] = {}
     failures: set[tuple[int, int]] = set()
-    cuts = sorted({*range(eval_ticks, end, eval_ticks),
-                   *(range(every_ticks, end, every_ticks) if every_ticks else ())})
+    cuts = sorted(c for c in {*range(eval_ticks, end, eval_ticks),
+                              *(range(every_ticks, end, every_ticks) if every_ticks else ())}
+                  if c > ps.total or (c == ps.total and not taken))
     try:
         if use_ray:
             from easgd_jax.parallel import ray_server  # imports Ray: only for this executor
@@ -477,7 +481,7 @@ def _run_server(run: _Run, use_ray: bool):
             staleness = ps.staleness
     except _Stopped as error:
         step = save(complete(error.worker_results),  # type: ignore[attr-defined]
-                    state=getattr(error, "server_state", None))
+                    state=getattr(error, "server_state", None), cut=False)
         writer.close()
         return run.stopped(step, evaluator.metrics or metrics), {}, {}, 0.0
     except Exception as error:
@@ -487,7 +491,8 @@ def _run_server(run: _Run, use_ray: bool):
             raise
         results = complete(error.worker_results)  # type: ignore[attr-defined]
         state = getattr(error, "server_state", None)
-        step = save(results, state=state) if state is not None or not use_ray else "none"
+        step = (save(results, state=state, cut=False) if state is not None or not use_ray
+                else "none")
         writer.close()
         raise WorkerFailedError(
             f"worker {index} of {p} failed at its local step {results[index].steps} "
