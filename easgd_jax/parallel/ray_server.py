@@ -17,7 +17,11 @@ Ray as the transport instead of threads of one process:
   mid-run evaluation), gathers the workers' states, the final center, the ledger and the
   server's report, and kills every actor (and shuts Ray down if it started it). The first
   exception raised in a worker stops the others and is re-raised in the driver with
-  ``worker_index`` set and a note naming the worker.
+  ``worker_index`` set and a note naming the worker, unless ``on_failure`` restarts the
+  worker from the center; the server actor's own death is reported as such. The workers
+  are held at consistent cuts as in the threads executor (the server actor holds them; a
+  held worker ships its progress to it), and a run resumes from a cut (``start``,
+  ``server_state``).
 
 Ray is imported lazily, only when this executor is used. The actors run jax on the CPU
 (``JAX_PLATFORMS=cpu``) with one intra-op thread, through their ``runtime_env``.

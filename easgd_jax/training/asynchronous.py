@@ -18,18 +18,18 @@ and evaluation as the synchronous loop (:mod:`easgd_jax.training.sync`).
   (``config.asynchrony.ray_address``; ``""``: a local one).
 
 Evaluation reads the CENTER (the master's x~; APAM's x; LSGD's leader) every
-``train.eval_every`` local steps per worker on average (every ``eval_every * p`` ticks of the
-simulation; for threads at a consistent cut with exactly that many local steps done, the
-workers held between two steps; for Ray each time the total step count passes a multiple
-of it, while the workers run), one ``MetricsWriter`` line each in ``workdir/metrics.jsonl``
-(test loss and accuracy, the staleness mean/max since the previous line, the training loss
-for the simulation). The final metrics add the wall time (compilation excluded, reported as
-``compile_time_s``), the staleness mean/max over the run (master updates between a worker's
-read of the master and its write; per shard for threads), the number of exchanges, and for
-threads the ledger discrepancy of the no-lost-update check and the number of workers lost;
-``final_metrics.json`` also lists the local steps each worker took (and the lost workers).
-Same data (``WorkerSampler``: worker w's batches for its local steps s..s+n-1 are drawn as
-``indices(w, s, n)``), models and evaluator as the synchronous loop.
+``train.eval_every`` local steps per worker on average (every ``eval_every * p`` ticks of
+the simulation; for threads and Ray at a consistent cut with exactly that many local steps
+done, the workers held between two steps), one ``MetricsWriter`` line each in
+``workdir/metrics.jsonl`` (test loss and accuracy, the staleness mean/max since the previous
+line, the training loss for the simulation). The final metrics add the wall time
+(compilation excluded, reported as ``compile_time_s``), the staleness mean/max over the run
+(master updates between a worker's read of the master and its write; per shard for threads),
+the number of exchanges, and for threads the ledger discrepancy of the no-lost-update check
+and the number of workers lost; ``final_metrics.json`` also lists the local steps each
+worker took (and the lost workers). Same data (``WorkerSampler``: worker w's batches for its
+local steps s..s+n-1 are drawn as ``indices(w, s, n)``), models and evaluator as the
+synchronous loop.
 
 Checkpoints (``workdir/checkpoints``, Orbax, every ``checkpoint.every`` steps, at the end,
 and on SIGTERM/SIGINT, which stop the run and return the metrics with ``stopped_at_step``);
@@ -41,21 +41,24 @@ metrics after the checkpoint are dropped and rewritten):
   chunk boundary the whole carry (``SimState``/``DelayState``: master, stacked workers with
   their clocks, master and read clocks, key), each worker's local step (the samplers'
   positions) and the staleness totals: resumed, it is bitwise equal to an uninterrupted run.
-- ``threads`` saves at a consistent cut: every shard's master, clocks, read clocks, sent
+- ``threads`` and ``ray`` save at a consistent cut: every shard's master, clocks, read clocks, sent
   counts, staleness lists and float64 no-lost-update ledger, with each worker's
   ``AsyncWorkerState``, local step, exchanges and last ``eval_every`` losses (its key is
   ``fold_in(key, worker)``, the step's ``fold_in`` of its clock: restored with the state).
   Resumed, no applied update is lost (the end's check covers the whole run) but the
   interleaving of the workers is new. A stop (signal, failure) cuts where the workers
-  stand, between two steps, numbered T // p (T: local steps of all workers).
-- ``ray`` is not checkpointed (it starts afresh).
+  stand, between two steps, numbered T // p (T: local steps of all workers); a run resumed
+  from it still takes the cut of a mark equal to that T.
 
 A NaN or Inf in a loss or in the center raises ``NonFiniteError`` naming the step and the
 last good checkpoint, after the chunk (simulation) or at the next cut (threads), before
-anything is saved. ``asynchrony.on_worker_failure`` (threads): ``"stop"`` saves a cut and
-raises :class:`WorkerFailedError` naming the worker and its step (a re-run resumes it from
-that step); ``"continue"`` logs the loss and the others go on (the run ends with fewer
-steps; ``workers_lost`` counts them). :data:`worker_hook` is a test hook into the workers.
+anything is saved. ``asynchrony.on_worker_failure`` (threads, Ray): ``"stop"`` saves where
+the workers stand and raises :class:`WorkerFailedError` naming the worker and its step (a
+re-run resumes it from that step); ``"continue"`` logs the loss and the others go on
+(threads: without it, the run ends with fewer steps, ``workers_lost`` counts them; Ray:
+restarted from the center at the step it failed at, a new actor if its actor died,
+``workers_restarted`` counts them; a worker failing again at the same step stops the run).
+:data:`worker_hook` is a test hook into the workers (``(worker, local step)``, may raise).
 """
 
 from __future__ import annotations
