@@ -332,3 +332,18 @@ def test_ray_worker_failure_continue_restarts_it_and_stop_checkpoints(tmp_path):
     finally:
         async_train.worker_hook = None
         ray.shutdown()
+
+
+def test_a_resumed_run_still_takes_the_cut_at_its_own_T():
+    """A run stopped (signal, failure) with T exactly at a mark never took that cut: the
+    resumed schedule starts there (the executor leaves out marks whose cut was taken)."""
+    from easgd_jax.parallel import server
+
+    holds = []
+    schedule = server.CutSchedule([30, 60, 90], 60, holds.append)
+    assert schedule.pending == [60, 90] and holds == [60]
+    parked = {0: "w0", 1: "w1"}
+    cuts = []
+    schedule.poll(lambda: parked, lambda: (["running", "running", "done"], [None, None, "w2"]),
+                  lambda: 60, lambda total, here: cuts.append((total, here)))
+    assert cuts == [(60, ["w0", "w1", "w2"])] and holds == [60, 90]
