@@ -339,10 +339,15 @@ def test_a_resumed_run_still_takes_the_cut_at_its_own_T():
     resumed schedule starts there (the executor leaves out marks whose cut was taken)."""
     from easgd_jax.parallel import server
 
-    holds = []
-    schedule = server.CutSchedule([30, 60, 90], 60, holds.append)
+    holds, parked = [], {}
+
+    def hold(at):  # as the server's: moving the hold releases the parked workers
+        holds.append(at)
+        parked.clear()
+
+    schedule = server.CutSchedule([30, 60, 90], 60, hold)
     assert schedule.pending == [60, 90] and holds == [60]
-    parked = {0: "w0", 1: "w1"}
+    parked.update({0: "w0", 1: "w1"})
     cuts = []
     schedule.poll(lambda: parked, lambda: (["running", "running", "done"], [None, None, "w2"]),
                   lambda: 60, lambda total, here: cuts.append((total, here)))
