@@ -17,7 +17,11 @@ Ray as the transport instead of threads of one process:
   mid-run evaluation), gathers the workers' states, the final center, the ledger and the
   server's report, and kills every actor (and shuts Ray down if it started it). The first
   exception raised in a worker stops the others and is re-raised in the driver with
-  ``worker_index`` set and a note naming the worker.
+  ``worker_index`` set and a note naming the worker, unless ``on_failure`` restarts the
+  worker from the center; the server actor's own death is reported as such. The workers
+  are held at consistent cuts as in the threads executor (the server actor holds them; a
+  held worker ships its progress to it), and a run resumes from a cut (``start``,
+  ``server_state``).
 
 Ray is imported lazily, only when this executor is used. The actors run jax on the CPU
 (``JAX_PLATFORMS=cpu``) with one intra-op thread, through their ``runtime_env``.
@@ -36,9 +40,16 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from easgd_jax.algorithms.base import AsyncRule
-from easgd_jax.parallel.server import ParameterServer, ServerReport
-from easgd_jax.parallel.worker_loop import GradFn, make_worker_steps, run_worker, warm_up
+from easgd_jax.parallel.server import CutSchedule, ParameterServer, ServerReport
+from easgd_jax.parallel.worker_loop import (
+    GradFn,
+    WorkerResult,
+    make_worker_steps,
+    run_worker,
+    warm_up,
+)
 
+HELD = -1  # the server actor's tick while the workers are held at a cut
 ACTOR_ENV = {
     "JAX_PLATFORMS": "cpu",
     "OMP_NUM_THREADS": "1",
@@ -70,8 +81,30 @@ class ServerActor:
         self.stopped = False
 
     def tick(self) -> int | None:
-        """T before this local step, or None if the run was stopped (no step announced)."""
-        return None if self.stopped else self.ps.tick()
+        """T before this local step, None if the run was stopped, :data:`HELD` while the
+        workers are held at a cut (no step announced in either case)."""
+        if self.stopped:
+            return None
+        total = self.ps.tick()
+        return HELD if total is None else total
+
+    def park(self, worker: int, progress: WorkerResult) -> None:
+        """Leaves worker ``worker``'s progress at the cut; returns when it is released."""
+        self.ps.park(worker, progress, lambda: self.stopped)
+
+    def parked(self) -> dict[int, WorkerResult]:
+        return self.ps.parked()
+
+    def hold(self, at: int | None) -> None:
+        self.ps.hold(at)
+
+    def state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """:meth:`ParameterServer.state` in host arrays."""
+        arrays, meta = self.ps.state()
+        return _host(arrays), meta
+
+    def load_state(self, arrays: dict[str, Any], meta: dict[str, Any]) -> None:
+        self.ps.load_state(jax.tree.map(jnp.asarray, arrays), meta)
 
     def stop(self) -> None:
         self.stopped = True
@@ -95,21 +128,37 @@ class ServerActor:
         return [list(values[seen[w]:]) for w, values in enumerate(self.ps.staleness)]
 
     def final(self, atol: float, rtol_per_exchange: float) -> dict[str, Any]:
-        """The verified report (AssertionError if an update was lost), the center, the start
-        and the per-worker ledgers (call once the workers are done)."""
-        report = self.ps.verify(atol=atol, rtol_per_exchange=rtol_per_exchange)
+        """The verified report (AssertionError if an update was lost; unverified when the
+        center is not finite, for the caller to report), the center, the start and the
+        per-worker ledgers (call once the workers are done)."""
+        if np.isfinite(self.ps.center_flat()).all():
+            report = self.ps.verify(atol=atol, rtol_per_exchange=rtol_per_exchange)
+        else:
+            report = self.ps.report()
         return {"report": report, "center": self.ps.center_flat(), "start": self.ps.start,
-                "ledger": self.ps.ledger, "staleness": self.ps.staleness}
+                "ledger": self.ps.ledger, "staleness": self.ps.staleness,
+                "state": self.state()}
+
+
+def _host_progress(result: WorkerResult) -> WorkerResult:
+    """A worker's progress in host arrays (its losses as float32 scalars), to ship."""
+    losses = [np.float32(x) for x in np.asarray(jnp.stack(result.losses))] if result.losses \
+        else []
+    return WorkerResult(_host(result.worker), losses, result.steps, result.exchanges)
 
 
 class RayTransport:
-    """A worker actor's way to the server actor (one round trip per call)."""
+    """Worker ``index``'s way to the server actor (one round trip per call)."""
 
-    def __init__(self, ray: Any, server: Any):
-        self._ray, self.server = ray, server
+    def __init__(self, ray: Any, server: Any, index: int):
+        self._ray, self.server, self.index = ray, server, index
 
-    def tick(self) -> int | None:
-        return self._ray.get(self.server.tick.remote())
+    def tick(self, progress: Callable[[], WorkerResult]) -> int | None:
+        while True:
+            total = self._ray.get(self.server.tick.remote())
+            if total != HELD:
+                return total
+            self._ray.get(self.server.park.remote(self.index, _host_progress(progress())))
 
     def exchange(self, worker: int, vectors: Sequence[Any],
                  scalars: Sequence[Any]) -> tuple[np.ndarray, ...]:
@@ -138,13 +187,21 @@ class WorkerActor:
         return warm_up(self.steps, self.rule, self.params, self.batch_fn, self.index,
                        self.base_key, dry_exchange)
 
-    def run(self, server: Any, num_steps: int) -> dict[str, Any]:
-        """Up to ``num_steps`` local steps (fewer if the server was stopped)."""
-        result = run_worker(self.steps, self.rule, self.params,
-                            RayTransport(import_ray(), server), self.index, num_steps,
-                            self.batch_fn, self.base_key, self.chunk_steps, self.stop_when)
-        return {"worker": _host(result.worker), "steps": result.steps,
-                "exchanges": result.exchanges, "losses": result.loss_array()}
+    def run(self, server: Any, num_steps: int,
+            start: WorkerResult | None = None) -> WorkerResult:
+        """Up to ``num_steps`` local steps in all (fewer if the server was stopped), from
+        ``start`` if given; the result in host arrays. An exception carries
+        ``worker_result`` (host arrays), the worker before the step that failed."""
+        try:
+            result = run_worker(self.steps, self.rule, self.params,
+                                RayTransport(import_ray(), server, self.index), self.index,
+                                num_steps, self.batch_fn, self.base_key, self.chunk_steps,
+                                self.stop_when, start=start)
+        except Exception as error:
+            if getattr(error, "worker_result", None) is not None:
+                error.worker_result = _host_progress(error.worker_result)
+            raise
+        return _host_progress(result)
 
 
 class RemoteServer:
@@ -159,7 +216,18 @@ class RemoteServer:
         return int(self._ray.get(self.actor.total.remote()))
 
     def center(self) -> Any:
-        return self._unravel(jnp.asarray(self._ray.get(self.actor.center_flat.remote())))
+        return self._unravel(jnp.asarray(self.center_flat()))
+
+    def center_flat(self) -> np.ndarray:
+        return np.asarray(self._ray.get(self.actor.center_flat.remote()))
+
+    def state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The server's :meth:`ParameterServer.state` (jax arrays, for a checkpoint)."""
+        arrays, meta = self._ray.get(self.actor.state.remote())
+        return jax.tree.map(jnp.asarray, arrays), meta
+
+    def staleness_since(self, seen: Sequence[int]) -> list[list[int]]:
+        return self._ray.get(self.actor.staleness_since.remote(list(seen)))
 
     @property
     def seen(self) -> list[int]:
@@ -190,10 +258,21 @@ class RayRun:
     center: Any  # the center as a params pytree
     wall_time_s: float  # the workers' run, after compilation
     compile_time_s: float  # the warm-up (slowest worker)
+    results: list[WorkerResult]  # per worker, its final progress
+    server_state: tuple[dict[str, Any], dict[str, Any]]  # ParameterServer.state, host arrays
 
 
-def _worker_error(ray: Any, error: BaseException, index: int, num_workers: int) -> BaseException:
-    """The exception worker ``index`` raised (unwrapped from Ray's), tagged with its index."""
+def _worker_error(ray: Any, error: BaseException, index: int, num_workers: int,
+                  server: Any = None) -> BaseException:
+    """The exception worker ``index`` raised (unwrapped from Ray's), tagged with its index;
+    a RuntimeError naming the server actor when that is what died (``server`` given)."""
+    if server is not None:
+        try:
+            ray.get(server.__ray_ready__.remote(), timeout=10)
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as dead:
+            return RuntimeError(f"the Ray parameter-server actor died ({type(dead).__name__}: "
+                                f"{str(dead)[:300]}); worker actor {index} of {num_workers} "
+                                "lost it")
     if isinstance(error, ray.exceptions.RayTaskError):
         cause = getattr(error, "cause", None)
         error = cause if isinstance(cause, BaseException) else error
@@ -241,6 +320,11 @@ def train_ray(
     verify_rtol_per_exchange: float = 1e-6,
     lock_timeout_s: float = 60.0,
     join_timeout_s: float = 30.0,
+    start: Sequence[WorkerResult] | None = None,
+    server_state: tuple[dict[str, Any], dict[str, Any]] | None = None,
+    cuts: Sequence[int] = (),
+    on_cut: Callable[[RemoteServer, int, list[WorkerResult]], None] | None = None,
+    on_failure: Callable[[int, BaseException], bool] | None = None,
 ) -> RayRun:
     """Every worker runs ``num_steps`` local steps of ``rule`` in its own Ray actor.
 
@@ -256,9 +340,18 @@ def train_ray(
             of an existing cluster to connect to (``"auto"``, ``"ray://host:10001"``...).
         verify_atol, verify_rtol_per_exchange: the no-lost-update check's tolerance
             (:meth:`ParameterServer.verify`).
+        start, server_state: a resumed run: each worker's progress and the server's
+            :meth:`ParameterServer.state` (host or jax arrays) at the same cut.
+        cuts, on_cut: consistent cuts, as ``train_threads``; ``on_cut(remote, T, progress)``.
+        on_failure: ``(worker, error) -> continue?``; True restarts the worker from the
+            center at the step it failed at (a new actor if the old one died).
 
-    Raises the first worker exception (``worker_index`` set), TimeoutError after
-    ``timeout_s``, RuntimeError if a worker ignores the stop ``join_timeout_s`` long.
+    Raises the first worker exception (``worker_index`` set) that ``on_failure`` does not
+    absorb, a RuntimeError naming the server actor if that died, TimeoutError after
+    ``timeout_s``, RuntimeError if a worker ignores the stop ``join_timeout_s`` long. An
+    exception raised while the workers run carries ``worker_results`` (every worker's
+    progress, between two steps: the server stopped them) and ``server_state`` (the
+    server's state then), for a checkpoint.
     """
     ray = import_ray()
     started = False
@@ -277,24 +370,85 @@ def train_ray(
             num_cpus=0, max_concurrency=num_workers + 2, runtime_env=env,
         ).remote(rule, host_params, num_workers, num_shards, lock_timeout_s)
         actors.append(server)
+        if server_state is not None:
+            ray.get(server.load_state.remote(_host(server_state[0]), server_state[1]))
         worker_cls = ray.remote(WorkerActor).options(num_cpus=0, runtime_env=env,
                                                      scheduling_strategy="SPREAD")
-        workers = [worker_cls.remote(i, rule, grad_fn, host_params, batch_fn, host_key,
-                                     chunk_steps, stop_when) for i in range(num_workers)]
-        actors.extend(workers)
+
+        def new_worker(i: int) -> Any:
+            actor = worker_cls.remote(i, rule, grad_fn, host_params, batch_fn, host_key,
+                                      chunk_steps, stop_when)
+            actors.append(actor)
+            return actor
+
+        workers = [new_worker(i) for i in range(num_workers)]
         begin = time.perf_counter()
         _gather(ray, [w.warm_up.remote(server) for w in workers], num_workers, timeout_s)
         compile_time = time.perf_counter() - begin
 
         _, unravel = ravel_pytree(params)
         remote = RemoteServer(ray, server, num_workers, unravel)
+        results: list[WorkerResult | None] = (
+            [_host_progress(r) for r in start] if start is not None else [None] * num_workers)
+        status = ["running"] * num_workers
+        total0 = ray.get(server.total.remote())
+        schedule = CutSchedule(cuts, total0, lambda at: ray.get(server.hold.remote(at)))
         begin = time.perf_counter()
-        refs = [w.run.remote(server, num_steps) for w in workers]
+        refs = {w.run.remote(server, num_steps, results[i]): i for i, w in enumerate(workers)}
         try:
-            results = _gather(ray, refs, num_workers, timeout_s, on_poll=lambda: (
-                on_poll(remote) if on_poll is not None else None), poll_s=poll_s)
-        finally:
+            deadline = time.monotonic() + timeout_s
+            while refs:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the {num_workers} Ray workers did not finish in "
+                                       f"{timeout_s} s.")
+                done, _ = ray.wait(list(refs), num_returns=1, timeout=poll_s)
+                for ref in done:
+                    i = refs.pop(ref)
+                    try:
+                        results[i], status[i] = ray.get(ref), "done"
+                        continue
+                    except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as e:
+                        error = _worker_error(ray, e, i, num_workers, server)
+                        died = isinstance(e, ray.exceptions.RayActorError)
+                    progress = getattr(error, "worker_result", None) or results[i]
+                    if (getattr(error, "worker_index", None) is None or on_failure is None
+                            or not on_failure(i, error)):
+                        results[i], status[i] = progress, "failed"
+                        raise error
+                    # Restart from the center, at the step it failed at.
+                    center = jnp.asarray(remote.center_flat())
+                    at = progress.steps if progress is not None else 0
+                    fresh = rule.init_worker(unravel(center))
+                    restart = WorkerResult(
+                        _host(fresh._replace(count=jnp.asarray(at, jnp.int32))), [], at,
+                        progress.exchanges if progress is not None else 0)
+                    if died:  # a new actor in its place
+                        workers[i] = new_worker(i)
+                        ray.get(workers[i].warm_up.remote(server), timeout=timeout_s)
+                    results[i] = restart
+                    refs[workers[i].run.remote(server, num_steps, restart)] = i
+                if on_poll is not None:
+                    on_poll(remote)
+                schedule.poll(
+                    lambda: ray.get(server.parked.remote()),
+                    lambda: (list(status), list(results)),
+                    lambda: ray.get(server.total.remote()),
+                    None if on_cut is None else lambda t, r: on_cut(remote, t, r))
+        except BaseException as error:
             ray.get(server.stop.remote(), timeout=join_timeout_s)
+            for ref, i in refs.items():  # the others return at their next tick
+                try:
+                    results[i] = ray.get(ref, timeout=join_timeout_s)
+                except Exception:  # noqa: BLE001 - dead too: keep its last known progress
+                    pass
+            error.worker_results = list(results)  # type: ignore[attr-defined]
+            try:
+                error.server_state = ray.get(  # type: ignore[attr-defined]
+                    server.state.remote(), timeout=join_timeout_s)
+            except Exception:  # noqa: BLE001 - the server itself died
+                error.server_state = None  # type: ignore[attr-defined]
+            raise
+        ray.get(server.stop.remote(), timeout=join_timeout_s)
         wall = time.perf_counter() - begin
         final = ray.get(server.final.remote(verify_atol, verify_rtol_per_exchange),
                         timeout=join_timeout_s)
@@ -308,13 +462,13 @@ def train_ray(
             if started:
                 ray.shutdown()
     return RayRun(
-        workers=[r["worker"] for r in results], losses=[r["losses"] for r in results],
-        steps=[int(r["steps"]) for r in results],
-        worker_exchanges=[int(r["exchanges"]) for r in results], report=final["report"],
+        workers=[r.worker for r in results], losses=[r.loss_array() for r in results],
+        steps=[int(r.steps) for r in results],
+        worker_exchanges=[int(r.exchanges) for r in results], report=final["report"],
         center_flat=final["center"], start_flat=final["start"], ledger=final["ledger"],
         staleness=final["staleness"],
         center=unravel(jnp.asarray(final["center"])), wall_time_s=wall,
-        compile_time_s=compile_time)
+        compile_time_s=compile_time, results=list(results), server_state=final["state"])
 
 
 def _gather(ray: Any, refs: list[Any], num_workers: int, timeout_s: float, *,

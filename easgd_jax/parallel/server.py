@@ -23,7 +23,14 @@ Measured and checked:
 - the number of exchanges each shard applied equals the number the workers sent;
 - clean shutdown: :func:`run_threads` joins every thread with a timeout and fails if one is
   still alive; an exception in one worker stops all of them and is re-raised in the caller
-  with the worker's index (``error.worker_index`` and a note).
+  with the worker's index (``error.worker_index`` and a note), unless ``on_failure`` lets
+  the others go on without it.
+
+Consistent cuts (for evaluations at exact steps and checkpoints): :meth:`ParameterServer.hold`
+makes every worker that asks for a tick once T reaches a mark hand over its progress and
+wait; when every worker is parked, finished or lost, no exchange is in flight, T equals the
+steps the workers took, and :meth:`ParameterServer.state` with the workers' progress is a
+snapshot a run can resume from (:meth:`ParameterServer.load_state`, ``start``).
 """
 
 from __future__ import annotations
@@ -110,6 +117,9 @@ class ParameterServer:
         self.ledger = np.zeros((num_workers, self.size), np.float64)
         self.start = flat.astype(np.float64)
         self._total_lock = threading.Lock()
+        self._cut = threading.Condition(self._total_lock)  # the hold of a consistent cut
+        self._hold: int | None = None
+        self._parked: dict[int, Any] = {}
         self._total = 0
 
     @property
@@ -121,12 +131,78 @@ class ParameterServer:
         """T, the number of local steps the workers announced with :meth:`tick`."""
         return self._total
 
-    def tick(self) -> int:
-        """Announces one local step; returns T before it (the total-iteration clock)."""
+    def tick(self) -> int | None:
+        """Announces one local step; returns T before it (the total-iteration clock), or
+        None while the workers are held at a cut (:meth:`hold`; nothing is announced)."""
         with self._total_lock:
+            if self._hold is not None and self._total >= self._hold:
+                return None
             total = self._total
             self._total += 1
         return total
+
+    # ---- consistent cuts: the workers held between two local steps
+
+    def hold(self, at: int | None) -> None:
+        """Holds every worker that asks for a tick once T reaches ``at`` (None: no hold);
+        releases the workers parked at the previous hold."""
+        with self._cut:
+            self._hold = at
+            self._parked.clear()  # released (they leave park() when they get the lock)
+            self._cut.notify_all()
+
+    @property
+    def hold_at(self) -> int | None:
+        return self._hold
+
+    def park(self, worker: int, progress: Any, stopped: Callable[[], bool]) -> None:
+        """Worker ``worker``, refused a tick by the hold, leaves ``progress`` (its state
+        between two steps) and waits until the hold is moved past T or ``stopped()``."""
+        with self._cut:
+            try:
+                while (self._hold is not None and self._total >= self._hold
+                       and not stopped()):
+                    # (again after each wake-up: a hold moved while this worker waited for
+                    # the lock may have been reached already, and it cleared the entry)
+                    self._parked[worker] = progress
+                    self._cut.wait(0.05)
+            finally:
+                self._parked.pop(worker, None)
+
+    def staleness_since(self, seen: Sequence[int]) -> list[list[int]]:
+        """Each worker's staleness values after its first ``seen[w]``."""
+        return [list(values[seen[w]:]) for w, values in enumerate(self.staleness)]
+
+    def parked(self) -> dict[int, Any]:
+        """The progress of each worker parked at the hold now."""
+        with self._cut:
+            return dict(self._parked)
+
+    # ---- checkpoints
+
+    def state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The whole server at this moment, for a checkpoint: ``(arrays, meta)``, the
+        shards' masters and the float64 start and ledger (as uint32 bit patterns, exact
+        without 64-bit jax) in jax arrays, the clocks, read clocks, sent counts, staleness
+        lists and T in JSON data. Call at a cut (no exchange in flight)."""
+        arrays = {"masters": list(self._masters),
+                  "ledger_bits": jnp.asarray(np.ascontiguousarray(self.ledger).view(np.uint32)),
+                  "start_bits": jnp.asarray(np.ascontiguousarray(self.start).view(np.uint32))}
+        meta = {"clocks": self.clocks.tolist(), "read": self._read.tolist(),
+                "sent": self.sent.tolist(), "staleness": [list(s) for s in self.staleness],
+                "total": int(self._total)}
+        return arrays, meta
+
+    def load_state(self, arrays: dict[str, Any], meta: dict[str, Any]) -> None:
+        """Restores what :meth:`state` saved (before any worker starts)."""
+        self._masters = list(arrays["masters"])
+        self.ledger = np.array(np.asarray(arrays["ledger_bits"]).view(np.float64))
+        self.start = np.array(np.asarray(arrays["start_bits"]).view(np.float64))
+        self.clocks = np.asarray(meta["clocks"], np.int64)
+        self._read = np.asarray(meta["read"], np.int64)
+        self.sent = np.asarray(meta["sent"], np.int64)
+        self.staleness = [list(s) for s in meta["staleness"]]
+        self._total = int(meta["total"])
 
     def _acquire(self, shard: int) -> None:
         if not self._locks[shard].acquire(timeout=self.lock_timeout_s):
@@ -287,15 +363,52 @@ def run_threads(
         raise TimeoutError(f"the {num_workers} workers did not finish in {timeout_s} s.")
 
 
+class CutSchedule:
+    """The driver's side of consistent cuts: the marks of T still ahead, one held at a time.
+
+    ``cuts`` below T are dropped (T itself is kept: a run resumed from a stop at a mark
+    still takes that cut). ``hold(at)`` moves the server's hold
+    (:meth:`ParameterServer.hold`). :meth:`poll` checks
+    whether every worker is parked at the current mark, finished or lost; then calls
+    ``on_cut(T, per-worker progress)`` (skipped when the mark was not reached: the workers
+    left finished or were lost first) and holds the next mark.
+    """
+
+    def __init__(self, cuts: Sequence[int], total: int, hold: Callable[[int | None], None]):
+        self.pending = sorted(c for c in cuts if c >= total)
+        self._hold = hold
+        hold(self.pending[0] if self.pending else None)
+
+    def poll(self, parked: Callable[[], dict[int, Any]],
+             workers: Callable[[], tuple[list[str], list[Any]]], total: Callable[[], int],
+             on_cut: Callable[[int, list[Any]], None] | None) -> None:
+        """``parked()``: the progress of the parked workers; ``workers()``: every worker's
+        status ("running" or not) and last known progress; ``total()``: T."""
+        while self.pending:
+            here = parked()
+            status, results = workers()
+            if not all(i in here or s != "running" for i, s in enumerate(status)):
+                return
+            mark = self.pending.pop(0)
+            if total() == mark and on_cut is not None:
+                on_cut(mark, [here.get(i, r) for i, r in enumerate(results)])
+            self._hold(self.pending[0] if self.pending else None)
+
+
 class ThreadTransport:
-    """A worker thread's way to the :class:`ParameterServer` of this process; ``stop`` ends
+    """Worker ``index``'s way to the :class:`ParameterServer` of this process; ``stop`` ends
     the run."""
 
-    def __init__(self, server: ParameterServer, stop: threading.Event):
-        self.server, self.stop = server, stop
+    def __init__(self, server: ParameterServer, stop: threading.Event, index: int):
+        self.server, self.stop, self.index = server, stop, index
 
-    def tick(self) -> int | None:
-        return None if self.stop.is_set() else self.server.tick()
+    def tick(self, progress: Callable[[], WorkerResult]) -> int | None:
+        while not self.stop.is_set():
+            total = self.server.tick()
+            if total is not None:
+                return total
+            self.server.park(self.index, progress(), self.stop.is_set)
+        return None
 
     def exchange(self, worker: int, vectors: Sequence[Any],
                  scalars: Sequence[Any]) -> tuple[np.ndarray, ...]:
@@ -307,10 +420,12 @@ class ThreadRun:
     """The outcome of :func:`train_threads`."""
 
     workers: list[AsyncWorkerState]
-    losses: list[np.ndarray]  # per worker, one per local step
+    losses: list[np.ndarray]  # per worker, one per local step (resumed: the tail given)
     steps: list[int]  # per worker
     wall_time_s: float  # the threads' run, after compilation
     compile_time_s: float  # the warm-up that compiles the worker steps and the exchange
+    results: list[WorkerResult]  # per worker; a lost worker: before the step that failed
+    lost: dict[int, str]  # the workers that failed and were left behind: their error
 
 
 def train_threads(
@@ -326,6 +441,10 @@ def train_threads(
     chunk_steps: int = 50,
     on_poll: Callable[[], None] | None = None,
     stop_when: Callable[[int, int], None] | None = None,
+    start: Sequence[WorkerResult] | None = None,
+    cuts: Sequence[int] = (),
+    on_cut: Callable[[int, list[WorkerResult]], None] | None = None,
+    on_failure: Callable[[int, BaseException], bool] | None = None,
 ) -> ThreadRun:
     """Every worker runs ``num_steps`` local steps of ``rule`` in its own thread.
 
@@ -340,19 +459,64 @@ def train_threads(
         timeout_s: the whole run's limit.
         on_poll: called in the caller's thread while the workers run.
         stop_when: test hook, ``(worker, step)`` called before every step (may raise).
+        start: per worker, where to continue from (a resumed run; ``server`` restored to
+            the same cut).
+        cuts: values of T (local steps of all workers together) at which the workers are
+            held between two steps (consistent cuts); ``on_cut(T, per-worker progress)`` is
+            then called in the caller's thread, with the server quiet, before they go on.
+            A cut no live worker can reach (the others finished or were lost) is skipped.
+        on_failure: ``(worker, error) -> continue?``; True leaves the worker behind (logged
+            by the caller) and the others go on; False or None stops the run.
+
+    On an exception the error carries ``worker_results``: every worker's progress, between
+    two steps (the stopped workers return at their next tick).
     """
     steps = make_worker_steps(rule, grad_fn, params)
     # Compile everything once here, not in p threads at once (and not inside the timing).
     compile_time = warm_up(steps, rule, params, batch_fn, 0, key, server.dry_exchange)
-    results: list[WorkerResult | None] = [None] * server.num_workers
+    p = server.num_workers
+    results: list[WorkerResult | None] = list(start) if start is not None else [None] * p
+    status = ["running"] * p
+    lost: dict[int, str] = {}
+    lock = threading.Lock()
+    schedule = CutSchedule(cuts, server.total, server.hold)
 
     def work(index: int, stop: threading.Event) -> None:
-        results[index] = run_worker(steps, rule, params, ThreadTransport(server, stop), index,
-                                    num_steps, batch_fn, key, chunk_steps, stop_when)
+        outcome = "done"
+        try:
+            result = run_worker(steps, rule, params, ThreadTransport(server, stop, index),
+                                index, num_steps, batch_fn, key, chunk_steps, stop_when,
+                                start=results[index])
+        except Exception as error:
+            result = getattr(error, "worker_result", None)
+            if on_failure is None or not on_failure(index, error):
+                with lock:
+                    results[index], status[index] = result, "failed"
+                raise
+            outcome = "lost"
+            lost[index] = f"{type(error).__name__}: {error}"
+        with lock:
+            results[index], status[index] = result, outcome
+
+    def workers() -> tuple[list[str], list[Any]]:
+        with lock:
+            return list(status), list(results)
+
+    def poll() -> None:
+        if on_poll is not None:
+            on_poll()
+        schedule.poll(server.parked, workers, lambda: server.total, on_cut)
 
     begin = time.perf_counter()
-    run_threads(work, server.num_workers, timeout_s, on_poll=on_poll)
+    try:
+        run_threads(work, p, timeout_s, on_poll=poll)
+    except BaseException as error:
+        error.worker_results = list(results)  # type: ignore[attr-defined]
+        raise
+    finally:
+        server.hold(None)
     wall = time.perf_counter() - begin
-    done = [r for r in results if r is not None]
+    done = [r if r is not None else WorkerResult(rule.init_worker(params), [], 0, 0)
+            for r in results]
     return ThreadRun([r.worker for r in done], [r.loss_array() for r in done],
-                     [r.steps for r in done], wall, compile_time)
+                     [r.steps for r in done], wall, compile_time, done, lost)

@@ -5,7 +5,8 @@ local steps in chunks of batches and never waits for the other workers:
 
     for each local step t_i:
         hook(i, t_i)                                   (a test hook; may raise)
-        T = transport.tick()                           (None: the run was stopped)
+        T = transport.tick(progress)                   (None: the run was stopped; held at a
+                                                        cut, it hands over progress() first)
         if rule.communicates(t_i, T):
             worker, grad, vectors, scalars = prepare(worker, batch)
             replies = transport.exchange(i, vectors, scalars)      (the master, atomically)
@@ -16,6 +17,13 @@ local steps in chunks of batches and never waits for the other workers:
 The thread executor (``parallel/server.py``: the master in this process, a stop event) and
 the Ray executor (``parallel/ray_server.py``: the master behind an actor) each supply a
 :class:`Transport`; the loop, the jitted worker steps and their warm-up are shared.
+
+Consistent cuts (checkpoints, evaluations at exact steps): the master may hold the workers
+at a value of T; a worker that asks for a tick then hands over its progress (its
+:class:`WorkerResult` between two local steps) and waits until the cut is released, so that
+the master and every worker are snapshotted between steps. A loop may start from such a
+snapshot (``start``) instead of ``params``. An exception raised in the loop carries the
+worker's progress before the failed step as ``error.worker_result``.
 """
 
 from __future__ import annotations
@@ -40,9 +48,11 @@ StopHook = Callable[[int, int], None]
 class Transport(Protocol):
     """How a worker reaches the master."""
 
-    def tick(self) -> int | None:
+    def tick(self, progress: Callable[[], WorkerResult]) -> int | None:
         """Announces one local step: T, the number of steps all workers announced before it
-        (the total-iteration clock), or None if the run was stopped (the step is not taken)."""
+        (the total-iteration clock), or None if the run was stopped (the step is not taken).
+        While the master holds the workers at a cut, hands ``progress()`` (the worker
+        between two steps) to the master and blocks until the cut is released."""
 
     def exchange(self, worker: int, vectors: Sequence[Any],
                  scalars: Sequence[Any]) -> tuple[np.ndarray, ...]:
@@ -130,9 +140,10 @@ def run_worker(
     key: jax.Array,
     chunk_steps: int,
     stop_when: StopHook | None = None,
+    start: WorkerResult | None = None,
 ) -> WorkerResult:
-    """Worker ``index`` from ``params``: up to ``num_steps`` local steps (fewer if the
-    transport says the run was stopped).
+    """Worker ``index`` from ``params`` (or from ``start``, a snapshot of a previous run):
+    up to ``num_steps`` local steps in all (fewer if the transport says the run was stopped).
 
     Args:
         steps: :func:`make_worker_steps` of ``rule``.
@@ -141,30 +152,43 @@ def run_worker(
             fetched ``chunk_steps`` at a time.
         key: the base PRNG key; step t uses ``fold_in(fold_in(key, index), t)``.
         stop_when: test hook, ``(worker, step)`` called before every step (may raise).
+        start: where to continue from (its worker state, losses, steps and exchanges).
+
+    An exception carries ``worker_result``, the worker before the step that failed.
     """
-    worker = rule.init_worker(params)
+    if start is None:
+        worker, losses, taken, exchanges = rule.init_worker(params), [], 0, 0
+    else:
+        worker, losses, taken, exchanges = (start.worker, list(start.losses), start.steps,
+                                            start.exchanges)
     worker_key = jax.random.fold_in(key, index)
-    losses: list[Any] = []
-    taken = exchanges = 0
-    for start in range(0, num_steps, chunk_steps):
-        count = min(chunk_steps, num_steps - start)
-        batches = batch_fn(index, start, count)
-        for j in range(count):
-            step = start + j
-            if stop_when is not None:
-                stop_when(index, step)
-            total = transport.tick()
-            if total is None:
-                return WorkerResult(worker, losses, taken, exchanges)
-            batch = jax.tree.map(lambda a, j=j: a[j], batches)
-            if rule.communicates(step, total):
-                worker, grad, vectors, scalars, loss = steps.prepare(
-                    worker, batch, worker_key, index)
-                replies = transport.exchange(index, vectors, scalars)
-                exchanges += 1
-                worker = steps.finish(worker, grad, replies)
-            else:
-                worker, loss = steps.local(worker, batch, worker_key)
-            losses.append(loss)
-            taken = step + 1
+
+    def progress() -> WorkerResult:
+        return WorkerResult(worker, list(losses), taken, exchanges)
+
+    try:
+        for first in range(taken, num_steps, chunk_steps):
+            count = min(chunk_steps, num_steps - first)
+            batches = batch_fn(index, first, count)
+            for j in range(count):
+                step = first + j
+                if stop_when is not None:
+                    stop_when(index, step)
+                total = transport.tick(progress)
+                if total is None:
+                    return progress()
+                batch = jax.tree.map(lambda a, j=j: a[j], batches)
+                if rule.communicates(step, total):
+                    new, grad, vectors, scalars, loss = steps.prepare(
+                        worker, batch, worker_key, index)
+                    replies = transport.exchange(index, vectors, scalars)
+                    exchanges += 1
+                    worker = steps.finish(new, grad, replies)
+                else:
+                    worker, loss = steps.local(worker, batch, worker_key)
+                losses.append(loss)
+                taken = step + 1
+    except BaseException as error:
+        error.worker_result = progress()  # type: ignore[attr-defined]
+        raise
     return WorkerResult(jax.block_until_ready(worker), losses, taken, exchanges)

@@ -18,21 +18,53 @@ and evaluation as the synchronous loop (:mod:`easgd_jax.training.sync`).
   (``config.asynchrony.ray_address``; ``""``: a local one).
 
 Evaluation reads the CENTER (the master's x~; APAM's x; LSGD's leader) every
-``train.eval_every`` local steps per worker on average (every ``eval_every * p`` ticks, or
-for threads each time the total step count passes a multiple of it, while the workers run),
-one ``MetricsWriter`` line each in ``workdir/metrics.jsonl`` (test loss and accuracy, the
-staleness mean/max since the previous line, the training loss for the simulation). The
-final metrics add the wall time (compilation excluded, reported as ``compile_time_s``), the
-staleness mean/max over the run (master updates between a worker's read of the master and
-its write; per shard for threads), the number of exchanges, and for threads the ledger
-discrepancy of the no-lost-update check; ``final_metrics.json`` also lists the local steps
-each worker took. Same data (``WorkerSampler``: worker w's batches for its local steps
-s..s+n-1 are drawn as ``indices(w, s, n)``), models and evaluator as the synchronous loop.
-Runs are not checkpointed or resumed.
+``train.eval_every`` local steps per worker on average (every ``eval_every * p`` ticks of
+the simulation; for threads and Ray at a consistent cut with exactly that many local steps
+done, the workers held between two steps), one ``MetricsWriter`` line each in
+``workdir/metrics.jsonl`` (test loss and accuracy, the staleness mean/max since the previous
+line, the training loss for the simulation). The final metrics add the wall time
+(compilation excluded, reported as ``compile_time_s``), the staleness mean/max over the run
+(master updates between a worker's read of the master and its write; per shard for threads),
+the number of exchanges, and for threads the ledger discrepancy of the no-lost-update check
+and the number of workers lost; ``final_metrics.json`` also lists the local steps each
+worker took (and the lost workers). Same data (``WorkerSampler``: worker w's batches for its
+local steps s..s+n-1 are drawn as ``indices(w, s, n)``), models and evaluator as the
+synchronous loop.
+
+Checkpoints (``workdir/checkpoints``, Orbax, every ``checkpoint.every`` steps, at the end,
+and on SIGTERM/SIGINT, which stop the run and return the metrics with ``stopped_at_step``);
+a re-run with the same workdir resumes from the latest one (``train.num_steps`` may grow;
+metrics after the checkpoint are dropped and rewritten):
+
+- ``simulated_async`` runs in compiled chunks of gcd(``eval_every``, ``checkpoint.every``)
+  steps (so both fall on chunk boundaries; no config is refused for it) and saves at a
+  chunk boundary the whole carry (``SimState``/``DelayState``: master, stacked workers with
+  their clocks, master and read clocks, key), each worker's local step (the samplers'
+  positions) and the staleness totals: resumed, it is bitwise equal to an uninterrupted run.
+- ``threads`` and ``ray`` save at a consistent cut: every shard's master, clocks, read clocks, sent
+  counts, staleness lists and float64 no-lost-update ledger, with each worker's
+  ``AsyncWorkerState``, local step, exchanges and last ``eval_every`` losses (its key is
+  ``fold_in(key, worker)``, the step's ``fold_in`` of its clock: restored with the state).
+  Resumed, no applied update is lost (the end's check covers the whole run) but the
+  interleaving of the workers is new. A stop (signal, failure) cuts where the workers
+  stand, between two steps, numbered T // p (T: local steps of all workers); a run resumed
+  from it still takes the cut of a mark equal to that T.
+
+A NaN or Inf in a loss or in the center raises ``NonFiniteError`` naming the step and the
+last good checkpoint, after the chunk (simulation) or at the next cut (threads), before
+anything is saved. ``asynchrony.on_worker_failure`` (threads, Ray): ``"stop"`` saves where
+the workers stand and raises :class:`WorkerFailedError` naming the worker and its step (a
+re-run resumes it from that step); ``"continue"`` logs the loss and the others go on
+(threads: without it, the run ends with fewer steps, ``workers_lost`` counts them; Ray:
+restarted from the center at the step it failed at, a new actor if its actor died,
+``workers_restarted`` counts them; a worker failing again at the same step stops the run).
+:data:`worker_hook` is a test hook into the workers (``(worker, local step)``, may raise).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import threading
 import time
 from typing import Any
@@ -41,20 +73,29 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import logging
 
 from easgd_jax import data
 from easgd_jax.algorithms import registry
 from easgd_jax.algorithms.base import AsyncRule
 from easgd_jax.parallel import schedules, server
+from easgd_jax.parallel.worker_loop import StopHook, WorkerResult
 from easgd_jax.training import config as config_lib
+from easgd_jax.training.checkpoint import Checkpointer
 from easgd_jax.training.common import (
+    NonFiniteError,
     already_finished,
     load_data_and_model,
     make_evaluator,
     make_grad_fn,
     prepare_workdir,
+    stop_requests,
 )
 from easgd_jax.training.metrics import MetricsWriter, write_final_metrics
+
+# A test hook: ``(worker, local step)`` called before every local step of the threads
+# executor's workers (may raise, as a dying worker).
+worker_hook: StopHook | None = None
 
 
 def _chunk_batches(sampler: data.WorkerSampler, chunk: schedules.Schedule,
@@ -82,18 +123,33 @@ def staleness_stats(staleness: np.ndarray) -> dict[str, float]:
 
 
 class _Recorder:
-    """Losses and staleness since the last evaluation, and over the whole run."""
+    """Losses and staleness since the last evaluation, and over the whole run (their sum,
+    count and max: the mean is exact, integer sums below 2**53)."""
 
     def __init__(self):
         self.losses: list[np.ndarray] = []
         self.staleness: list[np.ndarray] = []
-        self.all_staleness: list[np.ndarray] = []
+        self.total_sum = self.total_count = self.total_max = 0
 
     def add(self, info: schedules.TickInfo) -> None:
         self.losses.append(np.asarray(info.loss))
-        stale = np.asarray(info.staleness)[np.asarray(info.communicated)]
+        stale = np.asarray(info.staleness)[np.asarray(info.communicated)].astype(np.int64)
         self.staleness.append(stale)
-        self.all_staleness.append(stale)
+        self.total_sum += int(stale.sum())
+        self.total_count += len(stale)
+        self.total_max = max(self.total_max, int(stale.max(initial=0)))
+
+    def state(self) -> dict[str, Any]:
+        """Everything, as JSON data for a checkpoint (float32 losses as exact floats)."""
+        return {"losses": [float(x) for part in self.losses for x in part],
+                "staleness": [int(x) for part in self.staleness for x in part],
+                "sum": self.total_sum, "count": self.total_count, "max": self.total_max}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.losses = [np.asarray(state["losses"], np.float32)]
+        self.staleness = [np.asarray(state["staleness"], np.int64)]
+        self.total_sum, self.total_count = state["sum"], state["count"]
+        self.total_max = state["max"]
 
     def window(self) -> dict[str, float]:
         losses = np.concatenate(self.losses) if self.losses else np.zeros(0)
@@ -103,31 +159,22 @@ class _Recorder:
                 **staleness_stats(stale)}
 
     def totals(self) -> dict[str, float]:
-        stale = np.concatenate(self.all_staleness) if self.all_staleness else np.zeros(0)
-        return {**staleness_stats(stale), "exchanges": int(len(stale))}
+        mean = self.total_sum / self.total_count if self.total_count else 0.0
+        return {"staleness_mean": mean, "staleness_max": self.total_max,
+                "exchanges": self.total_count}
 
 
 class _Evaluator:
-    """Evaluates the master's center while the workers run: each time the total clock
-    passes another ``eval_every * p`` local steps (threads, Ray), and at the end."""
+    """Evaluates the master's center at a cut and at the end (threads, Ray), writing one
+    metrics line."""
 
     def __init__(self, config: ml_collections.ConfigDict, evaluate, dataset: data.Dataset,
                  writer: MetricsWriter):
         self.evaluate, self.dataset, self.writer = evaluate, dataset, writer
-        self.p = config.num_workers
-        self.every = config.train.eval_every * self.p
-        self.last_tick = config.train.num_steps * self.p
-        self.next = self.every
         self.metrics: dict[str, Any] = {}
         self.start = time.perf_counter()  # mid-run rates include the warm-up compilation
+        self.start_step = 0  # a resumed run's first step
         self.lock = threading.Lock()
-
-    def due(self, total: int) -> int | None:
-        """The step to evaluate at when ``total`` local steps passed the next mark."""
-        if total >= self.next and self.next < self.last_tick:
-            step, self.next = self.next // self.p, self.next + self.every
-            return step
-        return None
 
     def __call__(self, step: int, center, staleness: np.ndarray,
                  seconds: float | None = None) -> None:
@@ -135,7 +182,7 @@ class _Evaluator:
             elapsed = time.perf_counter() - self.start if seconds is None else seconds
             metrics = {**staleness_stats(staleness), **_evaluate(self.evaluate, self.dataset,
                                                                  center),
-                       "steps_per_second": step / elapsed}
+                       "steps_per_second": (step - self.start_step) / elapsed}
             self.writer.write(step, metrics)
             self.metrics = metrics
 
@@ -150,103 +197,328 @@ def _final_train_loss(config: ml_collections.ConfigDict, losses) -> float:
     return float(np.mean(np.concatenate([w[-config.train.eval_every:] for w in losses])))
 
 
-def _run_simulated(config, rule, grad_fn, params, key, sampler, evaluate, dataset, writer):
+class WorkerFailedError(RuntimeError):
+    """A worker of the threads or Ray executor failed under ``on_worker_failure='stop'``."""
+
+
+class _Stopped(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """SIGTERM/SIGINT seen while the workers run: stop them at a consistent cut."""
+
+
+@dataclasses.dataclass
+class _Run:
+    """What every runner gets: the config, the algorithm and the run's tools."""
+
+    config: ml_collections.ConfigDict
+    workdir: str
+    rule: AsyncRule
+    grad_fn: Any
+    params: Any
+    key: jax.Array
+    sampler: data.WorkerSampler
+    evaluate: Any
+    dataset: data.Dataset
+    checkpoints: Checkpointer
+    stop: list[int]  # signals received (common.stop_requests)
+
+    def writer(self, resume_step: int) -> MetricsWriter:
+        return MetricsWriter(self.workdir, self.config.train.num_steps, resume_step=resume_step,
+                             tensorboard=self.config.tensorboard)
+
+    def last_good(self) -> str:
+        steps = self.checkpoints.steps()
+        return (f"The last good checkpoint is step {steps[-1] if steps else 'none'} in "
+                f"{self.workdir}.")
+
+    def stopped(self, step: int, metrics: dict[str, Any]) -> dict[str, Any]:
+        logging.warning("signal %d received: saved a checkpoint at step %d and stopped; run "
+                        "again with the same workdir to resume.", self.stop[0], step)
+        return {**metrics, "stopped_at_step": step}
+
+
+def chunk_steps(config: ml_collections.ConfigDict) -> int:
+    """The local steps per worker of one compiled chunk of ``simulated_async``: the gcd of
+    ``train.eval_every`` and ``checkpoint.every`` (when set), so that both fall on chunk
+    boundaries (``num_steps`` is a multiple of ``eval_every``)."""
+    every = config.checkpoint.every
+    return math.gcd(config.train.eval_every, every) if every else config.train.eval_every
+
+
+def _finite(tree) -> bool:
+    return all(bool(np.isfinite(np.asarray(a)).all()) for a in jax.tree.leaves(tree))
+
+
+def _run_simulated(run: _Run):
+    config, rule, grad_fn, params, key = run.config, run.rule, run.grad_fn, run.params, run.key
     asyn, p = config.asynchrony, config.num_workers
-    num_ticks, eval_ticks = config.train.num_steps * p, config.train.eval_every * p
+    num_ticks, chunk_ticks = config.train.num_steps * p, chunk_steps(config) * p
+    every, eval_every = config.checkpoint.every, config.train.eval_every
     delayed = asyn.schedule == "random_delay"
     if delayed:
-        run = schedules.make_delay_simulator(rule, grad_fn)
+        sim = schedules.make_delay_simulator(rule, grad_fn)
         state = schedules.init_delay_state(rule, params, asyn.max_staleness, key)
         delays = schedules.random_delays(num_ticks, asyn.max_staleness, config.seed)
         sched = schedules.round_robin(p, num_ticks)  # whose data (and clock) each tick uses
     else:
-        run = schedules.make_simulator(rule, grad_fn)
+        sim = schedules.make_simulator(rule, grad_fn)
         state = schedules.init_sim_state(rule, params, p, key)
         sched = schedules.make_schedule(asyn.schedule, p, num_ticks, config.seed,
                                         asyn.clock_spread, asyn.clock_jitter)
     recorder, metrics = _Recorder(), {}
     local = np.zeros(p, np.int64)  # each worker's local steps so far
+    step = 0
+    restored = run.checkpoints.restore_latest(state)
+    if restored is not None:
+        step, state, meta = restored
+        local = np.asarray(meta["local"], np.int64)
+        recorder.load(meta["recorder"])
+        metrics = meta["metrics"]
+        logging.info("resumed from the checkpoint at step %d", step)
+    writer = run.writer(step)
+
+    def save(at_step: int) -> None:
+        run.checkpoints.save(at_step, state, {
+            "step": at_step, "local": local.tolist(), "recorder": recorder.state(),
+            "metrics": metrics})
+
     compiled, compile_s = None, 0.0
-    start = time.perf_counter()
-    for first, chunk in zip(range(0, num_ticks, eval_ticks), sched.chunks(eval_ticks),
-                            strict=True):
-        batches = _chunk_batches(sampler, chunk, local)
-        if delayed:
-            span = slice(first, first + len(chunk))
-            args = (state, delays[span], chunk.workers, chunk.local_steps(local), batches)
-        else:
-            args = (state, chunk.workers, batches)
-        if compiled is None:  # every chunk has the same shapes: compile once, timed apart
-            begin = time.perf_counter()
-            compiled = run.lower(*args).compile()
-            compile_s = time.perf_counter() - begin
-            start += compile_s
-        state, info = compiled(*args)
-        local += chunk.counts()
-        recorder.add(info)
-        step = (first + len(chunk)) // p
-        metrics = {**recorder.window(), **_evaluate(evaluate, dataset, state.master.center)}
-        metrics["steps_per_second"] = step / (time.perf_counter() - start)
-        writer.write(step, metrics)
+    start, start_step = time.perf_counter(), step
+    try:
+        for first in range(step * p, num_ticks, chunk_ticks):
+            span = slice(first, first + chunk_ticks)
+            chunk = schedules.Schedule(sched.workers[span], sched.times[span], p)
+            batches = _chunk_batches(run.sampler, chunk, local)
+            if delayed:
+                args = (state, delays[span], chunk.workers, chunk.local_steps(local), batches)
+            else:
+                args = (state, chunk.workers, batches)
+            if compiled is None:  # every chunk has the same shapes: compile once, timed apart
+                begin = time.perf_counter()
+                compiled = sim.lower(*args).compile()
+                compile_s = time.perf_counter() - begin
+                start += compile_s
+            new_state, info = compiled(*args)
+            losses = np.asarray(info.loss)
+            if not np.isfinite(losses).all():
+                tick = int(np.argmin(np.isfinite(losses)))
+                worker = int(chunk.workers[tick])
+                raise NonFiniteError(
+                    f"non-finite value (NaN or Inf) in a loss of worker {worker} at its local "
+                    f"step {int(chunk.local_steps(local)[tick])} (tick {first + tick}, "
+                    f"at step {(first + tick) // p} of {config.train.num_steps}); stopping. "
+                    + run.last_good())
+            step = (first + len(chunk)) // p
+            if not _finite(new_state.master.center):
+                raise NonFiniteError(
+                    f"non-finite value (NaN or Inf) in the center after step {step}; "
+                    "stopping. " + run.last_good())
+            state = new_state
+            local += chunk.counts()
+            recorder.add(info)
+            if step % eval_every == 0:
+                metrics = {**recorder.window(),
+                           **_evaluate(run.evaluate, run.dataset, state.master.center)}
+                metrics["steps_per_second"] = (step - start_step) / (time.perf_counter() - start)
+                writer.write(step, metrics)
+            if (every and step % every == 0) or step == config.train.num_steps or run.stop:
+                save(step)
+            if run.stop:
+                return run.stopped(step, metrics), {}, {}, time.perf_counter() - start
+    finally:
+        writer.close()
     totals = {**recorder.totals(), "compile_time_s": compile_s}
-    return metrics, totals, local, time.perf_counter() - start
+    return (metrics, totals, {"worker_steps": [int(s) for s in local]},
+            time.perf_counter() - start)
 
 
-def _run_threads(config, rule, grad_fn, params, key, sampler, evaluate, dataset, writer):
+def _losses_tail(result: WorkerResult, n: int) -> list[float]:
+    return [float(x) for x in np.asarray(jnp.stack(result.losses[-n:]))] if result.losses else []
+
+
+def _run_threads(run: _Run):
+    return _run_server(run, use_ray=False)
+
+
+def _run_ray(run: _Run):
+    return _run_server(run, use_ray=True)
+
+
+def _run_server(run: _Run, use_ray: bool):
+    """The threads or Ray executor: a parameter server, workers held at consistent cuts for
+    evaluations and checkpoints."""
+    config, rule, params = run.config, run.rule, run.params
     asyn, p = config.asynchrony, config.num_workers
-    ps = server.ParameterServer(rule, params, p, asyn.num_shards)
-    evaluator = _Evaluator(config, evaluate, dataset, writer)
+    end, eval_ticks = config.train.num_steps * p, config.train.eval_every * p
+    every_ticks = config.checkpoint.every * p
+    ps = server.ParameterServer(rule, params, p, asyn.num_shards)  # Ray: for the shapes
+    view: Any = ps  # the server as the driver sees it (Ray: a RemoteServer once running)
+    fresh = WorkerResult(rule.init_worker(params), [], 0, 0)
+    start: list[WorkerResult] | None = None
+    server_state = None
     seen = [0] * p  # per worker, the staleness values already reported
+    lost: dict[int, str] = {}
+    label, metrics, taken = 0, {}, True  # taken: the restored T's cut was taken
+    restored = run.checkpoints.restore_latest(
+        {"server": ps.state()[0], "workers": [fresh.worker] * p})
+    if restored is not None:
+        label, state, meta = restored
+        server_state = (state["server"], meta["server"])
+        ps.load_state(*server_state)
+        start = [WorkerResult(w, [np.float32(x) for x in tail], s, e) for w, tail, s, e
+                 in zip(state["workers"], meta["losses"], meta["steps"], meta["exchanges"],
+                        strict=True)]
+        seen, metrics = meta["seen"], meta["metrics"]
+        lost = {int(k): v for k, v in meta["lost"].items()}
+        taken = meta["cut"]
+        logging.info("resumed from the checkpoint at step %d (T = %d local steps of all "
+                     "workers, %s)", label, ps.total, meta["steps"])
+    writer = run.writer(label)
+    evaluator = _Evaluator(config, run.evaluate, run.dataset, writer)
+    evaluator.start_step = label
+    checked = [len(r.losses) for r in start] if start else [0] * p
 
     def new_staleness() -> np.ndarray:
-        """Staleness of the exchanges since the last evaluation (the per-worker lists only
-        grow, each in its own thread)."""
-        parts = []
-        for w, values in enumerate(ps.staleness):
-            end = len(values)
-            parts.append(np.asarray(values[seen[w]:end], np.int64))
-            seen[w] = end
-        return np.concatenate(parts)
+        """Staleness of the exchanges since the last evaluation."""
+        new = view.staleness_since(seen)
+        for w, values in enumerate(new):
+            seen[w] += len(values)
+        return np.asarray([s for values in new for s in values], np.int64)
 
-    def on_poll() -> None:
-        step = evaluator.due(ps.total)
-        if step is not None:
-            evaluator(step, ps.center(), new_staleness())
+    def check_finite(results: list[WorkerResult], step: int, center: np.ndarray) -> None:
+        for w, r in enumerate(results):
+            if len(r.losses) > checked[w]:
+                new = np.asarray(jnp.stack(r.losses[checked[w]:]))
+                if not np.isfinite(new).all():
+                    at = r.steps - len(new) + int(np.argmin(np.isfinite(new)))
+                    raise NonFiniteError(
+                        f"non-finite value (NaN or Inf) in a loss of worker {w} at its local "
+                        f"step {at} (checked at step {step}); stopping. " + run.last_good())
+                checked[w] = len(r.losses)
+        if not np.isfinite(center).all():
+            raise NonFiniteError(f"non-finite value (NaN or Inf) in the center at step {step}; "
+                                 "stopping. " + run.last_good())
 
-    result = server.train_threads(rule, grad_fn, params, ps, config.train.num_steps,
-                                  sampler.worker_round, key, timeout_s=asyn.timeout_s,
-                                  on_poll=on_poll)
-    report = ps.verify(rtol_per_exchange=1e-6)
-    evaluator(config.train.num_steps, ps.center(), new_staleness(), result.wall_time_s)
+    def save(results: list[WorkerResult], at: int | None = None, state=None,
+             cut: bool = True) -> int:
+        """A checkpoint of the server (``state``, else now) and every worker; returns its
+        step. ``cut``: taken at a cut whose evaluation is done (else at a stop: a mark
+        equal to its T is still to take)."""
+        arrays, server_meta = view.state() if state is None else state
+        arrays = jax.tree.map(jnp.asarray, arrays)
+        step = server_meta["total"] // p if at is None else at
+        if step in run.checkpoints.steps():  # a stop right after a cut: that cut is kept
+            logging.warning("a checkpoint at step %d exists; kept it", step)
+            return step
+        run.checkpoints.save(step, {"server": arrays, "workers": [
+            jax.tree.map(jnp.asarray, r.worker) for r in results]}, {
+            "step": step, "server": server_meta, "steps": [r.steps for r in results],
+            "exchanges": [r.exchanges for r in results],
+            "losses": [_losses_tail(r, config.train.eval_every) for r in results],
+            "seen": list(seen), "metrics": evaluator.metrics or metrics,
+            "lost": {str(k): v for k, v in lost.items()}, "cut": cut})
+        return step
+
+    def complete(results: list[WorkerResult | None]) -> list[WorkerResult]:
+        """A worker with no progress (failed before its loop) keeps its starting point."""
+        return [r if r is not None else (start[w] if start else fresh)
+                for w, r in enumerate(results)]
+
+    def on_cut(total: int, results: list[WorkerResult]) -> None:
+        step = total // p
+        check_finite(results, step, view.center_flat())
+        if total % eval_ticks == 0:
+            evaluator(step, view.center(), new_staleness())
+        if every_ticks and total % every_ticks == 0:
+            save(results)
+
+    def on_poll(*_) -> None:
+        if run.stop:
+            raise _Stopped()
+
+    def on_failure(worker: int, error: BaseException) -> bool:
+        if asyn.on_worker_failure != "continue":
+            return False
+        at = getattr(error, "worker_result", None)
+        if at is not None and (worker, at.steps) in failures:  # a restart failed the same way
+            return False
+        failures.add((worker, at.steps if at is not None else -1))
+        logging.warning("worker %d of %d failed at its local step %s (%s: %s); "
+                        "on_worker_failure='continue': %s", worker, p,
+                        at.steps if at is not None else "?", type(error).__name__, error,
+                        "restarting it from the center" if use_ray else "going on without it")
+        if not use_ray:
+            lost[worker] = f"{type(error).__name__}: {error}"
+        restarted[worker] = restarted.get(worker, 0) + 1
+        return True
+
+    restarted: dict[int, int] = {}
+    failures: set[tuple[int, int]] = set()
+    cuts = sorted(c for c in {*range(eval_ticks, end, eval_ticks),
+                              *(range(every_ticks, end, every_ticks) if every_ticks else ())}
+                  if c > ps.total or (c == ps.total and not taken))
+    try:
+        if use_ray:
+            from easgd_jax.parallel import ray_server  # imports Ray: only for this executor
+
+            def on_remote_cut(remote, total: int, results: list[WorkerResult]) -> None:
+                nonlocal view
+                view = remote
+                on_cut(total, results)
+
+            result = ray_server.train_ray(
+                rule, run.grad_fn, params, p, config.train.num_steps,
+                run.sampler.worker_round, run.key, num_shards=asyn.num_shards,
+                timeout_s=asyn.timeout_s, on_poll=on_poll, poll_s=0.05,
+                address=asyn.ray_address, verify_rtol_per_exchange=1e-6, start=start,
+                server_state=server_state, cuts=cuts, on_cut=on_remote_cut,
+                on_failure=on_failure, stop_when=worker_hook)
+            center_flat = result.center_flat
+            staleness = result.staleness
+        else:
+            result = server.train_threads(
+                rule, run.grad_fn, params, ps, config.train.num_steps,
+                run.sampler.worker_round, run.key, timeout_s=asyn.timeout_s, on_poll=on_poll,
+                start=start, cuts=cuts, on_cut=on_cut, on_failure=on_failure,
+                stop_when=worker_hook)
+            center_flat = ps.center_flat()
+            staleness = ps.staleness
+    except _Stopped as error:
+        step = save(complete(error.worker_results),  # type: ignore[attr-defined]
+                    state=getattr(error, "server_state", None), cut=False)
+        writer.close()
+        return run.stopped(step, evaluator.metrics or metrics), {}, {}, 0.0
+    except Exception as error:
+        index = getattr(error, "worker_index", None)
+        if index is None or isinstance(error, NonFiniteError):
+            writer.close()
+            raise
+        results = complete(error.worker_results)  # type: ignore[attr-defined]
+        state = getattr(error, "server_state", None)
+        step = (save(results, state=state, cut=False) if state is not None or not use_ray
+                else "none")
+        writer.close()
+        raise WorkerFailedError(
+            f"worker {index} of {p} failed at its local step {results[index].steps} "
+            f"({type(error).__name__}: {error}); on_worker_failure='stop': saved a checkpoint "
+            f"at step {step} in {run.workdir}; run again with the same workdir to resume."
+        ) from error
+    check_finite(result.results, config.train.num_steps, center_flat)
+    last = [s for w, values in enumerate(staleness) for s in values[seen[w]:]]
+    evaluator(config.train.num_steps, ps.unravel(jnp.asarray(center_flat)),
+              np.asarray(last, np.int64), result.wall_time_s)
+    if use_ray:  # verified by the server actor (unless not finite: raised above)
+        save(result.results, at=config.train.num_steps, state=result.server_state)
+        report = result.report
+    else:
+        save(result.results, at=config.train.num_steps)
+        report = ps.verify(rtol_per_exchange=1e-6)
+    writer.close()
+    lost.update(getattr(result, "lost", {}))
     metrics = {**evaluator.metrics, "train_loss": _final_train_loss(config, result.losses)}
-    totals = {**report.as_metrics(), "compile_time_s": result.compile_time_s}
-    return metrics, totals, np.asarray(result.steps), result.wall_time_s
-
-
-def _run_ray(config, rule, grad_fn, params, key, sampler, evaluate, dataset, writer):
-    from easgd_jax.parallel import ray_server  # imports Ray: only for this executor
-
-    asyn, p = config.asynchrony, config.num_workers
-    evaluator = _Evaluator(config, evaluate, dataset, writer)
-    remotes = []
-
-    def on_poll(remote: ray_server.RemoteServer) -> None:
-        step = evaluator.due(remote.total)
-        if step is not None:
-            evaluator(step, remote.center(), remote.new_staleness())
-        remotes[:] = [remote]
-
-    result = ray_server.train_ray(
-        rule, grad_fn, params, p, config.train.num_steps, sampler.worker_round, key,
-        num_shards=asyn.num_shards, timeout_s=asyn.timeout_s, on_poll=on_poll, poll_s=0.2,
-        address=asyn.ray_address, verify_rtol_per_exchange=1e-6)
-    seen = remotes[0].seen if remotes else [0] * p
-    last = [s for w, values in enumerate(result.staleness) for s in values[seen[w]:]]
-    evaluator(config.train.num_steps, result.center, np.asarray(last, np.int64),
-              result.wall_time_s)
-    metrics = {**evaluator.metrics, "train_loss": _final_train_loss(config, result.losses)}
-    totals = {**result.report.as_metrics(), "compile_time_s": result.compile_time_s}
-    return metrics, totals, np.asarray(result.steps), result.wall_time_s
+    totals = {**report.as_metrics(), "compile_time_s": result.compile_time_s,
+              "workers_lost": len(lost), "workers_restarted": sum(restarted.values())}
+    record = {"worker_steps": [int(s) for s in result.steps], "lost_workers": lost}
+    return metrics, totals, record, result.wall_time_s
 
 
 def validate(config: ml_collections.ConfigDict) -> AsyncRule:
@@ -265,13 +537,13 @@ def train_and_evaluate(
 ) -> dict[str, Any]:
     """Runs ``config.algorithm``'s asynchronous rule with ``config.executor``; returns the
     final metrics, all numbers (``workdir/final_metrics.json`` also lists the local steps
-    each worker took). Not resumable: a workdir of the same config is run afresh unless it
-    finished (then nothing changes); one of another config is refused unless
-    ``overwrite``."""
+    each worker took, and the workers lost). A workdir of the same config (``train.num_steps``
+    may grow) resumes from its latest checkpoint, or if finished changes nothing; one of
+    another config is refused unless ``overwrite``. Stopped by SIGTERM/SIGINT: the metrics
+    so far with ``stopped_at_step`` (no ``final_metrics.json``)."""
     rule = validate(config)
     dataset, model = load_data_and_model(config)
-    # Not resumed: any difference, num_steps included, needs another workdir or overwrite.
-    prepare_workdir(config, workdir, overwrite, resumable_changes=())
+    prepare_workdir(config, workdir, overwrite)
     final = already_finished(config, workdir)
     if final is not None:
         return final
@@ -281,19 +553,21 @@ def train_and_evaluate(
     sample = jnp.zeros((1, *dataset.example_shape), jnp.float32)
     # The same start for all workers (one compiled init: op-by-op it compiles every layer).
     params = jax.jit(lambda rng: model.init(rng, sample, train=False))(init_rng)["params"]
-    grad_fn = make_grad_fn(model, config.train.weight_decay)
-    evaluate = make_evaluator(model)
     sampler = data.WorkerSampler(dataset.train_x, dataset.train_y, p, config.train.batch_size,
                                  config.seed, augment=dataset.augment)
-    writer = MetricsWriter(workdir, config.train.num_steps, tensorboard=config.tensorboard)
     runner = {"simulated_async": _run_simulated, "threads": _run_threads,
               "ray": _run_ray}[config.executor]
+    checkpoints = Checkpointer(workdir, config.checkpoint.max_to_keep)
     try:
-        metrics, totals, worker_steps, wall = runner(
-            config, rule, grad_fn, params, worker_rng, sampler, evaluate, dataset, writer)
+        with stop_requests() as stop:
+            metrics, totals, record, wall = runner(_Run(
+                config, workdir, rule, make_grad_fn(model, config.train.weight_decay), params,
+                worker_rng, sampler, make_evaluator(model), dataset, checkpoints, stop))
     finally:
-        writer.close()
+        checkpoints.close()
+    if "stopped_at_step" in metrics:
+        return metrics
     final = {**metrics, **totals, "wall_time_s": wall}
     write_final_metrics(workdir, {"step": config.train.num_steps, "executor": config.executor,
-                                  **final, "worker_steps": [int(s) for s in worker_steps]})
+                                  **final, **record})
     return final

@@ -23,6 +23,7 @@ from ml_collections import config_dict
 
 EXECUTORS = ("sync", "simulated_async", "threads", "ray")
 ASYNC_EXECUTORS = EXECUTORS[1:]
+ON_WORKER_FAILURE = ("stop", "continue")
 PARAM_DTYPES = ("float32", "float64")
 # Fields that may change between a run and its resumption (extending a run).
 RESUMABLE_CHANGES = ("train.num_steps",)
@@ -94,9 +95,14 @@ def defaults() -> ml_collections.ConfigDict:
     config.asynchrony.num_shards = 1  # threads, ray: independently locked master shards
     config.asynchrony.timeout_s = 3600.0  # threads, ray: the whole run's limit
     config.asynchrony.ray_address = ""  # ray: "" starts a local Ray instance
+    # threads, ray: a worker that raises. "stop": checkpoint, then fail naming the worker;
+    # "continue": log it and go on with the others (EASGD's center needs no given worker).
+    config.asynchrony.on_worker_failure = "stop"
 
     config.checkpoint = ml_collections.ConfigDict()
-    config.checkpoint.every = 1000  # steps between checkpoints (0: only at the end)
+    # Steps between checkpoints (0: only at the end). simulated_async runs in chunks of
+    # gcd(train.eval_every, checkpoint.every) steps, so that both fall on chunk boundaries.
+    config.checkpoint.every = 1000
     config.checkpoint.max_to_keep = 3
     config.tensorboard = True  # event files in workdir/tensorboard besides metrics.jsonl
 
@@ -438,3 +444,4 @@ def _check_async(config: ml_collections.ConfigDict) -> None:
     if not isinstance(asyn.ray_address, str):
         raise ValueError(f"config.asynchrony.ray_address must be a string, got "
                          f"{asyn.ray_address!r}.")
+    _choice("asynchrony.on_worker_failure", asyn.on_worker_failure, ON_WORKER_FAILURE)

@@ -1,0 +1,354 @@
+"""Asynchronous runs under faults (issue 14, items 5 and 6): checkpoints and exact resumption
+of ``simulated_async``, consistent cuts of ``threads`` (no applied update lost across a
+restart), the NaN stop, SIGTERM, and ``asynchrony.on_worker_failure``. Digits and a small
+MLP, p = 3, a few tens of steps."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from test_async_train import small
+
+from easgd_jax.training import asynchronous as async_train
+from easgd_jax.training.checkpoint import Checkpointer
+from easgd_jax.training.common import NonFiniteError
+from easgd_jax.training.metrics import read_metrics
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMING = ("steps_per_second", "wall_time_s", "compile_time_s")
+
+
+class Killed(BaseException):
+    """Stands for kill -9: nothing in the run catches it, nothing is saved after it."""
+
+
+def _without_timing(record):
+    return {k: v for k, v in record.items() if k not in TIMING}
+
+
+def _simulated(num_steps=40):
+    config = small("async_eamsgd", schedule="clocks", clock_spread=2.0)
+    config.train.num_steps, config.train.eval_every = num_steps, 10
+    config.checkpoint.every = 20
+    return config
+
+
+def _saved_state(workdir, step):
+    """The arrays of the checkpoint at ``step``, read back by Orbax without a target."""
+    path = os.path.join(workdir, "checkpoints", str(step), "state")
+    return ocp.PyTreeCheckpointer().restore(path)
+
+
+def _meta(workdir, step):
+    """The JSON meta of the checkpoint at ``step``."""
+    with open(os.path.join(workdir, "checkpoints", str(step), "meta", "metadata")) as f:
+        return json.load(f)
+
+
+def _assert_trees_equal(a, b):
+    import jax
+
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.fixture(scope="module")
+def straight_simulated(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("straight_sim"))
+    final = async_train.train_and_evaluate(_simulated(), workdir)
+    return workdir, final
+
+
+def _kill_at_save(monkeypatch, step):
+    """The checkpoint at ``step`` is never written: the run dies there (after writing the
+    metrics of the steps since the previous checkpoint)."""
+    save = Checkpointer.save
+
+    def dying_save(self, at_step, state, meta):
+        if at_step == step:
+            raise Killed(f"killed before saving step {at_step}")
+        save(self, at_step, state, meta)
+
+    monkeypatch.setattr(Checkpointer, "save", dying_save)
+
+
+def test_simulated_async_killed_after_a_checkpoint_resumes_bitwise(
+        tmp_path, monkeypatch, straight_simulated):
+    ref_dir, ref_final = straight_simulated
+    workdir = str(tmp_path)
+    _kill_at_save(monkeypatch, 40)
+    with pytest.raises(Killed):
+        async_train.train_and_evaluate(_simulated(), workdir)
+    assert [r["step"] for r in read_metrics(workdir)] == [10, 20, 30, 40]  # 30, 40: lost
+    assert Checkpointer(workdir, 3).steps() == [20]
+    monkeypatch.undo()
+    final = async_train.train_and_evaluate(_simulated(), workdir)  # resumes from 20
+    assert _without_timing(final) == _without_timing(ref_final)
+    assert ([_without_timing(r) for r in read_metrics(workdir)]
+            == [_without_timing(r) for r in read_metrics(ref_dir)])
+    _assert_trees_equal(_saved_state(workdir, 40), _saved_state(ref_dir, 40))
+    saved = json.loads(open(os.path.join(workdir, "final_metrics.json")).read())
+    assert saved["worker_steps"] == json.loads(
+        open(os.path.join(ref_dir, "final_metrics.json")).read())["worker_steps"]
+
+
+def test_simulated_async_sigterm_saves_stops_and_resumes_bitwise(
+        tmp_path, monkeypatch, straight_simulated):
+    ref_dir, ref_final = straight_simulated
+    workdir = str(tmp_path)
+    batches, calls = async_train._chunk_batches, []
+
+    def signalled(*args):
+        calls.append(1)
+        if len(calls) == 3:  # during the chunk 20..30 (no checkpoint due at 30)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return batches(*args)
+
+    monkeypatch.setattr(async_train, "_chunk_batches", signalled)
+    metrics = async_train.train_and_evaluate(_simulated(), workdir)
+    assert metrics["stopped_at_step"] == 30
+    assert Checkpointer(workdir, 3).steps() == [20, 30]
+    assert not os.path.exists(os.path.join(workdir, "final_metrics.json"))
+    monkeypatch.undo()
+    final = async_train.train_and_evaluate(_simulated(), workdir)
+    assert _without_timing(final) == _without_timing(ref_final)
+    _assert_trees_equal(_saved_state(workdir, 40), _saved_state(ref_dir, 40))
+
+
+def test_simulated_async_nan_stops_naming_the_step_and_the_last_good_checkpoint(tmp_path):
+    config = _simulated(num_steps=20)
+    config.algorithm.learning_rate = 1e30  # overflows at once
+    with pytest.raises(NonFiniteError, match=r"at step 0 of 20\); stopping\. The last "
+                                             r"good checkpoint is step none"):
+        async_train.train_and_evaluate(config, str(tmp_path))
+    assert not os.path.exists(os.path.join(str(tmp_path), "final_metrics.json"))
+
+
+def _threads(name="async_easgd", num_steps=40, failure="stop"):
+    config = small(name, timeout_s=120.0, on_worker_failure=failure)
+    config.executor = "threads"
+    config.train.num_steps, config.train.eval_every = num_steps, 10
+    config.checkpoint.every = 20
+    return config
+
+
+def _hook(monkeypatch, worker, step, action):
+    def hook(index, t):
+        if index == worker and t == step:
+            action()
+
+    monkeypatch.setattr(async_train, "worker_hook", hook)
+
+
+def test_threads_killed_and_resumed_loses_no_applied_update(tmp_path, monkeypatch):
+    """kill -9 (in process) of worker 0 at its step 25: the run dies without saving; the
+    re-run resumes from the cut at step 20 and every exchange of the whole run is in the
+    center and the ledger (verified at the end: applied per shard == sent, center == start
+    + all deltas)."""
+    workdir = str(tmp_path)
+
+    def kill():
+        raise Killed("kill -9")
+
+    _hook(monkeypatch, 0, 25, kill)
+    with pytest.raises(Killed):
+        async_train.train_and_evaluate(_threads(), workdir)
+    assert Checkpointer(workdir, 3).steps() == [20]
+    monkeypatch.undo()
+    final = async_train.train_and_evaluate(_threads(), workdir)
+    saved = json.loads(open(os.path.join(workdir, "final_metrics.json")).read())
+    assert saved["worker_steps"] == [40, 40, 40]
+    assert final["exchanges"] == 3 * 4  # tau = 10: 4 per worker, across the restart
+    assert final["ledger_discrepancy"] <= 1e-5
+    # Every evaluation is a cut taken with exactly step * p local steps done, labelled by
+    # that step; so is every checkpoint (T = step * p, the workers' steps adding up).
+    records = read_metrics(workdir)
+    assert [r["step"] for r in records] == [10, 20, 30, 40]
+    assert records[-1]["test_accuracy"] == final["test_accuracy"] > 0.4
+    for step in (20, 40):
+        meta = _meta(workdir, step)
+        assert meta["server"]["total"] == 3 * step == sum(meta["steps"])
+        # tau = 10 on each worker's clock: worker i exchanged at 0, 10, ... < its steps.
+        assert meta["server"]["sent"] == [-(-s // 10) for s in meta["steps"]]
+
+
+def test_threads_sigterm_saves_a_cut_and_returns_stopped_at_step(tmp_path, monkeypatch):
+    workdir = str(tmp_path)
+    _hook(monkeypatch, 1, 15, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    metrics = async_train.train_and_evaluate(_threads(), workdir)
+    step = metrics["stopped_at_step"]
+    assert 5 <= step < 40 and Checkpointer(workdir, 3).steps()[-1] == step
+    assert not os.path.exists(os.path.join(workdir, "final_metrics.json"))
+    monkeypatch.undo()
+    final = async_train.train_and_evaluate(_threads(), workdir)
+    assert final["exchanges"] == 3 * 4 and final["ledger_discrepancy"] <= 1e-5
+    assert [r["step"] for r in read_metrics(workdir)] == [10, 20, 30, 40]
+
+
+def test_threads_worker_failure_continue_finishes_without_it(tmp_path, monkeypatch):
+    workdir = str(tmp_path)
+
+    def boom():
+        raise ValueError("worker boom")
+
+    _hook(monkeypatch, 1, 7, boom)
+    final = async_train.train_and_evaluate(_threads(failure="continue"), workdir)
+    saved = json.loads(open(os.path.join(workdir, "final_metrics.json")).read())
+    assert saved["worker_steps"] == [40, 7, 40]
+    assert saved["lost_workers"] == {"1": "ValueError: worker boom"}
+    assert final["workers_lost"] == 1
+    assert final["exchanges"] == 4 + 1 + 4  # worker 1 exchanged at its step 0 only
+    assert final["test_accuracy"] > 0.4 and final["ledger_discrepancy"] <= 1e-5
+
+
+def test_threads_worker_failure_stop_checkpoints_and_names_the_worker(tmp_path, monkeypatch):
+    workdir = str(tmp_path)
+
+    def boom():
+        raise ValueError("worker boom")
+
+    _hook(monkeypatch, 2, 27, boom)
+    with pytest.raises(async_train.WorkerFailedError,
+                       match=r"worker 2 of 3 failed at its local step 27 \(ValueError: worker "
+                             r"boom\); on_worker_failure='stop': saved a checkpoint at step"):
+        async_train.train_and_evaluate(_threads(), workdir)
+    meta = _meta(workdir, Checkpointer(workdir, 3).steps()[-1])
+    assert meta["steps"][2] == 27 and meta["server"]["total"] == sum(meta["steps"])
+    monkeypatch.undo()
+    final = async_train.train_and_evaluate(_threads(), workdir)  # the worker is back
+    assert final["exchanges"] == 3 * 4 and final["workers_lost"] == 0
+    assert [r["step"] for r in read_metrics(workdir)] == [10, 20, 30, 40]
+
+
+def test_threads_nan_is_a_non_finite_error_not_a_lost_update(tmp_path):
+    config = _threads(num_steps=20)
+    config.algorithm.learning_rate = 1e30  # overflows at once
+    with pytest.raises(NonFiniteError, match=r"non-finite value \(NaN or Inf\) in a loss of "
+                                             r"worker \d at its local step \d+ \(checked at "
+                                             r"step 10\); stopping\. The last good checkpoint "
+                                             r"is step none"):
+        async_train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_on_worker_failure_is_validated():
+    config = _threads(failure="restart")
+    with pytest.raises(ValueError, match=r"config.asynchrony.on_worker_failure must be one of "
+                                         r"stop, continue; got 'restart'"):
+        async_train.validate(config)
+
+
+@pytest.mark.slow
+def test_simulated_async_kill_9_of_launch_resumes_bitwise(tmp_path):
+    """A real kill -9 of ``launch.py`` between two checkpoints; resumed in the same workdir
+    (to a later end: num_steps may change), equal bit for bit to a straight run."""
+    killed, straight = str(tmp_path / "killed"), str(tmp_path / "straight")
+    config = _simulated()
+    config.model.kwargs = type(config.model.kwargs)()  # (not settable by flags)
+    flags = [f"--config.{k}={v}" for k, v in (
+        ("data.name", "digits"), ("model.name", "mlp"), ("num_workers", 3),
+        ("algorithm.moving_rate", config.algorithm.moving_rate),
+        ("asynchrony.clock_spread", 2.0), ("train.batch_size", 32),
+        ("train.eval_every", 10), ("checkpoint.every", 20), ("tensorboard", False))]
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "launch.py"), "--config",
+         os.path.join(ROOT, "configs", "async_eamsgd.py"), f"--workdir={killed}",
+         "--config.train.num_steps=100000", *flags],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            path = os.path.join(killed, "metrics.jsonl")
+            if os.path.exists(path) and read_metrics(killed) and \
+                    read_metrics(killed)[-1]["step"] >= 50:
+                break
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == -signal.SIGKILL
+    last = Checkpointer(killed, 3).steps()[-1]
+    reached = read_metrics(killed)[-1]["step"]
+    print(f"kill -9 after step {reached}; last checkpoint {last}; lost {reached - last} steps")
+    assert 0 <= reached - last <= 20
+    config.train.num_steps = end = last + 20
+    finals = [async_train.train_and_evaluate(config, w) for w in (killed, straight)]
+    assert _without_timing(finals[0]) == _without_timing(finals[1])
+    assert ([_without_timing(r) for r in read_metrics(killed)]
+            == [_without_timing(r) for r in read_metrics(straight)])
+    _assert_trees_equal(_saved_state(killed, end), _saved_state(straight, end))
+
+
+@pytest.mark.slow
+def test_ray_worker_failure_continue_restarts_it_and_stop_checkpoints(tmp_path):
+    """Ray: a worker killed with "continue" is restarted from the center and every worker
+    takes all its steps; with "stop" the run checkpoints and fails naming the worker, and
+    the re-run resumes with no applied update lost."""
+    import ray
+
+    from easgd_jax.parallel import ray_server
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": ray_server.ACTOR_ENV})
+    try:
+        marker = str(tmp_path / "fired")
+
+        def once(worker, step):
+            """Raises in ``worker`` at ``step``, once (the restarted worker goes on)."""
+            def hook(index, t):
+                if index == worker and t == step and not os.path.exists(marker):
+                    open(marker, "w").close()
+                    raise ValueError("worker boom")
+            return hook
+
+        config = _threads(failure="continue")
+        config.executor = "ray"
+        async_train.worker_hook = once(1, 7)
+        final = async_train.train_and_evaluate(config, str(tmp_path / "continue"))
+        saved = json.loads((tmp_path / "continue" / "final_metrics.json").read_text())
+        assert saved["worker_steps"] == [40, 40, 40] and final["workers_restarted"] == 1
+        assert final["exchanges"] == 3 * 4 and final["test_accuracy"] > 0.4
+
+        os.remove(marker)
+        config.asynchrony.on_worker_failure = "stop"
+        async_train.worker_hook = once(2, 27)
+        workdir = str(tmp_path / "stop")
+        with pytest.raises(async_train.WorkerFailedError,
+                           match=r"worker 2 of 3 failed at its local step 27 .*saved a "
+                                 r"checkpoint at step \d+"):
+            async_train.train_and_evaluate(config, workdir)
+        meta = _meta(workdir, Checkpointer(workdir, 3).steps()[-1])
+        assert meta["steps"][2] == 27 and meta["server"]["total"] == sum(meta["steps"])
+        async_train.worker_hook = None
+        final = async_train.train_and_evaluate(config, workdir)
+        assert final["exchanges"] == 3 * 4 and final["ledger_discrepancy"] <= 1e-5
+        assert [r["step"] for r in read_metrics(workdir)] == [10, 20, 30, 40]
+    finally:
+        async_train.worker_hook = None
+        ray.shutdown()
+
+
+def test_a_resumed_run_still_takes_the_cut_at_its_own_T():
+    """A run stopped (signal, failure) with T exactly at a mark never took that cut: the
+    resumed schedule starts there (the executor leaves out marks whose cut was taken)."""
+    from easgd_jax.parallel import server
+
+    holds, parked = [], {}
+
+    def hold(at):  # as the server's: moving the hold releases the parked workers
+        holds.append(at)
+        parked.clear()
+
+    schedule = server.CutSchedule([30, 60, 90], 60, hold)
+    assert schedule.pending == [60, 90] and holds == [60]
+    parked.update({0: "w0", 1: "w1"})
+    cuts = []
+    schedule.poll(lambda: parked, lambda: (["running", "running", "done"], [None, None, "w2"]),
+                  lambda: 60, lambda total, here: cuts.append((total, here)))
+    assert cuts == [(60, ["w0", "w1", "w2"])] and holds == [60, 90]
