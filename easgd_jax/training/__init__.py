@@ -26,9 +26,9 @@ def train_and_evaluate(
 ) -> dict[str, Any]:
     """Trains with ``config_.executor`` in ``workdir``; returns the final metrics.
 
-    An existing workdir of the same config resumes (sync) or, if finished, changes nothing;
-    one with a different config is refused unless ``overwrite``; one that another run is
-    using (its lock, :mod:`.lock`) is refused at once.
+    An existing workdir of the same config resumes from its latest checkpoint or, if
+    finished, changes nothing; one with a different config is refused unless ``overwrite``;
+    one that another run is using (its lock, :mod:`.lock`) is refused at once.
     """
     with workdir_lock(workdir):
         if config_.executor == "sync":

@@ -91,6 +91,7 @@ from easgd_jax.training.common import (
     prepare_workdir,
     stop_requests,
 )
+from easgd_jax.training.lock import workdir_lock
 from easgd_jax.training.metrics import MetricsWriter, write_final_metrics
 
 # A test hook: ``(worker, local step)`` called before every local step of the threads
@@ -540,8 +541,15 @@ def train_and_evaluate(
     each worker took, and the workers lost). A workdir of the same config (``train.num_steps``
     may grow) resumes from its latest checkpoint, or if finished changes nothing; one of
     another config is refused unless ``overwrite``. Stopped by SIGTERM/SIGINT: the metrics
-    so far with ``stopped_at_step`` (no ``final_metrics.json``)."""
+    so far with ``stopped_at_step`` (no ``final_metrics.json``). The workdir is locked for
+    the whole run (:mod:`.lock`): a second run into it is refused."""
     rule = validate(config)
+    with workdir_lock(workdir):
+        return _train_and_evaluate(config, workdir, overwrite, rule)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool,
+                        rule: AsyncRule) -> dict[str, Any]:
     dataset, model = load_data_and_model(config)
     prepare_workdir(config, workdir, overwrite)
     final = already_finished(config, workdir)
