@@ -232,6 +232,30 @@ def test_bad_exchange_options_are_refused(name, hparams, kwargs, match):
         registry.get_algorithm(name, **hparams, **kwargs)
 
 
+@pytest.mark.parametrize("name,hparams", [("diloco", DILOCO), ("eamsgd_outer", ELASTIC)])
+def test_centers_that_differ_stop_the_compressed_exchange_too(name, hparams):
+    """The agreement check rides in the bfloat16 all-reduce as exact bytes: centers that
+    differ by far less than a bfloat16 rounding are still caught; equal ones pass."""
+    tx = registry.get_algorithm(name, **hparams, num_fragments=2, exchange_dtype="bfloat16",
+                                error_feedback=True)
+    x0 = {"w": np.ones((2, 3), np.float32)}
+    state = jax.vmap(tx.init)(x0)
+
+    def steps(params, state):
+        def step(carry, _):
+            params, state = carry
+            u, state = tx.update(jax.tree.map(jnp.ones_like, params), state, params)
+            return (optax.apply_updates(params, u), state), None
+        return jax.lax.scan(step, (params, state), None, length=4)[0]
+
+    run = jax.jit(jax.vmap(steps, axis_name="workers"))
+    _, good = run(x0, state)
+    assert np.all(np.isfinite(np.asarray(good.center["w"])))
+    nudged = state._replace(center={"w": state.center["w"].at[1, 0].add(1e-6)})
+    with pytest.raises(Exception, match="copies of the center differ"):
+        jax.block_until_ready(run(x0, nudged))
+
+
 def test_fragment_bounds_are_contiguous_and_equal_sized():
     assert exchange.fragment_bounds(10, 4) == [(0, 3), (3, 6), (6, 8), (8, 10)]
     assert exchange.fragment_bounds(8, 1) == [(0, 8)]
