@@ -42,7 +42,14 @@ message:
     r_i = m_i + e_i;   wire_i = cast(r_i);   e_i <- r_i - wire_i        (per fragment slice)
 
 so that what the cast dropped is sent later instead of lost. The rounding of the sum of the
-p casts in ``exchange_dtype`` (the all-reduce itself) is not fed back.
+p casts in ``exchange_dtype`` (the all-reduce itself) is not fed back, and it depends on the
+order the all-reduce adds in: with p > 2 workers, the same run on another layout (workers
+per device) differs at that rounding (about 1e-2 after a few bfloat16 exchanges on the test
+quadratics), where the uncompressed exchange agrees to float32 rounding.
+
+The agreement check of the replicated centers rides in the same narrow all-reduce, its
+float32 checksums sent as their bytes (:func:`easgd_jax.algorithms.collectives.
+tree_psum_checking` with ``wire_dtype``), so a compressed exchange is still ONE all-reduce.
 """
 
 from __future__ import annotations
