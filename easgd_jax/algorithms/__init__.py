@@ -47,6 +47,7 @@ from easgd_jax.algorithms.distbelief import (
 from easgd_jax.algorithms.elastic import (
     EamsgdExtra,
     ElasticAveragingState,
+    ElasticFeedbackState,
     ElasticOuterState,
     async_eamsgd,
     async_easgd,
@@ -71,7 +72,7 @@ from easgd_jax.algorithms.leader import (
     lsgd_nesterov,
 )
 from easgd_jax.algorithms.momentum import NesterovState, nesterov, nesterov_origin
-from easgd_jax.algorithms.outer import DilocoState, diloco, nesterov_diloco
+from easgd_jax.algorithms.outer import DilocoFeedbackState, DilocoState, diloco, nesterov_diloco
 from easgd_jax.algorithms.registry import (
     algorithm_names,
     async_algorithm_names,
@@ -86,8 +87,10 @@ from easgd_jax.algorithms.registry import (
 
 __all__ = [
     "ElasticOuterState",
+    "ElasticFeedbackState",
     "eamsgd_outer",
     "DilocoState",
+    "DilocoFeedbackState",
     "diloco",
     "nesterov_diloco",
     "AdagradDownpourState",

@@ -125,8 +125,19 @@ def _raise_disagreement(what: str, axis_name: AxisName) -> Callable[[Any, Any], 
     return fail
 
 
+def _checksum_digits(tree: optax.Params, dtype: Any) -> jax.Array:
+    """The two float32 checksums of ``tree`` as their 8 bytes, each an integer 0..255 held
+    in ``dtype`` (exact in any float dtype of >= 8 significant bits): they ride, unrounded,
+    in an all-reduce of a narrow dtype. NaN and -0.0 are made canonical first, so that equal
+    checksums give equal bytes."""
+    sums = _checksums(tree)
+    sums = jnp.where(jnp.isnan(sums), jnp.nan, sums) + 0.0
+    return lax.bitcast_convert_type(sums, jnp.uint8).reshape(-1).astype(dtype)
+
+
 def tree_psum_checking(tree: optax.Updates, replicated: optax.Params, axis_name: AxisName,
-                       what: str = "center") -> tuple[optax.Updates, optax.Params]:
+                       what: str = "center", wire_dtype: Any = None
+                       ) -> tuple[optax.Updates, optax.Params]:
     """``tree_psum(tree)`` that also checks that ``replicated`` (the center each worker
     holds) is the same on every worker, in the SAME all-reduce.
 
@@ -143,10 +154,18 @@ def tree_psum_checking(tree: optax.Updates, replicated: optax.Params, axis_name:
     condition is batched, the branch becomes a select and the callback runs once per
     exchange, with the whole batch, raising only where a chain's copies differ.
 
+    ``wire_dtype`` (a compressed exchange, every leaf of ``tree`` already in it): the
+    all-reduce runs in that dtype, and the checksums travel as their 8 bytes (each exact in
+    it), ``[p, 8]`` numbers more, so that the one all-reduce keeps the narrow dtype.
+
     Returns ``(psum of tree, replicated)``, ``replicated`` unchanged when the copies agree.
     """
-    slots = jnp.zeros((axis_size(axis_name), 2), jnp.float32)
-    slots = slots.at[axis_index(axis_name)].set(_checksums(replicated))
+    if wire_dtype is None:
+        slots = jnp.zeros((axis_size(axis_name), 2), jnp.float32)
+        slots = slots.at[axis_index(axis_name)].set(_checksums(replicated))
+    else:
+        slots = jnp.zeros((axis_size(axis_name), 8), wire_dtype)
+        slots = slots.at[axis_index(axis_name)].set(_checksum_digits(replicated, wire_dtype))
     total, slots = tree_psum((tree, slots), axis_name)
     same = (slots == slots[0]) | (jnp.isnan(slots) & jnp.isnan(slots[0]))
     fail = _raise_disagreement(what, axis_name)

@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from easgd_jax.algorithms import base, checks, clock
+from easgd_jax.algorithms import base, checks, clock, exchange
 from easgd_jax.algorithms.base import AsyncRule, AsyncWorkerState, AxisName, CenterState
 from easgd_jax.algorithms.collectives import tree_psum_checking
 from easgd_jax.algorithms.momentum import nesterov, nesterov_origin
@@ -55,6 +55,19 @@ class ElasticOuterState(NamedTuple):
     center: optax.Params
     outer_state: optax.OptState
     inner_state: optax.OptState
+
+
+class ElasticFeedbackState(NamedTuple):
+    """State of :func:`elastic_averaging` with ``error_feedback``: the fields of
+    :class:`ElasticOuterState` (``outer_state`` None without an ``outer`` optimizer) and
+    ``residual``, the worker's rounding residual e_i of its last cast message (the center's
+    dtype and shapes; per worker)."""
+
+    count: jax.Array
+    center: optax.Params
+    outer_state: optax.OptState
+    inner_state: optax.OptState
+    residual: optax.Updates
 
 
 class ElasticAveragingState(NamedTuple):
@@ -95,6 +108,9 @@ def elastic_averaging(
     worker_variable: Callable[[optax.Params, Any], optax.Params] | None = None,
     outer: optax.GradientTransformation | None = None,
     center_dtype: Any = base.CENTER_DTYPE,
+    num_fragments: int | None = None,
+    exchange_dtype: Any = None,
+    error_feedback: bool = False,
 ) -> optax.GradientTransformation:
     """Wraps the local optimizer ``inner`` with the elastic exchange of synchronous EASGD.
 
@@ -109,6 +125,24 @@ def elastic_averaging(
         x~ <- x~ + outer.update(-alpha * sum_i (x_i - x~), outer_state, x~)
 
     and the worker side is unchanged; ``outer = optax.sgd(1.0)`` (or None) is EASGD exactly.
+
+    Streaming fragments (``num_fragments`` = F > 1, :mod:`easgd_jax.algorithms.exchange`):
+    the raveled parameters are cut into F contiguous slices; with s = tau / F,
+
+        if s | t:   f = (t / s) mod F;   x_{i,f} <- x_{i,f} - alpha (x_{i,f} - x~_f)
+                    x~_f <- x~_f + alpha sum_i (x_{i,f} - x~_f)      (or outer_f's step)
+
+    the other fragments untouched, each fragment with its own outer state (F = 1: the rule
+    above exactly).
+
+    Compressed exchange (``exchange_dtype``): the center's move is built from the workers'
+    elastic differences cast before the all-reduce; the workers' own force stays exact:
+
+        r_i = alpha (x_{i,f} - x~_f) + e_i;   w_i = cast(r_i);   e_i <- r_i - w_i   (e_i = 0
+        without ``error_feedback``);   x~_f <- x~_f + sum_i w_i   (or outer_f on -sum_i w_i)
+
+    so what the center did not receive of the (symmetric) force is, with feedback, sent at
+    the worker's next exchange of that fragment.
 
     Args:
         inner: the local optimizer, e.g. ``optax.sgd(eta)``; it sees only the gradient.
@@ -125,10 +159,17 @@ def elastic_averaging(
         center_dtype: the center is kept in ``promote_types(param dtype, center_dtype)``:
             float32 by default, so bfloat16 params get a float32 center (a bf16 center
             cannot take the small elastic steps); None keeps the params' dtype.
+        num_fragments: F dividing tau, or None (= 1): the streaming fragments.
+        exchange_dtype: None (the all-reduce in the center's dtype), or the dtype of the
+            all-reduced elastic differences, e.g. ``"bfloat16"``.
+        error_feedback: keep each worker's rounding residual e_i (state
+            :class:`ElasticFeedbackState`) and add it to its next message.
 
     Returns:
         An optax ``GradientTransformation`` with state :class:`ElasticAveragingState`
-        (:class:`ElasticOuterState` with an ``outer`` optimizer).
+        (:class:`ElasticOuterState` with an ``outer`` optimizer, whose ``outer_state`` is a
+        tuple of F states with fragments; :class:`ElasticFeedbackState` with error
+        feedback).
         ``init`` runs once PER WORKER (``jax.vmap(tx.init)(stacked_params)``) and sets the
         center to that worker's params: every worker must start from the same point (as in
         the paper; ``easgd_jax.replicate(params, p)``) for the replicated centers to agree.
@@ -145,13 +186,21 @@ def elastic_averaging(
     checks.check_period("period", period)
     checks.check_axis_name(axis_name)
     base.check_center_dtype(center_dtype)
+    fragments, wire_dtype = exchange.check_exchange(period, num_fragments, exchange_dtype,
+                                                    error_feedback)
+    sub_period = period // fragments
     alpha = checks.scalar(moving_rate)
 
-    def init_fn(params: optax.Params) -> ElasticAveragingState | ElasticOuterState:
+    def init_fn(params: optax.Params
+                ) -> ElasticAveragingState | ElasticOuterState | ElasticFeedbackState:
         count, center = jnp.zeros([], jnp.int32), base.center_copy(params, center_dtype)
+        outer_state = None if outer is None else exchange.init_outer(outer, center, fragments)
+        if error_feedback:
+            return ElasticFeedbackState(count, center, outer_state, inner.init(params),
+                                        jax.tree.map(jnp.zeros_like, center))
         if outer is None:
             return ElasticAveragingState(count, center, inner.init(params))
-        return ElasticOuterState(count, center, outer.init(center), inner.init(params))
+        return ElasticOuterState(count, center, outer_state, inner.init(params))
 
     def move_center(center, outer_state, elastic_sum):
         if outer is None:
@@ -167,21 +216,49 @@ def elastic_averaging(
         worker = params if worker_variable is None else worker_variable(params, state.inner_state)
         local_updates, inner_state = inner.update(updates, state.inner_state, params)
         outer_state = None if outer is None else state.outer_state
+        residual = state.residual if error_feedback else None
+        parts = exchange.fragments_of(state.center, fragments)
 
-        def exchange(operand):
-            center, outer_state = operand
-            worker_delta, center_delta = elastic_exchange(worker, center, alpha)
-            total, center = tree_psum_checking(center_delta, center, axis_name)
-            return worker_delta, move_center(center, outer_state, total)
+        def fragment_exchange(f, operand):
+            part = parts[f]
+            center, outer_states, residual = operand
+            outer_state = outer_states if fragments == 1 or outer is None else outer_states[f]
+            worker_delta, center_delta = elastic_exchange(part.take(worker),
+                                                          part.take(center), alpha)
+            if wire_dtype is None:
+                total, center = tree_psum_checking(center_delta, center, axis_name)
+            else:
+                wire, residual_f = exchange.compress(
+                    center_delta, None if residual is None else part.take(residual),
+                    wire_dtype)
+                total, center = tree_psum_checking(wire, center, axis_name,
+                                                   wire_dtype=wire_dtype)
+                total = exchange.decompress(total, center_delta)
+                if residual is not None:
+                    residual = part.put(residual, residual_f)
+            center_f, outer_state = move_center(part.take(center), outer_state, total)
+            if fragments > 1:
+                worker_delta = part.put(jax.tree.map(jnp.zeros_like, worker), worker_delta)
+                if outer is not None:
+                    outer_state = exchange.replace(outer_states, f, outer_state)
+            return worker_delta, (part.put(center, center_f), outer_state, residual)
+
+        def exchange_step(operand):
+            return exchange.on_fragment(state.count, fragments, sub_period, fragment_exchange,
+                                        operand)
 
         def no_exchange(operand):
             return jax.tree.map(jnp.zeros_like, worker), operand
 
-        worker_delta, (center, outer_state) = clock.on_clock(
-            state.count, period, exchange, no_exchange, (state.center, outer_state))
+        worker_delta, (center, outer_state, residual) = clock.on_clock(
+            state.count, sub_period, exchange_step, no_exchange,
+            (state.center, outer_state, residual))
         new_updates = jax.tree.map(
             lambda u, d: (u + d).astype(u.dtype), local_updates, worker_delta)
         count = optax.safe_int32_increment(state.count)
+        if error_feedback:
+            return new_updates, ElasticFeedbackState(count, center, outer_state, inner_state,
+                                                     residual)
         if outer is None:
             return new_updates, ElasticAveragingState(count, center, inner_state)
         return new_updates, ElasticOuterState(count, center, outer_state, inner_state)
@@ -195,6 +272,9 @@ def easgd(
     period: int = 1,
     axis_name: AxisName = "workers",
     center_dtype: Any = base.CENTER_DTYPE,
+    num_fragments: int | None = None,
+    exchange_dtype: str | None = None,
+    error_feedback: bool = False,
 ) -> optax.GradientTransformation:
     """Synchronous EASGD (Zhang et al., 2015, eqs 5-6): elastic averaging over plain SGD.
 
@@ -209,10 +289,13 @@ def easgd(
         center_dtype: the center's dtype, at least (float32: bfloat16 params get a float32
             center); None: the params'. See :func:`elastic_averaging` (init per worker,
             last in a chain).
+        num_fragments, exchange_dtype, error_feedback: the streaming fragments and the
+            compressed exchange of :func:`elastic_averaging` (default: off).
     """
     checks.check_rate("learning_rate", learning_rate)
     return elastic_averaging(optax.sgd(learning_rate), moving_rate, period, axis_name,
-                             center_dtype=center_dtype)
+                             center_dtype=center_dtype, num_fragments=num_fragments,
+                             exchange_dtype=exchange_dtype, error_feedback=error_feedback)
 
 
 def eamsgd(
@@ -222,6 +305,9 @@ def eamsgd(
     period: int = 1,
     axis_name: AxisName = "workers",
     center_dtype: Any = base.CENTER_DTYPE,
+    num_fragments: int | None = None,
+    exchange_dtype: str | None = None,
+    error_feedback: bool = False,
 ) -> optax.GradientTransformation:
     """EAMSGD (Zhang et al., 2015, Algorithm 2): elastic averaging over Nesterov momentum.
 
@@ -241,10 +327,14 @@ def eamsgd(
         center_dtype: the center's dtype, at least (float32: bfloat16 params get a float32
             center); None: the params'. See :func:`elastic_averaging` (init per worker,
             last in a chain).
+        num_fragments, exchange_dtype, error_feedback: the streaming fragments and the
+            compressed exchange of :func:`elastic_averaging` (default: off).
     """
     return elastic_averaging(
         nesterov(learning_rate, momentum), moving_rate, period, axis_name,
-        worker_variable=nesterov_origin(momentum), center_dtype=center_dtype)
+        worker_variable=nesterov_origin(momentum), center_dtype=center_dtype,
+        num_fragments=num_fragments, exchange_dtype=exchange_dtype,
+        error_feedback=error_feedback)
 
 
 def eamsgd_outer(
@@ -256,6 +346,9 @@ def eamsgd_outer(
     outer_momentum: float = 0.0,
     axis_name: AxisName = "workers",
     center_dtype: Any = base.CENTER_DTYPE,
+    num_fragments: int | None = None,
+    exchange_dtype: str | None = None,
+    error_feedback: bool = False,
 ) -> optax.GradientTransformation:
     """EAMSGD whose center takes an outer Nesterov step (registry name ``eamsgd_outer``).
 
@@ -276,6 +369,8 @@ def eamsgd_outer(
         outer_momentum: the outer Nesterov momentum in [0, 1).
         axis_name: the worker axis of the collective.
         center_dtype: as in :func:`elastic_averaging`.
+        num_fragments, exchange_dtype, error_feedback: the streaming fragments and the
+            compressed exchange of :func:`elastic_averaging` (default: off).
     """
     checks.check_rate("outer_learning_rate", outer_learning_rate)
     checks.check_momentum(outer_momentum, "outer_momentum")
@@ -283,7 +378,9 @@ def eamsgd_outer(
     outer = optax.sgd(outer_learning_rate, momentum=outer_momentum, nesterov=True)
     return elastic_averaging(
         nesterov(learning_rate, momentum), moving_rate, period, axis_name,
-        worker_variable=nesterov_origin(momentum), outer=outer, center_dtype=center_dtype)
+        worker_variable=nesterov_origin(momentum), outer=outer, center_dtype=center_dtype,
+        num_fragments=num_fragments, exchange_dtype=exchange_dtype,
+        error_feedback=error_feedback)
 
 
 def center(opt_state: optax.OptState, worker: int | None = None) -> optax.Params:

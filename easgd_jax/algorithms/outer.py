@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from easgd_jax.algorithms import base, checks, clock
+from easgd_jax.algorithms import base, checks, clock, exchange
 from easgd_jax.algorithms.base import AsyncRule, AsyncWorkerState, AxisName, fresh_copy
 from easgd_jax.algorithms.collectives import axis_size, tree_psum_checking
 
@@ -61,6 +61,18 @@ class DilocoState(NamedTuple):
     inner_state: optax.OptState
 
 
+class DilocoFeedbackState(NamedTuple):
+    """State of :func:`diloco` with ``error_feedback``: the fields of :class:`DilocoState`
+    and ``residual``, the worker's rounding residual e_i of its last cast message (the
+    center's dtype and shapes; per worker)."""
+
+    count: jax.Array
+    center: optax.Params
+    outer_state: optax.OptState
+    inner_state: optax.OptState
+    residual: optax.Updates
+
+
 def outer_gradient(center: optax.Params, mean: optax.Params) -> optax.Updates:
     """DiLoCo's outer "gradient" delta = x~ - mean_i x_i, in the center's dtype."""
     return jax.tree.map(lambda c, m: (c - m).astype(c.dtype), center, mean)
@@ -72,11 +84,29 @@ def diloco(
     period: int,
     axis_name: AxisName = "workers",
     center_dtype: Any = base.CENTER_DTYPE,
+    *,
+    num_fragments: int | None = None,
+    exchange_dtype: Any = None,
+    error_feedback: bool = False,
 ) -> optax.GradientTransformation:
     """DiLoCo (Douillard et al., 2023): ``period`` inner steps, then one outer step.
 
         x_i <- x_i + inner(g_i);   if (t + 1) mod H == 0:
             x~ <- x~ + outer.update(x~ - mean_i x_i);   x_i <- x~
+
+    Streaming fragments (``num_fragments`` = F > 1, :mod:`easgd_jax.algorithms.exchange`):
+    the raveled parameters are cut into F contiguous slices; with s = H / F,
+
+        if (t + 1) mod s == 0:   f = ((t + 1) / s) mod F
+            x~_f <- x~_f + outer_f.update(x~_f - mean_i x_{i,f});   x_{i,f} <- x~_f
+
+    each fragment with its own outer state outer_f (F = 1: the rule above exactly).
+
+    Compressed exchange (``exchange_dtype``): each worker sends its displacement from the
+    center, cast; the outer gradient is minus the mean of the casts, back in float32:
+
+        r_i = (x_{i,f} - x~_f) + e_i;   w_i = cast(r_i);   e_i <- r_i - w_i   (e_i = 0
+        without ``error_feedback``);    x~_f - mean_i x_{i,f}  ~  -(sum_i w_i) / p
 
     Args:
         inner: the workers' optimizer (the paper: AdamW), any optax transformation.
@@ -87,49 +117,94 @@ def diloco(
         axis_name: the mapped worker axis of the all-reduce.
         center_dtype: the center (and the outer state) is kept in ``promote_types(param
             dtype, center_dtype)``: float32 by default, as EASGD's; None keeps the params'.
+        num_fragments: F dividing H, or None (= 1): the streaming fragments.
+        exchange_dtype: None (the all-reduce in the center's dtype, of the x_i), or the
+            dtype of the all-reduced displacements, e.g. ``"bfloat16"``.
+        error_feedback: keep each worker's rounding residual e_i (state
+            :class:`DilocoFeedbackState`) and add it to its next message.
 
     Returns:
-        A ``GradientTransformation`` with state :class:`DilocoState`. ``init`` runs per
-        worker and sets the center to that worker's params: every worker must start from
-        the same point (``easgd_jax.replicate``); each outer step checks, in its one
-        all-reduce, that the workers' centers agree (as EASGD's exchange does). ``update``
-        requires ``params``.
+        A ``GradientTransformation`` with state :class:`DilocoState`
+        (:class:`DilocoFeedbackState` with error feedback; ``outer_state`` a tuple of F
+        states with fragments). ``init`` runs per worker and sets the center to that
+        worker's params: every worker must start from the same point
+        (``easgd_jax.replicate``); each outer step checks, in its one all-reduce, that the
+        workers' centers agree (as EASGD's exchange does). ``update`` requires ``params``.
     """
     checks.check_period("period", period)
     checks.check_axis_name(axis_name)
     base.check_center_dtype(center_dtype)
+    fragments, wire_dtype = exchange.check_exchange(period, num_fragments, exchange_dtype,
+                                                    error_feedback)
+    sub_period = period // fragments
 
-    def init_fn(params: optax.Params) -> DilocoState:
+    def init_fn(params: optax.Params) -> DilocoState | DilocoFeedbackState:
         center = base.center_copy(params, center_dtype)
-        return DilocoState(count=jnp.zeros([], jnp.int32), center=center,
-                           outer_state=outer.init(center), inner_state=inner.init(params))
+        count, outer_state = jnp.zeros([], jnp.int32), exchange.init_outer(outer, center,
+                                                                           fragments)
+        if error_feedback:
+            return DilocoFeedbackState(count, center, outer_state, inner.init(params),
+                                       jax.tree.map(jnp.zeros_like, center))
+        return DilocoState(count=count, center=center, outer_state=outer_state,
+                           inner_state=inner.init(params))
 
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError("diloco needs params: call update(grads, state, params).")
         local, inner_state = inner.update(updates, state.inner_state, params)
+        parts = exchange.fragments_of(state.center, fragments)
 
-        def outer_step(operand):
-            center, outer_state = operand
+        def fragment_step(f, operand):
+            part = parts[f]
+            center, outer_states, residual = operand
+            outer_state = outer_states if fragments == 1 else outer_states[f]
             moved = optax.apply_updates(params, local)  # x_i after its inner step
             moved = jax.tree.map(lambda x, c: x.astype(c.dtype), moved, center)
-            total, center = tree_psum_checking(moved, center, axis_name)
-            mean = jax.tree.map(lambda t: t / axis_size(axis_name), total)
-            delta = outer_gradient(center, mean)
-            outer_updates, outer_state = outer.update(delta, outer_state, center)
-            center = optax.apply_updates(center, outer_updates)
-            reset = jax.tree.map(lambda c, x: (c - x).astype(x.dtype), center, params)
-            return reset, (center, outer_state)
+            if wire_dtype is None:
+                total, center = tree_psum_checking(part.take(moved), center, axis_name)
+                mean = jax.tree.map(lambda t: t / axis_size(axis_name), total)
+                center_f = part.take(center)  # NaN if the centers disagreed
+                delta = outer_gradient(center_f, mean)
+            else:
+                displacement = jax.tree.map(lambda x, c: x - c, part.take(moved),
+                                            part.take(center))
+                wire, residual_f = exchange.compress(
+                    displacement, None if residual is None else part.take(residual),
+                    wire_dtype)
+                total, center = tree_psum_checking(wire, center, axis_name,
+                                                   wire_dtype=wire_dtype)
+                center_f = part.take(center)
+                total = exchange.decompress(total, center_f)
+                delta = jax.tree.map(lambda t: -t / axis_size(axis_name), total)
+                if residual is not None:
+                    residual = part.put(residual, residual_f)
+            outer_updates, outer_state = outer.update(delta, outer_state, center_f)
+            center_f = optax.apply_updates(center_f, outer_updates)
+            reset = jax.tree.map(lambda c, x: c - x.astype(c.dtype), center_f,
+                                 part.take(params))
+            new_updates = jax.tree.map(lambda u, x: u.astype(x.dtype),
+                                       part.put(local, reset), params)
+            if fragments > 1:
+                outer_state = exchange.replace(outer_states, f, outer_state)
+            return new_updates, (part.put(center, center_f), outer_state, residual)
+
+        def outer_step(operand):
+            return exchange.on_fragment(state.count + 1, fragments, sub_period, fragment_step,
+                                        operand)
 
         def inner_only(operand):
             return local, operand
 
-        new_updates, (center, outer_state) = clock.on_clock(
-            state.count + 1, period, outer_step, inner_only,
-            (state.center, state.outer_state))
-        return new_updates, DilocoState(
-            count=optax.safe_int32_increment(state.count), center=center,
-            outer_state=outer_state, inner_state=inner_state)
+        residual = state.residual if error_feedback else None
+        new_updates, (center, outer_state, residual) = clock.on_clock(
+            state.count + 1, sub_period, outer_step, inner_only,
+            (state.center, state.outer_state, residual))
+        count = optax.safe_int32_increment(state.count)
+        if error_feedback:
+            return new_updates, DilocoFeedbackState(count, center, outer_state, inner_state,
+                                                    residual)
+        return new_updates, DilocoState(count=count, center=center, outer_state=outer_state,
+                                        inner_state=inner_state)
 
     return optax.GradientTransformation(init_fn, update_fn)
 
@@ -150,6 +225,9 @@ def nesterov_diloco(
     outer_momentum: float = 0.9,
     axis_name: AxisName = "workers",
     center_dtype: Any = base.CENTER_DTYPE,
+    num_fragments: int | None = None,
+    exchange_dtype: str | None = None,
+    error_feedback: bool = False,
 ) -> optax.GradientTransformation:
     """DiLoCo with Nesterov SGD inside and out (registry name ``diloco``).
 
@@ -164,6 +242,9 @@ def nesterov_diloco(
         outer_momentum: the outer Nesterov momentum in [0, 1) (DiLoCo: 0.9).
         axis_name: the worker axis of the all-reduce.
         center_dtype: as in :func:`diloco`.
+        num_fragments: F, streaming fragments (None: 1), as in :func:`diloco`.
+        exchange_dtype: the dtype of the all-reduced displacements (None: uncompressed).
+        error_feedback: feed each worker's rounding residual into its next message.
     """
     checks.check_rate("learning_rate", learning_rate)
     checks.check_momentum(momentum)
@@ -171,7 +252,8 @@ def nesterov_diloco(
     checks.check_momentum(outer_momentum, "outer_momentum")
     return diloco(_nesterov_sgd(learning_rate, momentum),
                   _nesterov_sgd(outer_learning_rate, outer_momentum), period, axis_name,
-                  center_dtype)
+                  center_dtype, num_fragments=num_fragments, exchange_dtype=exchange_dtype,
+                  error_feedback=error_feedback)
 
 
 # --------------------------------------------------------------------------- asynchronous

@@ -208,11 +208,18 @@ def steps_per_round(config: ml_collections.ConfigDict) -> int:
 
 def round_period(config: ml_collections.ConfigDict) -> int | None:
     """The period the compiled rounds are traced in (``parallel.make_round(period=...)``):
-    ``config.algorithm.period`` when a round is a whole number of periods, so that every
-    round starts at a multiple of it; None otherwise (the steps decide at run time)."""
+    the algorithm's exchange clock, ``config.algorithm.period`` divided by
+    ``config.algorithm.num_fragments`` when set (streaming fragments: one fragment is
+    exchanged every period / F steps, which fragment decided at run time), when a round is
+    a whole number of those periods, so that every round starts at a multiple of it; None
+    otherwise (the steps decide at run time)."""
     period = config.algorithm.get("period")
-    if isinstance(period, int) and period >= 1 and steps_per_round(config) % period == 0:
-        return period
+    fragments = config.algorithm.get("num_fragments") or 1
+    if (isinstance(period, int) and period >= 1 and isinstance(fragments, int)
+            and fragments >= 1 and period % fragments == 0):
+        period //= fragments
+        if steps_per_round(config) % period == 0:
+            return period
     return None
 
 
