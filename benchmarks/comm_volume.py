@@ -11,7 +11,8 @@ shared clock says so (``count % period == 0``: once every ``period`` steps, the 
 included); one outside runs every step. Bytes per worker per step from the HLO are then
 compared with the formula, P the parameter bytes:
 
-- EASGD / EAMSGD(tau): P / tau (one all-reduce of the elastic differences per exchange);
+- EASGD / EAMSGD(tau): (P + 8 p) / tau (one all-reduce of the elastic differences per
+  exchange, with the 2 p float32 checksums that check the workers' centers agree);
 - data-parallel SGD: P (one all-reduce of the gradients per step);
 - LSGD(tau): (P + 4 p) / tau (the gather of the p running losses, written as a psum of a
   one-hot float32 vector, then one masked psum of the parameters);
@@ -58,7 +59,7 @@ def formula_bytes(method: str, param_bytes: int, num_workers: int) -> float:
     if name == "dp":
         return float(param_bytes)
     if name in ("easgd", "eamsgd"):
-        return param_bytes / int(arg)
+        return (param_bytes + 8 * num_workers) / int(arg)
     if name == "lsgd":
         return (param_bytes + 4 * num_workers) / int(arg)
     raise ValueError(method)

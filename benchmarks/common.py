@@ -145,15 +145,17 @@ def make_workload(model_name: str, hidden: Sequence[int] = (256, 256), seed: int
 
 
 def without_collective(tx: optax.GradientTransformation) -> optax.GradientTransformation:
-    """``tx`` traced with ``elastic.tree_psum`` replaced by the identity (a diagnostic)."""
+    """``tx`` traced with the elastic exchange's all-reduce (``tree_psum_checking``, which
+    also checks the centers agree) replaced by the identity (a diagnostic)."""
 
     def update(updates, state, params=None):
-        original = elastic.tree_psum
-        elastic.tree_psum = lambda tree, axis_name: tree
+        original = elastic.tree_psum_checking
+        elastic.tree_psum_checking = lambda tree, replicated, *args, **kwargs: (tree,
+                                                                                replicated)
         try:
             return tx.update(updates, state, params)
         finally:
-            elastic.tree_psum = original
+            elastic.tree_psum_checking = original
 
     return optax.GradientTransformation(tx.init, update)
 
