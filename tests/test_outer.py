@@ -4,6 +4,7 @@ with the outer step on the last step of each period."""
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -309,3 +310,31 @@ def test_async_diloco_round_robin_applies_one_outer_step_per_arrival():
     np.testing.assert_allclose(state.master.center, c, rtol=1e-5)
     for i in range(p):
         np.testing.assert_allclose(state.workers.params[i], x[i], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_diloco_resumed_between_outer_steps_equals_a_straight_run(tmp_path):
+    """A checkpoint in the middle of a block (step 15, H = 10) holds the outer momentum, the
+    per-fragment outer states and the error-feedback residuals: resumed from it, the run
+    equals a straight one bit for bit (issue 17)."""
+    from test_checkpoint import _assert_states_equal
+    from test_checkpoint import _config as small_config
+
+    from easgd_jax.training import sync
+
+    def config(num_steps):
+        c = small_config(num_steps=num_steps, every=5)
+        c.algorithm = ml_collections.ConfigDict(dict(
+            name="diloco", learning_rate=0.05, momentum=0.9, period=10,
+            outer_learning_rate=0.7, outer_momentum=0.9, num_fragments=2,
+            exchange_dtype="bfloat16", error_feedback=True))
+        c.train.eval_every = c.train.steps_per_round = 5  # rounds of H / F steps
+        c.model.kwargs.hidden = (32,)
+        return c
+
+    straight, _ = sync.train(config(20), str(tmp_path / "straight"))
+    workdir = str(tmp_path / "resumed")
+    sync.train(config(15), workdir)  # stops mid-block, after the fragment exchange at 15
+    resumed, _ = sync.train(config(20), workdir)  # the exchange at 20 uses the restored state
+    _assert_states_equal(resumed, straight)
+    assert np.any(np.asarray(jax.tree.leaves(straight.opt_state.outer_state)[0]) != 0)
