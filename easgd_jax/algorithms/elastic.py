@@ -43,7 +43,7 @@ import optax
 from easgd_jax.algorithms import base, checks, clock, exchange
 from easgd_jax.algorithms.base import AsyncRule, AsyncWorkerState, AxisName, CenterState
 from easgd_jax.algorithms.collectives import tree_psum_checking
-from easgd_jax.algorithms.momentum import nesterov, nesterov_origin
+from easgd_jax.algorithms.momentum import nesterov, nesterov_origin, nesterov_sgd
 
 
 class ElasticOuterState(NamedTuple):
@@ -372,10 +372,8 @@ def eamsgd_outer(
         num_fragments, exchange_dtype, error_feedback: the streaming fragments and the
             compressed exchange of :func:`elastic_averaging` (default: off).
     """
-    checks.check_rate("outer_learning_rate", outer_learning_rate)
-    checks.check_momentum(outer_momentum, "outer_momentum")
     # At momentum 0 the Nesterov form is plain SGD, exactly (u = -eta (g + 0 m)).
-    outer = optax.sgd(outer_learning_rate, momentum=outer_momentum, nesterov=True)
+    outer = nesterov_sgd(outer_learning_rate, outer_momentum, "outer_")
     return elastic_averaging(
         nesterov(learning_rate, momentum), moving_rate, period, axis_name,
         worker_variable=nesterov_origin(momentum), outer=outer, center_dtype=center_dtype,

@@ -16,6 +16,9 @@ gradients at ``params``, so this transformation keeps ``params = w`` (the Sutske
 so the update is ``-eta_t * g + delta * v_{t+1}``. The worker variable x = w - delta * v is
 recovered by :func:`nesterov_origin`; the elastic force of EAMSGD acts on it. delta = 0 is
 plain SGD.
+
+:func:`nesterov_sgd` is optax's own Nesterov SGD (gradient at the params), the inner and outer
+optimizer of DiLoCo and the outer step of ``eamsgd_outer``.
 """
 
 from __future__ import annotations
@@ -78,3 +81,18 @@ def nesterov_origin(momentum: float) -> Callable[[optax.Params, NesterovState], 
             lambda w, v: (w - momentum * v).astype(w.dtype), params, state.velocity)
 
     return origin
+
+
+def nesterov_sgd(learning_rate: optax.ScalarOrSchedule, momentum: float,
+                 prefix: str = "") -> optax.GradientTransformation:
+    """``optax.sgd(learning_rate, momentum, nesterov=True)``: m <- g + mu m;
+    u = -eta (g + mu m), with its arguments checked (named ``{prefix}learning_rate``,
+    ``{prefix}momentum``).
+
+    At momentum 0 it is plain SGD (u = -eta (g + 0 m)) with the same state structure, so
+    that an injected momentum (``optax.inject_hyperparams``) and a constant one build the
+    same state.
+    """
+    checks.check_rate(f"{prefix}learning_rate", learning_rate)
+    checks.check_momentum(momentum, f"{prefix}momentum")
+    return optax.sgd(learning_rate, momentum=momentum, nesterov=True)

@@ -41,6 +41,7 @@ import optax
 from easgd_jax.algorithms import base, checks, clock, exchange
 from easgd_jax.algorithms.base import AsyncRule, AsyncWorkerState, AxisName, fresh_copy
 from easgd_jax.algorithms.collectives import axis_size, tree_psum_checking
+from easgd_jax.algorithms.momentum import nesterov_sgd
 
 
 class DilocoState(NamedTuple):
@@ -209,14 +210,6 @@ def diloco(
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def _nesterov_sgd(learning_rate: optax.ScalarOrSchedule, momentum: Any
-                  ) -> optax.GradientTransformation:
-    """``optax.sgd`` with Nesterov momentum; at momentum 0 it is plain SGD (m = g, u = -eta
-    (g + 0 m)) with the same state structure, so that an injected momentum
-    (``optax.inject_hyperparams``) and a constant one build the same state."""
-    return optax.sgd(learning_rate, momentum=momentum, nesterov=True)
-
-
 def nesterov_diloco(
     learning_rate: optax.ScalarOrSchedule,
     momentum: float,
@@ -246,12 +239,8 @@ def nesterov_diloco(
         exchange_dtype: the dtype of the all-reduced displacements (None: uncompressed).
         error_feedback: feed each worker's rounding residual into its next message.
     """
-    checks.check_rate("learning_rate", learning_rate)
-    checks.check_momentum(momentum)
-    checks.check_rate("outer_learning_rate", outer_learning_rate)
-    checks.check_momentum(outer_momentum, "outer_momentum")
-    return diloco(_nesterov_sgd(learning_rate, momentum),
-                  _nesterov_sgd(outer_learning_rate, outer_momentum), period, axis_name,
+    return diloco(nesterov_sgd(learning_rate, momentum),
+                  nesterov_sgd(outer_learning_rate, outer_momentum, "outer_"), period, axis_name,
                   center_dtype, num_fragments=num_fragments, exchange_dtype=exchange_dtype,
                   error_feedback=error_feedback)
 
