@@ -18,11 +18,13 @@ of starting over, which would rewrite the run's metrics.
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -71,12 +73,20 @@ def state_checksums(state: Any) -> dict[str, list[int]]:
     leaves, _ = jax.tree_util.tree_flatten_with_path(state)
     arrays = [jnp.asarray(leaf) for _, leaf in leaves]
     # Replicated results: every process reads its own copy.
-    replicated = [NamedSharding(a.sharding.mesh, PartitionSpec())
-                  if isinstance(a.sharding, NamedSharding) else None for a in arrays]
-    sums = jax.jit(lambda xs: [_array_checksum(x) for x in xs],
-                   out_shardings=replicated)(arrays)
+    replicated = tuple(NamedSharding(a.sharding.mesh, PartitionSpec())
+                       if isinstance(a.sharding, NamedSharding) else None for a in arrays)
+    sums = _checksum_program(replicated)(tuple(arrays))
     return {jax.tree_util.keystr(path): [int(v) for v in np.asarray(s.addressable_data(0))]
             for (path, _), s in zip(leaves, sums, strict=True)}
+
+
+@functools.lru_cache(maxsize=16)
+def _checksum_program(out_shardings: tuple) -> Callable:
+    """The jitted checksums of a tuple of arrays, one program per output layout (a run
+    saves and restores the same layout every time: traced and compiled once, not at every
+    checkpoint)."""
+    return jax.jit(lambda xs: tuple(_array_checksum(x) for x in xs),
+                   out_shardings=out_shardings)
 
 
 def meta_checksum(meta: dict[str, Any]) -> str:
