@@ -198,3 +198,12 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step(tmp_path):
     finally:
         jax.config.update("jax_enable_x64", False)
     assert [r["step"] for r in read_metrics(workdir)][-1] <= end
+
+
+def test_the_lock_refuses_a_second_run_from_the_same_process(tmp_path):
+    """Not re-entrant: a second run into the workdir from this process (another thread, a
+    nested call) is refused like one from another process."""
+    with lock_lib.workdir_lock(str(tmp_path)):
+        with pytest.raises(lock_lib.WorkdirBusyError, match=rf"in use by pid {os.getpid()}"):
+            with lock_lib.workdir_lock(str(tmp_path)):
+                pass

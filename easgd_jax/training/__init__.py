@@ -18,7 +18,7 @@ import ml_collections
 
 from easgd_jax.training import asynchronous, common, config, sync
 from easgd_jax.training.common import NonFiniteError
-from easgd_jax.training.lock import WorkdirBusyError, workdir_lock
+from easgd_jax.training.lock import WorkdirBusyError
 
 
 def train_and_evaluate(
@@ -30,10 +30,9 @@ def train_and_evaluate(
     finished, changes nothing; one with a different config is refused unless ``overwrite``;
     one that another run is using (its lock, :mod:`.lock`) is refused at once.
     """
-    with workdir_lock(workdir):
-        if config_.executor == "sync":
-            return sync.train_and_evaluate(config_, workdir, overwrite)
-        return asynchronous.train_and_evaluate(config_, workdir, overwrite)
+    if config_.executor == "sync":  # each executor holds the workdir's lock for its run
+        return sync.train_and_evaluate(config_, workdir, overwrite)
+    return asynchronous.train_and_evaluate(config_, workdir, overwrite)
 
 
 __all__ = ["NonFiniteError", "WorkdirBusyError", "asynchronous", "common", "config", "sync",

@@ -1,11 +1,12 @@
 """One run per workdir: an exclusive lock held for the whole run.
 
 Two launches into one workdir would interleave their metrics lines and delete each other's
-checkpoints. :class:`WorkdirLock` takes ``workdir/.lock`` (process 0 of a run; process i > 0
+checkpoints. :func:`workdir_lock` takes ``workdir/.lock`` (process 0 of a run; process i > 0
 takes ``.lock.process-i``) with ``flock`` and writes the holder into it (pid, host, start
 time). A second launch fails at once naming the holder. The kernel releases the lock when
 its process dies, even by ``kill -9``: the next launch takes the lock over and says whose it
-was. Within one process the lock is re-entrant (``train_and_evaluate`` -> ``sync.train``).
+was. The executors take it (``sync.train``, ``asynchronous.train_and_evaluate``); it is not
+re-entrant, so a second run into the same workdir is refused from the same process too.
 """
 
 from __future__ import annotations
@@ -21,11 +22,9 @@ from collections.abc import Iterator
 import jax
 from absl import logging
 
-_HELD: dict[str, int] = {}  # lock path -> nesting depth in this process
-
 
 class WorkdirBusyError(RuntimeError):
-    """Another live process holds the workdir's lock."""
+    """Another live run (another process, or this one) holds the workdir's lock."""
 
 
 def lock_path(workdir: str, process_index: int | None = None) -> str:
@@ -56,13 +55,6 @@ def workdir_lock(workdir: str) -> Iterator[str]:
     created = not os.path.isdir(workdir)
     os.makedirs(workdir, exist_ok=True)
     path = os.path.realpath(lock_path(workdir))
-    if path in _HELD:  # re-entrant within this process
-        _HELD[path] += 1
-        try:
-            yield path
-        finally:
-            _HELD[path] -= 1
-        return
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
@@ -80,11 +72,9 @@ def workdir_lock(workdir: str) -> Iterator[str]:
         os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, json.dumps(me).encode())
         os.fsync(fd)
-        _HELD[path] = 1
         try:
             yield path
         finally:
-            del _HELD[path]
             os.ftruncate(fd, 0)  # released cleanly: nobody to take over from
             if created and os.listdir(workdir) == [os.path.basename(path)]:
                 # A run that failed before writing anything (bad input found late, e.g. a
