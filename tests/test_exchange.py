@@ -19,8 +19,8 @@ import numpy as np
 import optax
 import pytest
 from jax.flatten_util import ravel_pytree
-from test_outer import SHAPES, _run, _start, _targets
 from test_outer import H as CURVATURE
+from test_outer import _run, _start, _targets, quadratic_rounds
 
 from easgd_jax import parallel
 from easgd_jax.algorithms import exchange, registry
@@ -279,24 +279,9 @@ def test_known_phase_rounds_of_the_fragment_clock_match_the_unrolled_run(name, h
     layout = parallel.make_worker_layout(4, 4)
     tx = registry.get_algorithm(name, axis_name=layout.axis_name, **hparams, num_fragments=2,
                                 exchange_dtype="bfloat16", error_feedback=True)
-    rng = np.random.default_rng(3)
-    x0 = {k: np.broadcast_to(rng.normal(size=s).astype(np.float32), (4, *s)).copy()
-          for k, s in SHAPES.items()}
-    targets = {k: rng.normal(size=(4, 8, *s)).astype(np.float32) for k, s in SHAPES.items()}
-
-    def step(carry, target):
-        params, state = carry
-        grads = jax.tree.map(lambda x, t: CURVATURE * (x - t), params, target)
-        u, state = tx.update(grads, state, params)
-        return (optax.apply_updates(params, u), state), ()
-
-    state0 = jax.vmap(tx.init)(x0)
-    known = parallel.make_round(step, layout, donate=False, period=hparams["period"] // 2,
-                                exchange_step=exchange_step)
-    decided = parallel.make_round(step, layout, donate=False, period=None)
-    (a, sa), _ = known((x0, state0), targets)
-    (b, sb), _ = decided((x0, state0), targets)
-    for x, y in zip(jax.tree.leaves((a, sa)), jax.tree.leaves((b, sb)), strict=True):
+    run = quadratic_rounds(tx, layout, steps=8)
+    known, decided = run(hparams["period"] // 2, exchange_step), run(None)
+    for x, y in zip(jax.tree.leaves(known), jax.tree.leaves(decided), strict=True):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-6)
 
 

@@ -154,6 +154,33 @@ def test_one_outer_sgd_step_moves_the_center_downhill():
     assert after < before, (before, after)
 
 
+def quadratic_rounds(tx, layout, steps):
+    """``run(period, exchange_step) -> (params, state)``: one executor round
+    (``make_round``) of ``steps`` local steps of ``tx`` on the quadratic, always from the same
+    start and targets; ``period=None``: the steps decide at run time."""
+    rng = np.random.default_rng(3)
+    p = layout.num_workers
+    x0 = {k: np.broadcast_to(rng.normal(size=s).astype(np.float32), (p, *s)).copy()
+          for k, s in SHAPES.items()}
+    targets = {k: rng.normal(size=(p, steps, *s)).astype(np.float32)
+               for k, s in SHAPES.items()}
+
+    def step(carry, target):
+        params, state = carry
+        grads = jax.tree.map(lambda x, t: H * (x - t), params, target)
+        u, state = tx.update(grads, state, params)
+        return (optax.apply_updates(params, u), state), ()
+
+    state0 = jax.vmap(tx.init)(x0)
+
+    def run(period, exchange_step="first"):
+        round_fn = make_round(step, layout, donate=False, period=period,
+                              exchange_step=exchange_step)
+        return round_fn((x0, state0), targets)[0]
+
+    return run
+
+
 def test_rounds_trace_the_outer_step_last_and_match_the_unrolled_run():
     """The executor's rounds of whole periods trace the communication step LAST for DiLoCo
     (its Spec says so); a round of 2 periods equals 2 * H single steps with the clock
@@ -163,27 +190,12 @@ def test_rounds_trace_the_outer_step_last_and_match_the_unrolled_run():
     tx = registry.get_algorithm("diloco", axis_name=layout.axis_name, learning_rate=0.1,
                                 momentum=0.9, period=3, outer_learning_rate=0.7,
                                 outer_momentum=0.9)
-    rng = np.random.default_rng(3)
-    x0 = {k: np.broadcast_to(rng.normal(size=s).astype(np.float32), (4, *s)).copy()
-          for k, s in SHAPES.items()}
-    targets = {k: rng.normal(size=(4, 6, *s)).astype(np.float32) for k, s in SHAPES.items()}
-
-    def step(carry, target):
-        params, state = carry
-        grads = jax.tree.map(lambda x, t: H * (x - t), params, target)
-        u, state = tx.update(grads, state, params)
-        return (optax.apply_updates(params, u), state), ()
-
-    state0 = jax.vmap(tx.init)(x0)
-    known = make_round(step, layout, donate=False, period=3, exchange_step="last")
-    decided = make_round(step, layout, donate=False, period=None)
-    (a, sa), _ = known((x0, state0), targets)
-    (b, sb), _ = decided((x0, state0), targets)
-    for x, y in zip(jax.tree.leaves((a, sa)), jax.tree.leaves((b, sb)), strict=True):
+    run = quadratic_rounds(tx, layout, steps=6)
+    known, decided = run(3, "last"), run(None)
+    for x, y in zip(jax.tree.leaves(known), jax.tree.leaves(decided), strict=True):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7)
-    wrong = make_round(step, layout, donate=False, period=3, exchange_step="first")
-    (c, _), _ = wrong((x0, state0), targets)
-    assert not np.allclose(np.asarray(c["b"]), np.asarray(b["b"]), atol=1e-4)
+    wrong, _ = run(3, "first")
+    assert not np.allclose(np.asarray(wrong["b"]), np.asarray(decided[0]["b"]), atol=1e-4)
 
 
 @pytest.mark.parametrize("field,value,match", [
