@@ -142,10 +142,11 @@ class Checkpointer:
                                 str(e)[:300], aside)
                 continue
             return step, state, meta
-        if self.set_aside():
+        damaged = self.set_aside()
+        if damaged:
             raise CheckpointError(
                 f"no checkpoint in {self.directory} can be verified (set aside as damaged: "
-                f"{', '.join(os.path.basename(d) for d in self.set_aside())}). Resuming is "
+                f"{', '.join(os.path.basename(d) for d in damaged)}). Resuming is "
                 "impossible and starting over would rewrite the run's metrics: start afresh "
                 "with --overwrite (train_and_evaluate(..., overwrite=True)), or use another "
                 "workdir.")
