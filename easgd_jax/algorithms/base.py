@@ -362,6 +362,10 @@ class Spec:
             tau = 0, the EASGD paper's algorithms) or ``"last"`` ((t + 1) mod tau = 0:
             DiLoCo's outer step closes each block). The synchronous executor traces its
             rounds accordingly (``parallel.make_round(exchange_step=...)``).
+        topology: how its synchronous exchange travels on the simulated cluster
+            (``parallel.cluster``): ``"ring"`` (an all-reduce: EASGD, data-parallel SGD,
+            LSGD, DiLoCo) or ``"parameter_server"`` (every worker pushes to and pulls from
+            one master through its link: DOWNPOUR and its variants).
 
     The fields are found in the optimizer state by name at any depth
     (``optax.tree_utils.tree_get``), so a wrapper such as ``optax.chain`` needs no special
@@ -375,8 +379,12 @@ class Spec:
     grouped: bool = False
     reported: tuple[str, ...] = ()
     exchange_step: str = "first"
+    topology: str = "ring"
 
     def __post_init__(self) -> None:
+        if self.topology not in ("ring", "parameter_server"):
+            raise ValueError(f"topology of {self.name!r} must be 'ring' or 'parameter_server'; "
+                             f"got {self.topology!r}.")
         if self.exchange_step not in ("first", "last"):
             raise ValueError(f"exchange_step of {self.name!r} must be 'first' or 'last'; got "
                              f"{self.exchange_step!r}.")

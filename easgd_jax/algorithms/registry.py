@@ -35,6 +35,8 @@ from easgd_jax.algorithms.elastic import async_eamsgd, async_easgd, eamsgd, eams
 from easgd_jax.algorithms.leader import async_lsgd_nesterov, lsgd_multi_nesterov, lsgd_nesterov
 from easgd_jax.algorithms.outer import async_diloco, nesterov_diloco
 
+PS = "parameter_server"  # DOWNPOUR's master; the others all-reduce over a ring
+
 # Constructors whose arguments are all plain data (a config can hold them): the optimizer-
 # wrapping forms (elastic_averaging, lsgd, lsgd_multi, async_lsgd) are for code, not configs.
 _SPECS: dict[str, Spec] = {spec.name: spec for spec in (
@@ -42,10 +44,10 @@ _SPECS: dict[str, Spec] = {spec.name: spec for spec in (
     Spec("easgd", easgd, async_easgd, evaluation="center"),
     Spec("eamsgd", eamsgd, async_eamsgd, evaluation="center"),
     # The EASGD paper's baselines: DOWNPOUR (Dean et al., 2012) and its variants ...
-    Spec("downpour", downpour, async_downpour, evaluation="center"),
-    Spec("mdownpour", mdownpour, None, evaluation="center"),
-    Spec("adownpour", adownpour, None, evaluation="average"),
-    Spec("mvadownpour", mvadownpour, None, evaluation="average"),
+    Spec("downpour", downpour, async_downpour, evaluation="center", topology=PS),
+    Spec("mdownpour", mdownpour, None, evaluation="center", topology=PS),
+    Spec("adownpour", adownpour, None, evaluation="average", topology=PS),
+    Spec("mvadownpour", mvadownpour, None, evaluation="average", topology=PS),
     # ... and the sequential ones, plus synchronous data-parallel SGD.
     Spec("sgd", sgd, None, evaluation="params"),
     Spec("msgd", msgd, None, evaluation="params"),

@@ -43,7 +43,9 @@ from jax import lax
 
 from easgd_jax.algorithms.base import AsyncRule, AsyncWorkerState
 
-SCHEDULES = ("round_robin", "clocks", "random_delay")
+# "cluster": per-worker clocks on a simulated cluster whose parameter server's link
+# serialises the exchanges, in seconds (built by parallel.cluster.cluster_schedule).
+SCHEDULES = ("round_robin", "clocks", "random_delay", "cluster")
 GradFn = Callable[[Any, Any, jax.Array], tuple[Any, jax.Array]]
 
 
@@ -152,6 +154,9 @@ def make_schedule(
         return round_robin(num_workers, num_ticks)
     if kind == "clocks":
         return worker_clocks(num_workers, num_ticks, seed, spread, jitter)
+    if kind == "cluster":
+        raise ValueError("schedule 'cluster' needs the cluster's parameters: build it with "
+                         "easgd_jax.parallel.cluster.cluster_schedule.")
     raise ValueError(f"unknown schedule {kind!r}; known: round_robin, clocks.")
 
 

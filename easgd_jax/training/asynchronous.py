@@ -78,9 +78,10 @@ from absl import logging
 from easgd_jax import data
 from easgd_jax.algorithms import registry
 from easgd_jax.algorithms.base import AsyncRule
-from easgd_jax.parallel import schedules, server
+from easgd_jax.parallel import cluster, schedules, server
 from easgd_jax.parallel.worker_loop import StopHook, WorkerResult
 from easgd_jax.training import config as config_lib
+from easgd_jax.training import simulated_time
 from easgd_jax.training.checkpoint import Checkpointer
 from easgd_jax.training.common import (
     NonFiniteError,
@@ -221,6 +222,7 @@ class _Run:
     dataset: data.Dataset
     checkpoints: Checkpointer
     stop: list[int]  # signals received (common.stop_requests)
+    model: Any = None
 
     def writer(self, resume_step: int) -> MetricsWriter:
         return MetricsWriter(self.workdir, self.config.train.num_steps, resume_step=resume_step,
@@ -249,6 +251,24 @@ def _finite(tree) -> bool:
     return all(bool(np.isfinite(np.asarray(a)).all()) for a in jax.tree.leaves(tree))
 
 
+def _schedule(run: _Run, num_ticks: int) -> schedules.Schedule:
+    """The simulation's schedule; ``"cluster"``: the clocks of the simulated cluster
+    (:func:`easgd_jax.parallel.cluster.cluster_schedule`, ``config.cluster``), each worker's
+    exchange every ``algorithm.period`` local steps (every step without one)."""
+    config, asyn = run.config, run.config.asynchrony
+    if asyn.schedule != "cluster":
+        return schedules.make_schedule(asyn.schedule, config.num_workers, num_ticks,
+                                       config.seed, asyn.clock_spread, asyn.clock_jitter)
+    spec = registry.get_spec(config.algorithm.name)
+    shape = run.dataset.example_shape
+    compute = simulated_time.compute_seconds(config, run.model, run.params, shape)
+    nbytes = simulated_time.async_exchange_bytes(config, spec, run.model, run.params, shape)
+    return cluster.cluster_schedule(
+        simulated_time.make_cluster(config, compute, "parameter_server"), config.num_workers,
+        num_ticks, config.algorithm.get("period") or 1, nbytes, config.seed,
+        asyn.clock_spread, asyn.clock_jitter, spec.exchange_step)
+
+
 def _run_simulated(run: _Run):
     config, rule, grad_fn, params, key = run.config, run.rule, run.grad_fn, run.params, run.key
     asyn, p = config.asynchrony, config.num_workers
@@ -263,8 +283,7 @@ def _run_simulated(run: _Run):
     else:
         sim = schedules.make_simulator(rule, grad_fn)
         state = schedules.init_sim_state(rule, params, p, key)
-        sched = schedules.make_schedule(asyn.schedule, p, num_ticks, config.seed,
-                                        asyn.clock_spread, asyn.clock_jitter)
+        sched = _schedule(run, num_ticks)
     recorder, metrics = _Recorder(), {}
     local = np.zeros(p, np.int64)  # each worker's local steps so far
     step = 0
@@ -320,6 +339,8 @@ def _run_simulated(run: _Run):
                 metrics = {**recorder.window(),
                            **_evaluate(run.evaluate, run.dataset, state.master.center)}
                 metrics["steps_per_second"] = (step - start_step) / (time.perf_counter() - start)
+                if asyn.schedule == "cluster":  # the cluster's clock at the chunk's last tick
+                    metrics["simulated_time_s"] = float(sched.times[first + len(chunk) - 1])
                 writer.write(step, metrics)
             if (every and step % every == 0) or step == config.train.num_steps or run.stop:
                 save(step)
@@ -570,7 +591,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, overwri
         with stop_requests() as stop:
             metrics, totals, record, wall = runner(_Run(
                 config, workdir, rule, make_grad_fn(model, config.train.weight_decay), params,
-                worker_rng, sampler, make_evaluator(model), dataset, checkpoints, stop))
+                worker_rng, sampler, make_evaluator(model), dataset, checkpoints, stop, model))
     finally:
         checkpoints.close()
     if "stopped_at_step" in metrics:

@@ -1,5 +1,6 @@
 """What the synchronous and asynchronous executors share: the workdir, the data and model of a
-config, the loss and its gradient, the evaluator, and the stop signals."""
+config, the loss and its gradient, one worker's local step, the evaluator, and the stop
+signals."""
 
 from __future__ import annotations
 
@@ -9,15 +10,17 @@ import os
 import shutil
 import signal
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 from absl import logging
 
 from easgd_jax import data, models
+from easgd_jax.algorithms.base import Spec
 from easgd_jax.parallel.worker_loop import GradFn
 from easgd_jax.training.config import PER_LAUNCH_FIELDS, RESUMABLE_CHANGES
 from easgd_jax.training.metrics import FINAL_METRICS, finished_run
@@ -57,6 +60,37 @@ def make_grad_fn(model, weight_decay: float) -> GradFn:
         return grads, loss
 
     return grad_fn
+
+
+class TrainState(NamedTuple):
+    """One worker's carry through a round."""
+
+    params: optax.Params
+    opt_state: optax.OptState
+    rng: jax.Array
+
+
+def make_local_step(model, tx: optax.GradientTransformation, weight_decay: float,
+                    spec: Spec | None = None):
+    """One local step of one worker: gradient at ``params`` (+ l2 * params), then ``tx``.
+
+    ``tx.update`` also receives the worker's mini-batch loss as the extra argument ``loss``
+    (used by Leader SGD, ignored by transformations that do not take extra arguments). The
+    step's output is ``(loss, reported state)``: the fields ``spec.reported`` names (e.g.
+    LSGD's leader) after the step.
+    """
+    tx = optax.with_extra_args_support(tx)
+    grad_fn = make_grad_fn(model, weight_decay)
+
+    def step(state: TrainState, batch):
+        rng, dropout_rng = jax.random.split(state.rng)
+        grads, loss = grad_fn(state.params, batch, dropout_rng)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params, loss=loss)
+        params = optax.apply_updates(state.params, updates)
+        reported = spec.reported_state(opt_state) if spec is not None else {}
+        return TrainState(params, opt_state, rng), (loss, reported)
+
+    return step
 
 
 def make_evaluator(model) -> Callable[[Any, np.ndarray, np.ndarray], tuple[float, float]]:

@@ -88,9 +88,10 @@ def defaults() -> ml_collections.ConfigDict:
     # thread per worker), "ray" (the same on Ray actors).
     config.executor = "sync"
     config.asynchrony = ml_collections.ConfigDict()
-    config.asynchrony.schedule = "clocks"  # simulated_async: round_robin | clocks | random_delay
-    config.asynchrony.clock_spread = 1.0  # clocks: slowest step <= (1 + spread) x fastest
-    config.asynchrony.clock_jitter = 0.0  # clocks: per-step relative noise, in [0, 1)
+    # simulated_async: round_robin | clocks | random_delay | cluster (config.cluster's clocks)
+    config.asynchrony.schedule = "clocks"
+    config.asynchrony.clock_spread = 1.0  # clocks, cluster: slowest step <= (1 + spread) x fastest
+    config.asynchrony.clock_jitter = 0.0  # clocks, cluster: per-step relative noise, in [0, 1)
     config.asynchrony.max_staleness = 4  # random_delay: gradients at most D updates old
     config.asynchrony.num_shards = 1  # threads, ray: independently locked master shards
     config.asynchrony.timeout_s = 3600.0  # threads, ray: the whole run's limit
@@ -98,6 +99,23 @@ def defaults() -> ml_collections.ConfigDict:
     # threads, ray: a worker that raises. "stop": checkpoint, then fail naming the worker;
     # "continue": log it and go on with the others (EASGD's center needs no given worker).
     config.asynchrony.on_worker_failure = "stop"
+
+    # The simulated cluster clock (parallel/cluster.py): every evaluation line records
+    # simulated_time_s, what the run's steps and exchanges would take on p machines, one
+    # worker each, joined by links of this bandwidth and latency; simulated_async with
+    # asynchrony.schedule "cluster" takes its event times from the same model.
+    config.cluster = ml_collections.ConfigDict()
+    # One worker's local step, seconds; 0: measured at the start of the run (one worker,
+    # this model and batch, on this machine's first device).
+    config.cluster.compute_s_per_step = 0.0
+    config.cluster.bandwidth_gbit_s = 10.0  # every link, 10^9 bits per second
+    config.cluster.latency_us = 50.0  # every message, on top of its bytes
+    # "auto": the algorithm's (registry Spec.topology: a ring all-reduce, or DOWNPOUR's
+    # parameter server); asynchronous executors always use a parameter server.
+    config.cluster.topology = "auto"
+    # Parameter bytes the exchanges scale to (e.g. the paper's CIFAR net on this run's
+    # steps); 0: this model's own. The bytes per exchange come from the lowered program.
+    config.cluster.model_bytes = 0
 
     config.checkpoint = ml_collections.ConfigDict()
     # Steps between checkpoints (0: only at the end). simulated_async runs in chunks of
@@ -286,6 +304,7 @@ def _check_common(config: ml_collections.ConfigDict) -> None:
         if not isinstance(config.launch[field], str):
             raise ValueError(f"config.launch.{field} must be a string, got "
                              f"{config.launch[field]!r}.")
+    _check_cluster(config.cluster)
     dist = config.distributed
     if not isinstance(dist.coordinator_address, str):
         raise ValueError("config.distributed.coordinator_address must be a string "
@@ -297,6 +316,22 @@ def _check_common(config: ml_collections.ConfigDict) -> None:
         raise ValueError(
             f"config.distributed.process_id ({dist.process_id}) must be < "
             f"config.distributed.num_processes ({dist.num_processes}).")
+
+
+TOPOLOGIES = ("auto", "ring", "parameter_server")
+
+
+def _check_cluster(cluster: ml_collections.ConfigDict) -> None:
+    """The simulated cluster's parameters (``config.cluster``)."""
+    inf = float("inf")
+    _number("cluster.compute_s_per_step", cluster.compute_s_per_step, 0.0, inf)
+    _number("cluster.latency_us", cluster.latency_us, 0.0, inf)
+    _number("cluster.bandwidth_gbit_s", cluster.bandwidth_gbit_s, 0.0, inf)
+    if cluster.bandwidth_gbit_s <= 0:
+        raise ValueError(f"config.cluster.bandwidth_gbit_s must be > 0, got "
+                         f"{cluster.bandwidth_gbit_s!r}.")
+    _choice("cluster.topology", cluster.topology, TOPOLOGIES)
+    _integer("cluster.model_bytes", cluster.model_bytes, 0)
 
 
 def _check_data_fits_model(data_name: str, model_name: str) -> None:

@@ -12,6 +12,11 @@ the reported state of every period) and builds round k + 1's batches on the host
 round k runs; it waits for the device only where it needs the state (evaluations,
 checkpoints, the end).
 
+Every evaluation line also records ``simulated_time_s``, the time the steps so far would
+take on a simulated cluster of p machines (``config.cluster``,
+:mod:`easgd_jax.training.simulated_time`), and ``exchange_bytes_per_step``, the bytes one
+worker sends per step, read from the lowered program.
+
 A run is resumable at any checkpoint and resumes exactly: the state, the RNG keys and the
 data stream (a function of the step alone) are restored, metrics written after the
 checkpoint are dropped and rewritten. SIGTERM/SIGINT save a checkpoint and stop cleanly (on
@@ -28,7 +33,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -42,49 +47,20 @@ from easgd_jax import data, parallel
 from easgd_jax.algorithms import registry
 from easgd_jax.algorithms.base import Spec, check_chain_order
 from easgd_jax.training import config as config_lib
+from easgd_jax.training import simulated_time
 from easgd_jax.training.checkpoint import Checkpointer
-from easgd_jax.training.common import (
+from easgd_jax.training.common import (  # TrainState, make_local_step: re-exported
     NonFiniteError,
+    TrainState,
     already_finished,
     load_data_and_model,
     make_evaluator,
-    make_grad_fn,
+    make_local_step,
     prepare_workdir,
     stop_requests,
 )
 from easgd_jax.training.lock import workdir_lock
 from easgd_jax.training.metrics import MetricsWriter, write_final_metrics
-
-
-class TrainState(NamedTuple):
-    """One worker's carry through a round."""
-
-    params: optax.Params
-    opt_state: optax.OptState
-    rng: jax.Array
-
-
-def make_local_step(model, tx: optax.GradientTransformation, weight_decay: float,
-                    spec: Spec | None = None):
-    """One local step of one worker: gradient at ``params`` (+ l2 * params), then ``tx``.
-
-    ``tx.update`` also receives the worker's mini-batch loss as the extra argument ``loss``
-    (used by Leader SGD, ignored by transformations that do not take extra arguments). The
-    step's output is ``(loss, reported state)``: the fields ``spec.reported`` names (e.g.
-    LSGD's leader) after the step.
-    """
-    tx = optax.with_extra_args_support(tx)
-    grad_fn = make_grad_fn(model, weight_decay)
-
-    def step(state: TrainState, batch):
-        rng, dropout_rng = jax.random.split(state.rng)
-        grads, loss = grad_fn(state.params, batch, dropout_rng)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params, loss=loss)
-        params = optax.apply_updates(state.params, updates)
-        reported = spec.reported_state(opt_state) if spec is not None else {}
-        return TrainState(params, opt_state, rng), (loss, reported)
-
-    return step
 
 
 def evaluation_point(spec: Spec, state: TrainState):
@@ -223,7 +199,9 @@ def _train(
     p = layout.num_workers
     init_rng, worker_rng = jax.random.split(jax.random.PRNGKey(config.seed))
     sample = jnp.zeros((1, *dataset.example_shape), jnp.float32)
-    params = jax.device_get(model.init(init_rng, sample, train=False)["params"])
+    # One compiled init (op by op, every layer's initializer compiles apart); the same bits.
+    params = jax.device_get(
+        jax.jit(lambda rng: model.init(rng, sample, train=False))(init_rng)["params"])
     # Training dtype: the params, and with them the optimizer state and (below) the batches.
     dtype = np.dtype(config.train.param_dtype)
     params = jax.tree.map(lambda a: np.asarray(a, dtype), params)
@@ -274,6 +252,7 @@ def _train(
     writer = MetricsWriter(workdir, config.train.num_steps, resume_step=step,
                            enabled=jax.process_index() == 0, tensorboard=config.tensorboard)
     exchange_seconds = _allreduce_seconds(layout, params)
+    cluster_clock = simulated_time.sync_clock(config, spec, model, params, dataset.example_shape)
 
     def save(at_step: int) -> None:
         meta = {"step": at_step, "pending_losses": [float(x) for x in pending_losses],
@@ -328,6 +307,8 @@ def _train(
                 metrics["steps_per_second"] = (step - start_step) / elapsed
                 metrics["communication_time_estimate_s"] = (
                     exchange_seconds * _exchanges_per_step(config) * (step - start_step))
+                metrics["simulated_time_s"] = cluster_clock.time_s(step)
+                metrics["exchange_bytes_per_step"] = cluster_clock.bytes_per_step
                 writer.write(step, metrics)
                 pending_losses, history = [], []
             if saving and step != saved_step:
@@ -343,6 +324,7 @@ def _train(
     checkpoints.close()
     writer.close()
     metrics["wall_time_s"] = time.perf_counter() - start
+    metrics["cluster"] = cluster_clock.describe()
     if jax.process_index() == 0 and "stopped_at_step" not in metrics:
         write_final_metrics(workdir, {"step": step, **metrics})
     return state, metrics

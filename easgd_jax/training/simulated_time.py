@@ -1,0 +1,182 @@
+"""A run's simulated cluster clock (:mod:`easgd_jax.parallel.cluster`) from its config.
+
+``config.cluster`` gives the link (bandwidth, latency), the topology and one worker's
+compute time per local step, or 0 to measure it here: the run's model, batch and dtype, one
+worker's gradient and SGD update, jitted on the first device, the median of 20 calls after
+a warm-up. The bytes of an exchange are read from the run's own algorithm lowered for p
+workers on p devices (:func:`easgd_jax.parallel.cluster.lowered_step_bytes`), scaled to
+``config.cluster.model_bytes`` when set (the bytes a larger model would move with the same
+algorithm: the ratio of lowered bytes to parameter bytes is kept). Both are cached per
+process, keyed by what they depend on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from easgd_jax.algorithms import registry
+from easgd_jax.algorithms.base import Spec
+from easgd_jax.parallel import cluster as cluster_lib
+from easgd_jax.training import config as config_lib
+from easgd_jax.training.common import TrainState, make_grad_fn, make_local_step
+
+_CACHE: dict[tuple, float] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class SyncClock:
+    """Simulated seconds of a synchronous run's first t steps (``time_s``), and the bytes one
+    worker sends per step on average (``bytes_per_step``)."""
+
+    cluster: cluster_lib.Cluster
+    num_workers: int
+    period: int | None
+    exchange_step: str
+    num_fragments: int
+    exchange_bytes: float  # one worker, one exchange step (mean over the fragments)
+    local_bytes: float  # one worker, one step between exchanges (0 for periodic ones)
+
+    def time_s(self, steps: int) -> float:
+        return float(cluster_lib.sync_time_s(
+            self.cluster, steps, self.num_workers, self.period, self.exchange_bytes,
+            self.local_bytes, self.exchange_step, self.num_fragments))
+
+    @property
+    def bytes_per_step(self) -> float:
+        if self.num_workers == 1:
+            return 0.0
+        if self.period is None:
+            return self.exchange_bytes
+        s = self.period // self.num_fragments
+        return (self.exchange_bytes + (s - 1) * self.local_bytes) / s
+
+    def describe(self) -> dict[str, Any]:
+        """The parameters, for the run's final metrics."""
+        return {"compute_s_per_step": self.cluster.compute_s,
+                "bandwidth_bytes_per_s": self.cluster.bandwidth_bytes_per_s,
+                "latency_s": self.cluster.latency_s, "topology": self.cluster.topology,
+                "exchange_bytes": self.exchange_bytes, "local_bytes": self.local_bytes}
+
+
+def make_cluster(config: ml_collections.ConfigDict, compute_s: float,
+                 topology: str) -> cluster_lib.Cluster:
+    """The :class:`~easgd_jax.parallel.cluster.Cluster` of ``config.cluster``."""
+    c = config.cluster
+    return cluster_lib.Cluster(
+        compute_s=compute_s, bandwidth_bytes_per_s=c.bandwidth_gbit_s * 1e9 / 8,
+        latency_s=c.latency_us * 1e-6,
+        topology=topology if c.topology == "auto" else c.topology)
+
+
+def _key(config: ml_collections.ConfigDict, *fields: str) -> str:
+    return json.dumps({f: config[f].to_dict() if hasattr(config[f], "to_dict") else config[f]
+                       for f in fields}, sort_keys=True, default=str)
+
+
+def compute_seconds(config: ml_collections.ConfigDict, model, params, example_shape) -> float:
+    """``config.cluster.compute_s_per_step``, or when 0 one worker's local step measured
+    here (module docstring)."""
+    if config.cluster.compute_s_per_step:
+        return float(config.cluster.compute_s_per_step)
+    key = ("compute", _key(config, "model", "data", "train"))
+    if key not in _CACHE:
+        _CACHE[key] = _measure_step(model, params, example_shape, config.train.batch_size,
+                                    config.train.weight_decay)
+    return _CACHE[key]
+
+
+def _measure_step(model, params, example_shape, batch_size: int, weight_decay: float,
+                  repeats: int = 20) -> float:
+    grad_fn = make_grad_fn(model, weight_decay)
+    tx = optax.sgd(1e-3)
+    dtype = jax.tree.leaves(params)[0].dtype
+
+    @jax.jit
+    def step(params, opt_state, batch, key):
+        grads, _ = grad_fn(params, batch, key)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    rng = np.random.default_rng(0)
+    batch = (jnp.asarray(rng.standard_normal((batch_size, *example_shape)), dtype),
+             jnp.zeros((batch_size,), jnp.int32))
+    key = jax.random.PRNGKey(0)
+    params = jax.tree.map(jnp.asarray, params)
+    opt_state = tx.init(params)
+    jax.block_until_ready(step(params, opt_state, batch, key))
+    times = []
+    for _ in range(repeats):
+        begin = time.perf_counter()
+        jax.block_until_ready(step(params, opt_state, batch, key))
+        times.append(time.perf_counter() - begin)
+    return float(np.median(times))
+
+
+def exchange_bytes(config: ml_collections.ConfigDict, spec: Spec, model, params,
+                   example_shape) -> tuple[float, float]:
+    """(bytes of an exchange step, bytes of a local step) one worker contributes, read from
+    the algorithm's one-worker step lowered for ``num_workers`` devices; scaled to
+    ``config.cluster.model_bytes`` when set. An algorithm without a synchronous form (APAM)
+    moves its parameters: their bytes."""
+    param_bytes = sum(int(np.asarray(a).nbytes) for a in jax.tree.leaves(params))
+    scale = config.cluster.model_bytes / param_bytes if config.cluster.model_bytes else 1.0
+    if spec.sync is None:
+        return param_bytes * scale, 0.0
+    key = ("bytes", _key(config, "algorithm", "model", "data", "num_workers", "num_groups"),
+           str(jax.tree.map(lambda a: (np.shape(a), str(np.asarray(a).dtype)), params)))
+    if key not in _CACHE:
+        _CACHE[key] = _lowered_bytes(config, spec, model, params, example_shape)
+    b_x, b_l = _CACHE[key]
+    fragments = config.algorithm.get("num_fragments") or 1
+    # A fragmented exchange step holds F alternative branches, one of which runs.
+    return b_x / fragments * scale, b_l * scale
+
+
+def _lowered_bytes(config, spec: Spec, model, params, example_shape) -> tuple[float, float]:
+    p, groups = config.num_workers, config.num_groups
+    if spec.grouped:
+        shape, names = (groups, p // groups), ("cluster_groups", "cluster_members")
+        axes = {"axis_name": names[1], "group_axis_name": names[0]}
+    else:
+        shape, names, axes = (p,), ("cluster_workers",), {"axis_name": "cluster_workers"}
+    tx = registry.get_algorithm(config.algorithm.name, **axes,
+                                **config_lib.algorithm_hparams(config))
+    step = make_local_step(model, tx, config.train.weight_decay, spec)
+    carry = jax.eval_shape(lambda: TrainState(params, tx.init(params), jax.random.PRNGKey(0)))
+    dtype = jax.tree.leaves(params)[0].dtype
+    batch = (jax.ShapeDtypeStruct((config.train.batch_size, *example_shape), dtype),
+             jax.ShapeDtypeStruct((config.train.batch_size,), jnp.int32))
+    periodic = config.algorithm.get("period") is not None
+    b_x = cluster_lib.lowered_step_bytes(step, carry, batch, shape, names,
+                                         True if periodic else None)
+    b_l = cluster_lib.lowered_step_bytes(step, carry, batch, shape, names, False) if periodic \
+        else b_x
+    return float(b_x), float(b_l)
+
+
+def sync_clock(config: ml_collections.ConfigDict, spec: Spec, model, params,
+               example_shape) -> SyncClock:
+    """The synchronous run's clock (module docstring)."""
+    compute = compute_seconds(config, model, params, example_shape)
+    b_x, b_l = exchange_bytes(config, spec, model, params, example_shape)
+    period = config.algorithm.get("period")
+    fragments = config.algorithm.get("num_fragments") or 1
+    return SyncClock(make_cluster(config, compute, spec.topology), config.num_workers,
+                     period, spec.exchange_step, fragments, b_x, b_l)
+
+
+def async_exchange_bytes(config: ml_collections.ConfigDict, spec: Spec, model, params,
+                         example_shape) -> float:
+    """Bytes of one asynchronous push (and of its pull): those of the synchronous form's
+    exchange (the same message), or the parameters' for an asynchronous-only rule."""
+    return exchange_bytes(config, spec, model, params, example_shape)[0]
+

@@ -1,0 +1,200 @@
+"""The simulated cluster clock (parallel/cluster.py, training/simulated_time.py): its formulas
+on hand-computed numbers, the bytes it reads from the lowered program against the compiled
+HLO of the same algorithm on 4 devices, and the times a run records."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import hlo  # noqa: E402
+from easgd_jax import models, parallel  # noqa: E402
+from easgd_jax.algorithms import registry  # noqa: E402
+from easgd_jax.parallel import cluster  # noqa: E402
+from easgd_jax.training import asynchronous, simulated_time, sync  # noqa: E402
+from easgd_jax.training.metrics import read_metrics  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs"))
+import async_easgd  # noqa: E402  (configs/async_easgd.py)
+import default  # noqa: E402  (configs/default.py)
+
+P = 1027  # parameters of the quadratic-sized vector below
+
+
+def test_ring_and_parameter_server_times_by_hand():
+    c = cluster.Cluster(compute_s=0.01, bandwidth_bytes_per_s=1e6, latency_s=1e-3)
+    # Ring, p = 4, 4000 bytes: 2 (p - 1) messages of 1000 bytes: 6 (1e-3 + 1e-3).
+    assert c.ring_allreduce_s(4000, 4) == pytest.approx(0.012)
+    assert c.ring_allreduce_s(4000, 1) == 0.0
+    assert c.exchange_s(4000, 4) == pytest.approx(0.012)
+    ps = cluster.Cluster(0.01, 1e6, 1e-3, topology="parameter_server")
+    # One worker: push and pull of 4000 bytes, 2 (1e-3 + 4e-3); p = 4 wait in line: 4x.
+    assert ps.server_exchange_s(4000) == pytest.approx(0.010)
+    assert ps.exchange_s(4000, 4) == pytest.approx(0.040)
+
+
+@pytest.mark.parametrize("steps, period, where, fragments, expected", [
+    (10, 4, "first", 1, 3),  # t = 0, 4, 8
+    (10, 4, "last", 1, 2),  # t = 3, 7
+    (8, 4, "last", 1, 2),  # t = 3, 7
+    (10, 4, "first", 2, 5),  # every 2 steps: t = 0, 2, 4, 6, 8
+    (10, None, "first", 1, 10),  # no period: every step
+])
+def test_exchange_steps(steps, period, where, fragments, expected):
+    assert cluster.exchange_steps(steps, period, where, fragments) == expected
+
+
+def test_sync_time_adds_compute_and_exchanges():
+    c = cluster.Cluster(compute_s=0.01, bandwidth_bytes_per_s=1e6, latency_s=1e-3)
+    # 10 steps, tau = 4, exchanges at t = 0, 4, 8 of 4000 bytes (0.012 s each), local
+    # steps exchange 40 bytes (LSGD-like): 7 x 6 (1e-3 + 1e-5).
+    expected = 10 * 0.01 + 3 * 0.012 + 7 * 6 * (1e-3 + 10 / 1e6)
+    assert cluster.sync_time_s(c, 10, 4, 4, 4000, 40) == pytest.approx(expected)
+
+
+def test_cluster_schedule_queues_the_exchanges_on_the_servers_link():
+    # compute 1 s, T_ps = 2 (0 + 0.25 / 1) = 0.5 s; exchange at local steps 0, 2, 4, ...
+    c = cluster.Cluster(compute_s=1.0, bandwidth_bytes_per_s=1.0, latency_s=0.0)
+    s = cluster.cluster_schedule(c, num_workers=2, num_ticks=6, period=2, exchange_bytes=0.25,
+                                 seed=0, spread=0.0)
+    # Both computes end at 1.0; worker 0 holds the link 1.0-1.5, worker 1 waits: 1.5-2.0.
+    # Local steps end at 2.5 and 3.0; the next exchanges: computes end at 3.5 and 4.0, no
+    # wait: 4.0 and 4.5.
+    assert s.workers.tolist() == [0, 1, 0, 1, 0, 1]
+    np.testing.assert_allclose(s.times, [1.5, 2.0, 2.5, 3.0, 4.0, 4.5])
+    last = cluster.cluster_schedule(c, 2, 2, 2, 0.25, 0, 0.0, exchange_step="last")
+    np.testing.assert_allclose(last.times, [1.0, 1.0])  # step 0 of a "last" rule is local
+
+
+def _quadratic_tx_bytes(name: str, **hparams) -> tuple[int, int]:
+    """(lowered bytes of one exchange step on 4 abstract devices, compiled bytes per period
+    on 4 simulated devices) of ``name`` on a P-vector."""
+    params = {"w": jnp.zeros((P,), jnp.float32)}
+    period = hparams["period"]
+
+    def step_with(tx):
+        import optax
+
+        def step(carry, batch):
+            p, s = carry
+            u, s = tx.update(jax.tree.map(lambda a: a * batch, p), s, p)
+            return (optax.apply_updates(p, u), s), ()
+        return step
+
+    tx = registry.get_algorithm(name, axis_name="cw", **hparams)
+    lowered = cluster.lowered_step_bytes(step_with(tx), (params, tx.init(params)),
+                                         jnp.float32(1.0), (4,), ("cw",), True)
+    layout = parallel.make_worker_layout(4, 4)
+    tx = registry.get_algorithm(name, axis_name=layout.axis_name, **hparams)
+    stacked = jax.tree.map(lambda a: jnp.broadcast_to(a, (4, *a.shape)), params)
+    round_fn = parallel.make_round(step_with(tx), layout, donate=False, period=period,
+                                   exchange_step=registry.get_spec(name).exchange_step)
+    text = hlo.compiled_text(round_fn, (stacked, jax.vmap(tx.init)(stacked)),
+                             jnp.ones((4, period), jnp.float32))
+    compiled = sum(c.bytes * (c.trip_count or 1) for c in hlo.parse_collectives(text))
+    return lowered, compiled
+
+
+DILOCO = dict(learning_rate=0.1, momentum=0.9, outer_learning_rate=0.7, outer_momentum=0.9,
+              period=4)
+
+
+@pytest.mark.parametrize("name, hparams, expected, widened", [
+    ("easgd", dict(learning_rate=0.1, moving_rate=0.2, period=4), 4 * P + 2 * 4 * 4, 1),
+    ("diloco", DILOCO, 4 * P + 2 * 4 * 4, 1),
+    # bfloat16 on the wire, the 2 p float32 checksums as 8 p exact bfloat16 words; XLA:CPU
+    # widens a bfloat16 all-reduce to float32 when it compiles it (tests/test_exchange.py).
+    ("diloco", {**DILOCO, "exchange_dtype": "bfloat16"}, 2 * P + 2 * 8 * 4, 2),
+])
+def test_lowered_exchange_bytes_equal_the_compiled_programs(name, hparams, expected, widened):
+    lowered, compiled = _quadratic_tx_bytes(name, **hparams)
+    assert lowered == expected
+    assert compiled == widened * lowered  # one exchange per period in the compiled round
+
+
+def _tiny(tmp_path, **overrides):
+    config = default.get_config()
+    config.data.name, config.model.name = "digits", "mlp"
+    config.train.batch_size, config.train.num_steps, config.train.eval_every = 16, 20, 10
+    config.num_devices = 1
+    config.checkpoint.every = 0
+    config.tensorboard = False
+    config.cluster.compute_s_per_step = 2e-3
+    config.cluster.latency_us = 10.0
+    for key, value in overrides.items():
+        node, *path = key.split(".")
+        target = config
+        for part in [node, *path][:-1]:
+            target = target[part]
+        target[[node, *path][-1]] = value
+    return config
+
+
+def test_a_sync_run_records_the_clusters_time(tmp_path):
+    config = _tiny(tmp_path)
+    sync.train_and_evaluate(config, str(tmp_path))
+    records = read_metrics(str(tmp_path))
+    spec = registry.get_spec("eamsgd")
+    dataset_shape = (8, 8, 1)
+    model = models.get_model("mlp", 10)
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, *dataset_shape)))["params"]
+    size = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(params))
+    exchange = 4 * size + 2 * 4 * 4  # the center's difference and the 2 p checksums
+    c = cluster.Cluster(2e-3, 10e9 / 8, 10e-6)
+    for r in records:  # tau = 10: exchanges at t = 0 and 10
+        n = -(-r["step"] // 10)
+        assert r["simulated_time_s"] == pytest.approx(
+            r["step"] * 2e-3 + n * c.ring_allreduce_s(exchange, 4))
+        assert r["exchange_bytes_per_step"] == pytest.approx(exchange / 10)
+    assert spec.topology == "ring" and registry.get_spec("downpour").topology == \
+        "parameter_server"
+
+
+def test_a_simulated_async_run_takes_its_times_from_the_cluster(tmp_path):
+    config = _tiny(tmp_path, **{"executor": "simulated_async", "asynchrony.schedule": "cluster",
+                                "asynchrony.clock_spread": 0.5})
+    config.algorithm = async_easgd.get_config().algorithm
+    asynchronous.train_and_evaluate(config, str(tmp_path))
+    records = read_metrics(str(tmp_path))
+    model = models.get_model("mlp", 10)
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1)))["params"]
+    nbytes = simulated_time.async_exchange_bytes(config, registry.get_spec("easgd"), model,
+                                                 params, (8, 8, 1))
+    schedule = cluster.cluster_schedule(
+        cluster.Cluster(2e-3, 10e9 / 8, 10e-6, "parameter_server"), 4, 80, 10, nbytes, 0, 0.5)
+    assert [r["simulated_time_s"] for r in records] == pytest.approx(
+        [schedule.times[39], schedule.times[79]])
+    assert len(set(schedule.workers[:80].tolist())) == 4
+
+
+def test_fragments_and_model_bytes_scale_the_exchange():
+    """F fragments: one of F branches runs per exchange (a 1 / F of the bytes, plus the
+    checksums); ``cluster.model_bytes``: the lowered bytes scaled to another model's size."""
+    model = models.get_model("mlp", 10)
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1)))["params"]
+    size = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(params))
+    spec = registry.get_spec("diloco")
+
+    def bytes_of(**overrides):
+        config = _tiny(None, **overrides)
+        config.algorithm = default.tuned.algorithm("diloco", 4)
+        config.algorithm.period = 8
+        for key, value in overrides.items():
+            if key.startswith("algorithm."):
+                config.algorithm[key.split(".")[1]] = value
+        return simulated_time.exchange_bytes(config, spec, model, params, (8, 8, 1))
+
+    checks = 2 * 4 * 4
+    assert bytes_of() == (4 * size + checks, 0.0)
+    fragment, _ = bytes_of(**{"algorithm.num_fragments": 4})
+    assert abs(fragment - checks - size) <= 4  # a quarter of the parameters' 4 size bytes
+    doubled, _ = bytes_of(**{"cluster.model_bytes": 2 * 4 * size})
+    assert doubled == pytest.approx(2 * (4 * size + checks))
