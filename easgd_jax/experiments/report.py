@@ -545,15 +545,18 @@ def _log_scale_if_spread(axes: Sequence[Any], values: Iterable[float]) -> bool:
     return False
 
 
-def _legend(fig: Any, styles: Mapping[str, tuple[str, str]], entries: Sequence[tuple[str, str]],
-            threshold: float | None, width: float) -> int:
-    """One legend for the figure, below its axes: (method, label) entries in the method's
-    colour and marker, dashed for "(every panel)"; returns its number of rows."""
+LINESTYLES = ("-", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)))
+
+
+def _legend(fig: Any, styles: Mapping[str, tuple[str, str]],
+            entries: Sequence[tuple[str, str, Any]], threshold: float | None,
+            width: float) -> int:
+    """One legend for the figure, below its axes: (method, label, linestyle) entries in the
+    method's colour and marker; returns its number of rows."""
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], color=styles[m][0], marker=styles[m][1],
-                      linestyle="--" if "every panel" in label else "-", label=label)
-               for m, label in entries]
+    handles = [Line2D([], [], color=styles[m][0], marker=styles[m][1], linestyle=style,
+                      label=label) for m, label, style in entries]
     if threshold is not None:
         handles.append(Line2D([], [], color="grey", linestyle=":",
                               label=f"threshold {100 * threshold:g}%"))
@@ -569,10 +572,15 @@ def _threshold_line(ax: Any, threshold: float) -> None:
                 textcoords="offset points", ha="right", va="bottom", fontsize=7, color="grey")
 
 
-def _entry_label(method: str, taus: set, shared: bool, panel_dim: str) -> str:
-    label = method
-    if panel_dim != "tau" and len(taus) == 1 and None not in taus:
-        label += f" (tau {next(iter(taus))})"
+def _entry_label(run: RunResult, panel_dim: str, variants: Sequence, shared: bool) -> str:
+    """The method, its tau when panels are per p, the other dimension's value when the
+    method has several lines in a panel, and "(every panel)" for the shared ones."""
+    label = run.method
+    other = run.num_workers if panel_dim == "tau" else run.tau
+    if len(variants) > 1:
+        label += f" ({'p' if panel_dim == 'tau' else 'tau'} {other})"
+    elif panel_dim == "p" and run.tau is not None:
+        label += f" (tau {run.tau})"
     return label + (" (every panel)" if shared else "")
 
 
@@ -602,11 +610,16 @@ def plot_grid(grid: str, runs: Sequence[RunResult], threshold: float, outdir: st
             best[key] = b
     taus = sorted({r.tau for r in members if r.tau is not None})
     ps = sorted({r.num_workers for r in members if not r.fixed_workers})
-    panel_dim = "tau" if len(taus) > 1 or len(ps) <= 1 else "p"
+    panel_dim = "p" if len(ps) > 1 else "tau"
     values = (taus if panel_dim == "tau" else ps) or [None]
-    taus_of: dict[str, set] = {}
-    for r in members:
-        taus_of.setdefault(r.method, set()).add(r.tau)
+    # A method with several lines in a panel (e.g. two p in a tau panel): one line style each.
+    variants: dict[str, list] = {}
+    for r in best.values():
+        other = r.num_workers if panel_dim == "tau" else r.tau
+        variants.setdefault(r.method, [])
+        if other not in variants[r.method]:
+            variants[r.method] = sorted([*variants[r.method], other],
+                                        key=lambda v: -1 if v is None else v)
     paths = []
     clocks = ["time", "steps"] + ["cluster"] * any(r.sim_time_s for r in best.values())
     width = 4 * len(values)
@@ -614,7 +627,7 @@ def plot_grid(grid: str, runs: Sequence[RunResult], threshold: float, outdir: st
         attribute, xlabel = CLOCKS[clock]
         fig, axes = plt.subplots(len(CURVE_KEYS), len(values), squeeze=False, sharey="row",
                                  figsize=(width, 2.8 * len(CURVE_KEYS) + 0.8))
-        entries: dict[str, str] = {}
+        entries: dict[tuple, tuple[str, str, Any]] = {}
         plotted: dict[str, list[float]] = {key: [] for key in CURVE_KEYS}
         for col, value in enumerate(values):
             for run in sorted(best.values(), key=lambda r: r.name):
@@ -626,12 +639,14 @@ def plot_grid(grid: str, runs: Sequence[RunResult], threshold: float, outdir: st
                 if len(x) != len(run.steps):  # no simulated time in this run
                     continue
                 colour, marker = styles[run.method]
-                entries.setdefault(run.method, _entry_label(
-                    run.method, taus_of[run.method], shared and len(values) > 1, panel_dim))
+                other = run.num_workers if panel_dim == "tau" else run.tau
+                index = variants[run.method].index(other)
+                style = "--" if shared else LINESTYLES[index % len(LINESTYLES)]
+                entries.setdefault((run.method, index), (run.method, _entry_label(
+                    run, panel_dim, variants[run.method], shared and len(values) > 1), style))
                 for row, key in enumerate(CURVE_KEYS):
                     axes[row][col].plot(x, getattr(run, key), color=colour, marker=marker,
-                                        markersize=3, linewidth=1.2,
-                                        linestyle="--" if shared else "-")
+                                        markersize=3, linewidth=1.2, linestyle=style)
                     plotted[key] += getattr(run, key)
             for row, key in enumerate(CURVE_KEYS):
                 ax = axes[row][col]
@@ -647,7 +662,8 @@ def plot_grid(grid: str, runs: Sequence[RunResult], threshold: float, outdir: st
             if _log_scale_if_spread(axes[row], plotted[key] + [threshold] * (
                     key == "test_error")):
                 axes[row][0].set_ylabel(YLABELS[key] + ", log")
-        legend_rows = _legend(fig, styles, sorted(entries.items()), threshold, width)
+        legend_rows = _legend(fig, styles, [entries[k] for k in sorted(entries)], threshold,
+                              width)
         # Fixed margins: tight_layout would render every label an extra time.
         height = 2.8 * len(CURVE_KEYS) + 0.8
         fig.subplots_adjust(left=0.75 / width, right=1 - 0.1 / width,
@@ -694,7 +710,7 @@ def _plot_against_p(grid: str, rows: Mapping[tuple, dict[str, Any]], ps: Sequenc
             p, y, err = zip(*points, strict=True)
             ax.errorbar(p, y, yerr=err if spread else None, color=colour, marker=marker,
                         capsize=3)
-            entries.append((method, method if tau < 0 else f"{method} (tau {tau})"))
+            entries.append((method, method if tau < 0 else f"{method} (tau {tau})", "-"))
         if column != "mean_final_test_error":
             ax.annotate("missing point: median not reached", xy=(0.01, 0.01),
                         xycoords="axes fraction", fontsize=7, color="grey")
