@@ -163,7 +163,7 @@ def test_one_colour_per_method_in_every_figure_log_scale_and_labelled_threshold(
     """Two grids with different method sets: a method has the same colour and marker in
     every figure (curves and legend); a test loss spike of 60 puts its row on a log scale."""
     root = str(tmp_path)
-    for method, tau in (("downpour", 1), ("easgd", 4), ("lsgd", 4)):
+    for method, tau in (("adownpour", 4), ("downpour", 1), ("easgd", 4), ("lsgd", 4)):
         fake_run(root, method, tau, 4, 0.1, 0, ["tau"], [0.5, 0.3, 0.1],
                  test_loss=[1.0, 60.0, 0.3] if method == "downpour" else None)
     for method, tau in (("easgd", 10), ("downpour", 1)):
@@ -189,8 +189,8 @@ def test_one_colour_per_method_in_every_figure_log_scale_and_labelled_threshold(
     assert n_legends == 1 and "threshold 20%" in tau_legend and "threshold 20%" in texts
     assert tau_legend["easgd"] == p_legend["easgd (tau 10)"]  # the same colour and marker
     assert tau_legend["downpour"] == p_legend["downpour (tau 1)"]
-    assert len({tau_legend[m] for m in ("downpour", "easgd", "lsgd")}) == 3
-    assert tau_curves == {tau_legend[m] for m in ("downpour", "easgd", "lsgd")}
+    assert len({tau_legend[m] for m in ("adownpour", "downpour", "easgd", "lsgd")}) == 4
+    assert tau_curves == {tau_legend[m] for m in ("adownpour", "downpour", "easgd", "lsgd")}
     assert p_curves == {p_legend["easgd (tau 10)"], p_legend["downpour (tau 1)"]}
     assert seen["p_error_vs_p.png"][0]["easgd (tau 10)"][0] == tau_legend["easgd"][0]
     # Rows: training loss, test loss (the spike: log), test error; two panels (tau 1, 4).
