@@ -339,14 +339,17 @@ def _median_or_none(values: Sequence[float]) -> float | None:
 
 def _time_to_threshold(runs: Sequence[RunResult], threshold: float,
                        clock: str) -> float | None:
-    """The median over ``runs`` of the steps (clock "steps") or time to threshold; a failed
-    run or one that never reached it counts as not reached (inf)."""
+    """The median over ``runs`` of the steps (clock "steps", an int when whole) or time to
+    threshold; a failed run or one that never reached it counts as not reached (inf)."""
     values = []
     for r in runs:
         steps, seconds = r.to_threshold(threshold, clock)
         value = steps if clock == "steps" else seconds
         values.append(math.inf if r.status != "finished" or value is None else float(value))
-    return _median_or_none(values)
+    median = _median_or_none(values)
+    if clock == "steps" and median is not None and median.is_integer():
+        return int(median)
+    return median
 
 
 def summarize(runs: Sequence[RunResult], threshold: float, selection: str = "all_seeds",
@@ -684,6 +687,7 @@ def _plot_against_p(grid: str, rows: Mapping[tuple, dict[str, Any]], ps: Sequenc
                     cluster: bool) -> list[str]:
     """Mean error (+- std) and median time to threshold against p, from the summary rows."""
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     lines: dict[tuple, list[dict[str, Any]]] = {}
     for (method, tau, p), row in rows.items():
@@ -700,7 +704,7 @@ def _plot_against_p(grid: str, rows: Mapping[tuple, dict[str, Any]], ps: Sequenc
     paths = []
     for name, ylabel, column, spread in figures:
         fig, ax = plt.subplots(figsize=(5.5, 4.2))
-        entries = []
+        entries, plotted = [], []
         for (method, tau), members in sorted(lines.items()):
             points = sorted((r["p"], r[column], r[spread] if spread else 0.0) for r in members
                             if r[column] is not None)
@@ -708,20 +712,23 @@ def _plot_against_p(grid: str, rows: Mapping[tuple, dict[str, Any]], ps: Sequenc
                 continue
             colour, marker = styles[method]
             p, y, err = zip(*points, strict=True)
+            plotted += y
             ax.errorbar(p, y, yerr=err if spread else None, color=colour, marker=marker,
                         capsize=3)
             entries.append((method, method if tau < 0 else f"{method} (tau {tau})", "-"))
-        if column != "mean_final_test_error":
-            ax.annotate("missing point: median not reached", xy=(0.01, 0.01),
-                        xycoords="axes fraction", fontsize=7, color="grey")
         ax.set_xscale("log", base=2)
         ax.set_xticks(ps, [str(p) for p in ps])
         ax.set_xlabel("p (workers)")
-        ax.set_ylabel(ylabel)
-        ax.set_title(f"grid {grid}")
+        log = _log_scale_if_spread([ax], plotted)
+        if log:  # plain numbers (3, 10, 20), not 3 x 10^0
+            ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+            ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.set_ylabel(ylabel + (", log" if log else ""))
+        ax.set_title(f"grid {grid}" + ("" if spread else "\n(no point: the median seed did "
+                                        "not reach it)"), fontsize=10)
         legend_rows = _legend(fig, styles, entries, None, 5.5)
         fig.subplots_adjust(left=0.16, right=0.97, bottom=(0.6 + 0.22 * legend_rows) / 4.2,
-                            top=0.92)
+                            top=0.92 if spread else 0.87)
         path = os.path.join(outdir, f"{grid}_{name}.png")
         fig.savefig(path, dpi=90)
         plt.close(fig)
