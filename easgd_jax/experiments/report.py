@@ -16,10 +16,11 @@ of MNIST-1D, digits and CIFAR-10: runs do not record their number of classes unl
 or final_metrics.json has ``num_classes``; the sweep config may set ``chance_error``); ties go
 to fewer failures, then to the lower rate. Runs not done yet are left out. The mean reported
 is that same mean, failures counted as chance, next to the number of failed seeds ("6.10 +-
-0.30, 1/3 diverged") and the mean over the finished seeds alone. With "first_seed" (issue
-10's protocol: the other seeds ran only at the rate chosen on the first seed), the rate is
-the one whose first-seed run reached the lowest test error, and the mean counts failures
-the same way.
+0.30, 1/3 failed": diverged or ended in an error; ``per_rate`` gives every rate's mean and
+failures, ``diverged_learning_rates`` the rates with a diverged run) and the mean over the
+finished seeds alone. With "first_seed" (issue 10's protocol: the other seeds ran only at
+the rate chosen on the first seed), the rate is the one whose first-seed run reached the
+lowest test error, and the mean counts failures the same way.
 
 writes SWEEP_DIR/report/:
     runs.csv             one row per run: settings, status, errors, time/steps to threshold
