@@ -79,7 +79,7 @@ def test_paper_sweep_plan():
     runs = plan(load_config_file(os.path.join(CONFIGS, "sweeps", "mnist1d_paper.py")),
                 device_budget=4)
     by_name = {r.name: r for r in runs}
-    assert len(by_name) == len(runs) == 342
+    assert len(by_name) == len(runs) == 426
     easgd = by_name["easgd_tau64_p4_lr0.5_seed2"]
     assert easgd.config.algorithm.period == 64 and easgd.grids == ["tau", "lsgd"]
     assert easgd.config.algorithm.moving_rate == pytest.approx(0.9 / 4)
@@ -98,7 +98,8 @@ def test_paper_sweep_plan():
     counts = {}
     for r in runs:
         counts[r.method] = counts.get(r.method, 0) + 1
-    assert counts == {"easgd": 36 + 27, "eamsgd": 36 + 27, "downpour": 36 + 18,
+    # + the 2000-step grids: 2 rates x 3 seeds x (4 taus + 3 values of p).
+    assert counts == {"easgd": 36 + 27 + 42, "eamsgd": 36 + 27 + 42, "downpour": 36 + 18,
                       "adownpour": 36, "mvadownpour": 36, "mdownpour": 27, "msgd": 9,
                       "lsgd": 36, "apam": 9, "amsgrad_sync": 9}
     # LSGD is compared with EASGD and EAMSGD at the same (tau, p): those runs are shared.
@@ -106,6 +107,12 @@ def test_paper_sweep_plan():
     apam = by_name["apam_tauna_p4_lr0.001_seed0"]
     assert apam.config.executor == "simulated_async" and apam.grids == ["apam"]
     assert by_name["amsgrad_sync_tauna_p4_lr0.001_seed0"].config.executor == "sync"
+    long = by_name["easgd_tau64_p4_lr0.5_seed2_steps2000"]
+    assert long.config.train.num_steps == 2000 and long.grids == ["long_tau"]
+    assert easgd.config.train.num_steps == 1000  # the same setting, 1000 steps
+    assert {r.learning_rate for r in runs if r.tag and r.method == "easgd"} == {0.25, 0.5}
+    assert {r.learning_rate for r in runs if r.tag and r.method == "eamsgd"} == {0.05, 0.1}
+    assert by_name["eamsgd_tau10_p16_lr0.1_seed1_steps2000"].grids == ["long_p"]
 
 
 def test_cifar_sweep_plans_and_spreads_workers_over_the_devices():
@@ -147,10 +154,42 @@ def _tiny_sweep(**changes) -> ml_collections.ConfigDict:
     ({"overrides": {"train": {"num_steps": 15}}}, "sweep run easgd_tau2_p2_lr0.1_seed0: "
      "config.train.num_steps \\(15\\) must be a multiple"),
     ({"methods": {"easgd": {"learning_rates": []}}}, "needs config and learning_rates"),
+    ({"grids": [{"name": "g", "methods": ["easgd"], "periods": [2], "num_workers": [2],
+                 "overrides": {"train": {"num_steps": 40}}}]}, "has overrides and no tag"),
+    ({"grids": [{"name": "g", "methods": ["easgd"], "periods": [2], "num_workers": [2],
+                 "tag": "long", "overrides": {"train": {"num_stepz": 40}}}]},
+     "sweep grid 'g': override 'train.num_stepz'"),
+    ({"grids": [{"name": "g", "methods": ["easgd"], "periods": [2], "num_workers": [2],
+                 "step": 40}]}, "may set periods, overrides, tag, learning_rates"),
+    ({"grids": [{"name": "g", "methods": ["easgd"], "periods": [2], "num_workers": [2],
+                 "learning_rates": {"msgd": [0.1]}}]}, "for methods of the grid only"),
+    ({"grids": [{"name": "g", "methods": ["easgd"], "periods": [2], "num_workers": [2]},
+                {"name": "h", "methods": ["easgd"], "periods": [2], "num_workers": [2],
+                 "tag": "x", "overrides": {"train": {"num_steps": 40}}},
+                {"name": "k", "methods": ["easgd"], "periods": [2], "num_workers": [2],
+                 "tag": "x", "overrides": {"train": {"num_steps": 60}}}]},
+     "give the grids different tags"),
 ])
 def test_bad_sweeps_fail_at_planning(changes, message):
     with pytest.raises(ValueError, match=message):
         plan(_tiny_sweep(**changes))
+
+
+def test_grid_overrides_tag_and_learning_rates():
+    """A grid's overrides change its runs only, whose names carry its tag; its learning
+    rates replace the method's."""
+    config = _tiny_sweep(grids=[
+        {"name": "tau", "methods": ["easgd"], "periods": [2], "num_workers": [2]},
+        {"name": "long", "methods": ["easgd"], "periods": [2], "num_workers": [2],
+         "tag": "steps40", "overrides": {"train": {"num_steps": 40}},
+         "learning_rates": {"easgd": [0.1]}}])
+    runs = {r.name: r for r in plan(config)}
+    assert sorted(runs) == ["easgd_tau2_p2_lr0.1_seed0", "easgd_tau2_p2_lr0.1_seed0_steps40",
+                            "easgd_tau2_p2_lr1e+09_seed0"]
+    assert runs["easgd_tau2_p2_lr0.1_seed0_steps40"].config.train.num_steps == 40
+    assert runs["easgd_tau2_p2_lr0.1_seed0"].config.train.num_steps == 20
+    assert runs["easgd_tau2_p2_lr0.1_seed0_steps40"].grids == ["long"]
+    assert runs["easgd_tau2_p2_lr0.1_seed0_steps40"].settings()["tag"] == "steps40"
 
 
 def test_largest_divisor():
@@ -188,7 +227,7 @@ def _fake_run(root, name, method, tau, p, lr, seed, grids, errors, status="finis
 @pytest.fixture
 def fake_sweep(tmp_path):
     root = str(tmp_path)
-    for seed, errors in ((0, [0.6, 0.3, 0.35]), (1, [0.5, 0.4, 0.25])):
+    for seed, errors in ((0, [0.6, 0.28, 0.35]), (1, [0.5, 0.4, 0.25])):
         _fake_run(root, f"easgd_t1_lr0.1_s{seed}", "easgd", 1, 4, 0.1, seed, ["tau"], errors)
     _fake_run(root, "easgd_t1_lr1_s0", "easgd", 1, 4, 1.0, 0, ["tau"], [0.9], "diverged")
     _fake_run(root, "easgd_t1_lr1_s1", "easgd", 1, 4, 1.0, 1, ["tau"], [0.5, 0.45, 0.5])
@@ -209,23 +248,32 @@ def _row(rows, **match):
     return found[0]
 
 
-def test_report_best_over_learning_rates_failures_and_threshold(fake_sweep):
+def test_report_chosen_rate_failures_best_run_and_threshold(fake_sweep):
     out = sweep_report.write_report(fake_sweep, threshold=0.3)
     summary = out["summary"]
     row = _row(summary, grid="tau", method="easgd", tau=1, p=4)
+    # lr 0.1: mean (0.35 + 0.25) / 2 = 0.3; lr 1: (0.9 as chance for the diverged seed + 0.5)
+    # / 2 = 0.7: lr 0.1 is chosen, its two seeds both finished.
+    assert row["chosen_learning_rate"] == 0.1 and row["selection"] == "all_seeds"
+    assert row["mean_final_test_error"] == pytest.approx(0.3)
+    assert row["std_final_test_error"] == pytest.approx(0.05)
+    assert row["seeds"] == 2 and row["failed_seeds"] == 0
+    assert row["per_rate"] == "0.1: 30.00 (0/2 failed); 1: 70.00 (1/2 failed)"
     # Best over learning rates AND seeds: seed 1 of lr 0.1 reached 0.25.
     assert row["best_test_error"] == pytest.approx(0.25) and row["best_learning_rate"] == 0.1
     assert row["best_seed"] == 1 and row["final_test_error"] == pytest.approx(0.25)
-    assert row["mean_final_test_error"] == pytest.approx(0.3)  # (0.35 + 0.25) / 2
-    assert row["std_final_test_error"] == pytest.approx(0.05) and row["seeds_at_best_lr"] == 2
     assert row["runs"] == 4 and row["diverged"] == 1 and row["diverged_learning_rates"] == "1"
-    # Threshold 0.3 first reached at step 30 of the best run; 0.1 s per step, startup removed.
-    assert row["steps_to_threshold"] == 30 and row["time_to_threshold_s"] == pytest.approx(3.0)
+    # Threshold 0.3: seed 0 at step 20 (2 s), seed 1 at step 30 (3 s; 0.1 s per step, startup
+    # removed): the medians.
+    assert row["steps_to_threshold"] == 25 and row["time_to_threshold_s"] == pytest.approx(2.5)
+    assert row["reached_threshold"] == 2 and row["sim_time_to_threshold_s"] is None
     faster = _row(summary, grid="tau", method="easgd", tau=4, p=4)
     assert faster["steps_to_threshold"] == 20 and faster["time_to_threshold_s"] == pytest.approx(
         1.0)
     failed = _row(summary, method="downpour")
     assert failed["best_test_error"] is None and failed["diverged"] == 1
+    assert failed["mean_final_test_error"] == pytest.approx(0.9)  # chance
+    assert failed["failed_seeds"] == 1 and failed["finished_mean_final_test_error"] is None
     assert _row(summary, grid="p", method="msgd")["best_test_error"] == pytest.approx(0.5)
     assert [r["p"] for r in summary if r["grid"] == "p" and r["method"] == "easgd"] == [4, 8]
 
@@ -241,9 +289,11 @@ def test_report_best_over_learning_rates_failures_and_threshold(fake_sweep):
     with open(os.path.join(report, "runs.csv")) as f:
         assert {r["name"] for r in csv.DictReader(f)} == set(runs)
     md = open(os.path.join(report, "summary.md")).read()
-    assert "| tau | downpour | 4 | 4 | all diverged |" in md
-    assert "| tau | easgd | 1 | 4 | 25.00 | 25.00 | 0.1 | 1 | 30.00 +- 5.00 (2) | 30 | 3 |" in md
+    assert "| tau | downpour | 4 | 4 | 0.1 | 90.00 +- 0.00, 1/1 failed | none finished |" in md
+    assert ("| tau | easgd | 1 | 4 | 0.1 | 30.00 +- 5.00, 0/2 failed | 30.00 | 25 | 2.5 | 2/2 "
+            "| 25.00 (0.1) | 4 | 1 (1) | 0 |") in md
     assert "| tau | msgd | - | 1 |" in md
+    assert "sim time" not in md and "bytes/step" not in md  # the runs record neither
     for name in ("tau_curves_time.png", "tau_curves_steps.png", "p_curves_time.png",
                  "p_error_vs_p.png", "p_time_to_threshold_vs_p.png"):
         assert os.path.getsize(os.path.join(report, name)) > 1000, name
@@ -252,7 +302,8 @@ def test_report_best_over_learning_rates_failures_and_threshold(fake_sweep):
 
 def test_best_run_is_ranked_by_the_best_error_reached_not_the_final_one(tmp_path):
     """lr 0.1 reached 10% then degraded to 40%; lr 0.05 ended at 20%, its best: the paper's
-    ranking (best error reached) picks lr 0.1, a ranking by final error would pick 0.05."""
+    best run (best error reached) is lr 0.1's; the chosen rate (final error, mean over
+    seeds) is 0.05, and "first_seed" (best reached on the first seed) chooses 0.1."""
     root = str(tmp_path)
     _fake_run(root, "easgd_lr0.1", "easgd", 4, 4, 0.1, 0, ["tau"], [0.5, 0.1, 0.4])
     _fake_run(root, "easgd_lr0.05", "easgd", 4, 4, 0.05, 0, ["tau"], [0.5, 0.3, 0.2])
@@ -263,7 +314,11 @@ def test_best_run_is_ranked_by_the_best_error_reached_not_the_final_one(tmp_path
     assert row["best_learning_rate"] == 0.1
     assert row["best_test_error"] == pytest.approx(0.1)
     assert row["final_test_error"] == pytest.approx(0.4)
-    assert row["steps_to_threshold"] == 20  # of the lr 0.1 run (the 0.05 run: 30)
+    assert row["chosen_learning_rate"] == 0.05
+    assert row["mean_final_test_error"] == pytest.approx(0.2)
+    first = _row(sweep_report.summarize(runs, 0.3, "first_seed"), method="easgd")
+    assert first["chosen_learning_rate"] == 0.1
+    assert first["mean_final_test_error"] == pytest.approx(0.4)
 
 
 def test_startup_seconds():
@@ -295,7 +350,7 @@ def test_tiny_sweep_runs_skips_and_records_divergence(tmp_path, monkeypatch):
     assert len(summary) == 1
     row = summary[0]
     assert (row["method"], row["tau"], row["p"]) == ("easgd", "2", "2")
-    assert row["best_learning_rate"] == "0.1" and row["diverged"] == "1"
+    assert row["chosen_learning_rate"] == "0.1" and row["diverged"] == "1"
     assert row["finished"] == "1" and row["diverged_learning_rates"] == "1e+09"
     # The table's best error and steps to threshold are those of metrics.jsonl.
     best = os.path.join(workdir, "runs", "easgd_tau2_p2_lr0.1_seed0")
@@ -342,14 +397,15 @@ def test_first_seed_selection_runs_the_other_seeds_at_the_chosen_rate(tmp_path):
         assert statuses[f"easgd_tau2_p2_lr{lr:g}_seed1"] == sweep.NOT_SELECTED
         assert not os.path.exists(os.path.join(workdir, "runs", f"easgd_tau2_p2_lr{lr:g}_seed1"))
     summary = sweep_report.summarize(sweep_report.collect(workdir), 0.85)
-    assert summary[0]["best_learning_rate"] == chosen and summary[0]["seeds_at_best_lr"] == 2
+    summary = sweep_report.summarize(sweep_report.collect(workdir), 0.85, "first_seed")
+    assert summary[0]["chosen_learning_rate"] == chosen and summary[0]["seeds"] == 2
 
 
 @pytest.mark.slow
 def test_first_seed_selection_waits_for_the_first_seed_and_skips_a_diverged_setting(tmp_path):
     config = _tiny_sweep(seeds=[0, 1], learning_rate_selection="first_seed")
     runs = plan(config)
-    setting = ("easgd", 2, 2)
+    setting = ("easgd", 2, 2, "")
     assert sweep.chosen_learning_rate(runs, setting, 0, str(tmp_path)) is None  # none run yet
     config.methods.easgd.learning_rates = [1e9]
     statuses = sweep.run_sweep(config, str(tmp_path), report=False)

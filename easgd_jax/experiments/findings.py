@@ -7,28 +7,38 @@ Zhang, Choromanska & LeCun (NIPS 2015, arXiv 1412.6651), Section 5.2, on CIFAR-1
 2. EAMSGD beats all comparators at every tau (p = 4);
 3. larger tau and larger p give EASGD and EAMSGD lower test error.
 
-Each finding is judged on the ``mean`` center test error: the mean over seeds of the final
-error at the learning rate chosen for the setting (``report.summarize``), with its
-standard deviation; "best" is the lowest error any run of the setting reached (the paper
-reports the best of its runs). The rules, spelled out with every verdict:
+Each finding is judged on the ``mean`` center test error of a setting (``report.summarize``):
+the mean over seeds of the final error at the setting's chosen learning rate. In a summary
+of this version (learning_rate_selection "all_seeds"), the rate is chosen on that mean and
+a diverged or failed seed counts in it as chance error (90%), so a rate at the edge of
+stability pays for its failures; the number of failed seeds is given with every mean. In
+issue 10's summaries (docs/mnist1d_paper/summary.csv, read by ``report.read_summary_csv``),
+the rate was chosen on seed 0 and failed seeds were left out of the mean ("(n finished)").
+"best" is the lowest error any run of the setting reached (the paper reports the best of its
+runs). The rules, spelled out with every verdict:
 
 1. per variant: held if its lowest mean error is at tau <= 4 AND at tau 16 or 64 it either
-   diverged with a learning rate that did not diverge at tau = 1 or has at least twice its
-   tau = 1 mean error;
+   diverged with a learning rate that did not diverge at tau = 1, has no finished run, or
+   has at least twice its tau = 1 mean error;
 2. per tau: held if EAMSGD's mean error is the lowest in the panel (the methods at that tau
    and those without a tau, e.g. MSGD and MDOWNPOUR, shown in every panel); the margin to
    the runner-up is given next to the larger of the two standard deviations;
 3. per method and axis (tau at p = 4; p at tau = 10): "held" if the mean error does not
    increase from one value to the next (within the larger standard deviation of the two),
-   "partly" if some larger value beats the smallest, "not held" otherwise.
+   "partly" if some larger value beats the smallest, "not held" otherwise. Judged again on
+   the 2000-step grids "long_tau" and "long_p" when the sweep has them ("3 (2000 steps)").
 
-The sweep's report writes them to ``report/findings.md`` (:func:`report.write_report`):
+The sweep's report writes them to ``report/findings.md`` (:func:`report.write_report`), and
+with ``--compare OLD_SUMMARY_CSV`` a table finding | old verdict | new verdict | numbers
+(:func:`compare_markdown`) to ``report/findings_compare.md``:
 
-    python -m easgd_jax.experiments.report --workdir SWEEP_DIR
+    python -m easgd_jax.experiments.report --workdir SWEEP_DIR \
+        --compare docs/mnist1d_paper/summary.csv
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Sequence
@@ -58,28 +68,64 @@ def _pct(x: float) -> str:
     return "n/a" if math.isnan(x) else f"{100 * x:.2f}"
 
 
+@dataclasses.dataclass
+class Judgement:
+    """One verdict: its finding ("1", "2", "3", "3 (2000 steps)"), what it is about (a
+    method, a tau, a method and axis), the verdict, its numbers in short and its Markdown
+    line."""
+
+    finding: str
+    item: str
+    verdict: str
+    numbers: str
+    line: str
+
+
+def _failed(row: Row) -> str:
+    """", 1/3 failed" (this version's rows) or " (2 finished)" (issue 10's: failures left
+    out of the mean)."""
+    if row.get("failed_seeds") is None:
+        return f" ({row.get('seeds') or row.get('seeds_at_best_lr')} finished)"
+    return f", {row['failed_seeds']}/{row['seeds']} failed"
+
+
 def _cell(row: Row | None) -> str:
-    """mean +- std (seeds) [best], or the failure."""
+    """mean +- std, failures [finished mean] [best], or the failure."""
     if row is None:
         return "not run"
-    if row.get("best_test_error") is None:
+    if math.isnan(_mean(row)):
         return "all diverged" if row["diverged"] == row["runs"] else "no finished run"
-    text = (f"{_pct(_mean(row))} +- {_pct(_std(row))} ({row['seeds_at_best_lr']}) "
-            f"[best {_pct(float(row['best_test_error']))}]")
+    text = f"{_pct(_mean(row))} +- {_pct(_std(row))}{_failed(row)}"
+    finished = row.get("finished_mean_final_test_error")
+    if row.get("failed_seeds") and finished is not None:
+        text += f" [finished {_pct(float(finished))}]"
+    if row.get("best_test_error") is not None:
+        text += f" [best {_pct(float(row['best_test_error']))}]"
     if row["diverged"]:
         text += f", diverged: lr {row['diverged_learning_rates']}"
     return text
+
+
+def _short(row: Row | None) -> str:
+    """The mean and its failures, for the comparison table."""
+    if row is None:
+        return "not run"
+    if math.isnan(_mean(row)):
+        return "no finished run"
+    if row.get("failed_seeds") is None:
+        return f"{_pct(_mean(row))} ({row.get('seeds')} fin.)"
+    return f"{_pct(_mean(row))} ({row['failed_seeds']}/{row['seeds']} failed)"
 
 
 def _diverged_rates(row: Row) -> set[str]:
     return set((row.get("diverged_learning_rates") or "").split())
 
 
-def downpour_finding(summary: Sequence[Row]) -> tuple[list[str], list[bool]]:
-    """Finding 1: lines of Markdown and a verdict per DOWNPOUR variant present."""
-    lines, verdicts = [], []
+def downpour_finding(summary: Sequence[Row], grid: str = "tau") -> list[Judgement]:
+    """Finding 1: a verdict per DOWNPOUR variant present in ``grid``."""
+    judgements = []
     for method in DOWNPOUR_VARIANTS:
-        rows = {r["tau"]: r for r in _rows(summary, "tau", method)}
+        rows = {r["tau"]: r for r in _rows(summary, grid, method)}
         if 1 not in rows or not ({16, 64} & set(rows)):
             continue
         means = {t: _mean(r) for t, r in rows.items()}
@@ -97,24 +143,25 @@ def downpour_finding(summary: Sequence[Row]) -> tuple[list[str], list[bool]]:
                 unstable.append(f"tau {tau}: no finished run")
             elif not math.isnan(base) and means[tau] >= 2 * base:
                 unstable.append(f"tau {tau}: mean error {means[tau] / base:.1f}x tau 1's")
-        held = best_tau is not None and best_tau <= 4 and bool(unstable)
-        verdicts.append(held)
-        lines.append(f"- **{method}: {'held' if held else 'not held'}.** "
-                     + "; ".join(f"tau {t}: {_cell(rows[t])}" for t in sorted(rows))
-                     + f". Lowest mean error at tau {best_tau}; "
-                     + ("instability: " + "; ".join(unstable) if unstable
-                        else "no instability at tau 16/64 by the rule") + ".")
-    return lines, verdicts
+        verdict = "held" if best_tau is not None and best_tau <= 4 and unstable else "not held"
+        line = (f"- **{method}: {verdict}.** "
+                + "; ".join(f"tau {t}: {_cell(rows[t])}" for t in sorted(rows))
+                + f". Lowest mean error at tau {best_tau}; "
+                + ("instability: " + "; ".join(unstable) if unstable
+                   else "no instability at tau 16/64 by the rule") + ".")
+        numbers = ", ".join(f"tau {t}: {_short(rows[t])}" for t in sorted(rows))
+        judgements.append(Judgement("1", method, verdict, numbers, line))
+    return judgements
 
 
-def eamsgd_finding(summary: Sequence[Row]) -> tuple[list[str], list[bool]]:
+def eamsgd_finding(summary: Sequence[Row], grid: str = "tau") -> list[Judgement]:
     """Finding 2: per tau, is EAMSGD's mean error the lowest of the panel?"""
-    rows = [r for r in summary if r["grid"] == "tau"]
+    rows = [r for r in summary if r["grid"] == grid]
     taus_of: dict[str, set] = {}
     for r in rows:
         taus_of.setdefault(r["method"], set()).add(r["tau"])
     everywhere = {m for m, taus in taus_of.items() if len(taus) == 1}  # MSGD, MDOWNPOUR
-    lines, verdicts = [], []
+    judgements = []
     for tau in sorted(taus_of.get("eamsgd", set())):
         panel = [r for r in rows if r["tau"] == tau and r["method"] not in everywhere]
         panel += [r for r in rows if r["method"] in everywhere]
@@ -124,19 +171,19 @@ def eamsgd_finding(summary: Sequence[Row]) -> tuple[list[str], list[bool]]:
         if math.isnan(_mean(eamsgd)) or not others:
             continue
         runner_up = others[0]
-        held = _mean(eamsgd) < _mean(runner_up)
-        verdicts.append(held)
+        verdict = "held" if _mean(eamsgd) < _mean(runner_up) else "not held"
         margin = _mean(runner_up) - _mean(eamsgd)
         noise = max(_std(eamsgd), _std(runner_up))
         ranking = ", ".join(f"{r['method']} {_pct(_mean(r))}"
                             for r in sorted(panel, key=lambda r: (math.isnan(_mean(r)),
                                                                   _mean(r))))
-        lines.append(
-            f"- **tau {tau}: {'held' if held else 'not held'}** (mean error, %: {ranking}). "
-            f"EAMSGD {_cell(eamsgd)}; {'runner-up' if held else 'best'} "
-            f"{runner_up['method']} {_cell(runner_up)}; margin {100 * margin:+.2f} points "
-            f"against a std of {100 * noise:.2f}.")
-    return lines, verdicts
+        line = (f"- **tau {tau}: {verdict}** (mean error, %: {ranking}). "
+                f"EAMSGD {_cell(eamsgd)}; {'runner-up' if verdict == 'held' else 'best'} "
+                f"{runner_up['method']} {_cell(runner_up)}; margin {100 * margin:+.2f} points "
+                f"against a std of {100 * noise:.2f}.")
+        numbers = (f"eamsgd {_short(eamsgd)} vs {runner_up['method']} {_short(runner_up)}")
+        judgements.append(Judgement("2", f"tau {tau}", verdict, numbers, line))
+    return judgements
 
 
 def _trend(points: list[tuple[int, Row]]) -> str:
@@ -154,23 +201,27 @@ def _trend(points: list[tuple[int, Row]]) -> str:
     return "not held"
 
 
-def scaling_finding(summary: Sequence[Row]) -> tuple[list[str], list[str]]:
-    """Finding 3: error against tau (grid "tau", p = 4) and against p (grid "p")."""
-    lines, verdicts = [], []
+def scaling_finding(summary: Sequence[Row], tau_grid: str = "tau", p_grid: str = "p",
+                    finding: str = "3") -> list[Judgement]:
+    """Finding 3: error against tau (``tau_grid``, p = 4) and against p (``p_grid``, tau =
+    10)."""
+    judgements = []
     for method in ELASTIC:
-        for grid, key, label in (("tau", "tau", "tau (p = 4)"), ("p", "p", "p (tau = 10)")):
+        for grid, key, label in ((tau_grid, "tau", "tau (p = 4)"),
+                                 (p_grid, "p", "p (tau = 10)")):
             rows = [r for r in _rows(summary, grid, method)
-                    if grid != "p" or r["tau"] == 10]
+                    if key != "p" or r["tau"] == 10]
             if len(rows) < 2:
                 continue
             points = sorted(((r[key], r) for r in rows), key=lambda x: x[0])
             verdict = _trend(points)
-            verdicts.append(verdict)
             times = "; ".join(
-                f"{label.split()[0]} {k}: {_cell(r)}, time to threshold "
-                f"{_fmt_time(r)}" for k, r in points)
-            lines.append(f"- **{method}, larger {label}: {verdict}.** {times}.")
-    return lines, verdicts
+                f"{key} {k}: {_cell(r)}, time to threshold {_fmt_time(r)}" for k, r in points)
+            item = f"{method}, larger {label}"
+            numbers = ", ".join(f"{key} {k}: {_short(r)}" for k, r in points)
+            judgements.append(Judgement(finding, item, verdict, numbers,
+                                        f"- **{item}: {verdict}.** {times}."))
+    return judgements
 
 
 def _fmt_time(row: Row) -> str:
@@ -178,7 +229,13 @@ def _fmt_time(row: Row) -> str:
     steps = row.get("steps_to_threshold")
     if seconds is None:
         return "not reached"
-    return f"{float(seconds):.2f} s ({steps} steps, best run)"
+    return f"{float(seconds):.2f} s ({steps:g} steps)"
+
+
+def judge(summary: Sequence[Row]) -> list[Judgement]:
+    """Every verdict of the three findings, finding 3 also on the 2000-step grids."""
+    return [*downpour_finding(summary), *eamsgd_finding(summary), *scaling_finding(summary),
+            *scaling_finding(summary, "long_tau", "long_p", "3 (2000 steps)")]
 
 
 def comparison(summary: Sequence[Row], grid: str) -> list[str]:
@@ -194,26 +251,75 @@ def comparison(summary: Sequence[Row], grid: str) -> list[str]:
     return lines
 
 
+def _protocol(summary: Sequence[Row]) -> str:
+    if summary and summary[0].get("failed_seeds") is None:
+        return ("the rate chosen on seed 0, failed seeds left out of the mean (n finished); "
+                "time to threshold of the best run")
+    return ("the rate chosen on the mean over all seeds with a diverged or failed seed "
+            "counted as chance error, which the mean includes (k/n failed; [finished: the "
+            "mean without them]); time to threshold: median over the seeds at that rate")
+
+
 def findings_markdown(summary: Sequence[Row], threshold: float) -> str:
     """The three findings with their verdicts and numbers, and the extra comparisons."""
-    out = ["Errors are center test errors in %: mean +- std over seeds (n) at the chosen "
-           "learning rate [best of any run]. Rules: easgd_jax/experiments/findings.py. Time to "
-           f"threshold: first evaluation at <= {100 * threshold:g}% test error, best run, "
-           "compilation excluded.", ""]
-    lines, verdicts = downpour_finding(summary)
+    out = ["Errors are center test errors in %: mean +- std over seeds at the chosen "
+           f"learning rate [best of any run]; {_protocol(summary)}. Rules: "
+           "easgd_jax/experiments/findings.py. Time to threshold: first evaluation at <= "
+           f"{100 * threshold:g}% test error, compilation excluded.", ""]
+    judgements = judge(summary)
+
+    def of(finding: str) -> tuple[list[str], list[str]]:
+        chosen = [j for j in judgements if j.finding == finding]
+        return [j.line for j in chosen], [j.verdict for j in chosen]
+
+    lines, verdicts = of("1")
     out += [f"### 1. DOWNPOUR variants best at small tau, unstable at tau 16/64: "
-            f"held for {sum(verdicts)} of {len(verdicts)}", "", *lines, ""]
-    lines, verdicts = eamsgd_finding(summary)
-    out += [f"### 2. EAMSGD beats all comparators at every tau: held at {sum(verdicts)} of "
-            f"{len(verdicts)} values of tau", "", *lines, ""]
-    lines, verdicts = scaling_finding(summary)
-    counts = ", ".join(f"{v}: {verdicts.count(v)}" for v in ("held", "partly", "not held")
-                       if verdicts.count(v))
-    out += [f"### 3. Larger tau and larger p give EASGD/EAMSGD lower test error: {counts}",
-            "", *lines, ""]
+            f"held for {verdicts.count('held')} of {len(verdicts)}", "", *lines, ""]
+    lines, verdicts = of("2")
+    out += [f"### 2. EAMSGD beats all comparators at every tau: held at "
+            f"{verdicts.count('held')} of {len(verdicts)} values of tau", "", *lines, ""]
+    for finding, title in (("3", "3. Larger tau and larger p give EASGD/EAMSGD lower test "
+                                 "error"),
+                           ("3 (2000 steps)", "3, at 2000 steps (grids long_tau, long_p)")):
+        lines, verdicts = of(finding)
+        if not lines and finding != "3":
+            continue
+        counts = ", ".join(f"{v}: {verdicts.count(v)}" for v in ("held", "partly", "not held")
+                           if verdicts.count(v))
+        out += [f"### {title}: {counts}", "", *lines, ""]
     for grid, title in (("lsgd", "LSGD against EASGD and EAMSGD (p = 4)"),
                         ("apam", "APAM against synchronous AMSGrad (p = 4)")):
         lines = comparison(summary, grid)
         if lines:
             out += [f"### {title}", "", *lines, ""]
     return "\n".join(out)
+
+
+def compare_findings(old: Sequence[Row], new: Sequence[Row]) -> list[dict[str, str]]:
+    """finding | item | old verdict | new verdict | old numbers | new numbers, for every
+    verdict of either summary ("-" where one has none)."""
+    olds = {(j.finding, j.item): j for j in judge(old)}
+    news = {(j.finding, j.item): j for j in judge(new)}
+    table = []
+    for key in [*olds, *(k for k in news if k not in olds)]:
+        o, n = olds.get(key), news.get(key)
+        table.append({"finding": key[0], "item": key[1],
+                      "old_verdict": o.verdict if o else "-",
+                      "new_verdict": n.verdict if n else "-",
+                      "old_numbers": o.numbers if o else "-",
+                      "new_numbers": n.numbers if n else "-"})
+    return table
+
+
+def compare_markdown(old: Sequence[Row], new: Sequence[Row]) -> str:
+    """:func:`compare_findings` as a Markdown table, each protocol stated."""
+    lines = [f"Old: {_protocol(old)}. New: {_protocol(new)}. Numbers: mean final center test "
+             "error (%) at the chosen rate.", "",
+             "| finding | item | old verdict | new verdict | old numbers | new numbers |",
+             "|---|---|---|---|---|---|"]
+    for r in compare_findings(old, new):
+        changed = " (changed)" if "-" not in (r["old_verdict"], r["new_verdict"]) and r[
+            "old_verdict"] != r["new_verdict"] else ""
+        lines.append(f"| {r['finding']} | {r['item']} | {r['old_verdict']} | "
+                     f"{r['new_verdict']}{changed} | {r['old_numbers']} | {r['new_numbers']} |")
+    return "\n".join(lines) + "\n"

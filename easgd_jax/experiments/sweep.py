@@ -15,9 +15,16 @@ A sweep config's ``get_config()`` returns a ConfigDict with
                 method runs; ``overrides`` (nested dict) are applied to it last;
                 ``num_workers`` > 0 fixes p (e.g. 1 for the sequential MSGD);
                 ``tau`` labels a method without a period (MDOWNPOUR: 1).
-    grids       a list of {name, methods, periods, num_workers}: each grid crosses its
-                methods with its periods (tau) and worker counts (p); a method without a
-                ``period`` hyperparameter ignores the periods.
+    grids       a list of {name, methods, periods, num_workers[, overrides, tag,
+                learning_rates]}: each grid crosses its methods with its periods (tau) and
+                worker counts (p); a method without a ``period`` hyperparameter ignores the
+                periods. A grid's ``overrides`` (nested dict, e.g. {"train": {"num_steps":
+                2000}}) are applied over sweep.overrides and before the method's; a grid with
+                overrides needs a ``tag`` (letters, digits, "_"), appended to its run names
+                ("easgd_tau1_p4_lr0.5_seed0_steps2000") so that its runs are not taken for
+                the other grids' runs of the same setting; grids with the same tag share runs.
+                ``learning_rates`` ({method: [rates]}) replaces the methods' rate grids in
+                this grid.
     seeds       the seeds of every setting.
     learning_rate_selection
                 "all_seeds" (default): every seed runs with every learning rate;
@@ -25,6 +32,10 @@ A sweep config's ``get_config()`` returns a ConfigDict with
                 seeds run only with the learning rate whose first-seed run reached the
                 lowest center test error (a setting whose first-seed runs all diverged runs
                 no other seed). Same seeds, fewer runs: (L + S - 1) per setting, not L * S.
+                The report chooses each setting's rate by the same rule as the sweep ran:
+                with "all_seeds", the rate of the lowest mean final center test error over
+                all seeds, a diverged (or failed) run counted as chance error
+                (:func:`easgd_jax.experiments.report.choose_learning_rate`).
     beta        moving_rate = beta / p for the algorithms that take a moving_rate.
     overrides   (nested dict) applied to every run's config before the method's.
     threshold   the test error whose first crossing gives the time and steps to it.
@@ -135,18 +146,22 @@ class Run:
     seed: int
     grids: list[str]
     config: ml_collections.ConfigDict
+    tag: str = ""  # the grid's tag ("" for grids without overrides)
 
     def settings(self) -> dict[str, Any]:
         return {"name": self.name, "method": self.method, "algorithm": self.algorithm,
+                "tag": self.tag,
                 "tau": self.tau, "num_workers": self.num_workers,
                 "fixed_workers": self.fixed_workers, "learning_rate": self.learning_rate,
                 "seed": self.seed, "grids": self.grids,
                 "num_devices": self.config.num_devices}
 
 
-def run_name(method: str, tau: int | None, p: int, learning_rate: float, seed: int) -> str:
+def run_name(method: str, tau: int | None, p: int, learning_rate: float, seed: int,
+             tag: str = "") -> str:
     tau_part = "na" if tau is None else str(tau)
-    return f"{method}_tau{tau_part}_p{p}_lr{learning_rate:g}_seed{seed}"
+    name = f"{method}_tau{tau_part}_p{p}_lr{learning_rate:g}_seed{seed}"
+    return f"{name}_{tag}" if tag else name
 
 
 def _plain(value: Any) -> Any:
@@ -188,6 +203,31 @@ def _method(sweep: ml_collections.ConfigDict, label: str) -> dict[str, Any]:
     return method
 
 
+GRID_KEYS = ("name", "methods", "periods", "num_workers", "overrides", "tag", "learning_rates")
+
+
+def _grid(grid: Mapping[str, Any]) -> dict[str, Any]:
+    """``grid`` with its defaults, checked: known keys only, a tag (a word) when it has
+    overrides, learning_rates only for its own methods."""
+    grid = {"periods": [None], "overrides": {}, "tag": "", "learning_rates": {}, **grid}
+    name = grid.get("name")
+    unknown = sorted(set(grid) - set(GRID_KEYS))
+    if unknown or not name or not grid.get("methods") or not grid.get("num_workers"):
+        raise ValueError(f"sweep grid {name!r}: a grid has name, methods, num_workers and may "
+                         f"set periods, overrides, tag, learning_rates; got {sorted(grid)}.")
+    tag = str(grid["tag"])
+    if tag and not tag.replace("_", "").isalnum():
+        raise ValueError(f"sweep grid {name!r}: tag {tag!r} must be letters, digits and '_'.")
+    if grid["overrides"] and not tag:
+        raise ValueError(f"sweep grid {name!r} has overrides and no tag: its runs would take "
+                         "the names of the other grids' runs of the same settings.")
+    extra = sorted(set(grid["learning_rates"]) - set(grid["methods"]))
+    if extra or not all(grid["learning_rates"].values()):
+        raise ValueError(f"sweep grid {name!r}: learning_rates must give a non-empty list for "
+                         f"methods of the grid only; got {grid['learning_rates']}.")
+    return grid
+
+
 def _hyperparameter_names(config: ml_collections.ConfigDict) -> list[str]:
     """The hyperparameters of ``config.algorithm`` in the form its executor runs."""
     return registry.hyperparameter_names(config.algorithm.name,
@@ -208,15 +248,19 @@ def plan(sweep: ml_collections.ConfigDict, device_budget: int = 1) -> list[Run]:
     runs: dict[str, Run] = {}
     base_configs: dict[str, ml_collections.ConfigDict] = {}
     for grid in _plain(sweep.grids):
-        grid = {"periods": [None], **grid}
+        grid = _grid(grid)
         for label, tau, p, seed in itertools.product(
                 grid["methods"], grid["periods"], grid["num_workers"], sweep.seeds):
             method = _method(sweep, label)
             if method["config"] not in base_configs:
                 base_configs[method["config"]] = load_config_file(method["config"])
-            for lr in method["learning_rates"]:
+            for lr in grid["learning_rates"].get(label, method["learning_rates"]):
                 config = copy.deepcopy(base_configs[method["config"]])
                 apply_overrides(config, sweep.get("overrides"))
+                try:
+                    apply_overrides(config, grid["overrides"])
+                except ValueError as e:
+                    raise ValueError(f"sweep grid {grid['name']!r}: {e}") from None
                 algorithm = config.algorithm.name
                 hparams = _hyperparameter_names(config)
                 workers = method["num_workers"] or p
@@ -233,8 +277,13 @@ def plan(sweep: ml_collections.ConfigDict, device_budget: int = 1) -> list[Run]:
                 config.seed = seed
                 apply_overrides(config, method["overrides"])
                 config.num_devices = largest_divisor(workers, device_budget)
-                name = run_name(label, run_tau, workers, float(lr), seed)
+                name = run_name(label, run_tau, workers, float(lr), seed, grid["tag"])
                 if name in runs:
+                    if runs[name].config.to_json_best_effort() != config.to_json_best_effort():
+                        raise ValueError(
+                            f"sweep run {name}: grids {runs[name].grids[0]!r} and "
+                            f"{grid['name']!r} give it different configs; give the grids "
+                            "different tags.")
                     if grid["name"] not in runs[name].grids:
                         runs[name].grids.append(grid["name"])
                     continue
@@ -244,7 +293,7 @@ def plan(sweep: ml_collections.ConfigDict, device_budget: int = 1) -> list[Run]:
                     raise ValueError(f"sweep run {name}: {e}") from None
                 runs[name] = Run(name, label, algorithm, run_tau, workers,
                                  bool(method["num_workers"]), float(lr), seed, [grid["name"]],
-                                 config)
+                                 config, grid["tag"])
     return list(runs.values())
 
 
@@ -279,12 +328,12 @@ def check_finished_runs(runs: Sequence[Run], workdir: str) -> None:
 
 
 def _setting(run: Run) -> tuple:
-    return (run.method, run.tau, run.num_workers)
+    return (run.method, run.tau, run.num_workers, run.tag)
 
 
 def chosen_learning_rate(runs: Sequence[Run], setting: tuple, seed: int,
                          workdir: str) -> float | None:
-    """The learning rate of the ``seed`` run of ``setting`` (method, tau, p) that reached the
+    """The learning rate of the ``seed`` run of ``setting`` (method, tau, p, tag) that reached the
     lowest center test error (ties: lower final error, then lower rate); None while one of
     those runs is not done, or when all of them diverged."""
 
@@ -432,13 +481,17 @@ def main(argv: list[str]) -> None:
             print(run.name, status(os.path.join(workdir, RUNS, run.name)),
                   f"num_devices={run.config.num_devices}", ",".join(run.grids))
         if sweep.get("learning_rate_selection", "all_seeds") == "first_seed":
-            settings = len({_setting(run) for run in runs})
-            trained = sum(len(_method(sweep, r.method)["learning_rates"]) + len(sweep.seeds) - 1
-                          for r in {_setting(run): run for run in runs}.values())
+            rates: dict[tuple, set[float]] = {}
+            for run in runs:
+                rates.setdefault(_setting(run), set()).add(run.learning_rate)
+            settings = len(rates)
+            trained = sum(len(r) + len(sweep.seeds) - 1 for r in rates.values())
             print(f"{len(runs)} runs planned; learning rates chosen on seed {sweep.seeds[0]}, "
                   f"so {trained} of them train ({settings} settings)")
         else:
-            print(f"{len(runs)} runs")
+            settings = len({_setting(run) for run in runs})
+            print(f"{len(runs)} runs planned, every learning rate on every seed "
+                  f"({settings} settings)")
         return
     parallel.use_simulated_cpu_devices(required_devices(sweep))  # no effect on GPUs
     statuses = run_sweep(sweep, workdir, retry_failed=_RETRY_FAILED.value,

@@ -1,0 +1,199 @@
+"""The sweep report's protocol and figures on hand-made run directories (no training):
+the learning rate chosen on the mean over all seeds with failures counted as chance, the
+failure counts, simulated cluster time, the speed-up table, one colour per method."""
+
+import json
+import os
+
+import matplotlib.figure
+import pytest
+
+from easgd_jax.experiments import report
+
+
+def fake_run(root, method, tau, p, lr, seed, grids, errors, status="finished", sim=None,
+             nbytes=None, test_loss=None):
+    """A run directory as the sweep leaves it: run.json, metrics.jsonl (an evaluation every
+    10 steps, 0.1 s per step), final_metrics.json or failed.json."""
+    name = report_name = f"{method}_tau{tau}_p{p}_lr{lr:g}_seed{seed}"
+    rundir = os.path.join(root, "runs", report_name)
+    os.makedirs(rundir)
+    with open(os.path.join(rundir, "run.json"), "w") as f:
+        json.dump({"name": name, "method": method, "algorithm": method, "tau": tau,
+                   "num_workers": p, "fixed_workers": False, "learning_rate": lr,
+                   "seed": seed, "grids": grids}, f)
+    with open(os.path.join(rundir, "metrics.jsonl"), "w") as f:
+        for i, error in enumerate(errors):
+            step = 10 * (i + 1)
+            record = {"step": step, "train_loss": 1.0 + error,
+                      "test_loss": test_loss[i] if test_loss else 2 * error,
+                      "test_accuracy": 1 - error, "steps_per_second": 10.0}
+            if sim is not None:
+                record["simulated_time_s"] = sim * step
+            if nbytes is not None:
+                record["exchange_bytes_per_step"] = nbytes
+            f.write(json.dumps(record) + "\n")
+    if status == "finished":
+        with open(os.path.join(rundir, "final_metrics.json"), "w") as f:
+            json.dump({"step": 10 * len(errors)}, f)
+    else:
+        with open(os.path.join(rundir, "failed.json"), "w") as f:
+            json.dump({"status": status, "message": "non-finite value"}, f)
+
+
+def only(rows, **match):
+    found = [r for r in rows if all(r[k] == v for k, v in match.items())]
+    assert len(found) == 1, (match, rows)
+    return found[0]
+
+
+@pytest.fixture
+def edge_of_stability(tmp_path):
+    """EASGD at tau 4: lr 1 finishes at 5% on seeds 0 and 1 and diverges on seed 2; lr 0.5
+    finishes at 6% on every seed."""
+    root = str(tmp_path)
+    for seed in (0, 1, 2):
+        if seed < 2:
+            fake_run(root, "easgd", 4, 4, 1.0, seed, ["tau"], [0.3, 0.05])
+        else:
+            fake_run(root, "easgd", 4, 4, 1.0, seed, ["tau"], [0.3], status="diverged")
+        fake_run(root, "easgd", 4, 4, 0.5, seed, ["tau"], [0.3, 0.06])
+    return root
+
+
+def test_a_rate_that_diverged_on_one_seed_loses_to_a_stable_one(edge_of_stability):
+    runs = report.collect(edge_of_stability)
+    assert report.choose_learning_rate(runs) == 0.5
+    row = report.summarize(runs, threshold=0.2)[0]
+    assert row["chosen_learning_rate"] == 0.5 and row["failed_seeds"] == 0 and row["seeds"] == 3
+    assert row["mean_final_test_error"] == pytest.approx(0.06)
+    # lr 1: (0.05 + 0.05 + 0.9) / 3, the diverged seed at chance.
+    assert row["per_rate"] == "0.5: 6.00 (0/3 failed); 1: 33.33 (1/3 failed)"
+    # The first-seed rule (issue 10's) picks lr 1 and now pays for its failure in the mean.
+    first = report.summarize(runs, threshold=0.2, selection="first_seed")[0]
+    assert first["chosen_learning_rate"] == 1.0 and first["failed_seeds"] == 1
+    assert first["mean_final_test_error"] == pytest.approx(1.0 / 3)
+    assert first["finished_mean_final_test_error"] == pytest.approx(0.05)
+    assert first["steps_to_threshold"] == 20 and first["reached_threshold"] == 2
+    md = report.markdown([first], threshold=0.2)
+    assert "| tau | easgd | 4 | 4 | 1 | 33.33 +- 40.07, 1/3 failed | 5.00 | 20 |" in md
+    assert "the rate whose first-seed run reached the lowest error" in md
+    # The chance error follows the runs' number of classes when they record it.
+    for r in runs:
+        r.num_classes = 2
+    assert report.summarize(runs, 0.2, "first_seed")[0]["mean_final_test_error"] == (
+        pytest.approx((0.05 + 0.05 + 0.5) / 3))
+    with pytest.raises(ValueError, match="selection must be one of"):
+        report.choose_learning_rate(runs, "best")
+
+
+def test_summary_states_the_rule_and_counts_failures(edge_of_stability):
+    out = report.write_report(edge_of_stability, threshold=0.2, plots=False)
+    md = open(os.path.join(edge_of_stability, "report", "summary.md")).read()
+    assert "a diverged or failed run counted as chance (90%" in md
+    assert "| tau | easgd | 4 | 4 | 0.5 | 6.00 +- 0.00, 0/3 failed | 6.00 | 20 |" in md
+    assert out["summary"][0]["diverged"] == 1 and out["summary"][0]["runs"] == 6
+    back = report.read_summary_csv(os.path.join(edge_of_stability, "report", "summary.csv"))
+    assert back[0]["chosen_learning_rate"] == 0.5 and back[0]["failed_seeds"] == 0
+    assert back[0]["tau"] == 4 and back[0]["diverged_learning_rates"] == "1"
+
+
+def test_old_summary_is_read_as_failures_left_out():
+    rows = report.read_summary_csv(os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "mnist1d_paper",
+        "summary.csv"))
+    row = only(rows, grid="p", method="easgd", p=4)
+    assert row["chosen_learning_rate"] == 1.0 and row["seeds"] == 1
+    assert row["failed_seeds"] is None and row["mean_final_test_error"] == pytest.approx(0.048)
+    assert only(rows, grid="apam", method="apam")["tau"] is None
+
+
+def cluster_sweep(root):
+    """The p grid on a simulated cluster: DOWNPOUR (tau 1) and EAMSGD (tau 10) at p = 4 and
+    8, 3 seeds; the simulated seconds per step and when each run reaches 20%."""
+    for p, downpour, eamsgd in ((4, (1.0, 1.0, 2.0), (0.5, 0.5, 0.5)),
+                                (8, (1.0, 1.0, 1.0), (0.1, 0.2, 0.4))):
+        for seed in range(3):
+            # DOWNPOUR reaches 20% at step 20; at p = 8, seed 2 never does.
+            errors = [0.5, 0.15, 0.1] if (p, seed) != (8, 2) else [0.5, 0.4, 0.3]
+            fake_run(root, "downpour", 1, p, 0.1, seed, ["p"], errors, sim=downpour[seed],
+                     nbytes=4000.0 * p)
+            # EAMSGD reaches it at step 10 at p = 4, at step 30 at p = 8.
+            errors = [0.15, 0.1, 0.1] if p == 4 else [0.5, 0.4, 0.1]
+            fake_run(root, "eamsgd", 10, p, 0.1, seed, ["p"], errors, sim=eamsgd[seed],
+                     nbytes=400.0)
+
+
+def test_simulated_time_speedup_and_bytes(tmp_path):
+    root = str(tmp_path)
+    cluster_sweep(root)
+    out = report.write_report(root, threshold=0.2)
+    summary = out["summary"]
+    # Medians over the 3 seeds of step x seconds per step: DOWNPOUR p = 4: 20 x (1, 1, 2) ->
+    # 20 s; p = 8: 20, 20, not reached -> 20 s. EAMSGD p = 4: 10 x 0.5 = 5 s; p = 8:
+    # 30 x (0.1, 0.2, 0.4) -> 6 s.
+    sim = {(r["method"], r["p"]): r["sim_time_to_threshold_s"] for r in summary}
+    assert sim == pytest.approx({("downpour", 4): 20.0, ("downpour", 8): 20.0,
+                                 ("eamsgd", 4): 5.0, ("eamsgd", 8): 6.0})
+    assert only(summary, method="downpour", p=8)["reached_threshold"] == 2
+    assert only(summary, method="downpour", p=8)["bytes_per_step"] == 32000.0
+    table = report.speedup_table(summary)
+    assert [(r["p"], r["speedup"]) for r in table] == [(4, pytest.approx(4.0)),
+                                                       (8, pytest.approx(20 / 6))]
+    assert table[0]["downpour_time_s"] == 20.0 and table[0]["eamsgd_time_s"] == 5.0
+    md = open(os.path.join(root, "report", "speedup_cluster.md")).read()
+    assert "| 4 | 20 | 5 | 4.00x |" in md and "| 8 | 20 | 6 | 3.33x |" in md
+    summary_md = open(os.path.join(root, "report", "summary.md")).read()
+    assert "sim time to thr. (s) | bytes/step" in summary_md
+    for name in ("p_curves_cluster.png", "p_time_to_threshold_vs_p_cluster.png"):
+        assert os.path.getsize(os.path.join(root, "report", name)) > 1000, name
+    # A slow method that never reaches the threshold: the speed-up is unbounded; a fast one
+    # that never does: none.
+    rows = [dict(r) for r in summary]
+    only(rows, method="downpour", p=4)["sim_time_to_threshold_s"] = None
+    only(rows, method="eamsgd", p=8)["sim_time_to_threshold_s"] = None
+    assert [r["speedup"] for r in report.speedup_table(rows)] == [float("inf"), None]
+    # The method names are parameters.
+    swapped = report.speedup_table(summary, fast=("downpour", 1), slow=("eamsgd", 10))
+    assert swapped[0]["speedup"] == pytest.approx(0.25)
+
+
+def test_one_colour_per_method_in_every_figure_log_scale_and_labelled_threshold(
+        tmp_path, monkeypatch):
+    """Two grids with different method sets: a method has the same colour and marker in
+    every figure (curves and legend); a test loss spike of 60 puts its row on a log scale."""
+    root = str(tmp_path)
+    for method, tau in (("adownpour", 4), ("downpour", 1), ("easgd", 4), ("lsgd", 4)):
+        fake_run(root, method, tau, 4, 0.1, 0, ["tau"], [0.5, 0.3, 0.1],
+                 test_loss=[1.0, 60.0, 0.3] if method == "downpour" else None)
+    for method, tau in (("easgd", 10), ("downpour", 1)):
+        for p in (4, 8):
+            if (method, p) != ("downpour", 4):
+                fake_run(root, method, tau, p, 0.1, 0, ["p"], [0.5, 0.3, 0.1])
+    seen = {}
+
+    def record(fig, path, **kwargs):
+        legend_texts = [t.get_text() for t in fig.legends[0].get_texts()]
+        legend = dict(zip(legend_texts, [(h.get_color(), h.get_marker())
+                                         for h in fig.legends[0].legend_handles], strict=True))
+        curves = {(line.get_color(), line.get_marker()) for ax in fig.axes
+                  for line in ax.get_lines() if line.get_color() != "grey"}
+        texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+        scales = [ax.get_yscale() for ax in fig.axes]
+        seen[os.path.basename(path)] = (legend, curves, texts, scales, len(fig.legends))
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", record)
+    report.write_report(root, threshold=0.2)
+    tau_legend, tau_curves, texts, scales, n_legends = seen["tau_curves_steps.png"]
+    p_legend, p_curves = seen["p_curves_steps.png"][:2]
+    assert n_legends == 1 and "threshold 20%" in tau_legend and "threshold 20%" in texts
+    assert tau_legend["easgd"] == p_legend["easgd (tau 10)"]  # the same colour and marker
+    assert tau_legend["downpour"] == p_legend["downpour (tau 1)"]
+    assert len({tau_legend[m] for m in ("adownpour", "downpour", "easgd", "lsgd")}) == 4
+    assert tau_curves == {tau_legend[m] for m in ("adownpour", "downpour", "easgd", "lsgd")}
+    assert p_curves == {p_legend["easgd (tau 10)"], p_legend["downpour (tau 1)"]}
+    assert seen["p_error_vs_p.png"][0]["easgd (tau 10)"][0] == tau_legend["easgd"][0]
+    # Rows: training loss, test loss (the spike: log), test error; two panels (tau 1, 4).
+    assert scales[2:4] == ["log", "log"] and scales[0:2] == ["linear", "linear"]
+    assert report.method_styles(["lsgd", "easgd"])["easgd"] == report.method_styles(
+        ["easgd", "lsgd", "easgd"])["easgd"]
