@@ -41,6 +41,8 @@ run faster than simulated devices. On GPUs, --config.max_devices=0 spreads them 
 
 import ml_collections
 
+from configs.sweeps import paper_cluster
+
 ELASTIC = ("easgd", "eamsgd")
 DOWNPOUR_FAMILY = ("downpour", "adownpour", "mvadownpour")
 
@@ -104,5 +106,7 @@ def get_config() -> ml_collections.ConfigDict:
                   "batch_size": 128, "weight_decay": 1e-4},
         "checkpoint": {"every": 500},
         "tensorboard": False,
+        # Times on a simulated cluster: one GPU per worker, the CIFAR net's step and bytes.
+        "cluster": paper_cluster.overrides(),
     }
     return sweep
