@@ -51,9 +51,10 @@ TUNED: dict[str, dict[str, Any]] = {
     "diloco": dict(name="diloco", learning_rate=0.05, momentum=0.9, period=10,
                    outer_learning_rate=0.7, outer_momentum=0.9),
     # Streaming DiLoCo (Douillard et al. 2025, arXiv 2501.18512): DiLoCo's rates, F = 4
-    # fragments, one exchanged every H / F steps; H = 12, the period nearest DiLoCo's 10
-    # that 4 divides (same bytes per step as unfragmented, in 4-fold smaller pieces).
-    "diloco_streaming": dict(name="diloco", learning_rate=0.05, momentum=0.9, period=12,
+    # fragments, one exchanged every H / F steps (same bytes per step as unfragmented at
+    # that H, in 4-fold smaller pieces); H = 20: F must divide H, and H / F = 5 divides
+    # configs/diloco_streaming.py's 50-step rounds (exchanges at known steps).
+    "diloco_streaming": dict(name="diloco", learning_rate=0.05, momentum=0.9, period=20,
                              outer_learning_rate=0.7, outer_momentum=0.9, num_fragments=4),
     # DiLoCo with the displacements all-reduced in bfloat16 (half the bytes), each worker's
     # rounding residual fed into its next message (error feedback: what a cast drops is

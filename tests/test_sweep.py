@@ -129,6 +129,14 @@ LOCAL_SGD_METHODS = {  # label -> (algorithm, outer rate and momentum or None, e
 }
 
 
+@pytest.mark.parametrize("name", ["diloco_streaming", "diloco_bf16", "local_sgd"])
+def test_local_sgd_sweep_method_configs_validate_as_they_are(name):
+    """``launch.py --config configs/NAME.py`` is accepted with the file's own settings."""
+    config = load_config_file(name)
+    validation.validate(config)
+    assert config.algorithm.name == "diloco" and config.train.num_steps == 2000
+
+
 def test_local_sgd_sweep_plan():
     """Issue 17's sweep: 8 methods x {p 4, 8} x period {16, 64, 256} x 2 rates x 3 seeds, every
     rate on every seed; each method's algorithm gets the grid's period, and the fragments and
