@@ -6,10 +6,12 @@ import glob
 import json
 import os
 
+import jax
 import ml_collections
 import numpy as np
 import pytest
 
+import easgd_jax
 from easgd_jax.experiments import report as sweep_report
 from easgd_jax.experiments import sweep
 from easgd_jax.experiments.sweep import load_config_file, plan
@@ -122,6 +124,69 @@ def test_cifar_sweep_plans_and_spreads_workers_over_the_devices():
     devices = {(r.num_workers, r.config.num_devices) for r in runs}
     assert devices == {(1, 1), (4, 4), (8, 4), (16, 4)}
     assert {r.config.model.name for r in runs} == {"cifar_cnn"}
+
+
+LOCAL_SGD_METHODS = {  # label -> (algorithm, outer rate and momentum or None, exchange options)
+    "easgd": ("easgd", None, {}), "eamsgd": ("eamsgd", None, {}),
+    "eamsgd_outer": ("eamsgd_outer", (0.5, 0.5), {}), "diloco": ("diloco", (0.7, 0.9), {}),
+    "local_sgd": ("diloco", (1.0, 0.0), {}), "lsgd": ("lsgd_nesterov", None, {}),
+    "diloco_f4": ("diloco", (0.7, 0.9), {"num_fragments": 4}),
+    "diloco_bf16": ("diloco", (0.7, 0.9), {"exchange_dtype": "bfloat16",
+                                          "error_feedback": True}),
+}
+
+
+@pytest.mark.parametrize("name", ["diloco_streaming", "diloco_bf16", "local_sgd"])
+def test_local_sgd_sweep_method_configs_validate_as_they_are(name):
+    """``launch.py --config configs/NAME.py`` is accepted with the file's own settings."""
+    config = load_config_file(name)
+    validation.validate(config)
+    assert config.algorithm.name == "diloco" and config.train.num_steps == 2000
+
+
+def test_local_sgd_sweep_plan():
+    """Issue 17's sweep: 8 methods x {p 4, 8} x period {16, 64, 256} x 2 rates x 3 seeds, every
+    rate on every seed; each method's algorithm gets the grid's period, and the fragments and
+    the bfloat16 exchange reach the transformation it builds."""
+    config = load_config_file(os.path.join(CONFIGS, "sweeps", "local_sgd.py"))
+    assert config.learning_rate_selection == "all_seeds" and config.threshold == 0.2
+    runs = plan(config, device_budget=8)
+    assert len({r.name for r in runs}) == len(runs) == 288
+    counts: dict = {}
+    for r in runs:
+        key = (r.method, r.tau, r.num_workers)
+        counts[key] = counts.get(key, 0) + 1
+    assert set(counts) == {(m, tau, p) for m in LOCAL_SGD_METHODS for tau in (16, 64, 256)
+                           for p in (4, 8)}
+    assert set(counts.values()) == {6}  # 2 rates x 3 seeds, all trained
+    for r in runs:
+        name, outer, options = LOCAL_SGD_METHODS[r.method]
+        algorithm = r.config.algorithm
+        assert algorithm.name == name and algorithm.period == r.tau
+        assert r.config.num_workers == r.num_workers and r.config.num_devices == 1
+        assert (r.config.data.name, r.config.model.name) == ("mnist1d", "cnn1d")
+        assert (r.config.train.num_steps, r.config.train.eval_every,
+                r.config.train.batch_size) == (1000, 50, 128)
+        assert algorithm.learning_rate == r.learning_rate
+        if "moving_rate" in algorithm:
+            assert algorithm.moving_rate == pytest.approx(0.9 / r.num_workers)
+        if outer is not None:
+            assert (algorithm.outer_learning_rate, algorithm.outer_momentum) == outer
+        hparams = validation.algorithm_hparams(r.config)
+        assert {k: hparams[k] for k in ("num_fragments", "exchange_dtype", "error_feedback")
+                if hparams.get(k)} == options, r.name
+    # The options reach the transformation: 4 outer states on fragments of P / 4 numbers,
+    # and a float32 rounding residual per worker.
+    by_name = {r.name: r for r in runs}
+    params = {"w": np.zeros(8, np.float32)}
+    sizes = {}
+    for method in ("diloco", "diloco_f4", "diloco_bf16"):
+        run = by_name[f"{method}_tau16_p8_lr0.05_seed0"]
+        tx = easgd_jax.get_algorithm("diloco", **validation.algorithm_hparams(run.config))
+        state = tx.init(params)
+        sizes[method] = sorted(leaf.size for leaf in jax.tree.leaves(state.outer_state))
+        assert hasattr(state, "residual") == (method == "diloco_bf16")
+    assert sizes["diloco_f4"] == [2, 2, 2, 2] and sizes["diloco"] == sizes["diloco_bf16"] == [8]
 
 
 def _tiny_sweep(**changes) -> ml_collections.ConfigDict:
