@@ -47,6 +47,8 @@ all-reduces each exchange, a select; one worker per device runs one). On GPUs,
 
 import ml_collections
 
+from configs.sweeps import paper_cluster
+
 METHODS = ("easgd", "eamsgd", "eamsgd_outer", "diloco", "local_sgd", "lsgd", "diloco_f4",
            "diloco_bf16")
 PERIODS = (16, 64, 256)
@@ -81,5 +83,7 @@ def get_config() -> ml_collections.ConfigDict:
                   "batch_size": 128, "weight_decay": 1e-4},
         "checkpoint": {"every": 500},
         "tensorboard": False,
+        # Times on the paper's simulated cluster (configs/sweeps/paper_cluster.py).
+        "cluster": paper_cluster.overrides(),
     }
     return sweep
