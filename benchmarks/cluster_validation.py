@@ -11,7 +11,8 @@ apart from the runs they then predict:
 - the ring's link (synchronous runs): an all-reduce of P and 16 P float32 over the 2 devices,
   timed apart (median of 50); T_ring(b, 2) = 2 latency + b / bandwidth gives both;
 - the parameter server's link (threads): fitted on a run that exchanges every step (tau = 1)
-  against the threads' no-exchange floor, then used to predict tau = 4 and 10.
+  against the threads' no-exchange floor, then used to predict tau = 4 and 10 (each threads
+  figure the median of 3 runs: the threads interleave differently every run).
 
 Each run is the main job's model and data (MNIST-1D, cnn1d, batch 128), ``--steps`` local
 steps, evaluations every third: measured = wall seconds between the first two
@@ -102,7 +103,7 @@ def _one_worker_step(config) -> float:
                                           train=False))(jax.random.PRNGKey(0))["params"]
     return simulated_time._measure_step(model, params, dataset.example_shape,
                                         config.train.batch_size, config.train.weight_decay,
-                                        repeats=50)
+                                        repeats=20)
 
 
 def _row(name: str, predicted: float, measured: float, steps: int) -> str:
@@ -155,9 +156,12 @@ def main() -> None:
     def threads(period: int):
         return _config("async_eamsgd", 2, 1, period, steps, executor="threads")
 
-    floor_wall = _measured_and_simulated(threads(steps))[0]
+    def threads_wall(period: int) -> float:  # the threads interleave anew: median of 3
+        return float(np.median([_measured_and_simulated(threads(period))[0] for _ in range(3)]))
+
+    floor_wall = threads_wall(steps)
     c_threads = floor_wall / span
-    every_wall = _measured_and_simulated(threads(1))[0]
+    every_wall = threads_wall(1)
 
     def predict(period: int, hold_s: float) -> float:
         # A link of 1 B/s and no latency: a push and a pull of hold / 2 "bytes" hold it hold_s.
@@ -175,7 +179,7 @@ def main() -> None:
     print(f"| threads, p = 2, tau = 1 (fits the link: {1e6 * hold:.1f} us per push + pull) | "
           f"{1e3 * predict(1, hold) / span:.3f} | {1e3 * every_wall / span:.3f} | fitted |")
     for period in (4, 10):
-        measured = _measured_and_simulated(threads(period))[0]
+        measured = threads_wall(period)
         print(_row(f"threads, p = 2, async EAMSGD tau = {period}", predict(period, hold),
                    measured, span), flush=True)
     print(f"\nload after: {os.getloadavg()[0]:.2f}")
