@@ -42,6 +42,9 @@ setup(
         # The viewer of the event files every run writes (tensorboard --logdir WORKDIR);
         # writing them needs only tensorboardX.
         "tensorboard": ["tensorboard>=2.15,<3"],
+        # The PyTorch side of benchmarks/vs_pytorch.py; not needed to train. Without it the
+        # script (and its test in tests/test_benchmarks.py) checks the one-line error instead.
+        "bench": ["torch>=2.4,<3"],
     },
     entry_points={"console_scripts": ["easgd-launch=launch:run_main"]},
 )

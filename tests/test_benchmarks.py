@@ -1,10 +1,14 @@
 """The benchmark scripts run end to end on a tiny MLP (their code is covered by CI; their
 timings are not checked here: speed lives in benchmarks/RESULTS.md)."""
 
+import importlib.util
+import re
+import sys
+
 import numpy as np
 import pytest
 
-from benchmarks import comm_volume, step_cost
+from benchmarks import comm_volume, step_cost, vs_pytorch
 
 TINY = ["--hidden", "8", "--workers", "2"]
 
@@ -32,3 +36,36 @@ def test_comm_volume_hlo_bytes_agree_with_the_formulas():
     # per-step conditional turns into a select that all-reduces every step (x tau).
     assert agrees[("eamsgd:10", "2/device (vmap), d=1")] == "yes"
     assert agrees[("eamsgd-cond:10", "2/device (vmap), d=1")] == "no (x10.00)"
+
+
+def test_vs_pytorch_without_torch_names_the_bench_extra(monkeypatch):
+    """With torch not importable the script stops at once with one line naming the extra."""
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
+    with pytest.raises(SystemExit) as stop:
+        vs_pytorch.main(["--steps", "20", "--skip", "10", "--reps", "1"])
+    message = str(stop.value.code)
+    assert message == vs_pytorch.MISSING_TORCH
+    assert 'pip install -e ".[bench]"' in message and "\n" not in message
+
+
+def test_vs_pytorch_prints_both_sides_or_names_the_bench_extra(capsys):
+    """torch is in the optional bench extra, not the test extra: where it is installed the
+    tiny comparison runs and prints positive examples/s for both sides and equal parameter
+    counts; where it is not, the same command must stop with the one-line error (no skip)."""
+    argv = ["--steps", "20", "--skip", "10", "--reps", "1", "--layouts", "devices"]
+    if importlib.util.find_spec("torch") is None:
+        with pytest.raises(SystemExit) as stop:
+            vs_pytorch.main(argv)
+        assert 'pip install -e ".[bench]"' in str(stop.value.code)
+        return
+    rows = vs_pytorch.main(argv)
+    assert [(r["rep"], r["layout"]) for r in rows] == [(1, "4 devices")]
+    row = rows[0]
+    assert row["jax"] > 0 and row["torch"] > 0
+    assert row["ratio"] == pytest.approx(row["jax"] / row["torch"])
+    assert all(np.isfinite([row["jax_loss"], row["torch_loss"]]))
+    out = capsys.readouterr().out
+    counts = re.search(r"cnn1d parameters: JAX (\d+), PyTorch (\d+)", out)
+    assert counts and counts[1] == counts[2] and int(counts[1]) > 0
+    assert "| JAX examples/s | PyTorch examples/s | ratio |" in out
+    assert re.search(r"^\| 1 \| 4 devices \| [\d,]+ \| [\d,]+ \| \d+\.\d\d \|", out, re.M)
