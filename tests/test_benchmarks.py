@@ -48,6 +48,7 @@ def test_vs_pytorch_without_torch_names_the_bench_extra(monkeypatch):
     assert 'pip install -e ".[bench]"' in message and "\n" not in message
 
 
+@pytest.mark.slow
 def test_vs_pytorch_prints_both_sides_or_names_the_bench_extra(capsys):
     """torch is in the optional bench extra, not the test extra: where it is installed the
     tiny comparison runs and prints positive examples/s for both sides and equal parameter
