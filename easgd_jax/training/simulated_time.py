@@ -5,7 +5,8 @@ compute time per local step, or 0 to measure it here: the run's model, batch and
 worker's gradient and SGD update, 20 steps in one compiled scan on the first device, the
 median of 5 calls after a warm-up. The bytes of an exchange are read from the run's own
 algorithm lowered for p workers on p devices
-(:func:`easgd_jax.parallel.cluster.lowered_step_bytes`), scaled to ``config.cluster.model_bytes`` when set (the bytes a larger model would move with the same
+(:func:`easgd_jax.parallel.cluster.lowered_step_bytes`), scaled to
+``config.cluster.model_bytes`` when set (the bytes a larger model would move with the same
 algorithm: the ratio of lowered bytes to parameter bytes is kept). Both are cached per
 process, keyed by what they depend on.
 """
