@@ -15,12 +15,12 @@ apart from the runs they then predict:
   figure the median of 3 runs: the threads interleave differently every run).
 
 Each run is the main job's model and data (MNIST-1D, cnn1d, batch 128), ``--steps`` local
-steps, evaluations every third: measured = wall seconds between the first two
-evaluations (``step / steps_per_second`` of the metrics lines); predicted = the simulated
+steps (``--threads_steps`` for the threads), evaluations every third: measured = wall
+seconds between the first two evaluations (``step / steps_per_second`` of the metrics lines); predicted = the simulated
 time between the same steps (the run's own ``simulated_time_s`` with the measured
 parameters in ``config.cluster``; for threads, :func:`cluster.cluster_schedule`).
 
-    python -m benchmarks.cluster_validation [--steps 1200]
+    python -m benchmarks.cluster_validation [--steps 1200] [--threads_steps 3000]
 """
 
 from __future__ import annotations
@@ -114,6 +114,7 @@ def _row(name: str, predicted: float, measured: float, steps: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=1200)
+    parser.add_argument("--threads_steps", type=int, default=3000)
     args = parser.parse_args()
     parallel.use_simulated_cpu_devices(2)
     import jax
@@ -152,22 +153,24 @@ def main() -> None:
         measured, simulated = _measured_and_simulated(config)
         print(_row(name, simulated, measured, span), flush=True)
 
-    # The threaded parameter server: the floor (no exchange), the link fitted at tau = 1.
+    # The threaded parameter server: the floor (no exchange), the link fitted at tau = 1;
+    # longer runs (the threads' step times vary more than the compiled rounds').
+    tsteps, tspan = args.threads_steps, args.threads_steps // 3
     def threads(period: int):
-        return _config("async_eamsgd", 2, 1, period, steps, executor="threads")
+        return _config("async_eamsgd", 2, 1, period, tsteps, executor="threads")
 
     def threads_wall(period: int) -> float:  # the threads interleave anew: median of 3
         return float(np.median([_measured_and_simulated(threads(period))[0] for _ in range(3)]))
 
-    floor_wall = threads_wall(steps)
-    c_threads = floor_wall / span
+    floor_wall = threads_wall(tsteps)
+    c_threads = floor_wall / tspan
     every_wall = threads_wall(1)
 
     def predict(period: int, hold_s: float) -> float:
         # A link of 1 B/s and no latency: a push and a pull of hold / 2 "bytes" hold it hold_s.
         c = cluster.Cluster(c_threads, 1.0, 0.0, "parameter_server")
-        s = cluster.cluster_schedule(c, 2, 2 * steps, period, hold_s / 2, seed=0, spread=0.0)
-        return float(s.times[2 * 2 * span - 1] - s.times[2 * span - 1])
+        s = cluster.cluster_schedule(c, 2, 2 * tsteps, period, hold_s / 2, seed=0, spread=0.0)
+        return float(s.times[2 * 2 * tspan - 1] - s.times[2 * tspan - 1])
 
     low, high = 0.0, 10 * c_threads  # bisection on the link's hold per exchange
     for _ in range(60):
@@ -177,11 +180,11 @@ def main() -> None:
     print(f"| threads, p = 2, no exchange (the floor: compute) | - | {1e3 * c_threads:.3f} "
           "| - |")
     print(f"| threads, p = 2, tau = 1 (fits the link: {1e6 * hold:.1f} us per push + pull) | "
-          f"{1e3 * predict(1, hold) / span:.3f} | {1e3 * every_wall / span:.3f} | fitted |")
+          f"{1e3 * predict(1, hold) / tspan:.3f} | {1e3 * every_wall / tspan:.3f} | fitted |")
     for period in (4, 10):
         measured = threads_wall(period)
         print(_row(f"threads, p = 2, async EAMSGD tau = {period}", predict(period, hold),
-                   measured, span), flush=True)
+                   measured, tspan), flush=True)
     print(f"\nload after: {os.getloadavg()[0]:.2f}")
 
 
