@@ -16,9 +16,10 @@ apart from the runs they then predict:
 
 Each run is the main job's model and data (MNIST-1D, cnn1d, batch 128), ``--steps`` local
 steps (``--threads_steps`` for the threads), evaluations every third: measured = wall
-seconds between the first two evaluations (``step / steps_per_second`` of the metrics lines); predicted = the simulated
-time between the same steps (the run's own ``simulated_time_s`` with the measured
-parameters in ``config.cluster``; for threads, :func:`cluster.cluster_schedule`).
+seconds between the first two evaluations (``step / steps_per_second`` of the metrics
+lines); predicted = the simulated time between the same steps (the run's own
+``simulated_time_s`` with the measured parameters in ``config.cluster``; for threads,
+:func:`cluster.cluster_schedule`).
 
     python -m benchmarks.cluster_validation [--steps 1200] [--threads_steps 3000]
 """
