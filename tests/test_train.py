@@ -293,3 +293,29 @@ def test_launch_from_another_folder_applies_overrides_and_records_them(tmp_path)
     assert f"leader_per_round[-1] {records[-1]['leader_per_round'][-1]}," in progress[0]
     assert "leader_per_round [" not in result.stderr  # not the whole list in the log
     assert "orbax" not in result.stderr.lower()
+
+
+@pytest.mark.slow
+def test_batches_gathered_on_the_devices_equal_the_hosts(tmp_path, monkeypatch):
+    """A training set kept on the devices (the host sends indices) gives the run the host's
+    batches would: the same final state, bit for bit."""
+    config = _small_config(num_steps=20, eval_every=10, batch_size=16)
+    config.data.name, config.model.name = "digits", "mlp"
+    config.checkpoint.every = 0
+    config.tensorboard = False
+    config.cluster.compute_s_per_step = 1e-3
+    seen = []
+    maker = train._batch_maker
+
+    def spy(*args, **kwargs):
+        made = maker(*args, **kwargs)
+        seen.append(made.__name__)
+        return made
+
+    monkeypatch.setattr(train, "_batch_maker", spy)
+    on_device, _ = train.train(config, str(tmp_path / "device"))
+    monkeypatch.setattr(train, "DEVICE_DATA_MAX_BYTES", 0)
+    on_host, _ = train.train(config, str(tmp_path / "host"))
+    assert seen == ["on_device", "on_host"]
+    for a, b in zip(jax.tree.leaves(on_device), jax.tree.leaves(on_host), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -75,6 +75,13 @@ class WorkerSampler:
                       for k in range(steps)])
         return x, self.y[idx]
 
+    def round_indices(self, start_step: int, steps: int,
+                      workers: range | None = None) -> np.ndarray:
+        """The example indices ``[workers, steps, batch_size]`` of :meth:`round` (without
+        augmentation, ``round`` returns ``x[idx], y[idx]`` of them)."""
+        workers = range(self.num_workers) if workers is None else workers
+        return np.stack([self.indices(w, start_step, steps) for w in workers])
+
     def round(
         self, start_step: int, steps: int, workers: range | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -82,7 +89,7 @@ class WorkerSampler:
         (default: all), stacked along a leading worker axis."""
         workers = range(self.num_workers) if workers is None else workers
         if self.augment is None:  # one gather for all workers
-            idx = np.stack([self.indices(w, start_step, steps) for w in workers])
+            idx = self.round_indices(start_step, steps, workers)
             return np.asarray(self.x[idx]), self.y[idx]
         xs, ys = zip(*(self.worker_round(w, start_step, steps) for w in workers), strict=True)
         return np.stack(xs), np.stack(ys)

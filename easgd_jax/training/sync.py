@@ -8,9 +8,10 @@ the whole training set; evaluation reads the algorithm's evaluation point (its r
 A round is ``steps_per_round`` local steps compiled under ``lax.scan`` (by default several
 whole periods). The loop keeps the device busy: it dispatches round k, then reads round
 k - 1's summary (mean loss, first non-finite loss, whether the evaluation point is finite,
-the reported state of every period) and builds round k + 1's batches on the host while
-round k runs; it waits for the device only where it needs the state (evaluations,
-checkpoints, the end).
+the reported state of every period) and builds round k + 1's batches while round k runs;
+it waits for the device only where it needs the state (evaluations, checkpoints, the end).
+A training set that fits (``DEVICE_DATA_MAX_BYTES``, no augmentation) is kept on the
+devices: the host draws a round's example indices and the devices gather the batches.
 
 Every evaluation line also records ``simulated_time_s``, the time the steps so far would
 take on a simulated cluster of p machines (``config.cluster``,
@@ -99,6 +100,50 @@ def make_train_round(config: ml_collections.ConfigDict, model, tx: optax.Gradien
     return parallel.make_round(
         make_local_step(model, tx, config.train.weight_decay, spec), layout, period=period,
         summarize=summarize, exchange_step=spec.exchange_step)
+
+
+# Training sets up to this size (per device) are kept on every device: a round's batches are
+# then gathered there from the indices the host draws, instead of being built and copied by
+# the host, which on a CPU backend shares the cores with the devices.
+DEVICE_DATA_MAX_BYTES = 256 * 2**20
+
+
+def _batch_maker(dataset: data.Dataset, sampler: data.WorkerSampler,
+                 layout: parallel.WorkerLayout, rounds: int, batch_size: int,
+                 dtype: np.dtype) -> Callable[[int], tuple[jax.Array, jax.Array]]:
+    """``round_batches(step) -> (x, y)``, ``[p, rounds, batch, ...]`` sharded over the workers:
+    the sampler's batches for global steps ``step ..``. Without augmentation and with a
+    training set of at most ``DEVICE_DATA_MAX_BYTES`` (one process), the set lives on the
+    devices and the host sends only the indices; the batches are the same either way."""
+    p = layout.num_workers
+    index_shape = jax.ShapeDtypeStruct((p, rounds, batch_size), np.int32)
+    x_bytes = np.dtype(dtype).itemsize * dataset.train_x.size + dataset.train_y.nbytes
+    if (dataset.augment is None and x_bytes <= DEVICE_DATA_MAX_BYTES
+            and jax.process_count() == 1):
+        replicated = layout.replicated_sharding()
+        train_x = jax.device_put(np.asarray(dataset.train_x, dtype), replicated)
+        train_y = jax.device_put(np.asarray(dataset.train_y, np.int32), replicated)
+        sharding = layout.worker_sharding()
+        gather = jax.jit(lambda x, y, idx: (x[idx], y[idx]), out_shardings=(sharding, sharding))
+
+        def on_device(at_step: int) -> tuple[jax.Array, jax.Array]:
+            idx = _to_global(lambda workers: sampler.round_indices(at_step, rounds, workers)
+                             .astype(np.int32), layout, index_shape)
+            return gather(train_x, train_y, idx)
+
+        return on_device
+    batch_shapes = (
+        jax.ShapeDtypeStruct((p, rounds, batch_size, *dataset.example_shape), dtype),
+        jax.ShapeDtypeStruct((p, rounds, batch_size), np.int32))
+
+    def on_host(at_step: int) -> tuple[jax.Array, jax.Array]:
+        def make(workers: range) -> tuple[np.ndarray, np.ndarray]:
+            x, y = sampler.round(at_step, rounds, workers)
+            return x.astype(dtype, copy=False), y.astype(np.int32, copy=False)
+
+        return _to_global(make, layout, batch_shapes)
+
+    return on_host
 
 
 def _worker_spread(spec: Spec, state: TrainState):
@@ -225,17 +270,8 @@ def _train(
     sampler = data.WorkerSampler(dataset.train_x, dataset.train_y, p,
                                  config.train.batch_size, config.seed, augment=dataset.augment,
                                  block=config_lib.sampling_block(config))
-    batch_shapes = (
-        jax.ShapeDtypeStruct((p, rounds, config.train.batch_size, *dataset.example_shape),
-                             dtype),
-        jax.ShapeDtypeStruct((p, rounds, config.train.batch_size), np.int32))
-
-    def round_batches(at_step: int) -> tuple[jax.Array, jax.Array]:
-        def make(workers: range) -> tuple[np.ndarray, np.ndarray]:
-            x, y = sampler.round(at_step, rounds, workers)
-            return x.astype(dtype, copy=False), y
-
-        return _to_global(make, layout, batch_shapes)
+    round_batches = _batch_maker(dataset, sampler, layout, rounds, config.train.batch_size,
+                                 dtype)
 
     checkpoints = Checkpointer(workdir, config.checkpoint.max_to_keep)
     step, pending_losses, history = 0, [], []
