@@ -22,6 +22,7 @@ lines); predicted = the simulated time between the same steps (the run's own
 :func:`cluster.cluster_schedule`).
 
     python -m benchmarks.cluster_validation [--steps 1200] [--threads_steps 3000]
+    python -m benchmarks.cluster_validation --threads_only --threads_reps 5
 """
 
 from __future__ import annotations
@@ -116,6 +117,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=1200)
     parser.add_argument("--threads_steps", type=int, default=3000)
+    parser.add_argument("--threads_reps", type=int, default=3,
+                        help="runs per threads figure (their median)")
+    parser.add_argument("--threads_only", action="store_true",
+                        help="skip the synchronous part")
     args = parser.parse_args()
     parallel.use_simulated_cpu_devices(2)
     import jax
@@ -125,43 +130,49 @@ def main() -> None:
     steps, span = args.steps, args.steps // 3
     print(f"load before: {os.getloadavg()[0]:.2f}; {jax.device_count()} devices; "
           f"{steps} steps, measured from step {span} to {2 * span}")
-    base = _config("eamsgd", 1, 1, 10, steps)
-    c1 = _one_worker_step(base)
-    floor = _config("eamsgd", 2, 2, steps, steps)
-    floor.cluster.compute_s_per_step = c1
-    c2 = _measured_and_simulated(floor)[0] / span
-    size = 21962  # cnn1d's parameters
-    t1, t16 = _allreduce_seconds(size), _allreduce_seconds(16 * size)
-    # T = 2 latency + b / bandwidth for p = 2 (b = 4 P bytes).
-    bandwidth = 15 * 4 * size / max(t16 - t1, 1e-9)
-    latency = max((t1 - 4 * size / bandwidth) / 2, 0.0)
-    print(f"calibration: one worker alone {1e3 * c1:.3f} ms/step; two workers on two "
-          f"devices without exchanges {1e3 * c2:.3f} ms/step; all-reduce of {4 * size} B "
-          f"{1e6 * t1:.1f} us, of {64 * size} B {1e6 * t16:.1f} us -> bandwidth "
-          f"{bandwidth / 1e9:.2f} GB/s, latency {1e6 * latency:.1f} us")
-    print("\n| configuration | predicted ms/step | measured ms/step | predicted / measured |")
-    print("|---|---|---|---|")
-    runs = [("sync, p = 1, EAMSGD tau = 10", _config("eamsgd", 1, 1, 10, steps), c1),
-            ("sync, p = 2 on 2 devices, EAMSGD tau = 10", _config("eamsgd", 2, 2, 10, steps),
-             c2),
-            ("sync, p = 2 on 2 devices, EAMSGD tau = 1", _config("eamsgd", 2, 2, 1, steps), c2),
-            ("sync, p = 2 on 2 devices, data-parallel SGD",
-             _config("data_parallel_sgd", 2, 2, None, steps), c2)]
-    for name, config, compute in runs:
-        config.cluster.compute_s_per_step = compute
-        config.cluster.bandwidth_gbit_s = 8 * bandwidth / 1e9
-        config.cluster.latency_us = 1e6 * latency
-        measured, simulated = _measured_and_simulated(config)
-        print(_row(name, simulated, measured, span), flush=True)
+    if not args.threads_only:
+        base = _config("eamsgd", 1, 1, 10, steps)
+        c1 = _one_worker_step(base)
+        floor = _config("eamsgd", 2, 2, steps, steps)
+        floor.cluster.compute_s_per_step = c1
+        c2 = _measured_and_simulated(floor)[0] / span
+        size = 21962  # cnn1d's parameters
+        t1, t16 = _allreduce_seconds(size), _allreduce_seconds(16 * size)
+        # T = 2 latency + b / bandwidth for p = 2 (b = 4 P bytes).
+        bandwidth = 15 * 4 * size / max(t16 - t1, 1e-9)
+        latency = max((t1 - 4 * size / bandwidth) / 2, 0.0)
+        print(f"calibration: one worker alone {1e3 * c1:.3f} ms/step; two workers on two "
+              f"devices without exchanges {1e3 * c2:.3f} ms/step; all-reduce of {4 * size} B "
+              f"{1e6 * t1:.1f} us, of {64 * size} B {1e6 * t16:.1f} us -> bandwidth "
+              f"{bandwidth / 1e9:.2f} GB/s, latency {1e6 * latency:.1f} us")
+        print("\n| configuration | predicted ms/step | measured ms/step | predicted / measured |")
+        print("|---|---|---|---|")
+        runs = [("sync, p = 1, EAMSGD tau = 10", _config("eamsgd", 1, 1, 10, steps), c1),
+                ("sync, p = 2 on 2 devices, EAMSGD tau = 10", _config("eamsgd", 2, 2, 10, steps),
+                 c2),
+                ("sync, p = 2 on 2 devices, EAMSGD tau = 1", _config("eamsgd", 2, 2, 1, steps), c2),
+                ("sync, p = 2 on 2 devices, data-parallel SGD",
+                 _config("data_parallel_sgd", 2, 2, None, steps), c2)]
+        for name, config, compute in runs:
+            config.cluster.compute_s_per_step = compute
+            config.cluster.bandwidth_gbit_s = 8 * bandwidth / 1e9
+            config.cluster.latency_us = 1e6 * latency
+            measured, simulated = _measured_and_simulated(config)
+            print(_row(name, simulated, measured, span), flush=True)
 
     # The threaded parameter server: the floor (no exchange), the link fitted at tau = 1;
     # longer runs (the threads' step times vary more than the compiled rounds').
     tsteps, tspan = args.threads_steps, args.threads_steps // 3
+    if args.threads_only:
+        print("\n| configuration | predicted ms/step | measured ms/step | predicted / measured |")
+        print("|---|---|---|---|")
+
     def threads(period: int):
         return _config("async_eamsgd", 2, 1, period, tsteps, executor="threads")
 
-    def threads_wall(period: int) -> float:  # the threads interleave anew: median of 3
-        return float(np.median([_measured_and_simulated(threads(period))[0] for _ in range(3)]))
+    def threads_wall(period: int) -> float:  # the threads interleave anew: a median
+        return float(np.median([_measured_and_simulated(threads(period))[0]
+                                for _ in range(args.threads_reps)]))
 
     floor_wall = threads_wall(tsteps)
     c_threads = floor_wall / tspan
