@@ -101,7 +101,7 @@ def test_summary_states_the_rule_and_counts_failures(edge_of_stability):
 def test_old_summary_is_read_as_failures_left_out():
     rows = report.read_summary_csv(os.path.join(
         os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "mnist1d_paper",
-        "summary.csv"))
+        "issue10_summary.csv"))
     row = only(rows, grid="p", method="easgd", p=4)
     assert row["chosen_learning_rate"] == 1.0 and row["seeds"] == 1
     assert row["failed_seeds"] is None and row["mean_final_test_error"] == pytest.approx(0.048)
