@@ -198,3 +198,34 @@ def test_fragments_and_model_bytes_scale_the_exchange():
     assert abs(fragment - checks - size) <= 4  # a quarter of the parameters' 4 size bytes
     doubled, _ = bytes_of(**{"cluster.model_bytes": 2 * 4 * size})
     assert doubled == pytest.approx(2 * (4 * size + checks))
+
+
+@pytest.mark.parametrize("executor", ["sync", "simulated_async"])
+def test_a_resumed_run_keeps_its_measured_step_time(tmp_path, monkeypatch, executor):
+    """With a measured step time (cluster.compute_s_per_step = 0) a resumed run takes the one
+    its checkpoint saved, not a new measurement: its simulated clock (and, for the cluster
+    schedule, its worker order) goes on as if it had not stopped."""
+    overrides = {"cluster.compute_s_per_step": 0.0, "checkpoint.every": 10}
+    if executor != "sync":
+        overrides.update({"executor": "simulated_async", "asynchrony.schedule": "cluster"})
+    config = _tiny(tmp_path, **overrides)
+    if executor != "sync":
+        config.algorithm = async_easgd.get_config().algorithm
+    calls = []  # the first measurement says 2 ms a step, any later one 7 ms
+
+    def measure(*args, **kwargs):
+        calls.append(1)
+        return 2e-3 if len(calls) == 1 else 7e-3
+
+    monkeypatch.setattr(simulated_time, "_measure_step", measure)
+    monkeypatch.setattr(simulated_time, "_CACHE", {})
+    train = sync.train_and_evaluate if executor == "sync" else asynchronous.train_and_evaluate
+    config.train.num_steps = 10
+    train(config, str(tmp_path / "run"))
+    simulated_time._CACHE.clear()  # a new process would measure again
+    config.train.num_steps = 20
+    train(config, str(tmp_path / "run"))
+    first, second = (r["simulated_time_s"] for r in read_metrics(str(tmp_path / "run")))
+    # Both halves at 2 ms a step: the second ends at about twice the first, not 2 + 7 ms.
+    assert second == pytest.approx(2 * first, rel=0.2)
+    assert len(calls) == 1  # measured once, never again on the resume

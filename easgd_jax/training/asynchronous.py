@@ -251,22 +251,29 @@ def _finite(tree) -> bool:
     return all(bool(np.isfinite(np.asarray(a)).all()) for a in jax.tree.leaves(tree))
 
 
-def _schedule(run: _Run, num_ticks: int) -> schedules.Schedule:
-    """The simulation's schedule; ``"cluster"``: the clocks of the simulated cluster
+def _schedule(run: _Run, num_ticks: int,
+              compute_s: float | None = None) -> tuple[schedules.Schedule, float | None]:
+    """The simulation's schedule, and the cluster's step time it used (None for the others).
+
+    ``"cluster"``: the clocks of the simulated cluster
     (:func:`easgd_jax.parallel.cluster.cluster_schedule`, ``config.cluster``), each worker's
-    exchange every ``algorithm.period`` local steps (every step without one)."""
+    exchange every ``algorithm.period`` local steps (every step without one), with
+    ``compute_s`` (a resumed run's, from its checkpoint: the same schedule) or the config's
+    or measured step time. A measured one makes the worker order depend on the machine: set
+    ``cluster.compute_s_per_step`` for runs that must repeat elsewhere."""
     config, asyn = run.config, run.config.asynchrony
     if asyn.schedule != "cluster":
         return schedules.make_schedule(asyn.schedule, config.num_workers, num_ticks,
-                                       config.seed, asyn.clock_spread, asyn.clock_jitter)
+                                       config.seed, asyn.clock_spread, asyn.clock_jitter), None
     spec = registry.get_spec(config.algorithm.name)
     shape = run.dataset.example_shape
-    compute = simulated_time.compute_seconds(config, run.model, run.params, shape)
+    if compute_s is None:
+        compute_s = simulated_time.compute_seconds(config, run.model, run.params, shape)
     nbytes = simulated_time.async_exchange_bytes(config, spec, run.model, run.params, shape)
     return cluster.cluster_schedule(
-        simulated_time.make_cluster(config, compute, "parameter_server"), config.num_workers,
-        num_ticks, config.algorithm.get("period") or 1, nbytes, config.seed,
-        asyn.clock_spread, asyn.clock_jitter, spec.exchange_step)
+        simulated_time.make_cluster(config, compute_s, "parameter_server"),
+        config.num_workers, num_ticks, config.algorithm.get("period") or 1, nbytes,
+        config.seed, asyn.clock_spread, asyn.clock_jitter, spec.exchange_step), compute_s
 
 
 def _run_simulated(run: _Run):
@@ -283,8 +290,7 @@ def _run_simulated(run: _Run):
     else:
         sim = schedules.make_simulator(rule, grad_fn)
         state = schedules.init_sim_state(rule, params, p, key)
-        sched = _schedule(run, num_ticks)
-    recorder, metrics = _Recorder(), {}
+    recorder, metrics, compute_s = _Recorder(), {}, None
     local = np.zeros(p, np.int64)  # each worker's local steps so far
     step = 0
     restored = run.checkpoints.restore_latest(state)
@@ -293,13 +299,16 @@ def _run_simulated(run: _Run):
         local = np.asarray(meta["local"], np.int64)
         recorder.load(meta["recorder"])
         metrics = meta["metrics"]
+        compute_s = meta.get("cluster_compute_s")
         logging.info("resumed from the checkpoint at step %d", step)
+    if not delayed:  # after the restore: a resumed run keeps its cluster's step time
+        sched, compute_s = _schedule(run, num_ticks, compute_s)
     writer = run.writer(step)
 
     def save(at_step: int) -> None:
         run.checkpoints.save(at_step, state, {
             "step": at_step, "local": local.tolist(), "recorder": recorder.state(),
-            "metrics": metrics})
+            "metrics": metrics, "cluster_compute_s": compute_s})
 
     compiled, compile_s = None, 0.0
     start, start_step = time.perf_counter(), step

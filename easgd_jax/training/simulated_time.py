@@ -172,9 +172,11 @@ def _lowered_bytes(config, spec: Spec, model, params, example_shape) -> tuple[fl
 
 
 def sync_clock(config: ml_collections.ConfigDict, spec: Spec, model, params,
-               example_shape) -> SyncClock:
-    """The synchronous run's clock (module docstring)."""
-    compute = compute_seconds(config, model, params, example_shape)
+               example_shape, compute_s: float | None = None) -> SyncClock:
+    """The synchronous run's clock (module docstring); ``compute_s``: a step time measured
+    before (a resumed run keeps the one its checkpoint saved), else :func:`compute_seconds`."""
+    compute = (compute_s if compute_s is not None
+               else compute_seconds(config, model, params, example_shape))
     b_x, b_l = exchange_bytes(config, spec, model, params, example_shape)
     period = config.algorithm.get("period")
     fragments = config.algorithm.get("num_fragments") or 1

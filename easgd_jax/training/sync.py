@@ -274,7 +274,7 @@ def _train(
                                  dtype)
 
     checkpoints = Checkpointer(workdir, config.checkpoint.max_to_keep)
-    step, pending_losses, history = 0, [], []
+    step, pending_losses, history, compute_s = 0, [], [], None
     restored = checkpoints.restore_latest(state)
     if restored is not None:
         step, state, meta = restored
@@ -283,16 +283,19 @@ def _train(
             checkpoints.close()
             return state, final
         pending_losses, history = meta["pending_losses"], meta["history"]
+        compute_s = meta.get("cluster_compute_s")  # a resumed run keeps its measured step
         logging.info("resumed from the checkpoint at step %d", step)
     saved_step = step
     writer = MetricsWriter(workdir, config.train.num_steps, resume_step=step,
                            enabled=jax.process_index() == 0, tensorboard=config.tensorboard)
     exchange_seconds = _allreduce_seconds(layout, params)
-    cluster_clock = simulated_time.sync_clock(config, spec, model, params, dataset.example_shape)
+    cluster_clock = simulated_time.sync_clock(config, spec, model, params, dataset.example_shape,
+                                              compute_s)
 
     def save(at_step: int) -> None:
         meta = {"step": at_step, "pending_losses": [float(x) for x in pending_losses],
-                "history": jax.tree.map(lambda a: np.asarray(a).tolist(), history)}
+                "history": jax.tree.map(lambda a: np.asarray(a).tolist(), history),
+                "cluster_compute_s": cluster_clock.cluster.compute_s}
         checkpoints.save(at_step, state, meta)
 
     def absorb(first_step: int, summary) -> None:
