@@ -47,7 +47,7 @@ all-reduces each exchange, a select; one worker per device runs one). On GPUs,
 
 import ml_collections
 
-from configs.sweeps import paper_cluster
+from configs.sweeps import mnist1d_paper
 
 METHODS = ("easgd", "eamsgd", "eamsgd_outer", "diloco", "local_sgd", "lsgd", "diloco_f4",
            "diloco_bf16")
@@ -76,14 +76,7 @@ def get_config() -> ml_collections.ConfigDict:
     sweep.threshold = 0.2  # test error for the time / steps to threshold
     sweep.max_devices = 1
     sweep.compilation_cache = True
-    sweep.overrides = {
-        # A round of 50 local steps whatever the period is: every algorithm keeps its
-        # communication clock in its state, so rounds need not be periods.
-        "train": {"num_steps": 1000, "eval_every": 50, "steps_per_round": 50,
-                  "batch_size": 128, "weight_decay": 1e-4},
-        "checkpoint": {"every": 500},
-        "tensorboard": False,
-        # Times on the paper's simulated cluster (configs/sweeps/paper_cluster.py).
-        "cluster": paper_cluster.overrides(),
-    }
+    # The paper sweep's runs: 1000 steps, 50-step rounds, evaluations every 50, batch 128,
+    # l2 1e-4, the paper's simulated cluster.
+    sweep.overrides = mnist1d_paper.run_overrides()
     return sweep

@@ -102,7 +102,13 @@ def get_config() -> ml_collections.ConfigDict:
     sweep.threshold = 0.2  # test error for the time / steps to threshold
     sweep.max_devices = 1
     sweep.compilation_cache = True
-    sweep.overrides = {
+    sweep.overrides = run_overrides()
+    return sweep
+
+
+def run_overrides() -> dict:
+    """Every run's settings at MNIST-1D scale (configs/sweeps/local_sgd.py uses them too)."""
+    return {
         # A round of 50 local steps whatever tau is: every algorithm keeps its communication
         # clock in its state, so rounds need not be periods (tau = 64 does not divide 2000).
         "train": {"num_steps": 1000, "eval_every": 50, "steps_per_round": 50,
@@ -112,4 +118,3 @@ def get_config() -> ml_collections.ConfigDict:
         # Times on a simulated cluster: one GPU per worker, the CIFAR net's step and bytes.
         "cluster": paper_cluster.overrides(),
     }
-    return sweep
