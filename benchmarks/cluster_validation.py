@@ -87,14 +87,12 @@ def _allreduce_seconds(num_floats: int, repeats: int = 50) -> float:
 
 def _one_worker_step(config) -> float:
     import jax
-    import jax.numpy as jnp
 
     from easgd_jax.training import simulated_time
-    from easgd_jax.training.common import load_data_and_model
+    from easgd_jax.training.common import init_params, load_data_and_model
 
     dataset, model = load_data_and_model(config)
-    params = jax.jit(lambda r: model.init(r, jnp.zeros((1, *dataset.example_shape)),
-                                          train=False))(jax.random.PRNGKey(0))["params"]
+    params = init_params(model, dataset.example_shape, jax.random.PRNGKey(0))
     return simulated_time._measure_step(model, params, dataset.example_shape,
                                         config.train.batch_size, config.train.weight_decay,
                                         repeats=20)

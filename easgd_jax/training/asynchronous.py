@@ -86,6 +86,7 @@ from easgd_jax.training.checkpoint import Checkpointer
 from easgd_jax.training.common import (
     NonFiniteError,
     already_finished,
+    init_params,
     load_data_and_model,
     make_evaluator,
     make_grad_fn,
@@ -588,9 +589,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, overwri
 
     p = config.num_workers
     init_rng, worker_rng = jax.random.split(jax.random.PRNGKey(config.seed))
-    sample = jnp.zeros((1, *dataset.example_shape), jnp.float32)
-    # The same start for all workers (one compiled init: op-by-op it compiles every layer).
-    params = jax.jit(lambda rng: model.init(rng, sample, train=False))(init_rng)["params"]
+    params = init_params(model, dataset.example_shape, init_rng)  # every worker's start
     sampler = data.WorkerSampler(dataset.train_x, dataset.train_y, p, config.train.batch_size,
                                  config.seed, augment=dataset.augment)
     runner = {"simulated_async": _run_simulated, "threads": _run_threads,

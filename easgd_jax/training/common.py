@@ -36,6 +36,13 @@ class WorkdirConfigError(ValueError):
     """The workdir holds a run of another config."""
 
 
+def init_params(model, example_shape: tuple[int, ...], rng: jax.Array) -> Any:
+    """``model``'s initial parameters for examples of ``example_shape``, in one compiled init
+    (op by op, every layer's initializer compiles apart); the same bits either way."""
+    sample = jnp.zeros((1, *example_shape), jnp.float32)
+    return jax.jit(lambda key: model.init(key, sample, train=False))(rng)["params"]
+
+
 def load_data_and_model(config: ml_collections.ConfigDict) -> tuple[data.Dataset, Any]:
     """The config's data set (embedded or a prepared tfds data_dir) and Flax model."""
     dataset = data.load_dataset(config.data.name, config.data.data_dir,

@@ -54,6 +54,7 @@ from easgd_jax.training.common import (  # TrainState, make_local_step: re-expor
     NonFiniteError,
     TrainState,
     already_finished,
+    init_params,
     load_data_and_model,
     make_evaluator,
     make_local_step,
@@ -243,10 +244,7 @@ def _train(
 
     p = layout.num_workers
     init_rng, worker_rng = jax.random.split(jax.random.PRNGKey(config.seed))
-    sample = jnp.zeros((1, *dataset.example_shape), jnp.float32)
-    # One compiled init (op by op, every layer's initializer compiles apart); the same bits.
-    params = jax.device_get(
-        jax.jit(lambda rng: model.init(rng, sample, train=False))(init_rng)["params"])
+    params = jax.device_get(init_params(model, dataset.example_shape, init_rng))
     # Training dtype: the params, and with them the optimizer state and (below) the batches.
     dtype = np.dtype(config.train.param_dtype)
     params = jax.tree.map(lambda a: np.asarray(a, dtype), params)
