@@ -111,8 +111,10 @@ class JaxRun:
         # As training.sync starts: every worker at params, per-worker keys.
         _, worker_rng = jax.random.split(jax.random.PRNGKey(config.seed))
         stacked = jax.tree.map(lambda a: np.broadcast_to(a, (p, *a.shape)), params)
-        self._initial = TrainState(stacked, jax.vmap(self.tx.init)(stacked),
-                                   jax.random.split(worker_rng, p))
+        # On the host: the round donates its state, and a device_put of an array already on
+        # the right device returns that array, which the first run would then delete.
+        self._initial = jax.device_get(TrainState(stacked, jax.vmap(self.tx.init)(stacked),
+                                                  jax.random.split(worker_rng, p)))
 
     def _batches(self, step: int):
         import jax

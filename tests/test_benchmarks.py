@@ -70,3 +70,17 @@ def test_vs_pytorch_prints_both_sides_or_names_the_bench_extra(capsys):
     assert counts and counts[1] == counts[2] and int(counts[1]) > 0
     assert "| JAX examples/s | PyTorch examples/s | ratio |" in out
     assert re.search(r"^\| 1 \| 4 devices \| [\d,]+ \| [\d,]+ \| \d+\.\d\d \|", out, re.M)
+
+
+def test_vs_pytorch_jax_side_restarts_from_the_same_state_every_repetition():
+    """Each repetition is a run from the initial parameters: a second run gives the first
+    run's loss bit for bit (the round donates its state, so the initial state must not be
+    one of the donated buffers)."""
+    from easgd_jax.training.common import load_data_and_model
+
+    config = vs_pytorch.main_config(1, 20, 10)
+    dataset, model = load_data_and_model(config)
+    run = vs_pytorch.JaxRun(config, vs_pytorch.initial_params(model, dataset.example_shape,
+                                                              config.seed))
+    first, second = run(20, 10), run(20, 10)
+    assert np.isfinite(first[1]) and first[1] == second[1]
