@@ -163,7 +163,8 @@ def test_one_colour_per_method_in_every_figure_log_scale_and_labelled_threshold(
     """Two grids with different method sets: a method has the same colour and marker in
     every figure (curves and legend); a test loss spike of 60 puts its row on a log scale."""
     root = str(tmp_path)
-    for method, tau in (("adownpour", 4), ("downpour", 1), ("easgd", 4), ("lsgd", 4)):
+    for method, tau in (("adownpour", 4), ("downpour", 1), ("easgd", 4), ("easgd", 1),
+                        ("lsgd", 4)):
         fake_run(root, method, tau, 4, 0.1, 0, ["tau"], [0.5, 0.3, 0.1],
                  test_loss=[1.0, 60.0, 0.3] if method == "downpour" else None)
     for method, tau in (("easgd", 10), ("downpour", 1)):
@@ -193,6 +194,11 @@ def test_one_colour_per_method_in_every_figure_log_scale_and_labelled_threshold(
     assert tau_curves == {tau_legend[m] for m in ("adownpour", "downpour", "easgd", "lsgd")}
     assert p_curves == {p_legend["easgd (tau 10)"], p_legend["downpour (tau 1)"]}
     assert seen["p_error_vs_p.png"][0]["easgd (tau 10)"][0] == tau_legend["easgd"][0]
+    # Against the period (grid "tau" has tau 1 and 4): every method with a tau, same styles.
+    against_tau, against_tau_curves = seen["tau_error_vs_tau.png"][:2]
+    assert {colour for colour, _ in against_tau_curves} == {c for c, _ in against_tau.values()}
+    assert against_tau == {m: tau_legend[m] for m in ("adownpour", "downpour", "easgd", "lsgd")}
+    assert "tau_time_to_threshold_vs_tau.png" in seen and "p_error_vs_tau.png" not in seen
     # Rows: training loss, test loss (the spike: log), test error; two panels (tau 1, 4).
     assert scales[2:4] == ["log", "log"] and scales[0:2] == ["linear", "linear"]
     assert report.method_styles(["lsgd", "easgd"])["easgd"] == report.method_styles(

@@ -44,6 +44,8 @@ writes SWEEP_DIR/report/:
     GRID_error_vs_p.png, GRID_time_to_threshold_vs_p.png (GRID_time_to_threshold_vs_p_cluster.png)
                          when p varies in the grid: the summary's mean error (+- std) and
                          median time to threshold against p
+    GRID_error_vs_tau.png, GRID_time_to_threshold_vs_tau.png (..._vs_tau_cluster.png)
+                         the same against the period when tau varies in the grid
     speedup_cluster.md   with simulated cluster time and a grid named "p": the speed-up of
                          EAMSGD (tau = 10) over DOWNPOUR (tau = 1) at each p
                          (:func:`speedup_table`)
@@ -677,49 +679,65 @@ def plot_grid(grid: str, runs: Sequence[RunResult], threshold: float, outdir: st
         fig.savefig(path, dpi=90)
         plt.close(fig)
         paths.append(path)
+    cluster = any(r.sim_time_s for r in members)
     if len(ps) > 1 and rows:
-        paths += _plot_against_p(grid, rows, ps, threshold, outdir, styles,
-                                 cluster=any(r.sim_time_s for r in members))
+        paths += _plot_against(grid, rows, "p", ps, threshold, outdir, styles, cluster)
+    method_taus: dict[str, set] = {}
+    for method, tau, _ in rows:
+        method_taus.setdefault(method, set()).add(tau)
+    if rows and any(len(t - {-1}) > 1 for t in method_taus.values()):  # a method's periods vary
+        paths += _plot_against(grid, rows, "tau", taus, threshold, outdir, styles, cluster)
     return paths
 
 
-def _plot_against_p(grid: str, rows: Mapping[tuple, dict[str, Any]], ps: Sequence[int],
-                    threshold: float, outdir: str, styles: Mapping[str, tuple[str, str]],
-                    cluster: bool) -> list[str]:
-    """Mean error (+- std) and median time to threshold against p, from the summary rows."""
+AGAINST = {"p": ("p (workers)", "tau"), "tau": ("period (tau)", "p")}  # x label, line key
+
+
+def _plot_against(grid: str, rows: Mapping[tuple, dict[str, Any]], dim: str,
+                  values: Sequence[int], threshold: float, outdir: str,
+                  styles: Mapping[str, tuple[str, str]], cluster: bool) -> list[str]:
+    """Mean error (+- std) and median time to threshold against ``dim`` ("p" or "tau"),
+    from the summary rows: one line per method (and value of the other dimension)."""
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
+    xlabel, other = AGAINST[dim]
     lines: dict[tuple, list[dict[str, Any]]] = {}
     for (method, tau, p), row in rows.items():
-        if p in ps:  # the methods with p fixed (e.g. MSGD, p = 1) are not lines against p
-            lines.setdefault((method, tau), []).append(row)
-    figures = [("error_vs_p", "mean final test error (center)", "mean_final_test_error",
+        own = {"p": p, "tau": tau}
+        # Methods with the dimension fixed (e.g. MSGD's p = 1, no tau) are not lines here.
+        if own[dim] in values:
+            lines.setdefault((method, {"p": p, "tau": tau}[other]), []).append(row)
+    figures = [(f"error_vs_{dim}", "mean final test error (center)", "mean_final_test_error",
                 "std_final_test_error"),
-               ("time_to_threshold_vs_p", f"time to test error {100 * threshold:g}% (s)",
+               (f"time_to_threshold_vs_{dim}", f"time to test error {100 * threshold:g}% (s)",
                 "time_to_threshold_s", None)]
     if cluster:
-        figures.append(("time_to_threshold_vs_p_cluster",
+        figures.append((f"time_to_threshold_vs_{dim}_cluster",
                         f"simulated time to {100 * threshold:g}% (s)",
                         "sim_time_to_threshold_s", None))
+    several = len({key for _, key in lines}) > 1  # name the other dimension in the legend
     paths = []
     for name, ylabel, column, spread in figures:
         fig, ax = plt.subplots(figsize=(5.5, 4.2))
         entries, plotted = [], []
-        for (method, tau), members in sorted(lines.items()):
-            points = sorted((r["p"], r[column], r[spread] if spread else 0.0) for r in members
+        for (method, key), members in sorted(lines.items()):
+            points = sorted((r[dim], r[column], r[spread] if spread else 0.0) for r in members
                             if r[column] is not None)
             if not points:
                 continue
             colour, marker = styles[method]
-            p, y, err = zip(*points, strict=True)
+            x, y, err = zip(*points, strict=True)
             plotted += y
-            ax.errorbar(p, y, yerr=err if spread else None, color=colour, marker=marker,
-                        capsize=3)
-            entries.append((method, method if tau < 0 else f"{method} (tau {tau})", "-"))
+            style = LINESTYLES[sorted({k for _, k in lines}).index(key) % len(LINESTYLES)]
+            ax.errorbar(x, y, yerr=err if spread else None, color=colour, marker=marker,
+                        capsize=3, linestyle=style if dim == "tau" else "-")
+            label = method if key < 0 or (dim == "tau" and not several) else \
+                f"{method} ({other} {key})"
+            entries.append((method, label, style if dim == "tau" else "-"))
         ax.set_xscale("log", base=2)
-        ax.set_xticks(ps, [str(p) for p in ps])
-        ax.set_xlabel("p (workers)")
+        ax.set_xticks(values, [str(v) for v in values])
+        ax.set_xlabel(xlabel)
         log = _log_scale_if_spread([ax], plotted)
         if log:  # plain numbers (3, 10, 20), not 3 x 10^0
             ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
