@@ -129,12 +129,19 @@ class JaxRun:
 
         state = jax.device_put(self._initial, self.layout.worker_sharding())
         batches = self._batches(0)
-        step, start = 0, None
+        step, start, previous = 0, None, None
         while step < steps:
             if step == skip:
                 jax.block_until_ready(state)
                 start = time.perf_counter()
             state, summary = self.round(state, batches)  # dispatched
+            if previous is not None:
+                # As sync.train reads the previous round's summary: at most two rounds in
+                # flight. With more, XLA:CPU (jaxlib 0.10.2) can deadlock: one device's
+                # launch of round k waits behind its launch of round k + 1 while the other
+                # devices wait in round k's all-reduce for it.
+                jax.block_until_ready(previous)
+            previous = summary
             step += self.rounds
             if step < steps:
                 batches = self._batches(step)  # host work while the round runs
