@@ -84,3 +84,18 @@ def test_vs_pytorch_jax_side_restarts_from_the_same_state_every_repetition():
                                                               config.seed))
     first, second = run(20, 10), run(20, 10)
     assert np.isfinite(first[1]) and first[1] == second[1]
+
+
+@pytest.mark.slow
+def test_profile_step_names_the_hlo_instructions_of_the_traced_round(capsys):
+    """profile_step reads the trace back: every row is an instruction of the compiled round
+    (a known shape and kind), the shares add up to 1, and the table is printed."""
+    from benchmarks import profile_step
+
+    rows = profile_step.main(["--devices", "1", "--steps", "20", "--top", "3"])
+    assert len(rows) > 10
+    assert sum(r["share"] for r in rows) == pytest.approx(1.0)
+    assert all(r["shape"] and r["opcode"] for r in rows)
+    assert any("dot_general" in r["op"] for r in rows)  # the model's products are there
+    out = capsys.readouterr().out
+    assert out.count("\n| ") == 3 + 1  # the header and the top 3

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -196,6 +197,43 @@ def test_strided_conv_equals_flax_conv():
         variables = conv.init(jax.random.PRNGKey(0), x)
         expected = nn.Conv(6, (kernel,), strides=(stride,), padding="SAME").apply(variables, x)
         np.testing.assert_allclose(conv.apply(variables, x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_strided_conv_gradients_equal_flax_conv_in_float64():
+    """patch_matmul's hand-written VJP (the kernel gradient as (g^T @ patches)^T) gives
+    flax.linen.Conv's gradients, per worker under vmap too, and its second-order reverse
+    derivatives, to float64 rounding."""
+    import flax.linen as nn
+
+    from easgd_jax.models.small import StridedConv1D
+
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(2, 3, 20, 4))  # [workers, batch, length, channels]
+        cotangent = rng.normal(size=(2, 3, 10, 6))
+        conv, reference = StridedConv1D(6, 3, 2), nn.Conv(6, (3,), strides=(2,), padding="SAME")
+        params = jax.vmap(lambda k: conv.init(k, x[0]))(jax.random.split(jax.random.PRNGKey(0)))
+        params = jax.tree.map(lambda a: a + rng.normal(size=a.shape), params)  # nonzero bias
+
+        def grads(module):
+            def one(p, xi, gi):
+                return jax.grad(lambda p, xi: jnp.vdot(module.apply(p, xi), gi),
+                                argnums=(0, 1))(p, xi)
+            return jax.vmap(one)(params, x, cotangent)
+
+        def second_order(module):  # reverse over reverse: the gradient of a gradient norm
+            def norm(p):
+                g = jax.grad(lambda p: jnp.vdot(module.apply(p, x[0]), cotangent[0]))(p)
+                return sum(jnp.sum(leaf ** 2) for leaf in jax.tree.leaves(g))
+            return jax.grad(norm)(jax.tree.map(lambda a: a[0], params))
+
+        got, expected = grads(conv), grads(reference)
+        assert got[0]["params"]["kernel"].dtype == np.float64
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+        for a, b in zip(jax.tree.leaves(second_order(conv)),
+                        jax.tree.leaves(second_order(reference)), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize(
