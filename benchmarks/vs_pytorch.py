@@ -243,6 +243,37 @@ def torch_worker(rank: int, world: int, init_file: str, params: dict, x: np.ndar
         dist.destroy_process_group()
 
 
+def torch_alone(params: dict, x: np.ndarray, y: np.ndarray, num_classes: int, steps: int,
+                skip: int, hp: dict, threads: int) -> float:
+    """Seconds per step of one PyTorch worker alone in this process (``threads`` intra-op
+    threads, no process group, no averaging): the ceiling of the 4-process run, which
+    shares the cores four ways."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        model = torch_cnn1d(x.shape[1], num_classes)
+        load_flax_params(model, params)
+        optimizer = torch.optim.SGD(model.parameters(), lr=hp["learning_rate"],
+                                    momentum=hp["momentum"], nesterov=True,
+                                    weight_decay=hp["weight_decay"])
+        loss_fn = torch.nn.CrossEntropyLoss()
+        data_x, data_y = torch.from_numpy(x), torch.from_numpy(y).long()
+        generator = torch.Generator().manual_seed(1000)
+        start = 0.0
+        for step in range(steps):
+            if step == skip:
+                start = time.perf_counter()
+            idx = torch.randint(0, len(data_y), (hp["batch_size"],), generator=generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss_fn(model(data_x[idx]), data_y[idx]).backward()
+            optimizer.step()
+        return (time.perf_counter() - start) / (steps - skip)
+    finally:
+        torch.set_num_threads(previous)
+
+
 def torch_run(params: dict, x: np.ndarray, y: np.ndarray, num_classes: int, steps: int,
               skip: int, hp: dict) -> tuple[float, float]:
     """One PyTorch run on ``WORKERS`` spawned processes; returns (the slowest process's
@@ -309,6 +340,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--layouts", nargs="+", choices=list(LAYOUTS), default=list(LAYOUTS),
                         help="JAX layouts: devices (one worker per simulated device, the "
                              "default job), vmap (the 4 workers vmapped on one device)")
+    parser.add_argument("--alone_threads", type=int, nargs="*", default=[],
+                        help="after the table, time one PyTorch worker alone with each of "
+                             "these intra-op thread counts (the 4-process run's ceiling)")
     args = parser.parse_args(argv)
     if not 0 < args.skip < args.steps or args.skip % PERIOD or args.steps % PERIOD:
         parser.error(f"need 0 < --skip < --steps, both multiples of the period {PERIOD}; "
@@ -369,6 +403,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                   f"{row['ratio']:.2f} | {jax_load[0]:.2f} / {jax_load[1]:.2f} | "
                   f"{torch_load[0]:.2f} / {torch_load[1]:.2f} | "
                   f"{jax_loss:.3f} / {torch_loss:.3f} |", flush=True)
+    for threads in args.alone_threads:
+        seconds = torch_alone(params, x, y, dataset.num_classes, args.steps, args.skip, hp,
+                              threads)
+        print(f"PyTorch alone, 1 process x {threads} thread(s), no averaging: "
+              f"{1e3 * seconds:.3f} ms/step, {BATCH / seconds:,.0f} examples/s "
+              f"(load {load():.2f})", flush=True)
     return rows
 
 

@@ -53,7 +53,8 @@ def test_vs_pytorch_prints_both_sides_or_names_the_bench_extra(capsys):
     """torch is in the optional bench extra, not the test extra: where it is installed the
     tiny comparison runs and prints positive examples/s for both sides and equal parameter
     counts; where it is not, the same command must stop with the one-line error (no skip)."""
-    argv = ["--steps", "20", "--skip", "10", "--reps", "1", "--layouts", "devices"]
+    argv = ["--steps", "20", "--skip", "10", "--reps", "1", "--layouts", "devices",
+            "--alone_threads", "1"]
     if importlib.util.find_spec("torch") is None:
         with pytest.raises(SystemExit) as stop:
             vs_pytorch.main(argv)
@@ -70,6 +71,9 @@ def test_vs_pytorch_prints_both_sides_or_names_the_bench_extra(capsys):
     assert counts and counts[1] == counts[2] and int(counts[1]) > 0
     assert "| JAX examples/s | PyTorch examples/s | ratio |" in out
     assert re.search(r"^\| 1 \| 4 devices \| [\d,]+ \| [\d,]+ \| \d+\.\d\d \|", out, re.M)
+    alone = re.search(r"PyTorch alone, 1 process x 1 thread\(s\), no averaging: ([\d.]+) ms/step",
+                      out)
+    assert alone and float(alone[1]) > 0
 
 
 def test_vs_pytorch_jax_side_restarts_from_the_same_state_every_repetition():
