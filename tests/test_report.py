@@ -203,3 +203,29 @@ def test_one_colour_per_method_in_every_figure_log_scale_and_labelled_threshold(
     assert scales[2:4] == ["log", "log"] and scales[0:2] == ["linear", "linear"]
     assert report.method_styles(["lsgd", "easgd"])["easgd"] == report.method_styles(
         ["easgd", "lsgd", "easgd"])["easgd"]
+
+
+def test_by_period_table_bolds_the_best_per_column_and_counts_failures():
+    """The method x period tables: each cell is that setting's summary (mean with failures
+    counted, std, failed seeds, chosen rate); the lowest error and the shortest time of each
+    column are bold; a median that never reached the threshold says so."""
+    def row(method, tau, mean, time_s, failed=0):
+        return {"grid": "p4", "method": method, "tau": tau, "p": 4,
+                "mean_final_test_error": mean, "std_final_test_error": 0.01,
+                "failed_seeds": failed, "seeds": 3, "chosen_learning_rate": 0.1,
+                "sim_time_to_threshold_s": time_s, "time_to_threshold_s": 99.0}
+
+    summary = [row("diloco", 16, 0.06, 1.5), row("diloco", 64, 0.07, 2.0),
+               row("easgd", 16, 0.08, 3.0), row("easgd", 64, 0.05, None, failed=1),
+               {**row("msgd", None, 0.01, 0.1), "p": 1},  # no period: not a row here
+               {**row("easgd", 16, 0.01, 0.1), "grid": "other"}]
+    text = report.by_period_markdown(summary, "p4", 0.2)
+    assert "| method | tau 16 | tau 64 |" in text and "msgd" not in text
+    error_rows = [line for line in text.splitlines() if "failed, lr" in line]
+    assert error_rows == [
+        "| diloco | **6.00 +- 1.00** (0/3 failed, lr 0.1) | 7.00 +- 1.00 (0/3 failed, lr 0.1) |",
+        "| easgd | 8.00 +- 1.00 (0/3 failed, lr 0.1) | **5.00 +- 1.00** (1/3 failed, lr 0.1) |"]
+    time_rows = [line for line in text.splitlines()
+                 if line.startswith("| ") and "failed" not in line and "method" not in line]
+    assert time_rows == ["| diloco | **1.5** | **2** |", "| easgd | 3 | not reached |"]
+    assert "simulated cluster time" in text

@@ -46,6 +46,9 @@ writes SWEEP_DIR/report/:
                          median time to threshold against p
     GRID_error_vs_tau.png, GRID_time_to_threshold_vs_tau.png (..._vs_tau_cluster.png)
                          the same against the period when tau varies in the grid
+    GRID_by_period.md    when the period varies in a grid: method x period tables of the mean
+                         error (failures counted) and the median time to threshold
+                         (:func:`by_period_markdown`)
     speedup_cluster.md   with simulated cluster time and a grid named "p": the speed-up of
                          EAMSGD (tau = 10) over DOWNPOUR (tau = 1) at each p
                          (:func:`speedup_table`)
@@ -755,6 +758,54 @@ def _plot_against(grid: str, rows: Mapping[tuple, dict[str, Any]], dim: str,
     return paths
 
 
+def by_period_markdown(summary: Sequence[dict[str, Any]], grid: str, threshold: float) -> str:
+    """One grid's summary as method x period tables: the mean final test error (failures as
+    chance) +- std with the failed seeds, and the median simulated (or wall) time to
+    ``threshold``; the lowest mean error and the shortest time in each column in bold."""
+    rows = [r for r in summary if r["grid"] == grid and r["tau"] is not None]
+    taus = sorted({r["tau"] for r in rows})
+    methods = sorted({r["method"] for r in rows})
+    cell = {(r["method"], r["tau"]): r for r in rows}
+    clock = "sim_time_to_threshold_s" if any(r["sim_time_to_threshold_s"] is not None
+                                             for r in rows) else "time_to_threshold_s"
+    ps = sorted({r["p"] for r in rows})
+    header = "| method | " + " | ".join(f"tau {t}" for t in taus) + " |"
+    rule = "|---|" + "---|" * len(taus)
+
+    def best(column: str, tau: int) -> float | None:
+        values = [r[column] for r in rows if r["tau"] == tau and r[column] is not None]
+        return min(values) if values else None
+
+    error_lines, time_lines = [header, rule], [header, rule]
+    for method in methods:
+        errors, times = [], []
+        for tau in taus:
+            r = cell.get((method, tau))
+            if r is None or r["mean_final_test_error"] is None:
+                errors.append("")
+                times.append("")
+                continue
+            text = (f"{100 * r['mean_final_test_error']:.2f} +- "
+                    f"{100 * (r['std_final_test_error'] or 0):.2f}")
+            if r["mean_final_test_error"] == best("mean_final_test_error", tau):
+                text = f"**{text}**"
+            errors.append(f"{text} ({r['failed_seeds']}/{r['seeds']} failed, lr "
+                          f"{r['chosen_learning_rate']:g})")
+            value = r[clock]
+            times.append("not reached" if value is None else
+                         f"**{value:.3g}**" if value == best(clock, tau) else f"{value:.3g}")
+        error_lines.append(f"| {method} | " + " | ".join(errors) + " |")
+        time_lines.append(f"| {method} | " + " | ".join(times) + " |")
+    what = "simulated cluster" if clock.startswith("sim") else "wall-clock"
+    return "\n".join([
+        f"Grid {grid} (p = {', '.join(map(str, ps))}): mean final center test error (%) +- std "
+        "over the seeds at the chosen rate, a failed run counted as chance; the lowest in each "
+        "column in bold.", "", *error_lines, "",
+        f"Median {what} time (s) to {100 * threshold:g}% test error at the chosen rate (a "
+        "failed seed, or one that never reached it, counted as not reached); the shortest in "
+        "each column in bold.", "", *time_lines, ""])
+
+
 # --- the speed-up on the simulated cluster ------------------------------------------------------
 
 
@@ -835,6 +886,12 @@ def write_report(workdir: str, sweep: Any = None, threshold: float | None = None
         files.append(os.path.join(outdir, "findings_compare.md"))
         with open(files[-1], "w", encoding="utf-8") as f:
             f.write(findings.compare_markdown(read_summary_csv(compare), summary))
+    for grid in sorted({row["grid"] for row in summary}):
+        taus = {row["tau"] for row in summary if row["grid"] == grid} - {None}
+        if len(taus) > 1:  # the period varies: a method x period table
+            files.append(os.path.join(outdir, f"{grid}_by_period.md"))
+            with open(files[-1], "w", encoding="utf-8") as f:
+                f.write(by_period_markdown(summary, grid, threshold))
     if any(r.sim_time_s for r in runs) and any(row["grid"] == "p" for row in summary):
         files.append(os.path.join(outdir, "speedup_cluster.md"))
         with open(files[-1], "w", encoding="utf-8") as f:
