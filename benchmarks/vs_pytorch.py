@@ -294,11 +294,11 @@ def initial_params(model, example_shape: tuple[int, ...], seed: int) -> dict:
     """The main job's initial parameters (``training.sync``: ``model.init`` with the first
     half of ``PRNGKey(seed)`` split), as numpy arrays."""
     import jax
-    import jax.numpy as jnp
+
+    from easgd_jax.training.common import init_params
 
     init_rng, _ = jax.random.split(jax.random.PRNGKey(seed))
-    sample = jnp.zeros((1, *example_shape), jnp.float32)
-    params = jax.jit(lambda rng: model.init(rng, sample, train=False))(init_rng)["params"]
+    params = init_params(model, example_shape, init_rng)
     return jax.tree.map(np.asarray, jax.device_get(params))
 
 
