@@ -203,6 +203,33 @@ def load_flax_params(module, params: dict) -> None:
         module.head.bias.copy_(torch.tensor(np.asarray(params["Dense_0"]["bias"])))
 
 
+def torch_trainer(params: dict, x: np.ndarray, y: np.ndarray, num_classes: int, hp: dict,
+                  seed: int):
+    """One PyTorch worker: :func:`torch_cnn1d` at the Flax ``params``, Nesterov SGD with
+    weight decay, its own random batches (``torch.Generator`` seeded ``seed``). Returns
+    ``(model, step)``: ``step()`` takes one step and returns its loss tensor."""
+    import torch
+
+    model = torch_cnn1d(x.shape[1], num_classes)
+    load_flax_params(model, params)
+    optimizer = torch.optim.SGD(model.parameters(), lr=hp["learning_rate"],
+                                momentum=hp["momentum"], nesterov=True,
+                                weight_decay=hp["weight_decay"])
+    loss_fn = torch.nn.CrossEntropyLoss()
+    data_x, data_y = torch.from_numpy(x), torch.from_numpy(y).long()
+    generator = torch.Generator().manual_seed(seed)
+
+    def step():
+        idx = torch.randint(0, len(data_y), (hp["batch_size"],), generator=generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(data_x[idx]), data_y[idx])
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    return model, step
+
+
 def torch_worker(rank: int, world: int, init_file: str, params: dict, x: np.ndarray,
                  y: np.ndarray, num_classes: int, steps: int, skip: int, hp: dict,
                  results) -> None:
@@ -217,25 +244,14 @@ def torch_worker(rank: int, world: int, init_file: str, params: dict, x: np.ndar
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
                             world_size=world)
     try:
-        model = torch_cnn1d(x.shape[1], num_classes)
-        load_flax_params(model, params)
-        optimizer = torch.optim.SGD(model.parameters(), lr=hp["learning_rate"],
-                                    momentum=hp["momentum"], nesterov=True,
-                                    weight_decay=hp["weight_decay"])
+        model, train_step = torch_trainer(params, x, y, num_classes, hp, 1000 + rank)
         averager = PeriodicModelAverager(period=hp["period"], warmup_steps=0)
-        loss_fn = torch.nn.CrossEntropyLoss()
-        data_x, data_y = torch.from_numpy(x), torch.from_numpy(y).long()
-        generator = torch.Generator().manual_seed(1000 + rank)
         start = 0.0
         for step in range(steps):
             if step == skip:
                 dist.barrier()
                 start = time.perf_counter()
-            idx = torch.randint(0, len(data_y), (hp["batch_size"],), generator=generator)
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(data_x[idx]), data_y[idx])
-            loss.backward()
-            optimizer.step()
+            loss = train_step()
             averager.average_parameters(model.parameters())
         dist.barrier()
         results.put((rank, time.perf_counter() - start, loss.item()))
@@ -253,22 +269,12 @@ def torch_alone(params: dict, x: np.ndarray, y: np.ndarray, num_classes: int, st
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        model = torch_cnn1d(x.shape[1], num_classes)
-        load_flax_params(model, params)
-        optimizer = torch.optim.SGD(model.parameters(), lr=hp["learning_rate"],
-                                    momentum=hp["momentum"], nesterov=True,
-                                    weight_decay=hp["weight_decay"])
-        loss_fn = torch.nn.CrossEntropyLoss()
-        data_x, data_y = torch.from_numpy(x), torch.from_numpy(y).long()
-        generator = torch.Generator().manual_seed(1000)
+        _, train_step = torch_trainer(params, x, y, num_classes, hp, 1000)
         start = 0.0
         for step in range(steps):
             if step == skip:
                 start = time.perf_counter()
-            idx = torch.randint(0, len(data_y), (hp["batch_size"],), generator=generator)
-            optimizer.zero_grad(set_to_none=True)
-            loss_fn(model(data_x[idx]), data_y[idx]).backward()
-            optimizer.step()
+            train_step()
         return (time.perf_counter() - start) / (steps - skip)
     finally:
         torch.set_num_threads(previous)
