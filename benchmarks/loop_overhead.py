@@ -5,15 +5,22 @@ devices, reads each round's summary (losses, NaN flags, reported state) and eval
 compiled round (``training.sync.make_train_round``: the loop's own program, same
 algorithm, model, batch, layout and round length) run back to back on device-resident batches is the
 floor. The ratio is the loop's overhead: the loop dispatches round k + 1 before it reads
-round k's summary and builds the next batches while a round runs, so it should stay near 1.
+round k's summary, builds the next batches while a round runs and, between checkpoints,
+evaluates while the next round runs, so it should stay near 1.
 
-Interleaved in one process, ``--reps`` repetitions of (loop, compiled round):
+Interleaved in one process, ``--reps`` repetitions of a pair (loop, compiled round), the
+pair's order alternating (loop first in even repetitions), so that a slow drift of the
+machine's speed weighs on both sides alike:
 
 - loop: ``train`` on the default job (EAMSGD, p = 4, tau = 10, MNIST-1D, 50-step rounds)
   with ``3 * span`` steps, evaluations every ``span`` steps, no checkpoints, no TensorBoard;
   seconds per step between the first and the last evaluation (compilation and the first
-  round excluded; the two evaluations and the summaries of ``2 * span`` steps included);
+  ``span`` steps excluded; two evaluations and the summaries of ``2 * span`` steps
+  included);
 - compiled: the same round, ``2 * span`` steps of rounds on fixed device-resident batches.
+
+Per setting: the median seconds per step of each side, every repetition's ratio, their
+median and interquartile range (a repetition's ratio compares neighbours in time).
 
     python -m benchmarks.loop_overhead --devices 1 4 --batch_sizes 128 32
 """
@@ -99,27 +106,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--devices", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[128, 32])
-    parser.add_argument("--span", type=int, default=500)
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--span", type=int, default=250)
+    parser.add_argument("--reps", type=int, default=9)
     args = parser.parse_args()
     parallel.use_simulated_cpu_devices(max(args.devices))
     print(f"load before: {os.getloadavg()[0]:.2f}")
     print("| devices | batch | loop ms/step | round ms/step | loop / round (per rep) | "
-          "median |")
-    print("|---|---|---|---|---|---|")
+          "median | IQR |")
+    print("|---|---|---|---|---|---|---|")
     for devices in args.devices:
         for batch in args.batch_sizes:
             config = _config(devices, batch, args.span)
             compiled = compiled_round(config)
             loops, rounds = [], []
-            for _ in range(args.reps):
-                loops.append(loop_seconds_per_step(config))
-                rounds.append(compiled(2 * args.span))
+            for rep in range(args.reps):
+                if rep % 2 == 0:
+                    loops.append(loop_seconds_per_step(config))
+                    rounds.append(compiled(2 * args.span))
+                else:
+                    rounds.append(compiled(2 * args.span))
+                    loops.append(loop_seconds_per_step(config))
             ratios = np.array(loops) / np.array(rounds)
+            low, high = np.percentile(ratios, [25, 75])
             print(f"| {devices} | {batch} | {1e3 * np.median(loops):.3f} | "
                   f"{1e3 * np.median(rounds):.3f} | "
-                  f"{' '.join(f'{r:.3f}' for r in ratios)} | {np.median(ratios):.3f} |",
-                  flush=True)
+                  f"{' '.join(f'{r:.3f}' for r in ratios)} | {np.median(ratios):.3f} | "
+                  f"{low:.3f}-{high:.3f} |", flush=True)
     print(f"load after: {os.getloadavg()[0]:.2f}")
 
 

@@ -80,6 +80,17 @@ def test_resume_continues_exactly(tmp_path, straight_run):
     assert _without_timing(read_metrics(workdir)) == _without_timing(ref_metrics)
 
 
+def test_evaluations_between_checkpoints_read_the_state_of_their_step(tmp_path, straight_run):
+    """Without a checkpoint at 20 and 40 the loop dispatches the next round before it
+    evaluates those steps (on snapshots taken before that round donates the state): the
+    lines are those of the reference, which checkpoints, and so evaluates, in place."""
+    ref_state, ref_metrics = straight_run
+    state, _ = train.train(_config(num_steps=60, every=60), str(tmp_path))
+    _assert_states_equal(state, ref_state)
+    assert [r["step"] for r in ref_metrics] == [20, 40, 60]
+    assert _without_timing(read_metrics(str(tmp_path))) == _without_timing(ref_metrics)
+
+
 @pytest.mark.slow
 def test_checkpoints_keep_the_last_k(tmp_path):
     config = _config(num_steps=100)

@@ -318,13 +318,34 @@ def _train(
     metrics: dict[str, Any] = {}
     start, start_step = time.perf_counter(), step
     every = config.checkpoint.every
+
+    def write_evaluation(at_step: int, point, spread, done_s: float) -> None:
+        """The evaluation line of step ``at_step``, every round up to it absorbed; ``point``
+        and ``spread`` were dispatched on the state after that step."""
+        nonlocal metrics, pending_losses, history
+        metrics = _evaluate(point, spread, evaluate, dataset, pending_losses)
+        metrics.update(_per_round(history, layout))
+        metrics["steps_per_second"] = (at_step - start_step) / (done_s - start)
+        metrics["communication_time_estimate_s"] = (
+            exchange_seconds * _exchanges_per_step(config) * (at_step - start_step))
+        metrics["simulated_time_s"] = cluster_clock.time_s(at_step)
+        metrics["exchange_bytes_per_step"] = cluster_clock.bytes_per_step
+        writer.write(at_step, metrics)
+        pending_losses, history = [], []
+
     pending = None  # (first step, summary) of the round dispatched last, not yet read
+    # An evaluation (step, point, spread) dispatched on the state after `step`, written once
+    # the next round is dispatched: the device trains while the host evaluates.
+    deferred = None
     batches = round_batches(step) if step < config.train.num_steps else None
     with stop_requests() as stop:
         while step < config.train.num_steps:
             state, summary = round_fn(state, batches)  # dispatched; the summary inside
             if pending is not None:
                 absorb(*pending)  # the previous round: done by the time this one runs
+            if deferred is not None:
+                write_evaluation(*deferred, time.perf_counter())
+                deferred = None
             pending = (step, summary)
             step += rounds
             if step < config.train.num_steps:
@@ -332,22 +353,15 @@ def _train(
             stopping = _agreed_stop(stop)
             evaluating = step % config.train.eval_every == 0 or step == config.train.num_steps
             saving = (every and step % every == 0) or step == config.train.num_steps or stopping
+            if evaluating and not saving:  # snapshots taken before the next round donates
+                deferred = (step, point_fn(state), spread_fn(state))
+                continue
             if not (evaluating or saving):
                 continue
             absorb(*pending)
             pending = None
             if evaluating:
-                metrics = _evaluate(point_fn, spread_fn, state, evaluate, dataset,
-                                    pending_losses)
-                metrics.update(_per_round(history, layout))
-                elapsed = time.perf_counter() - start
-                metrics["steps_per_second"] = (step - start_step) / elapsed
-                metrics["communication_time_estimate_s"] = (
-                    exchange_seconds * _exchanges_per_step(config) * (step - start_step))
-                metrics["simulated_time_s"] = cluster_clock.time_s(step)
-                metrics["exchange_bytes_per_step"] = cluster_clock.bytes_per_step
-                writer.write(step, metrics)
-                pending_losses, history = [], []
+                write_evaluation(step, point_fn(state), spread_fn(state), time.perf_counter())
             if saving and step != saved_step:
                 save(step)
                 saved_step = step
@@ -389,12 +403,11 @@ def _per_round(history: list[dict], layout: parallel.WorkerLayout) -> dict[str, 
     return out
 
 
-def _evaluate(point_fn, spread_fn, state: TrainState, evaluate, dataset: data.Dataset,
-              losses) -> dict[str, float]:
-    """Test loss/accuracy of the evaluation point (worker 0's copy), plus worker spread."""
-    test_loss, test_acc = evaluate(jax.device_get(point_fn(state)), dataset.test_x,
-                                   dataset.test_y)
-    to_point, spread = jax.device_get(spread_fn(state))
+def _evaluate(point, spread, evaluate, dataset: data.Dataset, losses) -> dict[str, float]:
+    """Test loss/accuracy of the evaluation point (``point``, worker 0's copy), plus the
+    worker spread (``spread``: distances to the point and to the workers' mean)."""
+    test_loss, test_acc = evaluate(jax.device_get(point), dataset.test_x, dataset.test_y)
+    to_point, spread = jax.device_get(spread)
     return {
         "train_loss": float(np.mean(losses)),
         "test_loss": test_loss,
