@@ -1,12 +1,13 @@
-"""The synchronous training loop's cost per step against its compiled round's alone.
+"""The synchronous training loop's cost per step against its compiled programs' alone.
 
-``training.sync.train`` samples every round's batches on the host, moves them to the
-devices, reads each round's summary (losses, NaN flags, reported state) and evaluates; the
-compiled round (``training.sync.make_train_round``: the loop's own program, same
-algorithm, model, batch, layout and round length) run back to back on device-resident batches is the
-floor. The ratio is the loop's overhead: the loop dispatches round k + 1 before it reads
-round k's summary, builds the next batches while a round runs and, between checkpoints,
-evaluates while the next round runs, so it should stay near 1.
+``training.sync.train`` samples every round's batches on the host, has the devices gather
+them, reads each round's summary (losses, NaN flags, reported state) and evaluates; its
+compiled programs (``training.sync.make_train_round``, the round: same algorithm, model,
+batch, layout and round length; ``training.sync.make_evaluation``) run back to back on
+device-resident batches are the floor. The ratio is the loop's overhead: the loop
+dispatches round k + 1 before it reads round k's summary, builds the next batches while a
+round runs and, between checkpoints, enqueues an evaluation before the next round and
+reads it after, so it should stay near 1.
 
 Interleaved in one process, ``--reps`` repetitions of a pair (loop, compiled round), the
 pair's order alternating (loop first in even repetitions), so that a slow drift of the
@@ -17,7 +18,10 @@ machine's speed weighs on both sides alike:
   seconds per step between the first and the last evaluation (compilation and the first
   ``span`` steps excluded; two evaluations and the summaries of ``2 * span`` steps
   included);
-- compiled: the same round, ``2 * span`` steps of rounds on fixed device-resident batches.
+- compiled: the loop's own programs back to back, ``2 * span`` steps of its round on fixed
+  device-resident batches and two of its evaluations (enqueued before the next round, as
+  the loop does), so that the ratio is what the loop adds: host sampling, the batch
+  gathers, reading the summaries, its bookkeeping and any time the device waits on the host.
 
 Per setting: the median seconds per step of each side, every repetition's ratio, their
 median and interquartile range (a repetition's ratio compares neighbours in time).
@@ -70,13 +74,16 @@ def loop_seconds_per_step(config) -> float:
 
 
 def compiled_round(config):
-    """A function timing ``steps`` steps of the loop's own compiled round."""
+    """A function timing ``steps`` steps of the loop's own compiled programs back to back:
+    its round on fixed device-resident batches and, every ``config.train.eval_every``
+    steps, its evaluation (``sync.make_evaluation``), enqueued before the next round and
+    read after it is dispatched, as the loop does between checkpoints."""
     import jax
 
     from benchmarks.common import Runner, make_workload
     from easgd_jax.algorithms import registry
     from easgd_jax.training import config as config_lib
-    from easgd_jax.training.sync import make_train_round
+    from easgd_jax.training.sync import make_evaluation, make_train_round, read_evaluation
 
     layout = parallel.make_worker_layout(config.num_workers, config.num_devices)
     spec = registry.get_spec(config.algorithm.name)
@@ -85,17 +92,26 @@ def compiled_round(config):
     workload = make_workload(config.model.name)
     rounds = config_lib.steps_per_round(config)
     round_fn = make_train_round(config, workload.model, tx, spec, layout)
+    evaluation = make_evaluation(spec, workload.model, layout, workload.dataset)
     runner = Runner("eamsgd:10", workload, layout, rounds, config.train.batch_size, tx=tx,
                     round_fn=round_fn)
     runner.state, _ = runner.round(runner.state, runner.batches)  # compile
+    read_evaluation(*evaluation(runner.state), [0.0])  # compile
 
     def seconds_per_step(steps: int) -> float:
-        start, previous = time.perf_counter(), None
-        for _ in range(steps // rounds):
+        start, previous, dispatched = time.perf_counter(), None, None
+        for k in range(steps // rounds):
             runner.state, summary = runner.round(runner.state, runner.batches)
             if previous is not None:  # two rounds in flight at most, as the loop (vs_pytorch)
                 jax.block_until_ready(previous)
+            if dispatched is not None:
+                read_evaluation(*dispatched, [0.0])
+                dispatched = None
             previous = summary
+            if ((k + 1) * rounds) % config.train.eval_every == 0:
+                dispatched = evaluation(runner.state)
+        if dispatched is not None:
+            read_evaluation(*dispatched, [0.0])
         jax.block_until_ready(runner.state)
         return (time.perf_counter() - start) / steps
 

@@ -9,7 +9,7 @@ import json
 import os
 import shutil
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import jax
@@ -100,30 +100,54 @@ def make_local_step(model, tx: optax.GradientTransformation, weight_decay: float
     return step
 
 
-def make_evaluator(model) -> Callable[[Any, np.ndarray, np.ndarray], tuple[float, float]]:
-    """Returns ``evaluate(params, x, y) -> (mean loss, accuracy)`` over batches of a split."""
+class Evaluator:
+    """``evaluator(params, x, y) -> (mean loss, accuracy)`` over batches of a split.
 
-    @jax.jit
-    def batch_sums(params, x, y, mask):
-        logits = model.apply({"params": params}, x, train=False)
-        log_probs = jax.nn.log_softmax(logits)
-        nll = -jnp.take_along_axis(log_probs, y[:, None], axis=-1)[:, 0]
-        correct = jnp.argmax(logits, -1) == y
-        return jnp.sum(nll * mask), jnp.sum(correct * mask)
+    In two halves for a loop that keeps its device busy: :meth:`dispatch` enqueues every
+    batch's sums on the device that holds ``params`` and returns them unread;
+    :meth:`read` waits for them and sums them on the host in float64.
+    """
 
-    def evaluate(params, x, y) -> tuple[float, float]:
+    def __init__(self, model):
+        @jax.jit
+        def batch_sums(params, x, y, mask):
+            logits = model.apply({"params": params}, x, train=False)
+            log_probs = jax.nn.log_softmax(logits)
+            nll = -jnp.take_along_axis(log_probs, y[:, None], axis=-1)[:, 0]
+            correct = jnp.argmax(logits, -1) == y
+            return jnp.sum(nll * mask), jnp.sum(correct * mask)
+
+        self._batch_sums = batch_sums
+
+    def dispatch(self, params, x: np.ndarray, y: np.ndarray) -> tuple[int, list]:
+        """``(examples, per-batch (loss sum, correct) device scalars)``, not waited for."""
         n = len(y)
-        total_loss, total_correct = 0.0, 0.0
+        parts = []
         for start in range(0, n, EVAL_BATCH_SIZE):
             idx = np.arange(start, start + EVAL_BATCH_SIZE)
             mask = (idx < n).astype(np.float32)
             idx = np.minimum(idx, n - 1)  # pad the last batch; the mask drops the padding
-            loss, correct = batch_sums(params, np.asarray(x[idx]), y[idx], mask)
+            parts.append(self._batch_sums(params, np.asarray(x[idx]), y[idx], mask))
+        return n, parts
+
+    @staticmethod
+    def read(dispatched: tuple[int, list]) -> tuple[float, float]:
+        """(mean loss, accuracy) of a :meth:`dispatch`; blocks until its batches are done."""
+        n, parts = dispatched
+        total_loss, total_correct = 0.0, 0.0
+        for loss, correct in parts:
             total_loss += float(loss)
             total_correct += float(correct)
         return total_loss / n, total_correct / n
 
-    return evaluate
+    def __call__(self, params, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        return self.read(self.dispatch(params, x, y))
+
+
+def make_evaluator(model) -> Evaluator:
+    """Returns ``evaluate(params, x, y) -> (mean loss, accuracy)`` over batches of a split
+    (an :class:`Evaluator`)."""
+    return Evaluator(model)
 
 
 @contextlib.contextmanager

@@ -50,13 +50,16 @@ from easgd_jax.algorithms.base import Spec, check_chain_order
 from easgd_jax.training import config as config_lib
 from easgd_jax.training import simulated_time
 from easgd_jax.training.checkpoint import Checkpointer
-from easgd_jax.training.common import (  # TrainState, make_local_step: re-exported
+
+# TrainState, make_local_step and make_evaluator are re-exported.
+from easgd_jax.training.common import (
+    Evaluator,
     NonFiniteError,
     TrainState,
     already_finished,
     init_params,
     load_data_and_model,
-    make_evaluator,
+    make_evaluator,  # noqa: F401
     make_local_step,
     prepare_workdir,
     stop_requests,
@@ -261,10 +264,7 @@ def _train(
     period = config_lib.round_period(config)
     rounds = config_lib.steps_per_round(config)
     round_fn = make_train_round(config, model, tx, spec, layout)
-    replicated = layout.replicated_sharding()
-    point_fn = jax.jit(functools.partial(evaluation_point, spec), out_shardings=replicated)
-    spread_fn = jax.jit(functools.partial(_worker_spread, spec), out_shardings=replicated)
-    evaluate = make_evaluator(model)
+    evaluation = make_evaluation(spec, model, layout, dataset)
     sampler = data.WorkerSampler(dataset.train_x, dataset.train_y, p,
                                  config.train.batch_size, config.seed, augment=dataset.augment,
                                  block=config_lib.sampling_block(config))
@@ -319,11 +319,11 @@ def _train(
     start, start_step = time.perf_counter(), step
     every = config.checkpoint.every
 
-    def write_evaluation(at_step: int, point, spread, done_s: float) -> None:
-        """The evaluation line of step ``at_step``, every round up to it absorbed; ``point``
-        and ``spread`` were dispatched on the state after that step."""
+    def write_evaluation(at_step: int, dispatched, done_s: float) -> None:
+        """The evaluation line of step ``at_step``, every round up to it absorbed;
+        ``dispatched`` (:func:`make_evaluation`) was enqueued on the state after it."""
         nonlocal metrics, pending_losses, history
-        metrics = _evaluate(point, spread, evaluate, dataset, pending_losses)
+        metrics = read_evaluation(*dispatched, pending_losses)
         metrics.update(_per_round(history, layout))
         metrics["steps_per_second"] = (at_step - start_step) / (done_s - start)
         metrics["communication_time_estimate_s"] = (
@@ -334,8 +334,8 @@ def _train(
         pending_losses, history = [], []
 
     pending = None  # (first step, summary) of the round dispatched last, not yet read
-    # An evaluation (step, point, spread) dispatched on the state after `step`, written once
-    # the next round is dispatched: the device trains while the host evaluates.
+    # (step, an evaluation dispatched on the state after it, before the next round), written
+    # once the next round is dispatched: the host never holds the device back to evaluate.
     deferred = None
     batches = round_batches(step) if step < config.train.num_steps else None
     with stop_requests() as stop:
@@ -353,15 +353,16 @@ def _train(
             stopping = _agreed_stop(stop)
             evaluating = step % config.train.eval_every == 0 or step == config.train.num_steps
             saving = (every and step % every == 0) or step == config.train.num_steps or stopping
-            if evaluating and not saving:  # snapshots taken before the next round donates
-                deferred = (step, point_fn(state), spread_fn(state))
+            if evaluating and not saving:  # enqueued before the next round donates the state
+                deferred = (step, evaluation(state))
                 continue
             if not (evaluating or saving):
                 continue
             absorb(*pending)
             pending = None
             if evaluating:
-                write_evaluation(step, point_fn(state), spread_fn(state), time.perf_counter())
+                done_s = time.perf_counter()
+                write_evaluation(step, evaluation(state), done_s)
             if saving and step != saved_step:
                 save(step)
                 saved_step = step
@@ -403,10 +404,28 @@ def _per_round(history: list[dict], layout: parallel.WorkerLayout) -> dict[str, 
     return out
 
 
-def _evaluate(point, spread, evaluate, dataset: data.Dataset, losses) -> dict[str, float]:
-    """Test loss/accuracy of the evaluation point (``point``, worker 0's copy), plus the
-    worker spread (``spread``: distances to the point and to the workers' mean)."""
-    test_loss, test_acc = evaluate(jax.device_get(point), dataset.test_x, dataset.test_y)
+def make_evaluation(spec: Spec, model, layout: parallel.WorkerLayout,
+                    dataset: data.Dataset) -> Callable[[TrainState], tuple]:
+    """The loop's evaluation: ``dispatch(state)`` enqueues, without waiting, the test split
+    on the evaluation point (its copy on this process's first device) and the worker
+    spread; :func:`read_evaluation` reads what it returns."""
+    replicated = layout.replicated_sharding()
+    point_fn = jax.jit(functools.partial(evaluation_point, spec), out_shardings=replicated)
+    spread_fn = jax.jit(functools.partial(_worker_spread, spec), out_shardings=replicated)
+    evaluate = Evaluator(model)
+
+    def dispatch(state: TrainState) -> tuple:
+        point = jax.tree.map(lambda a: a.addressable_shards[0].data, point_fn(state))
+        return evaluate.dispatch(point, dataset.test_x, dataset.test_y), spread_fn(state)
+
+    return dispatch
+
+
+def read_evaluation(test, spread, losses) -> dict[str, float]:
+    """Test loss/accuracy of the evaluation point, plus the worker spread (distances to the
+    point and to the workers' mean), of a :func:`make_evaluation` dispatch, and the mean of
+    ``losses``; blocks until the dispatch is done."""
+    test_loss, test_acc = Evaluator.read(test)
     to_point, spread = jax.device_get(spread)
     return {
         "train_loss": float(np.mean(losses)),
