@@ -24,7 +24,11 @@ machine's speed weighs on both sides alike:
   gathers, reading the summaries, its bookkeeping and any time the device waits on the host.
 
 Per setting: the median seconds per step of each side, every repetition's ratio, their
-median and interquartile range (a repetition's ratio compares neighbours in time).
+median and interquartile range (a repetition's ratio compares neighbours in time), and the
+pooled ratio (the loop's seconds summed over the repetitions over the compiled side's),
+and what one evaluation costs alone (the floor holds two per ``2 * span`` steps).
+On the 2-core machine single repetitions spread by +-15% (the machine's own speed drifts
+that much within seconds; benchmarks/RESULTS.md, section 4), hence many short ones.
 
     python -m benchmarks.loop_overhead --devices 1 4 --batch_sizes 128 32
 """
@@ -36,6 +40,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -73,11 +78,12 @@ def loop_seconds_per_step(config) -> float:
     return (t_last - t_first) / (last["step"] - first["step"])
 
 
-def compiled_round(config):
+def compiled_round(config) -> tuple[Callable[[int], float], float]:
     """A function timing ``steps`` steps of the loop's own compiled programs back to back:
     its round on fixed device-resident batches and, every ``config.train.eval_every``
     steps, its evaluation (``sync.make_evaluation``), enqueued before the next round and
-    read after it is dispatched, as the loop does between checkpoints."""
+    read after it is dispatched, as the loop does between checkpoints; and the seconds of
+    one evaluation alone (median of 5)."""
     import jax
 
     from benchmarks.common import Runner, make_workload
@@ -97,6 +103,12 @@ def compiled_round(config):
                     round_fn=round_fn)
     runner.state, _ = runner.round(runner.state, runner.batches)  # compile
     read_evaluation(*evaluation(runner.state), [0.0])  # compile
+    jax.block_until_ready(runner.state)
+    evaluation_times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        read_evaluation(*evaluation(runner.state), [0.0])
+        evaluation_times.append(time.perf_counter() - start)
 
     def seconds_per_step(steps: int) -> float:
         start, previous, dispatched = time.perf_counter(), None, None
@@ -115,25 +127,25 @@ def compiled_round(config):
         jax.block_until_ready(runner.state)
         return (time.perf_counter() - start) / steps
 
-    return seconds_per_step
+    return seconds_per_step, float(np.median(evaluation_times))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--devices", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[128, 32])
-    parser.add_argument("--span", type=int, default=250)
-    parser.add_argument("--reps", type=int, default=9)
+    parser.add_argument("--span", type=int, default=150)
+    parser.add_argument("--reps", type=int, default=15)
     args = parser.parse_args()
     parallel.use_simulated_cpu_devices(max(args.devices))
     print(f"load before: {os.getloadavg()[0]:.2f}")
     print("| devices | batch | loop ms/step | round ms/step | loop / round (per rep) | "
-          "median | IQR |")
-    print("|---|---|---|---|---|---|---|")
+          "median | IQR | pooled | one evaluation ms |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for devices in args.devices:
         for batch in args.batch_sizes:
             config = _config(devices, batch, args.span)
-            compiled = compiled_round(config)
+            compiled, evaluation_s = compiled_round(config)
             loops, rounds = [], []
             for rep in range(args.reps):
                 if rep % 2 == 0:
@@ -147,7 +159,8 @@ def main() -> None:
             print(f"| {devices} | {batch} | {1e3 * np.median(loops):.3f} | "
                   f"{1e3 * np.median(rounds):.3f} | "
                   f"{' '.join(f'{r:.3f}' for r in ratios)} | {np.median(ratios):.3f} | "
-                  f"{low:.3f}-{high:.3f} |", flush=True)
+                  f"{low:.3f}-{high:.3f} | {np.sum(loops) / np.sum(rounds):.3f} | "
+                  f"{1e3 * evaluation_s:.1f} |", flush=True)
     print(f"load after: {os.getloadavg()[0]:.2f}")
 
 
