@@ -24,7 +24,8 @@ machine's speed weighs on both sides alike:
   gathers, reading the summaries, its bookkeeping and any time the device waits on the host.
 
 Per setting: the median seconds per step of each side, every repetition's ratio, their
-median and interquartile range (a repetition's ratio compares neighbours in time), and the
+median with its 95% confidence interval (percentile bootstrap) and their interquartile
+range (a repetition's ratio compares neighbours in time), and the
 pooled ratio (the loop's seconds summed over the repetitions over the compiled side's),
 and what one evaluation costs alone (the floor holds two per ``2 * span`` steps).
 On the 2-core machine single repetitions spread by +-15% (the machine's own speed drifts
@@ -130,6 +131,16 @@ def compiled_round(config) -> tuple[Callable[[int], float], float]:
     return seconds_per_step, float(np.median(evaluation_times))
 
 
+def median_interval(values: np.ndarray, level: float = 0.95,
+                    resamples: int = 10_000) -> tuple[float, float]:
+    """A percentile-bootstrap confidence interval of the median of ``values``."""
+    rng = np.random.default_rng(0)
+    medians = np.median(rng.choice(values, (resamples, len(values))), axis=1)
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(medians, [tail, 100 - tail])
+    return float(low), float(high)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--devices", type=int, nargs="+", default=[1, 4])
@@ -140,8 +151,8 @@ def main() -> None:
     parallel.use_simulated_cpu_devices(max(args.devices))
     print(f"load before: {os.getloadavg()[0]:.2f}")
     print("| devices | batch | loop ms/step | round ms/step | loop / round (per rep) | "
-          "median | IQR | pooled | one evaluation ms |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "median | its 95% CI | IQR | pooled | one evaluation ms |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for devices in args.devices:
         for batch in args.batch_sizes:
             config = _config(devices, batch, args.span)
@@ -156,9 +167,11 @@ def main() -> None:
                     loops.append(loop_seconds_per_step(config))
             ratios = np.array(loops) / np.array(rounds)
             low, high = np.percentile(ratios, [25, 75])
+            ci = median_interval(ratios)
             print(f"| {devices} | {batch} | {1e3 * np.median(loops):.3f} | "
                   f"{1e3 * np.median(rounds):.3f} | "
                   f"{' '.join(f'{r:.3f}' for r in ratios)} | {np.median(ratios):.3f} | "
+                  f"{ci[0]:.3f}-{ci[1]:.3f} | "
                   f"{low:.3f}-{high:.3f} | {np.sum(loops) / np.sum(rounds):.3f} | "
                   f"{1e3 * evaluation_s:.1f} |", flush=True)
     print(f"load after: {os.getloadavg()[0]:.2f}")

@@ -8,8 +8,10 @@ the whole training set; evaluation reads the algorithm's evaluation point (its r
 A round is ``steps_per_round`` local steps compiled under ``lax.scan`` (by default several
 whole periods). The loop keeps the device busy: it dispatches round k, then reads round
 k - 1's summary (mean loss, first non-finite loss, whether the evaluation point is finite,
-the reported state of every period) and builds round k + 1's batches while round k runs;
-it waits for the device only where it needs the state (evaluations, checkpoints, the end).
+the reported state of every period) and builds round k + 1's batches while round k runs.
+An evaluation between checkpoints is enqueued on the state before the next round and read
+after that round is dispatched; the loop waits for the device only where it needs the
+state (checkpoints, the end).
 A training set that fits (``DEVICE_DATA_MAX_BYTES``, no augmentation) is kept on the
 devices: the host draws a round's example indices and the devices gather the batches.
 
