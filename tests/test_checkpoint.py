@@ -81,8 +81,8 @@ def test_resume_continues_exactly(tmp_path, straight_run):
 
 
 def test_evaluations_between_checkpoints_read_the_state_of_their_step(tmp_path, straight_run):
-    """Without a checkpoint at 20 and 40 the loop dispatches the next round before it
-    evaluates those steps (on snapshots taken before that round donates the state): the
+    """Without a checkpoint at 20 and 40 the loop enqueues the evaluation of those steps,
+    dispatches the next round (which donates the state) and reads the evaluation after: the
     lines are those of the reference, which checkpoints, and so evaluates, in place."""
     ref_state, ref_metrics = straight_run
     state, _ = train.train(_config(num_steps=60, every=60), str(tmp_path))
