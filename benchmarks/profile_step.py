@@ -82,8 +82,7 @@ def profile(num_devices: int, steps: int) -> tuple[list[dict[str, Any]], float]:
     dataset, model = load_data_and_model(config)
     run = JaxRun(config, initial_params(model, dataset.example_shape, config.seed))
     run(steps, steps // 2)  # compile and warm up
-    state = jax.device_put(run._initial, run.layout.worker_sharding())
-    hlo = run.round.lower(state, run._batches(0)).compile().as_text()
+    hlo = run.round.lower(run.initial_state(), run.batches(0)).compile().as_text()
     with tempfile.TemporaryDirectory() as trace_dir:
         jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
         start = time.perf_counter()

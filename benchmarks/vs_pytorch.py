@@ -116,7 +116,15 @@ class JaxRun:
         self._initial = jax.device_get(TrainState(stacked, jax.vmap(self.tx.init)(stacked),
                                                   jax.random.split(worker_rng, p)))
 
-    def _batches(self, step: int):
+    def initial_state(self):
+        """The initial state on the layout's devices, a fresh copy each call (a round
+        donates its state)."""
+        import jax
+
+        return jax.device_put(self._initial, self.layout.worker_sharding())
+
+    def batches(self, step: int):
+        """The round of batches that starts at global step ``step``, on the devices."""
         import jax
 
         return jax.device_put(self.sampler.round(step, self.rounds),
@@ -127,8 +135,8 @@ class JaxRun:
         ``skip`` .. ``steps``, the mean loss of the last round)."""
         import jax
 
-        state = jax.device_put(self._initial, self.layout.worker_sharding())
-        batches = self._batches(0)
+        state = self.initial_state()
+        batches = self.batches(0)
         step, start, previous = 0, None, None
         while step < steps:
             if step == skip:
@@ -144,7 +152,7 @@ class JaxRun:
             previous = summary
             step += self.rounds
             if step < steps:
-                batches = self._batches(step)  # host work while the round runs
+                batches = self.batches(step)  # host work while the round runs
         jax.block_until_ready(state)
         elapsed = time.perf_counter() - start
         return elapsed, float(np.mean(jax.device_get(summary[0])))
