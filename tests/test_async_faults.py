@@ -257,7 +257,8 @@ def test_simulated_async_kill_9_of_launch_resumes_bitwise(tmp_path):
         ("data.name", "digits"), ("model.name", "mlp"), ("num_workers", 3),
         ("algorithm.moving_rate", config.algorithm.moving_rate),
         ("asynchrony.clock_spread", 2.0), ("train.batch_size", 32),
-        ("train.eval_every", 10), ("checkpoint.every", 20), ("tensorboard", False))]
+        ("train.eval_every", 10), ("checkpoint.every", 20), ("tensorboard", False),
+        ("cluster.compute_s_per_step", config.cluster.compute_s_per_step))]
     process = subprocess.Popen(
         [sys.executable, os.path.join(ROOT, "launch.py"), "--config",
          os.path.join(ROOT, "configs", "async_eamsgd.py"), f"--workdir={killed}",

@@ -39,6 +39,7 @@ def small(name, **asynchrony):
     config.train.eval_every = 20
     config.train.batch_size = 32
     config.tensorboard = False
+    config.cluster.compute_s_per_step = 1e-3  # given: no step measured (test_cluster's)
     config.asynchrony.update(asynchrony)
     return config
 

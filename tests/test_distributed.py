@@ -39,10 +39,9 @@ sys.path.insert(0, ROOT)
 
 from configs import easgd  # noqa: E402
 
-# The embedded digits and a small MLP (the runs' arithmetic is what is compared, not the
-# model), and a given step time for the simulated clock (no step measured in each process).
-COMMON = {**SMALL, "tensorboard": False, "num_workers": 4, "num_devices": 4,
-          "cluster.compute_s_per_step": 1e-3}
+# test_checkpoint's small run: the embedded digits and a small MLP (the runs' arithmetic is
+# what is compared, not the model), a given step time for the simulated clock.
+COMMON = {**SMALL, "tensorboard": False, "num_workers": 4, "num_devices": 4}
 # (a) float32 up to the second round: the first exchange that moves the center is at step 10
 # (the one at step 0 adds zeros: every worker starts at the center).
 FIRST_EXCHANGE = {**COMMON, "train.num_steps": 20, "train.eval_every": 20,
