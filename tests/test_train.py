@@ -53,12 +53,14 @@ def test_train_and_evaluate_on_embedded_data(tmp_path):
 def test_evaluation_reads_the_center(tmp_path):
     """With moving_rate = 0 the center never moves: its test loss is the initial model's,
     although the workers train."""
-    config = _small_config()
+    config = _small_config(batch_size=32)
+    config.data.name, config.model.name = "digits", "mlp"  # which model is not the point
+    config.cluster.compute_s_per_step = 1e-3  # given: no step measured (test_cluster's)
     config.algorithm.moving_rate = 0.0
     train.train_and_evaluate(config, str(tmp_path))
     records = read_metrics(str(tmp_path))
-    dataset = data.load_dataset("mnist1d")
-    model = models.get_model("cnn1d", 10)
+    dataset = data.load_dataset("digits")
+    model = models.get_model("mlp", 10)
     init_rng, _ = jax.random.split(jax.random.PRNGKey(config.seed))
     params = model.init(init_rng, dataset.test_x[:1], train=False)["params"]
     loss, acc = train.make_evaluator(model)(params, dataset.test_x, dataset.test_y)
