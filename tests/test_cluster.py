@@ -229,3 +229,36 @@ def test_a_resumed_run_keeps_its_measured_step_time(tmp_path, monkeypatch, execu
     # Both halves at 2 ms a step: the second ends at about twice the first, not 2 + 7 ms.
     assert second == pytest.approx(2 * first, rel=0.2)
     assert len(calls) == 1  # measured once, never again on the resume
+
+
+def test_the_step_is_measured_once_per_model_data_batch_and_dtype(monkeypatch):
+    """``compute_seconds`` measures again only when what a step costs can change (the model,
+    the data, the batch, the weight decay, the dtype), not for another run length, evaluation
+    interval or learning rate: tests, sweeps and resumes in one process measure once."""
+    calls = []
+
+    def measure(model, params, example_shape, batch_size, weight_decay):
+        calls.append(batch_size)
+        return 1e-3 * len(calls)
+
+    monkeypatch.setattr(simulated_time, "_measure_step", measure)
+    monkeypatch.setattr(simulated_time, "_CACHE", {})
+    config = default.get_config()
+    config.cluster.compute_s_per_step = 0.0
+
+    def seconds(**changes):
+        c = config.copy_and_resolve_references()
+        for name, value in changes.items():
+            section, field = name.split("__")
+            c[section][field] = value
+        return simulated_time.compute_seconds(c, None, None, (40,))
+
+    first = seconds()
+    assert seconds(train__num_steps=7, train__eval_every=7, algorithm__learning_rate=0.5) \
+        == first
+    assert len(calls) == 1
+    for i, change in enumerate([{"train__batch_size": 16}, {"train__weight_decay": 0.0},
+                                {"train__param_dtype": "float64"}, {"model__name": "mlp"}],
+                               start=2):
+        assert seconds(**change) == pytest.approx(1e-3 * i)
+        assert len(calls) == i

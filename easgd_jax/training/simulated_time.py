@@ -88,7 +88,10 @@ def compute_seconds(config: ml_collections.ConfigDict, model, params, example_sh
     here (module docstring)."""
     if config.cluster.compute_s_per_step:
         return float(config.cluster.compute_s_per_step)
-    key = ("compute", _key(config, "model", "data", "train"))
+    # What the measured step depends on, not the run's length or schedule: runs that differ
+    # only in those (tests, sweeps, a resumed run) measure once per process.
+    key = ("compute", _key(config, "model", "data"), config.train.batch_size,
+           config.train.weight_decay, config.train.param_dtype)
     if key not in _CACHE:
         _CACHE[key] = _measure_step(model, params, example_shape, config.train.batch_size,
                                     config.train.weight_decay)
