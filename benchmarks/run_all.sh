@@ -31,7 +31,7 @@ run scaling_mlp benchmarks/scaling.py --model mlp --steps 20 --wait "$WAIT"
 run scaling_cifar_cnn benchmarks/scaling.py --model cifar_cnn --batch-size 16 --steps 10 \
   --workers 1 2 4 --repetitions 5 --wait "$WAIT"
 run local_reduce benchmarks/local_reduce.py
-run loop_overhead -m benchmarks.loop_overhead --devices 4 1 --batch_sizes 128 32 --reps 30
+run loop_overhead -m benchmarks.loop_overhead --devices 4 1 --batch_sizes 128 32 --reps 40
 run profile_step_devices -m benchmarks.profile_step --devices 4
 run profile_step_vmap -m benchmarks.profile_step --devices 1
 if "$PY" -c "import torch" 2> /dev/null; then  # the optional bench extra
