@@ -40,7 +40,8 @@ A sweep config's ``get_config()`` returns a ConfigDict with
     overrides   (nested dict) applied to every run's config before the method's.
     threshold   the test error whose first crossing gives the time and steps to it.
     compilation_cache   (default True) JAX's persistent compilation cache in
-                WORKDIR/jax_cache: the seeds of a setting compile the same programs.
+                WORKDIR/jax_cache: the seeds of a setting compile the same programs
+                (but a round with a host callback, see ``compilation_cache``).
     max_devices devices a run may use (0: all of them); num_devices is the largest divisor
                 of p within that budget, so p = 16 runs 4 workers per device on 4 GPUs.
 
@@ -404,7 +405,12 @@ def _cleanup() -> None:
 def compilation_cache(path: str | None) -> Iterator[None]:
     """JAX's persistent compilation cache in ``path`` (None: leave it as it is), restored
     afterwards. Runs that differ only in their seed compile the same programs, so on CPU,
-    where compiling dominates short runs, all but the first seed of a setting start at once.
+    where compiling dominates short runs, all but the first seed of a setting start sooner.
+    JAX does not write programs that hold a host callback: the training rounds of the
+    algorithms whose exchange checks the workers' replicated center
+    (:func:`easgd_jax.algorithms.collectives.tree_psum_checking`: EASGD, EAMSGD, the
+    DOWNPOUR family, the outer optimizers) compile again in every run; their evaluations,
+    initialisation and the others' rounds come from the cache.
     """
     if path is None:
         yield
