@@ -32,11 +32,8 @@ On the 2-core machine single repetitions spread by +-15% (the machine's own spee
 that much within seconds; benchmarks/RESULTS.md, section 4), hence many short ones. Each
 loop repetition is a fresh ``train``, which compiles its programs again; JAX's persistent
 compilation cache (in a temporary directory, ``experiments.sweep.compilation_cache``)
-serves its initialisation, gathers, evaluation and all-reduce timing from the second
-repetition on (outside the timed window), so that more repetitions fit in the same time.
-The round itself is compiled in every repetition: its exchange's replica check
-(``algorithms.collectives.tree_psum_checking``) holds a host callback, and JAX does not
-write programs with host callbacks to the cache.
+serves its programs from the second repetition on (outside the timed window), so that more
+repetitions fit in the same time.
 
     python -m benchmarks.loop_overhead --devices 1 4 --batch_sizes 128 32
 """

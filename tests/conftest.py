@@ -5,9 +5,10 @@ The cache (a fresh temporary directory per session, so nothing carries over betw
 set in the environment before jax is imported: the ``launch.py`` subprocesses that many
 end-to-end tests start inherit it and reuse the programs an earlier test compiled instead of
 compiling them again (about half of a short launch's time). A cached program is the same
-executable: results do not change. JAX does not cache programs with a host callback, so the
-rounds of the algorithms whose exchange checks the replicated center (EASGD, EAMSGD, the
-DOWNPOUR family, the outer optimizers: ``collectives.tree_psum_checking``) compile again.
+executable: results do not change. JAX does not cache programs with a host callback: the
+synchronous loop's rounds hold none (``collectives.disagreement_as_nan``), while programs
+built on the transformations directly, whose replica check raises through one, compile
+again.
 """
 
 import atexit

@@ -169,6 +169,33 @@ def test_workers_initialised_at_different_params_stop_at_the_first_exchange(make
     assert np.all(np.isfinite(np.asarray(easgd_jax.center(state)["w"])))
 
 
+@pytest.mark.parametrize("make", [lambda: easgd_jax.eamsgd(0.05, 0.9, 0.2, period=2),
+                                  lambda: easgd_jax.downpour(0.05, period=2),
+                                  lambda: easgd_jax.mdownpour(0.05, 0.9)],
+                         ids=["eamsgd", "downpour", "mdownpour"])
+def test_traced_in_disagreement_as_nan_differing_centers_turn_nan_without_a_callback(make):
+    """``collectives.disagreement_as_nan`` (the sync executor's rounds): the same differing
+    copies give a NaN center instead of the error, and the program holds no host callback
+    (which JAX's persistent compilation cache would refuse); agreeing copies train as
+    without it."""
+    tx = make()
+    one_init_per_worker = {"w": jax.random.normal(jax.random.key(0), (P, 3))}
+    state = jax.vmap(tx.init)(one_init_per_worker)
+    raising = _stacked_step(tx).lower(one_init_per_worker, state).as_text()
+    assert "callback" in raising
+    with easgd_jax.algorithms.collectives.disagreement_as_nan():
+        step = _stacked_step(tx)
+        quiet = step.lower(one_init_per_worker, state).as_text()
+        _, after = step(one_init_per_worker, state)
+    assert "callback" not in quiet
+    assert np.all(np.isnan(np.asarray(easgd_jax.center(after)["w"])))
+    stacked = easgd_jax.replicate({"w": one_init_per_worker["w"][0]}, P)
+    expected = _stacked_step(tx)(stacked, jax.vmap(tx.init)(stacked))
+    with easgd_jax.algorithms.collectives.disagreement_as_nan():
+        got = _stacked_step(tx)(stacked, jax.vmap(tx.init)(stacked))
+    jax.tree.map(np.testing.assert_array_equal, got, expected)
+
+
 def test_different_centers_stop_under_shard_map_too_and_nan_centers_do_not():
     layout = easgd_jax.parallel.make_worker_layout(P, P)
     tx = easgd_jax.easgd(0.05, 0.2, period=1, axis_name=layout.axis_name)

@@ -13,6 +13,7 @@ was built with and how to bind it.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -135,6 +136,28 @@ def _checksum_digits(tree: optax.Params, dtype: Any) -> jax.Array:
     return lax.bitcast_convert_type(sums, jnp.uint8).reshape(-1).astype(dtype)
 
 
+# Whether tree_psum_checking, when traced, raises on a disagreement (a host callback) or only
+# marks it with a NaN copy; see disagreement_as_nan.
+_DISAGREEMENT_RAISES = contextvars.ContextVar("easgd_jax_disagreement_raises", default=True)
+
+
+@contextlib.contextmanager
+def disagreement_as_nan() -> Iterator[None]:
+    """While a program is traced inside this context, :func:`tree_psum_checking` marks
+    workers whose replicated copies differ by a NaN copy only, without the host callback
+    that raises the explanatory ``ValueError``. For executors that start every worker from
+    the same params and stop on a non-finite evaluation point anyway
+    (``training.sync.make_train_round``): their compiled rounds then hold no host callback,
+    so JAX's persistent compilation cache keeps them (it refuses programs with one), and a
+    sweep's seeds or a test's ``launch.py`` reuse the round instead of compiling it again.
+    The check and its cost in the all-reduce are unchanged."""
+    token = _DISAGREEMENT_RAISES.set(False)
+    try:
+        yield
+    finally:
+        _DISAGREEMENT_RAISES.reset(token)
+
+
 def tree_psum_checking(tree: optax.Updates, replicated: optax.Params, axis_name: AxisName,
                        what: str = "center", wire_dtype: Any = None
                        ) -> tuple[optax.Updates, optax.Params]:
@@ -150,6 +173,8 @@ def tree_psum_checking(tree: optax.Updates, replicated: optax.Params, axis_name:
     trains on silently. The check costs two reductions of the copy and 2p numbers more in
     the exchange's one all-reduce; the callback runs only on a disagreement (its condition
     is the same on every worker, so under the workers' ``vmap`` it stays a real branch).
+    Traced inside :func:`disagreement_as_nan`, a disagreement gives the NaN copy without the
+    callback.
     Under an OUTER vmap (independent chains, as ``analysis/montecarlo.py`` runs) the
     condition is batched, the branch becomes a select and the callback runs once per
     exchange, with the whole batch, raising only where a chain's copies differ.
@@ -173,6 +198,8 @@ def tree_psum_checking(tree: optax.Updates, replicated: optax.Params, axis_name:
     agree = jnp.all(same)
 
     def disagree(copy):
+        if not _DISAGREEMENT_RAISES.get():  # disagreement_as_nan: no host callback
+            return jax.tree.map(lambda a: jnp.full_like(a, jnp.nan), copy)
         # A pure_callback whose result is used (not DCE'd), called ONCE per exchange with
         # the batched values under an outer vmap (jax.debug.callback would be unrolled over
         # the batch: a host call per chain and step).

@@ -40,8 +40,7 @@ A sweep config's ``get_config()`` returns a ConfigDict with
     overrides   (nested dict) applied to every run's config before the method's.
     threshold   the test error whose first crossing gives the time and steps to it.
     compilation_cache   (default True) JAX's persistent compilation cache in
-                WORKDIR/jax_cache: the seeds of a setting compile the same programs
-                (but a round with a host callback, see ``compilation_cache``).
+                WORKDIR/jax_cache: the seeds of a setting compile the same programs.
     max_devices devices a run may use (0: all of them); num_devices is the largest divisor
                 of p within that budget, so p = 16 runs 4 workers per device on 4 GPUs.
 
@@ -405,12 +404,10 @@ def _cleanup() -> None:
 def compilation_cache(path: str | None) -> Iterator[None]:
     """JAX's persistent compilation cache in ``path`` (None: leave it as it is), restored
     afterwards. Runs that differ only in their seed compile the same programs, so on CPU,
-    where compiling dominates short runs, all but the first seed of a setting start sooner.
-    JAX does not write programs that hold a host callback: the training rounds of the
-    algorithms whose exchange checks the workers' replicated center
-    (:func:`easgd_jax.algorithms.collectives.tree_psum_checking`: EASGD, EAMSGD, the
-    DOWNPOUR family, the outer optimizers) compile again in every run; their evaluations,
-    initialisation and the others' rounds come from the cache.
+    where compiling dominates short runs, all but the first seed of a setting start at once.
+    JAX does not write programs that hold a host callback; the synchronous loop's rounds
+    hold none (``training.sync.make_train_round`` traces the exchange's replica check with
+    :func:`easgd_jax.algorithms.collectives.disagreement_as_nan`).
     """
     if path is None:
         yield

@@ -47,7 +47,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from easgd_jax import data, parallel
-from easgd_jax.algorithms import registry
+from easgd_jax.algorithms import collectives, registry
 from easgd_jax.algorithms.base import Spec, check_chain_order
 from easgd_jax.training import config as config_lib
 from easgd_jax.training import simulated_time
@@ -95,17 +95,26 @@ def make_train_round(config: ml_collections.ConfigDict, model, tx: optax.Gradien
                      spec: Spec, layout: parallel.WorkerLayout) -> Callable:
     """The compiled round of the loop: ``round(state, batches) -> (state, summary)``,
     ``steps_per_round`` local steps in whole periods when they are, each worker's
-    :func:`_round_summary` computed inside the same program."""
+    :func:`_round_summary` computed inside the same program.
+
+    Traced with :func:`~easgd_jax.algorithms.collectives.disagreement_as_nan`: the loop
+    starts every worker from the same params, and a center whose copies differed would
+    turn NaN and stop the run at the round's non-finite check; the round then holds no host
+    callback and JAX's persistent compilation cache keeps it."""
     period = config_lib.round_period(config)
     report_every = period or config_lib.steps_per_round(config)
+    local_step = make_local_step(model, tx, config.train.weight_decay, spec)
+
+    def step(state: TrainState, batch):
+        with collectives.disagreement_as_nan():  # at trace time
+            return local_step(state, batch)
 
     def summarize(state: TrainState, aux):
         losses, reported = aux
         return _round_summary(spec, report_every, losses, reported, state)
 
-    return parallel.make_round(
-        make_local_step(model, tx, config.train.weight_decay, spec), layout, period=period,
-        summarize=summarize, exchange_step=spec.exchange_step)
+    return parallel.make_round(step, layout, period=period, summarize=summarize,
+                               exchange_step=spec.exchange_step)
 
 
 # Training sets up to this size (per device) are kept on every device: a round's batches are
