@@ -17,7 +17,7 @@ from easgd_jax.parallel.schedules import (
     worker_clocks,
 )
 from easgd_jax.parallel.server import ParameterServer, run_threads, train_threads
-from easgd_jax.parallel.spmd import make_round, per_worker
+from easgd_jax.parallel.spmd import make_round, per_worker, unrolled_over_workers
 
 __all__ = [
     "GROUP_AXIS",
@@ -33,6 +33,7 @@ __all__ = [
     "run_threads",
     "Schedule",
     "train_threads",
+    "unrolled_over_workers",
     "use_simulated_cpu_devices",
     "WORKER_AXIS",
     "worker_clocks",

@@ -23,6 +23,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.custom_batching import custom_vmap
 from jax.sharding import PartitionSpec
 
 from easgd_jax.algorithms import clock
@@ -56,6 +57,44 @@ def per_worker(fn: Callable[..., Any], layout: WorkerLayout, donate_argnums=()) 
         return mapped(*args)
 
     return jax.jit(checked, donate_argnums=donate_argnums)
+
+
+def unrolled_over_workers(fn: Callable[..., Any], max_chains: int = 8) -> Callable[..., Any]:
+    """``fn`` (one worker's computation, no collectives inside) that, under the vmap of
+    co-located workers (:func:`per_worker` with several workers per device), runs once per
+    worker, unrolled, instead of once on the stacked workers. Outside a vmap it is ``fn``.
+
+    The results are ``jax.vmap(fn)``'s to float32 rounding (each worker's products run
+    unbatched, as with one worker per device). Why: XLA:CPU runs a program's independent
+    instructions concurrently on its intra-op threads, while the batched form is one chain of
+    instructions that a device's thread runs one after the other; for the main job's
+    gradient (MNIST-1D ``cnn1d``, 4 workers on one device, batch 128 each) the unrolled form
+    keeps 1.8 of the 2 cores busy instead of 1.5 (benchmarks/RESULTS.md, section 5). With
+    more than ``max_chains`` workers on a device, they are split into ``max_chains``
+    contiguous chains, each vmapped over its workers, so that the program does not grow
+    with the number of workers.
+    """
+    unrolled = custom_vmap(fn)
+
+    @unrolled.def_vmap
+    def rule(axis_size: int, in_batched: list, *args):
+        in_batched = tuple(in_batched)
+        axes = jax.tree.map(lambda batched: 0 if batched else None, in_batched)
+        chains = min(axis_size, max_chains)
+        bounds = [axis_size * i // chains for i in range(chains + 1)]
+        def pick(index):  # the workers ``index`` of the batched arguments
+            return jax.tree.map(lambda a, batched: a[index] if batched else a, args, in_batched)
+
+        outs = []
+        for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+            if stop - start == 1:
+                outs.append(jax.tree.map(lambda a: a[None], fn(*pick(start))))
+            else:
+                outs.append(jax.vmap(fn, in_axes=axes)(*pick(slice(start, stop))))
+        out = jax.tree.map(lambda *parts: jnp.concatenate(parts), *outs)
+        return out, jax.tree.map(lambda _: True, out)
+
+    return unrolled
 
 
 def _check_stacked(args: tuple, num_workers: int) -> None:

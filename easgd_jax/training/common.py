@@ -21,6 +21,7 @@ from absl import logging
 
 from easgd_jax import data, models
 from easgd_jax.algorithms.base import Spec
+from easgd_jax.parallel.spmd import unrolled_over_workers
 from easgd_jax.parallel.worker_loop import GradFn
 from easgd_jax.training.config import PER_LAUNCH_FIELDS, RESUMABLE_CHANGES
 from easgd_jax.training.metrics import FINAL_METRICS, finished_run
@@ -78,16 +79,25 @@ class TrainState(NamedTuple):
 
 
 def make_local_step(model, tx: optax.GradientTransformation, weight_decay: float,
-                    spec: Spec | None = None):
+                    spec: Spec | None = None, unroll_workers: bool | None = None):
     """One local step of one worker: gradient at ``params`` (+ l2 * params), then ``tx``.
 
     ``tx.update`` also receives the worker's mini-batch loss as the extra argument ``loss``
     (used by Leader SGD, ignored by transformations that do not take extra arguments). The
     step's output is ``(loss, reported state)``: the fields ``spec.reported`` names (e.g.
     LSGD's leader) after the step.
+
+    ``unroll_workers``: with several workers per device (vmapped), compute their gradients
+    one worker at a time, unrolled (``parallel.unrolled_over_workers``), so that a CPU runs
+    them concurrently; ``tx.update`` stays vmapped. None: on CPU backends only (on an
+    accelerator one batched product is the better use of the device).
     """
     tx = optax.with_extra_args_support(tx)
     grad_fn = make_grad_fn(model, weight_decay)
+    if unroll_workers is None:
+        unroll_workers = jax.default_backend() == "cpu"
+    if unroll_workers:
+        grad_fn = unrolled_over_workers(grad_fn)
 
     def step(state: TrainState, batch):
         rng, dropout_rng = jax.random.split(state.rng)
