@@ -31,9 +31,11 @@ run scaling_mlp benchmarks/scaling.py --model mlp --steps 20 --wait "$WAIT"
 run scaling_cifar_cnn benchmarks/scaling.py --model cifar_cnn --batch-size 16 --steps 10 \
   --workers 1 2 4 --repetitions 5 --wait "$WAIT"
 run local_reduce benchmarks/local_reduce.py
-run loop_overhead -m benchmarks.loop_overhead --devices 4 1 --batch_sizes 128 32 --reps 40
+run loop_overhead_devices -m benchmarks.loop_overhead --devices 4 --batch_sizes 128 32 --reps 40
+run loop_overhead_vmap -m benchmarks.loop_overhead --devices 1 --batch_sizes 128 32 --reps 20
 run profile_step_devices -m benchmarks.profile_step --devices 4
 run profile_step_vmap -m benchmarks.profile_step --devices 1
+run unrolled_workers -m benchmarks.unrolled_workers --reps 8
 if "$PY" -c "import torch" 2> /dev/null; then  # the optional bench extra
   run vs_pytorch -m benchmarks.vs_pytorch --reps 3 --alone_threads 1 2
 fi

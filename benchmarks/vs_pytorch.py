@@ -86,7 +86,9 @@ def main_config(num_devices: int, steps: int, skip: int):
 class JaxRun:
     """The main job's compiled round on one layout, fed fresh batches every round."""
 
-    def __init__(self, config, params: Any):
+    def __init__(self, config, params: Any, unroll_workers: bool | None = None):
+        """``unroll_workers``: as in ``training.common.make_local_step`` (None: its
+        default)."""
         import jax
 
         from easgd_jax import data, parallel
@@ -103,7 +105,8 @@ class JaxRun:
                                          **config_lib.algorithm_hparams(config))
         dataset, model = load_data_and_model(config)
         self.rounds = config_lib.steps_per_round(config)
-        self.round = make_train_round(config, model, self.tx, spec, self.layout)
+        self.round = make_train_round(config, model, self.tx, spec, self.layout,
+                                      unroll_workers=unroll_workers)
         self.sampler = data.WorkerSampler(dataset.train_x, dataset.train_y,
                                           config.num_workers, config.train.batch_size,
                                           config.seed, block=config_lib.sampling_block(config))

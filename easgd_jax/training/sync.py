@@ -92,7 +92,8 @@ def _round_summary(spec: Spec, report_every: int, losses, reported, state: Train
 
 
 def make_train_round(config: ml_collections.ConfigDict, model, tx: optax.GradientTransformation,
-                     spec: Spec, layout: parallel.WorkerLayout) -> Callable:
+                     spec: Spec, layout: parallel.WorkerLayout,
+                     unroll_workers: bool | None = None) -> Callable:
     """The compiled round of the loop: ``round(state, batches) -> (state, summary)``,
     ``steps_per_round`` local steps in whole periods when they are, each worker's
     :func:`_round_summary` computed inside the same program.
@@ -100,10 +101,12 @@ def make_train_round(config: ml_collections.ConfigDict, model, tx: optax.Gradien
     Traced with :func:`~easgd_jax.algorithms.collectives.disagreement_as_nan`: the loop
     starts every worker from the same params, and a center whose copies differed would
     turn NaN and stop the run at the round's non-finite check; the round then holds no host
-    callback and JAX's persistent compilation cache keeps it."""
+    callback and JAX's persistent compilation cache keeps it. ``unroll_workers``: as in
+    :func:`make_local_step`."""
     period = config_lib.round_period(config)
     report_every = period or config_lib.steps_per_round(config)
-    local_step = make_local_step(model, tx, config.train.weight_decay, spec)
+    local_step = make_local_step(model, tx, config.train.weight_decay, spec,
+                                 unroll_workers=unroll_workers)
 
     def step(state: TrainState, batch):
         with collectives.disagreement_as_nan():  # at trace time
