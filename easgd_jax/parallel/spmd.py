@@ -72,7 +72,8 @@ def unrolled_over_workers(fn: Callable[..., Any], max_chains: int = 8) -> Callab
     keeps 1.8 of the 2 cores busy instead of 1.5 (benchmarks/RESULTS.md, section 5). With
     more than ``max_chains`` workers on a device, they are split into ``max_chains``
     contiguous chains, each vmapped over its workers, so that the program does not grow
-    with the number of workers.
+    with the number of workers. Not differentiable (``custom_vmap`` has no reverse mode):
+    differentiate ``fn`` itself.
     """
     unrolled = custom_vmap(fn)
 
@@ -82,6 +83,7 @@ def unrolled_over_workers(fn: Callable[..., Any], max_chains: int = 8) -> Callab
         axes = jax.tree.map(lambda batched: 0 if batched else None, in_batched)
         chains = min(axis_size, max_chains)
         bounds = [axis_size * i // chains for i in range(chains + 1)]
+
         def pick(index):  # the workers ``index`` of the batched arguments
             return jax.tree.map(lambda a, batched: a[index] if batched else a, args, in_batched)
 

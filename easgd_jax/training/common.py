@@ -90,7 +90,8 @@ def make_local_step(model, tx: optax.GradientTransformation, weight_decay: float
     ``unroll_workers``: with several workers per device (vmapped), compute their gradients
     one worker at a time, unrolled (``parallel.unrolled_over_workers``), so that a CPU runs
     them concurrently; ``tx.update`` stays vmapped. None: on CPU backends only (on an
-    accelerator one batched product is the better use of the device).
+    accelerator one batched product is the better use of the device). The unrolled step
+    cannot itself be differentiated (``jax.grad`` through the step): pass False for that.
     """
     tx = optax.with_extra_args_support(tx)
     grad_fn = make_grad_fn(model, weight_decay)
