@@ -100,9 +100,12 @@ def loop_window(config) -> Window:
     metrics), its CPU seconds per step (clocks read as each evaluation line is written), and
     how many of its rounds were dispatched after the previous round had already finished
     (the devices then waited for the host)."""
+    import jax
+
     from easgd_jax.training import sync
     from easgd_jax.training.metrics import read_metrics
 
+    make_train_round = sync.make_train_round
     marks: dict[int, tuple[float, float, float]] = {}
     starved: list[int] = []
 
@@ -124,9 +127,6 @@ def loop_window(config) -> Window:
 
         return call
 
-    import jax
-
-    make_train_round = sync.make_train_round
     with tempfile.TemporaryDirectory() as workdir, \
             mock.patch.object(sync, "MetricsWriter", TimedWriter), \
             mock.patch.object(sync, "make_train_round", timed_round):
