@@ -198,14 +198,30 @@ def compiled_round(config) -> tuple[Callable[[int], Window], float]:
     return window, float(np.median(evaluation_times))
 
 
-def median_interval(values: np.ndarray, level: float = 0.95,
-                    resamples: int = 10_000) -> tuple[float, float]:
-    """A percentile-bootstrap confidence interval of the median of ``values``."""
+def bootstrap_interval(statistic: Callable[..., np.ndarray], *samples: np.ndarray,
+                       level: float = 0.95, resamples: int = 10_000) -> tuple[float, float]:
+    """A percentile-bootstrap confidence interval of ``statistic(*samples)``, the
+    repetitions (the samples' rows, together) resampled; ``statistic`` reduces the last
+    axis of its ``[resamples, repetitions]`` arguments."""
     rng = np.random.default_rng(0)
-    medians = np.median(rng.choice(values, (resamples, len(values))), axis=1)
+    picks = rng.integers(0, len(samples[0]), (resamples, len(samples[0])))
+    estimates = statistic(*(sample[picks] for sample in samples))
     tail = 100 * (1 - level) / 2
-    low, high = np.percentile(medians, [tail, 100 - tail])
+    low, high = np.percentile(estimates, [tail, 100 - tail])
     return float(low), float(high)
+
+
+def median_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """A percentile-bootstrap confidence interval of the median of ``values``."""
+    return bootstrap_interval(lambda v: np.median(v, axis=1), values, level=level)
+
+
+def pooled_interval(loops: np.ndarray, floors: np.ndarray,
+                    level: float = 0.95) -> tuple[float, float]:
+    """A percentile-bootstrap confidence interval of ``sum(loops) / sum(floors)``, the
+    repetitions' pairs resampled together."""
+    return bootstrap_interval(lambda a, b: a.sum(axis=1) / b.sum(axis=1), loops, floors,
+                              level=level)
 
 
 def main() -> None:
@@ -218,18 +234,6 @@ def main() -> None:
     parallel.use_simulated_cpu_devices(max(args.devices))
     with tempfile.TemporaryDirectory() as cache, compilation_cache(cache):
         _measure(args)
-
-
-def pooled_interval(loops: np.ndarray, floors: np.ndarray, level: float = 0.95,
-                    resamples: int = 10_000) -> tuple[float, float]:
-    """A percentile-bootstrap confidence interval of ``sum(loops) / sum(floors)``, the
-    repetitions' pairs resampled together."""
-    rng = np.random.default_rng(0)
-    picks = rng.integers(0, len(loops), (resamples, len(loops)))
-    pooled = loops[picks].sum(axis=1) / floors[picks].sum(axis=1)
-    tail = 100 * (1 - level) / 2
-    low, high = np.percentile(pooled, [tail, 100 - tail])
-    return float(low), float(high)
 
 
 def _summary(values: np.ndarray) -> str:
