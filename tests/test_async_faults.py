@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -15,6 +16,7 @@ import orbax.checkpoint as ocp
 import pytest
 from test_async_train import small
 
+from easgd_jax.parallel import server
 from easgd_jax.training import asynchronous as async_train
 from easgd_jax.training.checkpoint import Checkpointer
 from easgd_jax.training.common import NonFiniteError
@@ -182,10 +184,32 @@ def test_threads_killed_and_resumed_loses_no_applied_update(tmp_path, monkeypatc
 
 
 def test_threads_sigterm_saves_a_cut_and_returns_stopped_at_step(tmp_path, monkeypatch):
+    """SIGTERM sent by worker 1 at its step 15, which then waits until the caller's poll has
+    seen the signal (else the other workers, polled every 50 ms, may finish all 40 steps
+    first: a stop at the end, as a fast CI machine once showed): the run stops before the
+    end, saves where the workers are, and a re-run finishes with no exchange lost."""
     workdir = str(tmp_path)
-    _hook(monkeypatch, 1, 15, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    seen = threading.Event()
+    run_threads = server.run_threads
+
+    def noting_run_threads(fn, num_workers, timeout_s, *, on_poll, **kwargs):
+        def poll():
+            try:
+                on_poll()
+            except BaseException:
+                seen.set()
+                raise
+        return run_threads(fn, num_workers, timeout_s, on_poll=poll, **kwargs)
+
+    def signal_and_wait():
+        os.kill(os.getpid(), signal.SIGTERM)
+        seen.wait(60.0)
+
+    monkeypatch.setattr(server, "run_threads", noting_run_threads)
+    _hook(monkeypatch, 1, 15, signal_and_wait)
     metrics = async_train.train_and_evaluate(_threads(), workdir)
     step = metrics["stopped_at_step"]
+    assert seen.is_set()
     assert 5 <= step < 40 and Checkpointer(workdir, 3).steps()[-1] == step
     assert not os.path.exists(os.path.join(workdir, "final_metrics.json"))
     monkeypatch.undo()
