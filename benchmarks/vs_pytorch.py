@@ -13,7 +13,10 @@ weight decay 1e-4:
   (``data.WorkerSampler``) on the host while the previous round runs, as ``sync.train``
   does; without evaluations and summary reads. Two layouts: ``4 devices`` (one worker per
   simulated CPU device, the default job) and ``1 device (vmap)`` (the 4 workers vmapped on
-  one device).
+  one device). Each layout runs in a process of its own, set up as ``launch.py`` sets up
+  its ``num_devices`` (``parallel.use_simulated_cpu_devices``: the simulated devices and
+  XLA:CPU's intra-op thread pool, which one process shares between all its devices), so
+  that one layout's pool is not the other's.
 - PyTorch: 4 processes, the gloo backend, ``torch.set_num_threads(1)`` each; Nesterov SGD
   and ``PeriodicModelAverager(period=10, warmup_steps=0)`` (an all-reduce mean of the
   parameters every 10 steps); each process draws its own random batch every step from the
@@ -37,11 +40,14 @@ PyTorch comes with the optional ``bench`` extra: ``pip install -e ".[bench]"``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import multiprocessing
 import os
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -159,6 +165,86 @@ class JaxRun:
         jax.block_until_ready(state)
         elapsed = time.perf_counter() - start
         return elapsed, float(np.mean(jax.device_get(summary[0])))
+
+
+def jax_server(num_devices: int, steps: int, skip: int, params: dict, conn) -> None:
+    """The body of a :class:`JaxProcess`: sets up ``num_devices`` simulated CPU devices as
+    ``launch.py`` does, builds the main job's :class:`JaxRun` on them and sends
+    ``("ready", facts)``; then answers every ``(steps, skip)`` received with ``("ok", the
+    run's (seconds, loss))`` until it receives None. A failure is sent as ``("error",
+    traceback)``."""
+    try:
+        from easgd_jax import parallel
+
+        parallel.use_simulated_cpu_devices(num_devices)
+        import jax
+
+        from benchmarks.common import machine_line
+
+        run = JaxRun(main_config(num_devices, steps, skip), params)
+        conn.send(("ready", {"devices": jax.device_count(), "rounds": run.rounds,
+                             "pool": int(os.environ["PJRT_NPROC"]),
+                             "machine": machine_line()}))
+        while (request := conn.recv()) is not None:
+            conn.send(("ok", run(*request)))
+    except BaseException:  # noqa: BLE001 - reported to the parent, then re-raised
+        conn.send(("error", traceback.format_exc()))
+        raise
+    finally:
+        conn.close()
+
+
+class JaxProcess:
+    """:class:`JaxRun` of the main job on ``num_devices`` devices in a spawned process of its
+    own (:func:`jax_server`), compiled when this returns; calling it runs once there. A
+    context manager: leaving it stops the process."""
+
+    def __init__(self, num_devices: int, steps: int, skip: int, params: dict):
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=jax_server, name=f"jax-{num_devices}-devices",
+                                        args=(num_devices, steps, skip, params, child))
+        self._process.start()
+        child.close()
+        try:
+            self.facts: dict[str, Any] = self._receive()  # devices, rounds, pool, machine
+        except BaseException:
+            self.close()
+            raise
+
+    def _receive(self) -> Any:
+        try:
+            kind, value = self._conn.recv()
+        except EOFError:
+            self._process.join(10.0)
+            raise RuntimeError(f"the JAX process {self._process.name} ended without an "
+                               f"answer (exit code {self._process.exitcode})") from None
+        if kind == "error":
+            raise RuntimeError(f"the JAX process {self._process.name} failed:\n{value}")
+        return value
+
+    def __call__(self, steps: int, skip: int) -> tuple[float, float]:
+        """:meth:`JaxRun.__call__` in the process."""
+        self._conn.send((steps, skip))
+        return tuple(self._receive())
+
+    def close(self) -> None:
+        if self._process.is_alive():
+            try:
+                self._conn.send(None)
+            except OSError:
+                pass
+            self._process.join(60.0)
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join()
+        self._conn.close()
+
+    def __enter__(self) -> JaxProcess:
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -367,18 +453,17 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     if args.reps < 1:
         parser.error(f"--reps must be >= 1, got {args.reps}.")
     require_torch()  # before anything expensive
+    return compare(args)
 
-    from easgd_jax import parallel
 
-    parallel.use_simulated_cpu_devices(max(LAYOUTS[name][1] for name in args.layouts))
+def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """:func:`main` after its checks: the same network on both sides, one JAX process per
+    layout, the interleaved repetitions (one row each, printed as it comes)."""
     import torch
 
-    from benchmarks.common import machine_line
     from easgd_jax.training.common import load_data_and_model
 
-    configs = {LAYOUTS[name][0]: main_config(LAYOUTS[name][1], args.steps, args.skip)
-               for name in args.layouts}
-    some = next(iter(configs.values()))
+    some = main_config(LAYOUTS[args.layouts[0]][1], args.steps, args.skip)
     dataset, model = load_data_and_model(some)
     params = initial_params(model, dataset.example_shape, some.seed)
     x = np.ascontiguousarray(dataset.train_x, np.float32)
@@ -388,38 +473,44 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         WORKERS, BATCH, PERIOD), "configs/default.py no longer is p = 4, batch 128, tau = 10"
     hp = {"learning_rate": some.algorithm.learning_rate, "momentum": some.algorithm.momentum,
           "weight_decay": some.train.weight_decay, "period": PERIOD, "batch_size": BATCH}
-    jax_runs = {name: JaxRun(config, params) for name, config in configs.items()}
-    timed = args.steps - args.skip
-    examples = WORKERS * BATCH * timed
+    examples = WORKERS * BATCH * (args.steps - args.skip)
 
-    print(machine_line())
+    def pair(rep: int, name: str, run: JaxProcess) -> dict[str, Any]:
+        """One JAX run, then one PyTorch run; prints and returns their row."""
+        jax_load = [load()]
+        jax_seconds, jax_loss = run(args.steps, args.skip)
+        jax_load.append(load())
+        torch_load = [load()]
+        torch_seconds, torch_loss = torch_run(params, x, y, dataset.num_classes, args.steps,
+                                              args.skip, hp)
+        torch_load.append(load())
+        row = {"rep": rep, "layout": name, "jax": examples / jax_seconds,
+               "torch": examples / torch_seconds, "jax_load": jax_load,
+               "torch_load": torch_load, "jax_loss": jax_loss, "torch_loss": torch_loss}
+        row["ratio"] = row["jax"] / row["torch"]
+        print(f"| {rep} | {name} | {row['jax']:,.0f} | {row['torch']:,.0f} | "
+              f"{row['ratio']:.2f} | {jax_load[0]:.2f} / {jax_load[1]:.2f} | "
+              f"{torch_load[0]:.2f} / {torch_load[1]:.2f} | "
+              f"{jax_loss:.3f} / {torch_loss:.3f} |", flush=True)
+        return row
+
     print(f"torch {torch.__version__} (gloo, {WORKERS} processes x 1 thread); "
           f"cnn1d parameters: JAX {jax_count}, PyTorch {torch_count}; p = {WORKERS}, "
           f"batch {BATCH} per worker, period {PERIOD}; steps {args.skip}-{args.steps} of "
-          f"{args.steps} timed; JAX rounds of {next(iter(jax_runs.values())).rounds} steps")
-    print()
-    print("| rep | layout | JAX examples/s | PyTorch examples/s | ratio | load JAX before/after "
-          "| load PyTorch before/after | loss JAX / PyTorch |")
-    print("|---|---|---|---|---|---|---|---|")
-    rows = []
-    for rep in range(1, args.reps + 1):
+          f"{args.steps} timed")
+    with contextlib.ExitStack() as stack:
+        jax_runs = {LAYOUTS[name][0]: stack.enter_context(
+            JaxProcess(LAYOUTS[name][1], args.steps, args.skip, params))
+            for name in args.layouts}
         for name, run in jax_runs.items():
-            jax_load = [load()]
-            jax_seconds, jax_loss = run(args.steps, args.skip)
-            jax_load.append(load())
-            torch_load = [load()]
-            torch_seconds, torch_loss = torch_run(params, x, y, dataset.num_classes,
-                                                  args.steps, args.skip, hp)
-            torch_load.append(load())
-            row = {"rep": rep, "layout": name, "jax": examples / jax_seconds,
-                   "torch": examples / torch_seconds, "jax_load": jax_load,
-                   "torch_load": torch_load, "jax_loss": jax_loss, "torch_loss": torch_loss}
-            row["ratio"] = row["jax"] / row["torch"]
-            rows.append(row)
-            print(f"| {rep} | {name} | {row['jax']:,.0f} | {row['torch']:,.0f} | "
-                  f"{row['ratio']:.2f} | {jax_load[0]:.2f} / {jax_load[1]:.2f} | "
-                  f"{torch_load[0]:.2f} / {torch_load[1]:.2f} | "
-                  f"{jax_loss:.3f} / {torch_loss:.3f} |", flush=True)
+            print(f"JAX {name}, a process of its own, rounds of {run.facts['rounds']} "
+                  f"steps: {run.facts['machine']}")
+        print()
+        print("| rep | layout | JAX examples/s | PyTorch examples/s | ratio | load JAX "
+              "before/after | load PyTorch before/after | loss JAX / PyTorch |")
+        print("|---|---|---|---|---|---|---|---|")
+        rows = [pair(rep, name, run) for rep in range(1, args.reps + 1)
+                for name, run in jax_runs.items()]
     for threads in args.alone_threads:
         seconds = torch_alone(params, x, y, dataset.num_classes, args.steps, args.skip, hp,
                               threads)

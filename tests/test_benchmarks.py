@@ -76,18 +76,26 @@ def test_vs_pytorch_prints_both_sides_or_names_the_bench_extra(capsys):
     assert alone and float(alone[1]) > 0
 
 
-def test_vs_pytorch_jax_side_restarts_from_the_same_state_every_repetition():
-    """Each repetition is a run from the initial parameters: a second run gives the first
-    run's loss bit for bit (the round donates its state, so the initial state must not be
-    one of the donated buffers)."""
+def test_vs_pytorch_jax_side_runs_in_a_process_of_its_layout_from_the_same_state():
+    """The JAX side of a layout runs in a process of its own, set up for that layout's
+    devices (1 here, while this process has 8), and each repetition is a run from the
+    initial parameters: a second run gives the first run's loss bit for bit (the round
+    donates its state, so the initial state must not be one of the donated buffers). A
+    failure there is raised here with its traceback."""
     from easgd_jax.training.common import load_data_and_model
 
     config = vs_pytorch.main_config(1, 20, 10)
     dataset, model = load_data_and_model(config)
-    run = vs_pytorch.JaxRun(config, vs_pytorch.initial_params(model, dataset.example_shape,
-                                                              config.seed))
-    first, second = run(20, 10), run(20, 10)
-    assert np.isfinite(first[1]) and first[1] == second[1]
+    params = vs_pytorch.initial_params(model, dataset.example_shape, config.seed)
+    with vs_pytorch.JaxProcess(1, 20, 10, params) as run:
+        assert run.facts["devices"] == 1 and run.facts["rounds"] == 10
+        assert "1 devices" in run.facts["machine"]
+        first, second = run(20, 10), run(20, 10)
+    assert np.isfinite(first[1]) and first[1] == second[1] and first[0] > 0
+    with vs_pytorch.JaxProcess(1, 20, 10, {"not_the_model": params}) as broken:
+        with pytest.raises(RuntimeError, match=r"(?s)jax-1-devices failed:.*Traceback"):
+            broken(20, 10)
+    assert not broken._process.is_alive()
 
 
 @pytest.mark.slow
