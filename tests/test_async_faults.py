@@ -149,16 +149,17 @@ def _hook(monkeypatch, worker, step, action):
 
 
 def test_threads_killed_and_resumed_loses_no_applied_update(tmp_path, monkeypatch):
-    """kill -9 (in process) of worker 0 at its first step after the checkpoint at step 20
-    (the threads race: which local step that is depends on the scheduling): the run dies
-    without saving; the re-run resumes from the cut at step 20 and every exchange of the
-    whole run is in the center and the ledger (verified at the end: applied per shard ==
-    sent, center == start + all deltas)."""
+    """kill -9 (in process) of the first worker to reach a step after the checkpoint at step
+    20 (the threads race: which worker and which local step depend on the scheduling; some
+    worker always has steps left there, as the cut's 60 steps are shared by 3 workers of
+    40): the run dies without saving; the re-run resumes from the cut at step 20 and every
+    exchange of the whole run is in the center and the ledger (verified at the end: applied
+    per shard == sent, center == start + all deltas)."""
     workdir = str(tmp_path)
 
     def hook(index, t):
-        del t
-        if index == 0 and os.path.isdir(os.path.join(workdir, "checkpoints", "20")):
+        del index, t
+        if os.path.isdir(os.path.join(workdir, "checkpoints", "20")):
             raise Killed("kill -9")
 
     monkeypatch.setattr(async_train, "worker_hook", hook)
@@ -235,10 +236,26 @@ def test_threads_worker_failure_continue_finishes_without_it(tmp_path, monkeypat
 
 
 def test_threads_worker_failure_stop_checkpoints_and_names_the_worker(tmp_path, monkeypatch):
+    """Worker 2 fails at its local step 27: the stop saves every worker where it is. The
+    failure waits until the run is past 62 local steps in all when the cut at step 20 (60)
+    is saved (the others can always get there): a stop at 60-62 would be labelled step 20,
+    whose cut is then kept (worker 2 at 26 or fewer), as a fast machine could show."""
     workdir = str(tmp_path)
+    servers = []
+
+    class Noted(server.ParameterServer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            servers.append(self)
 
     def boom():
+        deadline = time.monotonic() + 60.0
+        while (os.path.isdir(os.path.join(workdir, "checkpoints", "20"))
+               and servers[-1].total < 63 and time.monotonic() < deadline):
+            time.sleep(0.005)
         raise ValueError("worker boom")
+
+    monkeypatch.setattr(server, "ParameterServer", Noted)
 
     _hook(monkeypatch, 2, 27, boom)
     with pytest.raises(async_train.WorkerFailedError,

@@ -181,12 +181,17 @@ def test_timeout_stops_the_workers():
 
 
 def test_a_thread_that_ignores_stop_is_reported():
+    release = threading.Event()
+
     def work(index, stop):
         if index == 0:
-            time.sleep(1.0)  # ignores stop for a while, then ends
+            release.wait(60.0)  # ignores stop until the test releases it
 
-    with pytest.raises(RuntimeError, match="still alive"):
-        server.run_threads(work, 2, timeout_s=0.1, join_timeout_s=0.1)
+    try:
+        with pytest.raises(RuntimeError, match="still alive"):
+            server.run_threads(work, 2, timeout_s=0.1, join_timeout_s=0.1)
+    finally:
+        release.set()
     wait_for_server_threads()
 
 
