@@ -186,9 +186,9 @@ def test_threads_killed_and_resumed_loses_no_applied_update(tmp_path, monkeypatc
 
 def test_threads_sigterm_saves_a_cut_and_returns_stopped_at_step(tmp_path, monkeypatch):
     """SIGTERM sent by worker 1 at its step 15, which then waits until the caller's poll has
-    seen the signal (else the other workers, polled every 50 ms, may finish all 40 steps
-    first: a stop at the end, as a fast CI machine once showed): the run stops before the
-    end, saves where the workers are, and a re-run finishes with no exchange lost."""
+    seen the signal (else the workers may finish all 40 steps before the next poll, 50 ms
+    later: a stop at the end, as CI once showed): the run stops before the end, saves where
+    the workers are, and a re-run finishes with no exchange lost."""
     workdir = str(tmp_path)
     seen = threading.Event()
     run_threads = server.run_threads
@@ -236,10 +236,10 @@ def test_threads_worker_failure_continue_finishes_without_it(tmp_path, monkeypat
 
 
 def test_threads_worker_failure_stop_checkpoints_and_names_the_worker(tmp_path, monkeypatch):
-    """Worker 2 fails at its local step 27: the stop saves every worker where it is. The
-    failure waits until the run is past 62 local steps in all when the cut at step 20 (60)
-    is saved (the others can always get there): a stop at 60-62 would be labelled step 20,
-    whose cut is then kept (worker 2 at 26 or fewer), as a fast machine could show."""
+    """Worker 2 fails at its local step 27: the stop saves every worker where it is. Once the
+    checkpoint at step 20 (T = 60 local steps in all) exists, worker 2 waits before failing
+    until T >= 63 (the others can always get there): a stop at T = 60-62 is labelled step
+    20, whose cut is then kept, with worker 2 at 26 steps or fewer."""
     workdir = str(tmp_path)
     servers = []
 
