@@ -183,7 +183,6 @@ def jax_server(num_devices: int, steps: int, skip: int, params: dict, conn) -> N
 
         run = JaxRun(main_config(num_devices, steps, skip), params)
         conn.send(("ready", {"devices": jax.device_count(), "rounds": run.rounds,
-                             "pool": int(os.environ["PJRT_NPROC"]),
                              "machine": machine_line()}))
         while (request := conn.recv()) is not None:
             conn.send(("ok", run(*request)))
@@ -207,7 +206,7 @@ class JaxProcess:
         self._process.start()
         child.close()
         try:
-            self.facts: dict[str, Any] = self._receive()  # devices, rounds, pool, machine
+            self.facts: dict[str, Any] = self._receive()  # devices, rounds, machine
         except BaseException:
             self.close()
             raise
