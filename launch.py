@@ -2,8 +2,10 @@
 
 Any field can be overridden: ``--config.algorithm.period=1 --config.num_workers=8``. The
 config file may be given from any folder (``easgd-launch --config ~/easgd-jax/configs/X.py``;
-the folder that holds its package is put on ``sys.path``, so that configs import each other,
-``from configs import default``) or by name (``--config lsgd``: ``configs/lsgd.py``).
+the folder that holds its package is put on ``sys.path``, so that configs import each other)
+or by name (``--config lsgd``: ``easgd_jax/configs/lsgd.py``, shipped with the package, so
+names work from any folder after ``pip install``; ``configs/`` at the repository root links
+to it).
 ``workdir/config.json`` records the config file, the overrides and the git commit
 (``config.launch``; a workdir resumes whatever they are).
 

@@ -42,7 +42,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _config(algorithm: str, num_workers: int, num_devices: int, period: int | None,
             steps: int, executor: str = "sync"):
     sys.path.insert(0, ROOT)
-    from configs import tuned
+    from easgd_jax.configs import tuned
     from easgd_jax.training import config as config_lib
 
     config = config_lib.defaults()

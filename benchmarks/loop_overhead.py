@@ -68,7 +68,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _config(num_devices: int, batch_size: int, span: int):
     sys.path.insert(0, ROOT)
-    from configs import default
+    from easgd_jax.configs import default
 
     config = default.get_config()
     config.num_devices = num_devices

@@ -76,7 +76,7 @@ def main_config(num_devices: int, steps: int, skip: int):
     """``configs/default.py`` (the main job) on ``num_devices`` devices, with rounds that
     divide both ``skip`` and ``steps``."""
     sys.path.insert(0, ROOT)
-    from configs import default
+    from easgd_jax.configs import default
     from easgd_jax.training import config as config_lib
 
     config = default.get_config()

@@ -41,7 +41,7 @@ from easgd_jax.training.metrics import read_metrics
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from configs import easgd  # noqa: E402
+from easgd_jax.configs import easgd  # noqa: E402
 
 # test_checkpoint's small run: the embedded digits and a small MLP (the runs' arithmetic is
 # what is compared, not the model), a given step time for the simulated clock.

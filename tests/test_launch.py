@@ -15,7 +15,7 @@ import warnings
 import pytest
 
 import launch
-from configs import default
+from easgd_jax.configs import default
 from easgd_jax.experiments.sweep import load_config_file
 from easgd_jax.training import common, metrics
 from easgd_jax.training import config as config_lib
@@ -152,7 +152,7 @@ def test_beta_bounds_match_the_synchronous_analysis(name):
     outside the unit circle for every eta * h (alpha + beta >= 2); a warning for 1 < beta
     below that; the paper's beta = 0.9 passes silently."""
     from analysis.synchronous import sync_spectral_radius
-    from configs import easgd
+    from easgd_jax.configs import easgd
 
     config = (easgd if name == "easgd" else default).get_config()
     p = config.num_workers
@@ -179,7 +179,7 @@ def test_beta_bounds_match_the_synchronous_analysis(name):
 def test_asynchronous_rules_keep_the_per_worker_condition():
     """Asynchronously each exchange moves the center by alpha alone (Algorithm 1): the
     round-robin condition bounds alpha <= 1, not p * alpha."""
-    from configs import async_eamsgd
+    from easgd_jax.configs import async_eamsgd
 
     config = async_eamsgd.get_config()
     config.algorithm.moving_rate = 0.9
@@ -238,7 +238,7 @@ def test_config_files_load_from_any_folder(monkeypatch, tmp_path):
          "--config.train.num_steps=8"])
     assert config.algorithm.name == "lsgd_nesterov" and config.train.num_steps == 8
     assert (workdir, overwrite) == ("run", False)
-    assert config.launch.config_file == os.path.join(ROOT, "configs", "lsgd.py")
+    assert config.launch.config_file == os.path.join(ROOT, "easgd_jax", "configs", "lsgd.py")
     assert config.launch.overrides == "--config.train.num_steps=8"
     by_name, _, _ = launch.parse_command_line(["easgd-launch", "--config=lsgd", "--workdir=run"])
     assert by_name.launch.config_file == config.launch.config_file

@@ -11,7 +11,7 @@ from easgd_jax.training import config as validation
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from configs import async_easgd, easgd  # noqa: E402
+from easgd_jax.configs import async_easgd, easgd  # noqa: E402
 
 
 def test_default_is_float32():

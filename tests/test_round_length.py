@@ -18,7 +18,7 @@ from easgd_jax.training.metrics import read_metrics
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from configs import lsgd  # noqa: E402
+from easgd_jax.configs import lsgd  # noqa: E402
 
 
 def test_the_blocked_stream_does_not_depend_on_the_grouping():

@@ -12,7 +12,7 @@ from easgd_jax.training import config as config_lib
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from configs import default, easgd, lsgd  # noqa: E402
+from easgd_jax.configs import default, easgd, lsgd  # noqa: E402
 
 
 def test_default_config_is_the_schema_and_validates():

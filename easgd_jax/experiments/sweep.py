@@ -3,7 +3,7 @@
 {1, 4, 16, 64}, then p in {4, 8, 16} at tau = 10 (EASGD, EAMSGD) and tau = 1 (DOWNPOUR,
 MDOWNPOUR); the best learning rate per method and setting, several runs each).
 
-    python -m easgd_jax.experiments.sweep --config configs/sweeps/smoke.py --workdir /tmp/sweep
+    python -m easgd_jax.experiments.sweep --config sweeps/smoke --workdir /tmp/sweep
     python -m easgd_jax.experiments.sweep --config configs/sweeps/smoke.py --workdir /tmp/sweep \
         --dry_run
     python -m easgd_jax.experiments.report --workdir /tmp/sweep     # the table and plots again
@@ -73,7 +73,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import ml_collections
-from absl import logging
+from absl import flags, logging
 
 from easgd_jax import training
 from easgd_jax.algorithms import registry
@@ -82,7 +82,7 @@ from easgd_jax.experiments.report import run_status as status
 from easgd_jax.training import config as config_lib
 from easgd_jax.training.common import config_differences
 
-CONFIGS_DIR = pathlib.Path(__file__).resolve().parents[2] / "configs"
+CONFIGS_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"  # easgd_jax/configs
 RUNS = "runs"
 SELECTIONS = ("all_seeds", "first_seed")
 NOT_SELECTED = "not selected"
@@ -102,9 +102,10 @@ def load_config_file(name_or_path: str) -> ml_collections.ConfigDict:
     """``get_config()`` of ``configs/NAME.py`` (by name) or of a config file path;
     ``FILE:ARG`` calls ``get_config("ARG")``.
 
-    When the file is inside a package (``configs/``, ``configs/sweeps/``), the directory that
-    holds the package is put on ``sys.path`` first, so that config files can
-    ``from configs import default`` wherever the process started.
+    The named configs ship inside the package (``easgd_jax/configs/``; ``configs/`` at the
+    repository root links to it), so ``NAME`` works from any folder after ``pip install``.
+    When the file is inside a package, the directory that holds the package is put on
+    ``sys.path`` first, so that a config file of one's own can import its siblings.
 
     Raises FileNotFoundError for a missing file and ValueError for a file without
     ``get_config()`` or one that returns no ConfigDict; an error inside the file (a
@@ -470,14 +471,38 @@ def required_devices(sweep: ml_collections.ConfigDict) -> int:
     return min(most, sweep.max_devices) if sweep.get("max_devices", 0) else most
 
 
+# The command line's flags, on a FlagValues of their own (importing this module defines
+# nothing in absl's global FLAGS, which launch.py's --config owns).
+FLAGS = flags.FlagValues()
+_CONFIG = flags.DEFINE_string(
+    "config", None, "Sweep config: a file, or a name in easgd_jax/configs (sweeps/smoke).",
+    flag_values=FLAGS)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the sweep's runs and report.",
+                               flag_values=FLAGS)
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "List the runs and their status; train none.",
+                             flag_values=FLAGS)
+_RETRY_FAILED = flags.DEFINE_bool("retry_failed", False, "Run diverged runs again.",
+                                  flag_values=FLAGS)
+_RESUME_UNFINISHED = flags.DEFINE_bool(
+    "resume_unfinished", False, "Resume unfinished runs from their checkpoints instead of "
+    "starting them afresh (their wall-clock curves are then approximate).", flag_values=FLAGS)
+flags.mark_flags_as_required(["config", "workdir"], flag_values=FLAGS)
+
+
 def main(argv: list[str]) -> None:
+    from absl import app
+
     from easgd_jax import parallel
     from easgd_jax.training.logs import quiet_library_logs
 
     quiet_library_logs()  # Orbax's INFO lines, one set per checkpoint of every run
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
-    sweep, workdir = _CONFIG.value, _WORKDIR.value
+    try:
+        sweep = load_config_file(_CONFIG.value)
+    except (FileNotFoundError, ValueError) as e:
+        raise app.UsageError(str(e)) from None
+    workdir = _WORKDIR.value
     if _DRY_RUN.value:
         runs = plan(sweep, device_budget=required_devices(sweep))
         for run in runs:
@@ -503,19 +528,20 @@ def main(argv: list[str]) -> None:
     logging.info("sweep done: %s; report in %s", counts, os.path.join(workdir, "report"))
 
 
+def run_main() -> None:
+    """The command line: this module's flags (``FLAGS``), then absl's own (``--verbosity``)
+    and :func:`main`."""
+    from absl import app
+
+    def parse(argv: list[str]) -> list[str]:
+        try:
+            return flags.FLAGS(FLAGS(argv, known_only=True))
+        except flags.Error as e:
+            print(f"{os.path.basename(argv[0])}: error: {e}", file=sys.stderr)
+            sys.exit(2)
+
+    app.run(main, flags_parser=parse)
+
+
 if __name__ == "__main__":
-    from absl import app, flags
-    from ml_collections import config_flags
-
-    if CONFIGS_DIR.is_dir():  # sweep files may import ``configs`` from any working directory
-        sys.path.insert(0, str(CONFIGS_DIR.parent))
-
-    _CONFIG = config_flags.DEFINE_config_file("config", None, "Sweep config file.")
-    _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the sweep's runs and report.")
-    _DRY_RUN = flags.DEFINE_bool("dry_run", False, "List the runs and their status; train none.")
-    _RETRY_FAILED = flags.DEFINE_bool("retry_failed", False, "Run diverged runs again.")
-    _RESUME_UNFINISHED = flags.DEFINE_bool(
-        "resume_unfinished", False, "Resume unfinished runs from their checkpoints instead of "
-        "starting them afresh (their wall-clock curves are then approximate).")
-    flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main)
+    run_main()

@@ -1,0 +1,16 @@
+"""ADOWNPOUR on CIFAR-10 (the EASGD paper's baseline): DOWNPOUR (tau = 1, p = 4) whose
+master also keeps the Polyak average z <- (1 - 1/(k+1)) z + 1/(k+1) x~, evaluated on z.
+
+Common setup (7-layer net, 28x28 crops, batch 128, l2 1e-4): configs/cifar10_common.py.
+
+    python launch.py --config configs/cifar10_adownpour.py --workdir /tmp/cifar10_adownpour \
+        --config.data.data_dir=DATA_DIR
+"""
+
+import ml_collections
+
+from easgd_jax.configs import cifar10_common as common
+
+
+def get_config() -> ml_collections.ConfigDict:
+    return common.base(common.algorithm("adownpour", learning_rate=0.0125, period=1))
