@@ -45,6 +45,12 @@ setup(
         # The PyTorch side of benchmarks/vs_pytorch.py; not needed to train. Without it the
         # script (and its test in tests/test_benchmarks.py) checks the one-line error instead.
         "bench": ["torch>=2.4,<3"],
+        # The documentation site (docs/, sphinx-build -W -n): MyST Markdown, the furo theme,
+        # and one notebook executed during the build (myst-nb runs it in an ipykernel).
+        "docs": ["sphinx>=8.0,<9", "myst-nb>=1.1,<2", "myst-parser>=4.0,<6",
+                 "furo>=2024.8.6", "ipykernel>=6.25,<8"],
     },
+    # The PEP 561 marker: type checkers read the package's annotations.
+    package_data={"easgd_jax": ["py.typed"]},
     entry_points={"console_scripts": ["easgd-launch=launch:run_main"]},
 )

@@ -15,8 +15,17 @@ which ``import easgd_jax`` does not load.
 from typing import Any
 
 from easgd_jax.algorithms import (
+    AdagradDownpourState,
+    AveragedDownpourState,
+    AveragedSGDState,
+    DilocoFeedbackState,
+    DilocoState,
+    DownpourState,
     ElasticAveragingState,
+    ElasticFeedbackState,
+    ElasticOuterState,
     LeaderState,
+    MomentumDownpourState,
     MultiLeaderState,
     NesterovState,
     adownpour,
@@ -31,6 +40,7 @@ from easgd_jax.algorithms import (
     downpour,
     downpour_exchange,
     eamsgd,
+    eamsgd_outer,
     easgd,
     elastic_averaging,
     elastic_exchange,
@@ -49,10 +59,22 @@ from easgd_jax.algorithms import (
     replicate,
     sgd,
 )
+from easgd_jax.algorithms.adaptive import AmsgradMoments
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdagradDownpourState",
+    "AmsgradMoments",
+    "AveragedDownpourState",
+    "AveragedSGDState",
+    "DilocoFeedbackState",
+    "DilocoState",
+    "DownpourState",
+    "eamsgd_outer",
+    "ElasticFeedbackState",
+    "ElasticOuterState",
+    "MomentumDownpourState",
     "adownpour",
     "algorithm_names",
     "amsgrad_sync",
