@@ -198,9 +198,10 @@ def _run(argv: Sequence[str]) -> int:
     from easgd_jax.training.checkpoint import CheckpointError
     from easgd_jax.training.common import WorkdirConfigError
     from easgd_jax.training.lock import WorkdirBusyError
-    from easgd_jax.training.logs import quiet_library_logs
+    from easgd_jax.training.logs import quiet_library_logs, warnings_to_log
 
     quiet_library_logs()
+    warnings_to_log()
     if config.train.param_dtype == "float64":  # before jax creates any array
         jax.config.update("jax_enable_x64", True)
     try:

@@ -300,6 +300,29 @@ def test_orbax_info_lines_are_dropped_and_its_warnings_kept():
     assert sum(isinstance(f, QuietLibraries) for f in logging.get_absl_handler().filters) == 1
 
 
+def test_jax_and_matplotlib_info_lines_are_dropped_unless_verbose():
+    """JAX's backend probe and matplotlib's font cache at INFO are dropped (warnings kept);
+    absl's ``--verbosity=1`` brings them back."""
+    from absl import logging
+
+    def record(name: str, level: int) -> std_logging.LogRecord:
+        return std_logging.LogRecord(name, level, f"/site-packages/{name}.py", 1, "m", None, None)
+
+    quiet = QuietLibraries()
+    probe = record("jax._src.xla_bridge", std_logging.INFO)
+    fonts = record("matplotlib.font_manager", std_logging.INFO)
+    assert not quiet.filter(probe) and not quiet.filter(fonts)
+    assert quiet.filter(record("jax._src.xla_bridge", std_logging.WARNING))
+    assert quiet.filter(record("easgd_jax.training.sync", std_logging.INFO))
+    assert quiet.filter(record("jaxtyping_like_user_module", std_logging.INFO))
+    before = logging.get_verbosity()
+    logging.set_verbosity(logging.DEBUG)
+    try:
+        assert quiet.filter(probe) and quiet.filter(fonts)
+    finally:
+        logging.set_verbosity(before)
+
+
 def test_tensorboard_viewer_is_an_extra():
     with open(os.path.join(ROOT, "setup.py"), encoding="utf-8") as f:
         call = next(node for node in ast.walk(ast.parse(f.read()))

@@ -73,3 +73,64 @@ def test_the_default_round_divides_every_boundary():
     assert config_lib.steps_per_round(config) == 10
     config.train.steps_per_round = 20  # explicit: itself, also the sampling block
     assert config_lib.steps_per_round(config) == config_lib.sampling_block(config) == 20
+
+
+# ------------------------------------------- every field checked whatever the executor
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("schedule", "foo", "config.asynchrony.schedule must be one of"),
+    ("num_shards", 0, "config.asynchrony.num_shards must be an integer >= 1"),
+    ("on_worker_failure", "ignore", "config.asynchrony.on_worker_failure must be one of"),
+    ("timeout_s", -5.0, "config.asynchrony.timeout_s must be a number in"),
+    ("clock_jitter", 1.5, "config.asynchrony.clock_jitter must be a number in"),
+])
+def test_asynchrony_fields_are_checked_when_the_executor_is_sync(field, value, message):
+    config = default.get_config()
+    assert config.executor == "sync"
+    config.asynchrony[field] = value
+    with pytest.raises(ValueError, match=message):
+        config_lib.validate(config)
+
+
+def test_asynchrony_fields_set_under_sync_are_warned_about_in_one_warning():
+    config = default.get_config()
+    config.asynchrony.num_shards = 2
+    config.asynchrony.timeout_s = 10.0
+    with pytest.warns(UserWarning, match=r"config.asynchrony.num_shards, "
+                      r"config.asynchrony.timeout_s set, and executor 'sync' ignores"):
+        config_lib.validate(config)
+
+
+def test_default_asynchrony_fields_under_sync_warn_nothing():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        config_lib.validate(default.get_config())
+
+
+@pytest.mark.parametrize("executor", ["sync", "simulated_async"])
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_a_non_finite_hyperparameter_is_refused(executor, value):
+    config = default.get_config()
+    config.executor = executor
+    config.algorithm.learning_rate = value
+    with pytest.raises(ValueError, match="config.algorithm.learning_rate must be a finite"):
+        config_lib.validate(config)
+
+
+def test_a_batch_larger_than_the_training_set_is_warned_about():
+    import numpy as np
+
+    from easgd_jax import data
+
+    x, y = np.zeros((10, 3), np.float32), np.zeros(10, np.int32)
+    with pytest.warns(UserWarning, match="a batch of 11 examples per worker is larger than "
+                      "the training set \\(10 examples\\)"):
+        data.WorkerSampler(x, y, 2, 11, seed=0)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data.WorkerSampler(x, y, 2, 10, seed=0)

@@ -14,6 +14,7 @@ step, independent of how the steps are grouped into rounds.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -37,6 +38,11 @@ class WorkerSampler:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
         if block is not None and block < 1:
             raise ValueError(f"block must be None or >= 1, got {block}.")
+        if batch_size > len(y):
+            warnings.warn(f"a batch of {batch_size} examples per worker is larger than the "
+                          f"training set ({len(y)} examples): each batch draws examples again "
+                          "(with replacement); did you mean a smaller train.batch_size?",
+                          UserWarning, stacklevel=2)
         self.x, self.y = x, y
         self.num_workers, self.batch_size, self.seed = num_workers, batch_size, seed
         self.augment = augment

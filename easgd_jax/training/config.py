@@ -249,6 +249,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _check_fields(config)
     _choice("executor", config.executor, EXECUTORS)
     _check_common(config)
+    _check_asynchrony(config)
+    _check_finite_hyperparameters(config)
     if config.executor == "sync":
         _check_sync(config)
     else:
@@ -440,7 +442,6 @@ def _check_sync(config: ml_collections.ConfigDict) -> None:
 
 def _check_async(config: ml_collections.ConfigDict) -> None:
     from easgd_jax.algorithms import registry
-    from easgd_jax.parallel.schedules import SCHEDULES
 
     train = config.train
     if train.num_steps % train.eval_every:
@@ -462,7 +463,6 @@ def _check_async(config: ml_collections.ConfigDict) -> None:
             f"'sync'; executor {config.executor!r} trains in float32.")
     asyn = config.asynchrony
     if config.executor == "simulated_async":
-        _choice("asynchrony.schedule", asyn.schedule, tuple(SCHEDULES))
         if asyn.schedule == "random_delay" and not rule.stateless_worker:
             raise ValueError(
                 f"config.asynchrony.schedule 'random_delay' takes each gradient at a stale "
@@ -475,10 +475,20 @@ def _check_async(config: ml_collections.ConfigDict) -> None:
         raise ValueError("config.asynchrony.schedule 'random_delay' is simulated; executor "
                          f"{config.executor!r} has real delays (the schedule field is ignored "
                          "there).")
-    _integer("asynchrony.num_shards", asyn.num_shards, 1)
     if asyn.num_shards > 1 and not rule.shardable:
         raise ValueError(f"config.asynchrony.num_shards must be 1 for {name!r} "
                          f"(its exchange is not elementwise); got {asyn.num_shards}.")
+
+
+def _check_asynchrony(config: ml_collections.ConfigDict) -> None:
+    """Every ``asynchrony.*`` value, whatever the executor (a typo in a field the executor
+    ignores today would be used by the next run that switches executor); a warning naming
+    the fields set away from their defaults when the executor ignores them all (sync)."""
+    from easgd_jax.parallel.schedules import SCHEDULES
+
+    asyn = config.asynchrony
+    _choice("asynchrony.schedule", asyn.schedule, tuple(SCHEDULES))
+    _integer("asynchrony.num_shards", asyn.num_shards, 1)
     _integer("asynchrony.max_staleness", asyn.max_staleness, 0)
     _number("asynchrony.clock_spread", asyn.clock_spread, 0.0, float("inf"))
     _number("asynchrony.clock_jitter", asyn.clock_jitter, 0.0, 1.0)
@@ -487,3 +497,19 @@ def _check_async(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.asynchrony.ray_address must be a string, got "
                          f"{asyn.ray_address!r}.")
     _choice("asynchrony.on_worker_failure", asyn.on_worker_failure, ON_WORKER_FAILURE)
+    if config.executor == "sync":
+        default = defaults().asynchrony
+        changed = sorted(f"asynchrony.{k}" for k in asyn.keys() if asyn[k] != default[k])
+        if changed:
+            warnings.warn(f"config.{', config.'.join(changed)} set, and executor 'sync' ignores "
+                          "every asynchrony field (they apply to simulated_async, threads and "
+                          "ray).", UserWarning, stacklevel=3)
+
+
+def _check_finite_hyperparameters(config: ml_collections.ConfigDict) -> None:
+    """A hyperparameter that is a non-finite number (``learning_rate=inf`` or ``nan``) would
+    train to NaN and end in a NonFiniteError: refused here, in one line."""
+    for name, value in algorithm_hparams(config).items():
+        if (isinstance(value, numbers.Real) and not isinstance(value, bool)
+                and not math.isfinite(value)):
+            raise ValueError(f"config.algorithm.{name} must be a finite number, got {value!r}.")

@@ -3,21 +3,43 @@
 from __future__ import annotations
 
 import logging as std_logging
+import warnings
 
 from absl import logging
 
+# Loggers whose INFO lines are the libraries' business, not the run's: JAX's backend probes
+# ("Unable to initialize backend 'tpu' ... libtpu.so") and matplotlib's font cache
+# ("generated new fontManager").
+QUIET_LOGGERS = ("jax", "matplotlib")
+
 
 class QuietLibraries(std_logging.Filter):
-    """Drops the INFO lines of Orbax (one set per checkpoint save or restore) from a log;
-    its warnings and errors still show. Orbax logs through absl, so its records reach the
-    absl handler with Orbax's files as their ``pathname``."""
+    """Drops the INFO lines of Orbax (one set per checkpoint save or restore), JAX and
+    matplotlib from a log; their warnings and errors still show, and absl's verbosity flag
+    (``--verbosity=1``: DEBUG) brings every line back. Orbax logs through absl, so its
+    records reach the absl handler with Orbax's files as their ``pathname``; JAX and
+    matplotlib log through their own loggers, which propagate to it."""
 
     def filter(self, record: std_logging.LogRecord) -> bool:
-        return record.levelno >= std_logging.WARNING or "orbax" not in record.pathname
+        if record.levelno >= std_logging.WARNING or logging.level_debug():
+            return True
+        library = record.name.split(".")[0] in QUIET_LOGGERS or "orbax" in record.pathname
+        return not library
+
+
+def warnings_to_log() -> None:
+    """Shows Python warnings (the config's, the data's) as one absl WARNING line each,
+    without the file, line and source line that ``warnings`` prints by default."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        del filename, lineno, file, line
+        logging.warning("%s: %s", category.__name__, message)
+
+    warnings.showwarning = show
 
 
 def quiet_library_logs() -> None:
-    """Keeps Orbax's INFO lines out of absl's log handler (idempotent)."""
+    """Keeps the libraries' INFO lines out of absl's log handler (idempotent)."""
     handler = logging.get_absl_handler()
     if not any(isinstance(f, QuietLibraries) for f in handler.filters):
         handler.addFilter(QuietLibraries())
