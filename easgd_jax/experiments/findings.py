@@ -7,12 +7,12 @@ Zhang, Choromanska & LeCun (NIPS 2015, arXiv 1412.6651), Section 5.2, on CIFAR-1
 2. EAMSGD beats all comparators at every tau (p = 4);
 3. larger tau and larger p give EASGD and EAMSGD lower test error.
 
-Each finding is judged on the ``mean`` center test error of a setting (``report.summarize``):
+Each finding is judged on the ``mean`` center test error of a setting (``stats.summarize``):
 the mean over seeds of the final error at the setting's chosen learning rate. In a summary
 of this version (learning_rate_selection "all_seeds"), the rate is chosen on that mean and
 a diverged or failed seed counts in it as chance error (90%), so a rate at the edge of
 stability pays for its failures; the number of failed seeds is given with every mean. In
-issue 10's summaries (docs/mnist1d_paper/summary.csv, read by ``report.read_summary_csv``),
+issue 10's summaries (docs/mnist1d_paper/summary.csv, read by ``tables.read_summary_csv``),
 the rate was chosen on seed 0 and failed seeds were left out of the mean ("(n finished)").
 "best" is the lowest error any run of the setting reached (the paper reports the best of its
 runs). The rules, spelled out with every verdict:
@@ -28,7 +28,9 @@ runs). The rules, spelled out with every verdict:
    "partly" if some larger value beats the smallest, "not held" otherwise. Judged again on
    the 2000-step grids "long_tau" and "long_p" when the sweep has them ("3 (2000 steps)").
 
-The sweep's report writes them to ``report/findings.md`` (:func:`report.write_report`), and
+The grids are those the sweep config declares in ``report.findings``
+(:class:`easgd_jax.experiments.report_spec.FindingsSpec`; the names above by default). The
+sweep's report writes them to ``report/findings.md`` (:func:`report.write_report`), and
 with ``--compare OLD_SUMMARY_CSV`` a table finding | old verdict | new verdict | numbers
 (:func:`compare_markdown`) to ``report/findings_compare.md``:
 
@@ -43,6 +45,8 @@ import itertools
 import math
 from collections.abc import Sequence
 from typing import Any
+
+from easgd_jax.experiments.report_spec import PAPER_FINDINGS, FindingsSpec
 
 DOWNPOUR_VARIANTS = ("downpour", "adownpour", "mvadownpour")
 ELASTIC = ("easgd", "eamsgd")
@@ -232,10 +236,13 @@ def _fmt_time(row: Row) -> str:
     return f"{float(seconds):.2f} s ({steps:g} steps)"
 
 
-def judge(summary: Sequence[Row]) -> list[Judgement]:
-    """Every verdict of the three findings, finding 3 also on the 2000-step grids."""
-    return [*downpour_finding(summary), *eamsgd_finding(summary), *scaling_finding(summary),
-            *scaling_finding(summary, "long_tau", "long_p", "3 (2000 steps)")]
+def judge(summary: Sequence[Row], spec: FindingsSpec = PAPER_FINDINGS) -> list[Judgement]:
+    """Every verdict of the three findings on ``spec``'s grids, finding 3 also on the
+    long-run grids."""
+    return [*downpour_finding(summary, spec.tau_grid), *eamsgd_finding(summary, spec.tau_grid),
+            *scaling_finding(summary, spec.tau_grid, spec.p_grid),
+            *scaling_finding(summary, spec.long_tau_grid, spec.long_p_grid,
+                             f"3 ({spec.long_label})")]
 
 
 def comparison(summary: Sequence[Row], grid: str) -> list[str]:
@@ -260,13 +267,15 @@ def _protocol(summary: Sequence[Row]) -> str:
             "mean without them]); time to threshold: median over the seeds at that rate")
 
 
-def findings_markdown(summary: Sequence[Row], threshold: float) -> str:
-    """The three findings with their verdicts and numbers, and the extra comparisons."""
+def findings_markdown(summary: Sequence[Row], threshold: float,
+                      spec: FindingsSpec = PAPER_FINDINGS) -> str:
+    """The three findings with their verdicts and numbers on ``spec``'s grids, and its extra
+    comparisons."""
     out = ["Errors are center test errors in %: mean +- std over seeds at the chosen "
            f"learning rate [best of any run]; {_protocol(summary)}. Rules: "
            "easgd_jax/experiments/findings.py. Time to threshold: first evaluation at <= "
            f"{100 * threshold:g}% test error, compilation excluded.", ""]
-    judgements = judge(summary)
+    judgements = judge(summary, spec)
 
     def of(finding: str) -> tuple[list[str], list[str]]:
         chosen = [j for j in judgements if j.finding == finding]
@@ -280,26 +289,27 @@ def findings_markdown(summary: Sequence[Row], threshold: float) -> str:
             f"{verdicts.count('held')} of {len(verdicts)} values of tau", "", *lines, ""]
     for finding, title in (("3", "3. Larger tau and larger p give EASGD/EAMSGD lower test "
                                  "error"),
-                           ("3 (2000 steps)", "3, at 2000 steps (grids long_tau, long_p)")):
+                           (f"3 ({spec.long_label})", f"3, at {spec.long_label} (grids "
+                            f"{spec.long_tau_grid}, {spec.long_p_grid})")):
         lines, verdicts = of(finding)
         if not lines and finding != "3":
             continue
         counts = ", ".join(f"{v}: {verdicts.count(v)}" for v in ("held", "partly", "not held")
                            if verdicts.count(v))
         out += [f"### {title}: {counts}", "", *lines, ""]
-    for grid, title in (("lsgd", "LSGD against EASGD and EAMSGD (p = 4)"),
-                        ("apam", "APAM against synchronous AMSGrad (p = 4)")):
+    for grid, title in spec.comparisons:
         lines = comparison(summary, grid)
         if lines:
             out += [f"### {title}", "", *lines, ""]
     return "\n".join(out)
 
 
-def compare_findings(old: Sequence[Row], new: Sequence[Row]) -> list[dict[str, str]]:
+def compare_findings(old: Sequence[Row], new: Sequence[Row],
+                     spec: FindingsSpec = PAPER_FINDINGS) -> list[dict[str, str]]:
     """finding | item | old verdict | new verdict | old numbers | new numbers, for every
-    verdict of either summary ("-" where one has none)."""
-    olds = {(j.finding, j.item): j for j in judge(old)}
-    news = {(j.finding, j.item): j for j in judge(new)}
+    verdict of either summary on ``spec``'s grids ("-" where one has none)."""
+    olds = {(j.finding, j.item): j for j in judge(old, spec)}
+    news = {(j.finding, j.item): j for j in judge(new, spec)}
     table = []
     for key in [*olds, *(k for k in news if k not in olds)]:
         o, n = olds.get(key), news.get(key)
@@ -311,13 +321,14 @@ def compare_findings(old: Sequence[Row], new: Sequence[Row]) -> list[dict[str, s
     return table
 
 
-def compare_markdown(old: Sequence[Row], new: Sequence[Row]) -> str:
+def compare_markdown(old: Sequence[Row], new: Sequence[Row],
+                     spec: FindingsSpec = PAPER_FINDINGS) -> str:
     """:func:`compare_findings` as a Markdown table, each protocol stated."""
     lines = [f"Old: {_protocol(old)}. New: {_protocol(new)}. Numbers: mean final center test "
              "error (%) at the chosen rate.", "",
              "| finding | item | old verdict | new verdict | old numbers | new numbers |",
              "|---|---|---|---|---|---|"]
-    for r in compare_findings(old, new):
+    for r in compare_findings(old, new, spec):
         changed = " (changed)" if "-" not in (r["old_verdict"], r["new_verdict"]) and r[
             "old_verdict"] != r["new_verdict"] else ""
         lines.append(f"| {r['finding']} | {r['item']} | {r['old_verdict']} | "

@@ -1,0 +1,167 @@
+"""The runs of a sweep's workdir, as :mod:`easgd_jax.experiments.sweep` leaves them:
+WORKDIR/runs/NAME/ with ``run.json`` (the run's settings), ``metrics.jsonl`` (one record per
+evaluation), and ``final_metrics.json`` (finished) or ``failed.json`` (diverged, error).
+
+Times come from metrics.jsonl: ``step / steps_per_second`` at each evaluation (wall-clock
+since the run started, evaluations included) less the run's one-off startup cost, mostly
+compilation (the first evaluation's excess over the steady rate, :func:`startup_seconds`:
+with the persistent compilation cache, only the first seed of a setting compiles, so the
+raw times would favour the others). They are approximate for a run resumed from a
+checkpoint (``resumed``). Simulated cluster time is the records' ``simulated_time_s`` as
+recorded (a run has it when every record has it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+RUNS = "runs"
+FAILED = ("diverged", "error")
+DONE = ("finished", *FAILED)
+
+
+@dataclasses.dataclass
+class RunResult:
+    """One run's settings, status and curves (lists over evaluations)."""
+
+    name: str
+    method: str
+    algorithm: str
+    tau: int | None
+    num_workers: int
+    fixed_workers: bool
+    learning_rate: float
+    seed: int
+    grids: list[str]
+    status: str
+    resumed: bool = False
+    tag: str = ""
+    steps: list[int] = dataclasses.field(default_factory=list)
+    time_s: list[float] = dataclasses.field(default_factory=list)
+    sim_time_s: list[float] = dataclasses.field(default_factory=list)  # [] when not recorded
+    train_loss: list[float] = dataclasses.field(default_factory=list)
+    test_loss: list[float] = dataclasses.field(default_factory=list)
+    test_error: list[float] = dataclasses.field(default_factory=list)
+    message: str = ""
+    wall_time_s: float | None = None  # as measured, compilation included
+    compile_s: float = 0.0  # removed from time_s (see startup_seconds)
+    bytes_per_step: float | None = None  # exchange_bytes_per_step, when recorded
+    num_classes: int | None = None  # when recorded
+
+    @property
+    def final_test_error(self) -> float:
+        """The center's test error at the last evaluation (nan without one)."""
+        return self.test_error[-1] if self.test_error else math.nan
+
+    @property
+    def best_test_error(self) -> float:
+        """The lowest center test error of any evaluation (nan without one)."""
+        return min(self.test_error) if self.test_error else math.nan
+
+    def to_threshold(self, threshold: float,
+                     clock: str = "time") -> tuple[int | None, float | None]:
+        """(steps, time) at the first evaluation with test error <= threshold; the time on
+        ``clock`` ("time": wall-clock seconds, "cluster": simulated seconds, None when the
+        run has no simulated time)."""
+        times: Sequence[float | None] = self.sim_time_s if clock == "cluster" else self.time_s
+        if clock == "cluster" and len(times) != len(self.steps):
+            times = [None] * len(self.steps)
+        for step, seconds, error in zip(self.steps, times, self.test_error, strict=True):
+            if error <= threshold:
+                return step, seconds
+        return None, None
+
+
+def setting_key(run: RunResult) -> tuple[str, int, int]:
+    """(method, tau, p) of a run's setting, tau -1 for a method without one."""
+    return (run.method, -1 if run.tau is None else run.tau, run.num_workers)
+
+
+def read_json(path: str) -> Any:
+    """The JSON in ``path``; None when there is no such file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+
+
+def run_status(rundir: str) -> str:
+    """``finished``, ``diverged``, ``error``, ``unfinished`` or ``pending``."""
+    if os.path.exists(os.path.join(rundir, "final_metrics.json")):
+        return "finished"
+    failed = read_json(os.path.join(rundir, "failed.json"))
+    if failed is not None:
+        return failed["status"]
+    if os.path.exists(os.path.join(rundir, "metrics.jsonl")) or os.path.exists(
+            os.path.join(rundir, "checkpoints")):
+        return "unfinished"
+    return "pending"
+
+
+def _read_curves(result: RunResult, path: str) -> list[dict[str, Any]]:
+    """Fills ``result``'s curves from the metrics.jsonl at ``path`` (time less the startup
+    cost); returns its records ([] when there is no such file)."""
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    for r in records:
+        result.steps.append(int(r["step"]))
+        sps = r.get("steps_per_second") or math.nan
+        result.time_s.append(r["step"] / sps if sps else math.nan)
+        result.train_loss.append(float(r["train_loss"]))
+        result.test_loss.append(float(r["test_loss"]))
+        result.test_error.append(1.0 - float(r["test_accuracy"]))
+    if records and all("simulated_time_s" in r for r in records):
+        result.sim_time_s = [float(r["simulated_time_s"]) for r in records]
+    result.wall_time_s = result.time_s[-1] if result.time_s else None
+    result.compile_s = startup_seconds(result.steps, result.time_s)
+    result.time_s = [t - result.compile_s for t in result.time_s]
+    return records
+
+
+def read_run(rundir: str) -> RunResult:
+    """The run in ``rundir`` (which holds the sweep's run.json)."""
+    settings = read_json(os.path.join(rundir, "run.json"))
+    if settings is None:
+        raise FileNotFoundError(f"{rundir} holds no run.json (not a sweep run).")
+    final = read_json(os.path.join(rundir, "final_metrics.json")) or {}
+    result = RunResult(
+        name=settings["name"], method=settings["method"], algorithm=settings["algorithm"],
+        tau=settings["tau"], num_workers=settings["num_workers"],
+        fixed_workers=settings["fixed_workers"], learning_rate=settings["learning_rate"],
+        seed=settings["seed"], grids=list(settings["grids"]), status=run_status(rundir),
+        resumed=bool(settings.get("resumed", False)), tag=settings.get("tag", ""),
+        num_classes=settings.get("num_classes", final.get("num_classes")))
+    failed = read_json(os.path.join(rundir, "failed.json"))
+    if failed is not None and result.status != "finished":
+        result.message = failed.get("message", "")
+    records = _read_curves(result, os.path.join(rundir, "metrics.jsonl"))
+    for source in (final, *reversed(records)):
+        if source.get("exchange_bytes_per_step") is not None:
+            result.bytes_per_step = float(source["exchange_bytes_per_step"])
+            break
+    return result
+
+
+def startup_seconds(steps: Sequence[int], times: Sequence[float]) -> float:
+    """The one-off cost (mostly compilation) in the first evaluation's time: its excess over
+    the steady rate of the later evaluations (0 with fewer than two evaluations)."""
+    if len(steps) < 2 or steps[-1] == steps[0]:
+        return 0.0
+    rate = (times[-1] - times[0]) / (steps[-1] - steps[0])  # seconds per step
+    return float(min(max(times[0] - steps[0] * rate, 0.0), times[0]))
+
+
+def collect(workdir: str) -> list[RunResult]:
+    """Every run under ``workdir/runs``, sorted by name."""
+    root = os.path.join(workdir, RUNS)
+    names = sorted(os.listdir(root)) if os.path.isdir(root) else []
+    return [read_run(os.path.join(root, n)) for n in names
+            if os.path.exists(os.path.join(root, n, "run.json"))]

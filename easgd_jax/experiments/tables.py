@@ -1,0 +1,264 @@
+"""The tables of a sweep's report, as CSV and Markdown: one row per run (``runs.csv``), the
+summary (:func:`easgd_jax.experiments.stats.summarize`; ``summary.csv``, ``summary.md``),
+the method x period tables of a grid (``GRID_by_period.md``) and the speed-up of one
+(method, tau) over another on the simulated cluster (``speedup_cluster.md``)."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from easgd_jax.experiments.runs import RunResult
+from easgd_jax.experiments.stats import CHANCE_ERROR
+
+Row = dict[str, Any]
+STRING_COLUMNS = ("grid", "method", "algorithm", "diverged_learning_rates", "per_rate",
+                  "selection")
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    """A cell: "" for None or nan, a float to ``digits`` significant digits."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def run_rows(runs: Sequence[RunResult], threshold: float) -> list[Row]:
+    """One row per run: its settings, status, errors, steps and time to ``threshold``, its
+    simulated time and bytes per step, wall time and startup, its message's first line."""
+    rows = []
+    for r in runs:
+        steps, seconds = r.to_threshold(threshold)
+        rows.append({
+            "name": r.name, "grids": " ".join(r.grids), "method": r.method,
+            "algorithm": r.algorithm, "tau": r.tau, "p": r.num_workers,
+            "learning_rate": r.learning_rate, "seed": r.seed, "status": r.status,
+            "steps": r.steps[-1] if r.steps else None,
+            "final_test_error": r.final_test_error, "best_test_error": r.best_test_error,
+            "steps_to_threshold": steps, "time_to_threshold_s": seconds,
+            "sim_time_to_threshold_s": r.to_threshold(threshold, "cluster")[1],
+            "sim_time_s": r.sim_time_s[-1] if r.sim_time_s else None,
+            "bytes_per_step": r.bytes_per_step,
+            "wall_time_s": r.wall_time_s, "startup_s": r.compile_s, "resumed": r.resumed,
+            "message": r.message.splitlines()[0] if r.message else "",
+        })
+    return rows
+
+
+def write_csv(path: str, rows: Sequence[Row]) -> None:
+    """``rows`` as CSV (their first row's keys as header, None as empty; no rows: empty)."""
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        if not rows:
+            return
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+
+
+def _parse_cell(key: str, value: str) -> Any:
+    """A summary.csv cell: a string column as is, "" as None, else an int, float or str."""
+    if value == "":
+        return None if key not in STRING_COLUMNS else ""
+    if key in STRING_COLUMNS:
+        return value
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value
+
+
+def read_summary_csv(path: str) -> list[Row]:
+    """A summary.csv written by the report, this version's or issue 10's (best run, mean
+    over the finished seeds at the best run's rate, ``seeds_at_best_lr``), as rows of this
+    version's fields: numbers parsed, empty cells None. An old row gets
+    ``chosen_learning_rate`` = its ``best_learning_rate``, ``seeds`` = the finished seeds,
+    ``failed_seeds`` None (unknown: its mean left them out) and ``selection`` "first_seed
+    (failures left out)"."""
+    with open(path, encoding="utf-8", newline="") as f:
+        raw = list(csv.DictReader(f))
+    rows = []
+    for r in raw:
+        row = {k: _parse_cell(k, v) for k, v in r.items()}
+        if "chosen_learning_rate" not in row:  # issue 10's format
+            row["chosen_learning_rate"] = row.get("best_learning_rate")
+            row["seeds"] = row.get("seeds_at_best_lr") or 0
+            row["failed_seeds"] = None
+            row["finished_mean_final_test_error"] = row.get("mean_final_test_error")
+            row["selection"] = "first_seed (failures left out)"
+        rows.append(row)
+    return rows
+
+
+def _summary_preamble(rows: Sequence[Row], threshold: float) -> str:
+    """The summary table's rule, stated: the rate chosen, the statistics in its columns."""
+    selection = rows[0]["selection"] if rows else "all_seeds"
+    chance = rows[0]["chance_error"] if rows else CHANCE_ERROR
+    rule = ("the rate with the lowest mean over seeds of the final error, a diverged or "
+            "failed run counted as chance" if selection == "all_seeds" else
+            "the rate whose first-seed run reached the lowest error (learning_rate_selection "
+            "= first_seed)")
+    return (f"Center test error (%) at each setting's chosen learning rate: {rule} "
+            f"({100 * chance:g}%; ties: fewer failures, then the lower rate). "
+            f"**mean +- std** is over all seeds at that rate with the failed ones counted as "
+            f"chance, next to the number that failed; **finished mean** leaves them out. Steps "
+            f"and time to the threshold ({100 * threshold:g}%): median over the seeds at the "
+            "chosen rate, a failed seed or one that never reached it counted as not reached "
+            "(reached: how many did). **best**: the lowest error any run of the setting "
+            "reached (the paper's best run), with its rate. **per rate**: mean (failures as "
+            "chance) and failures at every rate.")
+
+
+def _summary_cells(r: Row, sim: bool, nbytes: bool) -> list[str]:
+    """One summary row's Markdown cells after its grid, method, tau and p."""
+    if r["chosen_learning_rate"] is None:
+        cells = ["", "no run done", "", "", ""] + [""] * sim
+    else:
+        cells = [
+            fmt(r["chosen_learning_rate"]),
+            f"{100 * r['mean_final_test_error']:.2f} +- "
+            f"{100 * r['std_final_test_error']:.2f}, {r['failed_seeds']}/{r['seeds']} failed",
+            (f"{100 * r['finished_mean_final_test_error']:.2f}"
+             if r["finished_mean_final_test_error"] is not None else "none finished"),
+            fmt(r["steps_to_threshold"]) or "not reached",
+            fmt(r["time_to_threshold_s"], 3) or "not reached",
+        ]
+        if sim:
+            cells.append(fmt(r["sim_time_to_threshold_s"], 3) or "not reached")
+    if nbytes:
+        cells.append(fmt(r["bytes_per_step"], 6))
+    best = ("" if r["best_test_error"] is None else
+            f"{100 * r['best_test_error']:.2f} ({fmt(r['best_learning_rate'])})")
+    diverged = str(r["diverged"])
+    if r["diverged_learning_rates"]:
+        diverged += f" ({r['diverged_learning_rates']})"
+    return cells + [f"{r['reached_threshold']}/{r['seeds']}", best, str(r["runs"]), diverged,
+                    str(r["error"]), r["per_rate"]]
+
+
+def markdown(rows: Sequence[Row], threshold: float) -> str:
+    """The summary as a Markdown table (errors in %, failures spelled out), its rule stated;
+    the simulated time and bytes per step columns when some row has them."""
+    sim = any(r["sim_time_to_threshold_s"] is not None for r in rows)
+    nbytes = any(r["bytes_per_step"] is not None for r in rows)
+    header = ["grid", "method", "tau", "p", "chosen lr", "mean +- std, failed",
+              "finished mean", "steps to thr.", "time to thr. (s)"]
+    header += ["sim time to thr. (s)"] * sim + ["bytes/step"] * nbytes
+    header += ["reached", "best (lr)", "runs", "diverged (lr)", "errors", "per rate"]
+    lines = [_summary_preamble(rows, threshold), "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        tau = "-" if r["tau"] is None else str(r["tau"])
+        cells = [r["grid"], r["method"], tau, str(r["p"]), *_summary_cells(r, sim, nbytes)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# --- a grid's method x period tables ----------------------------------------------------------
+
+
+def _by_period_cells(rows: Sequence[Row], cell: Row | None, tau: int,
+                     clock: str) -> tuple[str, str]:
+    """One (method, tau) cell of the error table and of the time table, the column's lowest
+    error and shortest time in bold."""
+    if cell is None or cell["mean_final_test_error"] is None:
+        return "", ""
+
+    def best(column: str) -> float | None:
+        values = [r[column] for r in rows if r["tau"] == tau and r[column] is not None]
+        return min(values) if values else None
+
+    text = (f"{100 * cell['mean_final_test_error']:.2f} +- "
+            f"{100 * (cell['std_final_test_error'] or 0):.2f}")
+    if cell["mean_final_test_error"] == best("mean_final_test_error"):
+        text = f"**{text}**"
+    error = (f"{text} ({cell['failed_seeds']}/{cell['seeds']} failed, lr "
+             f"{cell['chosen_learning_rate']:g})")
+    value = cell[clock]
+    time = ("not reached" if value is None else
+            f"**{value:.3g}**" if value == best(clock) else f"{value:.3g}")
+    return error, time
+
+
+def by_period_markdown(summary: Sequence[Row], grid: str, threshold: float) -> str:
+    """One grid's summary as method x period tables: the mean final test error (failures as
+    chance) +- std with the failed seeds, and the median simulated (or wall) time to
+    ``threshold``; the lowest mean error and the shortest time in each column in bold."""
+    rows = [r for r in summary if r["grid"] == grid and r["tau"] is not None]
+    taus = sorted({r["tau"] for r in rows})
+    cell = {(r["method"], r["tau"]): r for r in rows}
+    clock = "sim_time_to_threshold_s" if any(r["sim_time_to_threshold_s"] is not None
+                                             for r in rows) else "time_to_threshold_s"
+    ps = sorted({r["p"] for r in rows})
+    header = "| method | " + " | ".join(f"tau {t}" for t in taus) + " |"
+    rule = "|---|" + "---|" * len(taus)
+    error_lines, time_lines = [header, rule], [header, rule]
+    for method in sorted({r["method"] for r in rows}):
+        errors, times = zip(*(_by_period_cells(rows, cell.get((method, tau)), tau, clock)
+                              for tau in taus), strict=True)
+        error_lines.append(f"| {method} | " + " | ".join(errors) + " |")
+        time_lines.append(f"| {method} | " + " | ".join(times) + " |")
+    what = "simulated cluster" if clock.startswith("sim") else "wall-clock"
+    return "\n".join([
+        f"Grid {grid} (p = {', '.join(map(str, ps))}): mean final center test error (%) +- std "
+        "over the seeds at the chosen rate, a failed run counted as chance; the lowest in each "
+        "column in bold.", "", *error_lines, "",
+        f"Median {what} time (s) to {100 * threshold:g}% test error at the chosen rate (a "
+        "failed seed, or one that never reached it, counted as not reached); the shortest in "
+        "each column in bold.", "", *time_lines, ""])
+
+
+# --- the speed-up on the simulated cluster ------------------------------------------------------
+
+
+def speedup_table(summary: Sequence[Row], grid: str = "p",
+                  fast: tuple[str, int] = ("eamsgd", 10),
+                  slow: tuple[str, int] = ("downpour", 1)) -> list[Row]:
+    """Per p of ``grid``: the simulated time to threshold of ``slow`` = (method, tau) and of
+    ``fast``, and the speed-up slow / fast. Each time is the summary's: the median over the
+    seeds at the setting's chosen rate, a failed seed or one that never reached the threshold
+    counted as not reached (None: the median did not reach it). Speed-up: None when ``fast``
+    did not reach it, inf when only ``slow`` did not."""
+    def time_of(method: str, tau: int, p: int) -> float | None:
+        row = next((r for r in summary if r["grid"] == grid and r["method"] == method
+                    and r["tau"] == tau and r["p"] == p), None)
+        return None if row is None else row["sim_time_to_threshold_s"]
+
+    table = []
+    for p in sorted({r["p"] for r in summary if r["grid"] == grid
+                     and (r["method"], r["tau"]) in (fast, slow)}):
+        slow_s, fast_s = time_of(*slow, p), time_of(*fast, p)
+        if fast_s is None:
+            speedup = None
+        elif slow_s is None:
+            speedup = math.inf
+        else:
+            speedup = slow_s / fast_s
+        table.append({"p": p, f"{slow[0]}_time_s": slow_s, f"{fast[0]}_time_s": fast_s,
+                      "speedup": speedup})
+    return table
+
+
+def speedup_markdown(table: Sequence[Row], threshold: float,
+                     fast: tuple[str, int] = ("eamsgd", 10),
+                     slow: tuple[str, int] = ("downpour", 1)) -> str:
+    """:func:`speedup_table` as Markdown, its statistic stated."""
+    lines = [f"Speed-up of {fast[0].upper()} (tau = {fast[1]}) over {slow[0].upper()} (tau = "
+             f"{slow[1]}) on the simulated cluster: time to {100 * threshold:g}% test error of "
+             f"{slow[0]} / that of {fast[0]}, each the median over the seeds at the setting's "
+             "chosen learning rate (a failed seed, or one that never reached the threshold, "
+             "counted as not reached).", "",
+             f"| p | {slow[0]} (s) | {fast[0]} (s) | speed-up |", "|---|---|---|---|"]
+    for r in table:
+        speedup = r["speedup"]
+        cell = ("n/a" if speedup is None else "inf (only the first reached)"
+                if math.isinf(speedup) else f"{speedup:.2f}x")
+        lines.append(f"| {r['p']} | {fmt(r[f'{slow[0]}_time_s'], 4) or 'not reached'} | "
+                     f"{fmt(r[f'{fast[0]}_time_s'], 4) or 'not reached'} | {cell} |")
+    return "\n".join(lines) + "\n"
