@@ -16,7 +16,8 @@ import orbax.checkpoint as ocp
 import pytest
 from test_async_train import small
 
-from easgd_jax.parallel import server
+from easgd_jax.parallel import ray_server, server
+from easgd_jax.parallel.executor import Capabilities, WorkerFailedError
 from easgd_jax.training import asynchronous as async_train
 from easgd_jax.training.checkpoint import Checkpointer
 from easgd_jax.training.common import NonFiniteError
@@ -260,8 +261,13 @@ def test_threads_worker_failure_stop_checkpoints_and_names_the_worker(tmp_path, 
     _hook(monkeypatch, 2, 27, boom)
     with pytest.raises(async_train.WorkerFailedError,
                        match=r"worker 2 of 3 failed at its local step 27 \(ValueError: worker "
-                             r"boom\); on_worker_failure='stop': saved a checkpoint at step"):
+                             r"boom\); on_worker_failure='stop': saved a checkpoint at step"
+                       ) as info:
         async_train.train_and_evaluate(_threads(), workdir)
+    # The typed failure's fields reach the caller: the worker, its local step, the cause.
+    assert info.value.worker == 2 and info.value.step == 27
+    assert isinstance(info.value.cause, ValueError) and str(info.value.cause) == "worker boom"
+    assert info.value.__cause__ is info.value.cause
     meta = _meta(workdir, Checkpointer(workdir, 3).steps()[-1])
     assert meta["steps"][2] == 27 and meta["server"]["total"] == sum(meta["steps"])
     monkeypatch.undo()
@@ -278,6 +284,86 @@ def test_threads_nan_is_a_non_finite_error_not_a_lost_update(tmp_path):
                                              r"step 10\); stopping\. The last good checkpoint "
                                              r"is step none"):
         async_train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_the_executors_declare_their_failure_policies():
+    """Both real executors support what the config accepts; only Ray restarts a worker."""
+    for executor in (server.ThreadExecutor, ray_server.RayExecutor):
+        assert executor.capabilities.failure_policies == {"stop", "continue"}
+    assert not server.ThreadExecutor.capabilities.restarts_failed_workers
+    assert ray_server.RayExecutor.capabilities.restarts_failed_workers
+
+
+def test_a_policy_the_executor_lacks_is_refused_in_one_line_before_anything_starts(
+        tmp_path, monkeypatch):
+    """An executor that declares "stop" only is refused "continue" at validation: one line,
+    no worker started, no server built, nothing written in the workdir."""
+    started = []
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a ParameterServer was built")
+
+    monkeypatch.setattr(server.ThreadExecutor, "capabilities",
+                        Capabilities(frozenset({"stop"}), restarts_failed_workers=False))
+    monkeypatch.setattr(server.ParameterServer, "__init__", refuse)
+    monkeypatch.setattr(async_train, "worker_hook", lambda index, t: started.append(index))
+    workdir = tmp_path / "run"
+    with pytest.raises(ValueError) as info:
+        async_train.train_and_evaluate(_threads(failure="continue"), str(workdir))
+    assert str(info.value) == ("config.asynchrony.on_worker_failure='continue' is not "
+                               "supported by executor 'threads' (it supports: stop).")
+    assert not started and not workdir.exists()
+    async_train.validate(_threads(failure="stop"))  # what it declares passes
+
+
+def test_the_ray_driver_restores_into_abstract_shapes_without_a_parameter_server(
+        tmp_path, monkeypatch):
+    """The driver restores a checkpoint into the Ray executor's ``state_shapes``
+    (``jax.eval_shape``), with ``ParameterServer.__init__`` refusing: no server (and no
+    p x P ledger) is built on the driver for shapes. A threads run writes the checkpoint; the
+    re-run's executor is Ray's, stopped where it would start its actors."""
+    workdir = str(tmp_path)
+    config = _threads(num_steps=20)
+    config.asynchrony.num_shards = 2
+    async_train.train_and_evaluate(config, workdir)
+    reached = []
+
+    class Reached(Exception):
+        pass
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a ParameterServer was built")
+
+    def ray_shaped(run):
+        return ray_server.RayExecutor(make(run).setup)
+
+    def run(self, hooks, start=None, server_state=None, cuts=()):
+        reached.append((start, server_state, list(cuts)))
+        raise Reached()
+
+    make = async_train._make_executor
+    monkeypatch.setattr(async_train, "_make_executor", ray_shaped)
+    monkeypatch.setattr(ray_server.RayExecutor, "run", run)
+    monkeypatch.setattr(server.ParameterServer, "__init__", refuse)
+    config.train.num_steps = 40
+    with pytest.raises(Reached):
+        async_train.train_and_evaluate(config, workdir)
+    (start, (arrays, meta), cuts), = reached
+    assert [r.steps for r in start] == [20, 20, 20] and meta["total"] == 60
+    assert cuts == [90]  # the evaluation at step 30 (the checkpoint at 40 is the end's)
+    saved = _saved_state(workdir, 20)["server"]
+    assert len(arrays["masters"]) == 2
+    _assert_trees_equal(arrays, saved)
+
+
+def test_a_worker_failure_pickles_with_its_fields():
+    """(Ray ships it from the worker actor to the driver.)"""
+    import pickle
+
+    error = WorkerFailedError(1, 5, ValueError("boom"))
+    again = pickle.loads(pickle.dumps(error))
+    assert (again.worker, again.step, str(again.cause), str(again)) == (
+        1, 5, "boom", "worker 1 failed at its local step 5 (ValueError: boom)")
 
 
 def test_on_worker_failure_is_validated():

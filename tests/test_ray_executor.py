@@ -10,6 +10,7 @@ import ray
 
 from easgd_jax.algorithms import elastic
 from easgd_jax.parallel import ray_server
+from easgd_jax.parallel.executor import WorkerFailedError
 
 P, STEPS, SIZE = 3, 40, 16
 
@@ -75,10 +76,12 @@ def test_a_worker_exception_surfaces_in_the_driver_with_its_index(ray_cluster):
         if worker == 1 and step == 5:
             raise ValueError("worker boom")
 
-    with pytest.raises(ValueError, match="worker boom") as info:
+    with pytest.raises(WorkerFailedError, match="worker boom") as info:
         _run(stop_when=stop_when)
-    assert info.value.worker_index == 1
-    assert any("Ray worker actor 1" in note for note in info.value.__notes__)
+    # The typed failure crossed the actor boundary with its fields.
+    assert info.value.worker == 1 and info.value.step == 5
+    assert isinstance(info.value.cause, ValueError)
+    assert info.value.progress is not None and info.value.progress.steps == 5
     assert not _alive_actors()
 
 

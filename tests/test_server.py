@@ -16,6 +16,7 @@ from jax.flatten_util import ravel_pytree
 
 from easgd_jax.algorithms import adaptive, distbelief, elastic, leader
 from easgd_jax.parallel import schedules, server
+from easgd_jax.parallel.executor import WorkerFailedError
 
 KEY = jax.random.PRNGKey(0)
 
@@ -129,7 +130,7 @@ def test_shards_and_their_errors():
 
 # --- shutdown and errors -------------------------------------------------------------------
 
-def test_worker_exception_stops_the_run_and_is_reraised_with_its_index():
+def test_worker_exception_stops_the_run_and_is_raised_typed_with_its_index():
     progress = [0] * 4
 
     def work(index, stop):
@@ -141,10 +142,11 @@ def test_worker_exception_stops_the_run_and_is_reraised_with_its_index():
             progress[index] = step
             time.sleep(0.001)
 
-    with pytest.raises(ValueError, match="worker blew up") as info:
+    with pytest.raises(WorkerFailedError, match=r"worker 2 failed at its local step \? "
+                                                r"\(ValueError: worker blew up\)") as info:
         server.run_threads(work, 4, timeout_s=60)
-    assert info.value.worker_index == 2
-    assert any("worker 2" in note for note in info.value.__notes__)
+    assert info.value.worker == 2 and info.value.step is None
+    assert isinstance(info.value.cause, ValueError) and info.value.__cause__ is info.value.cause
     assert not server_threads_alive()  # everyone stopped, joined
     assert max(progress) < 10_000  # the others did not run to the end
 
@@ -160,10 +162,13 @@ def test_worker_exception_in_training_is_reraised():
             raise RuntimeError("data loader failed")
 
     ps = server.ParameterServer(rule, jnp.ones(3), 3)
-    with pytest.raises(RuntimeError, match="data loader failed") as info:
+    with pytest.raises(WorkerFailedError, match="data loader failed") as info:
         server.train_threads(rule, grad_fn, jnp.ones(3), ps, 10_000,
                              lambda w, s, n: np.zeros(n), KEY, timeout_s=60, stop_when=boom)
-    assert info.value.worker_index == 1
+    # The typed failure's fields: the worker, its local step, the cause, its progress.
+    assert info.value.worker == 1 and info.value.step == 7
+    assert isinstance(info.value.cause, RuntimeError)
+    assert info.value.progress.steps == 7 and len(info.value.progress.losses) == 7
     assert not server_threads_alive()
     assert ps.total < 3 * 10_000
 

@@ -13,12 +13,14 @@ Ray as the transport instead of threads of one process:
   (:func:`~easgd_jax.parallel.worker_loop.run_worker`) over a Ray transport: when its rule
   says so, it calls the server actor's ``exchange`` (elastic differences for EASGD/EAMSGD,
   pushed sums for DOWNPOUR, gradients for APAM), never waiting for the other workers.
-- the driver (:func:`train_ray`) starts them, waits with a timeout (calling ``on_poll`` for
+- the driver (:class:`RayExecutor`, an :class:`~easgd_jax.parallel.executor.Executor`;
+  :func:`train_ray` runs it) starts them, waits with a timeout (calling ``on_poll`` for
   mid-run evaluation), gathers the workers' states, the final center, the ledger and the
   server's report, and kills every actor (and shuts Ray down if it started it). The first
-  exception raised in a worker stops the others and is re-raised in the driver with
-  ``worker_index`` set and a note naming the worker, unless ``on_failure`` restarts the
-  worker from the center; the server actor's own death is reported as such. The workers
+  exception raised in a worker stops the others and reaches the driver as a
+  :class:`~easgd_jax.parallel.executor.WorkerFailedError` (the worker's index, its local
+  step when known, the cause), unless ``on_failure`` restarts the worker from the center;
+  the server actor's own death is reported as such (the cause). The workers
   are held at consistent cuts as in the threads executor (the server actor holds them; a
   held worker ships its progress to it), and a run resumes from a cut (``start``,
   ``server_state``).
@@ -40,14 +42,20 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from easgd_jax.algorithms.base import AsyncRule
-from easgd_jax.parallel.server import CutSchedule, ParameterServer, ServerReport
-from easgd_jax.parallel.worker_loop import (
+from easgd_jax.parallel.executor import (
+    CONTINUE,
+    STOP,
+    Capabilities,
     GradFn,
+    Hooks,
+    Outcome,
+    ServerState,
+    Setup,
+    WorkerFailedError,
     WorkerResult,
-    make_worker_steps,
-    run_worker,
-    warm_up,
 )
+from easgd_jax.parallel.server import CutSchedule, ParameterServer, state_shapes
+from easgd_jax.parallel.worker_loop import make_worker_steps, run_worker, warm_up
 
 HELD = -1  # the server actor's tick while the workers are held at a cut
 ACTOR_ENV = {
@@ -131,10 +139,7 @@ class ServerActor:
         """The verified report (AssertionError if an update was lost; unverified when the
         center is not finite, for the caller to report), the center, the start and the
         per-worker ledgers (call once the workers are done)."""
-        if np.isfinite(self.ps.center_flat()).all():
-            report = self.ps.verify(atol=atol, rtol_per_exchange=rtol_per_exchange)
-        else:
-            report = self.ps.report()
+        report = self.ps.final_report(atol, rtol_per_exchange)
         return {"report": report, "center": self.ps.center_flat(), "start": self.ps.start,
                 "ledger": self.ps.ledger, "staleness": self.ps.staleness,
                 "state": self.state()}
@@ -190,17 +195,18 @@ class WorkerActor:
     def run(self, server: Any, num_steps: int,
             start: WorkerResult | None = None) -> WorkerResult:
         """Up to ``num_steps`` local steps in all (fewer if the server was stopped), from
-        ``start`` if given; the result in host arrays. An exception carries
-        ``worker_result`` (host arrays), the worker before the step that failed."""
+        ``start`` if given; the result in host arrays. A failure raises
+        :class:`WorkerFailedError` with the worker before the step that failed in host
+        arrays."""
         try:
             result = run_worker(self.steps, self.rule, self.params,
                                 RayTransport(import_ray(), server, self.index), self.index,
                                 num_steps, self.batch_fn, self.base_key, self.chunk_steps,
                                 self.stop_when, start=start)
-        except Exception as error:
-            if getattr(error, "worker_result", None) is not None:
-                error.worker_result = _host_progress(error.worker_result)
-            raise
+        except WorkerFailedError as error:
+            progress = None if error.progress is None else _host_progress(error.progress)
+            raise WorkerFailedError(error.worker, error.step, error.cause,
+                                    progress) from error.cause
         return _host_progress(result)
 
 
@@ -243,44 +249,36 @@ class RemoteServer:
 
 
 @dataclasses.dataclass
-class RayRun:
-    """The outcome of :func:`train_ray`."""
+class RayRun(Outcome):
+    """The outcome of :class:`RayExecutor` (:func:`train_ray`): the executors' common
+    :class:`~easgd_jax.parallel.executor.Outcome` and the server's whole account."""
 
-    workers: list[Any]  # the workers' final AsyncWorkerState (host arrays)
-    losses: list[np.ndarray]  # per worker, one per local step
-    steps: list[int]  # per worker
     worker_exchanges: list[int]  # exchanges each worker sent (counted by the worker)
-    report: ServerReport  # the server's, verified
-    center_flat: np.ndarray
     start_flat: np.ndarray  # float64
     ledger: np.ndarray  # (p, size) float64: the center deltas each worker caused
-    staleness: list[list[int]]  # per worker, one per (exchange, shard), in order
     center: Any  # the center as a params pytree
-    wall_time_s: float  # the workers' run, after compilation
-    compile_time_s: float  # the warm-up (slowest worker)
-    results: list[WorkerResult]  # per worker, its final progress
-    server_state: tuple[dict[str, Any], dict[str, Any]]  # ParameterServer.state, host arrays
 
 
 def _worker_error(ray: Any, error: BaseException, index: int, num_workers: int,
-                  server: Any = None) -> BaseException:
-    """The exception worker ``index`` raised (unwrapped from Ray's), tagged with its index;
-    a RuntimeError naming the server actor when that is what died (``server`` given)."""
+                  server: Any = None) -> WorkerFailedError:
+    """Worker ``index``'s failure as a :class:`WorkerFailedError`: the one it raised
+    (unwrapped from Ray's), or one whose cause names the dead worker actor, or the server
+    actor when that is what died (``server`` given)."""
     if server is not None:
         try:
             ray.get(server.__ray_ready__.remote(), timeout=10)
         except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as dead:
-            return RuntimeError(f"the Ray parameter-server actor died ({type(dead).__name__}: "
-                                f"{str(dead)[:300]}); worker actor {index} of {num_workers} "
-                                "lost it")
+            return WorkerFailedError(index, None, RuntimeError(
+                f"the Ray parameter-server actor died ({type(dead).__name__}: "
+                f"{str(dead)[:300]}); worker actor {index} of {num_workers} lost it"))
     if isinstance(error, ray.exceptions.RayTaskError):
         cause = getattr(error, "cause", None)
+        if isinstance(cause, WorkerFailedError):
+            return cause
         error = cause if isinstance(cause, BaseException) else error
     elif isinstance(error, ray.exceptions.RayActorError):
         error = RuntimeError(f"Ray worker actor {index} died: {error}")
-    error.worker_index = index  # type: ignore[attr-defined]
-    error.add_note(f"raised in Ray worker actor {index} of {num_workers}")
-    return error
+    return WorkerFailedError(index, None, error)
 
 
 def _kill_all(ray: Any, actors: list[Any], timeout_s: float) -> None:
@@ -297,6 +295,180 @@ def _kill_all(ray: Any, actors: list[Any], timeout_s: float) -> None:
             if time.monotonic() > end:
                 raise RuntimeError(f"a Ray actor is still alive {timeout_s} s after ray.kill.")
             time.sleep(0.05)
+
+
+class RayExecutor:
+    """The Ray executor: a server actor and one worker actor per worker (an
+    :class:`~easgd_jax.parallel.executor.Executor`).
+
+    Args:
+        setup: the workers (``grad_fn``, ``batch_fn``, ``rule`` and ``stop_when`` are
+            shipped to the actors: they must pickle).
+        address: ``""``: use the running Ray instance, or start a local one
+            (``ray.init(num_cpus=num_cpus)``) and shut it down at the end; else the address
+            of an existing cluster to connect to (``"auto"``, ``"ray://host:10001"``...).
+        poll_s: the driver's poll period while the workers run.
+        lock_timeout_s: the server's shard locks (:class:`ParameterServer`).
+
+    Under "continue" a failed worker is restarted from the center at the step it failed at
+    (a new actor if its actor died). The driver never builds a :class:`ParameterServer`:
+    the server actor does.
+    """
+
+    capabilities = Capabilities(frozenset({STOP, CONTINUE}), restarts_failed_workers=True)
+
+    def __init__(self, setup: Setup, *, address: str = "", num_cpus: int | None = None,
+                 poll_s: float = 0.05, lock_timeout_s: float = 60.0):
+        self.setup, self.address, self.num_cpus = setup, address, num_cpus
+        self.poll_s, self.lock_timeout_s = poll_s, lock_timeout_s
+        self.view: RemoteServer | None = None  # the server actor, once it runs
+        self._results: list[WorkerResult | None] = [None] * setup.num_workers
+        self._snapshot: ServerState | None = None
+        self._actors: list[Any] = []
+        self._unravel = ravel_pytree(setup.params)[1]
+
+    def state_shapes(self) -> dict[str, Any]:
+        s = self.setup
+        return state_shapes(s.rule, s.params, s.num_workers, s.num_shards)
+
+    def progress(self) -> list[WorkerResult | None]:
+        return list(self._results)
+
+    def snapshot(self) -> ServerState | None:
+        return self._snapshot
+
+    def run(self, hooks: Hooks, start: Sequence[WorkerResult] | None = None,
+            server_state: ServerState | None = None, cuts: Sequence[int] = ()) -> RayRun:
+        """See :class:`~easgd_jax.parallel.executor.Executor`. Raises a
+        :class:`WorkerFailedError` that ``hooks.on_failure`` does not absorb (its cause a
+        RuntimeError naming the server actor if that died), TimeoutError after
+        ``setup.timeout_s``, RuntimeError if a worker ignores the stop
+        ``setup.join_timeout_s`` long, and the AssertionError of a lost update."""
+        ray = import_ray()
+        started = False
+        if not ray.is_initialized():
+            if self.address:
+                ray.init(address=self.address, runtime_env={"env_vars": ACTOR_ENV})
+            else:
+                ray.init(num_cpus=self.num_cpus or max(2, self.setup.num_workers),
+                         include_dashboard=False, runtime_env={"env_vars": ACTOR_ENV})
+            started = True
+        self._actors = []
+        try:
+            return self._run(ray, hooks, start, server_state, cuts)
+        except ray.exceptions.RayTaskError as error:  # the server's verify (AssertionError)
+            cause = getattr(error, "cause", None)
+            raise (cause if isinstance(cause, BaseException) else error) from None
+        finally:
+            try:
+                _kill_all(ray, self._actors, self.setup.join_timeout_s)
+            finally:
+                if started:
+                    ray.shutdown()
+
+    def _new_actor(self, ray: Any, cls: type, *args: Any, **options: Any) -> Any:
+        actor = ray.remote(cls).options(num_cpus=0, runtime_env={"env_vars": ACTOR_ENV},
+                                        **options).remote(*args)
+        self._actors.append(actor)
+        return actor
+
+    def _new_worker(self, ray: Any, index: int) -> Any:
+        s = self.setup
+        return self._new_actor(ray, WorkerActor, index, s.rule, s.grad_fn, _host(s.params),
+                               s.batch_fn, np.asarray(s.key), s.chunk_steps, s.stop_when,
+                               scheduling_strategy="SPREAD")
+
+    def _run(self, ray: Any, hooks: Hooks, start: Sequence[WorkerResult] | None,
+             server_state: ServerState | None, cuts: Sequence[int]) -> RayRun:
+        s, p = self.setup, self.setup.num_workers
+        server = self._new_actor(ray, ServerActor, s.rule, _host(s.params), p, s.num_shards,
+                                 self.lock_timeout_s, max_concurrency=p + 2)
+        if server_state is not None:
+            ray.get(server.load_state.remote(_host(server_state[0]), server_state[1]))
+        workers = [self._new_worker(ray, i) for i in range(p)]
+        begin = time.perf_counter()
+        _gather(ray, [w.warm_up.remote(server) for w in workers], p, s.timeout_s)
+        compile_time = time.perf_counter() - begin
+        self.view = RemoteServer(ray, server, p, self._unravel)
+        self._results = [_host_progress(r) for r in start] if start is not None else [None] * p
+        schedule = CutSchedule(cuts, ray.get(server.total.remote()),
+                               lambda at: ray.get(server.hold.remote(at)))
+        begin = time.perf_counter()
+        refs = {w.run.remote(server, s.num_steps, self._results[i]): i
+                for i, w in enumerate(workers)}
+        try:
+            self._wait(ray, hooks, server, workers, refs, schedule)
+        except BaseException:
+            self._stop(ray, server, refs)
+            raise
+        ray.get(server.stop.remote(), timeout=s.join_timeout_s)
+        wall = time.perf_counter() - begin
+        final = ray.get(server.final.remote(s.verify_atol, s.verify_rtol_per_exchange),
+                        timeout=s.join_timeout_s)
+        results = list(self._results)
+        return RayRun(
+            results=results, center_flat=final["center"], staleness=final["staleness"],
+            report=final["report"], server_state=final["state"], wall_time_s=wall,
+            compile_time_s=compile_time, lost={},
+            worker_exchanges=[int(r.exchanges) for r in results], start_flat=final["start"],
+            ledger=final["ledger"], center=self._unravel(jnp.asarray(final["center"])))
+
+    def _wait(self, ray: Any, hooks: Hooks, server: Any, workers: list[Any],
+              refs: dict[Any, int], schedule: CutSchedule) -> None:
+        """Polls the workers until all are done, restarting those ``on_failure`` absorbs."""
+        s, p, results = self.setup, self.setup.num_workers, self._results
+        status = ["running"] * p
+        view, on_cut = self.view, hooks.on_cut
+        at_cut = None if on_cut is None else lambda t, r: on_cut(view, t, r)
+        deadline = time.monotonic() + s.timeout_s
+        while refs:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the {p} Ray workers did not finish in {s.timeout_s} s.")
+            done, _ = ray.wait(list(refs), num_returns=1, timeout=self.poll_s)
+            for ref in done:
+                i = refs.pop(ref)
+                try:
+                    results[i], status[i] = ray.get(ref), "done"
+                    continue
+                except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as e:
+                    error = _worker_error(ray, e, i, p, server)
+                    died = isinstance(e, ray.exceptions.RayActorError)
+                progress = error.progress or results[i]
+                if hooks.on_failure is None or not hooks.on_failure(error):
+                    results[i], status[i] = progress, "failed"
+                    raise error from error.cause
+                results[i] = self._restart(progress)
+                if died:  # a new actor in its place
+                    workers[i] = self._new_worker(ray, i)
+                    ray.get(workers[i].warm_up.remote(server), timeout=s.timeout_s)
+                refs[workers[i].run.remote(server, s.num_steps, results[i])] = i
+            if hooks.on_poll is not None:
+                hooks.on_poll()
+            schedule.poll(
+                lambda: ray.get(server.parked.remote()), lambda: (list(status), list(results)),
+                lambda: ray.get(server.total.remote()), at_cut)
+
+    def _restart(self, progress: WorkerResult | None) -> WorkerResult:
+        """A failed worker restarted from the center, at the step it failed at."""
+        assert self.view is not None
+        at = progress.steps if progress is not None else 0
+        fresh = self.setup.rule.init_worker(self._unravel(jnp.asarray(self.view.center_flat())))
+        return WorkerResult(_host(fresh._replace(count=jnp.asarray(at, jnp.int32))), [], at,
+                            progress.exchanges if progress is not None else 0)
+
+    def _stop(self, ray: Any, server: Any, refs: dict[Any, int]) -> None:
+        """Stops the workers after an exception: each one's progress, the server's state."""
+        join = self.setup.join_timeout_s
+        ray.get(server.stop.remote(), timeout=join)
+        for ref, i in refs.items():  # the others return at their next tick
+            try:
+                self._results[i] = ray.get(ref, timeout=join)
+            except Exception:  # noqa: BLE001 - dead too: keep its last known progress
+                pass
+        try:
+            self._snapshot = ray.get(server.state.remote(), timeout=join)
+        except Exception:  # noqa: BLE001 - the server itself died
+            self._snapshot = None
 
 
 def train_ray(
@@ -321,154 +493,30 @@ def train_ray(
     lock_timeout_s: float = 60.0,
     join_timeout_s: float = 30.0,
     start: Sequence[WorkerResult] | None = None,
-    server_state: tuple[dict[str, Any], dict[str, Any]] | None = None,
+    server_state: ServerState | None = None,
     cuts: Sequence[int] = (),
     on_cut: Callable[[RemoteServer, int, list[WorkerResult]], None] | None = None,
-    on_failure: Callable[[int, BaseException], bool] | None = None,
+    on_failure: Callable[[WorkerFailedError], bool] | None = None,
 ) -> RayRun:
-    """Every worker runs ``num_steps`` local steps of ``rule`` in its own Ray actor.
+    """Every worker runs ``num_steps`` local steps of ``rule`` in its own Ray actor
+    (:class:`RayExecutor`).
 
-    Arguments as :func:`~easgd_jax.parallel.server.train_threads` (``batch_fn``, ``grad_fn``,
-    ``rule`` and ``stop_when`` are shipped to the actors: they must pickle), plus:
-
-    Args:
-        num_workers, num_shards: p and the master's shards.
-        on_poll: called in the driver every ``poll_s`` while the workers run, with a
-            :class:`RemoteServer` (mid-run evaluation of the center).
-        address: ``""``: use the running Ray instance, or start a local one
-            (``ray.init(num_cpus=num_cpus)``) and shut it down at the end; else the address
-            of an existing cluster to connect to (``"auto"``, ``"ray://host:10001"``...).
-        verify_atol, verify_rtol_per_exchange: the no-lost-update check's tolerance
-            (:meth:`ParameterServer.verify`).
-        start, server_state: a resumed run: each worker's progress and the server's
-            :meth:`ParameterServer.state` (host or jax arrays) at the same cut.
-        cuts, on_cut: consistent cuts, as ``train_threads``; ``on_cut(remote, T, progress)``.
-        on_failure: ``(worker, error) -> continue?``; True restarts the worker from the
-            center at the step it failed at (a new actor if the old one died).
-
-    Raises the first worker exception (``worker_index`` set) that ``on_failure`` does not
-    absorb, a RuntimeError naming the server actor if that died, TimeoutError after
-    ``timeout_s``, RuntimeError if a worker ignores the stop ``join_timeout_s`` long. An
-    exception raised while the workers run carries ``worker_results`` (every worker's
-    progress, between two steps: the server stopped them) and ``server_state`` (the
-    server's state then), for a checkpoint.
+    Arguments as :func:`~easgd_jax.parallel.server.train_threads` and :class:`RayExecutor`,
+    plus ``on_poll(remote)``, called in the driver every ``poll_s`` while the workers run
+    with a :class:`RemoteServer` (mid-run evaluation of the center); ``start``,
+    ``server_state``: a resumed run (each worker's progress and the server's
+    :meth:`ParameterServer.state`, host or jax arrays, at the same cut);
+    ``on_cut(remote, T, progress)``; ``on_failure(error) -> continue?``, True restarting the
+    worker from the center.
     """
-    ray = import_ray()
-    started = False
-    if not ray.is_initialized():
-        if address:
-            ray.init(address=address, runtime_env={"env_vars": ACTOR_ENV})
-        else:
-            ray.init(num_cpus=num_cpus or max(2, num_workers), include_dashboard=False,
-                     runtime_env={"env_vars": ACTOR_ENV})
-        started = True
-    actors: list[Any] = []
-    try:
-        host_params, host_key = _host(params), np.asarray(key)  # a raw uint32 PRNG key
-        env = {"env_vars": ACTOR_ENV}
-        server = ray.remote(ServerActor).options(
-            num_cpus=0, max_concurrency=num_workers + 2, runtime_env=env,
-        ).remote(rule, host_params, num_workers, num_shards, lock_timeout_s)
-        actors.append(server)
-        if server_state is not None:
-            ray.get(server.load_state.remote(_host(server_state[0]), server_state[1]))
-        worker_cls = ray.remote(WorkerActor).options(num_cpus=0, runtime_env=env,
-                                                     scheduling_strategy="SPREAD")
-
-        def new_worker(i: int) -> Any:
-            actor = worker_cls.remote(i, rule, grad_fn, host_params, batch_fn, host_key,
-                                      chunk_steps, stop_when)
-            actors.append(actor)
-            return actor
-
-        workers = [new_worker(i) for i in range(num_workers)]
-        begin = time.perf_counter()
-        _gather(ray, [w.warm_up.remote(server) for w in workers], num_workers, timeout_s)
-        compile_time = time.perf_counter() - begin
-
-        _, unravel = ravel_pytree(params)
-        remote = RemoteServer(ray, server, num_workers, unravel)
-        results: list[WorkerResult | None] = (
-            [_host_progress(r) for r in start] if start is not None else [None] * num_workers)
-        status = ["running"] * num_workers
-        total0 = ray.get(server.total.remote())
-        schedule = CutSchedule(cuts, total0, lambda at: ray.get(server.hold.remote(at)))
-        begin = time.perf_counter()
-        refs = {w.run.remote(server, num_steps, results[i]): i for i, w in enumerate(workers)}
-        try:
-            deadline = time.monotonic() + timeout_s
-            while refs:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"the {num_workers} Ray workers did not finish in "
-                                       f"{timeout_s} s.")
-                done, _ = ray.wait(list(refs), num_returns=1, timeout=poll_s)
-                for ref in done:
-                    i = refs.pop(ref)
-                    try:
-                        results[i], status[i] = ray.get(ref), "done"
-                        continue
-                    except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as e:
-                        error = _worker_error(ray, e, i, num_workers, server)
-                        died = isinstance(e, ray.exceptions.RayActorError)
-                    progress = getattr(error, "worker_result", None) or results[i]
-                    if (getattr(error, "worker_index", None) is None or on_failure is None
-                            or not on_failure(i, error)):
-                        results[i], status[i] = progress, "failed"
-                        raise error
-                    # Restart from the center, at the step it failed at.
-                    center = jnp.asarray(remote.center_flat())
-                    at = progress.steps if progress is not None else 0
-                    fresh = rule.init_worker(unravel(center))
-                    restart = WorkerResult(
-                        _host(fresh._replace(count=jnp.asarray(at, jnp.int32))), [], at,
-                        progress.exchanges if progress is not None else 0)
-                    if died:  # a new actor in its place
-                        workers[i] = new_worker(i)
-                        ray.get(workers[i].warm_up.remote(server), timeout=timeout_s)
-                    results[i] = restart
-                    refs[workers[i].run.remote(server, num_steps, restart)] = i
-                if on_poll is not None:
-                    on_poll(remote)
-                schedule.poll(
-                    lambda: ray.get(server.parked.remote()),
-                    lambda: (list(status), list(results)),
-                    lambda: ray.get(server.total.remote()),
-                    None if on_cut is None else lambda t, r: on_cut(remote, t, r))
-        except BaseException as error:
-            ray.get(server.stop.remote(), timeout=join_timeout_s)
-            for ref, i in refs.items():  # the others return at their next tick
-                try:
-                    results[i] = ray.get(ref, timeout=join_timeout_s)
-                except Exception:  # noqa: BLE001 - dead too: keep its last known progress
-                    pass
-            error.worker_results = list(results)  # type: ignore[attr-defined]
-            try:
-                error.server_state = ray.get(  # type: ignore[attr-defined]
-                    server.state.remote(), timeout=join_timeout_s)
-            except Exception:  # noqa: BLE001 - the server itself died
-                error.server_state = None  # type: ignore[attr-defined]
-            raise
-        ray.get(server.stop.remote(), timeout=join_timeout_s)
-        wall = time.perf_counter() - begin
-        final = ray.get(server.final.remote(verify_atol, verify_rtol_per_exchange),
-                        timeout=join_timeout_s)
-    except ray.exceptions.RayTaskError as error:  # the server's verify (AssertionError)
-        cause = getattr(error, "cause", None)
-        raise (cause if isinstance(cause, BaseException) else error) from None
-    finally:
-        try:
-            _kill_all(ray, actors, join_timeout_s)
-        finally:
-            if started:
-                ray.shutdown()
-    return RayRun(
-        workers=[r.worker for r in results], losses=[r.loss_array() for r in results],
-        steps=[int(r.steps) for r in results],
-        worker_exchanges=[int(r.exchanges) for r in results], report=final["report"],
-        center_flat=final["center"], start_flat=final["start"], ledger=final["ledger"],
-        staleness=final["staleness"],
-        center=unravel(jnp.asarray(final["center"])), wall_time_s=wall,
-        compile_time_s=compile_time, results=list(results), server_state=final["state"])
+    setup = Setup(rule, grad_fn, params, num_workers, num_steps, batch_fn, key, num_shards,
+                  timeout_s, chunk_steps, stop_when, verify_atol, verify_rtol_per_exchange,
+                  join_timeout_s)
+    executor = RayExecutor(setup, address=address, num_cpus=num_cpus, poll_s=poll_s,
+                           lock_timeout_s=lock_timeout_s)
+    hooks = Hooks(None if on_poll is None else lambda: on_poll(executor.view), on_cut,
+                  on_failure)
+    return executor.run(hooks, start, server_state, cuts)
 
 
 def _gather(ray: Any, refs: list[Any], num_workers: int, timeout_s: float, *,

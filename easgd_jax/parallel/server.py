@@ -22,9 +22,13 @@ Measured and checked:
   (:meth:`ParameterServer.report`);
 - the number of exchanges each shard applied equals the number the workers sent;
 - clean shutdown: :func:`run_threads` joins every thread with a timeout and fails if one is
-  still alive; an exception in one worker stops all of them and is re-raised in the caller
-  with the worker's index (``error.worker_index`` and a note), unless ``on_failure`` lets
-  the others go on without it.
+  still alive; an exception in one worker stops all of them and reaches the caller as a
+  :class:`~easgd_jax.parallel.executor.WorkerFailedError` (the worker's index, its local
+  step, the cause), unless ``on_failure`` lets the others go on without it.
+
+:class:`ThreadExecutor` is this module's :class:`~easgd_jax.parallel.executor.Executor`
+(the threads executor of ``training/asynchronous.py``); :func:`train_threads` runs it on a
+given server.
 
 Consistent cuts (for evaluations at exact steps and checkpoints): :meth:`ParameterServer.hold`
 makes every worker that asks for a tick once T reaches a mark hand over its progress and
@@ -35,7 +39,6 @@ snapshot a run can resume from (:meth:`ParameterServer.load_state`, ``start``).
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -46,14 +49,23 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from easgd_jax.algorithms.base import AsyncRule, AsyncWorkerState
-from easgd_jax.parallel.worker_loop import (
+from easgd_jax.algorithms.base import AsyncRule
+from easgd_jax.parallel.executor import (
+    CONTINUE,
+    STOP,
+    Capabilities,
     GradFn,
+    Hooks,
+    Outcome,
+    ServerReport,
+    ServerState,
+    Setup,
+    WorkerFailedError,
     WorkerResult,
-    make_worker_steps,
-    run_worker,
-    warm_up,
 )
+from easgd_jax.parallel.worker_loop import make_worker_steps, run_worker, warm_up
+
+ThreadRun = Outcome  # what train_threads returns (the executors' common outcome)
 
 
 def shard_bounds(size: int, num_shards: int) -> list[tuple[int, int]]:
@@ -65,22 +77,23 @@ def shard_bounds(size: int, num_shards: int) -> list[tuple[int, int]]:
     return [(int(lo), int(hi)) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
 
 
-@dataclasses.dataclass(frozen=True)
-class ServerReport:
-    """What the server measured (see the module docstring)."""
+def state_shapes(rule: AsyncRule, params: Any, num_workers: int,
+                 num_shards: int = 1) -> dict[str, Any]:
+    """The abstract shapes of :meth:`ParameterServer.state`'s arrays (``jax.eval_shape``:
+    nothing is built, no ledger allocated), with the default device's sharding: the target a
+    checkpoint of the server is restored into."""
+    flat = jax.eval_shape(lambda tree: ravel_pytree(tree)[0], params)
+    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
 
-    exchanges_applied: list[int]  # per shard
-    exchanges_sent: list[int]  # per worker (each exchange visits every shard)
-    max_discrepancy: float  # max |center - (start + sum of the ledgers)|
-    center_scale: float  # max |center|, for relative tolerances
-    staleness_mean: float
-    staleness_max: int
-    staleness_count: int
+    def placed(a: Any) -> jax.ShapeDtypeStruct:
+        return jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding)
 
-    def as_metrics(self) -> dict[str, float]:
-        return {"staleness_mean": self.staleness_mean, "staleness_max": self.staleness_max,
-                "exchanges": int(sum(self.exchanges_sent)),
-                "ledger_discrepancy": self.max_discrepancy}
+    masters = [jax.eval_shape(rule.init_master, jax.ShapeDtypeStruct((hi - lo,), flat.dtype))
+               for lo, hi in shard_bounds(flat.size, num_shards)]
+    words = 2 * flat.size  # a float64 as two uint32
+    return {"masters": jax.tree.map(placed, masters),
+            "ledger_bits": placed(jax.ShapeDtypeStruct((num_workers, words), np.uint32)),
+            "start_bits": placed(jax.ShapeDtypeStruct((words,), np.uint32))}
 
 
 class ParameterServer:
@@ -297,6 +310,13 @@ class ParameterServer:
                 f"{report.max_discrepancy} (tolerance {tolerance}).")
         return report
 
+    def final_report(self, atol: float, rtol_per_exchange: float) -> ServerReport:
+        """:meth:`verify` when the center is finite, else the unverified :meth:`report` (a
+        non-finite center is for the caller to report). Call once the workers are done."""
+        if np.isfinite(self.center_flat()).all():
+            return self.verify(atol=atol, rtol_per_exchange=rtol_per_exchange)
+        return self.report()
+
 
 def run_threads(
     fn: Callable[[int, threading.Event], None],
@@ -310,8 +330,9 @@ def run_threads(
     """Runs ``fn(worker_index, stop)`` in one thread per worker until all return.
 
     ``fn`` must return soon after ``stop`` is set. The first exception raised in a worker
-    sets ``stop`` for all, and is re-raised here once every thread ended, with
-    ``worker_index`` set and a note naming the worker. ``on_poll`` runs in the caller's
+    sets ``stop`` for all, and is raised here once every thread ended, as a
+    :class:`WorkerFailedError` naming the worker (as it is if it is one already, or not an
+    Exception: a KeyboardInterrupt). ``on_poll`` runs in the caller's
     thread every ``poll_s`` while the workers run (e.g. evaluation); its exceptions stop the
     run too. Raises TimeoutError after ``timeout_s`` (the workers are stopped first), and
     RuntimeError if a thread is still alive ``join_timeout_s`` after being stopped.
@@ -352,9 +373,9 @@ def run_threads(
     alive = [t.name for t in threads if t.is_alive()]
     if errors:
         index, error = errors[0]
-        error.worker_index = index  # type: ignore[attr-defined]
-        error.add_note(f"raised in parameter-server worker {index} of {num_workers}")
-        raise error
+        if isinstance(error, WorkerFailedError) or not isinstance(error, Exception):
+            raise error
+        raise WorkerFailedError(index, None, error) from error
     if poll_error is not None:
         raise poll_error
     if alive:
@@ -415,17 +436,90 @@ class ThreadTransport:
         return self.server.exchange(worker, vectors, scalars)
 
 
-@dataclasses.dataclass
-class ThreadRun:
-    """The outcome of :func:`train_threads`."""
+class ThreadExecutor:
+    """The threads executor: a :class:`ParameterServer` in this process and one thread per
+    worker, each running the shared worker loop (an
+    :class:`~easgd_jax.parallel.executor.Executor`).
 
-    workers: list[AsyncWorkerState]
-    losses: list[np.ndarray]  # per worker, one per local step (resumed: the tail given)
-    steps: list[int]  # per worker
-    wall_time_s: float  # the threads' run, after compilation
-    compile_time_s: float  # the warm-up that compiles the worker steps and the exchange
-    results: list[WorkerResult]  # per worker; a lost worker: before the step that failed
-    lost: dict[int, str]  # the workers that failed and were left behind: their error
+    ``server``: the master to run against (built from ``setup`` when :meth:`run` starts if
+    None). Under "continue" a failed worker is left behind (a lost worker)."""
+
+    capabilities = Capabilities(frozenset({STOP, CONTINUE}), restarts_failed_workers=False)
+
+    def __init__(self, setup: Setup, server: ParameterServer | None = None):
+        self.setup, self.server = setup, server
+        self._results: list[WorkerResult | None] = [None] * setup.num_workers
+
+    def state_shapes(self) -> dict[str, Any]:
+        s = self.setup
+        return state_shapes(s.rule, s.params, s.num_workers, s.num_shards)
+
+    def progress(self) -> list[WorkerResult | None]:
+        return list(self._results)
+
+    def snapshot(self) -> ServerState | None:
+        return None if self.server is None else self.server.state()
+
+    def run(self, hooks: Hooks, start: Sequence[WorkerResult] | None = None,
+            server_state: ServerState | None = None, cuts: Sequence[int] = ()) -> Outcome:
+        """Every worker runs ``setup.num_steps`` local steps in its own thread (see
+        :class:`~easgd_jax.parallel.executor.Executor`). A cut no live worker can reach (the
+        others finished or were lost) is skipped."""
+        s = self.setup
+        if self.server is None:
+            self.server = ParameterServer(s.rule, s.params, s.num_workers, s.num_shards)
+        server = self.server
+        if server_state is not None:
+            server.load_state(*server_state)
+        steps = make_worker_steps(s.rule, s.grad_fn, s.params)
+        # Compile everything once here, not in p threads at once (and not inside the timing).
+        compile_time = warm_up(steps, s.rule, s.params, s.batch_fn, 0, s.key,
+                               server.dry_exchange)
+        results = self._results = (list(start) if start is not None
+                                   else [None] * s.num_workers)
+        status, lost, lock = ["running"] * s.num_workers, {}, threading.Lock()
+        schedule = CutSchedule(cuts, server.total, server.hold)
+
+        def work(index: int, stop: threading.Event) -> None:
+            outcome = "done"
+            try:
+                result = run_worker(steps, s.rule, s.params, ThreadTransport(server, stop, index),
+                                    index, s.num_steps, s.batch_fn, s.key, s.chunk_steps,
+                                    s.stop_when, start=results[index])
+            except WorkerFailedError as error:
+                result = error.progress
+                if hooks.on_failure is None or not hooks.on_failure(error):
+                    with lock:
+                        results[index], status[index] = result, "failed"
+                    raise
+                outcome = "lost"
+                lost[index] = f"{type(error.cause).__name__}: {error.cause}"
+            with lock:
+                results[index], status[index] = result, outcome
+
+        def workers() -> tuple[list[str], list[Any]]:
+            with lock:
+                return list(status), list(results)
+
+        def poll() -> None:
+            if hooks.on_poll is not None:
+                hooks.on_poll()
+            schedule.poll(server.parked, workers, lambda: server.total,
+                          None if hooks.on_cut is None
+                          else lambda total, here: hooks.on_cut(server, total, here))
+
+        begin = time.perf_counter()
+        try:
+            run_threads(work, s.num_workers, s.timeout_s, on_poll=poll,
+                        join_timeout_s=s.join_timeout_s)
+        finally:
+            server.hold(None)
+        wall = time.perf_counter() - begin
+        done = [r if r is not None else WorkerResult(s.rule.init_worker(s.params), [], 0, 0)
+                for r in results]
+        report = server.final_report(s.verify_atol, s.verify_rtol_per_exchange)
+        return Outcome(done, server.center_flat(), [list(v) for v in server.staleness], report,
+                       server.state(), wall, compile_time, lost)
 
 
 def train_threads(
@@ -444,79 +538,35 @@ def train_threads(
     start: Sequence[WorkerResult] | None = None,
     cuts: Sequence[int] = (),
     on_cut: Callable[[int, list[WorkerResult]], None] | None = None,
-    on_failure: Callable[[int, BaseException], bool] | None = None,
+    on_failure: Callable[[WorkerFailedError], bool] | None = None,
+    verify_atol: float = 0.0,
+    verify_rtol_per_exchange: float = 1e-6,
 ) -> ThreadRun:
-    """Every worker runs ``num_steps`` local steps of ``rule`` in its own thread.
+    """Every worker runs ``num_steps`` local steps of ``rule`` in its own thread, against
+    ``server`` (:class:`ThreadExecutor`).
 
     Args:
         rule, grad_fn: the algorithm and ``grad_fn(params, batch, key) -> (grad, loss)``.
         params: the common starting point of the workers (the server holds the master).
-        server: the master.
-        num_steps: local steps per worker.
-        batch_fn: ``(worker, start_step, steps) -> batches`` with a leading axis ``steps``
-            (host arrays), fetched ``chunk_steps`` at a time.
-        key: base PRNG key; step t of worker i uses ``fold_in(fold_in(key, i), t)``.
+        server: the master (restored to the cut of ``start`` for a resumed run).
+        num_steps, batch_fn, key, chunk_steps, stop_when: as
+            :class:`~easgd_jax.parallel.executor.Setup`.
         timeout_s: the whole run's limit.
         on_poll: called in the caller's thread while the workers run.
-        stop_when: test hook, ``(worker, step)`` called before every step (may raise).
-        start: per worker, where to continue from (a resumed run; ``server`` restored to
-            the same cut).
-        cuts: values of T (local steps of all workers together) at which the workers are
-            held between two steps (consistent cuts); ``on_cut(T, per-worker progress)`` is
-            then called in the caller's thread, with the server quiet, before they go on.
-            A cut no live worker can reach (the others finished or were lost) is skipped.
-        on_failure: ``(worker, error) -> continue?``; True leaves the worker behind (logged
-            by the caller) and the others go on; False or None stops the run.
+        start: per worker, where to continue from (a resumed run).
+        cuts, on_cut: values of T (local steps of all workers together) at which the
+            workers are held between two steps; ``on_cut(T, per-worker progress)`` is then
+            called in the caller's thread, with the server quiet, before they go on.
+        on_failure: ``(error) -> continue?``; True leaves the worker behind and the others
+            go on; False or None stops the run.
+        verify_atol, verify_rtol_per_exchange: the no-lost-update check at the end
+            (:meth:`ParameterServer.verify`; skipped for a non-finite center).
 
-    On an exception the error carries ``worker_results``: every worker's progress, between
-    two steps (the stopped workers return at their next tick).
+    Raises :class:`~easgd_jax.parallel.executor.WorkerFailedError` for a worker's failure.
     """
-    steps = make_worker_steps(rule, grad_fn, params)
-    # Compile everything once here, not in p threads at once (and not inside the timing).
-    compile_time = warm_up(steps, rule, params, batch_fn, 0, key, server.dry_exchange)
-    p = server.num_workers
-    results: list[WorkerResult | None] = list(start) if start is not None else [None] * p
-    status = ["running"] * p
-    lost: dict[int, str] = {}
-    lock = threading.Lock()
-    schedule = CutSchedule(cuts, server.total, server.hold)
-
-    def work(index: int, stop: threading.Event) -> None:
-        outcome = "done"
-        try:
-            result = run_worker(steps, rule, params, ThreadTransport(server, stop, index),
-                                index, num_steps, batch_fn, key, chunk_steps, stop_when,
-                                start=results[index])
-        except Exception as error:
-            result = getattr(error, "worker_result", None)
-            if on_failure is None or not on_failure(index, error):
-                with lock:
-                    results[index], status[index] = result, "failed"
-                raise
-            outcome = "lost"
-            lost[index] = f"{type(error).__name__}: {error}"
-        with lock:
-            results[index], status[index] = result, outcome
-
-    def workers() -> tuple[list[str], list[Any]]:
-        with lock:
-            return list(status), list(results)
-
-    def poll() -> None:
-        if on_poll is not None:
-            on_poll()
-        schedule.poll(server.parked, workers, lambda: server.total, on_cut)
-
-    begin = time.perf_counter()
-    try:
-        run_threads(work, p, timeout_s, on_poll=poll)
-    except BaseException as error:
-        error.worker_results = list(results)  # type: ignore[attr-defined]
-        raise
-    finally:
-        server.hold(None)
-    wall = time.perf_counter() - begin
-    done = [r if r is not None else WorkerResult(rule.init_worker(params), [], 0, 0)
-            for r in results]
-    return ThreadRun([r.worker for r in done], [r.loss_array() for r in done],
-                     [r.steps for r in done], wall, compile_time, done, lost)
+    setup = Setup(rule, grad_fn, params, server.num_workers, num_steps, batch_fn, key,
+                  server.num_shards, timeout_s, chunk_steps, stop_when, verify_atol,
+                  verify_rtol_per_exchange)
+    hooks = Hooks(on_poll, None if on_cut is None else lambda _, t, r: on_cut(t, r),
+                  on_failure)
+    return ThreadExecutor(setup, server).run(hooks, start, cuts=cuts)

@@ -22,13 +22,13 @@ Consistent cuts (checkpoints, evaluations at exact steps): the master may hold t
 at a value of T; a worker that asks for a tick then hands over its progress (its
 :class:`WorkerResult` between two local steps) and waits until the cut is released, so that
 the master and every worker are snapshotted between steps. A loop may start from such a
-snapshot (``start``) instead of ``params``. An exception raised in the loop carries the
-worker's progress before the failed step as ``error.worker_result``.
+snapshot (``start``) instead of ``params``. An exception raised in the loop reaches the
+caller as a :class:`~easgd_jax.parallel.executor.WorkerFailedError` with the worker's index,
+its local step and the cause, and its progress before the failed step.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol
@@ -38,11 +38,17 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from easgd_jax.algorithms.base import AsyncRule, AsyncWorkerState
+from easgd_jax.algorithms.base import AsyncRule
+from easgd_jax.parallel.executor import (
+    BatchFn,
+    GradFn,
+    StopHook,
+    WorkerFailedError,
+    WorkerResult,
+)
 
-GradFn = Callable[[Any, Any, jax.Array], tuple[Any, jax.Array]]
-BatchFn = Callable[[int, int, int], Any]
-StopHook = Callable[[int, int], None]
+__all__ = ["BatchFn", "GradFn", "StopHook", "Transport", "WorkerFailedError", "WorkerResult",
+           "WorkerSteps", "make_worker_steps", "run_worker", "warm_up"]
 
 
 class Transport(Protocol):
@@ -116,19 +122,6 @@ def warm_up(steps: WorkerSteps, rule: AsyncRule, params: Any, batch_fn: BatchFn,
     return time.perf_counter() - begin
 
 
-@dataclasses.dataclass
-class WorkerResult:
-    """What one worker's loop leaves."""
-
-    worker: AsyncWorkerState  # its final state
-    losses: list[Any]  # one per local step taken
-    steps: int  # local steps taken
-    exchanges: int  # exchanges sent
-
-    def loss_array(self) -> np.ndarray:
-        return np.asarray(jnp.stack(self.losses)) if self.losses else np.zeros(0)
-
-
 def run_worker(
     steps: WorkerSteps,
     rule: AsyncRule,
@@ -154,7 +147,9 @@ def run_worker(
         stop_when: test hook, ``(worker, step)`` called before every step (may raise).
         start: where to continue from (its worker state, losses, steps and exchanges).
 
-    An exception carries ``worker_result``, the worker before the step that failed.
+    Raises :class:`WorkerFailedError` (index, local step, cause, and the worker before the
+    step that failed) for an Exception in the loop; anything else (a KeyboardInterrupt)
+    passes as it is.
     """
     if start is None:
         worker, losses, taken, exchanges = rule.init_worker(params), [], 0, 0
@@ -188,7 +183,6 @@ def run_worker(
                     worker, loss = steps.local(worker, batch, worker_key)
                 losses.append(loss)
                 taken = step + 1
-    except BaseException as error:
-        error.worker_result = progress()  # type: ignore[attr-defined]
-        raise
+    except Exception as error:
+        raise WorkerFailedError(index, taken, error, progress()) from error
     return WorkerResult(jax.block_until_ready(worker), losses, taken, exchanges)

@@ -74,12 +74,24 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
+from jax.flatten_util import ravel_pytree
 
 from easgd_jax import data
 from easgd_jax.algorithms import registry
 from easgd_jax.algorithms.base import AsyncRule
-from easgd_jax.parallel import cluster, schedules, server
-from easgd_jax.parallel.worker_loop import StopHook, WorkerResult
+from easgd_jax.parallel import cluster, ray_server, schedules, server
+from easgd_jax.parallel.executor import (
+    Executor,
+    Hooks,
+    Outcome,
+    ServerState,
+    ServerView,
+    Setup,
+    StopHook,
+    WorkerFailedError,
+    WorkerResult,
+    check_failure_policy,
+)
 from easgd_jax.training import config as config_lib
 from easgd_jax.training import simulated_time
 from easgd_jax.training.checkpoint import Checkpointer
@@ -200,10 +212,6 @@ def _final_train_loss(config: ml_collections.ConfigDict, losses) -> float:
     return float(np.mean(np.concatenate([w[-config.train.eval_every:] for w in losses])))
 
 
-class WorkerFailedError(RuntimeError):
-    """A worker of the threads or Ray executor failed under ``on_worker_failure='stop'``."""
-
-
 class _Stopped(Exception):  # noqa: N818 - a control-flow signal, not an error
     """SIGTERM/SIGINT seen while the workers run: stop them at a consistent cut."""
 
@@ -277,6 +285,25 @@ def _schedule(run: _Run, num_ticks: int,
         config.seed, asyn.clock_spread, asyn.clock_jitter, spec.exchange_step), compute_s
 
 
+def _check_chunk(run: _Run, chunk: schedules.Schedule, first: int, local: np.ndarray,
+                 info: schedules.TickInfo, center: Any) -> None:
+    """Raises NonFiniteError for a NaN or Inf in a loss of the chunk that starts at tick
+    ``first`` (``local``: each worker's local step at its start) or in the center after it."""
+    p, num_steps = run.config.num_workers, run.config.train.num_steps
+    losses = np.asarray(info.loss)
+    if not np.isfinite(losses).all():
+        tick = int(np.argmin(np.isfinite(losses)))
+        worker = int(chunk.workers[tick])
+        raise NonFiniteError(
+            f"non-finite value (NaN or Inf) in a loss of worker {worker} at its local "
+            f"step {int(chunk.local_steps(local)[tick])} (tick {first + tick}, "
+            f"at step {(first + tick) // p} of {num_steps}); stopping. " + run.last_good())
+    if not _finite(center):
+        raise NonFiniteError(
+            f"non-finite value (NaN or Inf) in the center after step "
+            f"{(first + len(chunk)) // p}; stopping. " + run.last_good())
+
+
 def _run_simulated(run: _Run):
     config, rule, grad_fn, params, key = run.config, run.rule, run.grad_fn, run.params, run.key
     asyn, p = config.asynchrony, config.num_workers
@@ -328,20 +355,8 @@ def _run_simulated(run: _Run):
                 compile_s = time.perf_counter() - begin
                 start += compile_s
             new_state, info = compiled(*args)
-            losses = np.asarray(info.loss)
-            if not np.isfinite(losses).all():
-                tick = int(np.argmin(np.isfinite(losses)))
-                worker = int(chunk.workers[tick])
-                raise NonFiniteError(
-                    f"non-finite value (NaN or Inf) in a loss of worker {worker} at its local "
-                    f"step {int(chunk.local_steps(local)[tick])} (tick {first + tick}, "
-                    f"at step {(first + tick) // p} of {config.train.num_steps}); stopping. "
-                    + run.last_good())
             step = (first + len(chunk)) // p
-            if not _finite(new_state.master.center):
-                raise NonFiniteError(
-                    f"non-finite value (NaN or Inf) in the center after step {step}; "
-                    "stopping. " + run.last_good())
+            _check_chunk(run, chunk, first, local, info, new_state.master.center)
             state = new_state
             local += chunk.counts()
             recorder.add(info)
@@ -367,190 +382,206 @@ def _losses_tail(result: WorkerResult, n: int) -> list[float]:
     return [float(x) for x in np.asarray(jnp.stack(result.losses[-n:]))] if result.losses else []
 
 
-def _run_threads(run: _Run):
-    return _run_server(run, use_ray=False)
+def _executor_class(name: str) -> type:
+    """The :class:`~easgd_jax.parallel.executor.Executor` of ``config.executor`` ``name``
+    (threads or Ray; the class, for its declared capabilities)."""
+    return {"threads": server.ThreadExecutor, "ray": ray_server.RayExecutor}[name]
 
 
-def _run_ray(run: _Run):
-    return _run_server(run, use_ray=True)
+def _make_executor(run: _Run) -> Executor:
+    """The executor of ``run.config.executor``, on the run's rule, data and workers."""
+    config, asyn = run.config, run.config.asynchrony
+    setup = Setup(run.rule, run.grad_fn, run.params, config.num_workers,
+                  config.train.num_steps, run.sampler.worker_round, run.key,
+                  num_shards=asyn.num_shards, timeout_s=asyn.timeout_s, stop_when=worker_hook)
+    if config.executor == "ray":
+        return ray_server.RayExecutor(setup, address=asyn.ray_address)
+    return server.ThreadExecutor(setup)
 
 
-def _run_server(run: _Run, use_ray: bool):
-    """The threads or Ray executor: a parameter server, workers held at consistent cuts for
-    evaluations and checkpoints."""
-    config, rule, params = run.config, run.rule, run.params
-    asyn, p = config.asynchrony, config.num_workers
-    end, eval_ticks = config.train.num_steps * p, config.train.eval_every * p
-    every_ticks = config.checkpoint.every * p
-    ps = server.ParameterServer(rule, params, p, asyn.num_shards)  # Ray: for the shapes
-    view: Any = ps  # the server as the driver sees it (Ray: a RemoteServer once running)
-    fresh = WorkerResult(rule.init_worker(params), [], 0, 0)
-    start: list[WorkerResult] | None = None
-    server_state = None
-    seen = [0] * p  # per worker, the staleness values already reported
-    lost: dict[int, str] = {}
-    label, metrics, taken = 0, {}, True  # taken: the restored T's cut was taken
-    restored = run.checkpoints.restore_latest(
-        {"server": ps.state()[0], "workers": [fresh.worker] * p})
-    if restored is not None:
-        label, state, meta = restored
-        server_state = (state["server"], meta["server"])
-        ps.load_state(*server_state)
-        start = [WorkerResult(w, [np.float32(x) for x in tail], s, e) for w, tail, s, e
-                 in zip(state["workers"], meta["losses"], meta["steps"], meta["exchanges"],
-                        strict=True)]
-        seen, metrics = meta["seen"], meta["metrics"]
-        lost = {int(k): v for k, v in meta["lost"].items()}
-        taken = meta["cut"]
+def _run_server(run: _Run):
+    """The threads or Ray executor: one driver (:class:`_ServerDriver`) over either."""
+    return _ServerDriver(run, _make_executor(run))()
+
+
+class _ServerDriver:
+    """The one driver of the threads and Ray executors: a parameter server, workers held at
+    consistent cuts for evaluations and checkpoints (see the module docstring). Knows the
+    executor through its protocol (:mod:`easgd_jax.parallel.executor`) only."""
+
+    def __init__(self, run: _Run, executor: Executor):
+        config, p = run.config, run.config.num_workers
+        self.run, self.executor, self.p = run, executor, p
+        self.eval_ticks = config.train.eval_every * p
+        self.every_ticks = config.checkpoint.every * p
+        self.unravel = ravel_pytree(run.params)[1]
+        self.fresh = WorkerResult(run.rule.init_worker(run.params), [], 0, 0)
+        self.start: list[WorkerResult] | None = None
+        self.server_state: ServerState | None = None
+        self.seen = [0] * p  # per worker, the staleness values already reported
+        self.checked = [0] * p  # per worker, the losses already checked for NaN
+        self.lost: dict[int, str] = {}
+        self.restarted: dict[int, int] = {}
+        self.failures: set[tuple[int, int]] = set()
+        # label: the restored checkpoint's step; total: its T; taken: its T's cut was taken.
+        self.label, self.total, self.metrics, self.taken = 0, 0, {}, True
+        self.evaluator: _Evaluator | None = None
+
+    def __call__(self):
+        run, config = self.run, self.run.config
+        self.restore()
+        writer = run.writer(self.label)
+        self.evaluator = _Evaluator(config, run.evaluate, run.dataset, writer)
+        self.evaluator.start_step = self.label
+        hooks = Hooks(self.on_poll, self.on_cut, self.on_failure)
+        try:
+            try:
+                outcome = self.executor.run(hooks, self.start, self.server_state, self.cuts())
+            except _Stopped:
+                step = self.save(self.complete(self.executor.progress()),
+                                 self.executor.snapshot(), cut=False)
+                return run.stopped(step, self.evaluator.metrics or self.metrics), {}, {}, 0.0
+            except WorkerFailedError as error:
+                raise self.failed(error) from error.cause
+            return self.finish(outcome)
+        finally:
+            writer.close()
+
+    def restore(self) -> None:
+        """Restores the latest checkpoint, if any, into the executor's abstract shapes."""
+        restored = self.run.checkpoints.restore_latest(
+            {"server": self.executor.state_shapes(), "workers": [self.fresh.worker] * self.p})
+        if restored is None:
+            return
+        self.label, state, meta = restored
+        self.server_state = (state["server"], meta["server"])
+        self.start = [WorkerResult(w, [np.float32(x) for x in tail], s, e) for w, tail, s, e
+                      in zip(state["workers"], meta["losses"], meta["steps"],
+                             meta["exchanges"], strict=True)]
+        self.seen, self.metrics = meta["seen"], meta["metrics"]
+        self.lost = {int(k): v for k, v in meta["lost"].items()}
+        self.taken, self.total = meta["cut"], meta["server"]["total"]
+        self.checked = [len(r.losses) for r in self.start]
         logging.info("resumed from the checkpoint at step %d (T = %d local steps of all "
-                     "workers, %s)", label, ps.total, meta["steps"])
-    writer = run.writer(label)
-    evaluator = _Evaluator(config, run.evaluate, run.dataset, writer)
-    evaluator.start_step = label
-    checked = [len(r.losses) for r in start] if start else [0] * p
+                     "workers, %s)", self.label, self.total, meta["steps"])
 
-    def new_staleness() -> np.ndarray:
+    def cuts(self) -> list[int]:
+        """The marks of T still ahead: every evaluation and checkpoint before the end."""
+        end, every = self.run.config.train.num_steps * self.p, self.every_ticks
+        marks = {*range(self.eval_ticks, end, self.eval_ticks),
+                 *(range(every, end, every) if every else ())}
+        return sorted(c for c in marks
+                      if c > self.total or (c == self.total and not self.taken))
+
+    def new_staleness(self, view: ServerView) -> np.ndarray:
         """Staleness of the exchanges since the last evaluation."""
-        new = view.staleness_since(seen)
+        new = view.staleness_since(self.seen)
         for w, values in enumerate(new):
-            seen[w] += len(values)
+            self.seen[w] += len(values)
         return np.asarray([s for values in new for s in values], np.int64)
 
-    def check_finite(results: list[WorkerResult], step: int, center: np.ndarray) -> None:
+    def check_finite(self, results: list[WorkerResult], step: int, center: np.ndarray) -> None:
         for w, r in enumerate(results):
-            if len(r.losses) > checked[w]:
-                new = np.asarray(jnp.stack(r.losses[checked[w]:]))
+            if len(r.losses) > self.checked[w]:
+                new = np.asarray(jnp.stack(r.losses[self.checked[w]:]))
                 if not np.isfinite(new).all():
                     at = r.steps - len(new) + int(np.argmin(np.isfinite(new)))
                     raise NonFiniteError(
                         f"non-finite value (NaN or Inf) in a loss of worker {w} at its local "
-                        f"step {at} (checked at step {step}); stopping. " + run.last_good())
-                checked[w] = len(r.losses)
+                        f"step {at} (checked at step {step}); stopping. "
+                        + self.run.last_good())
+                self.checked[w] = len(r.losses)
         if not np.isfinite(center).all():
             raise NonFiniteError(f"non-finite value (NaN or Inf) in the center at step {step}; "
-                                 "stopping. " + run.last_good())
+                                 "stopping. " + self.run.last_good())
 
-    def save(results: list[WorkerResult], at: int | None = None, state=None,
+    def save(self, results: list[WorkerResult], state: ServerState, at: int | None = None,
              cut: bool = True) -> int:
-        """A checkpoint of the server (``state``, else now) and every worker; returns its
-        step. ``cut``: taken at a cut whose evaluation is done (else at a stop: a mark
-        equal to its T is still to take)."""
-        arrays, server_meta = view.state() if state is None else state
-        arrays = jax.tree.map(jnp.asarray, arrays)
-        step = server_meta["total"] // p if at is None else at
+        """A checkpoint of the server's ``state`` and every worker; returns its step.
+        ``cut``: taken at a cut whose evaluation is done (else at a stop: a mark equal to
+        its T is still to take)."""
+        run, config = self.run, self.run.config
+        arrays, server_meta = jax.tree.map(jnp.asarray, state[0]), state[1]
+        step = server_meta["total"] // self.p if at is None else at
         if step in run.checkpoints.steps():  # a stop right after a cut: that cut is kept
             logging.warning("a checkpoint at step %d exists; kept it", step)
             return step
+        assert self.evaluator is not None
         run.checkpoints.save(step, {"server": arrays, "workers": [
             jax.tree.map(jnp.asarray, r.worker) for r in results]}, {
             "step": step, "server": server_meta, "steps": [r.steps for r in results],
             "exchanges": [r.exchanges for r in results],
             "losses": [_losses_tail(r, config.train.eval_every) for r in results],
-            "seen": list(seen), "metrics": evaluator.metrics or metrics,
-            "lost": {str(k): v for k, v in lost.items()}, "cut": cut})
+            "seen": list(self.seen), "metrics": self.evaluator.metrics or self.metrics,
+            "lost": {str(k): v for k, v in self.lost.items()}, "cut": cut})
         return step
 
-    def complete(results: list[WorkerResult | None]) -> list[WorkerResult]:
+    def complete(self, results: list[WorkerResult | None]) -> list[WorkerResult]:
         """A worker with no progress (failed before its loop) keeps its starting point."""
-        return [r if r is not None else (start[w] if start else fresh)
+        return [r if r is not None else (self.start[w] if self.start else self.fresh)
                 for w, r in enumerate(results)]
 
-    def on_cut(total: int, results: list[WorkerResult]) -> None:
-        step = total // p
-        check_finite(results, step, view.center_flat())
-        if total % eval_ticks == 0:
-            evaluator(step, view.center(), new_staleness())
-        if every_ticks and total % every_ticks == 0:
-            save(results)
+    def on_cut(self, view: ServerView, total: int, results: list[WorkerResult]) -> None:
+        assert self.evaluator is not None
+        step, center = total // self.p, view.center_flat()
+        self.check_finite(results, step, center)
+        if total % self.eval_ticks == 0:
+            self.evaluator(step, self.unravel(jnp.asarray(center)), self.new_staleness(view))
+        if self.every_ticks and total % self.every_ticks == 0:
+            self.save(results, view.state())
 
-    def on_poll(*_) -> None:
-        if run.stop:
+    def on_poll(self) -> None:
+        if self.run.stop:
             raise _Stopped()
 
-    def on_failure(worker: int, error: BaseException) -> bool:
-        if asyn.on_worker_failure != "continue":
+    def on_failure(self, error: WorkerFailedError) -> bool:
+        """``on_worker_failure='continue'``: logs the failure and goes on (the executor
+        restarts the worker or leaves it behind), unless it failed the same way before."""
+        if self.run.config.asynchrony.on_worker_failure != "continue":
             return False
-        at = getattr(error, "worker_result", None)
-        if at is not None and (worker, at.steps) in failures:  # a restart failed the same way
+        worker, at = error.worker, error.step
+        if at is not None and (worker, at) in self.failures:  # a restart failed the same way
             return False
-        failures.add((worker, at.steps if at is not None else -1))
+        self.failures.add((worker, at if at is not None else -1))
+        restarts = type(self.executor).capabilities.restarts_failed_workers
         logging.warning("worker %d of %d failed at its local step %s (%s: %s); "
-                        "on_worker_failure='continue': %s", worker, p,
-                        at.steps if at is not None else "?", type(error).__name__, error,
-                        "restarting it from the center" if use_ray else "going on without it")
-        if not use_ray:
-            lost[worker] = f"{type(error).__name__}: {error}"
-        restarted[worker] = restarted.get(worker, 0) + 1
+                        "on_worker_failure='continue': %s", worker, self.p,
+                        at if at is not None else "?", type(error.cause).__name__, error.cause,
+                        "restarting it from the center" if restarts else "going on without it")
+        if not restarts:
+            self.lost[worker] = f"{type(error.cause).__name__}: {error.cause}"
+        self.restarted[worker] = self.restarted.get(worker, 0) + 1
         return True
 
-    restarted: dict[int, int] = {}
-    failures: set[tuple[int, int]] = set()
-    cuts = sorted(c for c in {*range(eval_ticks, end, eval_ticks),
-                              *(range(every_ticks, end, every_ticks) if every_ticks else ())}
-                  if c > ps.total or (c == ps.total and not taken))
-    try:
-        if use_ray:
-            from easgd_jax.parallel import ray_server  # imports Ray: only for this executor
+    def failed(self, error: WorkerFailedError) -> WorkerFailedError:
+        """``on_worker_failure='stop'``: saves where the workers stand; the error to raise."""
+        results = self.complete(self.executor.progress())
+        state = self.executor.snapshot()
+        step = self.save(results, state, cut=False) if state is not None else "none"
+        index, cause = error.worker, error.cause
+        at = results[index].steps
+        return WorkerFailedError(index, at, cause, results[index], message=(
+            f"worker {index} of {self.p} failed at its local step {at} "
+            f"({type(cause).__name__}: {cause}); on_worker_failure='stop': saved a checkpoint "
+            f"at step {step} in {self.run.workdir}; run again with the same workdir to resume."))
 
-            def on_remote_cut(remote, total: int, results: list[WorkerResult]) -> None:
-                nonlocal view
-                view = remote
-                on_cut(total, results)
-
-            result = ray_server.train_ray(
-                rule, run.grad_fn, params, p, config.train.num_steps,
-                run.sampler.worker_round, run.key, num_shards=asyn.num_shards,
-                timeout_s=asyn.timeout_s, on_poll=on_poll, poll_s=0.05,
-                address=asyn.ray_address, verify_rtol_per_exchange=1e-6, start=start,
-                server_state=server_state, cuts=cuts, on_cut=on_remote_cut,
-                on_failure=on_failure, stop_when=worker_hook)
-            center_flat = result.center_flat
-            staleness = result.staleness
-        else:
-            result = server.train_threads(
-                rule, run.grad_fn, params, ps, config.train.num_steps,
-                run.sampler.worker_round, run.key, timeout_s=asyn.timeout_s, on_poll=on_poll,
-                start=start, cuts=cuts, on_cut=on_cut, on_failure=on_failure,
-                stop_when=worker_hook)
-            center_flat = ps.center_flat()
-            staleness = ps.staleness
-    except _Stopped as error:
-        step = save(complete(error.worker_results),  # type: ignore[attr-defined]
-                    state=getattr(error, "server_state", None), cut=False)
-        writer.close()
-        return run.stopped(step, evaluator.metrics or metrics), {}, {}, 0.0
-    except Exception as error:
-        index = getattr(error, "worker_index", None)
-        if index is None or isinstance(error, NonFiniteError):
-            writer.close()
-            raise
-        results = complete(error.worker_results)  # type: ignore[attr-defined]
-        state = getattr(error, "server_state", None)
-        step = (save(results, state=state, cut=False) if state is not None or not use_ray
-                else "none")
-        writer.close()
-        raise WorkerFailedError(
-            f"worker {index} of {p} failed at its local step {results[index].steps} "
-            f"({type(error).__name__}: {error}); on_worker_failure='stop': saved a checkpoint "
-            f"at step {step} in {run.workdir}; run again with the same workdir to resume."
-        ) from error
-    check_finite(result.results, config.train.num_steps, center_flat)
-    last = [s for w, values in enumerate(staleness) for s in values[seen[w]:]]
-    evaluator(config.train.num_steps, ps.unravel(jnp.asarray(center_flat)),
-              np.asarray(last, np.int64), result.wall_time_s)
-    if use_ray:  # verified by the server actor (unless not finite: raised above)
-        save(result.results, at=config.train.num_steps, state=result.server_state)
-        report = result.report
-    else:
-        save(result.results, at=config.train.num_steps)
-        report = ps.verify(rtol_per_exchange=1e-6)
-    writer.close()
-    lost.update(getattr(result, "lost", {}))
-    metrics = {**evaluator.metrics, "train_loss": _final_train_loss(config, result.losses)}
-    totals = {**report.as_metrics(), "compile_time_s": result.compile_time_s,
-              "workers_lost": len(lost), "workers_restarted": sum(restarted.values())}
-    record = {"worker_steps": [int(s) for s in result.steps], "lost_workers": lost}
-    return metrics, totals, record, result.wall_time_s
+    def finish(self, outcome: Outcome):
+        """The end: the last check, evaluation and checkpoint; the run's metrics."""
+        config, num_steps = self.run.config, self.run.config.train.num_steps
+        assert self.evaluator is not None
+        self.check_finite(outcome.results, num_steps, outcome.center_flat)
+        last = [s for w, values in enumerate(outcome.staleness) for s in values[self.seen[w]:]]
+        self.evaluator(num_steps, self.unravel(jnp.asarray(outcome.center_flat)),
+                       np.asarray(last, np.int64), outcome.wall_time_s)
+        self.save(outcome.results, outcome.server_state, at=num_steps)
+        self.lost.update(outcome.lost)
+        metrics = {**self.evaluator.metrics,
+                   "train_loss": _final_train_loss(config, outcome.losses)}
+        totals = {**outcome.report.as_metrics(), "compile_time_s": outcome.compile_time_s,
+                  "workers_lost": len(self.lost),
+                  "workers_restarted": sum(self.restarted.values())}
+        record = {"worker_steps": [int(s) for s in outcome.steps], "lost_workers": self.lost}
+        return metrics, totals, record, outcome.wall_time_s
 
 
 def validate(config: ml_collections.ConfigDict) -> AsyncRule:
@@ -560,6 +591,9 @@ def validate(config: ml_collections.ConfigDict) -> AsyncRule:
     if config.executor not in config_lib.ASYNC_EXECUTORS:
         raise ValueError(f"training.asynchronous runs config.executor in "
                          f"{', '.join(config_lib.ASYNC_EXECUTORS)}; got {config.executor!r}.")
+    if config.executor != "simulated_async":  # (the simulation has no worker to fail)
+        check_failure_policy(config.executor, _executor_class(config.executor).capabilities,
+                             config.asynchrony.on_worker_failure)
     return registry.get_async_rule(config.algorithm.name, config.num_workers,
                                    **config_lib.algorithm_hparams(config))
 
@@ -592,8 +626,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, overwri
     params = init_params(model, dataset.example_shape, init_rng)  # every worker's start
     sampler = data.WorkerSampler(dataset.train_x, dataset.train_y, p, config.train.batch_size,
                                  config.seed, augment=dataset.augment)
-    runner = {"simulated_async": _run_simulated, "threads": _run_threads,
-              "ray": _run_ray}[config.executor]
+    runner = {"simulated_async": _run_simulated, "threads": _run_server,
+              "ray": _run_server}[config.executor]
     checkpoints = Checkpointer(workdir, config.checkpoint.max_to_keep)
     try:
         with stop_requests() as stop:
