@@ -6,9 +6,11 @@ import json
 import os
 
 import matplotlib.figure
+import ml_collections
 import pytest
+from absl import flags
 
-from easgd_jax.experiments import report
+from easgd_jax.experiments import report, report_spec
 
 
 def fake_run(root, method, tau, p, lr, seed, grids, errors, status="finished", sim=None,
@@ -108,7 +110,7 @@ def test_old_summary_is_read_as_failures_left_out():
     assert only(rows, grid="apam", method="apam")["tau"] is None
 
 
-def cluster_sweep(root):
+def cluster_sweep(root, grid="p"):
     """The p grid on a simulated cluster: DOWNPOUR (tau 1) and EAMSGD (tau 10) at p = 4 and
     8, 3 seeds; the simulated seconds per step and when each run reaches 20%."""
     for p, downpour, eamsgd in ((4, (1.0, 1.0, 2.0), (0.5, 0.5, 0.5)),
@@ -116,11 +118,11 @@ def cluster_sweep(root):
         for seed in range(3):
             # DOWNPOUR reaches 20% at step 20; at p = 8, seed 2 never does.
             errors = [0.5, 0.15, 0.1] if (p, seed) != (8, 2) else [0.5, 0.4, 0.3]
-            fake_run(root, "downpour", 1, p, 0.1, seed, ["p"], errors, sim=downpour[seed],
+            fake_run(root, "downpour", 1, p, 0.1, seed, [grid], errors, sim=downpour[seed],
                      nbytes=4000.0 * p)
             # EAMSGD reaches it at step 10 at p = 4, at step 30 at p = 8.
             errors = [0.15, 0.1, 0.1] if p == 4 else [0.5, 0.4, 0.1]
-            fake_run(root, "eamsgd", 10, p, 0.1, seed, ["p"], errors, sim=eamsgd[seed],
+            fake_run(root, "eamsgd", 10, p, 0.1, seed, [grid], errors, sim=eamsgd[seed],
                      nbytes=400.0)
 
 
@@ -229,3 +231,62 @@ def test_by_period_table_bolds_the_best_per_column_and_counts_failures():
                  if line.startswith("| ") and "failed" not in line and "method" not in line]
     assert time_rows == ["| diloco | **1.5** | **2** |", "| easgd | 3 | not reached |"]
     assert "simulated cluster time" in text
+
+
+def test_main_runs_after_a_plain_import(edge_of_stability, capsys):
+    """The command line's flags live on ``report.FLAGS`` (absl's global FLAGS holds none of
+    them): once they are parsed, :func:`report.main` runs in this process, with --workdir
+    and with --new_summary and --compare."""
+    assert "workdir" not in flags.FLAGS and "workdir" in report.FLAGS
+    docs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs",
+                        "mnist1d_paper")
+    try:
+        report.FLAGS(["report", f"--workdir={edge_of_stability}", "--threshold=0.2"])
+        report.main(["report"])
+        out = capsys.readouterr().out
+        assert "| tau | easgd | 4 | 4 | 0.5 | 6.00 +- 0.00, 0/3 failed |" in out
+        assert os.path.join(edge_of_stability, "report", "tau_curves_steps.png") in out
+        report.FLAGS.unparse_flags()
+        report.FLAGS(["report", f"--new_summary={os.path.join(docs, 'summary.csv')}",
+                      f"--compare={os.path.join(docs, 'issue10_summary.csv')}"])
+        report.main(["report"])
+        assert "| 1 | downpour | held | held |" in capsys.readouterr().out
+    finally:
+        report.FLAGS.unparse_flags()
+
+
+def test_a_declared_report_layout_gets_its_tables(tmp_path):
+    """Grids named otherwise than the paper's ("periods", "workers") get the findings, the
+    speed-up and the method x period tables their sweep config declares in ``report``, from
+    the ConfigDict as from its sweep.json; without the declaration they get none of them,
+    and a declared grid's panel axis and figures override the inferred ones."""
+    root = str(tmp_path)
+    cluster_sweep(root, grid="workers")
+    for method, tau, error in (("eamsgd", 1, 0.1), ("eamsgd", 4, 0.05), ("downpour", 1, 0.2),
+                               ("downpour", 4, 0.15)):
+        fake_run(root, method, tau, 4, 0.2, 0, ["periods"], [0.5, 0.3, error])
+    sweep = ml_collections.ConfigDict({"threshold": 0.2, "report": {
+        "grids": [{"name": "periods", "by_period": False},
+                  {"name": "workers", "panels": "tau", "against": ["p", "tau"]}],
+        "findings": {"tau_grid": "periods", "p_grid": "workers", "comparisons": []},
+        "speedup": {"grid": "workers", "fast": ["eamsgd", 10], "slow": ["downpour", 1]}}})
+    undeclared = {os.path.basename(f) for f in report.write_report(
+        root, {"threshold": 0.2}, plots=False)["files"]}
+    assert {"findings.md", "speedup_cluster.md"}.isdisjoint(undeclared)
+    assert {"periods_by_period.md", "workers_by_period.md"} <= undeclared  # periods vary
+    for declared in (sweep, json.loads(sweep.to_json_best_effort())):
+        out = report.write_report(root, declared)
+        files = {os.path.basename(f) for f in out["files"]}
+        assert {"findings.md", "speedup_cluster.md", "workers_by_period.md"} <= files
+        assert "periods_by_period.md" not in files  # declared off
+        # Declared: against tau too, where no method's period varies.
+        assert {"workers_error_vs_p.png", "workers_error_vs_tau.png"} <= files
+    text = open(os.path.join(root, "report", "findings.md")).read()
+    assert "- **tau 1: " in text and "(p = 4)" in text  # finding 2 per tau of "periods"
+    assert "| 4 | 20 | 5 | 4.00x |" in open(os.path.join(root, "report",
+                                                         "speedup_cluster.md")).read()
+    spec = report_spec.report_spec(sweep)
+    assert spec.grid("workers", report.collect(root), out["summary"]).panels == "tau"
+    assert report_spec.infer_grid("workers", report.collect(root), out["summary"]).panels == "p"
+    with pytest.raises(ValueError, match="unknown keys"):
+        report_spec.report_spec({"report": {"tables": []}})

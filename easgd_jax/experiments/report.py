@@ -178,6 +178,9 @@ def run_main() -> None:
     from absl import app
 
     def parse(argv: list[str]) -> list[str]:
+        if any(arg in ("-h", "-help", "--help", "-?", "--helpshort") for arg in argv[1:]):
+            print(f"{__doc__}\nflags:\n{FLAGS.get_help()}")  # absl's would list none of them
+            sys.exit(0)
         try:
             return flags.FLAGS(FLAGS(argv, known_only=True))
         except flags.Error as e:

@@ -36,6 +36,7 @@ def get_config() -> ml_collections.ConfigDict:
                  "num_workers": 1},
     }
     sweep.grids = mnist1d_paper.paper_grids()
+    sweep.report = mnist1d_paper.paper_report()
     sweep.seeds = [0, 1, 2]
     sweep.beta = 0.9
     sweep.threshold = 0.25  # test error

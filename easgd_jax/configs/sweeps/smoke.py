@@ -19,6 +19,13 @@ def get_config() -> ml_collections.ConfigDict:
     sweep.grids = [
         {"name": "tau", "methods": ["easgd", "downpour"], "periods": [1, 4], "num_workers": [4]},
     ]
+    # The report: curves per tau, error and time against tau, the method x period tables and
+    # the paper's findings as far as two methods go (easgd_jax/experiments/report_spec.py).
+    sweep.report = {
+        "grids": [{"name": "tau", "panels": "tau", "against": ["tau"], "by_period": True}],
+        "findings": {"tau_grid": "tau"},
+        "speedup": None,
+    }
     sweep.seeds = [0]
     sweep.beta = 0.9  # moving_rate = beta / p
     sweep.threshold = 0.6  # test error
