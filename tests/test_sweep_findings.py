@@ -1,6 +1,7 @@
 """The paper's findings judged on hand-made summary rows (easgd_jax/experiments/findings.py)."""
 
 from easgd_jax.experiments import findings as sweep_findings
+from easgd_jax.experiments.report_spec import FindingsSpec
 
 
 def row(grid, method, tau, p, mean, std=0.01, diverged="", runs=5, finished=True, failed=0):
@@ -90,3 +91,20 @@ def test_compare_old_and_new_summaries():
     assert "| 2 | tau 1 | not held | held (changed) |" in text
     assert "| 2 | tau 4 | held | held |" in text
     assert "failed seeds left out of the mean" in text  # the old protocol, stated
+
+
+def test_findings_are_judged_on_the_grids_the_spec_names():
+    """A sweep whose grids are not named "tau" / "long_tau": the findings, the long-run
+    title and the comparisons follow the FindingsSpec its config declares."""
+    rows = [{**r, "grid": "periods"} for r in tau_grid([0.08, 0.07, 0.06, 0.05],
+                                                        [0.06] * 4, [0.07] * 4)]
+    rows += [row("lt", "eamsgd", t, 4, m) for t, m in ((1, 0.06), (4, 0.05))]
+    spec = FindingsSpec(tau_grid="periods", p_grid="workers", long_tau_grid="lt",
+                        long_p_grid="lp", long_label="4000 steps",
+                        comparisons=(("periods", "Every method of grid periods"),))
+    assert sweep_findings.judge(rows) == []  # the paper's grids: none here
+    judged = sweep_findings.judge(rows, spec)
+    assert [j.finding for j in judged] == ["1", "2", "2", "2", "2", "3", "3", "3 (4000 steps)"]
+    text = sweep_findings.findings_markdown(rows, 0.2, spec)
+    assert "### 3, at 4000 steps (grids lt, lp): held: 1" in text
+    assert "### Every method of grid periods" in text and "APAM" not in text

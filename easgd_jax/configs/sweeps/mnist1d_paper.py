@@ -24,7 +24,7 @@ rates tuned on MNIST-1D in configs/<method>.py). Every rate runs on every seed
 (learning_rate_selection = "all_seeds"); the report chooses each setting's rate on the mean
 over the 3 seeds of the final center test error, a diverged run counted as chance error
 (90%), and reports that mean +- std with the number of diverged seeds next to it
-(easgd_jax/experiments/report.py). (Issue 10's sweep chose the rate on seed 0 alone,
+(easgd_jax/experiments/stats.py). (Issue 10's sweep chose the rate on seed 0 alone,
 "first_seed", and left diverged seeds out of the mean: docs/mnist1d_paper/.)
 
 beta = 0.9 (moving_rate = 0.9 / p). Momentum delta = 0.9 (tuned on MNIST-1D in
