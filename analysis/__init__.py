@@ -2,7 +2,7 @@
 
 Numerical reproduction of Section 4 and the quadratic analysis of the supplement of
 Zhang, Choromanska & LeCun, "Deep learning with Elastic Averaging SGD" (NIPS 2015,
-arXiv 1412.6651).
+arXiv 1412.6651). Its modules::
 
     analysis.roundrobin   cycle maps of round-robin EASGD and ADMM, spectral radii, grids,
                           the analytic EASGD condition, trajectories

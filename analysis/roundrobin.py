@@ -149,22 +149,22 @@ def _cycle_map(step: StepFn, n: int, p: int, *params: ArrayLike) -> Array:
 
 
 def easgd_worker_map(worker: int, p: int, eta: ArrayLike, h: ArrayLike, alpha: ArrayLike) -> Array:
-    """Matrix of F^i (i = worker + 1), shape (*B, p + 1, p + 1)."""
+    """Matrix of F^i (i = worker + 1), shape ``(*B, p + 1, p + 1)``."""
     return _worker_map(easgd_step, p + 1, worker, p, eta, h, alpha)
 
 
 def admm_worker_map(worker: int, p: int, eta: ArrayLike, h: ArrayLike, rho: ArrayLike) -> Array:
-    """Matrix of worker i's ADMM update (i = worker + 1), shape (*B, 2p + 1, 2p + 1)."""
+    """Matrix of worker i's ADMM update (i = worker + 1), shape ``(*B, 2p + 1, 2p + 1)``."""
     return _worker_map(admm_step, 2 * p + 1, worker, p, eta, h, rho)
 
 
 def easgd_cycle_map(p: int, eta: ArrayLike, h: ArrayLike, alpha: ArrayLike) -> Array:
-    """One round-robin EASGD cycle F^p ... F^1, shape (*B, p + 1, p + 1)."""
+    """One round-robin EASGD cycle F^p ... F^1, shape ``(*B, p + 1, p + 1)``."""
     return _cycle_map(easgd_step, p + 1, p, eta, h, alpha)
 
 
 def admm_cycle_map(p: int, eta: ArrayLike, h: ArrayLike, rho: ArrayLike) -> Array:
-    """One round-robin ADMM cycle (worker 1 first, worker p last), shape (*B, 2p+1, 2p+1)."""
+    """One round-robin ADMM cycle (worker 1 first, worker p last), shape ``(*B, 2p+1, 2p+1)``."""
     return _cycle_map(admm_step, 2 * p + 1, p, eta, h, rho)
 
 
@@ -186,7 +186,7 @@ def _map_chunks(fn: Callable[[slice], Array], total: int, chunk: int) -> Array:
 
 
 def spectral_radius(m: ArrayLike, chunk: int = DEFAULT_CHUNK) -> Array:
-    """Largest |eigenvalue| of each matrix in a stack (*B, n, n), computed in chunks."""
+    """Largest ``|eigenvalue|`` of each matrix in a stack ``(*B, n, n)``, computed in chunks."""
     m = np.asarray(m)
     batch, n = m.shape[:-2], m.shape[-1]
     flat = m.reshape(-1, n, n)
@@ -250,7 +250,7 @@ def easgd_alpha_bound(eta_h: ArrayLike) -> Array:
 def easgd_analytic_stable(eta: ArrayLike, h: ArrayLike, alpha: ArrayLike) -> NDArray[np.bool_]:
     """Analytic EASGD condition: 0 <= eta*h <= 2 and 0 <= alpha <= (4 - 2 eta h)/(4 - eta h).
 
-    Exact for one worker's 2x2 block (|eig| <= 1 iff the condition holds, by the Jury
+    Exact for one worker's 2x2 block (``|eig| <= 1`` iff the condition holds, by the Jury
     conditions of its characteristic polynomial), hence for each F^i. For the composed cycle
     it is sufficient (each F^i is symmetric with norm <= 1, so the product has norm <= 1) but
     not necessary: the cycle can be stable where some F^i has an eigenvalue beyond 1.

@@ -73,7 +73,7 @@ def _trace_det(eta: ArrayLike, beta: ArrayLike, p: ArrayLike, h: ArrayLike):
 
 
 def sync_matrix(eta: ArrayLike, beta: ArrayLike, p: ArrayLike, h: ArrayLike = 1.0) -> Array:
-    """M = [[1 - alpha - eta*h, alpha], [beta, 1 - beta]] with alpha = beta / p, (*B, 2, 2)."""
+    """``M = [[1 - alpha - eta*h, alpha], [beta, 1 - beta]]``, alpha = beta / p, ``(*B, 2, 2)``."""
     eta, beta, p, h = _params(eta, beta, p, h)
     alpha = beta / p
     m = np.empty((*eta.shape, 2, 2))
@@ -87,7 +87,7 @@ def sync_matrix(eta: ArrayLike, beta: ArrayLike, p: ArrayLike, h: ArrayLike = 1.
 def sync_eigenvalues(
     eta: ArrayLike, beta: ArrayLike, p: ArrayLike, h: ArrayLike = 1.0
 ) -> NDArray[np.complex128]:
-    """Both eigenvalues of M, (T +- sqrt(T^2 - 4D)) / 2, shape (*B, 2), complex."""
+    """Both eigenvalues of M, (T +- sqrt(T^2 - 4D)) / 2, shape ``(*B, 2)``, complex."""
     *_, trace, det = _trace_det(eta, beta, p, h)
     root = np.sqrt((trace**2 - 4.0 * det).astype(np.complex128))
     return np.stack([(trace + root) / 2.0, (trace - root) / 2.0], axis=-1)
@@ -96,14 +96,14 @@ def sync_eigenvalues(
 def sync_spectral_radius(
     eta: ArrayLike, beta: ArrayLike, p: ArrayLike, h: ArrayLike = 1.0
 ) -> Array:
-    """max |eig M|: the rate at which the means of (y, x~) converge."""
+    """``max |eig M|``: the rate at which the means of (y, x~) converge."""
     return np.abs(sync_eigenvalues(eta, beta, p, h)).max(-1)
 
 
 def sync_stable_analytic(
     eta: ArrayLike, beta: ArrayLike, p: ArrayLike, h: ArrayLike = 1.0
 ) -> NDArray[np.bool_]:
-    """Jury conditions: beta*eta*h > 0, (2 - alpha - eta h)(2 - beta) > alpha beta, |D| < 1."""
+    """Jury conditions: beta eta h > 0, (2 - alpha - eta h)(2 - beta) > alpha beta, ``|D| < 1``."""
     eta, beta, p, h, alpha, trace, det = _trace_det(eta, beta, p, h)
     return (1.0 - trace + det > 0.0) & (1.0 + trace + det > 0.0) & (np.abs(det) < 1.0)
 
@@ -126,7 +126,7 @@ def stationary_covariance(
     h: ArrayLike = 1.0,
     sigma: ArrayLike = 1.0,
 ) -> Array:
-    """Closed-form stationary covariance of (y, x~), shape (*B, 2, 2); NaN where unstable."""
+    """Closed-form stationary covariance of (y, x~), shape ``(*B, 2, 2)``; NaN where unstable."""
     eta, beta, p, h, alpha, trace, det = _trace_det(eta, beta, p, h)
     sigma = np.broadcast_to(np.asarray(sigma, dtype=np.float64), eta.shape)
     u = eta * h

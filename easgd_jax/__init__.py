@@ -1,5 +1,7 @@
 """easgd-jax: Elastic Averaging SGD and its relatives as Optax transformations.
 
+For p workers on the mesh or vmap axis ``"workers"``::
+
     import easgd_jax
     tx = easgd_jax.eamsgd(learning_rate=0.01, momentum=0.99, moving_rate=0.9 / p,
                           period=10, axis_name="workers")

@@ -182,7 +182,7 @@ def data_parallel_sgd(
     momentum: float = 0.0,
     axis_name: AxisName = "workers",
 ) -> optax.GradientTransformation:
-    """Synchronous data-parallel SGD: all-reduce mean of the gradients, then the SGD step.
+    """Synchronous data-parallel SGD: all-reduce mean of the gradients, then the SGD step::
 
         gbar = (1/p) sum_i g_i;   x <- x - eta * gbar                     (delta = 0)
         v <- delta * v - eta * gbar;   w <- w - eta * gbar + delta * v    (delta > 0, Nesterov

@@ -350,7 +350,7 @@ def eamsgd_outer(
     exchange_dtype: str | None = None,
     error_feedback: bool = False,
 ) -> optax.GradientTransformation:
-    """EAMSGD whose center takes an outer Nesterov step (registry name ``eamsgd_outer``).
+    """EAMSGD whose center takes an outer Nesterov step (registry name ``eamsgd_outer``)::
 
         if tau | t:  x_i <- x_i - alpha (x_i - x~)
                      x~  <- x~ + outer(-alpha sum_i (x_i - x~))

@@ -458,7 +458,7 @@ def async_lsgd(
     num_workers: int,
     loss_window: int = 10,
 ) -> AsyncRule[LeaderExtra, LeaderMasterState]:
-    """Asynchronous single-leader LSGD on the total-iteration clock (module docstring).
+    """Asynchronous single-leader LSGD on the total-iteration clock (module docstring)::
 
         T mod (p tau) < p:  report (x_i, m_i); the master takes it as leader if i == L or
                             m_i < m_L;  x_i <- x_i - c (x_i - x_L)
