@@ -17,6 +17,13 @@ and evaluation as the synchronous loop (:mod:`easgd_jax.training.sync`).
   extra ``pip install easgd-jax[ray]``), across the hosts of a Ray cluster
   (``config.asynchrony.ray_address``; ``""``: a local one).
 
+``threads`` and ``ray`` are two implementations of one executor protocol
+(:class:`easgd_jax.parallel.executor.Executor`: start the workers, poll, hold them at cuts,
+stop, collect, snapshot; their declared capabilities) under one driver,
+:class:`_ServerDriver`, which never asks which one it runs: the failure policy is checked
+against the executor's capabilities in :func:`validate`, and a checkpoint is restored into
+the executor's abstract shapes (``jax.eval_shape``; no server is built to learn them).
+
 Evaluation reads the CENTER (the master's x~; APAM's x; LSGD's leader) every
 ``train.eval_every`` local steps per worker on average (every ``eval_every * p`` ticks of
 the simulation; for threads and Ray at a consistent cut with exactly that many local steps
