@@ -81,6 +81,15 @@ autodoc_typehints = "signature"
 autodoc_member_order = "bysource"
 autodoc_default_options = {"show-inheritance": False}
 autodoc_preserve_defaults = True
+# Annotations as written (the modules use postponed annotations): optax's learning-rate
+# alias stays one name instead of its expanded union, and AxisName links to its entry.
+# (Only names that are not nested in another annotation: Sphinx 8 renders an alias inside
+# tuple[...] as TypeAliasForwardRef.)
+autodoc_type_aliases = {
+    "optax.ScalarOrSchedule": "optax.ScalarOrSchedule",
+    "AxisName": "easgd_jax.algorithms.AxisName",
+    "base.AxisName": "easgd_jax.algorithms.AxisName",
+}
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
@@ -331,9 +340,34 @@ class RepositoryLinks(SphinxTransform):
             node.replace_self(download)
 
 
+def formulas_as_written(
+    app: Sphinx, what: str, name: str, obj: Any, options: Any, lines: list[str]
+) -> None:
+    """Shows a docstring's indented blocks (its formulas, aligned in plain text) as written:
+    a lone ``::`` before each, which reST drops, makes the block a literal block instead of
+    a quotation whose lines run together. Runs after napoleon has turned the Google-style
+    sections into fields."""
+    result: list[str] = []
+    in_block = False
+    for i, line in enumerate(lines):
+        indented = line.startswith("    ") and line.strip() != ""
+        starts = (indented and not in_block and i > 0 and lines[i - 1].strip() == ""
+                  and not line.lstrip().startswith((":", "..", "- ", "* ", ">>>")))
+        if starts:
+            previous = next((x for x in reversed(lines[:i]) if x.strip()), "")
+            if (not previous.startswith(" ") and not previous.rstrip().endswith("::")
+                    and not previous.lstrip().startswith((":", ".."))):
+                result.extend(["::", ""])
+        if line.strip():
+            in_block = indented if (starts or in_block) else False
+        result.append(line)
+    lines[:] = result
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     """Registers the resolver of references to internal names."""
     app.connect("missing-reference", _resolve_internal)
     app.add_transform(RepositoryLinks)
     app.add_directive("module-docstring", ModuleDocstring)
+    app.connect("autodoc-process-docstring", formulas_as_written, priority=600)
     return {"parallel_read_safe": True}
