@@ -276,6 +276,32 @@ def test_threads_worker_failure_stop_checkpoints_and_names_the_worker(tmp_path, 
     assert [r["step"] for r in read_metrics(workdir)] == [10, 20, 30, 40]
 
 
+def test_threads_stopped_at_a_cut_already_taken_does_not_take_it_again(tmp_path, monkeypatch):
+    """A stop that finds the workers exactly at the cut just taken (as when a worker fails
+    while the others are held there: they are released into the stop) saves a checkpoint
+    marked as taken at a cut, so the resumed run does not evaluate that step again (it once
+    wrote the line of step 10 twice). Made deterministic: the stop is raised in the driver
+    at the end of the cut at T = 30, the workers still held."""
+    workdir = str(tmp_path)
+    on_cut = async_train._ServerDriver.on_cut
+
+    def stopping_on_cut(self, view, total, results):
+        on_cut(self, view, total, results)
+        if total == 30:
+            self.run.stop.append(signal.SIGTERM)
+            raise async_train._Stopped()
+
+    monkeypatch.setattr(async_train._ServerDriver, "on_cut", stopping_on_cut)
+    metrics = async_train.train_and_evaluate(_threads(), workdir)
+    assert metrics["stopped_at_step"] == 10
+    meta = _meta(workdir, 10)
+    assert meta["server"]["total"] == 30 and meta["cut"] is True
+    monkeypatch.undo()
+    final = async_train.train_and_evaluate(_threads(), workdir)
+    assert [r["step"] for r in read_metrics(workdir)] == [10, 20, 30, 40]
+    assert final["exchanges"] == 3 * 4 and final["ledger_discrepancy"] <= 1e-5
+
+
 def test_threads_nan_is_a_non_finite_error_not_a_lost_update(tmp_path):
     config = _threads(num_steps=20)
     config.algorithm.learning_rate = 1e30  # overflows at once

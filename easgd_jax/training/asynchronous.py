@@ -432,6 +432,7 @@ class _ServerDriver:
         self.failures: set[tuple[int, int]] = set()
         # label: the restored checkpoint's step; total: its T; taken: its T's cut was taken.
         self.label, self.total, self.metrics, self.taken = 0, 0, {}, True
+        self.cut_total: int | None = None  # T of the last cut taken (its evaluation done)
         self.evaluator: _Evaluator | None = None
 
     def __call__(self):
@@ -445,8 +446,9 @@ class _ServerDriver:
             try:
                 outcome = self.executor.run(hooks, self.start, self.server_state, self.cuts())
             except _Stopped:
-                step = self.save(self.complete(self.executor.progress()),
-                                 self.executor.snapshot(), cut=False)
+                state = self.executor.snapshot()
+                step = self.save(self.complete(self.executor.progress()), state,
+                                 cut=self.at_cut(state))
                 return run.stopped(step, self.evaluator.metrics or self.metrics), {}, {}, 0.0
             except WorkerFailedError as error:
                 raise self.failed(error) from error.cause
@@ -468,6 +470,7 @@ class _ServerDriver:
         self.seen, self.metrics = meta["seen"], meta["metrics"]
         self.lost = {int(k): v for k, v in meta["lost"].items()}
         self.taken, self.total = meta["cut"], meta["server"]["total"]
+        self.cut_total = self.total if self.taken else None
         self.checked = [len(r.losses) for r in self.start]
         logging.info("resumed from the checkpoint at step %d (T = %d local steps of all "
                      "workers, %s)", self.label, self.total, meta["steps"])
@@ -536,6 +539,13 @@ class _ServerDriver:
             self.evaluator(step, self.unravel(jnp.asarray(center)), self.new_staleness(view))
         if self.every_ticks and total % self.every_ticks == 0:
             self.save(results, view.state())
+        self.cut_total = total
+
+    def at_cut(self, state: ServerState | None) -> bool:
+        """Whether the workers stopped exactly at the last cut taken (its evaluation done: a
+        run resumed from there must not take it again), as when a worker fails while the
+        others are held there."""
+        return state is not None and state[1]["total"] == self.cut_total
 
     def on_poll(self) -> None:
         if self.run.stop:
@@ -564,7 +574,8 @@ class _ServerDriver:
         """``on_worker_failure='stop'``: saves where the workers stand; the error to raise."""
         results = self.complete(self.executor.progress())
         state = self.executor.snapshot()
-        step = self.save(results, state, cut=False) if state is not None else "none"
+        step = (self.save(results, state, cut=self.at_cut(state)) if state is not None
+                else "none")
         index, cause = error.worker, error.cause
         at = results[index].steps
         return WorkerFailedError(index, at, cause, results[index], message=(
