@@ -47,7 +47,7 @@ from jax import lax
 import easgd_jax
 from benchmarks import hlo
 from easgd_jax import data, models, parallel
-from easgd_jax.algorithms import baselines, elastic, leader
+from easgd_jax.algorithms import baselines, exchange, leader
 from easgd_jax.training.sync import TrainState, make_local_step
 
 LEARNING_RATE = 0.01
@@ -149,13 +149,13 @@ def without_collective(tx: optax.GradientTransformation) -> optax.GradientTransf
     also checks the centers agree) replaced by the identity (a diagnostic)."""
 
     def update(updates, state, params=None):
-        original = elastic.tree_psum_checking
-        elastic.tree_psum_checking = lambda tree, replicated, *args, **kwargs: (tree,
-                                                                                replicated)
+        original = exchange.tree_psum_checking  # the exchange of elastic averaging
+        exchange.tree_psum_checking = lambda tree, replicated, *args, **kwargs: (tree,
+                                                                                 replicated)
         try:
             return tx.update(updates, state, params)
         finally:
-            elastic.tree_psum_checking = original
+            exchange.tree_psum_checking = original
 
     return optax.GradientTransformation(tx.init, update)
 

@@ -6,9 +6,9 @@ set in the environment before jax is imported: the ``launch.py`` subprocesses th
 end-to-end tests start inherit it and reuse the programs an earlier test compiled instead of
 compiling them again (about half of a short launch's time). A cached program is the same
 executable: results do not change. JAX does not cache programs with a host callback: the
-synchronous loop's rounds hold none (``collectives.disagreement_as_nan``), while programs
-built on the transformations directly, whose replica check raises through one, compile
-again.
+synchronous loop's rounds hold none (it builds its transformation with
+``on_disagreement="nan"``), while programs built on the transformations with the default,
+whose replica check raises through one, compile again.
 """
 
 import atexit

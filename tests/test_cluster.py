@@ -83,9 +83,10 @@ def _quadratic_tx_bytes(name: str, **hparams) -> tuple[int, int]:
     def step_with(tx):
         import optax
 
-        def step(carry, batch):
+        def step(carry, batch, communicate=None):
             p, s = carry
-            u, s = tx.update(jax.tree.map(lambda a: a * batch, p), s, p)
+            u, s = tx.update(jax.tree.map(lambda a: a * batch, p), s, p,
+                             communicate=communicate)
             return (optax.apply_updates(p, u), s), ()
         return step
 

@@ -75,12 +75,12 @@ def _lift(fn, grouped: bool):
 def _user_step(tx):
     """A user's step: quadratic loss 0.5 * c * |x - 1|^2 per worker, gradient at params."""
 
-    def step(params, opt_state, c):
+    def step(params, opt_state, c, **phase):
         def loss_fn(q):
             return 0.5 * c * sum(jnp.sum((a - 1.0) ** 2) for a in jax.tree.leaves(q))
 
         loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, opt_state = tx.update(grads, opt_state, params, loss=loss)
+        updates, opt_state = tx.update(grads, opt_state, params, loss=loss, **phase)
         return optax.apply_updates(params, updates), opt_state
 
     return step
@@ -119,8 +119,8 @@ def test_make_round_on_a_user_step_with_vmapped_workers():
     tx = easgd_jax.eamsgd(0.05, 0.9, 0.9 / 8, 2, axis_name=layout.axis_name)
     user_step = _user_step(optax.with_extra_args_support(tx))
 
-    def step(carry, c):
-        params, opt_state = user_step(*carry, c)
+    def step(carry, c, communicate=None):  # make_round(period=...) passes the phase
+        params, opt_state = user_step(*carry, c, communicate=communicate)
         return (params, opt_state), jnp.sum(params["w"])
 
     stacked = jax.tree.map(lambda a: jnp.broadcast_to(jnp.asarray(a), (8, *a.shape)), X0)

@@ -300,9 +300,10 @@ def _round_collectives(period_of_round: int, **options):
         **DILOCO, "period": PERIOD}, **options)
     params = {"w": jnp.ones((P, SIZE - 3)), "b": jnp.ones((P, 3))}
 
-    def step(carry, target):
+    def step(carry, target, communicate=None):
         params, state = carry
-        u, state = tx.update(jax.tree.map(lambda x: x - target, params), state, params)
+        u, state = tx.update(jax.tree.map(lambda x: x - target, params), state, params,
+                             communicate=communicate)
         return (optax.apply_updates(params, u), state), ()
 
     round_fn = parallel.make_round(step, layout, donate=False, period=period_of_round,

@@ -169,31 +169,38 @@ def test_workers_initialised_at_different_params_stop_at_the_first_exchange(make
     assert np.all(np.isfinite(np.asarray(easgd_jax.center(state)["w"])))
 
 
-@pytest.mark.parametrize("make", [lambda: easgd_jax.eamsgd(0.05, 0.9, 0.2, period=2),
-                                  lambda: easgd_jax.downpour(0.05, period=2),
-                                  lambda: easgd_jax.mdownpour(0.05, 0.9)],
-                         ids=["eamsgd", "downpour", "mdownpour"])
-def test_traced_in_disagreement_as_nan_differing_centers_turn_nan_without_a_callback(make):
-    """``collectives.disagreement_as_nan`` (the sync executor's rounds): the same differing
-    copies give a NaN center instead of the error, and the program holds no host callback
-    (which JAX's persistent compilation cache would refuse); agreeing copies train as
-    without it."""
-    tx = make()
+@pytest.mark.parametrize("make", [
+    lambda mode: easgd_jax.eamsgd(0.05, 0.9, 0.2, period=2, on_disagreement=mode),
+    lambda mode: easgd_jax.downpour(0.05, period=2, on_disagreement=mode),
+    lambda mode: easgd_jax.mdownpour(0.05, 0.9, on_disagreement=mode),
+    lambda mode: easgd_jax.algorithms.nesterov_diloco(0.05, 0.9, 1, on_disagreement=mode)],
+    ids=["eamsgd", "downpour", "mdownpour", "diloco"])
+def test_built_with_on_disagreement_nan_differing_centers_turn_nan_without_a_callback(make):
+    """``on_disagreement="nan"`` (how the sync executor builds its transformation): the
+    same differing copies give a NaN center instead of the error, and the program holds no
+    host callback (which JAX's persistent compilation cache would refuse); agreeing copies
+    train exactly as with the default ``"raise"``."""
+    raising, quiet = make("raise"), make("nan")
     one_init_per_worker = {"w": jax.random.normal(jax.random.key(0), (P, 3))}
-    state = jax.vmap(tx.init)(one_init_per_worker)
-    raising = _stacked_step(tx).lower(one_init_per_worker, state).as_text()
-    assert "callback" in raising
-    with easgd_jax.algorithms.collectives.disagreement_as_nan():
-        step = _stacked_step(tx)
-        quiet = step.lower(one_init_per_worker, state).as_text()
-        _, after = step(one_init_per_worker, state)
-    assert "callback" not in quiet
+    state = jax.vmap(raising.init)(one_init_per_worker)
+    assert "callback" in _stacked_step(raising).lower(one_init_per_worker, state).as_text()
+    step = _stacked_step(quiet)
+    assert "callback" not in step.lower(one_init_per_worker, state).as_text()
+    _, after = step(one_init_per_worker, state)
     assert np.all(np.isnan(np.asarray(easgd_jax.center(after)["w"])))
     stacked = easgd_jax.replicate({"w": one_init_per_worker["w"][0]}, P)
-    expected = _stacked_step(tx)(stacked, jax.vmap(tx.init)(stacked))
-    with easgd_jax.algorithms.collectives.disagreement_as_nan():
-        got = _stacked_step(tx)(stacked, jax.vmap(tx.init)(stacked))
+    expected = _stacked_step(raising)(stacked, jax.vmap(raising.init)(stacked))
+    got = _stacked_step(quiet)(stacked, jax.vmap(quiet.init)(stacked))
     jax.tree.map(np.testing.assert_array_equal, got, expected)
+
+
+def test_on_disagreement_is_checked_when_built_and_is_not_a_hyperparameter():
+    with pytest.raises(ValueError, match="on_disagreement must be one of 'raise', 'nan'"):
+        easgd_jax.easgd(0.05, 0.2, on_disagreement="warn")
+    with pytest.raises(ValueError, match="on_disagreement must be one of"):
+        easgd_jax.get_algorithm("diloco", learning_rate=0.1, momentum=0.9, period=2,
+                                on_disagreement=None)
+    assert "on_disagreement" not in easgd_jax.algorithms.hyperparameter_names("easgd")
 
 
 def test_different_centers_stop_under_shard_map_too_and_nan_centers_do_not():

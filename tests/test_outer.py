@@ -165,10 +165,10 @@ def quadratic_rounds(tx, layout, steps):
     targets = {k: rng.normal(size=(p, steps, *s)).astype(np.float32)
                for k, s in SHAPES.items()}
 
-    def step(carry, target):
+    def step(carry, target, communicate=None):
         params, state = carry
         grads = jax.tree.map(lambda x, t: H * (x - t), params, target)
-        u, state = tx.update(grads, state, params)
+        u, state = tx.update(grads, state, params, communicate=communicate)
         return (optax.apply_updates(params, u), state), ()
 
     state0 = jax.vmap(tx.init)(x0)
@@ -287,7 +287,8 @@ def test_one_worker_async_diloco_equals_sync():
     worker, master = run_async(outer.async_diloco(**hp), grad_loss, noise)
     assert_trees_close(worker.params, params)
     assert_trees_close(master.center, state.center)
-    assert_trees_close(master.outer_trace, state.outer_state[0].trace)
+    assert_trees_close(master.outer_state[0].trace, state.outer_state[0].trace)
+    assert_trees_close(worker.extra.inner_state[0].trace, state.inner_state[0].trace)
 
 
 def test_async_diloco_round_robin_applies_one_outer_step_per_arrival():

@@ -15,7 +15,7 @@ from test_donation import HPARAMS  # each name's hyperparameters, from its confi
 from easgd_jax.algorithms import base, registry
 from easgd_jax.algorithms.adaptive import ApamMasterState
 from easgd_jax.algorithms.distbelief import AdagradMasterState, DownpourExtra
-from easgd_jax.algorithms.elastic import EamsgdExtra
+from easgd_jax.algorithms.elastic import ElasticExtra
 from easgd_jax.algorithms.leader import LeaderExtra, LeaderMasterState
 from easgd_jax.algorithms.outer import DilocoExtra, DilocoMasterState
 
@@ -106,7 +106,7 @@ def test_async_rules_share_the_sync_hyperparameters_and_have_typed_states(name):
     rule = registry.get_async_rule(name, P, **hparams)
     worker, master = rule.init_worker(X0), rule.init_master(X0)
     assert isinstance(worker, base.AsyncWorkerState)
-    extra = {"easgd": base.NoExtra, "eamsgd": EamsgdExtra, "downpour": DownpourExtra,
+    extra = {"easgd": ElasticExtra, "eamsgd": ElasticExtra, "downpour": DownpourExtra,
              "lsgd_nesterov": LeaderExtra, "apam": base.NoExtra, "diloco": DilocoExtra}[name]
     assert type(worker.extra) is extra
     masters = (base.CenterState, AdagradMasterState, LeaderMasterState, ApamMasterState,

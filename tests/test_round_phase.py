@@ -1,6 +1,8 @@
-"""Rounds traced in whole periods (``parallel.make_round(period=tau)``, which declares each
-step's phase with ``algorithms.clock.known_phase``) run the periodic algorithms exactly as the
-per-step conditional does: same parameters and states at every step, on every layout."""
+"""Rounds traced in whole periods (``parallel.make_round(period=tau)``, which passes each
+step's phase as ``tx.update(..., communicate=True / False)``) run the periodic algorithms
+exactly as the per-step conditional does: same parameters and states at every step, on every
+layout. And the phase argument itself: a step told its phase gives the state of the step
+whose clock decides, at the matching clock."""
 
 import jax
 import jax.numpy as jnp
@@ -39,11 +41,12 @@ def _step(tx: optax.GradientTransformation):
     """g_i = c_i * x + noise, loss_i = 0.5 c_i |x|^2 (for the leader's choice)."""
     tx = optax.with_extra_args_support(tx)
 
-    def step(carry, batch):
+    def step(carry, batch, communicate=None):
         params, state = carry
         c, noise = batch
         loss = 0.5 * c * jnp.sum(params ** 2)
-        updates, state = tx.update(c * params + noise, state, params, loss=loss)
+        phase = {} if communicate is None else {"communicate": communicate}
+        updates, state = tx.update(c * params + noise, state, params, loss=loss, **phase)
         params = optax.apply_updates(params, updates)
         return (params, state), (params, state)
 
@@ -104,29 +107,80 @@ def test_rounds_must_be_whole_periods():
         parallel.make_round(_step(tx), layout, period=0)
 
 
-def test_on_clock_takes_the_declared_branch_and_restores_the_phase():
-    def run(count):
-        return clock.on_clock(count, 3, lambda x: x + 1, lambda x: x - 1, jnp.float32(0))
+def test_on_clock_takes_the_given_branch():
+    def run(count, phase=None):
+        return clock.on_clock(count, 3, lambda x: x + 1, lambda x: x - 1, jnp.float32(0), phase)
 
     def has_cond(phase):
-        # A fresh function per trace: jax caches traces by function, not by phase.
-        def fresh(count):
-            return run(count)
-
-        if phase is None:
-            jaxpr = jax.make_jaxpr(fresh)(jnp.int32(0))
-        else:
-            with clock.known_phase(phase):
-                jaxpr = jax.make_jaxpr(fresh)(jnp.int32(0))
+        jaxpr = jax.make_jaxpr(lambda count: run(count, phase))(jnp.int32(0))
         return any(e.primitive is lax.cond_p for e in jaxpr.eqns)
 
-    assert clock.current_phase() is None
     assert [float(run(jnp.int32(t))) for t in (0, 1, 3)] == [1.0, -1.0, 1.0]
-    with clock.known_phase(True):
-        assert float(run(jnp.int32(1))) == 1.0  # declared, not read from the clock
-        with clock.known_phase(False):
-            assert float(run(jnp.int32(0))) == -1.0
-        assert clock.current_phase() is True
-    assert clock.current_phase() is None
-    # Without a declared phase the choice is made at run time, with one it is not.
+    assert float(run(jnp.int32(1), True)) == 1.0  # given, not read from the clock
+    assert float(run(jnp.int32(0), False)) == -1.0
+    # Without a phase the choice is made at run time, with one it is not.
     assert has_cond(None) and not has_cond(True) and not has_cond(False)
+
+
+# The periodic algorithms, each with the clock value its exchange happens at (t + 1 for
+# DiLoCo, whose outer step closes the period).
+_PERIODIC = {
+    "easgd": lambda axis: easgd_jax.easgd(0.1, 0.2, 3, axis_name=axis),
+    "eamsgd": lambda axis: easgd_jax.eamsgd(0.05, 0.9, 0.2, 3, axis_name=axis),
+    # tau = 6 in 2 fragments: an exchange (of one fragment) every s = 3 steps.
+    "eamsgd_fragments_bf16": lambda axis: easgd_jax.eamsgd(
+        0.05, 0.9, 0.2, 6, axis_name=axis, num_fragments=2, exchange_dtype="bfloat16",
+        error_feedback=True),
+    "eamsgd_outer": lambda axis: easgd_jax.eamsgd_outer(0.05, 0.9, 0.2, 3, 0.7, 0.5,
+                                                        axis_name=axis),
+    "diloco": lambda axis: easgd_jax.algorithms.nesterov_diloco(0.05, 0.9, 3, axis_name=axis),
+    "downpour": lambda axis: easgd_jax.downpour(0.05, 3, axis_name=axis),
+    "adownpour": lambda axis: easgd_jax.adownpour(0.05, 3, axis_name=axis),
+    "lsgd": lambda axis: leader.lsgd_nesterov(0.05, 0.9, 0.2, 3, 3, axis_name=axis),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_PERIODIC))
+def test_the_phase_argument_gives_the_clock_decided_step(name):
+    """``tx.update(..., communicate=c)`` at a clock whose phase is c equals the step whose
+    clock decides (no ``communicate``), for both phases; told the wrong phase it
+    does something else (the argument is obeyed, not re-read from the clock)."""
+    tx = _PERIODIC[name]("workers")
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(P, N)), jnp.float32)
+    state = jax.vmap(tx.init)(jnp.broadcast_to(x[0], (P, N)))
+
+    def run(state, params, grads, **phase):
+        def one(s, p, g):
+            loss = 0.5 * jnp.sum(p ** 2)
+            return tx.update(g, s, p, loss=loss, **phase)
+        return jax.jit(jax.vmap(one, axis_name="workers"))(state, params, grads)
+
+    exchange_at = 0 if name != "diloco" else 2  # the clock's first exchange step
+    seen = set()
+    for t in range(6):  # walk the clock through two periods, one step at a time
+        grads = jnp.asarray(rng.normal(size=(P, N)), jnp.float32)
+        decided = run(state, x, grads)
+        phase = (t - exchange_at) % 3 == 0
+        told = run(state, x, grads, communicate=phase)
+        for a, b in zip(jax.tree.leaves(told), jax.tree.leaves(decided), strict=True):
+            # Equal up to float32 rounding: without the conditional XLA fuses differently.
+            np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64),
+                                       rtol=1e-6, atol=1e-6)
+        wrong = run(state, x, grads, communicate=not phase)
+        assert max(float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+                   for a, b in zip(jax.tree.leaves(wrong), jax.tree.leaves(decided),
+                                   strict=True)) > 1e-4, t
+        seen.add(phase)
+        updates, state = decided
+        x = optax.apply_updates(x, updates)
+    assert seen == {True, False}
+
+
+@pytest.mark.parametrize("bad", [jnp.bool_(True), 1, "yes"])
+def test_the_phase_must_be_known_while_tracing(bad):
+    tx = easgd_jax.easgd(0.1, 0.2, 3)
+    x = jnp.ones((P, N))
+    with pytest.raises(ValueError, match="communicate= must be None"):
+        jax.vmap(lambda s, p: tx.update(p, s, p, communicate=bad),
+                 axis_name="workers")(jax.vmap(tx.init)(x), x)

@@ -363,10 +363,10 @@ def test_batches_gathered_on_the_devices_equal_the_hosts(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", ["default", "downpour", "diloco"])  # default: EAMSGD
 def test_the_loops_round_holds_no_host_callback(name):
-    """``sync.make_train_round`` traces the exchange's replica check inside
-    ``collectives.disagreement_as_nan``: the round holds no host callback, so JAX's
-    persistent compilation cache keeps it (a sweep's seeds, a resumed run and the tests'
-    launches reuse it); the same algorithm's plain ``make_round`` holds one."""
+    """The loop builds its transformation with ``on_disagreement="nan"``: its round
+    (``sync.make_train_round``) holds no host callback, so JAX's persistent compilation
+    cache keeps it (a sweep's seeds, a resumed run and the tests' launches reuse it); the
+    same algorithm built with the default (``"raise"``) holds one."""
     from easgd_jax import parallel
     from easgd_jax.algorithms import registry
     from easgd_jax.training.common import TrainState, make_local_step
@@ -376,7 +376,9 @@ def test_the_loops_round_holds_no_host_callback(name):
     layout = parallel.make_worker_layout(config.num_workers, config.num_workers)
     spec = registry.get_spec(config.algorithm.name)
     tx = registry.get_algorithm(config.algorithm.name, axis_name=layout.axis_name,
-                                **validation.algorithm_hparams(config))
+                                on_disagreement="nan", **validation.algorithm_hparams(config))
+    raising = registry.get_algorithm(config.algorithm.name, axis_name=layout.axis_name,
+                                     **validation.algorithm_hparams(config))
     model = models.get_model("mlp", 10)
     p, steps = config.num_workers, validation.steps_per_round(config)
     params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64))))["params"]
@@ -388,7 +390,7 @@ def test_the_loops_round_holds_no_host_callback(name):
                jax.ShapeDtypeStruct((p, steps, 8), jnp.int32))
     loop_round = train.make_train_round(config, model, tx, spec, layout)
     assert "callback" not in loop_round.lower(state, batches).as_text()
-    plain = parallel.make_round(make_local_step(model, tx, 0.0, spec), layout,
+    plain = parallel.make_round(make_local_step(model, raising, 0.0, spec), layout,
                                 period=validation.round_period(config),
                                 exchange_step=spec.exchange_step)
     assert "callback" in plain.lower(state, batches).as_text()

@@ -39,7 +39,7 @@ import optax
 
 from easgd_jax.algorithms import base, checks
 from easgd_jax.algorithms.base import AsyncRule, AsyncWorkerState, AxisName, fresh_copy
-from easgd_jax.algorithms.collectives import tree_pmean
+from easgd_jax.algorithms.collectives import check_on_disagreement, tree_pmean
 
 FORMS = ("paper", "authors", "optax")
 
@@ -125,12 +125,13 @@ def amsgrad(
     b2: float = 0.999,
     eps: float = 1e-8,
     form: str = "paper",
-) -> optax.GradientTransformation:
+) -> optax.GradientTransformationExtraArgs:
     """AMSGrad (Reddi et al., ICLR 2018) in one of the three forms of the module docstring.
 
     ``form="optax"`` is ``optax.amsgrad(learning_rate, b1, b2, eps)``; ``form="paper"`` is
     ``optax.amsgrad(..., eps=0, bias_correction_mu=False, bias_correction_nu=False)`` except
     that 0/0 gives 0. ``learning_rate`` may be a schedule of the step count k (from 0).
+    ``update`` ignores extra arguments (optax's ``GradientTransformationExtraArgs``).
     """
     checks.check_rate("learning_rate", learning_rate)
     _check(b1, b2, eps, form)
@@ -139,11 +140,11 @@ def amsgrad(
     def init_fn(params):
         return init_moments(params)
 
-    def update_fn(updates, state, params=None):
-        del params
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
         return amsgrad_step(state, updates, rate(state.count), b1, b2, eps, form)
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def amsgrad_sync(
@@ -153,19 +154,24 @@ def amsgrad_sync(
     eps: float = 1e-8,
     form: str = "paper",
     axis_name: AxisName = "workers",
-) -> optax.GradientTransformation:
+    on_disagreement: str = "raise",
+) -> optax.GradientTransformationExtraArgs:
     """Synchronous parallel AMSGrad, APAM's baseline: gbar = (1/p) sum_i g_i (one all-reduce
     over ``axis_name``), then one :func:`amsgrad` step on gbar on every worker.
 
-    Workers that start at the same point stay identical. Args as :func:`amsgrad`.
+    Workers that start at the same point stay identical. Args as :func:`amsgrad`;
+    ``on_disagreement`` is accepted for uniformity with the algorithms that keep a
+    replicated center (checked, unused). ``update`` ignores extra arguments.
     """
     checks.check_axis_name(axis_name)
+    check_on_disagreement(on_disagreement)
     inner = amsgrad(learning_rate, b1, b2, eps, form)
 
-    def update_fn(updates, state, params=None):
+    def update_fn(updates, state, params=None, **extra_args):
+        del extra_args
         return inner.update(tree_pmean(updates, axis_name), state, params)
 
-    return optax.GradientTransformation(inner.init, update_fn)
+    return optax.GradientTransformationExtraArgs(inner.init, update_fn)
 
 
 def apam(

@@ -46,6 +46,9 @@ Scalars = tuple[Any, ...]
 # The arguments of a synchronous constructor that are not hyperparameters (the executor
 # passes them), and the one an asynchronous rule may take besides the hyperparameters.
 AXIS_ARGUMENTS = ("axis_name", "group_axis_name")
+# ... and how a replicated center's disagreement is reported (collectives.DISAGREEMENT_MODES).
+ON_DISAGREEMENT = "on_disagreement"
+BUILD_ARGUMENTS = (*AXIS_ARGUMENTS, ON_DISAGREEMENT)
 NUM_WORKERS = "num_workers"
 
 
@@ -416,7 +419,7 @@ class Spec:
         """The hyperparameters of the form: all its arguments but the axis names (sync) or
         ``num_workers`` (async, which the executor passes)."""
         form = self.form(asynchronous)
-        skip = (NUM_WORKERS,) if asynchronous else AXIS_ARGUMENTS
+        skip = (NUM_WORKERS,) if asynchronous else BUILD_ARGUMENTS
         return [p for p in _parameters(form) if p not in skip]
 
     def form(self, asynchronous: bool = False) -> Callable[..., Any]:

@@ -41,7 +41,7 @@ import optax
 from easgd_jax.algorithms import checks
 from easgd_jax.algorithms.averages import constant_rate, polyak_rate, running_average
 from easgd_jax.algorithms.base import CENTER_DTYPE, AxisName, center_copy, check_center_dtype
-from easgd_jax.algorithms.collectives import tree_pmean
+from easgd_jax.algorithms.collectives import check_on_disagreement, tree_pmean
 from easgd_jax.algorithms.momentum import nesterov
 
 
@@ -58,22 +58,27 @@ class AveragedSGDState(NamedTuple):
 
 
 def sgd(
-    learning_rate: optax.ScalarOrSchedule, axis_name: AxisName = "workers"
-) -> optax.GradientTransformation:
+    learning_rate: optax.ScalarOrSchedule, axis_name: AxisName = "workers",
+    on_disagreement: str = "raise",
+) -> optax.GradientTransformationExtraArgs:
     """Sequential SGD: x <- x - eta * g(x). ``axis_name`` is unused (no communication).
 
     Args:
         learning_rate: eta, a number or an optax schedule.
         axis_name: accepted for uniformity with the distributed algorithms; unused.
+        on_disagreement: accepted for uniformity with the algorithms that keep a replicated
+            center (checked, unused).
     """
     checks.check_rate("learning_rate", learning_rate)
     checks.check_axis_name(axis_name)
+    check_on_disagreement(on_disagreement)
     return optax.sgd(learning_rate)
 
 
 def msgd(
-    learning_rate: optax.ScalarOrSchedule, momentum: float, axis_name: AxisName = "workers"
-) -> optax.GradientTransformation:
+    learning_rate: optax.ScalarOrSchedule, momentum: float, axis_name: AxisName = "workers",
+    on_disagreement: str = "raise",
+) -> optax.GradientTransformationExtraArgs:
     """Sequential Nesterov momentum SGD (the paper's MSGD), in look-ahead form.
 
         v <- delta * v - eta * g(x + delta * v);   x <- x + v
@@ -85,17 +90,20 @@ def msgd(
         learning_rate: eta, a number or an optax schedule.
         momentum: delta in [0, 1).
         axis_name: accepted for uniformity with the distributed algorithms; unused.
+        on_disagreement: accepted for uniformity with the algorithms that keep a replicated
+            center (checked, unused).
     """
     checks.check_axis_name(axis_name)
+    check_on_disagreement(on_disagreement)
     return nesterov(learning_rate, momentum)
 
 
 def _averaged_sgd(
     learning_rate: optax.ScalarOrSchedule, average_rate: Callable[[jax.Array], jax.Array | float],
     center_dtype: Any,
-) -> optax.GradientTransformation:
+) -> optax.GradientTransformationExtraArgs:
     """SGD whose state also tracks z_t = (1 - a_t) z_{t-1} + a_t x_t, z_0 = x_0 (z in at
-    least ``center_dtype``)."""
+    least ``center_dtype``); ``update`` ignores extra arguments."""
     check_center_dtype(center_dtype)
     rate = checks.schedule_value(learning_rate)
 
@@ -103,7 +111,8 @@ def _averaged_sgd(
         return AveragedSGDState(
             count=jnp.zeros([], jnp.int32), average=center_copy(params, center_dtype))
 
-    def update_fn(updates, state, params=None):
+    def update_fn(updates, state, params=None, **extra_args):
+        del extra_args
         if params is None:
             raise ValueError("averaged SGD needs params: call update(grads, state, params).")
         eta = rate(state.count)
@@ -114,13 +123,13 @@ def _averaged_sgd(
         average = running_average(state.average, new_params, average_rate(count))
         return new_updates, AveragedSGDState(count=count, average=average)
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def asgd(
     learning_rate: optax.ScalarOrSchedule, axis_name: AxisName = "workers",
-    center_dtype: Any = CENTER_DTYPE,
-) -> optax.GradientTransformation:
+    center_dtype: Any = CENTER_DTYPE, on_disagreement: str = "raise",
+) -> optax.GradientTransformationExtraArgs:
     """ASGD: SGD plus the Polyak average of its iterates (field ``average``, evaluated).
 
         x_t = x_{t-1} - eta * g(x_{t-1});   z_t = (1 - a_t) z_{t-1} + a_t x_t,  a_t = 1/(t+1)
@@ -132,9 +141,12 @@ def asgd(
         axis_name: accepted for uniformity with the distributed algorithms; unused.
         center_dtype: z is kept in at least this dtype (float32: bfloat16 params get a
             float32 average); None: the params'.
+        on_disagreement: accepted for uniformity with the algorithms that keep a replicated
+            center (checked, unused).
     """
     checks.check_rate("learning_rate", learning_rate)
     checks.check_axis_name(axis_name)
+    check_on_disagreement(on_disagreement)
     return _averaged_sgd(learning_rate, polyak_rate, center_dtype)
 
 
@@ -143,7 +155,8 @@ def mvasgd(
     moving_average_rate: float,
     axis_name: AxisName = "workers",
     center_dtype: Any = CENTER_DTYPE,
-) -> optax.GradientTransformation:
+    on_disagreement: str = "raise",
+) -> optax.GradientTransformationExtraArgs:
     """MVASGD: SGD plus a moving average of its iterates (field ``average``, evaluated).
 
         x_t = x_{t-1} - eta * g(x_{t-1});   z_t = (1 - a) z_{t-1} + a x_t,  z_0 = x_0
@@ -154,34 +167,39 @@ def mvasgd(
         axis_name: accepted for uniformity with the distributed algorithms; unused.
         center_dtype: z is kept in at least this dtype (float32: a bfloat16 z with
             a = 0.001 would never move); None: the params'.
+        on_disagreement: accepted for uniformity with the algorithms that keep a replicated
+            center (checked, unused).
     """
     checks.check_rate("learning_rate", learning_rate)
     checks.check_moving_average_rate(moving_average_rate)
     checks.check_axis_name(axis_name)
+    check_on_disagreement(on_disagreement)
     return _averaged_sgd(learning_rate, constant_rate(checks.scalar(moving_average_rate)),
                          center_dtype)
 
 
-def mean_over_workers(axis_name: AxisName = "workers") -> optax.GradientTransformation:
-    """Replaces each worker's gradient by the mean over ``axis_name`` (one all-reduce)."""
+def mean_over_workers(axis_name: AxisName = "workers") -> optax.GradientTransformationExtraArgs:
+    """Replaces each worker's gradient by the mean over ``axis_name`` (one all-reduce);
+    ``update`` ignores extra arguments."""
     checks.check_axis_name(axis_name)
 
     def init_fn(params: optax.Params) -> optax.EmptyState:
         del params
         return optax.EmptyState()
 
-    def update_fn(updates, state, params=None):
-        del params
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
         return tree_pmean(updates, axis_name), state
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def data_parallel_sgd(
     learning_rate: optax.ScalarOrSchedule,
     momentum: float = 0.0,
     axis_name: AxisName = "workers",
-) -> optax.GradientTransformation:
+    on_disagreement: str = "raise",
+) -> optax.GradientTransformationExtraArgs:
     """Synchronous data-parallel SGD: all-reduce mean of the gradients, then the SGD step::
 
         gbar = (1/p) sum_i g_i;   x <- x - eta * gbar                     (delta = 0)
@@ -195,10 +213,13 @@ def data_parallel_sgd(
         learning_rate: eta, a number or an optax schedule.
         momentum: delta in [0, 1); 0 is plain SGD (no velocity buffer).
         axis_name: the worker axis of the all-reduce.
+        on_disagreement: accepted for uniformity with the algorithms that keep a replicated
+            center (checked, unused).
     """
     checks.check_rate("learning_rate", learning_rate)
     checks.check_momentum(momentum)
     checks.check_axis_name(axis_name)
+    check_on_disagreement(on_disagreement)
     # A Python 0 needs no velocity buffer; an array (optax.inject_hyperparams, which passes
     # one to init and to every update, possibly traced) always gets one, so that the
     # state's structure never depends on a value.

@@ -1,71 +1,70 @@
-"""The shared communication clock of the periodic algorithms.
+"""The shared communication clock of the periodic algorithms, and the phase argument.
 
 EASGD, EAMSGD (Zhang, Choromanska & LeCun, NIPS 2015, arXiv 1412.6651, Algorithms 1-2),
-DOWNPOUR and its averaging variants, and Leader SGD communicate when tau divides the local
-clock t (``count`` in their states), which every worker advances in lockstep:
+DOWNPOUR and its averaging variants, Leader SGD and DiLoCo communicate when tau divides their
+clock c (``count`` in their states, or ``count + 1`` for DiLoCo's closing outer step), which
+every worker advances in lockstep:
 
-    communicate(operand)   if t mod tau == 0
+    communicate(operand)   if c mod tau == 0
     skip(operand)          otherwise
 
-Written as ``lax.cond`` on the clock, each step decides at run time: every step then
-carries the communication state through a conditional, and under ``vmap`` (several
-workers per device) the conditional becomes a ``select`` that runs the collective every
-step. An executor that knows the phase of the clock when it traces a step (a round of
-whole periods that starts at a multiple of tau, see :func:`easgd_jax.parallel.make_round`)
-declares it with :func:`known_phase`; :func:`on_clock` then traces only the branch that
-the clock would take, and the step has no conditional at all. The clock still advances,
-so the state is the same either way.
+Written as ``lax.cond`` on the clock, each step decides at run time: every step then carries
+the communication state through a conditional, and under ``vmap`` (several workers per
+device) the conditional becomes a ``select`` that runs the collective every step.
+
+A caller that knows the phase of the clock when it traces a step says so with the extra
+argument ``communicate`` of the transformation's ``update`` (:data:`COMMUNICATE`):
+
+    tx.update(grads, state, params, communicate=True)    # a step where tau | c
+    tx.update(grads, state, params, communicate=False)   # a step where it does not
+    tx.update(grads, state, params)                      # None: the clock decides
+
+``optax.chain`` forwards it to every transformation that takes extra arguments, and
+:func:`easgd_jax.parallel.make_round` passes it for the two kinds of steps it traces (a round
+of whole periods that starts at a multiple of tau). :func:`on_clock` then traces only the
+branch the clock would take, and the step has no conditional at all. The clock still
+advances, so the state is the same either way. The caller guarantees the phase: a step
+traced with ``communicate=True`` must run exactly when the clock is a multiple of the
+period (of every algorithm in it), one traced with ``False`` exactly when it is not.
 """
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 from jax import lax
 
-_PHASE = threading.local()  # jax traces in the calling thread
+COMMUNICATE = "communicate"  # the extra argument of ``update`` that carries the phase
 
 
-@contextlib.contextmanager
-def known_phase(communicate: bool) -> Iterator[None]:
-    """Traces the steps inside as communication steps (``True``) or local steps (``False``).
+def phase_argument(extra_args: Mapping[str, Any]) -> tuple[bool | None, dict[str, Any]]:
+    """Splits an update's extra keyword arguments into the phase and the others.
 
-    Only for an executor that guarantees it: the step so traced must run exactly when the
-    clock is (``True``) or is not (``False``) a multiple of the period of every algorithm in
-    it. Nesting restores the outer phase on exit.
-
-    The phase is read while tracing, and jax caches traces by function and argument types,
-    not by this phase: a function traced under one phase must not be reused, as the same
-    object, under the other (e.g. one ``jax.jit(tx.update)`` called inside both kinds of
-    steps). :func:`easgd_jax.parallel.make_round` traces each phase through its own
-    function.
+    Returns ``(communicate, rest)``: ``communicate`` is None (absent or None: the clock
+    decides), True or False; ``rest`` the other extra arguments (a wrapping transformation
+    forwards them to its inner optimizer). ValueError for anything else, e.g. a traced
+    array: the phase chooses the traced program, so it must be known while tracing.
     """
-    previous = getattr(_PHASE, "value", None)
-    _PHASE.value = bool(communicate)
-    try:
-        yield
-    finally:
-        _PHASE.value = previous
-
-
-def current_phase() -> bool | None:
-    """The phase declared by :func:`known_phase` around this trace, or None."""
-    return getattr(_PHASE, "value", None)
+    rest = dict(extra_args)
+    phase = rest.pop(COMMUNICATE, None)
+    if phase is not None and not isinstance(phase, bool):
+        raise ValueError(
+            f"{COMMUNICATE}= must be None (the clock decides at run time), True or False (the "
+            f"phase known when the step is traced); got {phase!r}.")
+    return phase, rest
 
 
 def on_clock(count: jax.Array, period: int, communicate: Callable[[Any], Any],
-             skip: Callable[[Any], Any], operand: Any) -> Any:
+             skip: Callable[[Any], Any], operand: Any, phase: bool | None = None) -> Any:
     """``communicate(operand)`` if ``count % period == 0`` else ``skip(operand)``.
 
-    A ``lax.cond`` on the clock, or, under :func:`known_phase`, the declared branch alone.
-    The predicate is the shared clock, identical on every worker: the collectives inside
-    ``communicate`` are entered by all workers or by none.
+    ``phase`` None: a ``lax.cond`` on the clock. The predicate is the shared clock, identical
+    on every worker: the collectives inside ``communicate`` are entered by all workers or
+    by none. ``phase`` True / False (the caller's ``communicate`` argument, see the module
+    docstring): that branch alone, traced without a conditional.
     """
-    phase = current_phase()
     if phase is None:
         return lax.cond(count % period == 0, communicate, skip, operand)
     return communicate(operand) if phase else skip(operand)

@@ -13,7 +13,6 @@ was built with and how to bind it.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -136,45 +135,70 @@ def _checksum_digits(tree: optax.Params, dtype: Any) -> jax.Array:
     return lax.bitcast_convert_type(sums, jnp.uint8).reshape(-1).astype(dtype)
 
 
-# Whether tree_psum_checking, when traced, raises on a disagreement (a host callback) or only
-# marks it with a NaN copy; see disagreement_as_nan.
-_DISAGREEMENT_RAISES = contextvars.ContextVar("easgd_jax_disagreement_raises", default=True)
+# What tree_psum_checking does when the workers' copies differ, chosen when a transformation
+# is built (its ``on_disagreement`` argument). Each mode is a function of (copy, slots,
+# agree, what, axis_name) that returns the copy to keep; a further mode (e.g. a value-based
+# report in the state) is one more entry here.
+DISAGREEMENT_MODES = ("raise", "nan")
 
 
-@contextlib.contextmanager
-def disagreement_as_nan() -> Iterator[None]:
-    """While a program is traced inside this context, :func:`tree_psum_checking` marks
-    workers whose replicated copies differ by a NaN copy only, without the host callback
-    that raises the explanatory ``ValueError``. For executors that start every worker from
-    the same params and stop on a non-finite evaluation point anyway
-    (``training.sync.make_train_round``): their compiled rounds then hold no host callback,
-    so JAX's persistent compilation cache keeps them (it refuses programs with one), and a
-    sweep's seeds or a test's ``launch.py`` reuse the round instead of compiling it again.
-    The check and its cost in the all-reduce are unchanged."""
-    token = _DISAGREEMENT_RAISES.set(False)
-    try:
-        yield
-    finally:
-        _DISAGREEMENT_RAISES.reset(token)
+def check_on_disagreement(on_disagreement: Any) -> str:
+    """Checks a transformation's ``on_disagreement`` argument; returns it.
+
+    ``"raise"`` (the default of every constructor): a disagreement stops the run with the
+    explanatory ``ValueError`` (a host callback that runs only on a disagreement) and the
+    copy turns NaN. ``"nan"``: the copy turns NaN only, and the traced program holds no
+    host callback (for an executor that starts every worker from the same params and stops
+    on a non-finite evaluation point anyway, as the synchronous training loop does: its
+    compiled rounds are then kept by JAX's persistent compilation cache, which refuses
+    programs with a host callback). The check and its cost in the all-reduce are the same.
+    """
+    if on_disagreement not in DISAGREEMENT_MODES:
+        modes = ", ".join(map(repr, DISAGREEMENT_MODES))
+        raise ValueError(f"on_disagreement must be one of {modes}, got {on_disagreement!r}.")
+    return on_disagreement
+
+
+def _nan_copy(copy: optax.Params) -> optax.Params:
+    return jax.tree.map(lambda a: jnp.full_like(a, jnp.nan), copy)
+
+
+def _disagree_raise(copy, slots, agree, what: str, axis_name: AxisName) -> optax.Params:
+    # A pure_callback whose result is used (not DCE'd), called ONCE per exchange with the
+    # batched values under an outer vmap (jax.debug.callback would be unrolled over the
+    # batch: a host call per chain and step).
+    ok = jax.pure_callback(_raise_disagreement(what, axis_name),
+                           jax.ShapeDtypeStruct(agree.shape, agree.dtype), slots, agree,
+                           vmap_method="expand_dims")
+    return jax.tree.map(lambda a: jnp.where(ok, a, jnp.full_like(a, jnp.nan)), copy)
+
+
+def _disagree_nan(copy, slots, agree, what: str, axis_name: AxisName) -> optax.Params:
+    del slots, agree, what, axis_name
+    return _nan_copy(copy)
+
+
+_ON_DISAGREEMENT: dict[str, Callable[..., optax.Params]] = {
+    "raise": _disagree_raise, "nan": _disagree_nan}
 
 
 def tree_psum_checking(tree: optax.Updates, replicated: optax.Params, axis_name: AxisName,
-                       what: str = "center", wire_dtype: Any = None
-                       ) -> tuple[optax.Updates, optax.Params]:
+                       what: str = "center", wire_dtype: Any = None,
+                       on_disagreement: str = "raise") -> tuple[optax.Updates, optax.Params]:
     """``tree_psum(tree)`` that also checks that ``replicated`` (the center each worker
     holds) is the same on every worker, in the SAME all-reduce.
 
     Each worker adds two checksums of its copy into its own slot of a ``[p, 2]`` array
     (zeros elsewhere, so the psum of the slots is exact: an all-gather); the copies agree
     when every row equals the first (NaN rows count as equal: a diverged center is the
-    NaN check's business). When they differ, a ``jax.pure_callback`` raises a
-    ``ValueError`` that says why and what to do (through jit it surfaces as a
-    ``JaxRuntimeError`` carrying that text), and the returned copy is NaN, so that nothing
-    trains on silently. The check costs two reductions of the copy and 2p numbers more in
-    the exchange's one all-reduce; the callback runs only on a disagreement (its condition
-    is the same on every worker, so under the workers' ``vmap`` it stays a real branch).
-    Traced inside :func:`disagreement_as_nan`, a disagreement gives the NaN copy without the
-    callback.
+    NaN check's business). When they differ, the returned copy is NaN, so that nothing
+    trains on silently, and with ``on_disagreement="raise"`` (:func:`check_on_disagreement`)
+    a ``jax.pure_callback`` also raises a ``ValueError`` that says why and what to do
+    (through jit it surfaces as a ``JaxRuntimeError`` carrying that text); with ``"nan"``
+    the program holds no callback. The check costs two reductions of the copy and 2p
+    numbers more in the exchange's one all-reduce; the callback runs only on a
+    disagreement (its condition is the same on every worker, so under the workers'
+    ``vmap`` it stays a real branch).
     Under an OUTER vmap (independent chains, as ``analysis/montecarlo.py`` runs) the
     condition is batched, the branch becomes a select and the callback runs once per
     exchange, with the whole batch, raising only where a chain's copies differ.
@@ -193,18 +217,8 @@ def tree_psum_checking(tree: optax.Updates, replicated: optax.Params, axis_name:
         slots = slots.at[axis_index(axis_name)].set(_checksum_digits(replicated, wire_dtype))
     total, slots = tree_psum((tree, slots), axis_name)
     same = (slots == slots[0]) | (jnp.isnan(slots) & jnp.isnan(slots[0]))
-    fail = _raise_disagreement(what, axis_name)
-
     agree = jnp.all(same)
-
-    def disagree(copy):
-        if not _DISAGREEMENT_RAISES.get():  # disagreement_as_nan: no host callback
-            return jax.tree.map(lambda a: jnp.full_like(a, jnp.nan), copy)
-        # A pure_callback whose result is used (not DCE'd), called ONCE per exchange with
-        # the batched values under an outer vmap (jax.debug.callback would be unrolled over
-        # the batch: a host call per chain and step).
-        ok = jax.pure_callback(fail, jax.ShapeDtypeStruct(agree.shape, agree.dtype), slots,
-                               agree, vmap_method="expand_dims")
-        return jax.tree.map(lambda a: jnp.where(ok, a, jnp.full_like(a, jnp.nan)), copy)
-
-    return total, lax.cond(agree, lambda copy: copy, disagree, replicated)
+    disagree = _ON_DISAGREEMENT[check_on_disagreement(on_disagreement)]
+    return total, lax.cond(agree, lambda copy: copy,
+                           lambda copy: disagree(copy, slots, agree, what, axis_name),
+                           replicated)

@@ -58,7 +58,7 @@ import optax
 from easgd_jax.algorithms import base, checks, clock
 from easgd_jax.algorithms.averages import constant_rate, polyak_rate, running_average
 from easgd_jax.algorithms.base import AsyncRule, AsyncWorkerState, AxisName, CenterState, fresh_copy
-from easgd_jax.algorithms.collectives import tree_psum_checking
+from easgd_jax.algorithms.collectives import check_on_disagreement, tree_psum_checking
 
 
 class DownpourState(NamedTuple):
@@ -196,13 +196,17 @@ def _downpour(
     average_rate: Callable[[jax.Array], jax.Array | float] | None = None,
     adagrad: tuple[float, float] | None = None,
     center_dtype: Any = base.CENTER_DTYPE,
-) -> optax.GradientTransformation:
+    on_disagreement: str = "raise",
+) -> optax.GradientTransformationExtraArgs:
     """DOWNPOUR(tau); with ``average_rate`` the master also keeps z (field ``average``), with
-    ``adagrad = (gamma, eps)`` it applies the pushes through Adagrad."""
+    ``adagrad = (gamma, eps)`` it applies the pushes through Adagrad. ``update`` takes the
+    phase of the clock as its extra argument ``communicate`` (None: the clock decides;
+    :mod:`easgd_jax.algorithms.clock`) and ignores other extra arguments."""
     checks.check_rate("learning_rate", learning_rate)
     checks.check_period("period", period)
     checks.check_axis_name(axis_name)
     base.check_center_dtype(center_dtype)
+    check_on_disagreement(on_disagreement)
     rate = checks.schedule_value(learning_rate)
 
     def init_fn(params: optax.Params):
@@ -218,9 +222,10 @@ def _downpour(
                 **common, adagrad_sum=jax.tree.map(jnp.zeros_like, center))
         return DownpourState(**common)
 
-    def update_fn(updates, state, params=None):
+    def update_fn(updates, state, params=None, **extra_args):
         if params is None:
             raise ValueError("downpour needs params: call update(grads, state, params).")
+        phase, _ = clock.phase_argument(extra_args)
         base.check_per_worker(state.center, params)
         step = _local_step(updates, params, rate(state.count))
         accumulator = jax.tree.map(lambda a, d: (a + d).astype(a.dtype), state.accumulator, step)
@@ -232,11 +237,12 @@ def _downpour(
             _, push = downpour_exchange(params, accumulator, master["center"])
             if adagrad is None:
                 center_delta, master["center"] = tree_psum_checking(
-                    push, master["center"], axis_name)
+                    push, master["center"], axis_name, on_disagreement=on_disagreement)
             else:
                 squared = jax.tree.map(jnp.square, push)
                 (push, squared), master["center"] = tree_psum_checking(  # one all-reduce
-                    (push, squared), master["center"], axis_name)
+                    (push, squared), master["center"], axis_name,
+                    on_disagreement=on_disagreement)
                 center_delta, master["adagrad_sum"] = server_adagrad_step(
                     push, squared, master["adagrad_sum"], *adagrad)
             center = jax.tree.map(
@@ -253,11 +259,11 @@ def _downpour(
             return step, accumulator, master
 
         new_updates, accumulator, master = clock.on_clock(
-            state.count, period, exchange, local, master)
+            state.count, period, exchange, local, master, phase)
         return new_updates, type(state)(
             count=optax.safe_int32_increment(state.count), accumulator=accumulator, **master)
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def downpour(
@@ -269,7 +275,8 @@ def downpour(
     adagrad_rate: float = 0.01,
     adagrad_eps: float = 1e-8,
     center_dtype: Any = base.CENTER_DTYPE,
-) -> optax.GradientTransformation:
+    on_disagreement: str = "raise",
+) -> optax.GradientTransformationExtraArgs:
     """DOWNPOUR(tau) in synchronous rounds (the EASGD authors' version).
 
         d_i = -eta g_i(x_i);  acc_i += d_i
@@ -296,6 +303,9 @@ def downpour(
         adagrad_eps: eps > 0 under the square root.
         center_dtype: the master's arrays (x~, G) are kept in at least this dtype
             (float32: bfloat16 params get a float32 center); None: the params'.
+        on_disagreement: what an exchange does when the workers' centers differ:
+            ``"raise"`` or ``"nan"``
+            (:func:`~easgd_jax.algorithms.collectives.check_on_disagreement`).
 
     Returns:
         An optax ``GradientTransformation`` with state :class:`DownpourState`
@@ -311,7 +321,7 @@ def downpour(
     adagrad = ((checks.scalar(adagrad_rate), checks.scalar(adagrad_eps)) if server_adagrad
                else None)
     return _downpour(learning_rate, period, axis_name, adagrad=adagrad,
-                     center_dtype=center_dtype)
+                     center_dtype=center_dtype, on_disagreement=on_disagreement)
 
 
 def adownpour(
@@ -319,7 +329,8 @@ def adownpour(
     period: int = 1,
     axis_name: AxisName = "workers",
     center_dtype: Any = base.CENTER_DTYPE,
-) -> optax.GradientTransformation:
+    on_disagreement: str = "raise",
+) -> optax.GradientTransformationExtraArgs:
     """ADOWNPOUR: :func:`downpour` whose master keeps the Polyak average of its centers.
 
         after the k-th center update:  z <- (1 - 1/(k+1)) z + 1/(k+1) x~     (z_0 = x~_0)
@@ -331,9 +342,10 @@ def adownpour(
         period: tau >= 1.
         axis_name: the worker axis of the all-reduce.
         center_dtype: x~ and z are kept in at least this dtype (float32); None: the params'.
+        on_disagreement: ``"raise"`` or ``"nan"``, as in :func:`downpour`.
     """
     return _downpour(learning_rate, period, axis_name, average_rate=polyak_rate,
-                     center_dtype=center_dtype)
+                     center_dtype=center_dtype, on_disagreement=on_disagreement)
 
 
 def mvadownpour(
@@ -342,7 +354,8 @@ def mvadownpour(
     period: int = 1,
     axis_name: AxisName = "workers",
     center_dtype: Any = base.CENTER_DTYPE,
-) -> optax.GradientTransformation:
+    on_disagreement: str = "raise",
+) -> optax.GradientTransformationExtraArgs:
     """MVADOWNPOUR: :func:`downpour` whose master keeps a moving average of its centers.
 
         after each center update:  z <- (1 - a) z + a x~      (z_0 = x~_0)
@@ -354,11 +367,12 @@ def mvadownpour(
         axis_name: the worker axis of the all-reduce.
         center_dtype: x~ and z are kept in at least this dtype (float32: a bfloat16 z
             with a = 0.001 would never move); None: the params'.
+        on_disagreement: ``"raise"`` or ``"nan"``, as in :func:`downpour`.
     """
     checks.check_moving_average_rate(moving_average_rate)
     return _downpour(learning_rate, period, axis_name,
                      average_rate=constant_rate(checks.scalar(moving_average_rate)),
-                     center_dtype=center_dtype)
+                     center_dtype=center_dtype, on_disagreement=on_disagreement)
 
 
 def mdownpour(
@@ -366,7 +380,8 @@ def mdownpour(
     momentum: float,
     axis_name: AxisName = "workers",
     center_dtype: Any = base.CENTER_DTYPE,
-) -> optax.GradientTransformation:
+    on_disagreement: str = "raise",
+) -> optax.GradientTransformationExtraArgs:
     """MDOWNPOUR: DOWNPOUR (tau = 1) with Nesterov momentum on the master.
 
         v <- delta v - eta sum_i g_i(x~ + delta v);   x~ <- x~ + v
@@ -384,15 +399,18 @@ def mdownpour(
         axis_name: the worker axis of the all-reduce.
         center_dtype: x~ and v are kept in at least this dtype (float32); None: the
             params'.
+        on_disagreement: ``"raise"`` or ``"nan"``, as in :func:`downpour`.
 
     Returns:
-        An optax ``GradientTransformation`` with state :class:`MomentumDownpourState`;
-        ``update`` requires ``params``.
+        An optax ``GradientTransformationExtraArgs`` with state
+        :class:`MomentumDownpourState`; ``update`` requires ``params`` and ignores extra
+        arguments (every step communicates, whatever ``communicate`` says).
     """
     checks.check_rate("learning_rate", learning_rate)
     checks.check_momentum(momentum)
     checks.check_axis_name(axis_name)
     base.check_center_dtype(center_dtype)
+    check_on_disagreement(on_disagreement)
     rate = checks.schedule_value(learning_rate)
     delta = checks.scalar(momentum)
 
@@ -402,11 +420,13 @@ def mdownpour(
             count=jnp.zeros([], jnp.int32), center=center,
             velocity=jax.tree.map(jnp.zeros_like, center))
 
-    def update_fn(updates, state, params=None):
+    def update_fn(updates, state, params=None, **extra_args):
+        del extra_args
         if params is None:
             raise ValueError("mdownpour needs params: call update(grads, state, params).")
         base.check_per_worker(state.center, params)
-        push, center = tree_psum_checking(updates, state.center, axis_name)
+        push, center = tree_psum_checking(updates, state.center, axis_name,
+                                          on_disagreement=on_disagreement)
         state = state._replace(center=center)
         center, velocity, lookahead = nesterov_master_step(
             state.center, state.velocity, push, rate(state.count), delta)
@@ -414,7 +434,7 @@ def mdownpour(
         return new_updates, MomentumDownpourState(
             count=optax.safe_int32_increment(state.count), center=center, velocity=velocity)
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 # --------------------------------------------------------------------------- asynchronous

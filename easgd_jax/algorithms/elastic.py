@@ -42,46 +42,34 @@ import optax
 
 from easgd_jax.algorithms import base, checks, clock, exchange
 from easgd_jax.algorithms.base import AsyncRule, AsyncWorkerState, AxisName, CenterState
-from easgd_jax.algorithms.collectives import tree_psum_checking
 from easgd_jax.algorithms.momentum import nesterov, nesterov_origin, nesterov_sgd
 
 
-class ElasticOuterState(NamedTuple):
-    """State of :func:`elastic_averaging` with an ``outer`` optimizer: the fields of
-    :class:`ElasticAveragingState` and the outer optimizer's state (identical on every
-    worker)."""
-
-    count: jax.Array
-    center: optax.Params
-    outer_state: optax.OptState
-    inner_state: optax.OptState
-
-
-class ElasticFeedbackState(NamedTuple):
-    """State of :func:`elastic_averaging` with ``error_feedback``: the fields of
-    :class:`ElasticOuterState` (``outer_state`` None without an ``outer`` optimizer) and
-    ``residual``, the worker's rounding residual e_i of its last cast message (the center's
-    dtype and shapes; per worker)."""
-
-    count: jax.Array
-    center: optax.Params
-    outer_state: optax.OptState
-    inner_state: optax.OptState
-    residual: optax.Updates
-
-
 class ElasticAveragingState(NamedTuple):
-    """State of :func:`elastic_averaging` on one worker.
+    """State of :func:`elastic_averaging` on one worker (every option: the fields an option
+    does not use are None, an empty pytree node).
 
     Attributes:
-        count: the local clock t_i (int32); the exchange happens when ``count % period == 0``.
+        count: the local clock t_i (int32); the exchange happens when ``count % period == 0``
+            (``count % (period / F) == 0`` with F fragments).
         center: the center variable x~, identical on every worker.
         inner_state: the state of the local optimizer.
+        outer_state: the state of the ``outer`` optimizer of the center, identical on every
+            worker (a tuple of F states with F > 1 fragments); None without one.
+        residual: the worker's rounding residual e_i of its last cast message, in the
+            center's dtypes and shapes (per worker); None without ``error_feedback``.
     """
 
     count: jax.Array
     center: optax.Params
     inner_state: optax.OptState
+    outer_state: optax.OptState = None
+    residual: optax.Updates = None
+
+
+# The former names of the states with an outer optimizer / with error feedback: the same type.
+ElasticOuterState = ElasticAveragingState
+ElasticFeedbackState = ElasticAveragingState
 
 
 def elastic_exchange(
@@ -111,7 +99,8 @@ def elastic_averaging(
     num_fragments: int | None = None,
     exchange_dtype: Any = None,
     error_feedback: bool = False,
-) -> optax.GradientTransformation:
+    on_disagreement: str = "raise",
+) -> optax.GradientTransformationExtraArgs:
     """Wraps the local optimizer ``inner`` with the elastic exchange of synchronous EASGD.
 
     Update of worker i at local step t (eqs 5-6 of Zhang et al., 2015):
@@ -162,19 +151,26 @@ def elastic_averaging(
         num_fragments: F dividing tau, or None (= 1): the streaming fragments.
         exchange_dtype: None (the all-reduce in the center's dtype), or the dtype of the
             all-reduced elastic differences, e.g. ``"bfloat16"``.
-        error_feedback: keep each worker's rounding residual e_i (state
-            :class:`ElasticFeedbackState`) and add it to its next message.
+        error_feedback: keep each worker's rounding residual e_i (the state's
+            ``residual``) and add it to its next message.
+        on_disagreement: what the exchange does when the workers' centers differ:
+            ``"raise"`` (stop with an explanatory error) or ``"nan"`` (a NaN center only,
+            no host callback); see
+            :func:`~easgd_jax.algorithms.collectives.check_on_disagreement`.
 
     Returns:
-        An optax ``GradientTransformation`` with state :class:`ElasticAveragingState`
-        (:class:`ElasticOuterState` with an ``outer`` optimizer, whose ``outer_state`` is a
-        tuple of F states with fragments; :class:`ElasticFeedbackState` with error
-        feedback).
+        An optax ``GradientTransformationExtraArgs`` with state
+        :class:`ElasticAveragingState` for every option (``outer_state`` None without an
+        ``outer`` optimizer, a tuple of F states with fragments; ``residual`` None without
+        error feedback).
         ``init`` runs once PER WORKER (``jax.vmap(tx.init)(stacked_params)``) and sets the
         center to that worker's params: every worker must start from the same point (as in
         the paper; ``easgd_jax.replicate(params, p)``) for the replicated centers to agree.
         Every exchange checks that they do, in its one all-reduce, and stops with an error
-        naming the cause when they differ. ``update`` requires ``params``.
+        naming the cause when they differ. ``update`` requires ``params``; its extra
+        argument ``communicate`` (None, True or False) is the phase of the clock when the
+        caller knows it (:mod:`easgd_jax.algorithms.clock`), the other extra arguments go
+        to ``inner``.
 
     In an ``optax.chain`` the elastic transformation must come LAST: a transformation
     after it (``optax.scale``, clipping) would act on the elastic force too, e.g.
@@ -186,21 +182,16 @@ def elastic_averaging(
     checks.check_period("period", period)
     checks.check_axis_name(axis_name)
     base.check_center_dtype(center_dtype)
-    fragments, wire_dtype = exchange.check_exchange(period, num_fragments, exchange_dtype,
-                                                    error_feedback)
-    sub_period = period // fragments
+    sync = exchange.make_exchange(period, num_fragments, exchange_dtype, error_feedback,
+                                  axis_name, on_disagreement)
     alpha = checks.scalar(moving_rate)
+    inner = optax.with_extra_args_support(inner)
 
-    def init_fn(params: optax.Params
-                ) -> ElasticAveragingState | ElasticOuterState | ElasticFeedbackState:
-        count, center = jnp.zeros([], jnp.int32), base.center_copy(params, center_dtype)
-        outer_state = None if outer is None else exchange.init_outer(outer, center, fragments)
-        if error_feedback:
-            return ElasticFeedbackState(count, center, outer_state, inner.init(params),
-                                        jax.tree.map(jnp.zeros_like, center))
-        if outer is None:
-            return ElasticAveragingState(count, center, inner.init(params))
-        return ElasticOuterState(count, center, outer_state, inner.init(params))
+    def init_fn(params: optax.Params) -> ElasticAveragingState:
+        center = base.center_copy(params, center_dtype)
+        outer_state, residual = sync.init(center, outer)
+        return ElasticAveragingState(jnp.zeros([], jnp.int32), center, inner.init(params),
+                                     outer_state, residual)
 
     def move_center(center, outer_state, elastic_sum):
         if outer is None:
@@ -209,61 +200,35 @@ def elastic_averaging(
         outer_updates, outer_state = outer.update(gradient, outer_state, center)
         return optax.apply_updates(center, outer_updates), outer_state
 
-    def update_fn(updates, state, params=None):
+    def update_fn(updates, state, params=None, **extra_args):
         if params is None:
             raise ValueError("elastic_averaging needs params: call update(grads, state, params).")
+        phase, extra_args = clock.phase_argument(extra_args)
         base.check_per_worker(state.center, params)
         worker = params if worker_variable is None else worker_variable(params, state.inner_state)
-        local_updates, inner_state = inner.update(updates, state.inner_state, params)
-        outer_state = None if outer is None else state.outer_state
-        residual = state.residual if error_feedback else None
-        parts = exchange.fragments_of(state.center, fragments)
+        local_updates, inner_state = inner.update(updates, state.inner_state, params,
+                                                  **extra_args)
 
-        def fragment_exchange(f, operand):
-            part = parts[f]
-            center, outer_states, residual = operand
-            outer_state = outer_states if fragments == 1 or outer is None else outer_states[f]
+        def message(part, center):  # alpha (x_{i,f} - x~_f), and the worker's own force
             worker_delta, center_delta = elastic_exchange(part.take(worker),
                                                           part.take(center), alpha)
-            if wire_dtype is None:
-                total, center = tree_psum_checking(center_delta, center, axis_name)
-            else:
-                wire, residual_f = exchange.compress(
-                    center_delta, None if residual is None else part.take(residual),
-                    wire_dtype)
-                total, center = tree_psum_checking(wire, center, axis_name,
-                                                   wire_dtype=wire_dtype)
-                total = exchange.decompress(total, center_delta)
-                if residual is not None:
-                    residual = part.put(residual, residual_f)
-            center_f, outer_state = move_center(part.take(center), outer_state, total)
-            if fragments > 1:
+            return center_delta, worker_delta
+
+        def apply(part, total, center_f, outer_state, worker_delta):
+            center_f, outer_state = move_center(center_f, outer_state, total)
+            if sync.fragments > 1:
                 worker_delta = part.put(jax.tree.map(jnp.zeros_like, worker), worker_delta)
-                if outer is not None:
-                    outer_state = exchange.replace(outer_states, f, outer_state)
-            return worker_delta, (part.put(center, center_f), outer_state, residual)
+            return worker_delta, center_f, outer_state
 
-        def exchange_step(operand):
-            return exchange.on_fragment(state.count, fragments, sub_period, fragment_exchange,
-                                        operand)
-
-        def no_exchange(operand):
-            return jax.tree.map(jnp.zeros_like, worker), operand
-
-        worker_delta, (center, outer_state, residual) = clock.on_clock(
-            state.count, sub_period, exchange_step, no_exchange,
-            (state.center, outer_state, residual))
+        worker_delta, (center, outer_state, residual) = sync.run(
+            state.count, phase, state.center, state.outer_state, state.residual, message,
+            apply, jax.tree.map(jnp.zeros_like, worker))
         new_updates = jax.tree.map(
             lambda u, d: (u + d).astype(u.dtype), local_updates, worker_delta)
-        count = optax.safe_int32_increment(state.count)
-        if error_feedback:
-            return new_updates, ElasticFeedbackState(count, center, outer_state, inner_state,
-                                                     residual)
-        if outer is None:
-            return new_updates, ElasticAveragingState(count, center, inner_state)
-        return new_updates, ElasticOuterState(count, center, outer_state, inner_state)
+        return new_updates, ElasticAveragingState(optax.safe_int32_increment(state.count),
+                                                  center, inner_state, outer_state, residual)
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def easgd(
@@ -275,7 +240,8 @@ def easgd(
     num_fragments: int | None = None,
     exchange_dtype: str | None = None,
     error_feedback: bool = False,
-) -> optax.GradientTransformation:
+    on_disagreement: str = "raise",
+) -> optax.GradientTransformationExtraArgs:
     """Synchronous EASGD (Zhang et al., 2015, eqs 5-6): elastic averaging over plain SGD.
 
         x_i <- x_i - eta * g_i(x_i) - alpha * (x_i - x~) * [tau | t]
@@ -291,11 +257,13 @@ def easgd(
             last in a chain).
         num_fragments, exchange_dtype, error_feedback: the streaming fragments and the
             compressed exchange of :func:`elastic_averaging` (default: off).
+        on_disagreement: ``"raise"`` or ``"nan"``, as in :func:`elastic_averaging`.
     """
     checks.check_rate("learning_rate", learning_rate)
     return elastic_averaging(optax.sgd(learning_rate), moving_rate, period, axis_name,
                              center_dtype=center_dtype, num_fragments=num_fragments,
-                             exchange_dtype=exchange_dtype, error_feedback=error_feedback)
+                             exchange_dtype=exchange_dtype, error_feedback=error_feedback,
+                             on_disagreement=on_disagreement)
 
 
 def eamsgd(
@@ -308,7 +276,8 @@ def eamsgd(
     num_fragments: int | None = None,
     exchange_dtype: str | None = None,
     error_feedback: bool = False,
-) -> optax.GradientTransformation:
+    on_disagreement: str = "raise",
+) -> optax.GradientTransformationExtraArgs:
     """EAMSGD (Zhang et al., 2015, Algorithm 2): elastic averaging over Nesterov momentum.
 
         if tau | t:  x_i <- x_i - alpha (x_i - x~);  x~ <- x~ + alpha sum_i (x_i - x~)
@@ -329,12 +298,13 @@ def eamsgd(
             last in a chain).
         num_fragments, exchange_dtype, error_feedback: the streaming fragments and the
             compressed exchange of :func:`elastic_averaging` (default: off).
+        on_disagreement: ``"raise"`` or ``"nan"``, as in :func:`elastic_averaging`.
     """
     return elastic_averaging(
         nesterov(learning_rate, momentum), moving_rate, period, axis_name,
         worker_variable=nesterov_origin(momentum), center_dtype=center_dtype,
         num_fragments=num_fragments, exchange_dtype=exchange_dtype,
-        error_feedback=error_feedback)
+        error_feedback=error_feedback, on_disagreement=on_disagreement)
 
 
 def eamsgd_outer(
@@ -349,7 +319,8 @@ def eamsgd_outer(
     num_fragments: int | None = None,
     exchange_dtype: str | None = None,
     error_feedback: bool = False,
-) -> optax.GradientTransformation:
+    on_disagreement: str = "raise",
+) -> optax.GradientTransformationExtraArgs:
     """EAMSGD whose center takes an outer Nesterov step (registry name ``eamsgd_outer``)::
 
         if tau | t:  x_i <- x_i - alpha (x_i - x~)
@@ -371,6 +342,7 @@ def eamsgd_outer(
         center_dtype: as in :func:`elastic_averaging`.
         num_fragments, exchange_dtype, error_feedback: the streaming fragments and the
             compressed exchange of :func:`elastic_averaging` (default: off).
+        on_disagreement: ``"raise"`` or ``"nan"``, as in :func:`elastic_averaging`.
     """
     # At momentum 0 the Nesterov form is plain SGD, exactly (u = -eta (g + 0 m)).
     outer = nesterov_sgd(outer_learning_rate, outer_momentum, "outer_")
@@ -378,7 +350,7 @@ def eamsgd_outer(
         nesterov(learning_rate, momentum), moving_rate, period, axis_name,
         worker_variable=nesterov_origin(momentum), outer=outer, center_dtype=center_dtype,
         num_fragments=num_fragments, exchange_dtype=exchange_dtype,
-        error_feedback=error_feedback)
+        error_feedback=error_feedback, on_disagreement=on_disagreement)
 
 
 def center(opt_state: optax.OptState, worker: int | None = None) -> optax.Params:
@@ -431,10 +403,16 @@ def _unwrap_nnx(tree: Any) -> Any:
 # --------------------------------------------------------------------------- asynchronous
 
 
-class EamsgdExtra(NamedTuple):
-    """The ``extra`` of an asynchronous EAMSGD worker: its velocity v_i."""
+class ElasticExtra(NamedTuple):
+    """The ``extra`` of an asynchronous elastic worker: the state of its local optimizer
+    (:func:`async_easgd`: ``optax.sgd``'s; :func:`async_eamsgd`: the look-ahead Nesterov
+    momentum's, whose ``velocity`` is v_i)."""
 
-    velocity: optax.Updates
+    inner_state: optax.OptState
+
+
+# The former name of the extra of asynchronous EAMSGD: the same type.
+EamsgdExtra = ElasticExtra
 
 
 def _elastic_master_exchange(alpha: float):
@@ -448,13 +426,51 @@ def _elastic_master_exchange(alpha: float):
     return exchange
 
 
+def _async_elastic(name: str, inner: optax.GradientTransformation, moving_rate: float,
+                   period: int, momentum: float | None) -> AsyncRule[ElasticExtra, CenterState]:
+    """Algorithms 1-2 of Zhang et al. (2015) over the local optimizer ``inner``: the elastic
+    exchange with the master every tau local steps, on the snapshot x; then the local step
+    on the gradient at the snapshot (``momentum`` None) or at its look-ahead point
+    x + delta v_i (``inner`` is :func:`~easgd_jax.algorithms.momentum.nesterov`, whose
+    new velocity v_i moves x_i)."""
+    checks.check_interval("moving_rate", moving_rate, 0.0, 1.0)
+    checks.check_period("period", period)
+    alpha = float(moving_rate)
+
+    def init_worker(params):
+        return base.init_worker(params, ElasticExtra(inner.init(params)))
+
+    def gradient_point(worker):
+        if momentum is None:
+            return worker.params
+        return jax.tree.map(lambda x, v: (x + momentum * v).astype(x.dtype), worker.params,
+                            worker.extra.inner_state.velocity)
+
+    def after(worker, grad, communicated):
+        del communicated
+        updates, inner_state = inner.update(grad, worker.extra.inner_state, worker.params)
+        step = updates if momentum is None else inner_state.velocity  # x_i <- x_i + v_i
+        return AsyncWorkerState(base.tree_add(worker.params, step),
+                                optax.safe_int32_increment(worker.count),
+                                ElasticExtra(inner_state))
+
+    return AsyncRule(
+        name=name, init_worker=init_worker, init_master=base.init_center_master,
+        gradient_point=gradient_point, communicates=base.periodic(period),
+        before=base.keep_worker, message=base.send_params,
+        exchange=_elastic_master_exchange(alpha), receive=base.receive_delta, after=after)
+
+
 def async_easgd(
     learning_rate: optax.ScalarOrSchedule, moving_rate: float, period: int = 1
-) -> AsyncRule[base.NoExtra, CenterState]:
+) -> AsyncRule[ElasticExtra, CenterState]:
     """Asynchronous EASGD (Algorithm 1): elastic exchange every tau local steps, then SGD.
 
         tau | t_i:  x_i <- x_i - alpha (x - x~);  x~ <- x~ + alpha (x - x~)
         x_i <- x_i - eta g(x)                              (x: the snapshot before the exchange)
+
+    The local step is ``optax.sgd(learning_rate)`` (its state in the worker's ``extra``;
+    a schedule runs on its count, the local clock t_i).
 
     Args:
         learning_rate: eta, a number or an optax schedule of the local clock t_i.
@@ -462,35 +478,23 @@ def async_easgd(
         period: tau >= 1.
     """
     checks.check_rate("learning_rate", learning_rate)
-    checks.check_interval("moving_rate", moving_rate, 0.0, 1.0)
-    checks.check_period("period", period)
-    rate = checks.schedule_value(learning_rate)
-    alpha = float(moving_rate)
-
-    def after(worker, grad, communicated):
-        del communicated
-        eta = rate(worker.count)
-        params = jax.tree.map(lambda x, g: (x - eta * g).astype(x.dtype), worker.params, grad)
-        return AsyncWorkerState(params, optax.safe_int32_increment(worker.count), worker.extra)
-
-    return AsyncRule(
-        name="easgd", init_worker=base.init_worker, init_master=base.init_center_master,
-        gradient_point=lambda worker: worker.params, communicates=base.periodic(period),
-        before=base.keep_worker, message=base.send_params,
-        exchange=_elastic_master_exchange(alpha), receive=base.receive_delta, after=after)
+    return _async_elastic("easgd", optax.sgd(learning_rate), moving_rate, period, None)
 
 
 def async_eamsgd(
     learning_rate: optax.ScalarOrSchedule, momentum: float, moving_rate: float, period: int = 1
-) -> AsyncRule[EamsgdExtra, CenterState]:
+) -> AsyncRule[ElasticExtra, CenterState]:
     """Asynchronous EAMSGD (Algorithm 2): Algorithm 1 with a Nesterov local step.
 
         tau | t_i:  x_i <- x_i - alpha (x - x~);  x~ <- x~ + alpha (x - x~)
         v_i <- delta v_i - eta g(x + delta v_i);  x_i <- x_i + v_i
 
-    ``params`` of the worker state hold x_i and ``extra`` (:class:`EamsgdExtra`) holds v_i;
-    the gradient is taken at the look-ahead point x + delta v_i of the snapshot. delta = 0 is
-    :func:`async_easgd`.
+    ``params`` of the worker state hold x_i and ``extra`` (:class:`ElasticExtra`) the state
+    of :func:`~easgd_jax.algorithms.momentum.nesterov` (the local optimizer of synchronous
+    EAMSGD), whose velocity is v_i; the gradient is taken at the look-ahead point
+    x + delta v_i of the snapshot. delta = 0 is :func:`async_easgd`. (``optax.sgd(...,
+    nesterov=True)`` writes the same rule as u = -eta (g + delta m) on a trace m, a
+    different rounding: the paper's form is kept.)
 
     Args:
         learning_rate: eta, a number or an optax schedule of the local clock.
@@ -498,30 +502,5 @@ def async_eamsgd(
         moving_rate: alpha in [0, 1].
         period: tau >= 1.
     """
-    checks.check_rate("learning_rate", learning_rate)
-    checks.check_momentum(momentum)
-    checks.check_interval("moving_rate", moving_rate, 0.0, 1.0)
-    checks.check_period("period", period)
-    rate = checks.schedule_value(learning_rate)
-    alpha, delta = float(moving_rate), float(momentum)
-
-    def init_worker(params):
-        return base.init_worker(params, EamsgdExtra(jax.tree.map(jnp.zeros_like, params)))
-
-    def gradient_point(worker):
-        return jax.tree.map(
-            lambda x, v: (x + delta * v).astype(x.dtype), worker.params, worker.extra.velocity)
-
-    def after(worker, grad, communicated):
-        del communicated
-        eta = rate(worker.count)
-        velocity = jax.tree.map(
-            lambda v, g: (delta * v - eta * g).astype(v.dtype), worker.extra.velocity, grad)
-        return AsyncWorkerState(base.tree_add(worker.params, velocity),
-                                optax.safe_int32_increment(worker.count), EamsgdExtra(velocity))
-
-    return AsyncRule(
-        name="eamsgd", init_worker=init_worker, init_master=base.init_center_master,
-        gradient_point=gradient_point, communicates=base.periodic(period),
-        before=base.keep_worker, message=base.send_params,
-        exchange=_elastic_master_exchange(alpha), receive=base.receive_delta, after=after)
+    inner = nesterov(learning_rate, momentum)  # checks both
+    return _async_elastic("eamsgd", inner, moving_rate, period, float(momentum))

@@ -55,7 +55,7 @@ tree_psum_checking` with ``wire_dtype``), so a compressed exchange is still ONE 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -63,6 +63,9 @@ import numpy as np
 import optax
 from jax import lax
 from jax.flatten_util import ravel_pytree
+
+from easgd_jax.algorithms.clock import on_clock
+from easgd_jax.algorithms.collectives import check_on_disagreement, tree_psum_checking
 
 
 def check_exchange(period: Any, num_fragments: int | None, exchange_dtype: Any,
@@ -185,3 +188,112 @@ def compress(message: Any, residual: Any, dtype: Any) -> tuple[Any, Any]:
 def decompress(total: Any, like: Any) -> Any:
     """The all-reduced ``total`` cast back to the dtypes of ``like`` (the center's part)."""
     return jax.tree.map(lambda s, c: s.astype(c.dtype), total, like)
+
+
+class Exchange(NamedTuple):
+    """The periodic, possibly fragmented and compressed, exchange of a transformation whose
+    workers each hold a copy of a center: ONE all-reduce of the workers' messages per
+    exchange step, with the agreement check of the copies riding in it.
+
+    Shared by elastic averaging (the message alpha (x_i - x~)) and DiLoCo (x_i, or the
+    displacement x_i - x~ when compressed); each says what it sends (``message``) and what
+    it does with the sum (``apply``), and :meth:`run` does the rest: the clock, the
+    fragment of this step, the cast with error feedback, the all-reduce with the check,
+    the per-fragment outer states and putting the fragment back.
+
+    Attributes:
+        fragments: F >= 1.
+        sub_period: the exchange clock s = tau / F (an exchange step when s divides the
+            clock value).
+        wire_dtype: the dtype of the all-reduce (None: the center's).
+        error_feedback: each worker keeps its rounding residual e_i.
+        axis_name: the worker axis of the all-reduce.
+        on_disagreement: what the check does when the copies differ
+            (:func:`easgd_jax.algorithms.collectives.check_on_disagreement`).
+    """
+
+    fragments: int
+    sub_period: int
+    wire_dtype: Any
+    error_feedback: bool
+    axis_name: Any
+    on_disagreement: str
+
+    def init(self, center: Any, outer: optax.GradientTransformation | None
+             ) -> tuple[Any, Any]:
+        """``(outer_state, residual)`` of a worker's state: the outer optimizer's state
+        (:func:`init_outer`; None without one) and e_i = 0 (None without error feedback)."""
+        outer_state = None if outer is None else init_outer(outer, center, self.fragments)
+        residual = jax.tree.map(jnp.zeros_like, center) if self.error_feedback else None
+        return outer_state, residual
+
+    def all_reduce(self, message: Any, center: Any, residual: Any, part: Fragment
+                   ) -> tuple[Any, Any, Any]:
+        """sum_i message_i and the checked center, in ONE all-reduce.
+
+        Uncompressed: ``tree_psum_checking(message, center)``. Compressed: r_i = m_i + e_i,
+        w_i = cast(r_i), e_i <- r_i - w_i (the fragment of the residual), the all-reduce in
+        ``wire_dtype`` and the sum cast back to the message's dtypes.
+
+        Returns ``(total, center, residual)``: the center NaN where the copies differed,
+        the residual updated on this fragment (None without error feedback).
+        """
+        if self.wire_dtype is None:
+            total, center = tree_psum_checking(message, center, self.axis_name,
+                                               on_disagreement=self.on_disagreement)
+            return total, center, residual
+        wire, residual_part = compress(
+            message, None if residual is None else part.take(residual), self.wire_dtype)
+        total, center = tree_psum_checking(wire, center, self.axis_name,
+                                           wire_dtype=self.wire_dtype,
+                                           on_disagreement=self.on_disagreement)
+        if residual is not None:
+            residual = part.put(residual, residual_part)
+        return decompress(total, message), center, residual
+
+    def run(self, clock_value: jax.Array, phase: bool | None, center: Any, outer_state: Any,
+            residual: Any, message: Callable[[Fragment, Any], tuple[Any, Any]],
+            apply: Callable[..., tuple[Any, Any, Any]], idle: Any) -> tuple[Any, tuple]:
+        """One step's exchange, if the clock says so.
+
+        At an exchange step (s divides ``clock_value``; or as ``phase`` says, see
+        :func:`easgd_jax.algorithms.clock.on_clock`), for the fragment f of the step
+        (:func:`on_fragment`):
+
+            m, aux = message(part, center)                      (this worker's message)
+            total, center, residual = all_reduce(m, ...)        (sum over the workers)
+            out, center_f, outer_f = apply(part, total, part.take(center), outer_f, aux)
+
+        and the center's fragment f becomes center_f; at other steps the result is
+        ``idle`` and nothing changes. Returns ``(out, (center, outer_state, residual))``.
+        """
+        parts = fragments_of(center, self.fragments)
+        split = self.fragments > 1 and outer_state is not None
+
+        def fragment_step(f: int, operand: tuple) -> tuple[Any, tuple]:
+            part = parts[f]
+            center, outer_states, residual = operand
+            outer_f = outer_states[f] if split else outer_states
+            sent, aux = message(part, center)
+            total, center, residual = self.all_reduce(sent, center, residual, part)
+            out, center_f, outer_f = apply(part, total, part.take(center), outer_f, aux)
+            outer_states = replace(outer_states, f, outer_f) if split else outer_f
+            return out, (part.put(center, center_f), outer_states, residual)
+
+        def exchange_step(operand: tuple) -> tuple[Any, tuple]:
+            return on_fragment(clock_value, self.fragments, self.sub_period, fragment_step,
+                               operand)
+
+        return on_clock(clock_value, self.sub_period, exchange_step,
+                        lambda operand: (idle, operand), (center, outer_state, residual), phase)
+
+
+def make_exchange(period: Any, num_fragments: int | None, exchange_dtype: Any,
+                  error_feedback: bool, axis_name: Any, on_disagreement: str) -> Exchange:
+    """The checked :class:`Exchange` of a transformation's options (:func:`check_exchange`,
+    :func:`easgd_jax.algorithms.collectives.check_on_disagreement`)."""
+    check_on_disagreement(on_disagreement)
+    fragments, wire_dtype = check_exchange(period, num_fragments, exchange_dtype,
+                                           error_feedback)
+    return Exchange(fragments, period // fragments, wire_dtype, error_feedback, axis_name,
+                    on_disagreement)

@@ -73,6 +73,7 @@ from easgd_jax.algorithms.collectives import (
     axis_index,
     axis_size,
     broadcast_from,
+    check_on_disagreement,
     gather,
 )
 
@@ -211,18 +212,20 @@ def lsgd(
     checks.check_period("loss_window", loss_window)
     checks.check_axis_name(axis_name)
     c = checks.scalar(pull)
+    inner = optax.with_extra_args_support(inner)
 
     def init_fn(params: optax.Params) -> LeaderState:
         count, losses, mean, leader = _init_common(loss_window)
         return LeaderState(count, losses, mean, leader, inner.init(params))
 
     def update_fn(updates, state, params=None, *, loss=None, **extra_args):
-        del extra_args
         if params is None:
             raise ValueError("lsgd needs params: call update(grads, state, params, loss=loss).")
+        phase, extra_args = clock.phase_argument(extra_args)
         loss = _scalar_loss(loss, "lsgd")
         losses, mean = record_loss(state.losses, state.count, loss)
-        local_updates, inner_state = inner.update(updates, state.inner_state, params)
+        local_updates, inner_state = inner.update(updates, state.inner_state, params,
+                                                  **extra_args)
 
         def communicate(previous_leader):
             leader = select_leader(gather(mean, axis_name))
@@ -232,7 +235,8 @@ def lsgd(
         def stay(previous_leader):
             return jax.tree.map(jnp.zeros_like, params), previous_leader
 
-        delta, leader = clock.on_clock(state.count, period, communicate, stay, state.leader)
+        delta, leader = clock.on_clock(state.count, period, communicate, stay, state.leader,
+                                       phase)
         new_updates = jax.tree.map(lambda u, d: (u + d).astype(u.dtype), local_updates, delta)
         return new_updates, LeaderState(
             count=optax.safe_int32_increment(state.count), losses=losses, loss_mean=mean,
@@ -248,6 +252,7 @@ def lsgd_nesterov(
     period: int,
     loss_window: int = 10,
     axis_name: AxisName = "workers",
+    on_disagreement: str = "raise",
 ) -> optax.GradientTransformationExtraArgs:
     """LSGD over Nesterov momentum in torch's convention, the authors' local optimizer.
 
@@ -262,9 +267,12 @@ def lsgd_nesterov(
         period: tau.
         loss_window: W.
         axis_name: the worker axis of the collectives.
+        on_disagreement: accepted for uniformity with the algorithms that keep a
+            replicated center (checked, unused: the leader is broadcast, not replicated).
     """
     checks.check_rate("learning_rate", learning_rate)
     checks.check_momentum(momentum)
+    check_on_disagreement(on_disagreement)
     return lsgd(optax.sgd(learning_rate, momentum, nesterov=True), pull, period, loss_window,
                 axis_name)
 
@@ -323,19 +331,21 @@ def lsgd_multi(
             f"axis_name {axis_name!r} and group_axis_name {group_axis_name!r} must be "
             f"disjoint; both hold {', '.join(sorted(shared))}.")
     c, c_global = checks.scalar(pull), checks.scalar(global_pull)
+    inner = optax.with_extra_args_support(inner)
 
     def init_fn(params: optax.Params) -> MultiLeaderState:
         count, losses, mean, leader = _init_common(loss_window)
         return MultiLeaderState(count, losses, mean, leader, jnp.copy(leader), inner.init(params))
 
     def update_fn(updates, state, params=None, *, loss=None, **extra_args):
-        del extra_args
         if params is None:
             raise ValueError(
                 "lsgd_multi needs params: call update(grads, state, params, loss=loss).")
+        phase, extra_args = clock.phase_argument(extra_args)
         loss = _scalar_loss(loss, "lsgd_multi")
         losses, mean = record_loss(state.losses, state.count, loss)
-        local_updates, inner_state = inner.update(updates, state.inner_state, params)
+        local_updates, inner_state = inner.update(updates, state.inner_state, params,
+                                                  **extra_args)
 
         def global_round(local):
             best_mean, leader, x_leader, _ = local
@@ -369,9 +379,10 @@ def lsgd_multi(
             return jax.tree.map(jnp.zeros_like, params), previous
 
         # Both predicates are the shared clock. The global one stays a run-time conditional
-        # inside the communication step: an executor's known phase is that of tau only.
+        # inside the communication step: a caller's known phase is that of tau only.
         delta, (leader, global_leader) = clock.on_clock(
-            state.count, period, communicate, stay, (state.leader, state.global_leader))
+            state.count, period, communicate, stay, (state.leader, state.global_leader),
+            phase)
         new_updates = jax.tree.map(lambda u, d: (u + d).astype(u.dtype), local_updates, delta)
         return new_updates, MultiLeaderState(
             count=optax.safe_int32_increment(state.count), losses=losses, loss_mean=mean,
@@ -390,6 +401,7 @@ def lsgd_multi_nesterov(
     loss_window: int = 10,
     axis_name: AxisName = "workers",
     group_axis_name: AxisName = "groups",
+    on_disagreement: str = "raise",
 ) -> optax.GradientTransformationExtraArgs:
     """Multi-leader LSGD over torch-convention Nesterov momentum (``optax.sgd(..., True)``).
 
@@ -405,9 +417,12 @@ def lsgd_multi_nesterov(
         loss_window: W.
         axis_name: the axis within a group.
         group_axis_name: the axis across groups.
+        on_disagreement: accepted for uniformity (checked, unused), as in
+            :func:`lsgd_nesterov`.
     """
     checks.check_rate("learning_rate", learning_rate)
     checks.check_momentum(momentum)
+    check_on_disagreement(on_disagreement)
     return lsgd_multi(optax.sgd(learning_rate, momentum, nesterov=True), pull, global_pull,
                       period, global_period, loss_window, axis_name, group_axis_name)
 

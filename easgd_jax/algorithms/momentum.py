@@ -42,7 +42,7 @@ class NesterovState(NamedTuple):
 
 def nesterov(
     learning_rate: optax.ScalarOrSchedule, momentum: float
-) -> optax.GradientTransformation:
+) -> optax.GradientTransformationExtraArgs:
     """Nesterov momentum on the look-ahead point w = x + delta * v.
 
     Args:
@@ -50,7 +50,8 @@ def nesterov(
         momentum: delta in [0, 1).
 
     Returns:
-        A transformation whose updates move w; ``nesterov_origin`` gives x.
+        A transformation whose updates move w; ``nesterov_origin`` gives x. ``update``
+        ignores extra arguments.
     """
     checks.check_rate("learning_rate", learning_rate)
     checks.check_momentum(momentum)
@@ -61,8 +62,8 @@ def nesterov(
             count=jnp.zeros([], jnp.int32),
             velocity=jax.tree.map(jnp.zeros_like, params))
 
-    def update_fn(updates, state, params=None):
-        del params
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
         eta = rate(state.count)
         velocity = jax.tree.map(
                 lambda v, g: (momentum * v - eta * g).astype(v.dtype), state.velocity, updates)
@@ -70,7 +71,7 @@ def nesterov(
                 lambda v, g: (-eta * g + momentum * v).astype(v.dtype), velocity, updates)
         return new_updates, NesterovState(optax.safe_int32_increment(state.count), velocity)
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def nesterov_origin(momentum: float) -> Callable[[optax.Params, NesterovState], optax.Params]:

@@ -40,38 +40,34 @@ import optax
 
 from easgd_jax.algorithms import base, checks, clock, exchange
 from easgd_jax.algorithms.base import AsyncRule, AsyncWorkerState, AxisName, fresh_copy
-from easgd_jax.algorithms.collectives import axis_size, tree_psum_checking
+from easgd_jax.algorithms.collectives import axis_size
 from easgd_jax.algorithms.momentum import nesterov_sgd
 
 
 class DilocoState(NamedTuple):
-    """State of :func:`diloco` on one worker.
+    """State of :func:`diloco` on one worker (every option: the fields an option does not
+    use are None, an empty pytree node).
 
     Attributes:
         count: the local clock t (int32); the outer step closes the block when
-            ``(count + 1) % period == 0``.
+            ``(count + 1) % period == 0`` (``% (period / F)`` with F fragments).
         center: the center x~ (the outer parameters), identical on every worker.
         outer_state: the outer optimizer's state (e.g. its Nesterov momentum), identical on
-            every worker.
+            every worker; a tuple of F states with F > 1 fragments.
         inner_state: the worker's inner optimizer state (kept across outer steps).
+        residual: the worker's rounding residual e_i of its last cast message, in the
+            center's dtypes and shapes (per worker); None without ``error_feedback``.
     """
 
     count: jax.Array
     center: optax.Params
     outer_state: optax.OptState
     inner_state: optax.OptState
+    residual: optax.Updates = None
 
 
-class DilocoFeedbackState(NamedTuple):
-    """State of :func:`diloco` with ``error_feedback``: the fields of :class:`DilocoState`
-    and ``residual``, the worker's rounding residual e_i of its last cast message (the
-    center's dtype and shapes; per worker)."""
-
-    count: jax.Array
-    center: optax.Params
-    outer_state: optax.OptState
-    inner_state: optax.OptState
-    residual: optax.Updates
+# The former name of the state with error feedback: the same type.
+DilocoFeedbackState = DilocoState
 
 
 def outer_gradient(center: optax.Params, mean: optax.Params) -> optax.Updates:
@@ -89,7 +85,8 @@ def diloco(
     num_fragments: int | None = None,
     exchange_dtype: Any = None,
     error_feedback: bool = False,
-) -> optax.GradientTransformation:
+    on_disagreement: str = "raise",
+) -> optax.GradientTransformationExtraArgs:
     """DiLoCo (Douillard et al., 2023): ``period`` inner steps, then one outer step.
 
         x_i <- x_i + inner(g_i);   if (t + 1) mod H == 0:
@@ -121,93 +118,72 @@ def diloco(
         num_fragments: F dividing H, or None (= 1): the streaming fragments.
         exchange_dtype: None (the all-reduce in the center's dtype, of the x_i), or the
             dtype of the all-reduced displacements, e.g. ``"bfloat16"``.
-        error_feedback: keep each worker's rounding residual e_i (state
-            :class:`DilocoFeedbackState`) and add it to its next message.
+        error_feedback: keep each worker's rounding residual e_i (the state's
+            ``residual``) and add it to its next message.
+        on_disagreement: what the outer step does when the workers' centers differ:
+            ``"raise"`` (stop with an explanatory error) or ``"nan"`` (a NaN center only,
+            no host callback); see
+            :func:`~easgd_jax.algorithms.collectives.check_on_disagreement`.
 
     Returns:
-        A ``GradientTransformation`` with state :class:`DilocoState`
-        (:class:`DilocoFeedbackState` with error feedback; ``outer_state`` a tuple of F
+        A ``GradientTransformationExtraArgs`` with state :class:`DilocoState` for every
+        option (``residual`` None without error feedback; ``outer_state`` a tuple of F
         states with fragments). ``init`` runs per worker and sets the center to that
         worker's params: every worker must start from the same point
         (``easgd_jax.replicate``); each outer step checks, in its one all-reduce, that the
-        workers' centers agree (as EASGD's exchange does). ``update`` requires ``params``.
+        workers' centers agree (as EASGD's exchange does). ``update`` requires ``params``;
+        its extra argument ``communicate`` (None, True or False) is the phase of the clock
+        (t + 1) mod (H / F) when the caller knows it (:mod:`easgd_jax.algorithms.clock`),
+        the other extra arguments go to ``inner``.
     """
     checks.check_period("period", period)
     checks.check_axis_name(axis_name)
     base.check_center_dtype(center_dtype)
-    fragments, wire_dtype = exchange.check_exchange(period, num_fragments, exchange_dtype,
-                                                    error_feedback)
-    sub_period = period // fragments
+    sync = exchange.make_exchange(period, num_fragments, exchange_dtype, error_feedback,
+                                  axis_name, on_disagreement)
+    inner = optax.with_extra_args_support(inner)
 
-    def init_fn(params: optax.Params) -> DilocoState | DilocoFeedbackState:
+    def init_fn(params: optax.Params) -> DilocoState:
         center = base.center_copy(params, center_dtype)
-        count, outer_state = jnp.zeros([], jnp.int32), exchange.init_outer(outer, center,
-                                                                           fragments)
-        if error_feedback:
-            return DilocoFeedbackState(count, center, outer_state, inner.init(params),
-                                       jax.tree.map(jnp.zeros_like, center))
-        return DilocoState(count=count, center=center, outer_state=outer_state,
-                           inner_state=inner.init(params))
+        outer_state, residual = sync.init(center, outer)
+        return DilocoState(jnp.zeros([], jnp.int32), center, outer_state, inner.init(params),
+                           residual)
 
-    def update_fn(updates, state, params=None):
+    def update_fn(updates, state, params=None, **extra_args):
         if params is None:
             raise ValueError("diloco needs params: call update(grads, state, params).")
-        local, inner_state = inner.update(updates, state.inner_state, params)
-        parts = exchange.fragments_of(state.center, fragments)
+        phase, extra_args = clock.phase_argument(extra_args)
+        local, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
 
-        def fragment_step(f, operand):
-            part = parts[f]
-            center, outer_states, residual = operand
-            outer_state = outer_states if fragments == 1 else outer_states[f]
+        def message(part, center):  # x_{i,f}, or x_{i,f} - x~_f when compressed
             moved = optax.apply_updates(params, local)  # x_i after its inner step
-            moved = jax.tree.map(lambda x, c: x.astype(c.dtype), moved, center)
-            if wire_dtype is None:
-                total, center = tree_psum_checking(part.take(moved), center, axis_name)
+            moved = part.take(jax.tree.map(lambda x, c: x.astype(c.dtype), moved, center))
+            if sync.wire_dtype is None:
+                return moved, None
+            return jax.tree.map(lambda x, c: x - c, moved, part.take(center)), None
+
+        def apply(part, total, center_f, outer_state, aux):
+            del aux  # center_f: NaN if the centers disagreed
+            if sync.wire_dtype is None:
                 mean = jax.tree.map(lambda t: t / axis_size(axis_name), total)
-                center_f = part.take(center)  # NaN if the centers disagreed
                 delta = outer_gradient(center_f, mean)
             else:
-                displacement = jax.tree.map(lambda x, c: x - c, part.take(moved),
-                                            part.take(center))
-                wire, residual_f = exchange.compress(
-                    displacement, None if residual is None else part.take(residual),
-                    wire_dtype)
-                total, center = tree_psum_checking(wire, center, axis_name,
-                                                   wire_dtype=wire_dtype)
-                center_f = part.take(center)
-                total = exchange.decompress(total, center_f)
                 delta = jax.tree.map(lambda t: -t / axis_size(axis_name), total)
-                if residual is not None:
-                    residual = part.put(residual, residual_f)
             outer_updates, outer_state = outer.update(delta, outer_state, center_f)
             center_f = optax.apply_updates(center_f, outer_updates)
             reset = jax.tree.map(lambda c, x: c - x.astype(c.dtype), center_f,
                                  part.take(params))
             new_updates = jax.tree.map(lambda u, x: u.astype(x.dtype),
                                        part.put(local, reset), params)
-            if fragments > 1:
-                outer_state = exchange.replace(outer_states, f, outer_state)
-            return new_updates, (part.put(center, center_f), outer_state, residual)
+            return new_updates, center_f, outer_state
 
-        def outer_step(operand):
-            return exchange.on_fragment(state.count + 1, fragments, sub_period, fragment_step,
-                                        operand)
+        new_updates, (center, outer_state, residual) = sync.run(
+            state.count + 1, phase, state.center, state.outer_state, state.residual, message,
+            apply, local)
+        return new_updates, DilocoState(optax.safe_int32_increment(state.count), center,
+                                        outer_state, inner_state, residual)
 
-        def inner_only(operand):
-            return local, operand
-
-        residual = state.residual if error_feedback else None
-        new_updates, (center, outer_state, residual) = clock.on_clock(
-            state.count + 1, sub_period, outer_step, inner_only,
-            (state.center, state.outer_state, residual))
-        count = optax.safe_int32_increment(state.count)
-        if error_feedback:
-            return new_updates, DilocoFeedbackState(count, center, outer_state, inner_state,
-                                                    residual)
-        return new_updates, DilocoState(count=count, center=center, outer_state=outer_state,
-                                        inner_state=inner_state)
-
-    return optax.GradientTransformation(init_fn, update_fn)
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def nesterov_diloco(
@@ -221,7 +197,8 @@ def nesterov_diloco(
     num_fragments: int | None = None,
     exchange_dtype: str | None = None,
     error_feedback: bool = False,
-) -> optax.GradientTransformation:
+    on_disagreement: str = "raise",
+) -> optax.GradientTransformationExtraArgs:
     """DiLoCo with Nesterov SGD inside and out (registry name ``diloco``).
 
         inner = optax.sgd(learning_rate, momentum, nesterov=True)
@@ -238,36 +215,32 @@ def nesterov_diloco(
         num_fragments: F, streaming fragments (None: 1), as in :func:`diloco`.
         exchange_dtype: the dtype of the all-reduced displacements (None: uncompressed).
         error_feedback: feed each worker's rounding residual into its next message.
+        on_disagreement: ``"raise"`` or ``"nan"``, as in :func:`diloco`.
     """
     return diloco(nesterov_sgd(learning_rate, momentum),
                   nesterov_sgd(outer_learning_rate, outer_momentum, "outer_"), period, axis_name,
                   center_dtype, num_fragments=num_fragments, exchange_dtype=exchange_dtype,
-                  error_feedback=error_feedback)
+                  error_feedback=error_feedback, on_disagreement=on_disagreement)
 
 
 # --------------------------------------------------------------------------- asynchronous
 
 
 class DilocoExtra(NamedTuple):
-    """The ``extra`` of an asynchronous DiLoCo worker: its inner Nesterov trace m_i and its
-    displacement s_i since it last started from the center."""
+    """The ``extra`` of an asynchronous DiLoCo worker: the state of its inner optimizer
+    (``optax.sgd(eta, mu, nesterov=True)``, whose trace is m_i) and its displacement s_i
+    since it last started from the center."""
 
-    velocity: optax.Updates
+    inner_state: optax.OptState
     displacement: optax.Updates
 
 
 class DilocoMasterState(NamedTuple):
-    """The master of asynchronous DiLoCo: the center x~ and the outer Nesterov trace."""
+    """The master of asynchronous DiLoCo: the center x~ and the state of the outer
+    optimizer (``optax.sgd(eta_o, mu_o, nesterov=True)``, whose trace is M)."""
 
     center: optax.Params
-    outer_trace: optax.Params
-
-
-def _nesterov_trace_step(grad, trace, rate, momentum):
-    """optax's Nesterov SGD on one tree: m <- g + mu m;  u = -rate (g + mu m)."""
-    trace = jax.tree.map(lambda g, m: (g + momentum * m).astype(m.dtype), grad, trace)
-    step = jax.tree.map(lambda g, m: (-rate * (g + momentum * m)).astype(m.dtype), grad, trace)
-    return step, trace
+    outer_state: optax.OptState
 
 
 def async_diloco(
@@ -291,6 +264,11 @@ def async_diloco(
     :func:`nesterov_diloco` exactly (the inner step happens in ``before``, so the exchange
     closes the block on the step's new x_i).
 
+    Both steps are optax's Nesterov SGD
+    (:func:`~easgd_jax.algorithms.momentum.nesterov_sgd`): the inner one's state in the
+    worker's ``extra`` (a schedule runs on its count, the local clock t_i), the outer one's
+    in the master.
+
     Args:
         learning_rate: the inner rate eta, a number or an optax schedule of t_i.
         momentum: the inner Nesterov momentum in [0, 1).
@@ -299,30 +277,25 @@ def async_diloco(
         outer_momentum: the outer Nesterov momentum mu_o in [0, 1).
         num_workers: p (the executor passes it).
     """
-    checks.check_rate("learning_rate", learning_rate)
-    checks.check_momentum(momentum)
+    inner = nesterov_sgd(learning_rate, momentum)  # checks both
     checks.check_period("period", period)
     checks.check_period("num_workers", num_workers)
-    checks.check_rate("outer_learning_rate", outer_learning_rate)
-    checks.check_momentum(outer_momentum, "outer_momentum")
-    rate = checks.schedule_value(learning_rate)
-    mu, outer_rate, outer_mu = float(momentum), float(outer_learning_rate), float(outer_momentum)
+    outer = nesterov_sgd(outer_learning_rate, outer_momentum, "outer_")
 
     def zeros(tree):
         return jax.tree.map(jnp.zeros_like, tree)
 
     def init_worker(params):
-        return base.init_worker(params, DilocoExtra(zeros(params), zeros(params)))
+        return base.init_worker(params, DilocoExtra(inner.init(params), zeros(params)))
 
     def init_master(params):
-        return DilocoMasterState(fresh_copy(params), zeros(params))
+        return DilocoMasterState(fresh_copy(params), outer.init(params))
 
     def before(worker, grad, loss):
         del loss
-        step, velocity = _nesterov_trace_step(grad, worker.extra.velocity, rate(worker.count),
-                                              mu)
+        step, inner_state = inner.update(grad, worker.extra.inner_state, worker.params)
         return AsyncWorkerState(base.tree_add(worker.params, step), worker.count, DilocoExtra(
-            velocity, base.tree_add(worker.extra.displacement, step)))
+            inner_state, base.tree_add(worker.extra.displacement, step)))
 
     def communicates(count, total):
         del total
@@ -336,16 +309,15 @@ def async_diloco(
         del scalars
         (displacement,) = vectors
         delta = jax.tree.map(lambda d: -d / num_workers, displacement)  # (x~_read - x_i)/p
-        center_delta, outer_trace = _nesterov_trace_step(delta, master.outer_trace,
-                                                          outer_rate, outer_mu)
+        center_delta, outer_state = outer.update(delta, master.outer_state, master.center)
         center = base.tree_add(master.center, center_delta)
-        return DilocoMasterState(center, outer_trace), center_delta, (center,)
+        return DilocoMasterState(center, outer_state), center_delta, (center,)
 
     def receive(worker, replies):
         (center,) = replies
         params = jax.tree.map(lambda c, x: c.astype(x.dtype), center, worker.params)
         return AsyncWorkerState(params, worker.count,
-                                DilocoExtra(worker.extra.velocity, zeros(params)))
+                                DilocoExtra(worker.extra.inner_state, zeros(params)))
 
     def after(worker, grad, communicated):
         del grad, communicated

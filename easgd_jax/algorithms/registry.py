@@ -22,7 +22,7 @@ from typing import Any
 import optax
 
 from easgd_jax.algorithms.adaptive import amsgrad_sync, apam
-from easgd_jax.algorithms.base import NUM_WORKERS, AsyncRule, AxisName, Spec
+from easgd_jax.algorithms.base import NUM_WORKERS, ON_DISAGREEMENT, AsyncRule, AxisName, Spec
 from easgd_jax.algorithms.baselines import asgd, data_parallel_sgd, msgd, mvasgd, sgd
 from easgd_jax.algorithms.distbelief import (
     adownpour,
@@ -162,18 +162,22 @@ def check_hyperparameters(
 
 def get_algorithm(
     name: str, *, axis_name: AxisName = "workers", group_axis_name: AxisName | None = None,
-    **hparams: Any
+    on_disagreement: str = "raise", **hparams: Any
 ) -> optax.GradientTransformation:
     """Builds the synchronous form of ``name`` with ``hparams`` over ``axis_name``.
 
     ``group_axis_name`` is passed to grouped algorithms only (their ``axis_name`` then spans
-    the workers of one group).
+    the workers of one group). ``on_disagreement`` (``"raise"`` or ``"nan"``, see
+    :func:`~easgd_jax.algorithms.collectives.check_on_disagreement`), like the axis names
+    not a hyperparameter, is passed to every constructor that takes it (all registered here).
     """
     spec = _form(name, asynchronous=False)
     check_hyperparameters(name, hparams)
     axes: dict[str, Any] = {"axis_name": axis_name}
     if spec.grouped and group_axis_name is not None:
         axes["group_axis_name"] = group_axis_name
+    if ON_DISAGREEMENT in inspect.signature(spec.form()).parameters:
+        axes[ON_DISAGREEMENT] = on_disagreement
     return spec.form()(**axes, **hparams)
 
 

@@ -49,7 +49,6 @@ import jax
 import numpy as np
 from jax.sharding import AbstractMesh, PartitionSpec
 
-from easgd_jax.algorithms import clock
 from easgd_jax.parallel.schedules import Schedule, clock_speeds
 
 TOPOLOGIES = ("ring", "parameter_server")
@@ -233,9 +232,11 @@ def lowered_step_bytes(step: Callable[[Any, Any], Any], carry: Any, batch: Any,
                        communicate: bool | None, platform: str = "cpu") -> int:
     """Bytes one worker contributes to the collectives of ONE local ``step(carry, batch)``,
     lowered (not compiled: no device needed) under ``shard_map`` over an abstract mesh
-    ``mesh_shape`` x ``axis_names`` with one worker per device, inside
-    :func:`~easgd_jax.algorithms.clock.known_phase` (``communicate``; None: the clock decides
-    at run time, and both branches count). ``carry`` and ``batch`` describe ONE worker
+    ``mesh_shape`` x ``axis_names`` with one worker per device, called as
+    ``step(carry, batch, communicate=communicate)`` (the phase it passes on to its
+    ``tx.update``, :mod:`easgd_jax.algorithms.clock`); ``communicate`` None: called as
+    ``step(carry, batch)``, the clock decides at run time, and both branches count.
+    ``carry`` and ``batch`` describe ONE worker
     (arrays or ``jax.ShapeDtypeStruct``)."""
     mesh = AbstractMesh(tuple(mesh_shape), tuple(axis_names))
     p = math.prod(mesh_shape)
@@ -246,8 +247,7 @@ def lowered_step_bytes(step: Callable[[Any, Any], Any], carry: Any, batch: Any,
         if communicate is None:
             out = step(*one)
         else:
-            with clock.known_phase(communicate):
-                out = step(*one)
+            out = step(*one, communicate=communicate)
         return jax.tree.map(lambda a: a[None], out)
 
     mapped = jax.shard_map(body, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)

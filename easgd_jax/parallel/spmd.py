@@ -12,7 +12,8 @@ axis. Collectives inside ``step`` (the algorithms' ``psum``) run over
 communication steps; with several workers per device the workers are vmapped, which turns
 the branch into a select (the all-reduce then runs every step, over local workers only
 when d = 1), unless the round is built with the period (``make_round(..., period=tau)``):
-it then runs in whole periods whose steps know their phase, with no conditional.
+it then runs in whole periods whose steps know their phase, with no conditional (each step
+is called with ``communicate=True`` or ``False``, which it passes on to ``tx.update``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from jax import lax
 from jax.custom_batching import custom_vmap
 from jax.sharding import PartitionSpec
 
-from easgd_jax.algorithms import clock
 from easgd_jax.algorithms.base import INIT_PER_WORKER
 from easgd_jax.parallel.mesh import LOCAL_AXIS, WorkerLayout
 
@@ -120,16 +120,19 @@ def make_round(step: StepFn, layout: WorkerLayout, donate: bool = True,
     """Returns ``round(carry, batches) -> (carry, aux)`` over all workers.
 
     Args:
-        step: ``step(carry, batch) -> (carry, aux)`` for ONE worker and ONE local step.
+        step: ``step(carry, batch) -> (carry, aux)`` for ONE worker and ONE local step;
+            with a ``period``, ``step(carry, batch, communicate=phase)``, which passes the
+            phase on to its ``tx.update(..., communicate=phase)``
+            (:mod:`easgd_jax.algorithms.clock`).
         layout: where the workers live.
         donate: donate the carry's buffers to the round (the caller must not reuse them).
         period: None: every step is traced once, and the periodic algorithms inside decide at
             run time (``lax.cond`` on their clock) whether to communicate. tau >= 1: the round
             runs in whole periods, [one communication step, tau - 1 local steps] each (or
-            the communication step last, see ``exchange_step``), traced
-            under :func:`easgd_jax.algorithms.clock.known_phase`, so that no step carries a
-            conditional and, with vmapped workers, the collectives run once per period
-            instead of every step. The caller guarantees that every round starts at a clock
+            the communication step last, see ``exchange_step``), the first kind traced with
+            ``communicate=True`` and the others with ``communicate=False``, so that no step
+            carries a conditional and, with vmapped workers, the collectives run once per
+            period instead of every step. The caller guarantees that every round starts at a clock
             multiple of tau (rounds of whole periods from step 0 do); the algorithms'
             results are the same as with None.
         summarize: ``summarize(carry, aux) -> aux'``, applied by each worker to its carry
@@ -148,12 +151,10 @@ def make_round(step: StepFn, layout: WorkerLayout, donate: bool = True,
         raise ValueError(f"exchange_step must be 'first' or 'last', got {exchange_step!r}.")
 
     def communication_step(carry, batch):
-        with clock.known_phase(True):
-            return step(carry, batch)
+        return step(carry, batch, communicate=True)
 
     def local_step(carry, batch):
-        with clock.known_phase(False):
-            return step(carry, batch)
+        return step(carry, batch, communicate=False)
 
     def one_period(carry, batches):
         if exchange_step == "last":

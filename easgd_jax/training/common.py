@@ -83,7 +83,9 @@ def make_local_step(model, tx: optax.GradientTransformation, weight_decay: float
     """One local step of one worker: gradient at ``params`` (+ l2 * params), then ``tx``.
 
     ``tx.update`` also receives the worker's mini-batch loss as the extra argument ``loss``
-    (used by Leader SGD, ignored by transformations that do not take extra arguments). The
+    (used by Leader SGD, ignored by transformations that do not take extra arguments), and
+    ``communicate``, the phase of the clock when the caller knows it
+    (``parallel.make_round`` with a period; :mod:`easgd_jax.algorithms.clock`). The
     step's output is ``(loss, reported state)``: the fields ``spec.reported`` names (e.g.
     LSGD's leader) after the step.
 
@@ -100,10 +102,11 @@ def make_local_step(model, tx: optax.GradientTransformation, weight_decay: float
     if unroll_workers:
         grad_fn = unrolled_over_workers(grad_fn)
 
-    def step(state: TrainState, batch):
+    def step(state: TrainState, batch, communicate: bool | None = None):
         rng, dropout_rng = jax.random.split(state.rng)
         grads, loss = grad_fn(state.params, batch, dropout_rng)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params, loss=loss)
+        phase = {} if communicate is None else {"communicate": communicate}
+        updates, opt_state = tx.update(grads, state.opt_state, state.params, loss=loss, **phase)
         params = optax.apply_updates(state.params, updates)
         reported = spec.reported_state(opt_state) if spec is not None else {}
         return TrainState(params, opt_state, rng), (loss, reported)

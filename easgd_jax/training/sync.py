@@ -47,7 +47,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from easgd_jax import data, parallel
-from easgd_jax.algorithms import collectives, registry
+from easgd_jax.algorithms import registry
 from easgd_jax.algorithms.base import Spec, check_chain_order
 from easgd_jax.training import config as config_lib
 from easgd_jax.training import simulated_time
@@ -98,25 +98,21 @@ def make_train_round(config: ml_collections.ConfigDict, model, tx: optax.Gradien
     ``steps_per_round`` local steps in whole periods when they are, each worker's
     :func:`_round_summary` computed inside the same program.
 
-    Traced with :func:`~easgd_jax.algorithms.collectives.disagreement_as_nan`: the loop
-    starts every worker from the same params, and a center whose copies differed would
-    turn NaN and stop the run at the round's non-finite check; the round then holds no host
-    callback and JAX's persistent compilation cache keeps it. ``unroll_workers``: as in
+    ``tx`` is built with ``on_disagreement="nan"`` (as :func:`_train` does): the loop starts
+    every worker from the same params, and a center whose copies differed would turn NaN
+    and stop the run at the round's non-finite check; the round then holds no host callback
+    and JAX's persistent compilation cache keeps it. ``unroll_workers``: as in
     :func:`make_local_step`."""
     period = config_lib.round_period(config)
     report_every = period or config_lib.steps_per_round(config)
     local_step = make_local_step(model, tx, config.train.weight_decay, spec,
                                  unroll_workers=unroll_workers)
 
-    def step(state: TrainState, batch):
-        with collectives.disagreement_as_nan():  # at trace time
-            return local_step(state, batch)
-
     def summarize(state: TrainState, aux):
         losses, reported = aux
         return _round_summary(spec, report_every, losses, reported, state)
 
-    return parallel.make_round(step, layout, period=period, summarize=summarize,
+    return parallel.make_round(local_step, layout, period=period, summarize=summarize,
                                exchange_step=spec.exchange_step)
 
 
@@ -251,7 +247,8 @@ def _train(
     tx = registry.get_algorithm(
         config.algorithm.name,
         axis_name=layout.member_axis_name if spec.grouped else layout.axis_name,
-        group_axis_name=layout.group_axis_name, **config_lib.algorithm_hparams(config))
+        group_axis_name=layout.group_axis_name, on_disagreement="nan",
+        **config_lib.algorithm_hparams(config))
     dataset, model = load_data_and_model(config)
     prepare_workdir(config, workdir, overwrite)
     logging.info("%d workers on %d %s device(s) (%d per device, %d process(es)); algorithm %s; "
