@@ -205,7 +205,7 @@ def _run(argv: Sequence[str]) -> int:
     if config.train.param_dtype == "float64":  # before jax creates any array
         jax.config.update("jax_enable_x64", True)
     try:
-        training.config.validate(config)  # before jax starts: fail fast on bad input
+        plan = training.make_plan(config)  # validates, once: fail fast on bad input
     except ValueError as e:
         raise BadInput(str(e)) from None
     if config.num_devices:  # simulated CPU devices of this process (ignored on GPUs)
@@ -213,7 +213,7 @@ def _run(argv: Sequence[str]) -> int:
             config.num_devices // distributed.num_processes(config.distributed))
     distributed.initialize(config.distributed)
     try:
-        metrics = training.train_and_evaluate(config, workdir, overwrite=overwrite)
+        metrics = training.train_and_evaluate(config, workdir, overwrite=overwrite, plan_=plan)
     except (data.DatasetNotPreparedError, WorkdirBusyError, WorkdirConfigError,
             CheckpointError) as e:
         raise BadInput(str(e)) from None

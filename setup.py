@@ -36,7 +36,9 @@ setup(
     ],
     extras_require={
         # The tests cover the Ray executor too (tests/test_ray_executor.py).
-        "test": ["pytest>=8.0", "pytest-xdist>=3.5,<4", "ruff>=0.6", "ray>=2.40,<3"],
+        # setuptools and wheel: tests/test_install.py builds the wheel without build isolation.
+        "test": ["pytest>=8.0", "pytest-xdist>=3.5,<4", "ruff>=0.6", "ray>=2.40,<3",
+                 "setuptools>=68", "wheel>=0.41"],
         "cuda12": ["jax[cuda12]>=0.7.0,<1.0"],
         "ray": ["ray>=2.40,<3"],
         # The viewer of the event files every run writes (tensorboard --logdir WORKDIR);

@@ -77,12 +77,22 @@ def _measured_and_simulated(config) -> tuple[float, float | None]:
 
 
 def _allreduce_seconds(num_floats: int, repeats: int = 50) -> float:
-    """Median all-reduce time of ``num_floats`` float32 over 2 workers on 2 devices: the
-    synchronous loop's own measurement (``training.sync._allreduce_seconds``)."""
-    from easgd_jax.training.sync import _allreduce_seconds
+    """Median time of one all-reduce of ``num_floats`` float32 over 2 workers on 2 devices
+    (the exchange of EASGD, the gradient all-reduce of data-parallel SGD)."""
+    import time
 
-    vector = {"v": np.zeros((num_floats,), np.float32)}
-    return _allreduce_seconds(parallel.make_worker_layout(2, 2), vector, repeats)
+    import jax
+
+    layout = parallel.make_worker_layout(2, 2)
+    reduce = parallel.per_worker(lambda v: jax.lax.psum(v, layout.axis_name), layout)
+    vector = jax.device_put(np.zeros((2, num_floats), np.float32), layout.worker_sharding())
+    jax.block_until_ready(reduce(vector))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(reduce(vector))
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
 
 
 def _one_worker_step(config) -> float:

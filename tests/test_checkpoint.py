@@ -32,7 +32,7 @@ import default  # noqa: E402  (configs/default.py)
 # simulated_time_s too: where the cluster's step time is measured (cluster.compute_s_per_step
 # = 0, as in a launch without the flag), two runs' simulated times differ as their
 # measurements do.
-TIMING = ("steps_per_second", "communication_time_estimate_s", "wall_time_s",
+TIMING = ("steps_per_second", "wall_time_s",
           "simulated_time_s")
 
 
@@ -274,7 +274,7 @@ def test_tensorboard_event_files_hold_the_metrics(tmp_path):
     assert len(events) == 1
     tags = _read_scalar_tags(events[0])
     assert {"test_accuracy", "test_loss", "train_loss", "worker_center_distance",
-            "worker_spread", "steps_per_second", "communication_time_estimate_s"} <= tags
+            "worker_spread", "steps_per_second", "simulated_time_s"} <= tags
 
 
 def _launch(workdir, every=20):

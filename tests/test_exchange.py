@@ -261,7 +261,7 @@ def test_fragment_bounds_are_contiguous_and_equal_sized():
 
 def test_round_period_is_the_fragment_clock():
     config = ml_collections.ConfigDict({
-        "algorithm": {"name": "diloco", "period": 8, "num_fragments": 4},
+        "num_workers": 4, "algorithm": {"name": "diloco", "period": 8, "num_fragments": 4},
         "train": {"steps_per_round": 16}})
     assert config_lib.round_period(config) == 2
     config.algorithm.num_fragments = None

@@ -345,7 +345,8 @@ def test_a_stopped_run_exits_75_and_a_finished_one_0(monkeypatch, capsys, tmp_pa
 
     calls = []
     monkeypatch.setattr(training, "train_and_evaluate",
-                        lambda config, workdir, overwrite: calls.append(workdir) or returned)
+                        lambda config, workdir, overwrite, plan_: calls.append(workdir)
+                        or returned)
     assert _main(capsys, tmp_path)[0] == status
     assert calls == [str(tmp_path)]
     assert launch.EXIT_STOPPED == 75 and "| 75 | (`EX_TEMPFAIL`)" in _readme()
@@ -365,7 +366,7 @@ def test_an_unusable_workdir_is_one_line_and_status_2(monkeypatch, capsys, tmp_p
               "no verified checkpoint": CheckpointError("no checkpoint in W can be verified")
               }[error]
 
-    def train(config, workdir, overwrite):
+    def train(config, workdir, overwrite, plan_):
         raise raised
 
     monkeypatch.setattr(training, "train_and_evaluate", train)

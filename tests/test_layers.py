@@ -1,6 +1,7 @@
 """The package's import graph runs one way and has no cycle.
 
-Layers, lowest first: algorithms <- parallel <- training <- experiments. A module may import
+Layers, lowest first: algorithms <- parallel <- training <- experiments <- configs (the configs
+shipped with the package, which nothing below imports). A module may import
 its own layer and the layers below it, never one above; ``data/`` and ``models/`` are leaves
 that import nothing from the rest of the package (any layer may import them). ``parallel/``
 knows the algorithms' protocol (``algorithms.base``, and ``algorithms.clock``, the phase of
@@ -29,6 +30,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "parallel": ("easgd_jax.parallel",),
     "training": ("easgd_jax.training",),
     "experiments": ("easgd_jax.experiments",),
+    # The shipped configs: data (ConfigDicts built on training.config's schema), on top.
+    "configs": ("easgd_jax.configs",),
 }
 RANK = {layer: rank for rank, layer in enumerate(LAYERS)}
 LEAVES = ("easgd_jax.data", "easgd_jax.models")

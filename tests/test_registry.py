@@ -148,12 +148,12 @@ def test_register_a_constructor_or_a_spec(monkeypatch):
     assert spec.evaluation_params(state, None) is state.center
     # The default evaluation is worker 0's params.
     assert registry.register("plain", lambda learning_rate, axis_name="w": optax.sgd(
-        learning_rate)).evaluation == "params"
+        learning_rate)).evaluation is base.evaluate_params
     with pytest.raises(ValueError, match="already registered"):
         registry.register("elastic_adam", elastic_adam)
     with pytest.raises(ValueError, match="must accept axis_name"):
         registry.register("no_axis", lambda learning_rate: optax.sgd(learning_rate))
-    with pytest.raises(ValueError, match="evaluation of 'bad' must be one of"):
+    with pytest.raises(ValueError, match="evaluation of 'bad' must be a callable or one of"):
         registry.register("bad", elastic_adam, evaluation="centre")
     with pytest.raises(ValueError, match="the Spec of 'other'"):
         registry.register("mine", base.Spec("other", elastic_adam, None, "center"))
@@ -175,3 +175,89 @@ def test_spec_checks_itself():
         base.Spec("x", None, None, "center")
     with pytest.raises(ValueError, match="evaluated on its state's 'center'"):
         registry.get_spec("easgd").evaluation_params(optax.EmptyState(), X0)
+
+
+# ---------------------------------------------- the Spec: the one place that knows it
+
+
+@pytest.mark.parametrize("name", registry.algorithm_names())
+def test_the_spec_states_the_exchange_clock_from_the_hyperparameters(name):
+    """``period`` is the ``period`` hyperparameter (tau, DiLoCo's H) or None; the exchange
+    interval divides it by the fragments; the volume per step is 1 / tau."""
+    spec, hparams = registry.get_spec(name), dict(HPARAMS[name])
+    names = spec.hyperparameter_names()
+    if "period" in names:
+        hparams["period"] = 6
+        assert spec.period(hparams) == 6
+        assert spec.models_exchanged_per_step(hparams) == pytest.approx(1 / 6)
+        if "num_fragments" in names:
+            hparams["num_fragments"] = 3
+            assert (spec.num_fragments(hparams), spec.exchange_interval(hparams)) == (3, 2)
+        else:
+            assert (spec.num_fragments(hparams), spec.exchange_interval(hparams)) == (1, 6)
+    else:
+        assert spec.period(hparams) is None
+        assert (spec.exchange_interval(hparams), spec.num_fragments(hparams)) == (1, 1)
+        assert spec.models_exchanged_per_step(hparams) == 1.0
+
+
+def test_a_period_left_to_its_default_is_the_constructors_default():
+    def elastic_sgd(learning_rate, moving_rate, period=7, axis_name="w"):
+        return base_elastic(learning_rate, moving_rate, period, axis_name)
+
+    from easgd_jax.algorithms.elastic import easgd as base_elastic
+
+    spec = base.Spec("elastic_sgd_default_period", elastic_sgd, None, "center")
+    assert spec.period({"learning_rate": 0.1, "moving_rate": 0.1}) == 7
+    assert spec.period({"learning_rate": 0.1, "moving_rate": 0.1, "period": 3}) == 3
+
+
+def test_a_stated_beta_becomes_moving_rate_beta_over_p():
+    from easgd_jax.algorithms import rates
+
+    spec = registry.get_spec("eamsgd")
+    given = {"learning_rate": 0.1, "momentum": 0.9, "beta": 0.9, "period": 10}
+    hparams = spec.hyperparameters(given, 4)
+    assert "beta" not in hparams and hparams["moving_rate"] == pytest.approx(0.225)
+    assert rates.moving_rate(0.9, 8) == pytest.approx(0.1125)
+    assert spec.hyperparameters({"moving_rate": 0.1}, 4) == {"moving_rate": 0.1}
+    with pytest.raises(ValueError, match="not both"):
+        spec.hyperparameters({"beta": 0.9, "moving_rate": 0.2}, 4)
+    with pytest.raises(ValueError, match="takes no moving_rate"):
+        registry.get_spec("sgd").hyperparameters({"learning_rate": 0.1, "beta": 0.9}, 4)
+
+
+def test_the_config_check_is_the_specs():
+    """The stability bound of synchronous EASGD is its Spec's check; a registered
+    algorithm's own check runs in validate."""
+    with pytest.raises(ValueError, match="diverges for beta >= 2p / \\(p \\+ 1\\)"):
+        registry.get_spec("easgd").check_config({"learning_rate": 0.1, "moving_rate": 0.5}, 4)
+    with pytest.warns(UserWarning, match="overshoots the workers' mean"):
+        registry.get_spec("eamsgd").check_config({"moving_rate": 0.3}, 4)
+    registry.get_spec("easgd").check_config({"moving_rate": 0.225}, 4)  # beta = 0.9: fine
+    registry.get_spec("diloco").check_config({"outer_learning_rate": 5.0}, 4)  # no check
+
+
+def test_the_spec_builds_on_a_layouts_axes():
+    class Axes:
+        axis_name, member_axis_name, group_axis_name = ("g", "m"), "m", "g"
+
+    assert registry.get_spec("eamsgd").axes(Axes()) == {"axis_name": ("g", "m")}
+    assert registry.get_spec("lsgd_multi_nesterov").axes(Axes()) == {
+        "axis_name": "m", "group_axis_name": "g"}
+    tx = registry.get_spec("easgd").build(
+        {"learning_rate": 0.1, "moving_rate": 0.2, "period": 2}, Axes())
+    state = jax.vmap(tx.init)(base.replicate(X0, 2))
+    assert state.center["w"].shape == (2, 3)
+
+
+def test_an_evaluation_point_is_a_callable_of_the_state():
+    def second_worker(opt_state, params):
+        return params, jnp.int32(1)
+
+    spec = base.Spec("second_worker_sgd", lambda learning_rate, axis_name="w":
+                     optax.sgd(learning_rate), None, second_worker)
+    params = {"w": jnp.arange(6.0).reshape(2, 3)}
+    assert spec.evaluation_params(optax.EmptyState(), params) is params
+    assert int(spec.evaluation_worker(optax.EmptyState(), params)) == 1
+    assert registry.get_spec("asgd").evaluation is base.evaluate_average

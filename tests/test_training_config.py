@@ -134,3 +134,36 @@ def test_a_batch_larger_than_the_training_set_is_warned_about():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         data.WorkerSampler(x, y, 2, 10, seed=0)
+
+
+# ------------------------------------------------------------------------------ the plan
+
+
+def test_the_plan_is_the_configs_decisions_computed_once():
+    from easgd_jax.training.plan import make_plan
+
+    config = default.get_config()
+    config.train.num_steps, config.train.eval_every, config.checkpoint.every = 100, 50, 40
+    config.train.steps_per_round = 10
+    plan = make_plan(config)
+    assert (plan.round_steps, plan.round_period, plan.sampling_block) == (10, 10, 10)
+    assert plan.hparams == config_lib.algorithm_hparams(config)
+    assert [s for s in range(10, 101, 10) if plan.evaluates(s)] == [50, 100]
+    assert [s for s in range(10, 101, 10) if plan.saves(s)] == [40, 80, 100]
+    assert plan.models_exchanged_per_step == pytest.approx(1 / config.algorithm.period)
+    config.algorithm.learning_rate = -1.0
+    with pytest.raises(ValueError, match="config.algorithm"):
+        make_plan(config)
+
+
+def test_a_config_may_state_beta_instead_of_moving_rate():
+    config = default.get_config()
+    with config.unlocked():
+        del config.algorithm["moving_rate"]
+        config.algorithm.beta = 0.9
+    config.num_workers = 8
+    config_lib.validate(config)
+    assert config_lib.algorithm_hparams(config)["moving_rate"] == pytest.approx(0.9 / 8)
+    config.algorithm.beta = 1.9  # beta >= 2p / (p + 1): refused as moving_rate would be
+    with pytest.raises(ValueError, match="diverges"):
+        config_lib.validate(config)

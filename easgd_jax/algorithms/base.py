@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 import jax
@@ -328,24 +328,82 @@ def receive_delta(worker: AsyncWorkerState, replies: Vectors) -> AsyncWorkerStat
 
 # --------------------------------------------------------------------------- Spec
 
-EVALUATIONS = ("center", "average", "leader", "global_leader", "params")
+# Where an algorithm is evaluated: ``evaluation(opt_state, params) -> (point, index)``, the
+# stacked tree the point is read from (as stacked as the inputs) and the index along the
+# worker axis of the copy to evaluate.
+EvaluationPoint = Callable[[optax.OptState, optax.Params], tuple[optax.Params, Any]]
 
 
-def _state_field(opt_state: optax.OptState, field: str, name: str) -> Any:
+def _state_field(opt_state: optax.OptState, field: str) -> Any:
     found = optax.tree_utils.tree_get(opt_state, field)
     if found is None:
-        raise ValueError(f"algorithm {name!r} is evaluated on its state's {field!r}, and this "
-                         f"optimizer state holds none.")
+        raise ValueError(f"it is evaluated on its state's {field!r}, and this optimizer state "
+                         "holds none.")
     return found
+
+
+def evaluate_center(opt_state: optax.OptState, params: optax.Params) -> tuple[Any, Any]:
+    """The center x~ (the state's ``center`` field), worker 0's copy."""
+    del params
+    return _state_field(opt_state, "center"), jnp.zeros([], jnp.int32)
+
+
+def evaluate_average(opt_state: optax.OptState, params: optax.Params) -> tuple[Any, Any]:
+    """The average z of ASGD / ADOWNPOUR (the state's ``average`` field), worker 0's copy."""
+    del params
+    return _state_field(opt_state, "average"), jnp.zeros([], jnp.int32)
+
+
+def _leader_point(field: str) -> EvaluationPoint:
+    def evaluate(opt_state: optax.OptState, params: optax.Params) -> tuple[Any, Any]:
+        found = _state_field(opt_state, field)
+        return params, jnp.maximum(jnp.asarray(found).reshape(-1)[0], 0)
+
+    evaluate.__name__ = f"evaluate_{field}"
+    evaluate.__doc__ = (f"The params of the worker the state's ``{field}`` names (LSGD; "
+                        "worker 0 before the first is chosen).")
+    return evaluate
+
+
+evaluate_leader = _leader_point("leader")
+evaluate_global_leader = _leader_point("global_leader")
+
+
+def evaluate_params(opt_state: optax.OptState, params: optax.Params) -> tuple[Any, Any]:
+    """Worker 0's params (SGD, MSGD, data-parallel SGD)."""
+    del opt_state
+    return params, jnp.zeros([], jnp.int32)
+
+
+# The evaluation points by name, for ``register(name, constructor, evaluation="center")``.
+EVALUATION_POINTS: dict[str, EvaluationPoint] = {
+    "center": evaluate_center, "average": evaluate_average, "leader": evaluate_leader,
+    "global_leader": evaluate_global_leader, "params": evaluate_params}
+EVALUATIONS = tuple(EVALUATION_POINTS)
+
+
+class WorkerAxes(Protocol):
+    """The worker axes of a layout (``parallel.WorkerLayout``): all workers' axis, and on a
+    grouped layout the axes of the workers inside a group and of the groups."""
+
+    axis_name: AxisName
+    member_axis_name: AxisName
+    group_axis_name: AxisName | None
 
 
 def _parameters(fn: Callable[..., Any]) -> list[str]:
     return list(inspect.signature(fn).parameters)
 
 
+ConfigCheck = Callable[[str, Mapping[str, Any], int], None]
+
+
 @dataclasses.dataclass(frozen=True)
 class Spec:
-    """One registered algorithm: its forms and where it is evaluated.
+    """One registered algorithm: the one place that knows it. Its forms, its exchange clock
+    (:meth:`period`, :meth:`exchange_interval`), its derived rates (:meth:`hyperparameters`:
+    a stated beta becomes moving_rate = beta / p), how it is built on a layout
+    (:meth:`build`: which axes, grouped or not), its evaluation point and its config checks.
 
     Attributes:
         name: the registered name (``config.algorithm.name``).
@@ -353,10 +411,12 @@ class Spec:
             GradientTransformation``, or None (asynchronous only: APAM).
         async_rule: the asynchronous constructor, ``(**hparams[, num_workers]) ->
             AsyncRule``, with the hyperparameter names of ``sync`` (a subset); or None.
-        evaluation: the point the EASGD paper reports losses and errors of:
-            ``"center"`` (x~, the state's ``center`` field), ``"average"`` (z of
-            ADOWNPOUR/ASGD, the ``average`` field), ``"leader"`` / ``"global_leader"``
-            (LSGD: the params of the worker those fields name) or ``"params"`` (worker 0's).
+        evaluation: the point the EASGD paper reports losses and errors of, a callable
+            ``(opt_state, params) -> (stacked point, worker index)``: :func:`evaluate_center`
+            (x~, the state's ``center`` field), :func:`evaluate_average` (z of
+            ADOWNPOUR/ASGD), :func:`evaluate_leader` / :func:`evaluate_global_leader` (LSGD:
+            the params of the worker those fields name) or :func:`evaluate_params` (worker
+            0's); a name of :data:`EVALUATION_POINTS` is accepted and looked up.
             Asynchronous runs always evaluate their master's ``center``.
         grouped: the synchronous form runs on a (groups x workers) layout and takes
             ``group_axis_name``.
@@ -369,6 +429,11 @@ class Spec:
             (``parallel.cluster``): ``"ring"`` (an all-reduce: EASGD, data-parallel SGD,
             LSGD, DiLoCo) or ``"parameter_server"`` (every worker pushes to and pulls from
             one master through its link: DOWNPOUR and its variants).
+        config_check: ``(name, hparams, num_workers) -> None``, raising ValueError (or
+            warning) for hyperparameters the algorithm cannot run with on p workers (the
+            stability bound of synchronous EASGD,
+            :func:`~easgd_jax.algorithms.rates.check_elastic_stability`); None: none beyond
+            the constructor's own.
 
     The fields are found in the optimizer state by name at any depth
     (``optax.tree_utils.tree_get``), so a wrapper such as ``optax.chain`` needs no special
@@ -378,13 +443,22 @@ class Spec:
     name: str
     sync: Callable[..., optax.GradientTransformation] | None
     async_rule: Callable[..., AsyncRule] | None
-    evaluation: str
+    evaluation: EvaluationPoint | str
     grouped: bool = False
     reported: tuple[str, ...] = ()
     exchange_step: str = "first"
     topology: str = "ring"
+    config_check: ConfigCheck | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.evaluation, str):
+            if self.evaluation not in EVALUATION_POINTS:
+                raise ValueError(f"evaluation of {self.name!r} must be a callable or one of "
+                                 f"{', '.join(EVALUATIONS)}; got {self.evaluation!r}.")
+            object.__setattr__(self, "evaluation", EVALUATION_POINTS[self.evaluation])
+        if not callable(self.evaluation):
+            raise ValueError(f"evaluation of {self.name!r} must be a callable (opt_state, "
+                             f"params) -> (point, worker index); got {self.evaluation!r}.")
         if self.topology not in ("ring", "parameter_server"):
             raise ValueError(f"topology of {self.name!r} must be 'ring' or 'parameter_server'; "
                              f"got {self.topology!r}.")
@@ -393,11 +467,11 @@ class Spec:
                              f"{self.exchange_step!r}.")
         if self.sync is None and self.async_rule is None:
             raise ValueError(f"algorithm {self.name!r} needs a sync or an async_rule form.")
-        if self.evaluation not in EVALUATIONS:
-            raise ValueError(f"evaluation of {self.name!r} must be one of "
-                             f"{', '.join(EVALUATIONS)}; got {self.evaluation!r}.")
         if not isinstance(self.reported, tuple):
             raise ValueError(f"reported of {self.name!r} must be a tuple of field names.")
+        self._check_forms()
+
+    def _check_forms(self) -> None:
         if self.sync is not None:
             params = _parameters(self.sync)
             if "axis_name" not in params:
@@ -433,21 +507,94 @@ class Spec:
                              "asynchronously only.")
         return self.sync
 
+    # ------------------------------------------------------------ hyperparameters and clock
+
+    def _names(self) -> list[str]:
+        return self.hyperparameter_names(asynchronous=self.sync is None)
+
+    def hyperparameters(self, given: Mapping[str, Any], num_workers: int) -> dict[str, Any]:
+        """The constructor's keyword arguments from a config's ``given`` ones on
+        ``num_workers`` workers: a stated ``beta`` becomes ``moving_rate = beta / p``
+        (:func:`~easgd_jax.algorithms.rates.moving_rate`, the one place it is computed)."""
+        from easgd_jax.algorithms import rates
+
+        return rates.resolve_beta(given, num_workers, rates.MOVING_RATE in self._names())
+
+    def period(self, hparams: Mapping[str, Any]) -> int | None:
+        """tau (DiLoCo's H): the ``period`` hyperparameter of an algorithm that takes one,
+        else None (it exchanges, or needs no exchange, every step)."""
+        if "period" not in self._names():
+            return None
+        if "period" in hparams:
+            return int(hparams["period"])
+        default = inspect.signature(self.form(self.sync is None)).parameters["period"].default
+        return None if default is inspect.Parameter.empty else int(default)
+
+    def num_fragments(self, hparams: Mapping[str, Any]) -> int:
+        """F, the pieces a period's exchange is split into (streaming fragments: one piece
+        every tau / F steps; the constructor requires F to divide tau); 1 otherwise."""
+        period, fragments = self.period(hparams), hparams.get("num_fragments") or 1
+        if (period is None or not isinstance(fragments, int) or fragments < 1
+                or period % fragments):
+            return 1
+        return fragments
+
+    def exchange_interval(self, hparams: Mapping[str, Any]) -> int:
+        """Local steps between two exchanges: tau / F (:meth:`num_fragments`); 1 without a
+        period (every step)."""
+        period = self.period(hparams)
+        return 1 if period is None else period // self.num_fragments(hparams)
+
+    def models_exchanged_per_step(self, hparams: Mapping[str, Any]) -> float:
+        """Model-sized exchanges per local step: 1 / tau (fragments change how it is split,
+        not the volume), 1 without a period (an all-reduce every step)."""
+        period = self.period(hparams)
+        return 1.0 / period if period else 1.0
+
+    def check_config(self, hparams: Mapping[str, Any], num_workers: int) -> None:
+        """The algorithm's own config checks (``config_check``) on its hyperparameters."""
+        if self.config_check is not None:
+            self.config_check(self.name, hparams, num_workers)
+
+    # ------------------------------------------------------------------------- building
+
+    def axes(self, layout: WorkerAxes) -> dict[str, AxisName]:
+        """The axis arguments of the synchronous constructor on ``layout``: all workers'
+        axis, or for a grouped algorithm the members' axis and the groups' axis."""
+        if self.grouped:
+            return {"axis_name": layout.member_axis_name,
+                    "group_axis_name": layout.group_axis_name}
+        return {"axis_name": layout.axis_name}
+
+    def build(self, hparams: Mapping[str, Any], layout: WorkerAxes,
+              **builder_arguments: Any) -> optax.GradientTransformation:
+        """The synchronous transformation with ``hparams`` (constructor arguments, checked
+        by name) on ``layout``'s axes; ``builder_arguments`` go to the constructor as they
+        are (arguments that are not hyperparameters)."""
+        return self.form()(**self.axes(layout), **hparams, **builder_arguments)
+
+    # ----------------------------------------------------------------------- evaluation
+
     def evaluation_params(self, opt_state: optax.OptState, params: optax.Params) -> optax.Params:
         """The parameters to evaluate, as stacked as the inputs: the state's ``center`` or
         ``average`` field, else ``params`` (index them with :meth:`evaluation_worker`)."""
-        if self.evaluation in ("center", "average"):
-            return _state_field(opt_state, self.evaluation, self.name)
-        return params
+        return self._evaluate(opt_state, params)[0]
 
-    def evaluation_worker(self, opt_state: optax.OptState) -> jax.Array:
+    def evaluation_worker(self, opt_state: optax.OptState,
+                          params: optax.Params = None) -> jax.Array:
         """Index along the stacked worker axis of the copy to evaluate: the last (global)
         leader for LSGD (0 before the first is chosen), else 0."""
-        if self.evaluation in ("leader", "global_leader"):
-            found = _state_field(opt_state, self.evaluation, self.name)
-            return jnp.maximum(jnp.asarray(found).reshape(-1)[0], 0)
-        return jnp.zeros([], jnp.int32)
+        return jnp.asarray(self._evaluate(opt_state, params)[1])
+
+    def _evaluate(self, opt_state: optax.OptState, params: optax.Params) -> tuple[Any, Any]:
+        try:
+            return self.evaluation(opt_state, params)  # type: ignore[operator]
+        except ValueError as e:
+            raise ValueError(f"algorithm {self.name!r}: {e}") from None
 
     def reported_state(self, opt_state: optax.OptState) -> dict[str, jax.Array]:
         """The ``reported`` fields of ``opt_state``, by name."""
-        return {field: _state_field(opt_state, field, self.name) for field in self.reported}
+        try:
+            return {field: _state_field(opt_state, field) for field in self.reported}
+        except ValueError as e:
+            raise ValueError(f"algorithm {self.name!r}: {e}") from None

@@ -22,7 +22,20 @@ from typing import Any
 import optax
 
 from easgd_jax.algorithms.adaptive import amsgrad_sync, apam
-from easgd_jax.algorithms.base import NUM_WORKERS, ON_DISAGREEMENT, AsyncRule, AxisName, Spec
+from easgd_jax.algorithms.base import (
+    NUM_WORKERS,
+    ON_DISAGREEMENT,
+    AsyncRule,
+    AxisName,
+    ConfigCheck,
+    EvaluationPoint,
+    Spec,
+    evaluate_average,
+    evaluate_center,
+    evaluate_global_leader,
+    evaluate_leader,
+    evaluate_params,
+)
 from easgd_jax.algorithms.baselines import asgd, data_parallel_sgd, msgd, mvasgd, sgd
 from easgd_jax.algorithms.distbelief import (
     adownpour,
@@ -34,6 +47,7 @@ from easgd_jax.algorithms.distbelief import (
 from easgd_jax.algorithms.elastic import async_eamsgd, async_easgd, eamsgd, eamsgd_outer, easgd
 from easgd_jax.algorithms.leader import async_lsgd_nesterov, lsgd_multi_nesterov, lsgd_nesterov
 from easgd_jax.algorithms.outer import async_diloco, nesterov_diloco
+from easgd_jax.algorithms.rates import check_elastic_stability
 
 PS = "parameter_server"  # DOWNPOUR's master; the others all-reduce over a ring
 
@@ -41,31 +55,34 @@ PS = "parameter_server"  # DOWNPOUR's master; the others all-reduce over a ring
 # wrapping forms (elastic_averaging, lsgd, lsgd_multi, async_lsgd) are for code, not configs.
 _SPECS: dict[str, Spec] = {spec.name: spec for spec in (
     # Elastic averaging (Zhang et al., 2015).
-    Spec("easgd", easgd, async_easgd, evaluation="center"),
-    Spec("eamsgd", eamsgd, async_eamsgd, evaluation="center"),
+    Spec("easgd", easgd, async_easgd, evaluation=evaluate_center,
+         config_check=check_elastic_stability),
+    Spec("eamsgd", eamsgd, async_eamsgd, evaluation=evaluate_center,
+         config_check=check_elastic_stability),
     # The EASGD paper's baselines: DOWNPOUR (Dean et al., 2012) and its variants ...
-    Spec("downpour", downpour, async_downpour, evaluation="center", topology=PS),
-    Spec("mdownpour", mdownpour, None, evaluation="center", topology=PS),
-    Spec("adownpour", adownpour, None, evaluation="average", topology=PS),
-    Spec("mvadownpour", mvadownpour, None, evaluation="average", topology=PS),
+    Spec("downpour", downpour, async_downpour, evaluation=evaluate_center, topology=PS),
+    Spec("mdownpour", mdownpour, None, evaluation=evaluate_center, topology=PS),
+    Spec("adownpour", adownpour, None, evaluation=evaluate_average, topology=PS),
+    Spec("mvadownpour", mvadownpour, None, evaluation=evaluate_average, topology=PS),
     # ... and the sequential ones, plus synchronous data-parallel SGD.
-    Spec("sgd", sgd, None, evaluation="params"),
-    Spec("msgd", msgd, None, evaluation="params"),
-    Spec("asgd", asgd, None, evaluation="average"),
-    Spec("mvasgd", mvasgd, None, evaluation="average"),
-    Spec("data_parallel_sgd", data_parallel_sgd, None, evaluation="params"),
+    Spec("sgd", sgd, None, evaluation=evaluate_params),
+    Spec("msgd", msgd, None, evaluation=evaluate_params),
+    Spec("asgd", asgd, None, evaluation=evaluate_average),
+    Spec("mvasgd", mvasgd, None, evaluation=evaluate_average),
+    Spec("data_parallel_sgd", data_parallel_sgd, None, evaluation=evaluate_params),
     # Leader SGD (Teng et al., 2019).
-    Spec("lsgd_nesterov", lsgd_nesterov, async_lsgd_nesterov, evaluation="leader",
+    Spec("lsgd_nesterov", lsgd_nesterov, async_lsgd_nesterov, evaluation=evaluate_leader,
          reported=("leader",)),
-    Spec("lsgd_multi_nesterov", lsgd_multi_nesterov, None, evaluation="global_leader",
+    Spec("lsgd_multi_nesterov", lsgd_multi_nesterov, None, evaluation=evaluate_global_leader,
          grouped=True, reported=("leader", "global_leader")),
     # APAM (Xu et al., 2020), asynchronous only, and its synchronous baseline.
-    Spec("apam", None, apam, evaluation="center"),
-    Spec("amsgrad_sync", amsgrad_sync, None, evaluation="params"),
+    Spec("apam", None, apam, evaluation=evaluate_center),
+    Spec("amsgrad_sync", amsgrad_sync, None, evaluation=evaluate_params),
     # Outer optimizers: DiLoCo (Douillard et al., 2023), the outer step closing each block.
-    Spec("diloco", nesterov_diloco, async_diloco, evaluation="center", exchange_step="last"),
+    Spec("diloco", nesterov_diloco, async_diloco, evaluation=evaluate_center,
+         exchange_step="last"),
     # ... and EAMSGD whose center takes an outer Nesterov step.
-    Spec("eamsgd_outer", eamsgd_outer, None, evaluation="center"),
+    Spec("eamsgd_outer", eamsgd_outer, None, evaluation=evaluate_center),
 )}
 
 
@@ -83,16 +100,19 @@ def register(
     spec_or_constructor: Spec | Callable[..., optax.GradientTransformation],
     *,
     async_rule: Callable[..., AsyncRule] | None = None,
-    evaluation: str = "params",
+    evaluation: EvaluationPoint | str = "params",
     reported: tuple[str, ...] = (),
+    config_check: ConfigCheck | None = None,
 ) -> Spec:
     """Adds an algorithm: a whole :class:`Spec`, or a synchronous constructor that takes
     ``axis_name`` (and ``group_axis_name`` if it runs on a grouped layout).
 
     With a constructor the evaluated point cannot be read off it before it runs: it is
-    ``evaluation`` (default ``"params"``, worker 0's; pass ``"center"`` for an elastic
-    algorithm whose state holds a ``center``, ``"average"`` for one that holds an
-    ``average``), and ``async_rule`` / ``reported`` complete the Spec. Returns the Spec.
+    ``evaluation``, a callable ``(opt_state, params) -> (stacked point, worker index)`` or
+    the name of one in ``base.EVALUATION_POINTS`` (default ``"params"``, worker 0's; pass
+    ``"center"`` for an elastic algorithm whose state holds a ``center``, ``"average"`` for
+    one that holds an ``average``), and ``async_rule`` / ``reported`` / ``config_check``
+    complete the Spec. Returns the Spec.
     """
     if name in _SPECS:
         raise ValueError(f"algorithm {name!r} is already registered.")
@@ -103,7 +123,7 @@ def register(
     else:
         grouped = "group_axis_name" in inspect.signature(spec_or_constructor).parameters
         spec = Spec(name, spec_or_constructor, async_rule, evaluation=evaluation,
-                    grouped=grouped, reported=tuple(reported))
+                    grouped=grouped, reported=tuple(reported), config_check=config_check)
     _SPECS[name] = spec
     return spec
 

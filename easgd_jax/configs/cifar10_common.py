@@ -14,9 +14,12 @@ worker (~250 epochs of the 4 workers together).
 
 import ml_collections
 
+from easgd_jax.algorithms.rates import moving_rate
 from easgd_jax.configs import default
 
 BETA = 0.9
+# The moving_rate of an elastic algorithm: base() sets it to beta / p for the job's p.
+ELASTIC = None
 MOMENTUM = 0.99  # delta
 
 
@@ -32,8 +35,9 @@ def base(algorithm: ml_collections.ConfigDict, num_workers: int = 4) -> ml_colle
     config.model.name = "cifar_cnn"
 
     config.algorithm = algorithm
-    if "moving_rate" in algorithm:
-        config.algorithm.moving_rate = BETA / num_workers
+    if "moving_rate" in algorithm:  # ELASTIC: alpha = beta / p for this p
+        with config.algorithm.ignore_type():
+            config.algorithm.moving_rate = moving_rate(BETA, num_workers)
 
     config.train.batch_size = 128
     config.train.weight_decay = 1e-4

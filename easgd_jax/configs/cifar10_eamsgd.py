@@ -17,4 +17,4 @@ from easgd_jax.configs import cifar10_common as common
 def get_config() -> ml_collections.ConfigDict:
     return common.base(common.algorithm(
         "eamsgd", learning_rate=0.001, momentum=common.MOMENTUM,
-        moving_rate=common.BETA / 4, period=10))
+        moving_rate=common.ELASTIC, period=10))

@@ -15,4 +15,4 @@ from easgd_jax.configs import cifar10_common as common
 
 def get_config() -> ml_collections.ConfigDict:
     return common.base(common.algorithm(
-        "easgd", learning_rate=0.05, moving_rate=common.BETA / 4, period=10))
+        "easgd", learning_rate=0.05, moving_rate=common.ELASTIC, period=10))

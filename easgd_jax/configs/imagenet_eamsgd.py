@@ -18,6 +18,7 @@ p x 128 images per step): expect the host pipeline, not the GPUs, to bound the s
 
 import ml_collections
 
+from easgd_jax.algorithms.rates import moving_rate
 from easgd_jax.configs import default
 
 
@@ -37,7 +38,7 @@ def get_config() -> ml_collections.ConfigDict:
     # A starting point (eta / (1 - delta) = 0.1): the paper picks eta from a grid.
     config.algorithm.learning_rate = 0.001
     config.algorithm.momentum = 0.99  # delta
-    config.algorithm.moving_rate = 0.9 / config.num_workers  # beta = 0.9
+    config.algorithm.moving_rate = moving_rate(0.9, config.num_workers)  # beta = 0.9
     config.algorithm.period = 10  # tau
 
     config.train.batch_size = 128

@@ -13,6 +13,8 @@ from typing import Any
 
 import ml_collections
 
+from easgd_jax.algorithms.rates import moving_rate
+
 BETA = 0.9  # the EASGD paper's beta; moving_rate = beta / p
 
 # config name -> the algorithm's name and hyperparameters.
@@ -36,7 +38,9 @@ TUNED: dict[str, dict[str, Any]] = {
     "asgd": dict(name="asgd", learning_rate=0.5),
     "mvasgd": dict(name="mvasgd", learning_rate=0.5, moving_average_rate=0.01),
     "data_parallel_sgd": dict(name="data_parallel_sgd", learning_rate=0.2, momentum=0.9),
-    # Leader SGD (Teng et al. 2019), the authors' defaults c = 0.1, W = 10; tau = 4.
+    # Leader SGD (Teng et al. 2019), the authors' defaults c = 0.1, W = 10; tau = 4. MNIST-1D,
+    # 2000 steps, test accuracy of the leader: lr 0.05 -> 90.3%, 0.1 -> 93.0%, 0.2 -> 94.1 /
+    # 94.4 / 94.4% (seeds 0-2), 0.3 -> 97.5% on seed 0 but diverges on seed 2.
     "lsgd": dict(name="lsgd_nesterov", learning_rate=0.2, momentum=0.9, pull=0.1, period=4,
                  loss_window=10),
     "lsgd_multi": dict(name="lsgd_multi_nesterov", learning_rate=0.2, momentum=0.9, pull=0.1,
@@ -94,5 +98,5 @@ def algorithm(config_name: str, num_workers: int) -> ml_collections.ConfigDict:
     beta = row.pop("beta", None)
     section = ml_collections.ConfigDict(row)
     if beta is not None:
-        section.moving_rate = beta / num_workers  # alpha = beta / p
+        section.moving_rate = moving_rate(beta, num_workers)  # alpha = beta / p
     return section

@@ -76,7 +76,7 @@ import ml_collections
 from absl import flags, logging
 
 from easgd_jax import training
-from easgd_jax.algorithms import registry
+from easgd_jax.algorithms import rates, registry
 from easgd_jax.experiments import report as sweep_report
 from easgd_jax.experiments.report import run_status as status
 from easgd_jax.training import config as config_lib
@@ -235,6 +235,12 @@ def _hyperparameter_names(config: ml_collections.ConfigDict) -> list[str]:
                                          asynchronous=config.executor != "sync")
 
 
+def _takes_period(config: ml_collections.ConfigDict) -> bool:
+    """Whether ``config.algorithm`` has an exchange period (its Spec's ``period``)."""
+    hparams = {k: v for k, v in config.algorithm.items() if k != "name"}
+    return registry.get_spec(config.algorithm.name).period(hparams) is not None
+
+
 def plan(sweep: ml_collections.ConfigDict, device_budget: int = 1) -> list[Run]:
     """Every run of ``sweep`` (duplicates across grids merged), each config validated.
 
@@ -265,15 +271,16 @@ def plan(sweep: ml_collections.ConfigDict, device_budget: int = 1) -> list[Run]:
                 algorithm = config.algorithm.name
                 hparams = _hyperparameter_names(config)
                 workers = method["num_workers"] or p
-                run_tau = tau if "period" in hparams else method["tau"]
+                periodic = _takes_period(config)
+                run_tau = tau if periodic else method["tau"]
                 config.num_workers = workers
-                if "period" in hparams:
+                if periodic:
                     if tau is None:
                         raise ValueError(f"grid {grid['name']!r} sets no periods for "
                                          f"{label!r}, whose algorithm takes one.")
                     config.algorithm.period = tau
                 if "moving_rate" in hparams:
-                    config.algorithm.moving_rate = sweep.beta / workers
+                    config.algorithm.moving_rate = rates.moving_rate(sweep.beta, workers)
                 config.algorithm.learning_rate = float(lr)
                 config.seed = seed
                 apply_overrides(config, method["overrides"])
@@ -407,8 +414,8 @@ def compilation_cache(path: str | None) -> Iterator[None]:
     afterwards. Runs that differ only in their seed compile the same programs, so on CPU,
     where compiling dominates short runs, all but the first seed of a setting start at once.
     JAX does not write programs that hold a host callback; the synchronous loop's rounds
-    hold none (``training.sync.make_train_round`` traces the exchange's replica check with
-    :func:`easgd_jax.algorithms.collectives.disagreement_as_nan`).
+    hold none (the synchronous executor builds its transformation with
+    ``on_disagreement="nan"``: the exchange's replica check marks a disagreement with NaN).
     """
     if path is None:
         yield

@@ -114,6 +114,7 @@ from easgd_jax.training.common import (
 )
 from easgd_jax.training.lock import workdir_lock
 from easgd_jax.training.metrics import MetricsWriter, write_final_metrics
+from easgd_jax.training.plan import Plan
 
 # A test hook: ``(worker, local step)`` called before every local step of the threads
 # executor's workers (may raise, as a dying worker).
@@ -288,7 +289,8 @@ def _schedule(run: _Run, num_ticks: int,
     nbytes = simulated_time.async_exchange_bytes(config, spec, run.model, run.params, shape)
     return cluster.cluster_schedule(
         simulated_time.make_cluster(config, compute_s, "parameter_server"),
-        config.num_workers, num_ticks, config.algorithm.get("period") or 1, nbytes,
+        config.num_workers, num_ticks, spec.period(config_lib.algorithm_hparams(config)) or 1,
+        nbytes,
         config.seed, asyn.clock_spread, asyn.clock_jitter, spec.exchange_step), compute_s
 
 
@@ -602,10 +604,12 @@ class _ServerDriver:
         return metrics, totals, record, outcome.wall_time_s
 
 
-def validate(config: ml_collections.ConfigDict) -> AsyncRule:
-    """:func:`easgd_jax.training.config.validate` for an asynchronous executor; returns the
-    algorithm's asynchronous rule."""
-    config_lib.validate(config)
+def validate(config: ml_collections.ConfigDict, plan: Plan | None = None) -> AsyncRule:
+    """:func:`easgd_jax.training.config.validate` for an asynchronous executor (skipped when
+    the caller made the config's ``plan``, which validated it); returns the algorithm's
+    asynchronous rule."""
+    if plan is None:
+        config_lib.validate(config)
     if config.executor not in config_lib.ASYNC_EXECUTORS:
         raise ValueError(f"training.asynchronous runs config.executor in "
                          f"{', '.join(config_lib.ASYNC_EXECUTORS)}; got {config.executor!r}.")
@@ -617,7 +621,8 @@ def validate(config: ml_collections.ConfigDict) -> AsyncRule:
 
 
 def train_and_evaluate(
-    config: ml_collections.ConfigDict, workdir: str, overwrite: bool = False
+    config: ml_collections.ConfigDict, workdir: str, overwrite: bool = False,
+    plan: Plan | None = None,
 ) -> dict[str, Any]:
     """Runs ``config.algorithm``'s asynchronous rule with ``config.executor``; returns the
     final metrics, all numbers (``workdir/final_metrics.json`` also lists the local steps
@@ -625,8 +630,9 @@ def train_and_evaluate(
     may grow) resumes from its latest checkpoint, or if finished changes nothing; one of
     another config is refused unless ``overwrite``. Stopped by SIGTERM/SIGINT: the metrics
     so far with ``stopped_at_step`` (no ``final_metrics.json``). The workdir is locked for
-    the whole run (:mod:`.lock`): a second run into it is refused."""
-    rule = validate(config)
+    the whole run (:mod:`.lock`): a second run into it is refused. ``plan``: the config's
+    :func:`~easgd_jax.training.plan.make_plan` when the caller validated it already."""
+    rule = validate(config, plan)
     with workdir_lock(workdir):
         return _train_and_evaluate(config, workdir, overwrite, rule)
 

@@ -78,6 +78,37 @@ class TrainState(NamedTuple):
     rng: jax.Array
 
 
+def _run_keys(config: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array]:
+    """``(init key, workers' key)`` of a run: the params' initializer and the parent of
+    every worker's RNG key, split from ``config.seed``."""
+    init_rng, worker_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+    return init_rng, worker_rng
+
+
+def initial_params(config: ml_collections.ConfigDict, model,
+                   example_shape: tuple[int, ...]) -> Any:
+    """Every worker's starting params: ``model`` initialised from ``config.seed``, in
+    ``config.train.param_dtype``. The synchronous executor and
+    :func:`~easgd_jax.training.export.load_center` (through ``jax.eval_shape``) both start
+    here."""
+    params = init_params(model, example_shape, _run_keys(config)[0])
+    dtype = np.dtype(config.train.param_dtype)
+    return jax.tree.map(lambda a: jnp.asarray(a).astype(dtype), params)
+
+
+def initial_state(config: ml_collections.ConfigDict, tx: optax.GradientTransformation,
+                  params: Any, workers: range | None = None) -> TrainState:
+    """The synchronous executor's starting state of ``workers`` (default: all p), stacked
+    along a leading worker axis: every worker at the same ``params``, its optimizer state
+    from its own ``tx.init`` (the per-worker init), and its own RNG key (split p ways from
+    ``config.seed``, so a worker's key does not depend on which process builds it)."""
+    workers = range(config.num_workers) if workers is None else workers
+    stacked = jax.tree.map(lambda a: jnp.broadcast_to(a, (len(workers), *jnp.shape(a))),
+                           params)
+    keys = jax.random.split(_run_keys(config)[1], config.num_workers)
+    return TrainState(stacked, jax.vmap(tx.init)(stacked), keys[workers.start:workers.stop])
+
+
 def make_local_step(model, tx: optax.GradientTransformation, weight_decay: float,
                     spec: Spec | None = None, unroll_workers: bool | None = None):
     """One local step of one worker: gradient at ``params`` (+ l2 * params), then ``tx``.

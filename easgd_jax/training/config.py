@@ -21,6 +21,8 @@ from typing import Any
 import ml_collections
 from ml_collections import config_dict
 
+from easgd_jax.algorithms.rates import moving_rate
+
 EXECUTORS = ("sync", "simulated_async", "threads", "ray")
 ASYNC_EXECUTORS = EXECUTORS[1:]
 ON_WORKER_FAILURE = ("stop", "continue")
@@ -32,14 +34,13 @@ RESUMABLE_CHANGES = ("train.num_steps",)
 PER_LAUNCH_FIELDS = ("distributed.process_id", "distributed.coordinator_address",
                      "distributed.heartbeat_timeout_s", "launch",
                      "launch.config_file", "launch.overrides", "launch.git_commit")
-# Synchronous algorithms whose center moves by x~ <- (1 - beta) x~ + beta * mean_i x_i with
-# beta = num_workers * moving_rate (Zhang et al. 2015, eqs 5-6).
-ELASTIC_SYNC = ("easgd", "eamsgd")
 # Sections whose fields are free (an algorithm's hyperparameters, a model's kwargs): checked
 # against the algorithm's or the model's signature instead of the schema.
 FREE_SECTIONS = ("algorithm", "model.kwargs")
 # The longest default round (train.steps_per_round = 0): its batches are built on the host.
 MAX_DEFAULT_ROUND = 50
+# The sampling block of an algorithm without a period (local steps the data stream is drawn in).
+NO_PERIOD_BLOCK = 10
 
 
 def defaults() -> ml_collections.ConfigDict:
@@ -68,7 +69,7 @@ def defaults() -> ml_collections.ConfigDict:
     config.algorithm.learning_rate = 0.1  # eta
     config.algorithm.momentum = 0.9  # delta
     # alpha = beta / p with the paper's beta = 0.9: set it anew when changing num_workers.
-    config.algorithm.moving_rate = 0.9 / config.num_workers
+    config.algorithm.moving_rate = moving_rate(0.9, config.num_workers)
     config.algorithm.period = 10  # tau
 
     config.train = ml_collections.ConfigDict()
@@ -192,10 +193,22 @@ def _choice(field: str, value: Any, allowed: tuple[str, ...]) -> None:
 
 
 def algorithm_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """``config.algorithm`` without its name: the constructor's keyword arguments."""
+    """The constructor's keyword arguments of ``config.algorithm`` (all its fields but the
+    name) on ``config.num_workers`` workers, as the algorithm's registry Spec derives them
+    (a stated ``beta`` becomes ``moving_rate = beta / p``: ``Spec.hyperparameters``)."""
+    return _spec(config).hyperparameters(_given_hparams(config), config.num_workers)
+
+
+def _given_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
     hparams = config.algorithm.to_dict()
     hparams.pop("name")
     return hparams
+
+
+def _spec(config: ml_collections.ConfigDict):
+    from easgd_jax.algorithms import registry
+
+    return registry.get_spec(config.algorithm.name)
 
 
 def sampling_block(config: ml_collections.ConfigDict) -> int:
@@ -204,7 +217,7 @@ def sampling_block(config: ml_collections.ConfigDict) -> int:
     that a config's data stream does not depend on how its steps are grouped into rounds."""
     if config.train.steps_per_round:
         return int(config.train.steps_per_round)
-    return int(config.algorithm.get("period", 10))
+    return _spec(config).period(algorithm_hparams(config)) or NO_PERIOD_BLOCK
 
 
 def steps_per_round(config: ml_collections.ConfigDict) -> int:
@@ -226,19 +239,16 @@ def steps_per_round(config: ml_collections.ConfigDict) -> int:
 
 def round_period(config: ml_collections.ConfigDict) -> int | None:
     """The period the compiled rounds are traced in (``parallel.make_round(period=...)``):
-    the algorithm's exchange clock, ``config.algorithm.period`` divided by
-    ``config.algorithm.num_fragments`` when set (streaming fragments: one fragment is
-    exchanged every period / F steps, which fragment decided at run time), when a round is
-    a whole number of those periods, so that every round starts at a multiple of it; None
-    otherwise (the steps decide at run time)."""
-    period = config.algorithm.get("period")
-    fragments = config.algorithm.get("num_fragments") or 1
-    if (isinstance(period, int) and period >= 1 and isinstance(fragments, int)
-            and fragments >= 1 and period % fragments == 0):
-        period //= fragments
-        if steps_per_round(config) % period == 0:
-            return period
-    return None
+    the algorithm's exchange interval (``Spec.exchange_interval``: tau, or tau / F with
+    streaming fragments, one fragment exchanged every tau / F steps, which one decided at
+    run time), when a round is a whole number of those intervals, so that every round starts
+    at a multiple of it; None otherwise, and for an algorithm without a period (the steps
+    decide at run time)."""
+    spec, hparams = _spec(config), algorithm_hparams(config)
+    if spec.period(hparams) is None:
+        return None
+    interval = spec.exchange_interval(hparams)
+    return interval if steps_per_round(config) % interval == 0 else None
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -356,38 +366,6 @@ def _check_data_fits_model(data_name: str, model_name: str) -> None:
         f"{', '.join(fitting)}.")
 
 
-def _check_elastic_stability(config: ml_collections.ConfigDict) -> None:
-    """Synchronous EASGD/EAMSGD: refuses beta = p * alpha where the center's mean dynamics
-    diverge on every quadratic; warns (a UserWarning) where the center is no longer a moving
-    average.
-
-    The worker mean y and the center x~ follow z <- M z with M = [[1 - alpha - eta h, alpha],
-    [beta, 1 - beta]] (the paper's supplement; analysis/synchronous.py). Its eigenvalues lie
-    inside the unit circle only if (2 - alpha - eta h)(2 - beta) > alpha beta, which fails for
-    every eta h > 0 once alpha + beta >= 2, i.e. beta >= 2p / (p + 1). For 1 < beta below
-    that, x~ <- (1 - beta) x~ + beta * mean_i x_i overshoots the workers' mean (the paper
-    takes 0 <= beta <= 1, beta = 0.9) and is stable only for small enough eta h: a warning.
-    """
-    if config.algorithm.name not in ELASTIC_SYNC or "moving_rate" not in config.algorithm:
-        return
-    p, alpha = config.num_workers, float(config.algorithm.moving_rate)
-    beta = p * alpha
-    if beta <= 1:
-        return
-    fix = (f"set config.algorithm.moving_rate <= 1 / p = {1 / p:.4g} (the paper's beta = 0.9: "
-           f"--config.algorithm.moving_rate={0.9 / p:.4g})")
-    stated = (f"config.algorithm.moving_rate {alpha:g} with config.num_workers {p} gives "
-              f"beta = p * moving_rate = {beta:.4g}")
-    if alpha + beta >= 2:
-        raise ValueError(
-            f"{stated}; synchronous {config.algorithm.name} diverges for beta >= 2p / (p + 1) "
-            f"= {2 * p / (p + 1):.4g} (the center's update x~ <- (1 - beta) x~ + beta * "
-            f"mean_i x_i is a moving average for 0 <= beta <= 1): {fix}.")
-    warnings.warn(f"{stated} > 1: the center overshoots the workers' mean (the paper takes "
-                  f"0 <= beta <= 1) and is stable only for a small enough learning rate; {fix}.",
-                  UserWarning, stacklevel=2)
-
-
 def _check_sync(config: ml_collections.ConfigDict) -> None:
     from easgd_jax.algorithms import registry
 
@@ -410,10 +388,11 @@ def _check_sync(config: ml_collections.ConfigDict) -> None:
     _choice("algorithm.name", config.algorithm.name, tuple(registry.algorithm_names()))
     try:
         # Building the transformation checks every hyperparameter's value; nothing is traced.
-        registry.get_algorithm(config.algorithm.name, **algorithm_hparams(config))
+        hparams = algorithm_hparams(config)
+        registry.get_algorithm(config.algorithm.name, **hparams)
     except ValueError as e:
         raise ValueError(f"config.algorithm: {e}") from None
-    _check_elastic_stability(config)
+    registry.get_spec(config.algorithm.name).check_config(hparams, config.num_workers)
     if registry.is_grouped(config.algorithm.name) and num_groups < 2:
         raise ValueError(
             f"config.algorithm.name {config.algorithm.name!r} runs on groups of workers: set "
@@ -509,7 +488,7 @@ def _check_asynchrony(config: ml_collections.ConfigDict) -> None:
 def _check_finite_hyperparameters(config: ml_collections.ConfigDict) -> None:
     """A hyperparameter that is a non-finite number (``learning_rate=inf`` or ``nan``) would
     train to NaN and end in a NonFiniteError: refused here, in one line."""
-    for name, value in algorithm_hparams(config).items():
+    for name, value in _given_hparams(config).items():
         if (isinstance(value, numbers.Real) and not isinstance(value, bool)
                 and not math.isfinite(value)):
             raise ValueError(f"config.algorithm.{name} must be a finite number, got {value!r}.")

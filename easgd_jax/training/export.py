@@ -19,19 +19,16 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 from absl import logging
 
 from easgd_jax.algorithms import registry
 from easgd_jax.training import config as config_lib
 from easgd_jax.training.checkpoint import Checkpointer
-from easgd_jax.training.common import load_data_and_model
+from easgd_jax.training.common import initial_params, initial_state, load_data_and_model
 from easgd_jax.training.sync import TrainState, evaluation_point
 
 
@@ -50,29 +47,27 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 def abstract_train_state(config: ml_collections.ConfigDict,
                          device: jax.Device | None = None) -> TrainState:
     """The shapes, dtypes and a one-device sharding of the synchronous executor's stacked
-    state for ``config`` (every worker's params, optimizer state and RNG key), built as the
-    executor builds it (``jax.eval_shape``: nothing is allocated)."""
+    state for ``config`` (every worker's params, optimizer state and RNG key), built by the
+    executor's own :func:`~easgd_jax.training.common.initial_state` (``jax.eval_shape``:
+    nothing is allocated) on a one-device layout."""
     spec = registry.get_spec(config.algorithm.name)
-    axes: dict[str, Any] = {"axis_name": "workers"}
-    if spec.grouped:
-        axes = {"axis_name": "members", "group_axis_name": "groups"}
-    tx = registry.get_algorithm(config.algorithm.name, **axes,
-                                **config_lib.algorithm_hparams(config))
+    tx = spec.build(config_lib.algorithm_hparams(config), _AbstractAxes(spec.grouped))
     dataset, model = load_data_and_model(config)
-    dtype = np.dtype(config.train.param_dtype)
-    p = config.num_workers
-
-    def initial_state() -> TrainState:
-        init_rng, worker_rng = jax.random.split(jax.random.PRNGKey(config.seed))
-        sample = jnp.zeros((1, *dataset.example_shape), jnp.float32)
-        params = model.init(init_rng, sample, train=False)["params"]
-        params = jax.tree.map(lambda a: a.astype(dtype), params)
-        stacked = jax.tree.map(lambda a: jnp.broadcast_to(a, (p, *a.shape)), params)
-        return TrainState(stacked, jax.vmap(tx.init)(stacked), jax.random.split(worker_rng, p))
-
+    state = jax.eval_shape(lambda: initial_state(
+        config, tx, initial_params(config, model, dataset.example_shape)))
     sharding = jax.sharding.SingleDeviceSharding(device or jax.local_devices()[0])
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
-                        jax.eval_shape(initial_state))
+                        state)
+
+
+class _AbstractAxes:
+    """Axis names for a transformation that is only initialised (``tx.init`` runs no
+    collective): the names do not reach the state."""
+
+    def __init__(self, grouped: bool):
+        self.axis_name = "workers"
+        self.member_axis_name = "members"
+        self.group_axis_name = "groups" if grouped else None
 
 
 def load_state(workdir: str, step: int | None = None) -> tuple[int, TrainState]:

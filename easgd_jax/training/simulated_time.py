@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from easgd_jax.algorithms import registry
+from easgd_jax import parallel
 from easgd_jax.algorithms.base import Spec
 from easgd_jax.parallel import cluster as cluster_lib
 from easgd_jax.training import config as config_lib
@@ -133,11 +133,16 @@ def _measure_step(model, params, example_shape, batch_size: int, weight_decay: f
 
 
 def exchange_bytes(config: ml_collections.ConfigDict, spec: Spec, model, params,
-                   example_shape) -> tuple[float, float]:
+                   example_shape, tx: optax.GradientTransformation | None = None,
+                   layout: parallel.WorkerLayout | None = None) -> tuple[float, float]:
     """(bytes of an exchange step, bytes of a local step) one worker contributes, read from
     the algorithm's one-worker step lowered for ``num_workers`` devices; scaled to
     ``config.cluster.model_bytes`` when set. An algorithm without a synchronous form (APAM)
-    moves its parameters: their bytes."""
+    moves its parameters: their bytes.
+
+    ``tx`` and ``layout``: the synchronous run's own transformation and the layout it was
+    built on (its axis names name the lowered mesh's axes); without them (an asynchronous
+    run's messages) the synchronous form is built here, one worker per axis entry."""
     param_bytes = sum(int(np.asarray(a).nbytes) for a in jax.tree.leaves(params))
     scale = config.cluster.model_bytes / param_bytes if config.cluster.model_bytes else 1.0
     if spec.sync is None:
@@ -145,28 +150,53 @@ def exchange_bytes(config: ml_collections.ConfigDict, spec: Spec, model, params,
     key = ("bytes", _key(config, "algorithm", "model", "data", "num_workers", "num_groups"),
            str(jax.tree.map(lambda a: (np.shape(a), str(np.asarray(a).dtype)), params)))
     if key not in _CACHE:
-        _CACHE[key] = _lowered_bytes(config, spec, model, params, example_shape)
+        _CACHE[key] = _lowered_bytes(config, spec, model, params, example_shape, tx, layout)
     b_x, b_l = _CACHE[key]
-    fragments = config.algorithm.get("num_fragments") or 1
+    fragments = spec.num_fragments(config_lib.algorithm_hparams(config))
     # A fragmented exchange step holds F alternative branches, one of which runs.
     return b_x / fragments * scale, b_l * scale
 
 
-def _lowered_bytes(config, spec: Spec, model, params, example_shape) -> tuple[float, float]:
+def _lowering_mesh(spec: Spec, config: ml_collections.ConfigDict,
+                   layout: parallel.WorkerLayout | None
+                   ) -> tuple[tuple[int, ...], tuple[str, ...], parallel.WorkerLayout | Any]:
+    """``(shape, axis names, axes)`` of the abstract mesh a step is lowered on: the run's
+    layout's worker axes (devices, then vmapped workers), or one named axis per worker
+    (groups x members for a grouped algorithm) when there is no run."""
+    if layout is not None:
+        names = layout.device_axes + (() if layout.workers_per_device == 1
+                                      else (parallel.LOCAL_AXIS,))
+        shape = tuple(layout.mesh.shape[a] for a in layout.device_axes)
+        shape += () if layout.workers_per_device == 1 else (layout.workers_per_device,)
+        return shape, names, layout
     p, groups = config.num_workers, config.num_groups
     if spec.grouped:
-        shape, names = (groups, p // groups), ("cluster_groups", "cluster_members")
-        axes = {"axis_name": names[1], "group_axis_name": names[0]}
-    else:
-        shape, names, axes = (p,), ("cluster_workers",), {"axis_name": "cluster_workers"}
-    tx = registry.get_algorithm(config.algorithm.name, **axes,
-                                **config_lib.algorithm_hparams(config))
+        return ((groups, p // groups), ("cluster_groups", "cluster_members"),
+                _Axes("cluster_members", "cluster_members", "cluster_groups"))
+    return (p,), ("cluster_workers",), _Axes("cluster_workers", "cluster_workers", None)
+
+
+class _Axes(NamedTuple):
+    """Worker axes by name (``base.WorkerAxes``) for a step lowered without a run."""
+
+    axis_name: str
+    member_axis_name: str
+    group_axis_name: str | None
+
+
+def _lowered_bytes(config, spec: Spec, model, params, example_shape,
+                   tx: optax.GradientTransformation | None,
+                   layout: parallel.WorkerLayout | None) -> tuple[float, float]:
+    shape, names, axes = _lowering_mesh(spec, config, layout)
+    hparams = config_lib.algorithm_hparams(config)
+    if tx is None:
+        tx = spec.build(hparams, axes)
     step = make_local_step(model, tx, config.train.weight_decay, spec)
     carry = jax.eval_shape(lambda: TrainState(params, tx.init(params), jax.random.PRNGKey(0)))
     dtype = jax.tree.leaves(params)[0].dtype
     batch = (jax.ShapeDtypeStruct((config.train.batch_size, *example_shape), dtype),
              jax.ShapeDtypeStruct((config.train.batch_size,), jnp.int32))
-    periodic = config.algorithm.get("period") is not None
+    periodic = spec.period(hparams) is not None
     b_x = cluster_lib.lowered_step_bytes(step, carry, batch, shape, names,
                                          True if periodic else None)
     b_l = cluster_lib.lowered_step_bytes(step, carry, batch, shape, names, False) if periodic \
@@ -175,16 +205,19 @@ def _lowered_bytes(config, spec: Spec, model, params, example_shape) -> tuple[fl
 
 
 def sync_clock(config: ml_collections.ConfigDict, spec: Spec, model, params,
-               example_shape, compute_s: float | None = None) -> SyncClock:
+               example_shape, compute_s: float | None = None,
+               tx: optax.GradientTransformation | None = None,
+               layout: parallel.WorkerLayout | None = None) -> SyncClock:
     """The synchronous run's clock (module docstring); ``compute_s``: a step time measured
-    before (a resumed run keeps the one its checkpoint saved), else :func:`compute_seconds`."""
+    before (a resumed run keeps the one its checkpoint saved), else :func:`compute_seconds`;
+    ``tx`` / ``layout``: the run's transformation and layout (:func:`exchange_bytes`)."""
     compute = (compute_s if compute_s is not None
                else compute_seconds(config, model, params, example_shape))
-    b_x, b_l = exchange_bytes(config, spec, model, params, example_shape)
-    period = config.algorithm.get("period")
-    fragments = config.algorithm.get("num_fragments") or 1
+    b_x, b_l = exchange_bytes(config, spec, model, params, example_shape, tx, layout)
+    hparams = config_lib.algorithm_hparams(config)
     return SyncClock(make_cluster(config, compute, spec.topology), config.num_workers,
-                     period, spec.exchange_step, fragments, b_x, b_l)
+                     spec.period(hparams), spec.exchange_step, spec.num_fragments(hparams),
+                     b_x, b_l)
 
 
 def async_exchange_bytes(config: ml_collections.ConfigDict, spec: Spec, model, params,

@@ -33,6 +33,7 @@ process 0 writes metrics.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from collections.abc import Callable
@@ -47,7 +48,6 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from easgd_jax import data, parallel
-from easgd_jax.algorithms import registry
 from easgd_jax.algorithms.base import Spec, check_chain_order
 from easgd_jax.training import config as config_lib
 from easgd_jax.training import simulated_time
@@ -59,7 +59,8 @@ from easgd_jax.training.common import (
     NonFiniteError,
     TrainState,
     already_finished,
-    init_params,
+    initial_params,
+    initial_state,
     load_data_and_model,
     make_evaluator,  # noqa: F401
     make_local_step,
@@ -68,6 +69,7 @@ from easgd_jax.training.common import (
 )
 from easgd_jax.training.lock import workdir_lock
 from easgd_jax.training.metrics import MetricsWriter, write_final_metrics
+from easgd_jax.training.plan import Plan, make_plan
 
 
 def evaluation_point(spec: Spec, state: TrainState):
@@ -192,205 +194,227 @@ def _to_global(make: Callable[[range], Any], layout: parallel.WorkerLayout, like
     return jax.tree.unflatten(treedef, arrays)
 
 
-def _exchanges_per_step(config: ml_collections.ConfigDict) -> float:
-    period = config.algorithm.get("period", 1)  # algorithms without a period exchange always
-    return 1.0 / period if period else 1.0
-
-
-def _allreduce_seconds(layout: parallel.WorkerLayout, params: Any, repeats: int = 20) -> float:
-    """Median time of one all-reduce of a parameter-sized vector over the workers: the
-    exchange of EASGD and the gradient all-reduce of data-parallel SGD."""
-    size = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(params))
-    reduce = parallel.per_worker(lambda v: jax.lax.psum(v, layout.axis_name), layout)
-    vector = _to_global(lambda w: np.zeros((len(w), size), np.float32), layout,
-                        jax.ShapeDtypeStruct((layout.num_workers, size), jnp.float32))
-    jax.block_until_ready(reduce(vector))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(reduce(vector))
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
 def train_and_evaluate(
-    config: ml_collections.ConfigDict, workdir: str, overwrite: bool = False
+    config: ml_collections.ConfigDict, workdir: str, overwrite: bool = False,
+    plan: Plan | None = None,
 ) -> dict[str, Any]:
     """Trains ``config.num_workers`` workers in SPMD rounds and evaluates the evaluation
     point; returns the final metrics.
 
     An existing workdir with the same config is resumed from its latest checkpoint; one
-    with a different config is refused unless ``overwrite``.
+    with a different config is refused unless ``overwrite``. ``plan``: the config's
+    :func:`~easgd_jax.training.plan.make_plan`, when the caller validated it already.
     """
-    return train(config, workdir, overwrite)[1]
+    return train(config, workdir, overwrite, plan)[1]
 
 
 def train(
-    config: ml_collections.ConfigDict, workdir: str, overwrite: bool = False
+    config: ml_collections.ConfigDict, workdir: str, overwrite: bool = False,
+    plan: Plan | None = None,
 ) -> tuple[TrainState, dict[str, Any]]:
     """:func:`train_and_evaluate`, also returning the final state of all workers. The
     workdir is locked for the whole run (:mod:`.lock`): a second run into it is refused."""
-    config_lib.validate(config)
+    plan = make_plan(config) if plan is None else plan
     if config.executor != "sync":
         raise ValueError(f"training.sync runs config.executor 'sync', got {config.executor!r} "
                          "(easgd_jax.training.train_and_evaluate picks the executor).")
     with workdir_lock(workdir):
-        return _train(config, workdir, overwrite)
+        run = _build(config, plan, workdir, overwrite)
+        state, record = _start(run, config, workdir)
+        if record is None:  # finished already: nothing changes
+            run.checkpoints.close()
+            return state, already_finished(config, workdir)
+        try:
+            state, metrics = _loop(run, state, record)
+        finally:
+            run.checkpoints.close()
+            record.writer.close()
+        metrics["wall_time_s"] = time.perf_counter() - record.start_s
+        metrics["cluster"] = run.cluster_clock.describe()
+        if jax.process_index() == 0 and "stopped_at_step" not in metrics:
+            write_final_metrics(workdir, {"step": record.step, **metrics})
+        return state, metrics
 
 
-def _train(
-    config: ml_collections.ConfigDict, workdir: str, overwrite: bool
-) -> tuple[TrainState, dict[str, Any]]:
-    spec = registry.get_spec(config.algorithm.name)
+@dataclasses.dataclass
+class _Run:
+    """What a synchronous run builds once, before its first round."""
+
+    plan: Plan
+    workdir: str
+    layout: parallel.WorkerLayout
+    tx: optax.GradientTransformation  # the algorithm, built once on the layout
+    initial: TrainState  # every worker's starting state (global arrays)
+    round_fn: Callable  # (state, batches) -> (state, summary): one compiled round
+    round_batches: Callable[[int], Any]  # step -> the round's batches, on the devices
+    evaluation: Callable[[TrainState], tuple]  # state -> a dispatched evaluation
+    checkpoints: Checkpointer
+    cluster_clock: Any  # simulated_time.SyncClock, built by _start (it may reuse a step time)
+    model: Any
+    params: Any  # the starting params of one worker (host arrays)
+    dataset: data.Dataset
+
+
+def _build(config: ml_collections.ConfigDict, plan: Plan, workdir: str,
+           overwrite: bool) -> _Run:
+    """The layout, the transformation (built ONCE, here), the data, the starting state, the
+    compiled round, the batches, the evaluation and the checkpointer of a run."""
+    spec = plan.spec
     layout = parallel.make_worker_layout(
         config.num_workers, config.num_devices or None, config.num_groups)
-    tx = registry.get_algorithm(
-        config.algorithm.name,
-        axis_name=layout.member_axis_name if spec.grouped else layout.axis_name,
-        group_axis_name=layout.group_axis_name, on_disagreement="nan",
-        **config_lib.algorithm_hparams(config))
+    tx = spec.build(plan.hparams, layout, on_disagreement="nan")
     dataset, model = load_data_and_model(config)
     prepare_workdir(config, workdir, overwrite)
     logging.info("%d workers on %d %s device(s) (%d per device, %d process(es)); algorithm %s; "
                  "data %s %s", layout.num_workers, layout.num_devices,
                  jax.devices()[0].platform, layout.workers_per_device, jax.process_count(),
                  config.algorithm.name, dataset.name, dataset.example_shape)
-
-    p = layout.num_workers
-    init_rng, worker_rng = jax.random.split(jax.random.PRNGKey(config.seed))
-    params = jax.device_get(init_params(model, dataset.example_shape, init_rng))
-    # Training dtype: the params, and with them the optimizer state and (below) the batches.
-    dtype = np.dtype(config.train.param_dtype)
-    params = jax.tree.map(lambda a: np.asarray(a, dtype), params)
-
-    def initial_state(workers: range) -> TrainState:
-        # The same starting point for every worker; per-worker RNG keys.
-        stacked = jax.tree.map(lambda a: jnp.broadcast_to(a, (len(workers), *a.shape)), params)
-        keys = jax.random.split(worker_rng, p)[workers.start:workers.stop]
-        return TrainState(stacked, jax.vmap(tx.init)(stacked), keys)
-
-    abstract_state = jax.eval_shape(lambda: initial_state(range(p)))
+    params = jax.device_get(initial_params(config, model, dataset.example_shape))
+    abstract_state = jax.eval_shape(lambda: initial_state(config, tx, params))
     check_chain_order(abstract_state.opt_state)  # a registered algorithm passes; a wrapper may not
-    state = _to_global(initial_state, layout, abstract_state)
-    period = config_lib.round_period(config)
-    rounds = config_lib.steps_per_round(config)
-    round_fn = make_train_round(config, model, tx, spec, layout)
-    evaluation = make_evaluation(spec, model, layout, dataset)
-    sampler = data.WorkerSampler(dataset.train_x, dataset.train_y, p,
+    sampler = data.WorkerSampler(dataset.train_x, dataset.train_y, plan.num_workers,
                                  config.train.batch_size, config.seed, augment=dataset.augment,
-                                 block=config_lib.sampling_block(config))
-    round_batches = _batch_maker(dataset, sampler, layout, rounds, config.train.batch_size,
-                                 dtype)
+                                 block=plan.sampling_block)
+    dtype = np.dtype(config.train.param_dtype)
+    return _Run(
+        plan=plan, workdir=workdir, layout=layout, tx=tx,
+        initial=_to_global(lambda workers: initial_state(config, tx, params, workers),
+                           layout, abstract_state),
+        round_fn=make_train_round(config, model, tx, spec, layout),
+        round_batches=_batch_maker(dataset, sampler, layout, plan.round_steps,
+                                   config.train.batch_size, dtype),
+        evaluation=make_evaluation(spec, model, layout, dataset),
+        checkpoints=Checkpointer(workdir, config.checkpoint.max_to_keep),
+        cluster_clock=None, model=model, params=params, dataset=dataset)
 
-    checkpoints = Checkpointer(workdir, config.checkpoint.max_to_keep)
-    step, pending_losses, history, compute_s = 0, [], [], None
-    restored = checkpoints.restore_latest(state)
+
+@dataclasses.dataclass
+class _Record:
+    """The loop's running record: where it is, what it has not written yet, and its
+    metrics writer. ``start_s`` / ``start_step``: when and where this process began."""
+
+    step: int
+    pending_losses: list[float]
+    history: list[dict]
+    writer: MetricsWriter
+    start_step: int
+    start_s: float = dataclasses.field(default_factory=time.perf_counter)
+    saved_step: int = -1
+    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _start(run: _Run, config: ml_collections.ConfigDict,
+           workdir: str) -> tuple[TrainState, _Record | None]:
+    """The starting state and record: the latest verified checkpoint's, or the initial
+    state at step 0; ``(state, None)`` when the run had finished at that checkpoint. Builds
+    the run's cluster clock (a resumed run keeps the step time its checkpoint saved)."""
+    step, state, pending_losses, history, compute_s = 0, run.initial, [], [], None
+    restored = run.checkpoints.restore_latest(state)
     if restored is not None:
         step, state, meta = restored
         final = already_finished(config, workdir)
         if final is not None and step == final["step"]:
-            checkpoints.close()
-            return state, final
+            return state, None
         pending_losses, history = meta["pending_losses"], meta["history"]
-        compute_s = meta.get("cluster_compute_s")  # a resumed run keeps its measured step
+        compute_s = meta.get("cluster_compute_s")
         logging.info("resumed from the checkpoint at step %d", step)
-    saved_step = step
-    writer = MetricsWriter(workdir, config.train.num_steps, resume_step=step,
+    run.cluster_clock = simulated_time.sync_clock(
+        config, run.plan.spec, run.model, run.params, run.dataset.example_shape, compute_s,
+        tx=run.tx, layout=run.layout)
+    writer = MetricsWriter(workdir, run.plan.num_steps, resume_step=step,
                            enabled=jax.process_index() == 0, tensorboard=config.tensorboard)
-    exchange_seconds = _allreduce_seconds(layout, params)
-    cluster_clock = simulated_time.sync_clock(config, spec, model, params, dataset.example_shape,
-                                              compute_s)
+    return state, _Record(step, pending_losses, history, writer, start_step=step,
+                          saved_step=step)
 
-    def save(at_step: int) -> None:
-        meta = {"step": at_step, "pending_losses": [float(x) for x in pending_losses],
-                "history": jax.tree.map(lambda a: np.asarray(a).tolist(), history),
-                "cluster_compute_s": cluster_clock.cluster.compute_s}
-        checkpoints.save(at_step, state, meta)
 
-    def absorb(first_step: int, summary) -> None:
-        """Reads a round's summary (blocking until that round is done); raises on NaN."""
-        if jax.process_count() > 1:  # every process reads every worker's row (a collective)
-            summary = multihost_utils.process_allgather(summary, tiled=True)
-        mean_losses, first_bad, finite, per_period = jax.device_get(summary)  # [p] each
-        if (first_bad >= 0).any() or not finite.all():
-            bad = np.where(first_bad >= 0, first_bad, rounds)
-            bad_worker = int(np.argmin(bad))
-            where = (f"a loss of worker {bad_worker} at step {first_step + bad[bad_worker]}"
-                     if (first_bad >= 0).any() else
-                     f"the evaluation point after step {first_step + rounds}")
-            last = checkpoints.steps()
-            raise NonFiniteError(
-                f"non-finite value (NaN or Inf) in {where}; stopping. The last good "
-                f"checkpoint is step {last[-1] if last else 'none'} in {workdir}.")
-        pending_losses.append(float(np.mean(mean_losses)))
-        for j in range(rounds // (period or rounds)):
-            history.append({name: value[:, j] for name, value in per_period.items()})
-
-    metrics: dict[str, Any] = {}
-    start, start_step = time.perf_counter(), step
-    every = config.checkpoint.every
-
-    def write_evaluation(at_step: int, dispatched, done_s: float) -> None:
-        """The evaluation line of step ``at_step``, every round up to it absorbed;
-        ``dispatched`` (:func:`make_evaluation`) was enqueued on the state after it."""
-        nonlocal metrics, pending_losses, history
-        metrics = read_evaluation(*dispatched, pending_losses)
-        metrics.update(_per_round(history, layout))
-        metrics["steps_per_second"] = (at_step - start_step) / (done_s - start)
-        metrics["communication_time_estimate_s"] = (
-            exchange_seconds * _exchanges_per_step(config) * (at_step - start_step))
-        metrics["simulated_time_s"] = cluster_clock.time_s(at_step)
-        metrics["exchange_bytes_per_step"] = cluster_clock.bytes_per_step
-        writer.write(at_step, metrics)
-        pending_losses, history = [], []
-
+def _loop(run: _Run, state: TrainState, record: _Record) -> tuple[TrainState, dict[str, Any]]:
+    """The rounds from ``record.step`` to the end (or a stop signal): round k is dispatched,
+    then round k - 1's summary read and round k + 1's batches built while k runs; an
+    evaluation between checkpoints is enqueued before the next round and written after it
+    is dispatched; checkpoints and the end wait for the state."""
+    plan = run.plan
     pending = None  # (first step, summary) of the round dispatched last, not yet read
-    # (step, an evaluation dispatched on the state after it, before the next round), written
-    # once the next round is dispatched: the host never holds the device back to evaluate.
-    deferred = None
-    batches = round_batches(step) if step < config.train.num_steps else None
+    deferred = None  # (step, evaluation dispatched after it), written after the next dispatch
+    batches = run.round_batches(record.step) if record.step < plan.num_steps else None
     with stop_requests() as stop:
-        while step < config.train.num_steps:
-            state, summary = round_fn(state, batches)  # dispatched; the summary inside
+        while record.step < plan.num_steps:
+            state, summary = run.round_fn(state, batches)  # dispatched; the summary inside
             if pending is not None:
-                absorb(*pending)  # the previous round: done by the time this one runs
+                _absorb(run, record, *pending)  # the previous round: done by now
             if deferred is not None:
-                write_evaluation(*deferred, time.perf_counter())
+                _write_evaluation(run, record, *deferred, time.perf_counter())
                 deferred = None
-            pending = (step, summary)
-            step += rounds
-            if step < config.train.num_steps:
-                batches = round_batches(step)  # host work while the device runs the round
+            pending = (record.step, summary)
+            record.step += plan.round_steps
+            step = record.step
+            if step < plan.num_steps:
+                batches = run.round_batches(step)  # host work while the device runs
             stopping = _agreed_stop(stop)
-            evaluating = step % config.train.eval_every == 0 or step == config.train.num_steps
-            saving = (every and step % every == 0) or step == config.train.num_steps or stopping
+            evaluating, saving = plan.evaluates(step), plan.saves(step) or stopping
             if evaluating and not saving:  # enqueued before the next round donates the state
-                deferred = (step, evaluation(state))
+                deferred = (step, run.evaluation(state))
                 continue
             if not (evaluating or saving):
                 continue
-            absorb(*pending)
+            _absorb(run, record, *pending)
             pending = None
             if evaluating:
-                done_s = time.perf_counter()
-                write_evaluation(step, evaluation(state), done_s)
-            if saving and step != saved_step:
-                save(step)
-                saved_step = step
-            if stopping and step < config.train.num_steps:
+                _write_evaluation(run, record, step, run.evaluation(state), time.perf_counter())
+            if saving and step != record.saved_step:
+                _save(run, record, state)
+            if stopping and step < plan.num_steps:
                 logging.warning("%s: saved a checkpoint at step %d and stopped; run again "
                                 "with the same workdir to resume.",
                                 f"signal {stop[0]} received" if stop else
                                 "another process received a stop signal", step)
-                metrics = {**metrics, "stopped_at_step": step}
-                break
-    checkpoints.close()
-    writer.close()
-    metrics["wall_time_s"] = time.perf_counter() - start
-    metrics["cluster"] = cluster_clock.describe()
-    if jax.process_index() == 0 and "stopped_at_step" not in metrics:
-        write_final_metrics(workdir, {"step": step, **metrics})
-    return state, metrics
+                return state, {**record.metrics, "stopped_at_step": step}
+    return state, record.metrics
+
+
+def _absorb(run: _Run, record: _Record, first_step: int, summary) -> None:
+    """Reads a round's summary (blocking until that round is done) into ``record``; raises
+    NonFiniteError naming the worker and step of a NaN or Inf."""
+    if jax.process_count() > 1:  # every process reads every worker's row (a collective)
+        summary = multihost_utils.process_allgather(summary, tiled=True)
+    mean_losses, first_bad, finite, per_period = jax.device_get(summary)  # [p] each
+    rounds = run.plan.round_steps
+    if (first_bad >= 0).any() or not finite.all():
+        bad = np.where(first_bad >= 0, first_bad, rounds)
+        bad_worker = int(np.argmin(bad))
+        where = (f"a loss of worker {bad_worker} at step {first_step + bad[bad_worker]}"
+                 if (first_bad >= 0).any() else
+                 f"the evaluation point after step {first_step + rounds}")
+        last = run.checkpoints.steps()
+        raise NonFiniteError(
+            f"non-finite value (NaN or Inf) in {where}; stopping. The last good "
+            f"checkpoint is step {last[-1] if last else 'none'} in "
+            f"{run.workdir}.")
+    record.pending_losses.append(float(np.mean(mean_losses)))
+    for j in range(rounds // (run.plan.round_period or rounds)):
+        record.history.append({name: value[:, j] for name, value in per_period.items()})
+
+
+def _write_evaluation(run: _Run, record: _Record, at_step: int, dispatched,
+                      done_s: float) -> None:
+    """The evaluation line of step ``at_step``, every round up to it absorbed;
+    ``dispatched`` (:func:`make_evaluation`) was enqueued on the state after it."""
+    metrics = read_evaluation(*dispatched, record.pending_losses)
+    metrics.update(_per_round(record.history, run.layout))
+    metrics["steps_per_second"] = (at_step - record.start_step) / (done_s - record.start_s)
+    metrics["simulated_time_s"] = run.cluster_clock.time_s(at_step)
+    metrics["exchange_bytes_per_step"] = run.cluster_clock.bytes_per_step
+    record.writer.write(at_step, metrics)
+    record.metrics = metrics
+    record.pending_losses, record.history = [], []
+
+
+def _save(run: _Run, record: _Record, state: TrainState) -> None:
+    """A checkpoint of ``state`` at ``record.step`` with what the record has not written."""
+    meta = {"step": record.step, "pending_losses": [float(x) for x in record.pending_losses],
+            "history": jax.tree.map(lambda a: np.asarray(a).tolist(), record.history),
+            "cluster_compute_s": run.cluster_clock.cluster.compute_s}
+    run.checkpoints.save(record.step, state, meta)
+    record.saved_step = record.step
 
 
 def _agreed_stop(stop: list[int]) -> bool:
