@@ -35,8 +35,8 @@ setup(
         "tensorboardX>=2.6,<3.0",
     ],
     extras_require={
-        # The tests cover the Ray executor too (tests/test_ray_executor.py).
-        # setuptools and wheel: tests/test_install.py builds the wheel without build isolation.
+        # The tests cover the Ray executor too (tests/e2e/test_ray_executor.py).
+        # setuptools and wheel: tests/e2e/test_install.py builds the wheel without build isolation.
         "test": ["pytest>=8.0", "pytest-xdist>=3.5,<4", "ruff>=0.6", "ray>=2.40,<3",
                  "setuptools>=68", "wheel>=0.41"],
         "cuda12": ["jax[cuda12]>=0.7.0,<1.0"],
@@ -45,7 +45,7 @@ setup(
         # writing them needs only tensorboardX.
         "tensorboard": ["tensorboard>=2.15,<3"],
         # The PyTorch side of benchmarks/vs_pytorch.py; not needed to train. Without it the
-        # script (and its test in tests/test_benchmarks.py) checks the one-line error instead.
+        # script (and its test in tests/e2e/test_benchmarks.py) checks the one-line error instead.
         "bench": ["torch>=2.4,<3"],
         # The documentation site (docs/, sphinx-build -W -n): MyST Markdown, the furo theme,
         # and one notebook executed during the build (myst-nb runs it in an ipykernel).

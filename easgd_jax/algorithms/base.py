@@ -569,9 +569,14 @@ class Spec:
     def build(self, hparams: Mapping[str, Any], layout: WorkerAxes,
               **builder_arguments: Any) -> optax.GradientTransformation:
         """The synchronous transformation with ``hparams`` (constructor arguments, checked
-        by name) on ``layout``'s axes; ``builder_arguments`` go to the constructor as they
-        are (arguments that are not hyperparameters)."""
-        return self.form()(**self.axes(layout), **hparams, **builder_arguments)
+        by name) on ``layout``'s axes; ``builder_arguments`` (arguments that are not
+        hyperparameters, such as ``on_disagreement``) go to a constructor that takes them
+        and are left out for one that does not (a user's registered algorithm without a
+        replicated center)."""
+        params = inspect.signature(self.form()).parameters
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        passed = {k: v for k, v in builder_arguments.items() if takes_any or k in params}
+        return self.form()(**self.axes(layout), **hparams, **passed)
 
     # ----------------------------------------------------------------------- evaluation
 

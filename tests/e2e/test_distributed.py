@@ -31,14 +31,14 @@ import sys
 import jax
 import numpy as np
 import pytest
-from test_checkpoint import SMALL
+from helpers import SMALL
 
 import easgd_jax
 from easgd_jax.training import sync as train
 from easgd_jax.training.checkpoint import Checkpointer
 from easgd_jax.training.metrics import read_metrics
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
 from easgd_jax.configs import easgd  # noqa: E402

@@ -17,7 +17,7 @@ from easgd_jax.training import config as validation
 from easgd_jax.training import sync as train
 from easgd_jax.training.metrics import read_metrics
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ASYNC_CONFIGS = ("async_easgd", "async_eamsgd", "async_downpour", "async_lsgd", "apam")
 
 

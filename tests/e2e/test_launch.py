@@ -21,7 +21,7 @@ from easgd_jax.training import common, metrics
 from easgd_jax.training import config as config_lib
 from easgd_jax.training.logs import QuietLibraries, quiet_library_logs
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT = os.path.join(ROOT, "configs", "default.py")
 
 
@@ -315,12 +315,13 @@ def test_jax_and_matplotlib_info_lines_are_dropped_unless_verbose():
     assert quiet.filter(record("jax._src.xla_bridge", std_logging.WARNING))
     assert quiet.filter(record("easgd_jax.training.sync", std_logging.INFO))
     assert quiet.filter(record("jaxtyping_like_user_module", std_logging.INFO))
-    before = logging.get_verbosity()
+    absl_logger = logging.get_absl_logger()
+    before = absl_logger.level  # (NOTSET: set_verbosity(get_verbosity()) would not restore it)
     logging.set_verbosity(logging.DEBUG)
     try:
         assert quiet.filter(probe) and quiet.filter(fonts)
     finally:
-        logging.set_verbosity(before)
+        absl_logger.setLevel(before)
 
 
 def test_tensorboard_viewer_is_an_extra():

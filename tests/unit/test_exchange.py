@@ -18,15 +18,17 @@ import ml_dtypes
 import numpy as np
 import optax
 import pytest
+from helpers import CURVATURE, quadratic_rounds
+from helpers import quadratic_start as _start
+from helpers import quadratic_targets as _targets
+from helpers import run_quadratic as _run
 from jax.flatten_util import ravel_pytree
-from test_outer import H as CURVATURE
-from test_outer import _run, _start, _targets, quadratic_rounds
 
 from easgd_jax import parallel
 from easgd_jax.algorithms import exchange, registry
 from easgd_jax.training import config as config_lib
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from benchmarks import hlo  # noqa: E402
 
 BF16 = ml_dtypes.bfloat16

@@ -18,10 +18,9 @@ from easgd_jax.training import config as validation
 from easgd_jax.training import sync as train
 from easgd_jax.training.metrics import read_metrics
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "configs"))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import default  # noqa: E402  (configs/default.py)
+from easgd_jax.configs import default  # noqa: E402
 
 
 def _small_config(**train_overrides):
@@ -323,7 +322,7 @@ def test_launch_from_another_folder_applies_overrides_and_records_them(tmp_path)
     assert saved["algorithm"]["name"] == "lsgd_nesterov"
     assert saved["algorithm"]["period"] == 2
     assert saved["num_workers"] == 2
-    assert saved["launch"]["config_file"] == config_file
+    assert saved["launch"]["config_file"] == os.path.realpath(config_file)  # configs/: a link
     assert saved["launch"]["overrides"] == " ".join(overrides)
     assert len(saved["launch"]["git_commit"].removesuffix("+dirty")) == 40
     records = read_metrics(str(tmp_path / "run"))

@@ -18,7 +18,7 @@ from easgd_jax.experiments.sweep import load_config_file, plan
 from easgd_jax.training import config as validation
 from easgd_jax.training import sync as train
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = os.path.join(ROOT, "configs")
 
 # --- the paper's configs --------------------------------------------------------------------

@@ -5,6 +5,7 @@ failure counts, simulated cluster time, the speed-up table, one colour per metho
 import json
 import os
 
+import helpers
 import matplotlib.figure
 import ml_collections
 import pytest
@@ -101,9 +102,8 @@ def test_summary_states_the_rule_and_counts_failures(edge_of_stability):
 
 
 def test_old_summary_is_read_as_failures_left_out():
-    rows = report.read_summary_csv(os.path.join(
-        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "mnist1d_paper",
-        "issue10_summary.csv"))
+    rows = report.read_summary_csv(os.path.join(helpers.ROOT, "docs", "mnist1d_paper",
+                                                "issue10_summary.csv"))
     row = only(rows, grid="p", method="easgd", p=4)
     assert row["chosen_learning_rate"] == 1.0 and row["seeds"] == 1
     assert row["failed_seeds"] is None and row["mean_final_test_error"] == pytest.approx(0.048)
@@ -237,9 +237,9 @@ def test_main_runs_after_a_plain_import(edge_of_stability, capsys):
     """The command line's flags live on ``report.FLAGS`` (absl's global FLAGS holds none of
     them): once they are parsed, :func:`report.main` runs in this process, with --workdir
     and with --new_summary and --compare."""
-    assert "workdir" not in flags.FLAGS and "workdir" in report.FLAGS
-    docs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs",
-                        "mnist1d_paper")
+    assert "workdir" in report.FLAGS and "new_summary" not in flags.FLAGS
+    assert report.FLAGS.find_module_defining_flag("workdir") == report.__name__
+    docs = os.path.join(helpers.ROOT, "docs", "mnist1d_paper")
     try:
         report.FLAGS(["report", f"--workdir={edge_of_stability}", "--threshold=0.2"])
         report.main(["report"])

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PACKAGE = "easgd_jax"
 
 # Layers, lowest first: module-name prefixes (a package, or a module, and everything in it).
@@ -151,7 +151,7 @@ def layer_violations(graph: dict[str, dict[str, int]]) -> list[str]:
         layer = layer_of(module)
         if layer is None:
             problems.append(f"{module}: in no layer; add it to LAYERS (or LEAVES) in "
-                            "tests/test_layers.py")
+                            "tests/unit/test_layers.py")
             continue
         for target, line in imported.items():
             where = f"{module} (line {line}) imports {target}"

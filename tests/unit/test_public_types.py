@@ -20,7 +20,7 @@ import easgd_jax
 from easgd_jax.algorithms import registry
 from easgd_jax.configs import tuned
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NUM_WORKERS = 2
 
 # Optional hyperparameters that change the type of the state (a residual for error feedback),

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from test_async_train import small
+from helpers import small_async_config as small
 
 from easgd_jax.parallel import ray_server, server
 from easgd_jax.parallel.executor import Capabilities, WorkerFailedError
@@ -23,7 +23,7 @@ from easgd_jax.training.checkpoint import Checkpointer
 from easgd_jax.training.common import NonFiniteError
 from easgd_jax.training.metrics import read_metrics
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TIMING = ("steps_per_second", "wall_time_s", "compile_time_s")
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from easgd_jax.training import config as config_lib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
 from easgd_jax.configs import default, easgd, lsgd  # noqa: E402

@@ -69,6 +69,19 @@ def _steps(tx, grouped: bool, params, num_steps: int = 3, donate: bool = False, 
     return params, state
 
 
+@functools.cache
+def _plain_cached(name: str, frozen: tuple, dtype: str):
+    hparams = dict(frozen)
+    return _steps(helpers.build(name, **hparams), registry.is_grouped(name),
+                  helpers.stacked(dtype=dtype))
+
+
+def _plain(name: str, hparams: dict, dtype: str = "float32"):
+    """``_steps`` of ``name`` built plainly, once per (name, hyperparameters, dtype): the
+    reference several checks compare with (float64 ones run under ``jax.enable_x64``)."""
+    return _plain_cached(name, tuple(sorted(hparams.items())), dtype)
+
+
 def _buffers(tree) -> list[int]:
     return [a.unsafe_buffer_pointer() for a in jax.tree.leaves(tree) if isinstance(a, jax.Array)]
 
@@ -90,9 +103,8 @@ def donation(name: str, hparams: dict) -> None:
     state_buffers = _buffers(state)
     assert len(set(state_buffers)) == len(state_buffers), f"{name}: two fields share a buffer"
     assert not set(state_buffers) & set(_buffers(params)), f"{name}: state holds params' buffers"
-    expected = _steps(tx, grouped, helpers.stacked())
     donated = _steps(tx, grouped, helpers.stacked(), donate=True)
-    _same(donated, expected)
+    _same(donated, _plain(name, hparams))
 
 
 def inject_hyperparams(name: str, hparams: dict) -> None:
@@ -105,8 +117,7 @@ def inject_hyperparams(name: str, hparams: dict) -> None:
     # the two programs may round in another order (float32 AMSGrad differs in its last bits).
     with jax.enable_x64(True):
         injected = _steps(wrapped, spec.grouped, helpers.stacked(dtype=jnp.float64))
-        plain = _steps(helpers.build(name, **hparams), spec.grouped,
-                       helpers.stacked(dtype=jnp.float64))
+        plain = _plain(name, hparams, "float64")
     _same((injected[0], injected[1].inner_state), plain, rtol=1e-12, atol=1e-15)
 
 
@@ -116,15 +127,14 @@ def chain_order(name: str, hparams: dict) -> None:
         optax.chain(optax.clip_by_global_norm(1e6), helpers.build(name, **hparams)))
     with jax.enable_x64(True):  # two programs: compared in float64
         params, state = _steps(chained, grouped, helpers.stacked(dtype=jnp.float64))
-        alone = _steps(helpers.build(name, **hparams), grouped,
-                       helpers.stacked(dtype=jnp.float64))[0]
+        alone = _plain(name, hparams, "float64")[0]
     base.check_chain_order(state)  # accepted behind a gradient transformation
     _same(params, alone, rtol=1e-12, atol=1e-15)
 
 
 def evaluation_point(name: str, hparams: dict) -> None:
     spec = registry.get_spec(name)
-    params, state = _steps(helpers.build(name, **hparams), spec.grouped, helpers.stacked())
+    params, state = _plain(name, hparams)
     point = spec.evaluation_params(state, params)
     assert jax.tree.structure(point) == jax.tree.structure(params)
     for a, b in zip(jax.tree.leaves(point), jax.tree.leaves(params), strict=True):
@@ -146,8 +156,8 @@ def bfloat16_center(name: str, hparams: dict) -> None:
 
 
 def extra_arguments(name: str, hparams: dict) -> None:
-    tx, grouped = helpers.build(name, **hparams), registry.is_grouped(name)
-    plain = _steps(tx, grouped, helpers.stacked())
+    grouped = registry.is_grouped(name)
+    plain = _plain(name, hparams)
     raw = registry.get_algorithm(name, **helpers.axes(name), **hparams)  # not wrapped
     with_extra = _steps(raw, grouped, helpers.stacked(), value=jnp.float32(1.0),
                         unexpected_extra_arg_your_optimizer_does_not_expect=1)
@@ -156,7 +166,7 @@ def extra_arguments(name: str, hparams: dict) -> None:
 
 def checkpoint_round_trip(name: str, hparams: dict, workdir: str) -> None:
     tx, grouped = helpers.build(name, **hparams), registry.is_grouped(name)
-    params, state = _steps(tx, grouped, helpers.stacked())
+    params, state = _plain(name, hparams)
     checkpoints = Checkpointer(workdir, max_to_keep=1)
     try:
         checkpoints.save(3, (params, state), {"step": 3})

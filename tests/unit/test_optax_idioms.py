@@ -15,20 +15,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from test_donation import HPARAMS  # each name's hyperparameters, from its config file
 
 import easgd_jax
-from easgd_jax.algorithms import registry
 
 P, GROUPS = 4, 2
 X0 = {"w": np.array([0.5, -1.0, 2.0], np.float32), "b": np.array([0.25], np.float32)}
-
-
-def _integer_hparams(hparams: dict) -> tuple[str, ...]:
-    """The structural hyperparameters (periods, windows) and flags: static under
-    ``inject_hyperparams``; every float (the rates) is injected."""
-    return tuple(k for k, v in hparams.items()
-                 if isinstance(v, bool | str) or (isinstance(v, int) and k != "momentum"))
 
 
 def _one_step(tx: optax.GradientTransformation, grouped: bool):
@@ -53,29 +44,6 @@ def _one_step(tx: optax.GradientTransformation, grouped: bool):
             *split)
         return jax.tree.map(lambda a: a.reshape(P, *a.shape[2:]), out)
     return jax.jit(jax.vmap(step, axis_name="workers"))(stacked, c)
-
-
-def _axes(name: str) -> dict:
-    if registry.is_grouped(name):
-        return {"axis_name": "members", "group_axis_name": "groups"}
-    return {"axis_name": "workers"}
-
-
-@pytest.mark.parametrize("name", registry.algorithm_names())
-def test_every_algorithm_works_under_inject_hyperparams(name):
-    spec = registry.get_spec(name)
-    hparams = HPARAMS[name]
-    static = _integer_hparams(hparams)
-    injected = [k for k in hparams if k not in static]
-    assert injected, name  # every algorithm has at least one rate to inject
-    wrapped = optax.inject_hyperparams(spec.sync, static_args=static)(**_axes(name), **hparams)
-    plain = registry.get_algorithm(name, **_axes(name), **hparams)
-    updates, state = _one_step(wrapped, spec.grouped)
-    ref_updates, ref_state = _one_step(plain, spec.grouped)
-    assert set(injected) <= set(state.hyperparams)  # (defaults are injected too)
-    for a, b in zip(jax.tree.leaves((updates, state.inner_state)),
-                    jax.tree.leaves((ref_updates, ref_state)), strict=True):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
 
 
 def test_eamsgd_under_inject_hyperparams_without_static_args_and_a_new_rate():

@@ -15,7 +15,7 @@ from easgd_jax.training import config as config_lib
 from easgd_jax.training import sync
 from easgd_jax.training.metrics import read_metrics
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
 from easgd_jax.configs import lsgd  # noqa: E402

@@ -14,17 +14,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import SMALL, config_with
+from helpers import corrupt as _corrupt
+from helpers import free_ports as _free_ports
+from helpers import small_sync_config as _config
+from helpers import wait_for_checkpoint as _wait_for_checkpoint
+from helpers import without_timing as _without_timing
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
-from test_checkpoint import SMALL, _config, _corrupt, _wait_for_checkpoint, _without_timing
-from test_distributed import _config as easgd_config
-from test_distributed import _free_ports
 
 from easgd_jax.training import lock as lock_lib
 from easgd_jax.training import sync as train
 from easgd_jax.training.checkpoint import Checkpointer, CheckpointError, state_checksums
 from easgd_jax.training.metrics import read_metrics
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def easgd_config(overrides: dict):
+    return config_with("easgd", overrides)
 
 
 def _files(workdir) -> dict[str, bytes]:

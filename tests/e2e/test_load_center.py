@@ -13,7 +13,7 @@ import sys
 import jax
 import numpy as np
 import pytest
-from test_checkpoint import _config  # digits + mlp, the round test_checkpoint compiles
+from helpers import small_sync_config as _config  # digits + mlp, test_checkpoint's round
 
 import easgd_jax
 from easgd_jax import data, models
@@ -21,7 +21,7 @@ from easgd_jax.training import sync
 from easgd_jax.training.common import make_evaluator
 from easgd_jax.training.metrics import read_metrics
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")

@@ -3,54 +3,35 @@ data-parallel SGD, optax.lookahead), the sign of the outer step, and the executo
 with the outer step on the last step of each period."""
 
 import jax
-import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
+from helpers import (
+    CURVATURE,
+    QUADRATIC_SHAPES,
+    quadratic_rounds,
+    quadratic_start,
+    quadratic_targets,
+    run_quadratic,
+)
 
 import easgd_jax
 from easgd_jax.algorithms import outer, registry
-from easgd_jax.parallel import make_round, make_worker_layout
+from easgd_jax.parallel import make_worker_layout
 
 P = 3
-SHAPES = {"a": (2,), "b": (2, 3)}
-H = 0.7  # curvature: worker i minimises 0.5 H ||x - target_i||^2
-
-
-def _tree(rng, leading=()):
-    return {k: rng.normal(size=(*leading, *s)).astype(np.float32) for k, s in SHAPES.items()}
+SHAPES, H = QUADRATIC_SHAPES, CURVATURE  # worker i minimises 0.5 H ||x - target_i||^2
 
 
 def _start(p=P, seed=1):
-    x0 = _tree(np.random.default_rng(seed))
-    return {k: np.broadcast_to(v, (p, *v.shape)).copy() for k, v in x0.items()}
+    return quadratic_start(p, seed)
 
 
 def _targets(p=P, seed=0):
-    return _tree(np.random.default_rng(seed), (p,))
+    return quadratic_targets(p, seed)
 
 
-def _run(tx, params, targets, steps):
-    """``steps`` updates of ``tx`` on vmapped workers; the params and states of every step.
-    The center starts at worker 0's parameters (the workers may start elsewhere)."""
-    state = jax.vmap(tx.init)(params)
-    if hasattr(state, "center"):  # data_parallel_sgd, compared with, has none
-        state = state._replace(center=jax.tree.map(
-            lambda a: jnp.broadcast_to(a[0], a.shape), params))
-
-    def step(carry, _):
-        params, state = carry
-        grads = jax.tree.map(lambda x, t: H * (x - t), params, targets)
-
-        def update(g, s, p):
-            u, s = tx.update(g, s, p)
-            return optax.apply_updates(p, u), s
-
-        params, state = jax.vmap(update, axis_name="workers")(grads, state, params)
-        return (params, state), (params, state)
-
-    return jax.lax.scan(step, (params, state), None, length=steps)[1]
+_run = run_quadratic
 
 
 def _reference(x0, targets, eta, mu, period, outer_eta, outer_mu, steps):
@@ -152,33 +133,6 @@ def test_one_outer_sgd_step_moves_the_center_downhill():
     before = loss({k: v[0] for k, v in x0.items()})
     after = loss({k: v[1, 0] for k, v in state.center.items()})
     assert after < before, (before, after)
-
-
-def quadratic_rounds(tx, layout, steps):
-    """``run(period, exchange_step) -> (params, state)``: one executor round
-    (``make_round``) of ``steps`` local steps of ``tx`` on the quadratic, always from the same
-    start and targets; ``period=None``: the steps decide at run time."""
-    rng = np.random.default_rng(3)
-    p = layout.num_workers
-    x0 = {k: np.broadcast_to(rng.normal(size=s).astype(np.float32), (p, *s)).copy()
-          for k, s in SHAPES.items()}
-    targets = {k: rng.normal(size=(p, steps, *s)).astype(np.float32)
-               for k, s in SHAPES.items()}
-
-    def step(carry, target, communicate=None):
-        params, state = carry
-        grads = jax.tree.map(lambda x, t: H * (x - t), params, target)
-        u, state = tx.update(grads, state, params, communicate=communicate)
-        return (optax.apply_updates(params, u), state), ()
-
-    state0 = jax.vmap(tx.init)(x0)
-
-    def run(period, exchange_step="first"):
-        round_fn = make_round(step, layout, donate=False, period=period,
-                              exchange_step=exchange_step)
-        return round_fn((x0, state0), targets)[0]
-
-    return run
 
 
 def test_rounds_trace_the_outer_step_last_and_match_the_unrolled_run():
@@ -323,31 +277,3 @@ def test_async_diloco_round_robin_applies_one_outer_step_per_arrival():
     np.testing.assert_allclose(state.master.center, c, rtol=1e-5)
     for i in range(p):
         np.testing.assert_allclose(state.workers.params[i], x[i], rtol=1e-5, atol=1e-7)
-
-
-@pytest.mark.slow
-def test_diloco_resumed_between_outer_steps_equals_a_straight_run(tmp_path):
-    """A checkpoint in the middle of a block (step 15, H = 10) holds the outer momentum, the
-    per-fragment outer states and the error-feedback residuals: resumed from it, the run
-    equals a straight one bit for bit (issue 17)."""
-    from test_checkpoint import _assert_states_equal
-    from test_checkpoint import _config as small_config
-
-    from easgd_jax.training import sync
-
-    def config(num_steps):
-        c = small_config(num_steps=num_steps, every=5)
-        c.algorithm = ml_collections.ConfigDict(dict(
-            name="diloco", learning_rate=0.05, momentum=0.9, period=10,
-            outer_learning_rate=0.7, outer_momentum=0.9, num_fragments=2,
-            exchange_dtype="bfloat16", error_feedback=True))
-        c.train.eval_every = c.train.steps_per_round = 5  # rounds of H / F steps
-        c.model.kwargs.hidden = (32,)
-        return c
-
-    straight, _ = sync.train(config(20), str(tmp_path / "straight"))
-    workdir = str(tmp_path / "resumed")
-    sync.train(config(15), workdir)  # stops mid-block, after the fragment exchange at 15
-    resumed, _ = sync.train(config(20), workdir)  # the exchange at 20 uses the restored state
-    _assert_states_equal(resumed, straight)
-    assert np.any(np.asarray(jax.tree.leaves(straight.opt_state.outer_state)[0]) != 0)

@@ -8,7 +8,7 @@ import pytest
 
 from easgd_jax.training import config as validation
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
 from easgd_jax.configs import async_easgd, easgd  # noqa: E402

@@ -4,27 +4,23 @@ HLO of the same algorithm on 4 devices, and the times a run records."""
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
+import helpers
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks import hlo  # noqa: E402
 from easgd_jax import models, parallel  # noqa: E402
 from easgd_jax.algorithms import registry  # noqa: E402
+from easgd_jax.configs import default  # noqa: E402
 from easgd_jax.parallel import cluster  # noqa: E402
-from easgd_jax.training import asynchronous, simulated_time, sync  # noqa: E402
-from easgd_jax.training.metrics import read_metrics  # noqa: E402
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs"))
-import async_easgd  # noqa: E402  (configs/async_easgd.py)
-import default  # noqa: E402  (configs/default.py)
+from easgd_jax.training import simulated_time  # noqa: E402
 
 P = 1027  # parameters of the quadratic-sized vector below
 
@@ -112,68 +108,13 @@ DILOCO = dict(learning_rate=0.1, momentum=0.9, outer_learning_rate=0.7, outer_mo
     ("easgd", dict(learning_rate=0.1, moving_rate=0.2, period=4), 4 * P + 2 * 4 * 4, 1),
     ("diloco", DILOCO, 4 * P + 2 * 4 * 4, 1),
     # bfloat16 on the wire, the 2 p float32 checksums as 8 p exact bfloat16 words; XLA:CPU
-    # widens a bfloat16 all-reduce to float32 when it compiles it (tests/test_exchange.py).
+    # widens a bfloat16 all-reduce to float32 when it compiles it (tests/unit/test_exchange.py).
     ("diloco", {**DILOCO, "exchange_dtype": "bfloat16"}, 2 * P + 2 * 8 * 4, 2),
 ])
 def test_lowered_exchange_bytes_equal_the_compiled_programs(name, hparams, expected, widened):
     lowered, compiled = _quadratic_tx_bytes(name, **hparams)
     assert lowered == expected
     assert compiled == widened * lowered  # one exchange per period in the compiled round
-
-
-def _tiny(tmp_path, **overrides):
-    config = default.get_config()
-    config.data.name, config.model.name = "digits", "mlp"
-    config.train.batch_size, config.train.num_steps, config.train.eval_every = 16, 20, 10
-    config.num_devices = 1
-    config.checkpoint.every = 0
-    config.tensorboard = False
-    config.cluster.compute_s_per_step = 2e-3
-    config.cluster.latency_us = 10.0
-    for key, value in overrides.items():
-        node, *path = key.split(".")
-        target = config
-        for part in [node, *path][:-1]:
-            target = target[part]
-        target[[node, *path][-1]] = value
-    return config
-
-
-def test_a_sync_run_records_the_clusters_time(tmp_path):
-    config = _tiny(tmp_path)
-    sync.train_and_evaluate(config, str(tmp_path))
-    records = read_metrics(str(tmp_path))
-    spec = registry.get_spec("eamsgd")
-    dataset_shape = (8, 8, 1)
-    model = models.get_model("mlp", 10)
-    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, *dataset_shape)))["params"]
-    size = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(params))
-    exchange = 4 * size + 2 * 4 * 4  # the center's difference and the 2 p checksums
-    c = cluster.Cluster(2e-3, 10e9 / 8, 10e-6)
-    for r in records:  # tau = 10: exchanges at t = 0 and 10
-        n = -(-r["step"] // 10)
-        assert r["simulated_time_s"] == pytest.approx(
-            r["step"] * 2e-3 + n * c.ring_allreduce_s(exchange, 4))
-        assert r["exchange_bytes_per_step"] == pytest.approx(exchange / 10)
-    assert spec.topology == "ring" and registry.get_spec("downpour").topology == \
-        "parameter_server"
-
-
-def test_a_simulated_async_run_takes_its_times_from_the_cluster(tmp_path):
-    config = _tiny(tmp_path, **{"executor": "simulated_async", "asynchrony.schedule": "cluster",
-                                "asynchrony.clock_spread": 0.5})
-    config.algorithm = async_easgd.get_config().algorithm
-    asynchronous.train_and_evaluate(config, str(tmp_path))
-    records = read_metrics(str(tmp_path))
-    model = models.get_model("mlp", 10)
-    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1)))["params"]
-    nbytes = simulated_time.async_exchange_bytes(config, registry.get_spec("easgd"), model,
-                                                 params, (8, 8, 1))
-    schedule = cluster.cluster_schedule(
-        cluster.Cluster(2e-3, 10e9 / 8, 10e-6, "parameter_server"), 4, 80, 10, nbytes, 0, 0.5)
-    assert [r["simulated_time_s"] for r in records] == pytest.approx(
-        [schedule.times[39], schedule.times[79]])
-    assert len(set(schedule.workers[:80].tolist())) == 4
 
 
 def test_fragments_and_model_bytes_scale_the_exchange():
@@ -185,7 +126,7 @@ def test_fragments_and_model_bytes_scale_the_exchange():
     spec = registry.get_spec("diloco")
 
     def bytes_of(**overrides):
-        config = _tiny(None, **overrides)
+        config = helpers.tiny_cluster_config(None, **overrides)
         config.algorithm = default.tuned.algorithm("diloco", 4)
         config.algorithm.period = 8
         for key, value in overrides.items():
@@ -199,37 +140,6 @@ def test_fragments_and_model_bytes_scale_the_exchange():
     assert abs(fragment - checks - size) <= 4  # a quarter of the parameters' 4 size bytes
     doubled, _ = bytes_of(**{"cluster.model_bytes": 2 * 4 * size})
     assert doubled == pytest.approx(2 * (4 * size + checks))
-
-
-@pytest.mark.parametrize("executor", ["sync", "simulated_async"])
-def test_a_resumed_run_keeps_its_measured_step_time(tmp_path, monkeypatch, executor):
-    """With a measured step time (cluster.compute_s_per_step = 0) a resumed run takes the one
-    its checkpoint saved, not a new measurement: its simulated clock (and, for the cluster
-    schedule, its worker order) goes on as if it had not stopped."""
-    overrides = {"cluster.compute_s_per_step": 0.0, "checkpoint.every": 10}
-    if executor != "sync":
-        overrides.update({"executor": "simulated_async", "asynchrony.schedule": "cluster"})
-    config = _tiny(tmp_path, **overrides)
-    if executor != "sync":
-        config.algorithm = async_easgd.get_config().algorithm
-    calls = []  # the first measurement says 2 ms a step, any later one 7 ms
-
-    def measure(*args, **kwargs):
-        calls.append(1)
-        return 2e-3 if len(calls) == 1 else 7e-3
-
-    monkeypatch.setattr(simulated_time, "_measure_step", measure)
-    monkeypatch.setattr(simulated_time, "_CACHE", {})
-    train = sync.train_and_evaluate if executor == "sync" else asynchronous.train_and_evaluate
-    config.train.num_steps = 10
-    train(config, str(tmp_path / "run"))
-    simulated_time._CACHE.clear()  # a new process would measure again
-    config.train.num_steps = 20
-    train(config, str(tmp_path / "run"))
-    first, second = (r["simulated_time_s"] for r in read_metrics(str(tmp_path / "run")))
-    # Both halves at 2 ms a step: the second ends at about twice the first, not 2 + 7 ms.
-    assert second == pytest.approx(2 * first, rel=0.2)
-    assert len(calls) == 1  # measured once, never again on the resume
 
 
 def test_the_step_is_measured_once_per_model_data_batch_and_dtype(monkeypatch):

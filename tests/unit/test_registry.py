@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from test_donation import HPARAMS  # each name's hyperparameters, from its config file
+from helpers import HPARAMS  # each name's hyperparameters, from its config file
 
 from easgd_jax.algorithms import base, registry
 from easgd_jax.algorithms.adaptive import ApamMasterState
