@@ -39,14 +39,13 @@ writes SWEEP_DIR/report/:
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from absl import flags
 
 # The names below are also this module's for its callers (sweep.py, tests).
-from easgd_jax.experiments import findings, report_spec, tables
+from easgd_jax.experiments import cli, findings, report_spec, tables
 from easgd_jax.experiments.plots import method_styles, plot_grid
 from easgd_jax.experiments.runs import (  # noqa: F401
     RunResult,
@@ -174,20 +173,8 @@ def main(argv: list[str]) -> None:
 
 def run_main() -> None:
     """The command line: this module's flags (``FLAGS``), then absl's own (``--verbosity``)
-    and :func:`main`."""
-    from absl import app
-
-    def parse(argv: list[str]) -> list[str]:
-        if any(arg in ("-h", "-help", "--help", "-?", "--helpshort") for arg in argv[1:]):
-            print(f"{__doc__}\nflags:\n{FLAGS.get_help()}")  # absl's would list none of them
-            sys.exit(0)
-        try:
-            return flags.FLAGS(FLAGS(argv, known_only=True))
-        except flags.Error as e:
-            print(f"{os.path.basename(argv[0])}: error: {e}", file=sys.stderr)
-            sys.exit(2)
-
-    app.run(main, flags_parser=parse)
+    and :func:`main` (:func:`easgd_jax.experiments.cli.run`)."""
+    cli.run(main, FLAGS, __doc__)
 
 
 if __name__ == "__main__":

@@ -77,6 +77,7 @@ from absl import flags, logging
 
 from easgd_jax import training
 from easgd_jax.algorithms import rates, registry
+from easgd_jax.experiments import cli
 from easgd_jax.experiments import report as sweep_report
 from easgd_jax.experiments.report import run_status as status
 from easgd_jax.training import config as config_lib
@@ -537,17 +538,8 @@ def main(argv: list[str]) -> None:
 
 def run_main() -> None:
     """The command line: this module's flags (``FLAGS``), then absl's own (``--verbosity``)
-    and :func:`main`."""
-    from absl import app
-
-    def parse(argv: list[str]) -> list[str]:
-        try:
-            return flags.FLAGS(FLAGS(argv, known_only=True))
-        except flags.Error as e:
-            print(f"{os.path.basename(argv[0])}: error: {e}", file=sys.stderr)
-            sys.exit(2)
-
-    app.run(main, flags_parser=parse)
+    and :func:`main` (:func:`easgd_jax.experiments.cli.run`)."""
+    cli.run(main, FLAGS, __doc__)
 
 
 if __name__ == "__main__":
