@@ -235,7 +235,14 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str, overwrite: 
     path = os.path.join(workdir, "config.json")
     if os.path.exists(path) and not overwrite:
         with open(path, encoding="utf-8") as f:
-            saved = json.load(f)
+            try:
+                saved = json.load(f)
+            except json.JSONDecodeError as e:
+                raise WorkdirConfigError(
+                    f"{path} does not parse (JSONDecodeError: {e}): the workdir's record of "
+                    "its run's config is damaged. Restore it, use another workdir, or start "
+                    "afresh (--overwrite, or train_and_evaluate(..., overwrite=True))."
+                ) from None
         current = json.loads(config.to_json_best_effort())
         differences = config_differences(saved, current, resumable_changes)
         if differences:

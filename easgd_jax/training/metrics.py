@@ -103,8 +103,18 @@ def finished_run(workdir: str, num_steps: int) -> dict[str, Any] | None:
     path = os.path.join(workdir, FINAL_METRICS)
     if not os.path.exists(path):
         return None
-    with open(path, encoding="utf-8") as f:
-        record = json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+        if not isinstance(record, dict):
+            raise ValueError(f"a JSON {type(record).__name__}, not an object")
+    except ValueError as e:  # JSONDecodeError too: cut by a crash or edited by hand
+        aside = f"{path}.damaged-{time.time_ns()}"
+        os.replace(path, aside)  # kept for inspection, never deleted
+        logging.warning("%s does not parse (%s: %s); moved it to %s. The run's results are "
+                        "rebuilt from its last checkpoint and metrics.jsonl.", path,
+                        type(e).__name__, e, aside)
+        return None
     return record if record.get("step", -1) >= num_steps else None
 
 

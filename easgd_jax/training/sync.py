@@ -68,7 +68,12 @@ from easgd_jax.training.common import (
     stop_requests,
 )
 from easgd_jax.training.lock import workdir_lock
-from easgd_jax.training.metrics import MetricsWriter, write_final_metrics
+from easgd_jax.training.metrics import (
+    FINAL_METRICS,
+    MetricsWriter,
+    read_metrics,
+    write_final_metrics,
+)
 from easgd_jax.training.plan import Plan, make_plan
 
 
@@ -220,16 +225,17 @@ def train(
                          "(easgd_jax.training.train_and_evaluate picks the executor).")
     with workdir_lock(workdir):
         run = _build(config, plan, workdir, overwrite)
-        state, record = _start(run, config, workdir)
+        state, record, final = _start(run, config, workdir)
         if record is None:  # finished already: nothing changes
             run.checkpoints.close()
-            return state, already_finished(config, workdir)
+            return state, final
         try:
             state, metrics = _loop(run, state, record)
         finally:
             run.checkpoints.close()
             record.writer.close()
-        metrics["wall_time_s"] = time.perf_counter() - record.start_s
+        if not record.rebuilt:  # (a rebuilt record has no training time of its own)
+            metrics["wall_time_s"] = time.perf_counter() - record.start_s
         metrics["cluster"] = run.cluster_clock.describe()
         if jax.process_index() == 0 and "stopped_at_step" not in metrics:
             write_final_metrics(workdir, {"step": record.step, **metrics})
@@ -301,20 +307,31 @@ class _Record:
     start_s: float = dataclasses.field(default_factory=time.perf_counter)
     saved_step: int = -1
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+    rebuilt: bool = False  # the final metrics were rebuilt from the last evaluation
 
 
-def _start(run: _Run, config: ml_collections.ConfigDict,
-           workdir: str) -> tuple[TrainState, _Record | None]:
-    """The starting state and record: the latest verified checkpoint's, or the initial
-    state at step 0; ``(state, None)`` when the run had finished at that checkpoint. Builds
-    the run's cluster clock (a resumed run keeps the step time its checkpoint saved)."""
+def _start(run: _Run, config: ml_collections.ConfigDict, workdir: str
+           ) -> tuple[TrainState, _Record | None, dict[str, Any] | None]:
+    """``(state, record, None)`` to train from: the latest verified checkpoint's, or the
+    initial state at step 0; ``(state, None, final metrics)`` when the workdir holds this
+    run finished (its final_metrics.json), which is never trained again, checkpoints or
+    not. A run whose training ended but whose final metrics are missing (a crash after the
+    last checkpoint) gets them back from its last evaluation (:func:`_rebuilt_metrics`).
+    Builds the run's cluster clock (a resumed run keeps the step time its checkpoint saved).
+    """
+    final = already_finished(config, workdir)
+    restored = run.checkpoints.restore_latest(run.initial)
+    if final is not None:
+        if restored is None or restored[0] != final["step"]:
+            logging.warning(
+                "%s holds this run finished at step %d (%s) and %s: nothing is trained again "
+                "and its results stay as they are (--overwrite trains it afresh).", workdir,
+                final["step"], FINAL_METRICS, "no checkpoint" if restored is None else
+                f"its latest checkpoint is at step {restored[0]}")
+        return (run.initial if restored is None else restored[1]), None, final
     step, state, pending_losses, history, compute_s = 0, run.initial, [], [], None
-    restored = run.checkpoints.restore_latest(state)
     if restored is not None:
         step, state, meta = restored
-        final = already_finished(config, workdir)
-        if final is not None and step == final["step"]:
-            return state, None
         pending_losses, history = meta["pending_losses"], meta["history"]
         compute_s = meta.get("cluster_compute_s")
         logging.info("resumed from the checkpoint at step %d", step)
@@ -323,8 +340,27 @@ def _start(run: _Run, config: ml_collections.ConfigDict,
         tx=run.tx, layout=run.layout)
     writer = MetricsWriter(workdir, run.plan.num_steps, resume_step=step,
                            enabled=jax.process_index() == 0, tensorboard=config.tensorboard)
-    return state, _Record(step, pending_losses, history, writer, start_step=step,
-                          saved_step=step)
+    record = _Record(step, pending_losses, history, writer, start_step=step, saved_step=step)
+    if step >= run.plan.num_steps:
+        record.metrics, record.rebuilt = _rebuilt_metrics(run, state, record, workdir), True
+    return state, record, None
+
+
+def _rebuilt_metrics(run: _Run, state: TrainState, record: _Record,
+                     workdir: str) -> dict[str, Any]:
+    """The final metrics of a run trained to its last checkpoint whose final_metrics.json is
+    missing: its evaluation line at that step in metrics.jsonl (written before the
+    checkpoint), or, without one, the restored state evaluated now."""
+    lines = [r for r in read_metrics(workdir) if r.get("step") == record.step]
+    if lines:
+        logging.warning("the run had trained to step %d and its %s is missing: rebuilt from "
+                        "its evaluation at step %d in metrics.jsonl.", record.step,
+                        FINAL_METRICS, record.step)
+        return {k: v for k, v in lines[-1].items() if k != "step"}
+    logging.warning("the run had trained to step %d and its %s is missing, with no "
+                    "evaluation at that step in metrics.jsonl: the restored state is "
+                    "evaluated now.", record.step, FINAL_METRICS)
+    return read_evaluation(*run.evaluation(state), record.pending_losses or [float("nan")])
 
 
 def _loop(run: _Run, state: TrainState, record: _Record) -> tuple[TrainState, dict[str, Any]]:

@@ -130,6 +130,9 @@ def test_corrupted_latest_checkpoint_falls_back_to_the_previous(tmp_path, straig
     ref_state, ref_metrics = straight_run
     workdir = str(tmp_path)
     train.train(_config(num_steps=60), workdir)
+    # Unfinished (killed after its last checkpoint, before its final metrics): a finished run
+    # is never trained again (tests/e2e/test_faults.py).
+    os.remove(os.path.join(workdir, "final_metrics.json"))
     _corrupt(os.path.join(workdir, "checkpoints", "60"), how)
     # A partial write (an uncommitted temporary directory) is never taken for a checkpoint.
     os.makedirs(os.path.join(workdir, "checkpoints", "80.orbax-checkpoint-tmp-1"))

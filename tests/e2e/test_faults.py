@@ -214,3 +214,65 @@ def test_the_lock_refuses_a_second_run_from_the_same_process(tmp_path):
         with pytest.raises(lock_lib.WorkdirBusyError, match=rf"in use by pid {os.getpid()}"):
             with lock_lib.workdir_lock(str(tmp_path)):
                 pass
+
+
+# ------------------------------------- issue 28: results after the last checkpoint, JSON
+
+
+def _finished(workdir: str) -> dict:
+    """A finished 40-step run (checkpoints at 20 and 40) in ``workdir``; its final record."""
+    train.train(_config(num_steps=40, every=20), workdir)
+    with open(os.path.join(workdir, "final_metrics.json")) as f:
+        return json.load(f)
+
+
+@pytest.mark.parametrize("damage", ["deleted", "truncated"])
+def test_final_metrics_lost_after_the_last_checkpoint_are_rebuilt(tmp_path, caplog, damage):
+    """A crash after the last checkpoint (final_metrics.json never written), or a damaged
+    file: the re-run rebuilds the results from the last evaluation, equal to what the run
+    reported, instead of a record that says nothing; a damaged file is kept aside."""
+    workdir = str(tmp_path)
+    first = _finished(workdir)
+    path = os.path.join(workdir, "final_metrics.json")
+    if damage == "deleted":
+        os.remove(path)
+    else:
+        with open(path, "r+") as f:
+            f.truncate(40)
+    with caplog.at_level("WARNING"):
+        _, metrics = train.train(_config(num_steps=40, every=20), workdir)
+    assert "rebuilt from its evaluation at step 40" in caplog.text
+    with open(path) as f:
+        rebuilt = json.load(f)
+    keep = [k for k in first if k not in ("wall_time_s", "steps_per_second", "cluster",
+                                          "simulated_time_s")]
+    assert {k: rebuilt[k] for k in keep} == {k: first[k] for k in keep}
+    assert metrics["test_accuracy"] == first["test_accuracy"]
+    assert [r["step"] for r in read_metrics(workdir)] == [20, 40]
+    aside = [n for n in os.listdir(workdir) if n.startswith("final_metrics.json.damaged-")]
+    assert len(aside) == (damage == "truncated")
+
+
+def test_a_finished_run_whose_checkpoints_are_gone_is_not_trained_again(tmp_path, caplog):
+    workdir = str(tmp_path)
+    first = _finished(workdir)
+    import shutil
+
+    shutil.rmtree(os.path.join(workdir, "checkpoints"))
+    before = _files(workdir)
+    with caplog.at_level("WARNING"):
+        _, metrics = train.train(_config(num_steps=40, every=20), workdir)
+    assert "nothing is trained again" in caplog.text and "no checkpoint" in caplog.text
+    assert metrics == first
+    assert _files(workdir) == before  # metrics.jsonl and final_metrics.json untouched
+
+
+def test_a_damaged_config_json_is_one_line_naming_the_file(tmp_path):
+    workdir = str(tmp_path)
+    _finished(workdir)
+    with open(os.path.join(workdir, "config.json"), "r+") as f:
+        f.truncate(30)
+    from easgd_jax.training.common import WorkdirConfigError
+
+    with pytest.raises(WorkdirConfigError, match="config.json does not parse .*--overwrite"):
+        train.train(_config(num_steps=40, every=20), workdir)
