@@ -1,7 +1,6 @@
 """``train_and_evaluate_async`` end to end on embedded data (scikit-learn's digits, which load
 at once, and a small MLP; a few steps), its configs, and its config errors."""
 
-import importlib.util
 import json
 import os
 
@@ -9,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import load_config
+from helpers import small_async_config as small
 
 from easgd_jax import data, models
 from easgd_jax.algorithms import adaptive, registry
@@ -19,29 +20,6 @@ from easgd_jax.training.metrics import read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ASYNC_CONFIGS = ("async_easgd", "async_eamsgd", "async_downpour", "async_lsgd", "apam")
-
-
-def load_config(name):
-    spec = importlib.util.spec_from_file_location(
-        f"easgd_test_config_{name}", os.path.join(ROOT, "configs", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
-
-
-def small(name, **asynchrony):
-    config = load_config(name)
-    config.num_workers = 3
-    config.data.name = "digits"  # embedded, loads in well under a second
-    config.model.name = "mlp"
-    config.model.kwargs.hidden = (32,)
-    config.train.num_steps = 40
-    config.train.eval_every = 20
-    config.train.batch_size = 32
-    config.tensorboard = False
-    config.cluster.compute_s_per_step = 1e-3  # given: no step measured (test_cluster's)
-    config.asynchrony.update(asynchrony)
-    return config
 
 
 def check_run(workdir, final, config):

@@ -16,6 +16,11 @@ import ml_collections
 import numpy as np
 import optax
 import pytest
+from helpers import SMALL
+from helpers import corrupt as _corrupt
+from helpers import small_sync_config as _config
+from helpers import wait_for_checkpoint as _wait_for_checkpoint
+from helpers import without_timing as _without_timing
 
 from easgd_jax.algorithms import registry
 from easgd_jax.algorithms.base import Spec
@@ -26,37 +31,6 @@ from easgd_jax.training.metrics import read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from easgd_jax.configs import default  # noqa: E402
-
-# simulated_time_s too: where the cluster's step time is measured (cluster.compute_s_per_step
-# = 0, as in a launch without the flag), two runs' simulated times differ as their
-# measurements do.
-TIMING = ("steps_per_second", "wall_time_s",
-          "simulated_time_s")
-
-
-# The default job's algorithm (EAMSGD, p = 4, tau = 10) on a small model and embedded data
-# that loads at once: what is checked is the loop's bookkeeping, not the model. A given step
-# time for the simulated cluster clock: no step is measured in each run and process (the
-# measurement is test_cluster's business).
-SMALL = {"data.name": "digits", "model.name": "mlp", "train.batch_size": 32,
-         "cluster.compute_s_per_step": 1e-3}
-
-
-def _config(num_steps=60, every=20):
-    config = default.get_config()
-    for field, value in SMALL.items():
-        section, leaf = field.split(".")
-        config[section][leaf] = value
-    config.train.num_steps = num_steps
-    config.train.eval_every = 20
-    config.checkpoint.every = every
-    config.tensorboard = False
-    return config
-
-
-def _without_timing(records):
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
 
 
 def _assert_states_equal(a, b):
@@ -100,27 +74,6 @@ def test_checkpoints_keep_the_last_k(tmp_path):
     config.checkpoint.max_to_keep = 2
     train.train(config, str(tmp_path))
     assert Checkpointer(str(tmp_path), 2).steps() == [80, 100]
-
-
-def _corrupt(step_dir, how="garbage"):
-    """Damages a checkpoint's array data: ``garbage`` overwrites every data file with
-    garbage of the same size; ``bit flip`` flips ONE bit in the middle of the largest data
-    file (Orbax restores that without an error: only the checksums see it)."""
-    files = [f for f in glob.glob(os.path.join(step_dir, "state", "**", "d", "*"),
-                                  recursive=True)
-             if os.path.isfile(f) and os.path.getsize(f) > 0]
-    assert files
-    if how == "bit flip":
-        largest = max(files, key=os.path.getsize)
-        with open(largest, "r+b") as fh:
-            fh.seek(os.path.getsize(largest) // 2)
-            byte = fh.read(1)[0]
-            fh.seek(-1, os.SEEK_CUR)
-            fh.write(bytes([byte ^ 0x10]))
-        return
-    for f in files:
-        with open(f, "r+b") as fh:
-            fh.write(b"\x00garbage" * (os.path.getsize(f) // 8 + 1))
 
 
 @pytest.mark.slow
@@ -298,18 +251,6 @@ def _wait_for_metrics(workdir, at_least, timeout=180):
             return
         time.sleep(0.1)
     raise TimeoutError(f"no metrics at step >= {at_least} within {timeout} s")
-
-
-def _wait_for_checkpoint(workdir, at_least, timeout=180):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        steps = [int(os.path.basename(d)) for d in glob.glob(os.path.join(workdir, "checkpoints",
-                                                                           "[0-9]*"))
-                 if os.path.basename(d).isdigit()]
-        if steps and max(steps) >= at_least:
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"no checkpoint at step >= {at_least} within {timeout} s")
 
 
 @pytest.mark.slow

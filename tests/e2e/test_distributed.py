@@ -24,7 +24,6 @@ on any machine.
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -32,6 +31,7 @@ import jax
 import numpy as np
 import pytest
 from helpers import SMALL
+from helpers import free_ports as _free_ports
 
 import easgd_jax
 from easgd_jax.training import sync as train
@@ -53,17 +53,6 @@ FIRST_EXCHANGE = {**COMMON, "train.num_steps": 20, "train.eval_every": 20,
 # (b) float64, 4 exchanges (steps 0, 10, 20, 30), evaluated at steps 20 and 40.
 LONG_FLOAT64 = {**COMMON, "train.num_steps": 40, "train.eval_every": 20,
                 "checkpoint.every": 20, "train.param_dtype": "float64"}
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def _launch_two_processes(workdir, overrides: dict, port: int) -> list[subprocess.Popen]:
