@@ -43,6 +43,65 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be trusted: unreadable, or its checksums differ."""
 
 
+class CheckpointStructureError(CheckpointError):
+    """A sound checkpoint of another state (another algorithm, model or code version): not
+    damage, so nothing is set aside; the run refuses to start."""
+
+
+def _path_key(key: Any) -> str:
+    """One step of a ``jax.tree_util`` key path as Orbax names it (dict key, NamedTuple
+    field, sequence index)."""
+    for attribute in ("key", "name", "idx"):
+        if hasattr(key, attribute):
+            return str(getattr(key, attribute))
+    return str(key)
+
+
+def _leaf_signature(leaf: Any) -> str:
+    shape, dtype = getattr(leaf, "shape", None), getattr(leaf, "dtype", None)
+    if shape is None:
+        return type(leaf).__name__
+    return f"{jnp.dtype(dtype).name}{list(shape)}"
+
+
+def _target_leaves(target: Any) -> dict[str, str]:
+    return {".".join(_path_key(k) for k in path): _leaf_signature(leaf)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(target)[0]}
+
+
+def _saved_leaves(tree: Any, path: tuple[str, ...] = ()) -> dict[str, str]:
+    """The leaves of an Orbax metadata tree (nested dicts and lists), by dotted path."""
+    if isinstance(tree, dict):
+        items = tree.items()
+    elif isinstance(tree, list | tuple):
+        items = enumerate(tree)
+    else:
+        return {} if tree is None else {".".join(path): _leaf_signature(tree)}
+    out: dict[str, str] = {}
+    for key, child in items:
+        out.update(_saved_leaves(child, (*path, str(key))))
+    return out
+
+
+def structure_difference(saved: dict[str, str], wanted: dict[str, str]) -> str | None:
+    """None when the saved leaves (dotted path -> dtype[shape]) are the wanted ones; else
+    the first differences, named."""
+    missing = sorted(set(wanted) - set(saved))
+    extra = sorted(set(saved) - set(wanted))
+    changed = sorted(k for k in set(saved) & set(wanted) if saved[k] != wanted[k])
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} array(s) this run has and the checkpoint lacks "
+                     f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
+    if extra:
+        parts.append(f"{len(extra)} array(s) the checkpoint has and this run lacks "
+                     f"({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''})")
+    if changed:
+        parts.append(", ".join(f"{k}: saved {saved[k]}, this run {wanted[k]}"
+                               for k in changed[:3]))
+    return "; ".join(parts) or None
+
+
 def _as_words(a: jax.Array) -> jax.Array:
     """The array's bits as a flat uint32 vector (64-bit values as two words)."""
     if a.dtype == jnp.bool_:
@@ -106,7 +165,11 @@ class Checkpointer:
             self.directory,
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False),
-            item_names=("state", "meta", "checksums"),
+            # Handlers named up front, so that a fresh process reads an item's metadata
+            # (the saved tree, _check_structure) before anything is restored.
+            item_handlers={"state": ocp.StandardCheckpointHandler(),
+                           "meta": ocp.JsonCheckpointHandler(),
+                           "checksums": ocp.JsonCheckpointHandler()},
         )
 
     def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
@@ -135,6 +198,8 @@ class Checkpointer:
         for step in reversed(self.steps()):
             try:
                 state, meta = self.restore(step, target)
+            except CheckpointStructureError:  # not damage: refuse, move nothing
+                raise
             except Exception as e:  # unreadable or checksums differ: use the previous one
                 aside = self._set_aside(step)
                 logging.warning("checkpoint at step %d cannot be used (%s: %s); moved it to "
@@ -156,6 +221,7 @@ class Checkpointer:
         """Restores the checkpoint at ``step`` into the structure, shapes, dtypes and
         shardings of ``target`` and verifies its checksums; raises if it is missing, does not
         read back, or differs from what was saved (:class:`CheckpointError`)."""
+        self._check_structure(step, target)
         abstract = jax.tree.map(
             lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), target)
         restored = self.manager.restore(step, args=ocp.args.Composite(
@@ -163,6 +229,25 @@ class Checkpointer:
             checksums=ocp.args.JsonRestore()))
         verify(step, restored.state, restored.meta, restored.checksums)
         return restored.state, restored.meta
+
+    def _check_structure(self, step: int, target: Any) -> None:
+        """Raises :class:`CheckpointStructureError` when the checkpoint at ``step`` holds
+        another tree than ``target`` (read from its metadata; an unreadable one is left to
+        the restore, which treats it as damage)."""
+        try:
+            metadata = self.manager.item_metadata(step)["state"]
+        except Exception:  # unreadable metadata: the restore will tell
+            return
+        saved = _saved_leaves(getattr(metadata, "tree", metadata))
+        if not saved:  # no metadata to compare with: the restore will tell
+            return
+        difference = structure_difference(saved, _target_leaves(target))
+        if difference is not None:
+            raise CheckpointStructureError(
+                f"the checkpoint at step {step} in {self.directory} holds another state than "
+                f"this run's ({difference}): written by another algorithm, model or version "
+                "of the code. Nothing was moved. Resume it with the code and config that "
+                "wrote it, use another workdir, or start afresh with --overwrite.")
 
     def _set_aside(self, step: int) -> str:
         """Renames a bad checkpoint out of the step namespace (kept for inspection), so the

@@ -276,3 +276,27 @@ def test_a_damaged_config_json_is_one_line_naming_the_file(tmp_path):
 
     with pytest.raises(WorkdirConfigError, match="config.json does not parse .*--overwrite"):
         train.train(_config(num_steps=40, every=20), workdir)
+
+
+def test_a_checkpoint_of_another_structure_is_refused_and_nothing_is_moved(tmp_path):
+    """Another algorithm's state (what a code update that changes a state also gives) is not
+    damage: one error naming the difference, every checkpoint left where it was, and the
+    original command still resumes."""
+    workdir = str(tmp_path)
+    config = _config(num_steps=40, every=20)
+    train.train(config, workdir)
+    os.remove(os.path.join(workdir, "final_metrics.json"))  # unfinished: it would resume
+    other = _config(num_steps=40, every=20)
+    other.algorithm = config_with("easgd", {}).algorithm  # EASGD: no velocity in the state
+    with open(os.path.join(workdir, "config.json"), "w") as f:  # (the config check aside)
+        f.write(other.to_json_best_effort(indent=2, sort_keys=True))
+    before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+    with pytest.raises(CheckpointError, match="holds another state than this run's .*"
+                       "Nothing was moved"):
+        train.train(other, workdir)
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before
+    assert Checkpointer(workdir, 3).set_aside() == []
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    _, metrics = train.train(config, workdir)  # the original command: rebuilt, not refused
+    assert np.isfinite(metrics["test_loss"])
