@@ -225,7 +225,11 @@ def train(
                          "(easgd_jax.training.train_and_evaluate picks the executor).")
     with workdir_lock(workdir):
         run = _build(config, plan, workdir, overwrite)
-        state, record, final = _start(run, config, workdir)
+        try:
+            state, record, final = _start(run, config, workdir)
+        except BaseException:  # a refused checkpoint, a signal: the manager's files closed
+            run.checkpoints.close()
+            raise
         if record is None:  # finished already: nothing changes
             run.checkpoints.close()
             return state, final
