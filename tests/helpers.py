@@ -125,10 +125,7 @@ TIMING = ("steps_per_second", "wall_time_s", "simulated_time_s")
 def small_sync_config(num_steps: int = 60, every: int = 20):
     """The default config on :data:`SMALL`: ``num_steps`` steps, an evaluation every 20 and a
     checkpoint every ``every``, no event files."""
-    config = load_config("default")
-    for field, value in SMALL.items():
-        section, leaf = field.split(".")
-        config[section][leaf] = value
+    config = config_with("default", SMALL)
     config.train.num_steps = num_steps
     config.train.eval_every = 20
     config.checkpoint.every = every
@@ -205,9 +202,8 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
-def config_with(name: str, overrides: dict[str, Any]):
-    """The shipped config ``name`` with ``overrides`` ({"section.field": value}) set."""
-    config = load_config(name)
+def set_fields(config, overrides: dict[str, Any]):
+    """``config`` with ``overrides`` ({"section.field": value}, any depth) set; returned."""
     for key, value in overrides.items():
         *path, leaf = key.split(".")
         node = config
@@ -215,6 +211,11 @@ def config_with(name: str, overrides: dict[str, Any]):
             node = node[part]
         node[leaf] = value
     return config
+
+
+def config_with(name: str, overrides: dict[str, Any]):
+    """The shipped config ``name`` with ``overrides`` ({"section.field": value}) set."""
+    return set_fields(load_config(name), overrides)
 
 
 # --------------------------------------------- a quadratic per worker (DiLoCo, the exchange)
@@ -301,10 +302,5 @@ def tiny_cluster_config(tmp_path, **overrides):
     config.tensorboard = False
     config.cluster.compute_s_per_step = 2e-3
     config.cluster.latency_us = 10.0
-    for key, value in overrides.items():
-        node, *path = key.split(".")
-        target = config
-        for part in [node, *path][:-1]:
-            target = target[part]
-        target[[node, *path][-1]] = value
+    set_fields(config, overrides)
     return config

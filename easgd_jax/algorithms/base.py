@@ -391,6 +391,15 @@ class WorkerAxes(Protocol):
     group_axis_name: AxisName | None
 
 
+class NamedAxes(NamedTuple):
+    """Worker axes given by name (a :class:`WorkerAxes` without a device layout): for a
+    transformation that is lowered on an abstract mesh of these names, or only initialised."""
+
+    axis_name: AxisName
+    member_axis_name: AxisName
+    group_axis_name: AxisName | None
+
+
 def _parameters(fn: Callable[..., Any]) -> list[str]:
     return list(inspect.signature(fn).parameters)
 

@@ -26,6 +26,7 @@ import optax
 from absl import logging
 
 from easgd_jax.algorithms import registry
+from easgd_jax.algorithms.base import NamedAxes
 from easgd_jax.training import config as config_lib
 from easgd_jax.training.checkpoint import Checkpointer
 from easgd_jax.training.common import initial_params, initial_state, load_data_and_model
@@ -51,23 +52,15 @@ def abstract_train_state(config: ml_collections.ConfigDict,
     executor's own :func:`~easgd_jax.training.common.initial_state` (``jax.eval_shape``:
     nothing is allocated) on a one-device layout."""
     spec = registry.get_spec(config.algorithm.name)
-    tx = spec.build(config_lib.algorithm_hparams(config), _AbstractAxes(spec.grouped))
+    # Only initialised (no collective runs): the axis names do not reach the state.
+    axes = NamedAxes("workers", "members", "groups" if spec.grouped else None)
+    tx = spec.build(config_lib.algorithm_hparams(config), axes)
     dataset, model = load_data_and_model(config)
     state = jax.eval_shape(lambda: initial_state(
         config, tx, initial_params(config, model, dataset.example_shape)))
     sharding = jax.sharding.SingleDeviceSharding(device or jax.local_devices()[0])
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
                         state)
-
-
-class _AbstractAxes:
-    """Axis names for a transformation that is only initialised (``tx.init`` runs no
-    collective): the names do not reach the state."""
-
-    def __init__(self, grouped: bool):
-        self.axis_name = "workers"
-        self.member_axis_name = "members"
-        self.group_axis_name = "groups" if grouped else None
 
 
 def load_state(workdir: str, step: int | None = None) -> tuple[int, TrainState]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +25,7 @@ import numpy as np
 import optax
 
 from easgd_jax import parallel
-from easgd_jax.algorithms.base import Spec
+from easgd_jax.algorithms.base import NamedAxes, Spec
 from easgd_jax.parallel import cluster as cluster_lib
 from easgd_jax.training import config as config_lib
 from easgd_jax.training.common import TrainState, make_grad_fn, make_local_step
@@ -172,16 +172,8 @@ def _lowering_mesh(spec: Spec, config: ml_collections.ConfigDict,
     p, groups = config.num_workers, config.num_groups
     if spec.grouped:
         return ((groups, p // groups), ("cluster_groups", "cluster_members"),
-                _Axes("cluster_members", "cluster_members", "cluster_groups"))
-    return (p,), ("cluster_workers",), _Axes("cluster_workers", "cluster_workers", None)
-
-
-class _Axes(NamedTuple):
-    """Worker axes by name (``base.WorkerAxes``) for a step lowered without a run."""
-
-    axis_name: str
-    member_axis_name: str
-    group_axis_name: str | None
+                NamedAxes("cluster_members", "cluster_members", "cluster_groups"))
+    return (p,), ("cluster_workers",), NamedAxes("cluster_workers", "cluster_workers", None)
 
 
 def _lowered_bytes(config, spec: Spec, model, params, example_shape,
