@@ -652,7 +652,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, overwri
                                  config.seed, augment=dataset.augment)
     runner = {"simulated_async": _run_simulated, "threads": _run_server,
               "ray": _run_server}[config.executor]
-    checkpoints = Checkpointer(workdir, config.checkpoint.max_to_keep)
+    checkpoints = Checkpointer(workdir, config.checkpoint.max_to_keep, config)
     try:
         with stop_requests() as stop:
             metrics, totals, record, wall = runner(_Run(

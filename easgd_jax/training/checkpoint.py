@@ -14,6 +14,12 @@ checksums differ (a flipped bit on disk restores without an error in Orbax) is s
 run is never resumed from a checkpoint it has not verified; when checkpoints were written
 but none verifies, :meth:`Checkpointer.restore_latest` refuses (``CheckpointError``) instead
 of starting over, which would rewrite the run's metrics.
+
+Every checkpoint of a run also records the config it was written under (``meta["config"]``:
+the resolved config without its per-launch fields, and ``meta["config_sha256"]``, the
+SHA-256 of its canonical JSON): a launch whose config differs from it (outside
+``train.num_steps``) is refused in one line (:class:`CheckpointConfigError`), with or without
+the workdir's ``config.json``, and nothing is moved.
 """
 
 from __future__ import annotations
@@ -41,6 +47,11 @@ SET_ASIDE_PREFIX = "corrupted-step-"
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be trusted: unreadable, or its checksums differ."""
+
+
+class CheckpointConfigError(CheckpointError):
+    """A sound checkpoint written under another config (fields other than the resumable
+    ones differ): not damage, nothing is set aside; the run refuses to start."""
 
 
 class CheckpointStructureError(CheckpointError):
@@ -153,13 +164,40 @@ def meta_checksum(meta: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
 
 
+def config_record(config: Any) -> dict[str, Any]:
+    """The config a checkpoint records: ``config`` resolved to JSON data, without the fields
+    that differ between the launches or processes of one run
+    (:data:`~easgd_jax.training.config.PER_LAUNCH_FIELDS`)."""
+    from easgd_jax.training.config import PER_LAUNCH_FIELDS
+
+    record = json.loads(config.to_json_best_effort())
+
+    def prune(node: dict[str, Any], prefix: str) -> dict[str, Any]:
+        return {k: prune(v, f"{prefix}{k}.") if isinstance(v, dict) else v
+                for k, v in node.items() if f"{prefix}{k}" not in PER_LAUNCH_FIELDS}
+
+    return prune(record, "")
+
+
+def config_differences_from(recorded: dict[str, Any], config: Any) -> list[str]:
+    """What differs between a recorded config and ``config`` (outside the resumable and
+    per-launch fields), as ``"field: a in the workdir, b now"``."""
+    from easgd_jax.training.common import config_differences
+    from easgd_jax.training.config import RESUMABLE_CHANGES
+
+    return config_differences(recorded, config_record(config), RESUMABLE_CHANGES)
+
+
 class Checkpointer:
     """Saves and restores ``(state, meta)`` pairs under ``workdir/checkpoints``.
 
     ``state`` is a pytree of (sharded) jax arrays; ``meta`` is JSON data.
     """
 
-    def __init__(self, workdir: str, max_to_keep: int):
+    def __init__(self, workdir: str, max_to_keep: int, config: Any = None):
+        """``config``: the run's config, recorded in every checkpoint saved and compared
+        with the one each checkpoint restored recorded (None: neither)."""
+        self.config = config
         self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
         self.manager = ocp.CheckpointManager(
             self.directory,
@@ -173,6 +211,9 @@ class Checkpointer:
         )
 
     def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
+        if self.config is not None:
+            record = config_record(self.config)
+            meta = {**meta, "config": record, "config_sha256": meta_checksum(record)}
         checksums = {"format": CHECKSUM_FORMAT, "state": state_checksums(state),
                      "meta": meta_checksum(meta)}
         self.manager.save(step, args=ocp.args.Composite(
@@ -196,6 +237,7 @@ class Checkpointer:
         over would silently rewrite the run (start afresh with ``--overwrite``).
         """
         for step in reversed(self.steps()):
+            self._check_config(step)  # another config: refuse, move nothing
             try:
                 state, meta = self.restore(step, target)
             except CheckpointStructureError:  # not damage: refuse, move nothing
@@ -229,6 +271,44 @@ class Checkpointer:
             checksums=ocp.args.JsonRestore()))
         verify(step, restored.state, restored.meta, restored.checksums)
         return restored.state, restored.meta
+
+    def recorded_config(self, step: int) -> dict[str, Any] | None:
+        """The config the checkpoint at ``step`` recorded (its metadata, checked against
+        its checksum); None when it recorded none or cannot be read (damage is the
+        restore's to find)."""
+        try:
+            read = self.manager.restore(step, args=ocp.args.Composite(
+                meta=ocp.args.JsonRestore(), checksums=ocp.args.JsonRestore()))
+            meta, checksums = read.meta, read.checksums
+        except Exception:  # noqa: BLE001 - unreadable: the restore sets it aside
+            return None
+        if (not isinstance(meta, dict) or not isinstance(checksums, dict)
+                or meta_checksum(meta) != checksums.get("meta")):
+            return None
+        return meta.get("config")
+
+    def latest_recorded_config(self) -> tuple[int, dict[str, Any]] | None:
+        """``(step, config)`` of the newest checkpoint that recorded its config, or None."""
+        for step in reversed(self.steps()):
+            recorded = self.recorded_config(step)
+            if recorded is not None:
+                return step, recorded
+        return None
+
+    def _check_config(self, step: int) -> None:
+        """Raises :class:`CheckpointConfigError` when the checkpoint at ``step`` recorded
+        another config than this run's."""
+        if self.config is None:
+            return
+        recorded = self.recorded_config(step)
+        if recorded is None:
+            return
+        differences = config_differences_from(recorded, self.config)
+        if differences:
+            raise CheckpointConfigError(
+                f"the checkpoint at step {step} in {self.directory} was written under another "
+                f"config ({'; '.join(differences)}). Nothing was moved. Resume it with the "
+                "config that wrote it, use another workdir, or start afresh with --overwrite.")
 
     def _check_structure(self, step: int, target: Any) -> None:
         """Raises :class:`CheckpointStructureError` when the checkpoint at ``step`` holds

@@ -231,7 +231,9 @@ def config_differences(saved: dict, current: dict, allowed: tuple[str, ...],
 def prepare_workdir(config: ml_collections.ConfigDict, workdir: str, overwrite: bool,
                     resumable_changes: tuple[str, ...] = RESUMABLE_CHANGES) -> None:
     """Refuses a workdir that holds a run of a different config (fields outside
-    ``resumable_changes`` differ), unless asked to overwrite it; then saves the config."""
+    ``resumable_changes`` differ), unless asked to overwrite it: the config in its
+    ``config.json`` and the one its newest checkpoint recorded; then saves the
+    config (not over that of a run finished at more steps than this launch asks for)."""
     path = os.path.join(workdir, "config.json")
     if os.path.exists(path) and not overwrite:
         with open(path, encoding="utf-8") as f:
@@ -250,6 +252,8 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str, overwrite: 
                 f"workdir {workdir} holds a run with a different config ("
                 + "; ".join(differences) + "). Use another workdir, or overwrite it "
                 "(--overwrite, or train_and_evaluate(..., overwrite=True)).")
+    if not overwrite:
+        _check_checkpointed_config(config, workdir)
     if overwrite and jax.process_index() == 0:
         for name in ("checkpoints", "tensorboard"):
             shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
@@ -258,10 +262,33 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str, overwrite: 
                 os.remove(os.path.join(workdir, name))
     os.makedirs(workdir, exist_ok=True)
     text = config.to_json_best_effort(indent=2, sort_keys=True)
+    if os.path.exists(path) and finished_run(workdir, config.train.num_steps) is not None:
+        return  # finished already (at these steps or more): its record stays as it is
     if jax.process_index() == 0 and not _has_text(path, text):  # a re-run changes no file
         with open(path + ".tmp", "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(path + ".tmp", path)
+
+
+def _check_checkpointed_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Refuses a workdir whose newest checkpoint recorded another config
+    (:mod:`.checkpoint`), config.json or not."""
+    from easgd_jax.training.checkpoint import Checkpointer, config_differences_from
+
+    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+        return
+    checkpoints = Checkpointer(workdir, config.checkpoint.max_to_keep)
+    try:
+        recorded = checkpoints.latest_recorded_config()
+    finally:
+        checkpoints.close()
+    differences = [] if recorded is None else config_differences_from(recorded[1], config)
+    if differences:
+        raise WorkdirConfigError(
+            f"workdir {workdir} holds a run whose checkpoint at step {recorded[0]} was written "
+            "under a different config (" + "; ".join(differences) + "). Use "
+            "another workdir, or overwrite it (--overwrite, or train_and_evaluate(..., "
+            "overwrite=True)).")
 
 
 def _has_text(path: str, text: str) -> bool:

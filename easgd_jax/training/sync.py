@@ -294,7 +294,7 @@ def _build(config: ml_collections.ConfigDict, plan: Plan, workdir: str,
         round_batches=_batch_maker(dataset, sampler, layout, plan.round_steps,
                                    config.train.batch_size, dtype),
         evaluation=make_evaluation(spec, model, layout, dataset),
-        checkpoints=Checkpointer(workdir, config.checkpoint.max_to_keep),
+        checkpoints=Checkpointer(workdir, config.checkpoint.max_to_keep, config),
         cluster_clock=None, model=model, params=params, dataset=dataset)
 
 

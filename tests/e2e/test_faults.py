@@ -291,12 +291,78 @@ def test_a_checkpoint_of_another_structure_is_refused_and_nothing_is_moved(tmp_p
     with open(os.path.join(workdir, "config.json"), "w") as f:  # (the config check aside)
         f.write(other.to_json_best_effort(indent=2, sort_keys=True))
     before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
-    with pytest.raises(CheckpointError, match="holds another state than this run's .*"
-                       "Nothing was moved"):
+    # The checkpoints' own config records refuse it first (item 3); without them (a code
+    # update that changes the state under the same config), the structure check does.
+    from easgd_jax.training import common
+
+    with pytest.raises(common.WorkdirConfigError, match="written under a different config .*"
+                       "algorithm.name: 'eamsgd' in the workdir, 'easgd' now"):
         train.train(other, workdir)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(common, "_check_checkpointed_config", lambda config, workdir: None)
+        patch.setattr(Checkpointer, "_check_config", lambda self, step: None)
+        with pytest.raises(CheckpointError, match="holds another state than this run's .*"
+                           "Nothing was moved"):
+            train.train(other, workdir)
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before
     assert Checkpointer(workdir, 3).set_aside() == []
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json_best_effort(indent=2, sort_keys=True))
     _, metrics = train.train(config, workdir)  # the original command: rebuilt, not refused
     assert np.isfinite(metrics["test_loss"])
+
+
+# ---------------------------------------------- issue 28, item 3: checkpoints carry their config
+
+
+def test_each_checkpoint_records_its_config_and_a_launch_is_compared_with_it(tmp_path):
+    """Every checkpoint records the resolved config it was written under (and its hash): a
+    launch of another learning rate and seed is refused in one line naming the fields, with
+    config.json or without it (it used to say 'already finished' with the old results and
+    rewrite config.json), and nothing changes; a checkpoint whose config differs from this
+    launch's refuses its restore too (config.json edited); a lower num_steps into the
+    finished run returns its results and leaves config.json as it was."""
+    from easgd_jax.training.checkpoint import (
+        CheckpointConfigError,
+        config_record,
+        meta_checksum,
+    )
+    from easgd_jax.training.common import WorkdirConfigError
+
+    workdir = str(tmp_path)
+    config = _config(num_steps=40, every=20)
+    first = _finished(workdir)
+    with open(os.path.join(workdir, "checkpoints", "40", "meta", "metadata")) as f:
+        meta = json.load(f)
+    assert meta["config"] == config_record(config) and "launch" not in meta["config"]
+    assert meta["config"]["algorithm"]["learning_rate"] == config.algorithm.learning_rate
+    assert meta["config_sha256"] == meta_checksum(meta["config"])
+    other = _config(num_steps=40, every=20)
+    other.algorithm.learning_rate, other.seed = 0.5 * config.algorithm.learning_rate, 7
+    config_json = os.path.join(workdir, "config.json")
+    saved_config = open(config_json, "rb").read()
+    os.remove(config_json)
+    before = _files(workdir)
+    with pytest.raises(WorkdirConfigError, match=r"checkpoint at step 40 was written under a "
+                       r"different config \(algorithm.learning_rate: .* in the workdir, .* "
+                       r"now; seed: 0 in the workdir, 7 now\)"):
+        train.train(other, workdir)
+    assert _files(workdir) == before  # no config.json written, the results untouched
+    # config.json edited to the other config, the run unfinished: its checkpoints refuse.
+    with open(config_json, "w") as f:
+        f.write(other.to_json_best_effort(indent=2, sort_keys=True))
+    os.remove(os.path.join(workdir, "final_metrics.json"))
+    with pytest.raises(WorkdirConfigError, match="checkpoint at step 40 was written under"):
+        train.train(other, workdir)
+    with pytest.raises(CheckpointConfigError, match="at step 40 .* was written under another "
+                                                    "config .*Nothing was moved"):
+        Checkpointer(workdir, 3, other).restore_latest(None)  # (refused before any restore)
+    assert Checkpointer(workdir, 3).steps() == [20, 40]
+    assert Checkpointer(workdir, 3).set_aside() == []
+    # The original command: config.json back, the results rebuilt; then a lower num_steps.
+    open(config_json, "wb").write(saved_config)
+    train.train(config, workdir)
+    _, metrics = train.train(_config(num_steps=20, every=20), workdir)
+    assert metrics["step"] == 40 and metrics["test_accuracy"] == first["test_accuracy"]
+    assert open(config_json, "rb").read() == saved_config  # still the run's 40 steps
