@@ -32,7 +32,12 @@ import numpy as np
 
 from analysis.synchronous import stationary_covariance, sync_spectral_radius
 
-__all__ = ["MonteCarloResult", "monte_carlo_center_variance"]
+__all__ = [
+    "MonteCarloResult",
+    "VarianceCheck",
+    "monte_carlo_center_variance",
+    "monte_carlo_variance",
+]
 
 
 @dataclass(frozen=True)
@@ -166,3 +171,82 @@ def _run(
         worker_mean_stderr=float(per_chain_y.std(ddof=1) / math.sqrt(chains)),
         worker_mean_closed_form=float(closed[0, 0]),
     )
+
+
+# --------------------------------------------------------------------------- any algorithm
+
+
+@dataclass(frozen=True)
+class VarianceCheck:
+    """Monte-Carlo stationary variance of an algorithm's evaluated point next to the
+    Lyapunov prediction of ``analysis.linearized.stationary_center_variance``."""
+
+    name: str
+    num_workers: int
+    hparams: dict
+    chains: int
+    periods: int  # recorded periods per chain
+    burn_in: int  # periods run before recording
+    estimate: float  # mean over chains of mean over periods of point^2
+    stderr: float  # std over chains / sqrt(chains)
+    predicted: float
+
+    @property
+    def z_score(self) -> float:
+        """(estimate - prediction) / stderr."""
+        return (self.estimate - self.predicted) / self.stderr
+
+
+def monte_carlo_variance(
+    name: str,
+    num_workers: int,
+    curvature: float = 1.0,
+    noise_std: float = 1.0,
+    chains: int = 256,
+    periods: int = 400,
+    seed: int = 0,
+    **hparams,
+) -> VarianceCheck:
+    """Run ``chains`` independent noisy copies of the REAL synchronous transformation of a
+    registered algorithm (``Spec.build`` under ``jax.vmap`` over the workers, vmapped again
+    over the chains, float64), g_i = h x_i - xi_i with xi_i ~ N(0, noise_std^2), and
+    estimate the stationary variance of its evaluated point at period boundaries.
+
+    Every chain starts at the optimum, runs a burn-in long enough that rho(M)^(2k) < 1e-10
+    (k periods, rho the linearized map's spectral radius), then records the point for
+    ``periods`` periods; the estimate is the mean of x~^2 (the stationary mean is 0) and its
+    error bar the batch means over the independent chains, as
+    :func:`monte_carlo_center_variance` does.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from analysis import linearized
+
+    predicted = float(linearized.stationary_center_variance(
+        name, num_workers, curvature, noise_std, **hparams))
+    lin = linearized.linearize(name, num_workers, curvature, **hparams)
+    rate = float(np.abs(np.linalg.eigvals(lin.matrix)).max())
+    if not rate < 1.0:
+        raise ValueError(f"unstable parameters (rho(M) = {rate:.6f} >= 1)")
+    burn_in = max(10, math.ceil(math.log(1e-10) / (2.0 * math.log(max(rate, 1e-300)))))
+    setup = linearized._setup(name, num_workers, curvature, "sync", None, hparams)
+    program = setup.program
+    traced = {k: jnp.asarray(v[0]) for k, v in setup.traced.items()}
+    per_period = program.static_steps * num_workers
+
+    with jax.enable_x64(True):
+        h = jnp.asarray(setup.curvature)
+
+        def chain(key):
+            noise = noise_std * jax.random.normal(key, (burn_in + periods, per_period),
+                                                  jnp.float64)
+            return program.simulate(traced, h, noise, burn_in + periods)[burn_in:]
+
+        points = jax.jit(jax.vmap(chain))(jax.random.split(jax.random.key(seed), chains))
+        per_chain = np.asarray(points, np.float64) ** 2
+    per_chain = per_chain.reshape(chains, -1).mean(axis=1)
+    return VarianceCheck(
+        name=name, num_workers=num_workers, hparams=dict(hparams), chains=chains,
+        periods=periods, burn_in=burn_in, estimate=float(per_chain.mean()),
+        stderr=float(per_chain.std(ddof=1) / math.sqrt(chains)), predicted=predicted)
