@@ -3,24 +3,55 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
+from collections.abc import Callable
+from typing import Any
 
 from easgd_jax.data import embedded
 from easgd_jax.data.augment import RandomCrop, center_crop
-from easgd_jax.data.dataset import Dataset
+from easgd_jax.data.dataset import Dataset, optimum_metrics
 from easgd_jax.data.sampler import WorkerSampler
+from easgd_jax.data.synthetic_lm import synthetic_lm
+from easgd_jax.data.text import TEXT_NAMES, load_text
 from easgd_jax.data.tfds_data import TFDS_NAMES, DatasetNotPreparedError, load_tfds
 
 EMBEDDED_NAMES = ("mnist1d", "digits")
-DATASET_NAMES = EMBEDDED_NAMES + TFDS_NAMES
-# What one example of each data set is, for the models' INPUT_KINDS: "signal" ([length]) or
-# "image" ([height, width, channels]).
+# Language-model data (token windows): generated with a known optimum, or tfds text.
+LM_NAMES = ("synthetic_lm",) + TEXT_NAMES
+DATASET_NAMES = EMBEDDED_NAMES + TFDS_NAMES + LM_NAMES
+# What one example of each data set is, for the models' INPUT_KINDS: "signal" ([length]),
+# "image" ([height, width, channels]) or "tokens" ([length] token ids).
 INPUT_KINDS = {"mnist1d": "signal", "digits": "image", "mnist": "image", "cifar10": "image",
-               "imagenet2012": "image"}
+               "imagenet2012": "image", **{name: "tokens" for name in LM_NAMES}}
+
+
+def _loader(name: str) -> Callable[..., Dataset] | None:
+    """The loader whose keyword arguments ``data.kwargs`` holds (LM data sets), else None."""
+    if name == "synthetic_lm":
+        return synthetic_lm
+    if name in TEXT_NAMES:
+        return load_text
+    return None
+
+
+def check_kwargs(name: str, kwargs: dict[str, Any]) -> None:
+    """Raises ValueError when ``kwargs`` (``config.data.kwargs``) holds a name that data set
+    ``name``'s loader does not take; only the LM data sets take any."""
+    loader = _loader(name)
+    taken = set() if loader is None else (
+        set(inspect.signature(loader).parameters) - {"name", "data_dir"})
+    unknown = sorted(set(kwargs) - taken)
+    if unknown:
+        raise ValueError(f"data set {name!r} does not take {', '.join(unknown)}; it takes "
+                         f"{', '.join(sorted(taken)) or 'none'}.")
 
 
 def load_dataset(name: str, data_dir: str | None = None, image_size: int = 221,
-                 crop: int = 0) -> Dataset:
-    """Loads a data set by name: ``mnist1d`` and ``digits`` (embedded) or a tfds name.
+                 crop: int = 0, **kwargs: Any) -> Dataset:
+    """Loads a data set by name: ``mnist1d`` and ``digits`` (embedded) or a tfds name; the
+    language-model data ``synthetic_lm`` (generated, :func:`~easgd_jax.data.synthetic_lm.
+    synthetic_lm`), ``tiny_shakespeare`` and ``lm1b`` (tfds, byte-level,
+    :func:`~easgd_jax.data.text.load_text`) take their ``kwargs`` (e.g. ``context``).
 
     ``crop`` > 0 (image data sets): train on random ``crop x crop`` windows, drawn per
     example and step by ``dataset.augment`` (pass it to :class:`WorkerSampler`), and test on
@@ -30,6 +61,11 @@ def load_dataset(name: str, data_dir: str | None = None, image_size: int = 221,
     """
     if crop < 0:
         raise ValueError(f"crop must be >= 0, got {crop}.")
+    check_kwargs(name, kwargs)
+    if name == "synthetic_lm":
+        return synthetic_lm(**kwargs)
+    if name in TEXT_NAMES:
+        return load_text(name, data_dir, **kwargs)
     if name == "imagenet2012":
         return load_tfds(name, data_dir, image_size=image_size, crop=crop)
     if name == "mnist1d":
@@ -54,5 +90,6 @@ def with_crops(dataset: Dataset, crop: int) -> Dataset:
                                augment=RandomCrop(crop))
 
 
-__all__ = ["DATASET_NAMES", "INPUT_KINDS", "Dataset", "DatasetNotPreparedError", "RandomCrop",
-           "WorkerSampler", "center_crop", "load_dataset", "with_crops"]
+__all__ = ["DATASET_NAMES", "INPUT_KINDS", "LM_NAMES", "Dataset", "DatasetNotPreparedError",
+           "RandomCrop", "WorkerSampler", "center_crop", "check_kwargs", "load_dataset",
+           "optimum_metrics", "with_crops"]

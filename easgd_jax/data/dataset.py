@@ -17,6 +17,12 @@ class Dataset:
     in ``[0, num_classes)``. ``augment`` (or None): the training-time augmentation that
     brings a batch of ``train_x`` to ``example_shape`` (e.g. random crops, with ``test_x``
     already centre-cropped); pass it to :class:`~easgd_jax.data.WorkerSampler`.
+
+    A language-model data set holds token windows instead: ``x`` int32 ``[n, context]`` and
+    ``y`` int32 ``[n, context]``, the next token of each position (``num_classes`` is the
+    vocabulary size). ``optimal_test_loss`` (or None): the exact Bayes-optimal next-token
+    cross-entropy of the test split, nats per token, when the source is known
+    (``synthetic_lm``); evaluations then report it and the gap to it.
     """
 
     name: str
@@ -26,6 +32,7 @@ class Dataset:
     test_y: np.ndarray
     num_classes: int
     augment: Augment | None = None
+    optimal_test_loss: float | None = None
 
     def __post_init__(self):
         for split in ("train", "test"):
@@ -38,3 +45,12 @@ class Dataset:
     def example_shape(self) -> tuple[int, ...]:
         """The shape of one model input (after augmentation): that of a test example."""
         return tuple(self.test_x.shape[1:])
+
+
+def optimum_metrics(optimal_loss: float | None, test_loss: float) -> dict[str, float]:
+    """``{"optimal_loss", "loss_gap"}`` of an evaluation on data whose best achievable test
+    loss is known (:attr:`Dataset.optimal_test_loss`, nats per token: ``synthetic_lm``): the
+    optimum and ``loss_gap = test_loss - optimal_loss``; empty when it is not known."""
+    if optimal_loss is None:
+        return {}
+    return {"optimal_loss": float(optimal_loss), "loss_gap": float(test_loss - optimal_loss)}

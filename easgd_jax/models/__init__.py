@@ -8,18 +8,22 @@ import flax.linen as nn
 
 from easgd_jax.models.paper import CifarCNN, ImageNetCNN
 from easgd_jax.models.small import CNN1D, MLP, cross_entropy
+from easgd_jax.models.transformer import Transformer
 
 _MODELS: dict[str, type[nn.Module]] = {
     "mlp": MLP, "cnn1d": CNN1D,
     # The EASGD paper's nets (Section 5.1).
     "cifar_cnn": CifarCNN, "imagenet_cnn": ImageNetCNN,
+    # A decoder-only language model (models/transformer.py).
+    "transformer": Transformer,
 }
 MODEL_NAMES = tuple(sorted(_MODELS))
 # The kinds of example each model takes (data.INPUT_KINDS): "signal" ([length] or [length,
-# channels]) or "image" ([height, width, channels]); the MLP flattens any example.
+# channels]), "image" ([height, width, channels]) or "tokens" ([length] token ids, the next
+# token of each position as its label); the MLP flattens any signal or image.
 INPUT_KINDS: dict[str, tuple[str, ...]] = {
     "mlp": ("signal", "image"), "cnn1d": ("signal",),
-    "cifar_cnn": ("image",), "imagenet_cnn": ("image",),
+    "cifar_cnn": ("image",), "imagenet_cnn": ("image",), "transformer": ("tokens",),
 }
 
 
@@ -38,5 +42,5 @@ def get_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     return cls(num_classes=num_classes, **kwargs)
 
 
-__all__ = ["CNN1D", "MLP", "CifarCNN", "ImageNetCNN", "INPUT_KINDS", "MODEL_NAMES", "cross_entropy",
-           "get_model"]
+__all__ = ["CNN1D", "MLP", "CifarCNN", "ImageNetCNN", "INPUT_KINDS", "MODEL_NAMES", "Transformer",
+           "cross_entropy", "get_model"]

@@ -110,6 +110,8 @@ class CNN1D(nn.Module):
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Mean softmax cross-entropy with integer labels."""
+    """Mean softmax cross-entropy with integer labels: ``logits [..., classes]``, ``labels
+    [...]`` (one label per example, or per position: a language model's next tokens, the
+    mean over every token)."""
     log_probs = jax.nn.log_softmax(logits)
-    return -jnp.mean(jnp.take_along_axis(log_probs, labels[:, None], axis=-1))
+    return -jnp.mean(jnp.take_along_axis(log_probs, labels[..., None], axis=-1))

@@ -212,7 +212,8 @@ class _Evaluator:
 
 def _evaluate(evaluate, dataset: data.Dataset, center) -> dict[str, float]:
     test_loss, test_acc = evaluate(center, dataset.test_x, dataset.test_y)
-    return {"test_loss": test_loss, "test_accuracy": test_acc}
+    return {"test_loss": test_loss, **data.optimum_metrics(dataset.optimal_test_loss, test_loss),
+            "test_accuracy": test_acc}
 
 
 def _final_train_loss(config: ml_collections.ConfigDict, losses) -> float:

@@ -12,6 +12,7 @@ import signal
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -41,13 +42,15 @@ def init_params(model, example_shape: tuple[int, ...], rng: jax.Array) -> Any:
     """``model``'s initial parameters for examples of ``example_shape``, in one compiled init
     (op by op, every layer's initializer compiles apart); the same bits either way."""
     sample = jnp.zeros((1, *example_shape), jnp.float32)
-    return jax.jit(lambda key: model.init(key, sample, train=False))(rng)["params"]
+    params = jax.jit(lambda key: model.init(key, sample, train=False))(rng)["params"]
+    return nn.meta.unbox(params)  # a model's logical axis names (the transformer's) dropped
 
 
 def load_data_and_model(config: ml_collections.ConfigDict) -> tuple[data.Dataset, Any]:
     """The config's data set (embedded or a prepared tfds data_dir) and Flax model."""
     dataset = data.load_dataset(config.data.name, config.data.data_dir,
-                                image_size=config.data.image_size, crop=config.data.crop)
+                                image_size=config.data.image_size, crop=config.data.crop,
+                                **config.data.kwargs)
     model = models.get_model(config.model.name, dataset.num_classes, **config.model.kwargs)
     return dataset, model
 
@@ -146,7 +149,9 @@ def make_local_step(model, tx: optax.GradientTransformation, weight_decay: float
 
 
 class Evaluator:
-    """``evaluator(params, x, y) -> (mean loss, accuracy)`` over batches of a split.
+    """``evaluator(params, x, y) -> (mean loss, accuracy)`` over batches of a split: per
+    example, or per token when each example has a label per position (a language model's
+    ``y [n, context]``: the mean next-token cross-entropy, nats per token).
 
     In two halves for a loop that keeps its device busy: :meth:`dispatch` enqueues every
     batch's sums on the device that holds ``params`` and returns them unread;
@@ -158,22 +163,24 @@ class Evaluator:
         def batch_sums(params, x, y, mask):
             logits = model.apply({"params": params}, x, train=False)
             log_probs = jax.nn.log_softmax(logits)
-            nll = -jnp.take_along_axis(log_probs, y[:, None], axis=-1)[:, 0]
+            nll = -jnp.take_along_axis(log_probs, y[..., None], axis=-1)[..., 0]
             correct = jnp.argmax(logits, -1) == y
+            mask = mask.reshape(mask.shape + (1,) * (y.ndim - 1))  # per token of an example
             return jnp.sum(nll * mask), jnp.sum(correct * mask)
 
         self._batch_sums = batch_sums
 
     def dispatch(self, params, x: np.ndarray, y: np.ndarray) -> tuple[int, list]:
-        """``(examples, per-batch (loss sum, correct) device scalars)``, not waited for."""
+        """``(labels, per-batch (loss sum, correct) device scalars)``, not waited for."""
         n = len(y)
         parts = []
-        for start in range(0, n, EVAL_BATCH_SIZE):
-            idx = np.arange(start, start + EVAL_BATCH_SIZE)
+        batch = min(n, EVAL_BATCH_SIZE)
+        for start in range(0, n, batch):
+            idx = np.arange(start, start + batch)
             mask = (idx < n).astype(np.float32)
             idx = np.minimum(idx, n - 1)  # pad the last batch; the mask drops the padding
             parts.append(self._batch_sums(params, np.asarray(x[idx]), y[idx], mask))
-        return n, parts
+        return int(np.size(y)), parts
 
     @staticmethod
     def read(dispatched: tuple[int, list]) -> tuple[float, float]:

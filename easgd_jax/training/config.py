@@ -36,7 +36,7 @@ PER_LAUNCH_FIELDS = ("distributed.process_id", "distributed.coordinator_address"
                      "launch.config_file", "launch.overrides", "launch.git_commit")
 # Sections whose fields are free (an algorithm's hyperparameters, a model's kwargs): checked
 # against the algorithm's or the model's signature instead of the schema.
-FREE_SECTIONS = ("algorithm", "model.kwargs")
+FREE_SECTIONS = ("algorithm", "model.kwargs", "data.kwargs")
 # The longest default round (train.steps_per_round = 0): its batches are built on the host.
 MAX_DEFAULT_ROUND = 50
 # The sampling block of an algorithm without a period (local steps the data stream is drawn in).
@@ -55,10 +55,14 @@ def defaults() -> ml_collections.ConfigDict:
     config.num_groups = 1
 
     config.data = ml_collections.ConfigDict()
-    config.data.name = "mnist1d"  # mnist1d, digits (embedded); mnist, cifar10, imagenet2012
+    # mnist1d, digits (embedded); mnist, cifar10, imagenet2012 (tfds); language models:
+    # synthetic_lm (generated, its optimum known), tiny_shakespeare, lm1b (tfds, bytes)
+    config.data.name = "mnist1d"
     config.data.data_dir = config_dict.placeholder(str)  # tfds: a prepared data_dir
     config.data.image_size = 221  # imagenet2012: the squares the crops are taken from
     config.data.crop = 0  # random crops of this size for training, the centre one for testing
+    # The LM data sets' arguments (e.g. context, train_tokens): data.load_dataset's kwargs.
+    config.data.kwargs = ml_collections.ConfigDict()
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "cnn1d"
@@ -163,6 +167,7 @@ def complete(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     out = defaults()
     out.algorithm = ml_collections.ConfigDict()
     out.model.kwargs = ml_collections.ConfigDict()
+    out.data.kwargs = ml_collections.ConfigDict()
     given = _fields(config)
     unknown = set(given) - set(_fields(out))
     for name, value in given.items():
@@ -284,6 +289,7 @@ def _check_fields(config: ml_collections.ConfigDict) -> None:
 def _check_common(config: ml_collections.ConfigDict) -> None:
     from easgd_jax import models
     from easgd_jax.data import DATASET_NAMES
+    from easgd_jax.data import check_kwargs as check_data_kwargs
 
     _integer("seed", config.seed, 0)
     _integer("num_workers", config.num_workers, 1)
@@ -293,6 +299,10 @@ def _check_common(config: ml_collections.ConfigDict) -> None:
             f"config.data.data_dir must be a path (string) or None, got {config.data.data_dir!r}.")
     _integer("data.image_size", config.data.image_size, 1)
     _integer("data.crop", config.data.crop, 0)
+    try:
+        check_data_kwargs(config.data.name, config.data.kwargs.to_dict())
+    except ValueError as e:
+        raise ValueError(f"config.data.kwargs: {e}") from None
     _choice("model.name", config.model.name, models.MODEL_NAMES)
     _check_data_fits_model(config.data.name, config.model.name)
     try:
@@ -354,7 +364,8 @@ def _check_data_fits_model(data_name: str, model_name: str) -> None:
     kind = INPUT_KINDS.get(data_name)
     if kind is None or kind in models.INPUT_KINDS.get(model_name, (kind,)):
         return
-    shapes = {"signal": "1-D signals [length]", "image": "images [height, width, channels]"}
+    shapes = {"signal": "1-D signals [length]", "image": "images [height, width, channels]",
+              "tokens": "token sequences [length]"}
     fitting = sorted((name for name in models.MODEL_NAMES
                       if kind in models.INPUT_KINDS.get(name, ())),
                      key=lambda name: (-len(models.INPUT_KINDS[name]), name))  # mlp first

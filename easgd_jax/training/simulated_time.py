@@ -98,6 +98,16 @@ def compute_seconds(config: ml_collections.ConfigDict, model, params, example_sh
     return _CACHE[key]
 
 
+def _batch_shapes(model, params, example_shape: tuple[int, ...], batch_size: int
+                  ) -> tuple[jax.ShapeDtypeStruct, jax.ShapeDtypeStruct]:
+    """The shapes of one worker's batch ``(x, labels)``: inputs in the params' dtype, one
+    int32 label per example or per position (a language model's: the logits' leading axes)."""
+    dtype = jax.tree.leaves(params)[0].dtype
+    x = jax.ShapeDtypeStruct((batch_size, *example_shape), dtype)
+    logits = jax.eval_shape(lambda p, x: model.apply({"params": p}, x, train=False), params, x)
+    return x, jax.ShapeDtypeStruct(logits.shape[:-1], jnp.int32)
+
+
 def _measure_step(model, params, example_shape, batch_size: int, weight_decay: float,
                   repeats: int = 5, steps: int = 20) -> float:
     """Seconds of one local step (gradient and SGD update) of one worker: ``steps`` steps in
@@ -118,8 +128,9 @@ def _measure_step(model, params, example_shape, batch_size: int, weight_decay: f
         return jax.lax.scan(step, (params, opt_state), None, length=steps)[0]
 
     rng = np.random.default_rng(0)
-    batch = (jnp.asarray(rng.standard_normal((batch_size, *example_shape)), dtype),
-             jnp.zeros((batch_size,), jnp.int32))
+    x_shape, y_shape = _batch_shapes(model, params, example_shape, batch_size)
+    batch = (jnp.asarray(rng.standard_normal(x_shape.shape), dtype),
+             jnp.zeros(y_shape.shape, jnp.int32))
     key = jax.random.PRNGKey(0)
     params = jax.tree.map(jnp.asarray, params)
     opt_state = tx.init(params)
@@ -185,9 +196,7 @@ def _lowered_bytes(config, spec: Spec, model, params, example_shape,
         tx = spec.build(hparams, axes)
     step = make_local_step(model, tx, config.train.weight_decay, spec)
     carry = jax.eval_shape(lambda: TrainState(params, tx.init(params), jax.random.PRNGKey(0)))
-    dtype = jax.tree.leaves(params)[0].dtype
-    batch = (jax.ShapeDtypeStruct((config.train.batch_size, *example_shape), dtype),
-             jax.ShapeDtypeStruct((config.train.batch_size,), jnp.int32))
+    batch = _batch_shapes(model, params, example_shape, config.train.batch_size)
     periodic = spec.period(hparams) is not None
     b_x = cluster_lib.lowered_step_bytes(step, carry, batch, shape, names,
                                          True if periodic else None)

@@ -364,7 +364,8 @@ def _rebuilt_metrics(run: _Run, state: TrainState, record: _Record,
     logging.warning("the run had trained to step %d and its %s is missing, with no "
                     "evaluation at that step in metrics.jsonl: the restored state is "
                     "evaluated now.", record.step, FINAL_METRICS)
-    return read_evaluation(*run.evaluation(state), record.pending_losses or [float("nan")])
+    return read_evaluation(*run.evaluation(state), record.pending_losses or [float("nan")],
+                           optimal_loss=run.dataset.optimal_test_loss)
 
 
 def _loop(run: _Run, state: TrainState, record: _Record) -> tuple[TrainState, dict[str, Any]]:
@@ -438,7 +439,8 @@ def _write_evaluation(run: _Run, record: _Record, at_step: int, dispatched,
                       done_s: float) -> None:
     """The evaluation line of step ``at_step``, every round up to it absorbed;
     ``dispatched`` (:func:`make_evaluation`) was enqueued on the state after it."""
-    metrics = read_evaluation(*dispatched, record.pending_losses)
+    metrics = read_evaluation(*dispatched, record.pending_losses,
+                              optimal_loss=run.dataset.optimal_test_loss)
     metrics.update(_per_round(record.history, run.layout))
     metrics["steps_per_second"] = (at_step - record.start_step) / (done_s - record.start_s)
     metrics["simulated_time_s"] = run.cluster_clock.time_s(at_step)
@@ -496,15 +498,17 @@ def make_evaluation(spec: Spec, model, layout: parallel.WorkerLayout,
     return dispatch
 
 
-def read_evaluation(test, spread, losses) -> dict[str, float]:
+def read_evaluation(test, spread, losses, optimal_loss: float | None = None) -> dict[str, float]:
     """Test loss/accuracy of the evaluation point, plus the worker spread (distances to the
     point and to the workers' mean), of a :func:`make_evaluation` dispatch, and the mean of
-    ``losses``; blocks until the dispatch is done."""
+    ``losses``; with the data's ``optimal_loss``, also it and the gap to it
+    (:func:`~easgd_jax.data.optimum_metrics`); blocks until the dispatch is done."""
     test_loss, test_acc = Evaluator.read(test)
     to_point, spread = jax.device_get(spread)
     return {
         "train_loss": float(np.mean(losses)),
         "test_loss": test_loss,
+        **data.optimum_metrics(optimal_loss, test_loss),
         "test_accuracy": test_acc,
         "worker_center_distance": float(to_point),
         "worker_spread": float(spread),

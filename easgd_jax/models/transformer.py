@@ -1,0 +1,190 @@
+"""A decoder-only transformer language model (GPT-style, pre-norm), for the LM workloads.
+
+    h_0 = E[x] (+ P, learned positions)
+    h_l = h_{l-1} + Attn(LN(h_{l-1}))          causal multi-head self-attention, RoPE on q, k
+    h_l = h_l + MLP(LN(h_l))                  Dense(mlp_ratio * d) -> GELU -> Dense(d)
+    logits = LN(h_L) @ E^T  (tied)  or  LN(h_L) @ W_out
+
+Pre-norm blocks (Xiong et al. 2020, arXiv 2002.04745, as GPT-2), causal attention
+(Vaswani et al. 2017), rotary position embeddings (RoPE: Su et al. 2021, arXiv 2104.09864)
+or learned absolute positions, optional tied input/output embeddings (Press & Wolf 2017).
+
+Every parameter carries logical axis names (flax ``nn.with_logical_partitioning``):
+``vocab``, ``embed``, ``heads``, ``kv``, ``mlp``, ``length``, so that a sharded-worker layout
+can split it with ``nn.logical_axis_rules`` (:func:`logical_partition_specs` reads them). The
+training code keeps the params unboxed (``nn.meta.unbox`` in
+:func:`easgd_jax.training.common.init_params`); the names live on the model's ``init``.
+
+The model takes ``[batch, length]`` token ids (integers, or floats holding integers: the data
+pipeline casts batches to the parameter dtype) and returns ``[batch, length, num_classes]``
+next-token logits; ``num_classes`` is the vocabulary size (256 for byte-level text).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+POSITIONS = ("rope", "learned")
+# The logical axis names the parameters use, in the order a layout would usually list them.
+LOGICAL_AXES = ("vocab", "embed", "heads", "kv", "mlp", "length")
+
+
+def _init(init: nn.initializers.Initializer, names: tuple[str, ...]) -> Any:
+    return nn.with_logical_partitioning(init, names)
+
+
+def rope(x: jax.Array, base: float = 10000.0) -> jax.Array:
+    """Rotary position embedding of ``x`` ``[batch, length, heads, head_dim]`` (RoPE, Su et
+    al. 2021, eq. 34): the pairs ``(x_j, x_{j + d/2})`` at position t rotated by the angle
+    ``t * base^(-2j/d)``, so that ``<rope(q)_s, rope(k)_t>`` depends on s - t only."""
+    length, dim = x.shape[1], x.shape[-1]
+    half = dim // 2
+    freqs = base ** (-jnp.arange(half, dtype=jnp.float32) * 2.0 / dim)
+    angles = jnp.arange(length, dtype=jnp.float32)[:, None] * freqs[None, :]  # [length, half]
+    cos = jnp.cos(angles)[None, :, None, :].astype(x.dtype)
+    sin = jnp.sin(angles)[None, :, None, :].astype(x.dtype)
+    x1, x2 = x[..., :half], x[..., half:]
+    return jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
+
+
+def layer_norm(name: str, dtype: Any) -> nn.LayerNorm:
+    """``nn.LayerNorm`` whose scale and bias carry the logical axis ``embed``."""
+    return nn.LayerNorm(epsilon=1e-5, dtype=dtype, param_dtype=dtype, name=name,
+                        scale_init=_init(nn.initializers.ones_init(), ("embed",)),
+                        bias_init=_init(nn.initializers.zeros_init(), ("embed",)))
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention; RoPE on queries and keys when ``use_rope``."""
+
+    num_heads: int
+    use_rope: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        width = x.shape[-1]
+        head_dim = width // self.num_heads
+        dense = lambda name: nn.DenseGeneral(  # noqa: E731
+            (self.num_heads, head_dim), dtype=x.dtype, param_dtype=x.dtype, name=name,
+            kernel_init=_init(nn.initializers.lecun_normal(), ("embed", "heads", "kv")),
+            bias_init=_init(nn.initializers.zeros_init(), ("heads", "kv")))
+        q, k, v = dense("query")(x), dense("key")(x), dense("value")(x)  # [b, t, heads, hd]
+        if self.use_rope:
+            q, k = rope(q), rope(k)
+        out = jax.nn.dot_product_attention(q, k, v, is_causal=True)
+        return nn.DenseGeneral(
+            width, axis=(-2, -1), dtype=x.dtype, param_dtype=x.dtype, name="out",
+            kernel_init=_init(nn.initializers.lecun_normal(), ("heads", "kv", "embed")),
+            bias_init=_init(nn.initializers.zeros_init(), ("embed",)))(out)
+
+
+class MLPBlock(nn.Module):
+    """Dense(hidden) -> GELU -> Dense(width)."""
+
+    hidden: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        width = x.shape[-1]
+        h = nn.Dense(self.hidden, dtype=x.dtype, param_dtype=x.dtype, name="fc",
+                     kernel_init=_init(nn.initializers.lecun_normal(), ("embed", "mlp")),
+                     bias_init=_init(nn.initializers.zeros_init(), ("mlp",)))(x)
+        return nn.Dense(width, dtype=x.dtype, param_dtype=x.dtype, name="proj",
+                        kernel_init=_init(nn.initializers.lecun_normal(), ("mlp", "embed")),
+                        bias_init=_init(nn.initializers.zeros_init(), ("embed",)))(nn.gelu(h))
+
+
+class Block(nn.Module):
+    """One pre-norm block: ``h + Attn(LN(h))``, then ``h + MLP(LN(h))``."""
+
+    num_heads: int
+    mlp_hidden: int
+    use_rope: bool = True
+
+    @nn.compact
+    def __call__(self, h: jax.Array) -> jax.Array:
+        h = h + CausalSelfAttention(self.num_heads, self.use_rope, name="attention")(
+            layer_norm("ln_attention", h.dtype)(h))
+        return h + MLPBlock(self.mlp_hidden, name="mlp")(layer_norm("ln_mlp", h.dtype)(h))
+
+
+class Transformer(nn.Module):
+    """Decoder-only transformer LM: tokens ``[batch, length]`` -> logits
+    ``[batch, length, num_classes]`` (see the module docstring for the rule).
+
+    Attributes:
+        num_classes: the vocabulary size V.
+        width: d, the model (embedding) width; a multiple of ``num_heads``.
+        depth: the number of blocks L.
+        num_heads: attention heads per block (head size d / num_heads, even with RoPE).
+        mlp_ratio: the MLP's hidden width over d.
+        positions: ``"rope"`` (rotary, no length limit) or ``"learned"`` (absolute position
+            embeddings for up to ``max_length`` tokens).
+        max_length: the longest context (learned positions only).
+        tie_embeddings: the output layer is the input embedding's transpose (no W_out).
+    """
+
+    num_classes: int
+    width: int = 128
+    depth: int = 2
+    num_heads: int = 4
+    mlp_ratio: int = 4
+    positions: str = "rope"
+    max_length: int = 512
+    tie_embeddings: bool = True
+
+    def __post_init__(self):
+        if self.positions not in POSITIONS:
+            raise ValueError(f"positions must be one of {', '.join(POSITIONS)}; got "
+                             f"{self.positions!r}.")
+        for field in ("width", "depth", "num_heads", "mlp_ratio", "max_length"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{field} must be an integer >= 1, got {value!r}.")
+        if self.width % self.num_heads:
+            raise ValueError(f"width ({self.width}) must be a multiple of num_heads "
+                             f"({self.num_heads}).")
+        if self.positions == "rope" and (self.width // self.num_heads) % 2:
+            raise ValueError(f"RoPE needs an even head size; width / num_heads = "
+                             f"{self.width // self.num_heads}.")
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        del train  # no dropout
+        tokens = x.astype(jnp.int32)
+        length = tokens.shape[-1]
+        embed = nn.Embed(
+            self.num_classes, self.width, name="embed",
+            embedding_init=_init(nn.initializers.normal(stddev=0.02), ("vocab", "embed")))
+        h = embed(tokens)
+        if self.positions == "learned":
+            if length > self.max_length:
+                raise ValueError(f"a context of {length} tokens is longer than max_length "
+                                 f"({self.max_length}) of the learned positions.")
+            table = self.param("position_embedding",
+                               _init(nn.initializers.normal(stddev=0.02), ("length", "embed")),
+                               (self.max_length, self.width))
+            h = h + table[None, :length].astype(h.dtype)
+        for i in range(self.depth):
+            h = Block(self.num_heads, self.mlp_ratio * self.width,
+                      use_rope=self.positions == "rope", name=f"block_{i}")(h)
+        h = layer_norm("ln_final", h.dtype)(h)
+        if self.tie_embeddings:
+            return embed.attend(h)
+        return nn.Dense(self.num_classes, name="head",
+                        kernel_init=_init(nn.initializers.lecun_normal(), ("embed", "vocab")),
+                        bias_init=_init(nn.initializers.zeros_init(), ("vocab",)))(h)
+
+
+def logical_partition_specs(model: nn.Module, length: int) -> Any:
+    """The params' logical axis names as a tree of ``jax.sharding.PartitionSpec`` (one per
+    parameter, named with :data:`LOGICAL_AXES`), read from an abstract ``init`` (nothing is
+    allocated); map them to mesh axes with ``nn.logical_to_mesh_sharding``."""
+    sample = jnp.zeros((1, length), jnp.int32)
+    abstract = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), sample)["params"])
+    return nn.get_partition_spec(abstract)
