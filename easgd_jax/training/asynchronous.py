@@ -590,11 +590,18 @@ class _ServerDriver:
         """The end: the last check, evaluation and checkpoint; the run's metrics."""
         config, num_steps = self.run.config, self.run.config.train.num_steps
         assert self.evaluator is not None
-        self.check_finite(outcome.results, num_steps, outcome.center_flat)
-        last = [s for w, values in enumerate(outcome.staleness) for s in values[self.seen[w]:]]
-        self.evaluator(num_steps, self.unravel(jnp.asarray(outcome.center_flat)),
-                       np.asarray(last, np.int64), outcome.wall_time_s)
-        self.save(outcome.results, outcome.server_state, at=num_steps)
+        if self.label == num_steps and self.taken:  # resumed from the final checkpoint
+            logging.warning("the run had trained to step %d and its final metrics are "
+                            "missing: rebuilt from its evaluation at step %d, saved with its "
+                            "last checkpoint.", num_steps, num_steps)
+            self.evaluator.metrics = self.metrics  # (taking it again wrote its line twice)
+        else:
+            self.check_finite(outcome.results, num_steps, outcome.center_flat)
+            last = [s for w, values in enumerate(outcome.staleness)
+                    for s in values[self.seen[w]:]]
+            self.evaluator(num_steps, self.unravel(jnp.asarray(outcome.center_flat)),
+                           np.asarray(last, np.int64), outcome.wall_time_s)
+            self.save(outcome.results, outcome.server_state, at=num_steps)
         self.lost.update(outcome.lost)
         metrics = {**self.evaluator.metrics,
                    "train_loss": _final_train_loss(config, outcome.losses)}

@@ -302,6 +302,42 @@ def test_threads_stopped_at_a_cut_already_taken_does_not_take_it_again(tmp_path,
     assert final["exchanges"] == 3 * 4 and final["ledger_discrepancy"] <= 1e-5
 
 
+def test_threads_resumed_runs_report_every_exchange_and_every_step_once(tmp_path,
+                                                                         monkeypatch):
+    """Issue 28, items 8 and 10: a threads run stopped at the cut of T = 30 (as above) and
+    resumed reports every exchange's staleness in exactly one evaluation window (a resume
+    that did not restore the values already ``seen`` reported them again); and a run whose
+    final metrics were lost after its last checkpoint, resumed at that final checkpoint,
+    rebuilds them without writing the last metrics line twice (it wrote [..., 40, 40])."""
+    workdir = str(tmp_path)
+    on_cut, call = async_train._ServerDriver.on_cut, async_train._Evaluator.__call__
+    windows = []
+
+    def stopping_on_cut(self, view, total, results):
+        on_cut(self, view, total, results)
+        if total == 30:
+            self.run.stop.append(signal.SIGTERM)
+            raise async_train._Stopped()
+
+    def counting_call(self, step, center, staleness, seconds=None):
+        windows.append(len(staleness))
+        call(self, step, center, staleness, seconds)
+
+    monkeypatch.setattr(async_train._Evaluator, "__call__", counting_call)
+    with monkeypatch.context() as patch:
+        patch.setattr(async_train._ServerDriver, "on_cut", stopping_on_cut)
+        assert async_train.train_and_evaluate(_threads(), workdir)["stopped_at_step"] == 10
+    final = async_train.train_and_evaluate(_threads(), workdir)
+    assert len(windows) == 4 and sum(windows) == final["exchanges"] == 3 * 4  # one shard
+    path = os.path.join(workdir, "final_metrics.json")
+    saved = json.loads(open(path).read())
+    os.remove(path)
+    rebuilt = async_train.train_and_evaluate(_threads(), workdir)
+    assert [r["step"] for r in read_metrics(workdir)] == [10, 20, 30, 40]
+    assert rebuilt["test_accuracy"] == final["test_accuracy"]
+    assert json.loads(open(path).read())["worker_steps"] == saved["worker_steps"]
+
+
 def test_threads_nan_is_a_non_finite_error_not_a_lost_update(tmp_path):
     config = _threads(num_steps=20)
     config.algorithm.learning_rate = 1e30  # overflows at once
