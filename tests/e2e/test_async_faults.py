@@ -338,6 +338,29 @@ def test_threads_resumed_runs_report_every_exchange_and_every_step_once(tmp_path
     assert json.loads(open(path).read())["worker_steps"] == saved["worker_steps"]
 
 
+def test_a_stop_checkpoint_is_labelled_by_the_whole_steps_done(tmp_path):
+    """Issue 28, item 10: a stop between two cuts, T = 7 local steps of all 3 workers, is
+    saved as step T // p = 2 (a label ceil(T / p) = 3 would name steps not all taken, and a
+    resumed run would skip the cut at T = 9); the checkpoint keeps T itself."""
+    import types
+
+    import jax.numpy as jnp
+
+    config = _threads()
+    rule = async_train.validate(config)
+    params = {"w": jnp.zeros(4)}
+    run = async_train._Run(config, str(tmp_path), rule, None, params, None, None, None, None,
+                           Checkpointer(str(tmp_path), 3), [])
+    driver = async_train._ServerDriver(run, executor=None)
+    driver.evaluator = types.SimpleNamespace(metrics={})
+    master = server.ParameterServer(rule, params, 3)
+    for _ in range(7):
+        master.tick()
+    assert driver.save([driver.fresh] * 3, master.state(), cut=False) == 2
+    assert run.checkpoints.steps() == [2] and _meta(str(tmp_path), 2)["server"]["total"] == 7
+    run.checkpoints.close()
+
+
 def test_threads_nan_is_a_non_finite_error_not_a_lost_update(tmp_path):
     config = _threads(num_steps=20)
     config.algorithm.learning_rate = 1e30  # overflows at once

@@ -59,12 +59,15 @@ def _reference(x0, targets, eta, mu, period, outer_eta, outer_mu, steps):
     return xs, cs
 
 
-def test_diloco_matches_the_float64_reference():
+@pytest.mark.parametrize("momentum", [0.9, 0.5])
+def test_diloco_matches_the_float64_reference(momentum):
+    """(momentum 0.5 inside, 0.9 outside: an outer step wired to the inner momentum is
+    caught; issue 28, item 10)"""
     x0, targets = _start(), _targets()
-    tx = registry.get_algorithm("diloco", learning_rate=0.1, momentum=0.9, period=3,
+    tx = registry.get_algorithm("diloco", learning_rate=0.1, momentum=momentum, period=3,
                                 outer_learning_rate=0.7, outer_momentum=0.9)
     params, state = _run(tx, x0, targets, steps=10)
-    xs, cs = _reference(x0, targets, 0.1, 0.9, 3, 0.7, 0.9, steps=10)
+    xs, cs = _reference(x0, targets, 0.1, momentum, 3, 0.7, 0.9, steps=10)
     for t in range(10):
         for k in SHAPES:
             np.testing.assert_allclose(params[k][t], xs[t][k], rtol=1e-5, atol=1e-6)
@@ -234,8 +237,8 @@ def test_the_elastic_outer_step_moves_the_center_toward_the_workers():
 def test_one_worker_async_diloco_equals_sync():
     from test_schedules import assert_trees_close, noise_problem, run_async, run_sync
 
-    hp = dict(learning_rate=0.05, momentum=0.9, period=3, outer_learning_rate=0.7,
-              outer_momentum=0.9)
+    hp = dict(learning_rate=0.05, momentum=0.5, period=3, outer_learning_rate=0.7,
+              outer_momentum=0.9)  # unequal momenta: neither wired to the other
     grad_loss, noise = noise_problem(6)
     params, state = run_sync(outer.nesterov_diloco(**hp), grad_loss, noise)
     worker, master = run_async(outer.async_diloco(**hp), grad_loss, noise)

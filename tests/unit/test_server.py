@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from easgd_jax.algorithms import adaptive, distbelief, elastic, leader
+from easgd_jax.algorithms import adaptive, distbelief, elastic, leader, outer
 from easgd_jax.parallel import schedules, server
 from easgd_jax.parallel.executor import WorkerFailedError
 
@@ -116,6 +116,29 @@ def test_verify_detects_a_lost_update_and_a_miscount():
     ps.sent[0] += 1  # a worker sent an exchange that no shard applied
     with pytest.raises(AssertionError, match="exchanges applied"):
         ps.verify()
+
+
+def test_a_restored_server_continues_every_clock_exactly():
+    """Issue 28, item 10: :meth:`ParameterServer.load_state` restores the shards' clocks AND
+    each worker's read clocks (a restore that skipped the read clocks measured the first
+    exchanges after a resume as stale by every update since the start). The same exchanges
+    after a state()/load_state() round trip give the same staleness, center and ledger as
+    without it."""
+    rule = distbelief.async_downpour(0.1, period=1)
+    one = server.ParameterServer(rule, jnp.zeros(10), 3, num_shards=2)
+    message = (np.zeros(10, np.float32), np.ones(10, np.float32))
+    for w in (0, 1, 1, 2, 0, 1):
+        one.exchange(w, message)
+    arrays, meta = one.state()
+    two = server.ParameterServer(rule, jnp.zeros(10), 3, num_shards=2)
+    two.load_state(arrays, meta)
+    for ps in (one, two):
+        for w in (2, 0, 1):
+            ps.exchange(w, message)
+    assert two.staleness == one.staleness and two.staleness[2][-2:] == [2, 2]
+    assert two.state()[1] == one.state()[1] and two.total == one.total
+    np.testing.assert_array_equal(two.center_flat(), one.center_flat())
+    np.testing.assert_array_equal(two.ledger, one.ledger)
 
 
 def test_shards_and_their_errors():
@@ -241,6 +264,9 @@ RULES = {
                                                             adagrad_rate=0.05),
     "lsgd": lambda: leader.async_lsgd_nesterov(0.05, 0.9, 0.2, 2, num_workers=1),
     "apam": lambda: adaptive.apam(0.05, form="authors"),
+    # (the only rule whose ``before`` changes the params: the inner step; issue 28 item 10)
+    "diloco": lambda: outer.async_diloco(0.05, 0.5, 3, outer_learning_rate=0.7,
+                                         outer_momentum=0.9),
 }
 
 
