@@ -359,7 +359,7 @@ def _compiled(name: str, num_workers: int, schedule: str, static_items: tuple,
         # representative values of the traced hyperparameters (the state's structure only)
         rep = {k: jnp.asarray(2, jnp.int32) if k.endswith("period")
                else jnp.asarray(0.5, jnp.float64) for k in traced_names}
-        state0 = initial(hyper(rep))
+        state0 = jax.jit(lambda: initial(hyper(rep)))()  # one program, not one per op
         stacked = stacked_flags(state0)
         roots = ("workers", "master") if asynchronous else ("params", "opt_state")
         leaves, floating = _leaves(state0, stacked, roots)
@@ -386,10 +386,14 @@ def _compiled(name: str, num_workers: int, schedule: str, static_items: tuple,
             return jnp.concatenate([jnp.ravel(a).astype(jnp.float64)
                                     for a, f in zip(flat, floating, strict=True) if f])
 
-        readout_row = np.asarray(jax.jacfwd(lambda v: readout(unflatten(v)))(jnp.asarray(vec0)))
-        params_mask = np.asarray(
-            jax.jacfwd(lambda v: ravel_pytree(params_of(unflatten(v)))[0])(
-                jnp.asarray(vec0))).any(axis=0)
+        @jax.jit
+        def rows(vec):
+            point = jax.jacfwd(lambda v: readout(unflatten(v)))(vec)
+            params = jax.jacfwd(lambda v: ravel_pytree(params_of(unflatten(v)))[0])(vec)
+            return point, params
+
+        readout_row, params_rows = (np.asarray(a) for a in rows(jnp.asarray(vec0)))
+        params_mask = params_rows.any(axis=0)
 
     def one(traced, h, u):
         hp = hyper(traced)
@@ -399,8 +403,7 @@ def _compiled(name: str, num_workers: int, schedule: str, static_items: tuple,
 
         v0 = jnp.asarray(vec0)
         n0 = jnp.zeros([n_noise], jnp.float64)
-        jf = jax.jacfwd(f, 0)(v0, n0)
-        jn = jax.jacfwd(f, 1)(v0, n0)
+        jf, jn = jax.jacfwd(f, (0, 1))(v0, n0)
         du = jnp.zeros_like(v0).at[np.flatnonzero(params_mask)].set(u)
         gap = f(v0 + du, n0) - f(v0, n0) - jf @ du
         scale = jnp.maximum(jnp.max(jnp.abs(jf @ du)), 1e-300)
