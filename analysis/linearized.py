@@ -84,6 +84,7 @@ LINEARITY_TOLERANCE = 1e-6  # relative gap |f(s) - f(0) - M s| / |M s|: rounding
 # rule over hundreds of steps of an unstable map stays far below (the nonlinear rules here: > 1e-2)
 COPY_TOLERANCE = 1e-13  # copies of a replicated leaf agree to rounding
 GRID = "__grid__"  # the batch axis of a call with no traced hyperparameter
+CHUNK = 4096  # grid points per call of one compiled program
 
 # Rules that are not linear on the quadratic, linearized at a stated operating point.
 OPERATING_POINTS: dict[str, str] = {
@@ -559,6 +560,20 @@ def _setup(name: str, num_workers: int, curvature: Any, schedule: str,
     return _Setup(name, num_workers, h, static, traced, shape, program)
 
 
+def _chunked(batched: Any, grid: dict[str, np.ndarray], size: int, h: np.ndarray,
+             u: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``batched`` over the grid in chunks of one size (a power of two up to
+    :data:`CHUNK`, the last chunk padded), so that grids of any size share one program."""
+    chunk = min(CHUNK, 1 << max(0, size - 1).bit_length())
+    outs: list[tuple] = []
+    for start in range(0, size, chunk):
+        part = {k: v[start:start + chunk] for k, v in grid.items()}
+        short = chunk - len(part[GRID])
+        part = {k: np.concatenate([v, np.repeat(v[:1], short)]) for k, v in part.items()}
+        outs.append(tuple(np.asarray(a)[:chunk - short] for a in batched(part, h, u)))
+    return tuple(np.concatenate([o[j] for o in outs]) for j in range(3))
+
+
 def _left_out(labels: list[str], kept: np.ndarray) -> str:
     """The left-out leaves by name (copies and elements folded)."""
     names: list[str] = []
@@ -601,7 +616,7 @@ def linearize(name: str, num_workers: int, curvature: Any = 1.0, schedule: str =
     h = setup.curvature
     with jax.enable_x64(True):
         try:
-            jf, jn, gap = program.batched(grid, h, u)
+            jf, jn, gap = _chunked(program.batched, grid, size, h, u)
         except jax.errors.ConcretizationTypeError:
             # a constructor that needs concrete rates (float(rate)): one program per point
             points = []
