@@ -19,21 +19,31 @@ Exit status:
         of another config, or none of its checkpoints verifies (use ``--overwrite`` or
         another workdir). One line (the tfds one adds its ``tfds build`` command) says what
         and how to fix it;
-    75  (EX_TEMPFAIL) SIGINT or SIGTERM stopped the run at a checkpoint: the same command
-        resumes it;
+    75  (EX_TEMPFAIL) SIGINT or SIGTERM stopped the run: at a checkpoint, or at any moment
+        outside the training loop (while it starts: the data, compilation, the step-time
+        measurement; or during its final evaluation), in one line; the same command resumes
+        it (or, when the run had finished, says so and exits 0);
+    74  (EX_IOERR) the workdir cannot be written: a full disk, a read-only file system, no
+        permission. One line naming the file; free space or fix the permissions and run the
+        same command (it resumes from the last checkpoint);
+    134 (SIGABRT, JAX's runtime) on several processes, a peer process died: the others abort
+        after ``distributed.heartbeat_timeout_s``; run the same command on every process;
     1   anything else (with a traceback).
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import errno
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import ml_collections
 from absl import app, flags, logging
@@ -42,6 +52,9 @@ from ml_collections.config_flags import config_path
 
 EXIT_BAD_INPUT = 2
 EXIT_STOPPED = 75  # sysexits.h EX_TEMPFAIL: a temporary failure, run it again
+EXIT_IO_ERROR = 74  # sysexits.h EX_IOERR: the workdir cannot be written
+# OSErrors of a workdir that cannot be written: one line and EXIT_IO_ERROR, no traceback.
+_IO_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO)
 
 _CONFIG = flags.DEFINE_string(
     "config", None, "Path to a config file with get_config() (FILE:ARG calls get_config('ARG')); "
@@ -57,6 +70,40 @@ _OVERRIDE = re.compile(r"^--?(no)?config\.")
 
 class BadInput(Exception):
     """Input the user can fix: launch.py prints the message alone and exits 2."""
+
+
+class StopSignal(BaseException):  # noqa: N818 - a signal, not an error
+    """SIGTERM/SIGINT outside a training loop (which collects them itself and stops at a
+    checkpoint): raised where the program is, so that it unwinds (the checkpoint manager
+    and the workdir's lock released) and exits 75 in one line."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stop_signals_raise() -> Iterator[None]:
+    """From the first second to the last: SIGTERM and SIGINT raise :class:`StopSignal`
+    (once; a second one while the program unwinds is ignored) wherever no training loop
+    collects them (:func:`easgd_jax.training.common.stop_requests` takes them over inside,
+    and gives them back). In the main thread only; the handlers are restored after."""
+    raised: list[int] = []
+
+    def handler(signum: int, _frame) -> None:
+        if not raised:
+            raised.append(signum)
+            raise StopSignal(signum)
+
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(ValueError):  # not the main thread
+            previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _known_flags(argv: Sequence[str]) -> list[str]:
@@ -183,14 +230,50 @@ def main(argv: Sequence[str]) -> int:
     (see the module docstring); bad input is one line on stderr, not an exception."""
     prog = os.path.basename(argv[0]) if argv else "launch.py"
     try:
-        return _run(argv)
+        with stop_signals_raise():
+            return _run(argv)
     except BadInput as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except StopSignal as e:
+        print(f"{prog}: stopped by {signal.Signals(e.signum).name} outside the training loop "
+              "(while the run started or finished); its last checkpoint and metrics are kept: "
+              f"run the same command to resume (exit status {EXIT_STOPPED}).", file=sys.stderr)
+        return EXIT_STOPPED
+    except Exception as e:
+        reason = write_failure(e)
+        if reason is None:
+            raise
+        print(f"{prog}: error: cannot write the workdir: {reason}. Free space or fix its "
+              "permissions, then run the same command: it resumes from the last checkpoint "
+              f"(exit status {EXIT_IO_ERROR}).", file=sys.stderr)
+        sys.unraisablehook = lambda _: None  # (Orbax's writes cut short, at the exit)
+        return EXIT_IO_ERROR
+
+
+def write_failure(error: BaseException | None) -> str | None:
+    """``"reason (file)"`` when ``error``, or an error that caused it, is a failure to write
+    (:data:`_IO_ERRNOS`): an OSError, or the same error from Orbax's array store, tensorstore
+    (``... [os_error_code='28']``); else None."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in _IO_ERRNOS:
+            where = f" ({error.filename})" if error.filename else ""
+            return f"{error.strerror or os.strerror(error.errno)}{where}"
+        code = re.search(r"os_error_code='(\d+)'", str(error))
+        if code and int(code.group(1)) in _IO_ERRNOS:
+            file = re.search(r'(?:Failed writing|local file): "([^"]+)"', str(error))
+            return os.strerror(int(code.group(1))) + (f" ({file.group(1)})" if file else "")
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _run(argv: Sequence[str]) -> int:
     config, workdir, overwrite = parse_command_line(argv)
+    from easgd_jax.training import common
+
+    common.signals_received.clear()  # (this run's: main() may run more than once)
     import jax
 
     from easgd_jax import data, parallel, training
@@ -225,6 +308,11 @@ def _run(argv: Sequence[str]) -> int:
         logging.warning("stopped at step %d of %d by a signal; run the same command to resume "
                         "(exit status %d)", metrics["stopped_at_step"], config.train.num_steps,
                         EXIT_STOPPED)
+        return EXIT_STOPPED
+    if common.signals_received:  # seen by the loop after its last look: the final evaluation
+        logging.warning("%s arrived during the final evaluation; the run finished and saved "
+                        "its results: the same command confirms it (exit status %d)",
+                        signal.Signals(common.signals_received[-1]).name, EXIT_STOPPED)
         return EXIT_STOPPED
     return 0
 

@@ -202,14 +202,25 @@ def make_evaluator(model) -> Evaluator:
     return Evaluator(model)
 
 
+# Every SIGTERM/SIGINT that :func:`stop_requests` collected in this process.
+signals_received: list[int] = []
+
+
 @contextlib.contextmanager
 def stop_requests() -> Iterator[list[int]]:
-    """Collects SIGTERM/SIGINT into a list instead of dying; restores the handlers after."""
+    """Collects SIGTERM/SIGINT into a list instead of dying; restores the handlers after.
+    Each one is also added to :data:`signals_received` (the process's record: launch.py
+    exits 75 for a signal the loop saw only after its last look, in the final evaluation)."""
     received: list[int] = []
     previous = {}
+
+    def collect(signum: int, _frame: Any) -> None:
+        received.append(signum)
+        signals_received.append(signum)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:
-            previous[sig] = signal.signal(sig, lambda s, _frame: received.append(s))
+            previous[sig] = signal.signal(sig, collect)
         except ValueError:  # not the main thread: leave signals alone
             pass
     try:

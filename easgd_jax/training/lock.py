@@ -7,11 +7,15 @@ time). A second launch fails at once naming the holder. The kernel releases the 
 its process dies, even by ``kill -9``: the next launch takes the lock over and says whose it
 was. The executors take it (``sync.train``, ``asynchronous.train_and_evaluate``); it is not
 re-entrant, so a second run into the same workdir is refused from the same process too.
+A lock that cannot be written (a full disk) leaves no workdir holding only ``.lock``; a
+workdir that cannot be written at all (read-only) is used without a lock, since no run can
+change it: a finished run is reported, anything else stops at its first write.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -21,6 +25,9 @@ from collections.abc import Iterator
 
 import jax
 from absl import logging
+
+# The errors of a workdir that cannot be written (a read-only file system, no permission).
+_READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 class WorkdirBusyError(RuntimeError):
@@ -55,7 +62,17 @@ def workdir_lock(workdir: str) -> Iterator[str]:
     created = not os.path.isdir(workdir)
     os.makedirs(workdir, exist_ok=True)
     path = os.path.realpath(lock_path(workdir))
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        if created or e.errno not in _READ_ONLY:
+            raise
+        # Nothing can be written here, by this run or another: no lock is needed to report
+        # a finished run (exit 0); anything else stops at its first write, naming the file.
+        logging.warning("workdir %s cannot be written (%s): no lock taken.", workdir,
+                        e.strerror)
+        yield path
+        return
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -63,22 +80,24 @@ def workdir_lock(workdir: str) -> Iterator[str]:
             raise WorkdirBusyError(
                 f"workdir {workdir} is in use by {_describe(_read_holder(fd))} (lock {path}). "
                 "Wait for that run to finish or stop it, or use another workdir.") from None
-        previous = _read_holder(fd)
-        if previous:
-            logging.warning("took over the lock of %s, which no longer holds it (it died or "
-                            "was killed); resuming in %s", _describe(previous), workdir)
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, json.dumps(me).encode())
-        os.fsync(fd)
         try:
+            previous = _read_holder(fd)
+            if previous:
+                logging.warning("took over the lock of %s, which no longer holds it (it died "
+                                "or was killed); resuming in %s", _describe(previous), workdir)
+            me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, json.dumps(me).encode())  # (a full disk fails here: cleaned up below)
+            os.fsync(fd)
             yield path
         finally:
-            os.ftruncate(fd, 0)  # released cleanly: nobody to take over from
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)  # released cleanly: nobody to take over from
             if created and os.listdir(workdir) == [os.path.basename(path)]:
                 # A run that failed before writing anything (bad input found late, e.g. a
-                # data set that is not prepared) leaves no empty workdir behind.
+                # data set that is not prepared, or the lock's own write on a full disk)
+                # leaves no workdir holding only its lock behind.
                 os.remove(path)
                 os.rmdir(workdir)
             fcntl.flock(fd, fcntl.LOCK_UN)

@@ -15,13 +15,21 @@ QUIET_LOGGERS = ("jax", "matplotlib")
 
 class QuietLibraries(std_logging.Filter):
     """Drops the INFO lines of Orbax (one set per checkpoint save or restore), JAX and
-    matplotlib from a log; their warnings and errors still show, and absl's verbosity flag
+    matplotlib from a log, and Orbax's tracebacks of a failed write (the caller reports the
+    error); their warnings and errors still show, and absl's verbosity flag
     (``--verbosity=1``: DEBUG) brings every line back. Orbax logs through absl, so its
     records reach the absl handler with Orbax's files as their ``pathname``; JAX and
     matplotlib log through their own loggers, which propagate to it."""
 
     def filter(self, record: std_logging.LogRecord) -> bool:
-        if record.levelno >= std_logging.WARNING or logging.level_debug():
+        if logging.level_debug():
+            return True
+        if record.exc_info and "orbax" in record.pathname:
+            # Orbax's worker threads log the exception of a failed write with its traceback;
+            # the save (synchronous here) raises the same exception in the caller, which
+            # reports it (launch.py: one line for a full disk): not shown twice.
+            return False
+        if record.levelno >= std_logging.WARNING:
             return True
         library = record.name.split(".")[0] in QUIET_LOGGERS or "orbax" in record.pathname
         return not library

@@ -4,6 +4,7 @@ signal to one of two processes. (Bit flips and garbage in the latest checkpoint:
 test_checkpoint.py; the asynchronous executors: test_async_faults.py.)"""
 
 import json
+import logging as std_logging
 import os
 import signal
 import subprocess
@@ -366,3 +367,143 @@ def test_each_checkpoint_records_its_config_and_a_launch_is_compared_with_it(tmp
     _, metrics = train.train(_config(num_steps=20, every=20), workdir)
     assert metrics["step"] == 40 and metrics["test_accuracy"] == first["test_accuracy"]
     assert open(config_json, "rb").read() == saved_config  # still the run's 40 steps
+
+
+# --------------------- issue 28, items 7 and 9: every exit status, from the first second
+
+
+def _launch_args(workdir, num_steps=40):
+    """launch.py's command line for the small sync run (40 steps, checkpoints every 20)."""
+    overrides = {**SMALL, "tensorboard": False, "num_workers": 4, "num_devices": 4,
+                 "train.eval_every": 20, "checkpoint.every": 20, "train.num_steps": num_steps}
+    return ["launch.py", f"--config={os.path.join(ROOT, 'configs', 'easgd.py')}",
+            f"--workdir={workdir}", *(f"--config.{k}={v}" for k, v in overrides.items())]
+
+
+def _signal_in(monkeypatch, module, name, signum, when=lambda calls: True):
+    """``module.name`` sends this process ``signum`` (on the calls ``when`` picks), then
+    runs: the signal arrives exactly there."""
+    original, calls = getattr(module, name), []
+
+    def sending(*args, **kwargs):
+        calls.append(1)
+        if when(len(calls)):
+            os.kill(os.getpid(), signum)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, sending)
+
+
+def test_sigint_during_init_is_75_in_one_line_without_a_traceback(tmp_path):
+    """SIGINT while the run starts (here: as the distributed runtime would start) used to
+    print a KeyboardInterrupt traceback (once a segfault); SIGTERM there exited -15 without a
+    word. Now: one line, status 75, nothing left in the workdir (a subprocess: the real
+    handlers and the interpreter's exit)."""
+    script = ("import os, signal, sys; sys.argv = sys.argv[1:]; import launch; "
+              "from easgd_jax.parallel import distributed; "
+              "distributed.initialize = lambda c: os.kill(os.getpid(), signal.SIGINT); "
+              "launch.run_main()")
+    done = subprocess.run([sys.executable, "-c", script, *_launch_args(str(tmp_path / "w"))],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 75, done.stderr[-3000:]
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith("launch.py: stopped by SIGINT outside the training loop")
+    assert "Traceback" not in done.stderr and "Fatal Python error" not in done.stderr
+    assert not os.path.exists(tmp_path / "w")  # not started: nothing written
+
+
+def test_sigterm_in_the_step_time_measurement_and_final_evaluation_is_75(
+        tmp_path, monkeypatch, capsys):
+    """SIGTERM during the step-time measurement (before the loop) stops in one line with
+    75; during the final evaluation (the loop's last look is behind it) it used to be
+    ignored (exit 0): now 75 too, the run's results saved; the same command then says it
+    finished (0)."""
+    import launch
+    from easgd_jax.training import simulated_time
+
+    workdir = str(tmp_path)
+    with monkeypatch.context() as patch:
+        _signal_in(patch, simulated_time, "sync_clock", signal.SIGTERM)
+        assert launch.main(_launch_args(workdir)) == 75
+    err = capsys.readouterr().err
+    assert err.startswith("launch.py: stopped by SIGTERM outside the training loop")
+    assert len(err.strip().splitlines()) == 1
+    assert not os.path.exists(os.path.join(workdir, "metrics.jsonl"))
+    with monkeypatch.context() as patch:
+        _signal_in(patch, train, "read_evaluation", signal.SIGTERM, when=lambda n: n == 2)
+        assert launch.main(_launch_args(workdir)) == 75
+    assert [r["step"] for r in read_metrics(workdir)] == [20, 40]
+    assert os.path.exists(os.path.join(workdir, "final_metrics.json"))
+    before = _files(workdir)
+    assert launch.main(_launch_args(workdir)) == 0 and _files(workdir) == before
+
+
+def test_a_full_disk_is_one_line_and_74(tmp_path, monkeypatch, capsys):
+    """A checkpoint write on a full disk (Orbax's array store reports it as below) used to
+    be a 267-line log with three tracebacks and exit 1: one line naming the file, 74."""
+    import launch
+
+    path = os.path.join(str(tmp_path), "checkpoints", "20.orbax-checkpoint-tmp", "d", "ab")
+
+    def full(self, step, state, meta):
+        raise ValueError(f'RESOURCE_EXHAUSTED: Error writing "x" in OCDBT database: Failed '
+                         f'writing: "{path}": Failed to write 1701509 bytes to file 18: No '
+                         "space left on device [os_error_code='28']")
+
+    monkeypatch.setattr(Checkpointer, "save", full)
+    assert launch.main(_launch_args(str(tmp_path))) == 74
+    assert capsys.readouterr().err == (
+        f"launch.py: error: cannot write the workdir: No space left on device ({path}). Free "
+        "space or fix its permissions, then run the same command: it resumes from the last "
+        "checkpoint (exit status 74).\n")
+    assert launch.write_failure(RuntimeError("x")) is None
+    # Orbax's threads log that error with its traceback before the save raises it: not shown.
+    from easgd_jax.training.logs import QuietLibraries
+
+    try:
+        raise ValueError("RESOURCE_EXHAUSTED")
+    except ValueError:
+        record = std_logging.LogRecord("absl", std_logging.ERROR, "/o/orbax/future.py", 1,
+                                       "raised an exception", None, sys.exc_info())
+    assert not QuietLibraries().filter(record)
+    record.exc_info = None
+    assert QuietLibraries().filter(record)  # its errors without a traceback still show
+    error = OSError(30, "Read-only file system", "/w/config.json.tmp")
+    wrapped = RuntimeError("save failed")
+    wrapped.__cause__ = error
+    assert launch.write_failure(wrapped) == "Read-only file system (/w/config.json.tmp)"
+
+
+def test_a_read_only_finished_run_is_0_and_a_failed_lock_write_leaves_no_workdir(
+        tmp_path, monkeypatch):
+    """A finished run in a workdir that cannot be written (its lock cannot be opened: a
+    read-only file system) is reported, status 0 (it was a PermissionError, exit 1); a lock
+    whose write fails (a full disk) leaves no workdir holding only .lock behind."""
+    import errno
+
+    import launch
+
+    workdir = str(tmp_path / "run")
+    assert launch.main(_launch_args(workdir)) == 0
+    before = _files(workdir)
+    real_open = lock_lib.os.open
+
+    def read_only(path, *args, **kwargs):
+        if path.endswith(".lock"):
+            raise OSError(errno.EROFS, "Read-only file system", path)
+        return real_open(path, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(lock_lib.os, "open", read_only)
+        assert launch.main(_launch_args(workdir)) == 0
+    assert _files(workdir) == before
+
+    def no_space(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(lock_lib.os, "write", no_space)
+    fresh = str(tmp_path / "fresh")
+    with pytest.raises(OSError, match="No space left"):
+        with lock_lib.workdir_lock(fresh):
+            pass
+    assert not os.path.exists(fresh)
