@@ -226,3 +226,73 @@ def data_parallel_sgd(
     plain = isinstance(momentum, numbers.Real) and momentum == 0
     local = optax.sgd(learning_rate) if plain else nesterov(learning_rate, momentum)
     return optax.chain(mean_over_workers(axis_name), local)
+
+
+def warmup_cosine(learning_rate: float, warmup_steps: int = 0,
+                  decay_steps: int = 0) -> optax.Schedule:
+    """The language-model rate schedule of the step count t: a linear warm-up from 0 over
+    ``warmup_steps`` W, then a cosine decay to ``learning_rate / 10`` at step ``decay_steps``
+    D (counted from 0, warm-up included; optax's ``warmup_cosine_decay_schedule``, written
+    here in array arithmetic so that ``optax.inject_hyperparams`` may trace any argument)::
+
+        eta_t = eta t / W                                            t < W
+        eta_t = eta (0.1 + 0.45 (1 + cos(pi min(t - W, D - W) / (D - W))))    t >= W
+
+    ``decay_steps`` 0: no decay (``eta`` after the warm-up)."""
+    checks.check_rate("learning_rate", learning_rate)
+    for name, value in (("warmup_steps", warmup_steps), ("decay_steps", decay_steps)):
+        number = checks._number(value, integral=True)
+        if number is None or (checks.is_concrete(value) and number < 0):
+            raise ValueError(f"{name} must be an integer >= 0, got {value!r}.")
+    if checks.is_concrete(warmup_steps, decay_steps) and 0 < decay_steps <= warmup_steps:
+        raise ValueError(f"decay_steps ({decay_steps}) must exceed warmup_steps "
+                         f"({warmup_steps}), or be 0 (no decay).")
+
+    def schedule(count: jax.Array) -> jax.Array:
+        dtype = jnp.result_type(float)  # float64 under jax_enable_x64, else float32
+        t = jnp.asarray(count, dtype)
+        w, d = jnp.asarray(warmup_steps, dtype), jnp.asarray(decay_steps, dtype)
+        warm = learning_rate * t / jnp.maximum(w, 1.0)
+        progress = jnp.clip((t - w) / jnp.maximum(d - w, 1.0), 0.0, 1.0)
+        decayed = learning_rate * (0.1 + 0.45 * (1.0 + jnp.cos(jnp.pi * progress)))
+        return jnp.where(t < w, warm, jnp.where(d > 0, decayed, learning_rate))
+
+    return schedule
+
+
+def data_parallel_adamw(
+    learning_rate: float,
+    warmup_steps: int = 0,
+    decay_steps: int = 0,
+    b1: float = 0.9,
+    b2: float = 0.95,
+    weight_decay: float = 0.1,
+    axis_name: AxisName = "workers",
+    on_disagreement: str = "raise",
+) -> optax.GradientTransformationExtraArgs:
+    """Synchronous data-parallel AdamW (Loshchilov & Hutter 2019, arXiv 1711.05101), the
+    language-model baseline of DiLoCo (Douillard et al. 2023, arXiv 2311.08105)::
+
+        gbar = (1/p) sum_i g_i;   m <- b1 m + (1 - b1) gbar;   v <- b2 v + (1 - b2) gbar^2
+        x <- x - eta_t (m_hat / (sqrt(v_hat) + eps) + lambda x)
+
+    with ``eta_t`` :func:`warmup_cosine`. One all-reduce per step; workers that start equal
+    stay equal (p workers with batch b follow one with batch p b).
+
+    Args:
+        learning_rate: the peak rate eta.
+        warmup_steps, decay_steps: the schedule (:func:`warmup_cosine`).
+        b1, b2: Adam's moment decay rates in [0, 1).
+        weight_decay: lambda >= 0, decoupled (set ``train.weight_decay`` 0 beside it).
+        axis_name: the worker axis of the all-reduce.
+        on_disagreement: accepted for uniformity with the algorithms that keep a replicated
+            center (checked, unused).
+    """
+    checks.check_momentum(b1, "b1")
+    checks.check_momentum(b2, "b2")
+    checks.check_interval("weight_decay", weight_decay, 0.0, float("inf"))
+    checks.check_axis_name(axis_name)
+    check_on_disagreement(on_disagreement)
+    rate = warmup_cosine(learning_rate, warmup_steps, decay_steps)
+    return optax.chain(mean_over_workers(axis_name),
+                       optax.adamw(rate, b1, b2, weight_decay=weight_decay))

@@ -40,6 +40,7 @@ import optax
 
 from easgd_jax.algorithms import base, checks, clock, exchange
 from easgd_jax.algorithms.base import AsyncRule, AsyncWorkerState, AxisName, fresh_copy
+from easgd_jax.algorithms.baselines import warmup_cosine
 from easgd_jax.algorithms.collectives import axis_size
 from easgd_jax.algorithms.momentum import nesterov_sgd
 
@@ -221,6 +222,55 @@ def nesterov_diloco(
                   nesterov_sgd(outer_learning_rate, outer_momentum, "outer_"), period, axis_name,
                   center_dtype, num_fragments=num_fragments, exchange_dtype=exchange_dtype,
                   error_feedback=error_feedback, on_disagreement=on_disagreement)
+
+
+def adamw_diloco(
+    learning_rate: float,
+    period: int,
+    warmup_steps: int = 0,
+    decay_steps: int = 0,
+    b1: float = 0.9,
+    b2: float = 0.95,
+    weight_decay: float = 0.1,
+    outer_learning_rate: float = 0.7,
+    outer_momentum: float = 0.9,
+    axis_name: AxisName = "workers",
+    center_dtype: Any = base.CENTER_DTYPE,
+    num_fragments: int | None = None,
+    on_disagreement: str = "raise",
+) -> optax.GradientTransformationExtraArgs:
+    """DiLoCo as its paper runs it on language models (Douillard et al. 2023, arXiv
+    2311.08105, Algorithm 1; registry name ``diloco_adamw``): inner AdamW with a linear
+    warm-up and cosine decay, outer Nesterov momentum::
+
+        inner = optax.adamw(warmup_cosine(eta, W, D), b1, b2, weight_decay=lambda)
+        outer = optax.sgd(outer_learning_rate, outer_momentum, nesterov=True)
+
+    Each worker's AdamW state (and its schedule's count, the local step) is its own and kept
+    across outer steps, as in the paper.
+
+    Args:
+        learning_rate: the inner peak rate eta.
+        period: H, inner steps per outer step.
+        warmup_steps, decay_steps: the inner schedule
+            (:func:`~easgd_jax.algorithms.baselines.warmup_cosine`).
+        b1, b2: Adam's moment decay rates in [0, 1).
+        weight_decay: lambda >= 0, decoupled.
+        outer_learning_rate: the outer rate (the paper: 0.7).
+        outer_momentum: the outer Nesterov momentum in [0, 1) (the paper: 0.9).
+        axis_name: the worker axis of the all-reduce.
+        center_dtype: as in :func:`diloco`.
+        num_fragments: F, streaming fragments (None: 1), as in :func:`diloco`.
+        on_disagreement: ``"raise"`` or ``"nan"``, as in :func:`diloco`.
+    """
+    checks.check_momentum(b1, "b1")
+    checks.check_momentum(b2, "b2")
+    checks.check_interval("weight_decay", weight_decay, 0.0, float("inf"))
+    inner = optax.adamw(warmup_cosine(learning_rate, warmup_steps, decay_steps), b1, b2,
+                        weight_decay=weight_decay)
+    return diloco(inner, nesterov_sgd(outer_learning_rate, outer_momentum, "outer_"), period,
+                  axis_name, center_dtype, num_fragments=num_fragments,
+                  on_disagreement=on_disagreement)
 
 
 # --------------------------------------------------------------------------- asynchronous

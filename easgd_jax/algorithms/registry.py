@@ -36,7 +36,14 @@ from easgd_jax.algorithms.base import (
     evaluate_leader,
     evaluate_params,
 )
-from easgd_jax.algorithms.baselines import asgd, data_parallel_sgd, msgd, mvasgd, sgd
+from easgd_jax.algorithms.baselines import (
+    asgd,
+    data_parallel_adamw,
+    data_parallel_sgd,
+    msgd,
+    mvasgd,
+    sgd,
+)
 from easgd_jax.algorithms.distbelief import (
     adownpour,
     async_downpour,
@@ -46,7 +53,7 @@ from easgd_jax.algorithms.distbelief import (
 )
 from easgd_jax.algorithms.elastic import async_eamsgd, async_easgd, eamsgd, eamsgd_outer, easgd
 from easgd_jax.algorithms.leader import async_lsgd_nesterov, lsgd_multi_nesterov, lsgd_nesterov
-from easgd_jax.algorithms.outer import async_diloco, nesterov_diloco
+from easgd_jax.algorithms.outer import adamw_diloco, async_diloco, nesterov_diloco
 from easgd_jax.algorithms.rates import check_elastic_stability
 
 PS = "parameter_server"  # DOWNPOUR's master; the others all-reduce over a ring
@@ -70,6 +77,8 @@ _SPECS: dict[str, Spec] = {spec.name: spec for spec in (
     Spec("asgd", asgd, None, evaluation=evaluate_average),
     Spec("mvasgd", mvasgd, None, evaluation=evaluate_average),
     Spec("data_parallel_sgd", data_parallel_sgd, None, evaluation=evaluate_params),
+    # ... and data-parallel AdamW, the language-model baseline.
+    Spec("data_parallel_adamw", data_parallel_adamw, None, evaluation=evaluate_params),
     # Leader SGD (Teng et al., 2019).
     Spec("lsgd_nesterov", lsgd_nesterov, async_lsgd_nesterov, evaluation=evaluate_leader,
          reported=("leader",)),
@@ -81,6 +90,8 @@ _SPECS: dict[str, Spec] = {spec.name: spec for spec in (
     # Outer optimizers: DiLoCo (Douillard et al., 2023), the outer step closing each block.
     Spec("diloco", nesterov_diloco, async_diloco, evaluation=evaluate_center,
          exchange_step="last"),
+    # ... with the paper's inner AdamW (warm-up, cosine decay), for language models.
+    Spec("diloco_adamw", adamw_diloco, None, evaluation=evaluate_center, exchange_step="last"),
     # ... and EAMSGD whose center takes an outer Nesterov step.
     Spec("eamsgd_outer", eamsgd_outer, None, evaluation=evaluate_center),
 )}

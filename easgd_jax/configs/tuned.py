@@ -89,6 +89,17 @@ TUNED: dict[str, dict[str, Any]] = {
                          outer_learning_rate=1.0, outer_momentum=0.0),
     "async_lsgd": dict(name="lsgd_nesterov", learning_rate=0.05, momentum=0.9, pull=0.1,
                        period=4, loss_window=10),
+    # The language-model configs (configs/lm_*.py: transformer on synthetic_lm, p = 4,
+    # 1000 steps; not tuned, see each file): DiLoCo as its paper (inner AdamW with
+    # warm-up and cosine decay, outer Nesterov 0.7 / 0.9), H = 50 ...
+    "lm_diloco": dict(name="diloco_adamw", learning_rate=3e-3, period=50, warmup_steps=50,
+                      decay_steps=1000, b1=0.9, b2=0.95, weight_decay=0.1,
+                      outer_learning_rate=0.7, outer_momentum=0.9),
+    # ... its baseline, data-parallel AdamW on the same schedule ...
+    "lm_data_parallel": dict(name="data_parallel_adamw", learning_rate=3e-3, warmup_steps=50,
+                             decay_steps=1000, b1=0.9, b2=0.95, weight_decay=0.1),
+    # ... and EAMSGD, tau = 10.
+    "lm_eamsgd": dict(name="eamsgd", learning_rate=0.1, momentum=0.9, beta=BETA, period=10),
 }
 
 
