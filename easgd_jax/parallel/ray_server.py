@@ -39,6 +39,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 from jax.flatten_util import ravel_pytree
 
 from easgd_jax.algorithms.base import AsyncRule
@@ -84,17 +85,37 @@ class ServerActor:
     end (they read it with every :meth:`tick`)."""
 
     def __init__(self, rule: AsyncRule, params: Any, num_workers: int, num_shards: int,
-                 lock_timeout_s: float):
+                 lock_timeout_s: float, steps: Sequence[int] | None = None):
         self.ps = ParameterServer(rule, params, num_workers, num_shards, lock_timeout_s)
         self.stopped = False
+        # Each worker's local steps as announced here (from ``steps``, a resumed cut's).
+        self.steps = list(steps) if steps is not None else [0] * num_workers
 
-    def tick(self) -> int | None:
-        """T before this local step, None if the run was stopped, :data:`HELD` while the
-        workers are held at a cut (no step announced in either case)."""
+    def tick(self, worker: int | None = None) -> int | None:
+        """T before this local step (of ``worker``, counted in :attr:`steps`), None if the
+        run was stopped, :data:`HELD` while the workers are held at a cut (no step announced
+        in either case)."""
         if self.stopped:
             return None
         total = self.ps.tick()
-        return HELD if total is None else total
+        if total is None:
+            return HELD
+        if worker is not None:
+            self.steps[worker] += 1
+        return total
+
+    def announced(self, worker: int) -> int:
+        """The local steps ``worker`` announced (where its process was when it died)."""
+        return self.steps[worker]
+
+    def rewind(self, worker: int, steps: int) -> int:
+        """``worker`` goes back to its local step ``steps`` (its last cut: its process died
+        after it): the steps it announced since leave T, as it takes them again. Returns
+        their number."""
+        lost = self.steps[worker] - steps
+        self.ps.rewind(lost)
+        self.steps[worker] = steps
+        return lost
 
     def park(self, worker: int, progress: WorkerResult) -> None:
         """Leaves worker ``worker``'s progress at the cut; returns when it is released."""
@@ -160,7 +181,7 @@ class RayTransport:
 
     def tick(self, progress: Callable[[], WorkerResult]) -> int | None:
         while True:
-            total = self._ray.get(self.server.tick.remote())
+            total = self._ray.get(self.server.tick.remote(self.index))
             if total != HELD:
                 return total
             self._ray.get(self.server.park.remote(self.index, _host_progress(progress())))
@@ -277,7 +298,8 @@ def _worker_error(ray: Any, error: BaseException, index: int, num_workers: int,
             return cause
         error = cause if isinstance(cause, BaseException) else error
     elif isinstance(error, ray.exceptions.RayActorError):
-        error = RuntimeError(f"Ray worker actor {index} died: {error}")
+        first = (str(error).strip().splitlines() or [""])[0][:300]  # (Ray's own: 10 lines)
+        error = RuntimeError(f"Ray worker actor {index} died: {first}")
     return WorkerFailedError(index, None, error)
 
 
@@ -310,9 +332,14 @@ class RayExecutor:
         poll_s: the driver's poll period while the workers run.
         lock_timeout_s: the server's shard locks (:class:`ParameterServer`).
 
-    Under "continue" a failed worker is restarted from the center at the step it failed at
-    (a new actor if its actor died). The driver never builds a :class:`ParameterServer`:
-    the server actor does.
+    Under "continue" a worker that raised is restarted from the center at the step it failed
+    at; one whose process died (its actor lost, its steps since its last cut with it)
+    resumes in a new actor from its last cut, its own state there: the executor keeps every
+    worker's progress at each cut, and the server actor takes the lost steps back out of T
+    (:meth:`ServerActor.rewind`), so that T stays the sum of the workers' steps. Under "stop"
+    such a worker is reported at its last cut, where a re-run resumes it. Each restart is
+    logged, saying which. The driver never builds a :class:`ParameterServer`: the server
+    actor does.
     """
 
     capabilities = Capabilities(frozenset({STOP, CONTINUE}), restarts_failed_workers=True)
@@ -382,7 +409,9 @@ class RayExecutor:
              server_state: ServerState | None, cuts: Sequence[int]) -> RayRun:
         s, p = self.setup, self.setup.num_workers
         server = self._new_actor(ray, ServerActor, s.rule, _host(s.params), p, s.num_shards,
-                                 self.lock_timeout_s, max_concurrency=p + 2)
+                                 self.lock_timeout_s,
+                                 None if start is None else [r.steps for r in start],
+                                 max_concurrency=p + 2)
         if server_state is not None:
             ray.get(server.load_state.remote(_host(server_state[0]), server_state[1]))
         workers = [self._new_worker(ray, i) for i in range(p)]
@@ -419,7 +448,13 @@ class RayExecutor:
         s, p, results = self.setup, self.setup.num_workers, self._results
         status = ["running"] * p
         view, on_cut = self.view, hooks.on_cut
-        at_cut = None if on_cut is None else lambda t, r: on_cut(view, t, r)
+
+        def at_cut(total: int, progress: list[WorkerResult]) -> None:
+            for i, r in enumerate(progress):  # where a worker whose process dies resumes
+                if status[i] == "running":
+                    results[i] = r
+            if on_cut is not None:
+                on_cut(view, total, progress)
         deadline = time.monotonic() + s.timeout_s
         while refs:
             if time.monotonic() > deadline:
@@ -434,10 +469,23 @@ class RayExecutor:
                     error = _worker_error(ray, e, i, p, server)
                     died = isinstance(e, ray.exceptions.RayActorError)
                 progress = error.progress or results[i]
+                if died and error.step is None:  # its process died: back to its last cut
+                    progress = progress or self._start_point()
+                    at = int(ray.get(server.announced.remote(i), timeout=s.join_timeout_s))
+                    lost = int(ray.get(server.rewind.remote(i, progress.steps),
+                                       timeout=s.join_timeout_s))
+                    error = WorkerFailedError(i, at, error.cause, progress)
+                    logging.warning(
+                        "worker %d: its Ray actor died at its local step %d; it resumes from "
+                        "its last cut, at local step %d (its state there; the %d step(s) "
+                        "since are taken again)", i, at, progress.steps, lost)
                 if hooks.on_failure is None or not hooks.on_failure(error):
                     results[i], status[i] = progress, "failed"
                     raise error from error.cause
-                results[i] = self._restart(progress)
+                if not died:
+                    results[i] = self._restart(progress)
+                    logging.warning("worker %d: restarted from the center at its local step "
+                                    "%d", i, results[i].steps)
                 if died:  # a new actor in its place
                     workers[i] = self._new_worker(ray, i)
                     ray.get(workers[i].warm_up.remote(server), timeout=s.timeout_s)
@@ -447,6 +495,10 @@ class RayExecutor:
             schedule.poll(
                 lambda: ray.get(server.parked.remote()), lambda: (list(status), list(results)),
                 lambda: ray.get(server.total.remote()), at_cut)
+
+    def _start_point(self) -> WorkerResult:
+        """A worker at the run's start (no cut taken yet)."""
+        return WorkerResult(_host(self.setup.rule.init_worker(self.setup.params)), [], 0, 0)
 
     def _restart(self, progress: WorkerResult | None) -> WorkerResult:
         """A failed worker restarted from the center, at the step it failed at."""

@@ -154,6 +154,13 @@ class ParameterServer:
             self._total += 1
         return total
 
+    def rewind(self, steps: int) -> None:
+        """Takes ``steps`` announced steps back out of T: steps a worker lost (its process
+        died after its last cut) and takes again from there, so that T stays the sum of the
+        workers' local steps."""
+        with self._total_lock:
+            self._total -= steps
+
     # ---- consistent cuts: the workers held between two local steps
 
     def hold(self, at: int | None) -> None:

@@ -63,8 +63,11 @@ anything is saved. ``asynchrony.on_worker_failure`` (threads, Ray): ``"stop"`` s
 the workers stand and raises :class:`WorkerFailedError` naming the worker and its step (a
 re-run resumes it from that step); ``"continue"`` logs the loss and the others go on
 (threads: without it, the run ends with fewer steps, ``workers_lost`` counts them; Ray:
-restarted from the center at the step it failed at, a new actor if its actor died,
-``workers_restarted`` counts them; a worker failing again at the same step stops the run).
+a worker that raised is restarted from the center at the step it failed at, one whose
+process died resumes in a new actor from its last cut (its own state and step count there;
+the steps since leave T and are taken again; it says which), ``workers_restarted`` counts
+them; a worker failing again at the same step stops the run). Under "stop" a Ray worker
+whose process died is saved at its last cut, where the re-run resumes it.
 :data:`worker_hook` is a test hook into the workers (``(worker, local step)``, may raise).
 """
 
@@ -567,7 +570,7 @@ class _ServerDriver:
         logging.warning("worker %d of %d failed at its local step %s (%s: %s); "
                         "on_worker_failure='continue': %s", worker, self.p,
                         at if at is not None else "?", type(error.cause).__name__, error.cause,
-                        "restarting it from the center" if restarts else "going on without it")
+                        "restarting it" if restarts else "going on without it")
         if not restarts:
             self.lost[worker] = f"{type(error.cause).__name__}: {error.cause}"
         self.restarted[worker] = self.restarted.get(worker, 0) + 1
@@ -580,11 +583,15 @@ class _ServerDriver:
         step = (self.save(results, state, cut=self.at_cut(state)) if state is not None
                 else "none")
         index, cause = error.worker, error.cause
-        at = results[index].steps
+        resumes = results[index].steps  # (a Ray worker whose process died: its last cut's)
+        at = error.step if error.step is not None else resumes
+        where = (f", where it resumes from its last cut, at its local step {resumes}"
+                 if resumes != at else "")
         return WorkerFailedError(index, at, cause, results[index], message=(
             f"worker {index} of {self.p} failed at its local step {at} "
             f"({type(cause).__name__}: {cause}); on_worker_failure='stop': saved a checkpoint "
-            f"at step {step} in {self.run.workdir}; run again with the same workdir to resume."))
+            f"at step {step} in {self.run.workdir}{where}; run again with the same workdir to "
+            "resume."))
 
     def finish(self, outcome: Outcome):
         """The end: the last check, evaluation and checkpoint; the run's metrics."""

@@ -5,6 +5,7 @@ MLP, p = 3, a few tens of steps."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -502,10 +503,13 @@ def test_simulated_async_kill_9_of_launch_resumes_bitwise(tmp_path):
 
 
 @pytest.mark.slow
-def test_ray_worker_failure_continue_restarts_it_from_the_center(tmp_path):
-    """Ray: a worker killed with "continue" is restarted from the center (a Ray-only path)
-    and every worker takes all its steps, no applied update lost. ("stop" takes the same
-    path as the threads executor, tested above: one Ray run is kept, for the suite's time.)"""
+def test_ray_worker_failure_continue_restarts_it_from_the_center(tmp_path, caplog):
+    """Ray, "continue": a worker that raises is restarted from the center at its step (a
+    Ray-only path); one whose process is killed (-9, at its step 35) resumes in a new actor
+    from its last cut, its own state and steps there (issue 28, item 1: it restarted at step
+    0), saying which; every worker takes all its steps and T stays the sum of their steps,
+    no applied update lost. ("stop" of a raising worker takes the threads executor's path,
+    tested above.)"""
     import ray
 
     from easgd_jax.parallel import ray_server
@@ -513,24 +517,89 @@ def test_ray_worker_failure_continue_restarts_it_from_the_center(tmp_path):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": ray_server.ACTOR_ENV})
     try:
-        marker = str(tmp_path / "fired")
+        marker, killed = str(tmp_path / "fired"), str(tmp_path / "killed")
 
         def hook(index, t):
-            """Raises in worker 1 at its step 7, once (the restarted worker goes on)."""
+            """Raises in worker 1 at its step 7 and kills worker 2's process at its step 35,
+            once each (the restarted workers go on)."""
             if index == 1 and t == 7 and not os.path.exists(marker):
                 open(marker, "w").close()
                 raise ValueError("worker boom")
+            if index == 2 and t == 35 and not os.path.exists(killed):
+                open(killed, "w").close()
+                os.kill(os.getpid(), signal.SIGKILL)
 
         config = _threads(failure="continue")
         config.executor = "ray"
         async_train.worker_hook = hook
-        final = async_train.train_and_evaluate(config, str(tmp_path / "continue"))
+        workdir = str(tmp_path / "continue")
+        final = async_train.train_and_evaluate(config, workdir)
         saved = json.loads((tmp_path / "continue" / "final_metrics.json").read_text())
-        assert saved["worker_steps"] == [40, 40, 40] and final["workers_restarted"] == 1
-        assert final["exchanges"] == 3 * 4 and final["test_accuracy"] > 0.4
-        assert final["ledger_discrepancy"] <= 1e-5
+        assert saved["worker_steps"] == [40, 40, 40] and final["workers_restarted"] == 2
+        assert "worker 1: restarted from the center at its local step 7" in caplog.text
+        assert re.search(r"worker 2: its Ray actor died at its local step 35; it resumes from "
+                         r"its last cut, at local step [1-9]\d*", caplog.text), caplog.text
+        assert _meta(workdir, 40)["server"]["total"] == 3 * 40
+        assert final["test_accuracy"] > 0.4 and final["ledger_discrepancy"] <= 1e-5
     finally:
         async_train.worker_hook = None
+        ray.shutdown()
+
+
+@pytest.mark.slow
+def test_a_ray_worker_killed_resumes_from_its_last_cut_with_its_steps(tmp_path, caplog):
+    """Issue 28, item 1: kill -9 of worker 1's Ray process at its local step 35 (the cut of
+    T = 30 is behind it: it had to reach it), under "stop" then the re-run. The failure
+    names the step it died at (it said 'step 0' or '?'), and the checkpoint holds worker 1
+    at its last cut, its own state and steps, with T = the sum of the workers' steps (the
+    steps it lost leave T); the re-run resumes it there (it restarted from the initial
+    weights) and every worker ends at 40 steps, no applied update lost."""
+    import ray
+
+    from easgd_jax.parallel import ray_server
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": ray_server.ACTOR_ENV})
+    workdir, marker = str(tmp_path / "run"), str(tmp_path / "killed")
+    cut_steps = []
+    on_cut = async_train._ServerDriver.on_cut
+
+    def noting_on_cut(self, view, total, results):
+        cut_steps.append(results[1].steps)
+        on_cut(self, view, total, results)
+
+    def hook(index, t):
+        """kill -9 of worker 1's own process at its step 35, once."""
+        if index == 1 and t == 35 and not os.path.exists(marker):
+            open(marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    config = _threads()
+    config.executor = "ray"
+    try:
+        async_train.worker_hook = hook
+        async_train._ServerDriver.on_cut = noting_on_cut
+        with pytest.raises(async_train.WorkerFailedError,
+                           match=r"worker 1 of 3 failed at its local step 35 \(RuntimeError: "
+                                 r"Ray worker actor 1 died: The actor died unexpectedly before "
+                                 r"finishing this task.\); .* where it resumes from its last cut,"
+                                 r" at its local step (\d+);") as info:
+            async_train.train_and_evaluate(config, workdir)
+        assert 0 < cut_steps[-1] < 35 and info.value.progress.steps == cut_steps[-1]
+        meta = _meta(workdir, Checkpointer(workdir, 3).steps()[-1])
+        assert meta["steps"][1] == cut_steps[-1]
+        assert meta["server"]["total"] == sum(meta["steps"])
+        assert f"resumes from its last cut, at local step {cut_steps[-1]}" in caplog.text
+        with caplog.at_level("INFO"):
+            final = async_train.train_and_evaluate(config, workdir)
+        assert f"{meta['steps']}" in caplog.text  # resumed at those steps
+        saved = json.loads(open(os.path.join(workdir, "final_metrics.json")).read())
+        assert saved["worker_steps"] == [40, 40, 40] and final["workers_restarted"] == 0
+        assert final["ledger_discrepancy"] <= 1e-5 and final["test_accuracy"] > 0.4
+        assert [r["step"] for r in read_metrics(workdir)][-1] == 40
+    finally:
+        async_train.worker_hook = None
+        async_train._ServerDriver.on_cut = on_cut
         ray.shutdown()
 
 
