@@ -115,8 +115,8 @@ class LinearizedMap:
     Attributes:
         matrix: M, ``(*B, n, n)``: the state after one period from the state before.
         noise: B, ``(*B, n, m)``: its derivative with respect to the period's gradient
-            noise (m = p * tau numbers, step major), or None when the period is a grid
-            (traced: the noise of the first step only is then used, for the checks).
+            noise (m = p * tau numbers, step major), or None when the period is a grid or
+            ``with_noise`` is False.
         readout: c, ``(n,)``: the evaluated point (the center, the average, worker 0's or
             the leader's params) as a row on the state.
         labels: the n coordinates, e.g. ``"params[2]"``, ``"opt_state.center"``.
@@ -219,7 +219,7 @@ def _leaves(tree: Any, stacked: Any, roots: tuple[str, str]
 
 @functools.lru_cache(maxsize=64)
 def _compiled(name: str, num_workers: int, schedule: str, static_items: tuple,
-              traced_names: tuple, num_groups: int | None):
+              traced_names: tuple, num_groups: int | None, with_noise: bool):
     """The jitted ``(traced hparams (S,), curvature (p,), u (p,)) -> (JF, JN, gap)`` over a
     flattened grid of S points, the state's description and the readout row."""
     import jax
@@ -251,7 +251,10 @@ def _compiled(name: str, num_workers: int, schedule: str, static_items: tuple,
 
     static_steps = steps_of(static) if not any(
         k in traced_names for k in _period_names(form)) else None
-    n_noise = static_steps * p if static_steps else p  # traced period: the first step's
+    # The noise of every step (the variance), or of the first and last step of each worker
+    # only (enough to tell per-worker leaves from replicated ones; a traced period).
+    full = bool(with_noise and static_steps)
+    n_noise = static_steps * p if full else 2 * p
 
     def grad_fn(x, h, xi):  # g = h x - xi, loss = h x^2 / 2
         return h * x - xi, 0.5 * h * x * x
@@ -278,8 +281,8 @@ def _compiled(name: str, num_workers: int, schedule: str, static_items: tuple,
             def body(t, carry):
                 workers, master = carry
                 index = t % p
-                xi = noise[t] if static_steps else jnp.where(
-                    t < p, noise[jnp.minimum(t, p - 1)], 0.0)
+                xi = noise[t] if full else (jnp.where(t < p, noise[index], 0.0)
+                                            + jnp.where(t >= ticks - p, noise[p + index], 0.0))
                 worker = jax.tree.map(lambda a: a[index], workers)
 
                 def gfn(x, batch, key):
@@ -342,8 +345,9 @@ def _compiled(name: str, num_workers: int, schedule: str, static_items: tuple,
 
             def body(t, carry):
                 x, s = carry
-                xi = (jax.lax.dynamic_index_in_dim(noise.reshape(-1, p), t, keepdims=False)
-                      if static_steps else jnp.where(t == 0, noise, 0.0))
+                rows = noise.reshape(-1, p)
+                xi = (jax.lax.dynamic_index_in_dim(rows, t, keepdims=False) if full else
+                      jnp.where(t == 0, rows[0], 0.0) + jnp.where(t == steps - 1, rows[1], 0.0))
                 return step_all(x, s, h, xi)
 
             return jax.lax.fori_loop(0, steps, body, state)
@@ -406,15 +410,14 @@ def _compiled(name: str, num_workers: int, schedule: str, static_items: tuple,
         v0 = jnp.asarray(vec0)
         n0 = jnp.zeros([n_noise], jnp.float64)
         n, m = v0.shape[0], n0.shape[0]
-        basis = jnp.eye(n + m, dtype=jnp.float64)  # jacfwd by hand, keeping the primal
+        du = jnp.zeros_like(v0).at[np.flatnonzero(params_mask)].set(u)
 
-        def push(tangent):
+        def push(tangent):  # jacfwd by hand, keeping the primal
             return jax.jvp(f, (v0, n0), (tangent[:n], tangent[n:]))
 
-        primal, columns = jax.vmap(push, out_axes=(None, 1))(basis)
+        primal, columns = jax.vmap(push, out_axes=(None, 1))(jnp.eye(n + m))
         jf, jn = columns[:, :n], columns[:, n:]
-        du = jnp.zeros_like(v0).at[np.flatnonzero(params_mask)].set(u)
-        gap = f(v0 + du, n0) - primal - jf @ du
+        gap = f(v0 + du, n0) - primal - jf @ du  # the map at a random state
         scale = jnp.maximum(jnp.max(jnp.abs(jf @ du)), 1e-300)
         return jf, jn, jnp.max(jnp.abs(gap)) / scale
 
@@ -430,7 +433,8 @@ def _compiled(name: str, num_workers: int, schedule: str, static_items: tuple,
         return jax.lax.scan(body, unflatten(jnp.asarray(vec0)), noise, length=periods)[1]
 
     batched = jax.jit(jax.vmap(one, in_axes=(0, None, None)))
-    return _Program(batched, one, simulate, leaves, readout_row, params_mask, static_steps)
+    return _Program(batched, one, simulate, leaves, readout_row, params_mask,
+                    static_steps if full else None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -441,7 +445,7 @@ class _Program:
     leaves: list[_Leaf]
     readout_row: np.ndarray
     params_mask: np.ndarray
-    static_steps: int | None
+    static_steps: int | None  # None: the noise of a period is not all there (no variance)
 
 
 # --------------------------------------------------------------------------- reduction
@@ -536,7 +540,8 @@ class _Setup:
 
 
 def _setup(name: str, num_workers: int, curvature: Any, schedule: str,
-           num_groups: int | None, hparams: Mapping[str, Any]) -> _Setup:
+           num_groups: int | None, hparams: Mapping[str, Any], with_noise: bool = True
+           ) -> _Setup:
     from easgd_jax.algorithms import registry
 
     if schedule not in SCHEDULES:
@@ -556,7 +561,7 @@ def _setup(name: str, num_workers: int, curvature: Any, schedule: str,
     h = np.broadcast_to(np.asarray(curvature, np.float64), (num_workers,)).copy()
     static, traced, shape = _split(spec, num_workers, hparams, asynchronous)
     program = _compiled(name, num_workers, schedule, tuple(sorted(static.items())),
-                        tuple(sorted(traced)), num_groups)
+                        tuple(sorted(traced)), num_groups, with_noise)
     return _Setup(name, num_workers, h, static, traced, shape, program)
 
 
@@ -585,7 +590,8 @@ def _left_out(labels: list[str], kept: np.ndarray) -> str:
 
 
 def linearize(name: str, num_workers: int, curvature: Any = 1.0, schedule: str = "sync",
-              *, num_groups: int | None = None, **hparams: Any) -> LinearizedMap:
+              *, num_groups: int | None = None, with_noise: bool = True,
+              **hparams: Any) -> LinearizedMap:
     """The matrices of one period of ``name`` on F_i(x) = h_i x^2 / 2 (module docstring).
 
     Args:
@@ -595,6 +601,8 @@ def linearize(name: str, num_workers: int, curvature: Any = 1.0, schedule: str =
         schedule: ``"sync"`` (its synchronous transformation) or ``"round_robin"`` (its
             asynchronous rule, one worker per tick).
         num_groups: the groups of a grouped algorithm (multi-leader LSGD; default 2).
+        with_noise: also B, the derivative with respect to every step's noise (False:
+            the map alone, cheaper on grids; B is then None).
         **hparams: the algorithm's hyperparameters (``beta`` is accepted for
             ``moving_rate = beta / p``). Any numeric one may be an array: the arrays
             broadcast to a grid ``B`` and the matrices come out with leading shape ``B``
@@ -608,7 +616,7 @@ def linearize(name: str, num_workers: int, curvature: Any = 1.0, schedule: str =
     """
     import jax
 
-    setup = _setup(name, num_workers, curvature, schedule, num_groups, hparams)
+    setup = _setup(name, num_workers, curvature, schedule, num_groups, hparams, with_noise)
     program, traced, shape = setup.program, setup.traced, setup.shape
     size = int(np.prod(shape))  # 1 for the grid of no traced hyperparameter
     u = np.random.default_rng(0).normal(size=int(program.params_mask.sum()))
@@ -669,7 +677,8 @@ def linearized_radius(name: str, num_workers: int, curvature: Any = 1.0,
     diverges from almost every state. Grids are vmapped: a 200 x 200 map is one program."""
     from analysis.roundrobin import spectral_radius
 
-    return spectral_radius(linearized_map(name, num_workers, curvature, schedule, **hparams))
+    matrix = linearize(name, num_workers, curvature, schedule, with_noise=False, **hparams).matrix
+    return spectral_radius(matrix)
 
 
 def _lyapunov_readout(matrix: Array, noise: Array, readout: Array, sigma: float) -> float:
