@@ -181,8 +181,10 @@ def _collective_opcode(opcode: str) -> str | None:
     return base if base in COLLECTIVE_OPS else None
 
 
-def _payload(base: str, opcode: str, result_type: str, group: int | None) -> tuple[str, int]:
-    """(dtype, elements) one participant contributes."""
+def _payload(base: str, opcode: str, result_type: str, group: int | None
+             ) -> tuple[str, int, int]:
+    """(dtype, elements, bytes) one participant contributes: a variadic collective (one
+    operand per leaf of a pytree) counts every operand; its dtype is the first's."""
     parts = shapes(result_type)
     if opcode.endswith("-start") and base != "all-reduce" and parts:
         parts = parts[:1]  # async (operand, result, ...) tuples: the operand comes first
@@ -190,11 +192,12 @@ def _payload(base: str, opcode: str, result_type: str, group: int | None) -> tup
         parts = parts[:len(parts) // 2]
     dtype = parts[0][0] if parts else "?"
     elements = sum(n for _, n in parts)
+    nbytes = sum(_nbytes(d, n) for d, n in parts)
     if base == "all-gather" and not opcode.endswith("-start") and group:
-        elements //= group
+        elements, nbytes = elements // group, nbytes // group
     if base == "reduce-scatter" and group:
-        elements *= group
-    return dtype, elements
+        elements, nbytes = elements * group, nbytes * group
+    return dtype, elements, nbytes
 
 
 def parse_collectives(text: str) -> list[Collective]:
@@ -212,9 +215,9 @@ def parse_collectives(text: str) -> list[Collective]:
             base = _collective_opcode(inst.opcode)
             if base:
                 group = _group_size(inst.text)
-                dtype, elements = _payload(base, inst.opcode, inst.result_type, group)
+                dtype, elements, nbytes = _payload(base, inst.opcode, inst.result_type, group)
                 found.append(Collective(
-                    op=base, bytes=_nbytes(dtype, elements), inside_conditional=bool(branches),
+                    op=base, bytes=nbytes, inside_conditional=bool(branches),
                     dtype=dtype, elements=elements, name=inst.name, computation=comp,
                     group_size=group, trip_count=trip, branches=branches))
             for callee, kind, index, count in _callees(inst):

@@ -29,7 +29,7 @@ from easgd_jax.algorithms.baselines import (
     mvasgd,
     sgd,
 )
-from easgd_jax.algorithms.collectives import tree_pmean, tree_psum
+from easgd_jax.algorithms.collectives import check_agreement, tree_pmean, tree_psum
 from easgd_jax.algorithms.distbelief import (
     AdagradDownpourState,
     AdagradMasterState,
@@ -115,6 +115,7 @@ __all__ = [
     "AxisName",
     "center",
     "CenterState",
+    "check_agreement",
     "check_chain_order",
     "check_hyperparameters",
     "data_parallel_sgd",

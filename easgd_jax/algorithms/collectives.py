@@ -21,7 +21,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import lax
-from jax.flatten_util import ravel_pytree
 
 from easgd_jax.algorithms.base import AxisName
 
@@ -50,22 +49,27 @@ def bound(axis_name: AxisName) -> Iterator[None]:
 
 
 def tree_psum(tree: optax.Updates, axis_name: AxisName) -> optax.Updates:
-    """``lax.psum`` of a whole pytree as ONE all-reduce of its flattened leaves.
+    """``lax.psum`` of a whole pytree as ONE all-reduce: one variadic collective over all
+    its leaves (an XLA ``all-reduce`` with one operand per leaf).
 
     One collective per exchange is the whole communication of EASGD; it also keeps XLA:CPU
     from running several blocking all-reduces at once on its small intra-op thread pool,
-    which can deadlock simulated devices on a machine with few cores.
+    which can deadlock simulated devices on a machine with few cores. The leaves are not
+    raveled into one vector: a leaf sharded inside a worker (FSDP over a mesh axis that the
+    ``shard_map`` leaves automatic) is all-reduced shard by shard, each device sending its
+    own shard only, and leaves of different shardings need no common layout (a concat of
+    them is refused on ``Explicit`` mesh axes).
     """
-    flat, unravel = ravel_pytree(tree)
+    leaves, treedef = jax.tree.flatten(tree)
     with bound(axis_name):
-        return unravel(lax.psum(flat, axis_name))
+        return jax.tree.unflatten(treedef, lax.psum(leaves, axis_name))
 
 
 def tree_pmean(tree: optax.Updates, axis_name: AxisName) -> optax.Updates:
-    """``lax.pmean`` of a whole pytree as ONE all-reduce of its flattened leaves."""
-    flat, unravel = ravel_pytree(tree)
+    """``lax.pmean`` of a whole pytree as ONE all-reduce (:func:`tree_psum`)."""
+    leaves, treedef = jax.tree.flatten(tree)
     with bound(axis_name):
-        return unravel(lax.pmean(flat, axis_name))
+        return jax.tree.unflatten(treedef, lax.pmean(leaves, axis_name))
 
 
 def axis_index(axis_name: AxisName) -> jax.Array:
@@ -106,23 +110,58 @@ def _checksums(tree: optax.Params) -> jax.Array:
     return jnp.stack([sum(jnp.sum(a) for a in leaves), sum(jnp.sum(a * a) for a in leaves)])
 
 
+def disagreement_message(what: str, detail: str = "") -> str:
+    """The explanatory text of a disagreement of the workers' copies of ``what``."""
+    return (
+        f"the workers' copies of the {what} differ{detail}. Each worker's tx.init copies the "
+        f"{what} from that worker's params, so all workers must start from the SAME "
+        "params: build them once and stack them, "
+        "stacked = easgd_jax.replicate(params, num_workers); "
+        "opt_state = jax.vmap(tx.init)(stacked) -- not one random init per worker. "
+        f"Copies that differ would stay different forever (each worker pulled toward "
+        f"its own {what}).")
+
+
 def _raise_disagreement(what: str, axis_name: AxisName) -> Callable[[Any, Any], np.ndarray]:
     def fail(slots, agree) -> np.ndarray:
         # Under an outer vmap (e.g. independent chains) the branch that calls this becomes
         # a select and runs at every exchange: raise only where the copies really differ.
         if np.all(np.asarray(agree)):
             return np.asarray(agree)
-        raise ValueError(
-            f"the workers' copies of the {what} differ (checksums per worker along "
-            f"{axis_name!r}: {np.asarray(slots).tolist()}). Each worker's tx.init copies the "
-            f"{what} from that worker's params, so all workers must start from the SAME "
-            "params: build them once and stack them, "
-            "stacked = easgd_jax.replicate(params, num_workers); "
-            "opt_state = jax.vmap(tx.init)(stacked) -- not one random init per worker. "
-            f"Copies that differ would stay different forever (each worker pulled toward "
-            f"its own {what}).")
+        raise ValueError(disagreement_message(
+            what, f" (checksums per worker along {axis_name!r}: "
+                  f"{np.asarray(slots).tolist()})"))
 
     return fail
+
+
+# The state field in which a transformation records whether its workers' copies of the
+# center agreed at every exchange so far (a boolean per worker, True from tx.init on).
+AGREEMENT_FIELD = "copies_agree"
+
+
+def check_agreement(opt_state: Any, what: str = "center") -> None:
+    """Raises the explanatory ``ValueError`` when an optimizer state (one worker's, or the
+    workers' stacked) records that its workers' copies of the center differed at an
+    exchange (its ``copies_agree`` field, at any depth, False somewhere); else returns.
+
+    Where the transformation cannot raise (a traced update holds no host callback by
+    default, so that it runs when a worker spans devices under a partly automatic
+    ``shard_map``, exports with ``jax.export`` and is kept by the persistent compilation
+    cache), the exchange turns the copy NaN and records the disagreement in the state;
+    this reads that record on the host. :func:`easgd_jax.center` calls it, and so does the
+    training loop when it finds a non-finite evaluation point. On a traced state (inside a
+    jitted function) there is nothing to read yet, and it returns.
+    """
+    flags = optax.tree_utils.tree_get_all_with_path(opt_state, AGREEMENT_FIELD)
+    for _, flag in flags:
+        if flag is None or isinstance(flag, jax.core.Tracer):
+            continue  # nothing recorded, or a traced state (read where it is concrete)
+        values = np.asarray(jax.device_get(flag))
+        if not values.all():
+            workers = np.flatnonzero(~values.reshape(-1)).tolist() if values.ndim else []
+            detail = f" (recorded by workers {workers})" if workers else ""
+            raise ValueError(disagreement_message(what, detail))
 
 
 def _checksum_digits(tree: optax.Params, dtype: Any) -> jax.Array:
@@ -137,21 +176,23 @@ def _checksum_digits(tree: optax.Params, dtype: Any) -> jax.Array:
 
 # What tree_psum_checking does when the workers' copies differ, chosen when a transformation
 # is built (its ``on_disagreement`` argument). Each mode is a function of (copy, slots,
-# agree, what, axis_name) that returns the copy to keep; a further mode (e.g. a value-based
-# report in the state) is one more entry here.
-DISAGREEMENT_MODES = ("raise", "nan")
+# agree, what, axis_name) that returns the copy to keep; every mode also returns ``agree``,
+# which the transformation records in its state (``AGREEMENT_FIELD``).
+DISAGREEMENT_MODES = ("nan", "raise")
 
 
 def check_on_disagreement(on_disagreement: Any) -> str:
     """Checks a transformation's ``on_disagreement`` argument; returns it.
 
-    ``"raise"`` (the default of every constructor): a disagreement stops the run with the
-    explanatory ``ValueError`` (a host callback that runs only on a disagreement) and the
-    copy turns NaN. ``"nan"``: the copy turns NaN only, and the traced program holds no
-    host callback (for an executor that starts every worker from the same params and stops
-    on a non-finite evaluation point anyway, as the synchronous training loop does: its
-    compiled rounds are then kept by JAX's persistent compilation cache, which refuses
-    programs with a host callback). The check and its cost in the all-reduce are the same.
+    ``"nan"`` (the default of every constructor): the copy turns NaN, so that nothing trains
+    on silently, the state records the disagreement (its ``copies_agree`` turns False) and
+    :func:`check_agreement` (called by :func:`easgd_jax.center` and by the training loop)
+    raises the explanatory ``ValueError`` on the host. The traced program holds no host
+    callback: it runs under a ``shard_map`` that is manual over the worker axis only (a
+    worker spanning devices), exports with ``jax.export`` and is kept by JAX's persistent
+    compilation cache. ``"raise"``: the same, and a host callback inside the update raises
+    the error at the exchange itself (only where every mesh axis is manual, or under vmap).
+    The check and its cost in the all-reduce are the same.
     """
     if on_disagreement not in DISAGREEMENT_MODES:
         modes = ", ".join(map(repr, DISAGREEMENT_MODES))
@@ -184,7 +225,8 @@ _ON_DISAGREEMENT: dict[str, Callable[..., optax.Params]] = {
 
 def tree_psum_checking(tree: optax.Updates, replicated: optax.Params, axis_name: AxisName,
                        what: str = "center", wire_dtype: Any = None,
-                       on_disagreement: str = "raise") -> tuple[optax.Updates, optax.Params]:
+                       on_disagreement: str = "nan",
+                       ) -> tuple[optax.Updates, optax.Params, jax.Array]:
     """``tree_psum(tree)`` that also checks that ``replicated`` (the center each worker
     holds) is the same on every worker, in the SAME all-reduce.
 
@@ -192,11 +234,13 @@ def tree_psum_checking(tree: optax.Updates, replicated: optax.Params, axis_name:
     (zeros elsewhere, so the psum of the slots is exact: an all-gather); the copies agree
     when every row equals the first (NaN rows count as equal: a diverged center is the
     NaN check's business). When they differ, the returned copy is NaN, so that nothing
-    trains on silently, and with ``on_disagreement="raise"`` (:func:`check_on_disagreement`)
-    a ``jax.pure_callback`` also raises a ``ValueError`` that says why and what to do
-    (through jit it surfaces as a ``JaxRuntimeError`` carrying that text); with ``"nan"``
-    the program holds no callback. The check costs two reductions of the copy and 2p
-    numbers more in the exchange's one all-reduce; the callback runs only on a
+    trains on silently, and the caller records ``agree`` in its state
+    (:func:`check_agreement` reads it); with ``on_disagreement="raise"``
+    (:func:`check_on_disagreement`) a ``jax.pure_callback`` also raises a ``ValueError``
+    that says why and what to do (through jit it surfaces as a ``JaxRuntimeError``
+    carrying that text); with ``"nan"`` the program holds no callback. The check costs
+    two reductions of the copy and 2p numbers more in the exchange's one all-reduce; the
+    callback runs only on a
     disagreement (its condition is the same on every worker, so under the workers'
     ``vmap`` it stays a real branch).
     Under an OUTER vmap (independent chains, as ``analysis/montecarlo.py`` runs) the
@@ -207,7 +251,8 @@ def tree_psum_checking(tree: optax.Updates, replicated: optax.Params, axis_name:
     all-reduce runs in that dtype, and the checksums travel as their 8 bytes (each exact in
     it), ``[p, 8]`` numbers more, so that the one all-reduce keeps the narrow dtype.
 
-    Returns ``(psum of tree, replicated)``, ``replicated`` unchanged when the copies agree.
+    Returns ``(psum of tree, replicated, agree)``: ``replicated`` unchanged when the copies
+    agree, and ``agree``, a boolean scalar, the same on every worker.
     """
     if wire_dtype is None:
         slots = jnp.zeros((axis_size(axis_name), 2), jnp.float32)
@@ -221,4 +266,4 @@ def tree_psum_checking(tree: optax.Updates, replicated: optax.Params, axis_name:
     disagree = _ON_DISAGREEMENT[check_on_disagreement(on_disagreement)]
     return total, lax.cond(agree, lambda copy: copy,
                            lambda copy: disagree(copy, slots, agree, what, axis_name),
-                           replicated)
+                           replicated), agree

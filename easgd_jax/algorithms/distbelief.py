@@ -68,11 +68,14 @@ class DownpourState(NamedTuple):
         count: the local clock t_i (int32); the exchange happens when ``count % period == 0``.
         center: the center x~, identical on every worker.
         accumulator: acc_i, the sum of the local steps d_i since the last push.
+        copies_agree: True while every exchange found the workers' copies of the center
+            equal (a boolean); :func:`easgd_jax.check_agreement` reads it.
     """
 
     count: jax.Array
     center: optax.Params
     accumulator: optax.Updates
+    copies_agree: jax.Array = None
 
 
 class AveragedDownpourState(NamedTuple):
@@ -84,6 +87,8 @@ class AveragedDownpourState(NamedTuple):
         accumulator: acc_i, the sum of the local steps since the last push.
         center_count: the master clock (int32), the number of center updates so far.
         average: z, the (moving) average of the centers; what the training loop evaluates.
+        copies_agree: True while every exchange found the workers' copies of the center
+            equal (a boolean); :func:`easgd_jax.check_agreement` reads it.
     """
 
     count: jax.Array
@@ -91,6 +96,7 @@ class AveragedDownpourState(NamedTuple):
     accumulator: optax.Updates
     center_count: jax.Array
     average: optax.Params
+    copies_agree: jax.Array = None
 
 
 class AdagradDownpourState(NamedTuple):
@@ -101,12 +107,15 @@ class AdagradDownpourState(NamedTuple):
         center: the center x~, identical on every worker.
         accumulator: acc_i, the sum of the local steps since the last push.
         adagrad_sum: G, the master's per-coordinate sum of the squared pushes.
+        copies_agree: True while every exchange found the workers' copies of the center
+            equal (a boolean); :func:`easgd_jax.check_agreement` reads it.
     """
 
     count: jax.Array
     center: optax.Params
     accumulator: optax.Updates
     adagrad_sum: optax.Updates
+    copies_agree: jax.Array = None
 
 
 class MomentumDownpourState(NamedTuple):
@@ -116,11 +125,14 @@ class MomentumDownpourState(NamedTuple):
         count: the step count (int32), also the master clock (every step communicates).
         center: the center x~, identical on every worker.
         velocity: the master's velocity v, identical on every worker.
+        copies_agree: True while every exchange found the workers' copies of the center
+            equal (a boolean); :func:`easgd_jax.check_agreement` reads it.
     """
 
     count: jax.Array
     center: optax.Params
     velocity: optax.Updates
+    copies_agree: jax.Array = None
 
 
 def downpour_exchange(
@@ -196,7 +208,7 @@ def _downpour(
     average_rate: Callable[[jax.Array], jax.Array | float] | None = None,
     adagrad: tuple[float, float] | None = None,
     center_dtype: Any = base.CENTER_DTYPE,
-    on_disagreement: str = "raise",
+    on_disagreement: str = "nan",
 ) -> optax.GradientTransformationExtraArgs:
     """DOWNPOUR(tau); with ``average_rate`` the master also keeps z (field ``average``), with
     ``adagrad = (gamma, eps)`` it applies the pushes through Adagrad. ``update`` takes the
@@ -212,7 +224,8 @@ def _downpour(
     def init_fn(params: optax.Params):
         center = base.center_copy(params, center_dtype)
         common = dict(count=jnp.zeros([], jnp.int32), center=center,
-                      accumulator=jax.tree.map(jnp.zeros_like, params))
+                      accumulator=jax.tree.map(jnp.zeros_like, params),
+                      copies_agree=jnp.ones([], bool))
         if average_rate is not None:
             return AveragedDownpourState(
                 **common, center_count=jnp.zeros([], jnp.int32),
@@ -236,15 +249,16 @@ def _downpour(
             master = dict(master)
             _, push = downpour_exchange(params, accumulator, master["center"])
             if adagrad is None:
-                center_delta, master["center"] = tree_psum_checking(
+                center_delta, master["center"], agree = tree_psum_checking(
                     push, master["center"], axis_name, on_disagreement=on_disagreement)
             else:
                 squared = jax.tree.map(jnp.square, push)
-                (push, squared), master["center"] = tree_psum_checking(  # one all-reduce
-                    (push, squared), master["center"], axis_name,
+                (push, squared), master["center"], agree = tree_psum_checking(
+                    (push, squared), master["center"], axis_name,  # one all-reduce
                     on_disagreement=on_disagreement)
                 center_delta, master["adagrad_sum"] = server_adagrad_step(
                     push, squared, master["adagrad_sum"], *adagrad)
+            master["copies_agree"] = master["copies_agree"] & agree
             center = jax.tree.map(
                 lambda c, d: (c + d).astype(c.dtype), master["center"], center_delta)
             master["center"] = center
@@ -275,7 +289,7 @@ def downpour(
     adagrad_rate: float = 0.01,
     adagrad_eps: float = 1e-8,
     center_dtype: Any = base.CENTER_DTYPE,
-    on_disagreement: str = "raise",
+    on_disagreement: str = "nan",
 ) -> optax.GradientTransformationExtraArgs:
     """DOWNPOUR(tau) in synchronous rounds (the EASGD authors' version).
 
@@ -304,7 +318,7 @@ def downpour(
         center_dtype: the master's arrays (x~, G) are kept in at least this dtype
             (float32: bfloat16 params get a float32 center); None: the params'.
         on_disagreement: what an exchange does when the workers' centers differ:
-            ``"raise"`` or ``"nan"``
+            ``"nan"`` (default) or ``"raise"``
             (:func:`~easgd_jax.algorithms.collectives.check_on_disagreement`).
 
     Returns:
@@ -329,7 +343,7 @@ def adownpour(
     period: int = 1,
     axis_name: AxisName = "workers",
     center_dtype: Any = base.CENTER_DTYPE,
-    on_disagreement: str = "raise",
+    on_disagreement: str = "nan",
 ) -> optax.GradientTransformationExtraArgs:
     """ADOWNPOUR: :func:`downpour` whose master keeps the Polyak average of its centers.
 
@@ -342,7 +356,7 @@ def adownpour(
         period: tau >= 1.
         axis_name: the worker axis of the all-reduce.
         center_dtype: x~ and z are kept in at least this dtype (float32); None: the params'.
-        on_disagreement: ``"raise"`` or ``"nan"``, as in :func:`downpour`.
+        on_disagreement: ``"nan"`` (default) or ``"raise"``, as in :func:`downpour`.
     """
     return _downpour(learning_rate, period, axis_name, average_rate=polyak_rate,
                      center_dtype=center_dtype, on_disagreement=on_disagreement)
@@ -354,7 +368,7 @@ def mvadownpour(
     period: int = 1,
     axis_name: AxisName = "workers",
     center_dtype: Any = base.CENTER_DTYPE,
-    on_disagreement: str = "raise",
+    on_disagreement: str = "nan",
 ) -> optax.GradientTransformationExtraArgs:
     """MVADOWNPOUR: :func:`downpour` whose master keeps a moving average of its centers.
 
@@ -367,7 +381,7 @@ def mvadownpour(
         axis_name: the worker axis of the all-reduce.
         center_dtype: x~ and z are kept in at least this dtype (float32: a bfloat16 z
             with a = 0.001 would never move); None: the params'.
-        on_disagreement: ``"raise"`` or ``"nan"``, as in :func:`downpour`.
+        on_disagreement: ``"nan"`` (default) or ``"raise"``, as in :func:`downpour`.
     """
     checks.check_moving_average_rate(moving_average_rate)
     return _downpour(learning_rate, period, axis_name,
@@ -380,7 +394,7 @@ def mdownpour(
     momentum: float,
     axis_name: AxisName = "workers",
     center_dtype: Any = base.CENTER_DTYPE,
-    on_disagreement: str = "raise",
+    on_disagreement: str = "nan",
 ) -> optax.GradientTransformationExtraArgs:
     """MDOWNPOUR: DOWNPOUR (tau = 1) with Nesterov momentum on the master.
 
@@ -399,7 +413,7 @@ def mdownpour(
         axis_name: the worker axis of the all-reduce.
         center_dtype: x~ and v are kept in at least this dtype (float32); None: the
             params'.
-        on_disagreement: ``"raise"`` or ``"nan"``, as in :func:`downpour`.
+        on_disagreement: ``"nan"`` (default) or ``"raise"``, as in :func:`downpour`.
 
     Returns:
         An optax ``GradientTransformationExtraArgs`` with state
@@ -418,21 +432,22 @@ def mdownpour(
         center = base.center_copy(params, center_dtype)
         return MomentumDownpourState(
             count=jnp.zeros([], jnp.int32), center=center,
-            velocity=jax.tree.map(jnp.zeros_like, center))
+            velocity=jax.tree.map(jnp.zeros_like, center), copies_agree=jnp.ones([], bool))
 
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
         if params is None:
             raise ValueError("mdownpour needs params: call update(grads, state, params).")
         base.check_per_worker(state.center, params)
-        push, center = tree_psum_checking(updates, state.center, axis_name,
-                                          on_disagreement=on_disagreement)
+        push, center, agree = tree_psum_checking(updates, state.center, axis_name,
+                                                 on_disagreement=on_disagreement)
         state = state._replace(center=center)
         center, velocity, lookahead = nesterov_master_step(
             state.center, state.velocity, push, rate(state.count), delta)
         new_updates = jax.tree.map(lambda w, x: (w - x).astype(x.dtype), lookahead, params)
         return new_updates, MomentumDownpourState(
-            count=optax.safe_int32_increment(state.count), center=center, velocity=velocity)
+            count=optax.safe_int32_increment(state.count), center=center, velocity=velocity,
+            copies_agree=state.copies_agree & agree)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 

@@ -42,6 +42,7 @@ import optax
 
 from easgd_jax.algorithms import base, checks, clock, exchange
 from easgd_jax.algorithms.base import AsyncRule, AsyncWorkerState, AxisName, CenterState
+from easgd_jax.algorithms.collectives import check_agreement
 from easgd_jax.algorithms.momentum import nesterov, nesterov_origin, nesterov_sgd
 
 
@@ -58,6 +59,8 @@ class ElasticAveragingState(NamedTuple):
             worker (a tuple of F states with F > 1 fragments); None without one.
         residual: the worker's rounding residual e_i of its last cast message, in the
             center's dtypes and shapes (per worker); None without ``error_feedback``.
+        copies_agree: True while every exchange found the workers' copies of the center
+            equal (a boolean); :func:`easgd_jax.check_agreement` reads it.
     """
 
     count: jax.Array
@@ -65,6 +68,7 @@ class ElasticAveragingState(NamedTuple):
     inner_state: optax.OptState
     outer_state: optax.OptState = None
     residual: optax.Updates = None
+    copies_agree: jax.Array = None
 
 
 # The former names of the states with an outer optimizer / with error feedback: the same type.
@@ -99,7 +103,7 @@ def elastic_averaging(
     num_fragments: int | None = None,
     exchange_dtype: Any = None,
     error_feedback: bool = False,
-    on_disagreement: str = "raise",
+    on_disagreement: str = "nan",
 ) -> optax.GradientTransformationExtraArgs:
     """Wraps the local optimizer ``inner`` with the elastic exchange of synchronous EASGD.
 
@@ -154,8 +158,9 @@ def elastic_averaging(
         error_feedback: keep each worker's rounding residual e_i (the state's
             ``residual``) and add it to its next message.
         on_disagreement: what the exchange does when the workers' centers differ:
-            ``"raise"`` (stop with an explanatory error) or ``"nan"`` (a NaN center only,
-            no host callback); see
+            ``"nan"`` (the default: a NaN center, the disagreement recorded in the state's
+            ``copies_agree`` for :func:`easgd_jax.check_agreement`, no host callback) or
+            ``"raise"`` (also a host callback that raises at the exchange); see
             :func:`~easgd_jax.algorithms.collectives.check_on_disagreement`.
 
     Returns:
@@ -166,8 +171,9 @@ def elastic_averaging(
         ``init`` runs once PER WORKER (``jax.vmap(tx.init)(stacked_params)``) and sets the
         center to that worker's params: every worker must start from the same point (as in
         the paper; ``easgd_jax.replicate(params, p)``) for the replicated centers to agree.
-        Every exchange checks that they do, in its one all-reduce, and stops with an error
-        naming the cause when they differ. ``update`` requires ``params``; its extra
+        Every exchange checks that they do, in its one all-reduce; when they differ the
+        center turns NaN and :func:`easgd_jax.center` / :func:`easgd_jax.check_agreement`
+        raise an error naming the cause. ``update`` requires ``params``; its extra
         argument ``communicate`` (None, True or False) is the phase of the clock when the
         caller knows it (:mod:`easgd_jax.algorithms.clock`), the other extra arguments go
         to ``inner``.
@@ -191,7 +197,7 @@ def elastic_averaging(
         center = base.center_copy(params, center_dtype)
         outer_state, residual = sync.init(center, outer)
         return ElasticAveragingState(jnp.zeros([], jnp.int32), center, inner.init(params),
-                                     outer_state, residual)
+                                     outer_state, residual, jnp.ones([], bool))
 
     def move_center(center, outer_state, elastic_sum):
         if outer is None:
@@ -220,13 +226,14 @@ def elastic_averaging(
                 worker_delta = part.put(jax.tree.map(jnp.zeros_like, worker), worker_delta)
             return worker_delta, center_f, outer_state
 
-        worker_delta, (center, outer_state, residual) = sync.run(
-            state.count, phase, state.center, state.outer_state, state.residual, message,
-            apply, jax.tree.map(jnp.zeros_like, worker))
+        worker_delta, (center, outer_state, residual, copies_agree) = sync.run(
+            state.count, phase, state.center, state.outer_state, state.residual,
+            state.copies_agree, message, apply, jax.tree.map(jnp.zeros_like, worker))
         new_updates = jax.tree.map(
             lambda u, d: (u + d).astype(u.dtype), local_updates, worker_delta)
         return new_updates, ElasticAveragingState(optax.safe_int32_increment(state.count),
-                                                  center, inner_state, outer_state, residual)
+                                                  center, inner_state, outer_state, residual,
+                                                  copies_agree)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -240,7 +247,7 @@ def easgd(
     num_fragments: int | None = None,
     exchange_dtype: str | None = None,
     error_feedback: bool = False,
-    on_disagreement: str = "raise",
+    on_disagreement: str = "nan",
 ) -> optax.GradientTransformationExtraArgs:
     """Synchronous EASGD (Zhang et al., 2015, eqs 5-6): elastic averaging over plain SGD.
 
@@ -257,7 +264,7 @@ def easgd(
             last in a chain).
         num_fragments, exchange_dtype, error_feedback: the streaming fragments and the
             compressed exchange of :func:`elastic_averaging` (default: off).
-        on_disagreement: ``"raise"`` or ``"nan"``, as in :func:`elastic_averaging`.
+        on_disagreement: ``"nan"`` (default) or ``"raise"``, as in :func:`elastic_averaging`.
     """
     checks.check_rate("learning_rate", learning_rate)
     return elastic_averaging(optax.sgd(learning_rate), moving_rate, period, axis_name,
@@ -276,7 +283,7 @@ def eamsgd(
     num_fragments: int | None = None,
     exchange_dtype: str | None = None,
     error_feedback: bool = False,
-    on_disagreement: str = "raise",
+    on_disagreement: str = "nan",
 ) -> optax.GradientTransformationExtraArgs:
     """EAMSGD (Zhang et al., 2015, Algorithm 2): elastic averaging over Nesterov momentum.
 
@@ -298,7 +305,7 @@ def eamsgd(
             last in a chain).
         num_fragments, exchange_dtype, error_feedback: the streaming fragments and the
             compressed exchange of :func:`elastic_averaging` (default: off).
-        on_disagreement: ``"raise"`` or ``"nan"``, as in :func:`elastic_averaging`.
+        on_disagreement: ``"nan"`` (default) or ``"raise"``, as in :func:`elastic_averaging`.
     """
     return elastic_averaging(
         nesterov(learning_rate, momentum), moving_rate, period, axis_name,
@@ -319,7 +326,7 @@ def eamsgd_outer(
     num_fragments: int | None = None,
     exchange_dtype: str | None = None,
     error_feedback: bool = False,
-    on_disagreement: str = "raise",
+    on_disagreement: str = "nan",
 ) -> optax.GradientTransformationExtraArgs:
     """EAMSGD whose center takes an outer Nesterov step (registry name ``eamsgd_outer``)::
 
@@ -342,7 +349,7 @@ def eamsgd_outer(
         center_dtype: as in :func:`elastic_averaging`.
         num_fragments, exchange_dtype, error_feedback: the streaming fragments and the
             compressed exchange of :func:`elastic_averaging` (default: off).
-        on_disagreement: ``"raise"`` or ``"nan"``, as in :func:`elastic_averaging`.
+        on_disagreement: ``"nan"`` (default) or ``"raise"``, as in :func:`elastic_averaging`.
     """
     # At momentum 0 the Nesterov form is plain SGD, exactly (u = -eta (g + 0 m)).
     outer = nesterov_sgd(outer_learning_rate, outer_momentum, "outer_")
@@ -371,6 +378,7 @@ def center(opt_state: optax.OptState, worker: int | None = None) -> optax.Params
     found = optax.tree_utils.tree_get(opt_state, "center")
     if found is None:
         raise ValueError("this optimizer state holds no center.")
+    check_agreement(opt_state)
     found = _unwrap_nnx(found)
     if worker is None:
         return found
@@ -384,7 +392,28 @@ def center(opt_state: optax.OptState, worker: int | None = None) -> optax.Params
             f"a stacked state; this center's leaves have shapes "
             f"{[tuple(a.shape) for a in leaves][:4]}. For one worker's own state use "
             "center(state) (worker=None).")
-    return jax.tree.map(lambda a: a[worker], found)
+    return jax.tree.map(lambda a: _take_worker(a, worker), found)
+
+
+def _take_worker(a: Any, worker: int) -> Any:
+    """``a[worker]``; on a mesh with ``Explicit`` axes (where an index of a sharded axis
+    must name its output sharding) the copy keeps the sharding of the other axes."""
+    sharding = getattr(a, "sharding", None)
+    if not isinstance(sharding, jax.sharding.NamedSharding):
+        return a[worker]
+    mesh = sharding.mesh
+    explicit = {name for name, kind in zip(mesh.axis_names, mesh.axis_types, strict=True)
+                if kind == jax.sharding.AxisType.Explicit}
+    if not explicit:
+        return a[worker]
+
+    def kept(entry):  # the Explicit axes of one dimension's entry (Auto ones are XLA's)
+        names = entry if isinstance(entry, tuple) else (entry,)
+        names = tuple(n for n in names if n in explicit)
+        return names if len(names) > 1 else (names[0] if names else None)
+
+    spec = jax.sharding.PartitionSpec(*(kept(e) for e in sharding.spec[1:]))
+    return a.at[worker].get(out_sharding=jax.sharding.NamedSharding(mesh, spec))
 
 
 def _unwrap_nnx(tree: Any) -> Any:

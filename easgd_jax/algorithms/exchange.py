@@ -228,31 +228,33 @@ class Exchange(NamedTuple):
         return outer_state, residual
 
     def all_reduce(self, message: Any, center: Any, residual: Any, part: Fragment
-                   ) -> tuple[Any, Any, Any]:
+                   ) -> tuple[Any, Any, Any, jax.Array]:
         """sum_i message_i and the checked center, in ONE all-reduce.
 
         Uncompressed: ``tree_psum_checking(message, center)``. Compressed: r_i = m_i + e_i,
         w_i = cast(r_i), e_i <- r_i - w_i (the fragment of the residual), the all-reduce in
         ``wire_dtype`` and the sum cast back to the message's dtypes.
 
-        Returns ``(total, center, residual)``: the center NaN where the copies differed,
-        the residual updated on this fragment (None without error feedback).
+        Returns ``(total, center, residual, agree)``: the center NaN where the copies
+        differed, the residual updated on this fragment (None without error feedback), and
+        whether the copies agreed.
         """
         if self.wire_dtype is None:
-            total, center = tree_psum_checking(message, center, self.axis_name,
-                                               on_disagreement=self.on_disagreement)
-            return total, center, residual
+            total, center, agree = tree_psum_checking(
+                message, center, self.axis_name, on_disagreement=self.on_disagreement)
+            return total, center, residual, agree
         wire, residual_part = compress(
             message, None if residual is None else part.take(residual), self.wire_dtype)
-        total, center = tree_psum_checking(wire, center, self.axis_name,
-                                           wire_dtype=self.wire_dtype,
-                                           on_disagreement=self.on_disagreement)
+        total, center, agree = tree_psum_checking(wire, center, self.axis_name,
+                                                  wire_dtype=self.wire_dtype,
+                                                  on_disagreement=self.on_disagreement)
         if residual is not None:
             residual = part.put(residual, residual_part)
-        return decompress(total, message), center, residual
+        return decompress(total, message), center, residual, agree
 
     def run(self, clock_value: jax.Array, phase: bool | None, center: Any, outer_state: Any,
-            residual: Any, message: Callable[[Fragment, Any], tuple[Any, Any]],
+            residual: Any, copies_agree: jax.Array,
+            message: Callable[[Fragment, Any], tuple[Any, Any]],
             apply: Callable[..., tuple[Any, Any, Any]], idle: Any) -> tuple[Any, tuple]:
         """One step's exchange, if the clock says so.
 
@@ -261,31 +263,35 @@ class Exchange(NamedTuple):
         (:func:`on_fragment`):
 
             m, aux = message(part, center)                      (this worker's message)
-            total, center, residual = all_reduce(m, ...)        (sum over the workers)
+            total, center, residual, agree = all_reduce(m, ...)  (sum over workers)
             out, center_f, outer_f = apply(part, total, part.take(center), outer_f, aux)
 
-        and the center's fragment f becomes center_f; at other steps the result is
-        ``idle`` and nothing changes. Returns ``(out, (center, outer_state, residual))``.
+        and the center's fragment f becomes center_f, ``copies_agree`` (the state's record,
+        :data:`~easgd_jax.algorithms.collectives.AGREEMENT_FIELD`) ANDed with ``agree``; at
+        other steps the result is ``idle`` and nothing changes. Returns
+        ``(out, (center, outer_state, residual, copies_agree))``.
         """
         parts = fragments_of(center, self.fragments)
         split = self.fragments > 1 and outer_state is not None
 
         def fragment_step(f: int, operand: tuple) -> tuple[Any, tuple]:
             part = parts[f]
-            center, outer_states, residual = operand
+            center, outer_states, residual, copies_agree = operand
             outer_f = outer_states[f] if split else outer_states
             sent, aux = message(part, center)
-            total, center, residual = self.all_reduce(sent, center, residual, part)
+            total, center, residual, agree = self.all_reduce(sent, center, residual, part)
             out, center_f, outer_f = apply(part, total, part.take(center), outer_f, aux)
             outer_states = replace(outer_states, f, outer_f) if split else outer_f
-            return out, (part.put(center, center_f), outer_states, residual)
+            return out, (part.put(center, center_f), outer_states, residual,
+                         copies_agree & agree)
 
         def exchange_step(operand: tuple) -> tuple[Any, tuple]:
             return on_fragment(clock_value, self.fragments, self.sub_period, fragment_step,
                                operand)
 
         return on_clock(clock_value, self.sub_period, exchange_step,
-                        lambda operand: (idle, operand), (center, outer_state, residual), phase)
+                        lambda operand: (idle, operand),
+                        (center, outer_state, residual, copies_agree), phase)
 
 
 def make_exchange(period: Any, num_fragments: int | None, exchange_dtype: Any,

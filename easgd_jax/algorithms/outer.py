@@ -58,6 +58,8 @@ class DilocoState(NamedTuple):
         inner_state: the worker's inner optimizer state (kept across outer steps).
         residual: the worker's rounding residual e_i of its last cast message, in the
             center's dtypes and shapes (per worker); None without ``error_feedback``.
+        copies_agree: True while every outer step found the workers' copies of the center
+            equal (a boolean); :func:`easgd_jax.check_agreement` reads it.
     """
 
     count: jax.Array
@@ -65,6 +67,7 @@ class DilocoState(NamedTuple):
     outer_state: optax.OptState
     inner_state: optax.OptState
     residual: optax.Updates = None
+    copies_agree: jax.Array = None
 
 
 # The former name of the state with error feedback: the same type.
@@ -86,7 +89,7 @@ def diloco(
     num_fragments: int | None = None,
     exchange_dtype: Any = None,
     error_feedback: bool = False,
-    on_disagreement: str = "raise",
+    on_disagreement: str = "nan",
 ) -> optax.GradientTransformationExtraArgs:
     """DiLoCo (Douillard et al., 2023): ``period`` inner steps, then one outer step.
 
@@ -122,8 +125,9 @@ def diloco(
         error_feedback: keep each worker's rounding residual e_i (the state's
             ``residual``) and add it to its next message.
         on_disagreement: what the outer step does when the workers' centers differ:
-            ``"raise"`` (stop with an explanatory error) or ``"nan"`` (a NaN center only,
-            no host callback); see
+            ``"nan"`` (the default: a NaN center, the disagreement recorded in the state's
+            ``copies_agree`` for :func:`easgd_jax.check_agreement`, no host callback) or
+            ``"raise"`` (also a host callback that raises at the exchange); see
             :func:`~easgd_jax.algorithms.collectives.check_on_disagreement`.
 
     Returns:
@@ -148,7 +152,7 @@ def diloco(
         center = base.center_copy(params, center_dtype)
         outer_state, residual = sync.init(center, outer)
         return DilocoState(jnp.zeros([], jnp.int32), center, outer_state, inner.init(params),
-                           residual)
+                           residual, jnp.ones([], bool))
 
     def update_fn(updates, state, params=None, **extra_args):
         if params is None:
@@ -178,11 +182,11 @@ def diloco(
                                        part.put(local, reset), params)
             return new_updates, center_f, outer_state
 
-        new_updates, (center, outer_state, residual) = sync.run(
-            state.count + 1, phase, state.center, state.outer_state, state.residual, message,
-            apply, local)
+        new_updates, (center, outer_state, residual, copies_agree) = sync.run(
+            state.count + 1, phase, state.center, state.outer_state, state.residual,
+            state.copies_agree, message, apply, local)
         return new_updates, DilocoState(optax.safe_int32_increment(state.count), center,
-                                        outer_state, inner_state, residual)
+                                        outer_state, inner_state, residual, copies_agree)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -198,7 +202,7 @@ def nesterov_diloco(
     num_fragments: int | None = None,
     exchange_dtype: str | None = None,
     error_feedback: bool = False,
-    on_disagreement: str = "raise",
+    on_disagreement: str = "nan",
 ) -> optax.GradientTransformationExtraArgs:
     """DiLoCo with Nesterov SGD inside and out (registry name ``diloco``).
 
@@ -216,7 +220,7 @@ def nesterov_diloco(
         num_fragments: F, streaming fragments (None: 1), as in :func:`diloco`.
         exchange_dtype: the dtype of the all-reduced displacements (None: uncompressed).
         error_feedback: feed each worker's rounding residual into its next message.
-        on_disagreement: ``"raise"`` or ``"nan"``, as in :func:`diloco`.
+        on_disagreement: ``"nan"`` (default) or ``"raise"``, as in :func:`diloco`.
     """
     return diloco(nesterov_sgd(learning_rate, momentum),
                   nesterov_sgd(outer_learning_rate, outer_momentum, "outer_"), period, axis_name,

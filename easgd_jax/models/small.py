@@ -112,6 +112,12 @@ class CNN1D(nn.Module):
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Mean softmax cross-entropy with integer labels: ``logits [..., classes]``, ``labels
     [...]`` (one label per example, or per position: a language model's next tokens, the
-    mean over every token)."""
+    mean over every token).
+
+    The label's log-probability is picked by a one-hot product (exact: one term and zeros),
+    not a gather: XLA's SPMD partitioner fails on a gather whose indices are split over the
+    data devices of a worker that spans devices (a check failure in jax 0.10)."""
     log_probs = jax.nn.log_softmax(logits)
-    return -jnp.mean(jnp.take_along_axis(log_probs, labels[..., None], axis=-1))
+    picked = jnp.sum(log_probs * jax.nn.one_hot(labels, log_probs.shape[-1],
+                                                dtype=log_probs.dtype), axis=-1)
+    return -jnp.mean(picked)

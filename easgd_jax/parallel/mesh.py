@@ -8,6 +8,22 @@ Grouped algorithms (multi-leader LSGD) use a 2-D layout: n groups along ``GROUP_
 p / n workers per group along ``WORKER_AXIS`` (and ``LOCAL_AXIS``). Worker w of the flat
 order sits in group w // (p / n); collectives over ``layout.axis_name`` span all workers,
 over ``layout.member_axis_name`` one group, over ``layout.group_axis_name`` the groups.
+
+A worker may also SPAN devices: with ``data`` x ``fsdp`` > 1 devices per worker the mesh
+gets two inner axes, ``DATA_AXIS`` and ``FSDP_AXIS`` (d = p x data x fsdp devices)::
+
+    workers:   0                       1
+             +-----------------------+-----------------------+
+    data 0   | fsdp 0 | fsdp 1 | ... | fsdp 0 | fsdp 1 | ... |
+    data 1   | fsdp 0 | fsdp 1 | ... | fsdp 0 | fsdp 1 | ... |
+             +-----------------------+-----------------------+
+
+The executor's ``shard_map`` is manual over the worker axes only; inside a worker, XLA
+shards automatically: the worker's batch over ``data`` (its gradient is the mean over all
+its devices), and every array of its state (params, inner optimizer state, the center copy,
+velocities, averages, residuals) over ``fsdp`` (:meth:`WorkerLayout.inner_spec`). The
+algorithms' all-reduce then pairs the same shard across workers: each device sends
+model bytes / fsdp per exchange.
 """
 
 from __future__ import annotations
@@ -22,6 +38,9 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 WORKER_AXIS = "workers"
 LOCAL_AXIS = "local"
 GROUP_AXIS = "groups"
+DATA_AXIS = "data"  # a worker's batch split over its devices
+FSDP_AXIS = "fsdp"  # a worker's state sharded over its devices
+INNER_AXES = (DATA_AXIS, FSDP_AXIS)
 _COLLECTIVE_TIMEOUTS = ("--xla_cpu_collective_call_terminate_timeout_seconds=900",
                         "--xla_cpu_collective_timeout_seconds=900")
 
@@ -69,26 +88,70 @@ def _name(axes: tuple[str, ...]) -> AxisName:
     return axes[0] if len(axes) == 1 else axes
 
 
+def fsdp_dimension(shape: tuple[int, ...], fsdp: int) -> int | None:
+    """The dimension of a one-worker array of ``shape`` that FSDP shards ``fsdp`` ways: the
+    largest one divisible by ``fsdp`` (the last of equals), or None (kept whole: scalars,
+    counters, small vectors that no dimension of which divides)."""
+    if fsdp <= 1:
+        return None
+    best = None
+    for dim, size in enumerate(shape):
+        if size % fsdp == 0 and (best is None or size >= shape[best]):
+            best = dim
+    return best
+
+
 @dataclasses.dataclass(frozen=True)
 class WorkerLayout:
-    """p workers over a device mesh, k = p / d of them per device, in ``num_groups`` groups."""
+    """p workers over a device mesh, k = p / d of them per device, in ``num_groups`` groups;
+    or each worker spanning ``data`` x ``fsdp`` devices."""
 
     num_workers: int
     mesh: Mesh
     num_groups: int = 1
+    data: int = 1
+    fsdp: int = 1
 
     @property
     def num_devices(self) -> int:
         return self.mesh.devices.size
 
     @property
+    def devices_per_worker(self) -> int:
+        return self.data * self.fsdp
+
+    @property
     def workers_per_device(self) -> int:
-        return self.num_workers // self.num_devices
+        return self.num_workers * self.devices_per_worker // self.num_devices
 
     @property
     def device_axes(self) -> tuple[str, ...]:
-        """The mesh axes the leading worker axis of stacked arrays is split over."""
-        return tuple(self.mesh.axis_names)
+        """The mesh axes the leading worker axis of stacked arrays is split over (the inner
+        axes of a worker that spans devices excluded)."""
+        return tuple(a for a in self.mesh.axis_names if a not in INNER_AXES)
+
+    @property
+    def spans_devices(self) -> bool:
+        """Whether a worker spans several devices (``data`` x ``fsdp`` > 1)."""
+        return self.devices_per_worker > 1
+
+    def inner_spec(self, shape: tuple[int, ...]) -> PartitionSpec:
+        """How one worker's array of ``shape`` is laid over its own devices: its
+        :func:`fsdp_dimension` over ``FSDP_AXIS``, the rest replicated."""
+        dim = fsdp_dimension(tuple(shape), self.fsdp)
+        return PartitionSpec(*(FSDP_AXIS if d == dim else None for d in range(len(shape))))
+
+    def state_sharding(self, shape: tuple[int, ...]) -> NamedSharding:
+        """A stacked state array (leading worker axis) of ``shape``: split over the workers,
+        and over ``fsdp`` inside each (:meth:`inner_spec` of ``shape[1:]``)."""
+        inner = tuple(self.inner_spec(shape[1:])) if self.spans_devices else ()
+        return NamedSharding(self.mesh, PartitionSpec(self.device_axes, *inner))
+
+    def batch_sharding(self) -> NamedSharding:
+        """Stacked batches ``[p, steps, batch, ...]``: split over the workers, and each
+        worker's batch over its ``data`` devices."""
+        inner = (None, DATA_AXIS) if self.data > 1 else ()
+        return NamedSharding(self.mesh, PartitionSpec(self.device_axes, *inner))
 
     @property
     def _local_axes(self) -> tuple[str, ...]:
@@ -118,18 +181,26 @@ class WorkerLayout:
 
 
 def make_worker_layout(
-    num_workers: int, num_devices: int | None = None, num_groups: int = 1
+    num_workers: int, num_devices: int | None = None, num_groups: int = 1,
+    data: int = 1, fsdp: int = 1,
 ) -> WorkerLayout:
     """Lays ``num_workers`` workers over the first ``num_devices`` devices (default: all),
-    in ``num_groups`` groups of equal size (a 2-D mesh when there are several).
+    in ``num_groups`` groups of equal size (a 2-D mesh when there are several); with
+    ``data`` x ``fsdp`` > 1, each worker spans that many devices (num_devices = p x data x
+    fsdp, the mesh's inner axes ``DATA_AXIS`` and ``FSDP_AXIS``).
 
     Raises ValueError when the numbers do not fit, before anything is compiled.
     """
     available = jax.devices()
-    if num_devices is None or num_devices == 0:
-        num_devices = min(len(available), num_workers)
     if num_workers < 1:
         raise ValueError(f"num_workers must be >= 1, got {num_workers}.")
+    for name, value in (("worker_devices.data", data), ("worker_devices.fsdp", fsdp)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+    if data * fsdp > 1:
+        return _spanning_layout(num_workers, num_devices, num_groups, data, fsdp, available)
+    if num_devices is None or num_devices == 0:
+        num_devices = min(len(available), num_workers)
     if num_devices < 1 or num_devices > len(available):
         raise ValueError(
             f"num_devices must be in [1, {len(available)}] (devices available: "
@@ -148,3 +219,30 @@ def make_worker_layout(
         devices = np.asarray(available[:num_devices]).reshape(num_groups, -1)
         mesh = Mesh(devices, (GROUP_AXIS, WORKER_AXIS), axis_types=(AxisType.Auto,) * 2)
     return WorkerLayout(num_workers=num_workers, mesh=mesh, num_groups=num_groups)
+
+
+def _spanning_layout(num_workers: int, num_devices: int | None, num_groups: int, data: int,
+                     fsdp: int, available: list) -> WorkerLayout:
+    """The layout of workers that each span ``data`` x ``fsdp`` devices (one line of error
+    naming the numbers when they do not fit)."""
+    needed = num_workers * data * fsdp
+    if num_devices not in (None, 0, needed):
+        raise ValueError(
+            f"num_devices ({num_devices}) must be num_workers x worker_devices.data x "
+            f"worker_devices.fsdp = {num_workers} x {data} x {fsdp} = {needed} (or 0: "
+            "that many): each worker spans its own devices.")
+    if needed > len(available):
+        raise ValueError(
+            f"{num_workers} workers of {data} x {fsdp} devices need {needed} devices; "
+            f"{len(available)} {available[0].platform} device(s) are available.")
+    if num_groups < 1 or num_workers % num_groups:
+        raise ValueError(f"num_groups ({num_groups}) must be >= 1 and divide num_workers "
+                         f"({num_workers}).")
+    shape: tuple[int, ...] = (num_workers, data, fsdp)
+    names: tuple[str, ...] = (WORKER_AXIS, DATA_AXIS, FSDP_AXIS)
+    if num_groups > 1:
+        shape, names = (num_groups, num_workers // num_groups, data, fsdp), (GROUP_AXIS, *names)
+    mesh = Mesh(np.asarray(available[:needed]).reshape(shape), names,
+                axis_types=(AxisType.Auto,) * len(names))
+    return WorkerLayout(num_workers=num_workers, mesh=mesh, num_groups=num_groups,
+                        data=data, fsdp=fsdp)

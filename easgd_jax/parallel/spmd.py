@@ -28,7 +28,7 @@ from jax.custom_batching import custom_vmap
 from jax.sharding import PartitionSpec
 
 from easgd_jax.algorithms.base import INIT_PER_WORKER
-from easgd_jax.parallel.mesh import LOCAL_AXIS, WorkerLayout
+from easgd_jax.parallel.mesh import DATA_AXIS, LOCAL_AXIS, WorkerLayout
 
 StepFn = Callable[[Any, Any], tuple[Any, Any]]
 
@@ -36,9 +36,19 @@ StepFn = Callable[[Any, Any], tuple[Any, Any]]
 def per_worker(fn: Callable[..., Any], layout: WorkerLayout, donate_argnums=()) -> Callable:
     """Lifts a one-worker function to stacked workers: jit(shard_map(vmap or squeeze(fn))).
 
-    Every argument and output carries a leading axis of size ``layout.num_workers``.
+    Every argument and output carries a leading axis of size ``layout.num_workers``. When a
+    worker spans devices (``layout.spans_devices``) the ``shard_map`` is manual over the
+    worker axes only: inside, ``fn`` sees one worker's whole arrays, which XLA shards over
+    that worker's devices as their shardings say (:func:`constrain_state`).
     """
-    if layout.workers_per_device == 1:
+    axis_names = None
+    if layout.spans_devices:
+        def body(*args):
+            args = jax.tree.map(lambda a: a[0], args)
+            return jax.tree.map(lambda a: a[None], fn(*args))
+        check_vma = True
+        axis_names = frozenset(layout.device_axes)
+    elif layout.workers_per_device == 1:
         def body(*args):
             args = jax.tree.map(lambda a: a[0], args)
             return jax.tree.map(lambda a: a[None], fn(*args))
@@ -50,7 +60,8 @@ def per_worker(fn: Callable[..., Any], layout: WorkerLayout, donate_argnums=()) 
         check_vma = False
     mapped = jax.shard_map(
         body, mesh=layout.mesh, in_specs=PartitionSpec(layout.device_axes),
-        out_specs=PartitionSpec(layout.device_axes), check_vma=check_vma)
+        out_specs=PartitionSpec(layout.device_axes), check_vma=check_vma,
+        **({} if axis_names is None else {"axis_names": axis_names}))
 
     def checked(*args):
         _check_stacked(args, layout.num_workers)  # at trace time: shapes only
@@ -97,6 +108,25 @@ def unrolled_over_workers(fn: Callable[..., Any], max_chains: int = 8) -> Callab
         return out, jax.tree.map(lambda _: True, out)
 
     return unrolled
+
+
+def constrain_state(tree: Any, layout: WorkerLayout) -> Any:
+    """One worker's arrays (inside :func:`per_worker`) held to their FSDP layout over the
+    worker's devices (:meth:`WorkerLayout.inner_spec`); ``tree`` as it is when workers do
+    not span devices."""
+    if not layout.spans_devices:
+        return tree
+    return jax.tree.map(
+        lambda a: lax.with_sharding_constraint(a, layout.inner_spec(jnp.shape(a))), tree)
+
+
+def constrain_batches(batches: Any, layout: WorkerLayout) -> Any:
+    """One worker's round of batches ``[steps, batch, ...]`` (inside :func:`per_worker`)
+    split over the worker's ``data`` devices."""
+    if layout.data <= 1:
+        return batches
+    return jax.tree.map(
+        lambda a: lax.with_sharding_constraint(a, PartitionSpec(None, DATA_AXIS)), batches)
 
 
 def _check_stacked(args: tuple, num_workers: int) -> None:
@@ -168,7 +198,9 @@ def make_round(step: StepFn, layout: WorkerLayout, donate: bool = True,
             lambda a, r: jnp.concatenate([a[None], r]), first, rest)
 
     def worker_round(carry, batches):
-        carry, aux = scan_round(carry, batches)
+        carry = constrain_state(carry, layout)
+        carry, aux = scan_round(carry, constrain_batches(batches, layout))
+        carry = constrain_state(carry, layout)
         return (carry, aux) if summarize is None else (carry, summarize(carry, aux))
 
     def scan_round(carry, batches):

@@ -53,6 +53,13 @@ def defaults() -> ml_collections.ConfigDict:
     config.num_devices = 4
     # Groups of workers on a 2-D (groups x workers) layout, for multi-leader LSGD.
     config.num_groups = 1
+    # A worker spanning devices (sync executor): each worker on data x fsdp devices, its
+    # batch (train.batch_size, per worker) split over data and its whole state (params,
+    # optimizer and algorithm state) sharded over fsdp; the exchange runs across workers
+    # only. num_devices must then be num_workers x data x fsdp (or 0 on GPUs: that many).
+    config.worker_devices = ml_collections.ConfigDict()
+    config.worker_devices.data = 1
+    config.worker_devices.fsdp = 1
 
     config.data = ml_collections.ConfigDict()
     # mnist1d, digits (embedded); mnist, cifar10, imagenet2012 (tfds); language models:
@@ -377,6 +384,28 @@ def _check_data_fits_model(data_name: str, model_name: str) -> None:
         f"{', '.join(fitting)}.")
 
 
+def _check_worker_devices(config: ml_collections.ConfigDict) -> bool:
+    """Checks ``worker_devices`` (data, fsdp >= 1; num_devices = num_workers x data x fsdp;
+    the per-worker batch divisible by data); returns whether a worker spans devices."""
+    data, fsdp = config.worker_devices.data, config.worker_devices.fsdp
+    _integer("worker_devices.data", data, 1)
+    _integer("worker_devices.fsdp", fsdp, 1)
+    if data * fsdp == 1:
+        return False
+    needed = config.num_workers * data * fsdp
+    if config.num_devices not in (0, needed):
+        raise ValueError(
+            f"config.num_devices ({config.num_devices}) must be num_workers x "
+            f"worker_devices.data x worker_devices.fsdp = {config.num_workers} x {data} x "
+            f"{fsdp} = {needed} (or 0: that many): each worker spans its own devices.")
+    if config.train.batch_size % data:
+        raise ValueError(
+            f"config.train.batch_size ({config.train.batch_size}, per worker) must be "
+            f"divisible by config.worker_devices.data ({data}): each worker's batch is split "
+            "over its data devices.")
+    return True
+
+
 def _check_sync(config: ml_collections.ConfigDict) -> None:
     from easgd_jax.algorithms import registry
 
@@ -387,7 +416,8 @@ def _check_sync(config: ml_collections.ConfigDict) -> None:
         raise ValueError(
             f"config.num_groups ({num_groups}) must divide config.num_workers "
             f"({config.num_workers}) and config.num_devices ({config.num_devices}).")
-    if config.num_devices and config.num_workers % config.num_devices:
+    spanning = _check_worker_devices(config)
+    if config.num_devices and config.num_workers % config.num_devices and not spanning:
         raise ValueError(
             f"config.num_workers ({config.num_workers}) must be a multiple of "
             f"config.num_devices ({config.num_devices}).")
@@ -437,6 +467,11 @@ def _check_async(config: ml_collections.ConfigDict) -> None:
     if train.num_steps % train.eval_every:
         raise ValueError(f"config.train.num_steps ({train.num_steps}) must be a multiple of "
                          f"config.train.eval_every ({train.eval_every}).")
+    if config.worker_devices.data * config.worker_devices.fsdp != 1:
+        raise ValueError(
+            f"config.worker_devices ({config.worker_devices.data} data x "
+            f"{config.worker_devices.fsdp} fsdp): workers that span devices run on executor "
+            f"'sync'; executor {config.executor!r} runs one worker per device.")
     name = config.algorithm.name
     if name not in registry.async_algorithm_names():
         raise ValueError(

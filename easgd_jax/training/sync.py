@@ -138,18 +138,18 @@ def _batch_maker(dataset: data.Dataset, sampler: data.WorkerSampler,
     devices and the host sends only the indices; the batches are the same either way."""
     p = layout.num_workers
     index_shape = jax.ShapeDtypeStruct((p, rounds, batch_size), np.int32)
+    sharding = layout.batch_sharding()
     x_bytes = np.dtype(dtype).itemsize * dataset.train_x.size + dataset.train_y.nbytes
     if (dataset.augment is None and x_bytes <= DEVICE_DATA_MAX_BYTES
             and jax.process_count() == 1):
         replicated = layout.replicated_sharding()
         train_x = jax.device_put(np.asarray(dataset.train_x, dtype), replicated)
         train_y = jax.device_put(np.asarray(dataset.train_y, np.int32), replicated)
-        sharding = layout.worker_sharding()
         gather = jax.jit(lambda x, y, idx: (x[idx], y[idx]), out_shardings=(sharding, sharding))
 
         def on_device(at_step: int) -> tuple[jax.Array, jax.Array]:
             idx = _to_global(lambda workers: sampler.round_indices(at_step, rounds, workers)
-                             .astype(np.int32), layout, index_shape)
+                             .astype(np.int32), layout, index_shape, lambda _: sharding)
             return gather(train_x, train_y, idx)
 
         return on_device
@@ -162,7 +162,7 @@ def _batch_maker(dataset: data.Dataset, sampler: data.WorkerSampler,
             x, y = sampler.round(at_step, rounds, workers)
             return x.astype(dtype, copy=False), y.astype(np.int32, copy=False)
 
-        return _to_global(make, layout, batch_shapes)
+        return _to_global(make, layout, batch_shapes, lambda _: sharding)
 
     return on_host
 
@@ -180,10 +180,13 @@ def _worker_spread(spec: Spec, state: TrainState):
     return mean_norm(to_point), mean_norm(to_mean)
 
 
-def _to_global(make: Callable[[range], Any], layout: parallel.WorkerLayout, like: Any) -> Any:
+def _to_global(make: Callable[[range], Any], layout: parallel.WorkerLayout, like: Any,
+               sharding_of: Callable[[tuple[int, ...]], Any] | None = None) -> Any:
     """Builds arrays with a leading worker axis from ``make(workers) -> tree``, shaped like
-    ``like``; each process computes only the workers its devices hold."""
-    sharding = layout.worker_sharding()
+    ``like``, each with ``sharding_of(shape)`` (default: the layout's state sharding:
+    over the workers, and over FSDP inside a worker that spans devices); each process
+    computes only the workers its devices hold."""
+    sharding_of = layout.state_sharding if sharding_of is None else sharding_of
     cache: dict[tuple[int, int], Any] = {}
 
     def shard(path_index, index):
@@ -195,7 +198,8 @@ def _to_global(make: Callable[[range], Any], layout: parallel.WorkerLayout, like
 
     leaves, treedef = jax.tree.flatten(like)
     arrays = [jax.make_array_from_callback(
-        leaf.shape, sharding, lambda index, i=i: shard(i, index)) for i, leaf in enumerate(leaves)]
+        leaf.shape, sharding_of(leaf.shape), lambda index, i=i: shard(i, index))
+        for i, leaf in enumerate(leaves)]
     return jax.tree.unflatten(treedef, arrays)
 
 
@@ -271,13 +275,17 @@ def _build(config: ml_collections.ConfigDict, plan: Plan, workdir: str,
     compiled round, the batches, the evaluation and the checkpointer of a run."""
     spec = plan.spec
     layout = parallel.make_worker_layout(
-        config.num_workers, config.num_devices or None, config.num_groups)
+        config.num_workers, config.num_devices or None, config.num_groups,
+        config.worker_devices.data, config.worker_devices.fsdp)
     tx = spec.build(plan.hparams, layout, on_disagreement="nan")
     dataset, model = load_data_and_model(config)
     prepare_workdir(config, workdir, overwrite)
-    logging.info("%d workers on %d %s device(s) (%d per device, %d process(es)); algorithm %s; "
+    logging.info("%d workers on %d %s device(s) (%s, %d process(es)); algorithm %s; "
                  "data %s %s", layout.num_workers, layout.num_devices,
-                 jax.devices()[0].platform, layout.workers_per_device, jax.process_count(),
+                 jax.devices()[0].platform,
+                 f"each on {layout.data} data x {layout.fsdp} fsdp devices"
+                 if layout.spans_devices else f"{layout.workers_per_device} per device",
+                 jax.process_count(),
                  config.algorithm.name, dataset.name, dataset.example_shape)
     params = jax.device_get(initial_params(config, model, dataset.example_shape))
     abstract_state = jax.eval_shape(lambda: initial_state(config, tx, params))

@@ -7,7 +7,6 @@ the bytes per step read from the compiled HLO."""
 from __future__ import annotations
 
 import math
-import re
 import sys
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from helpers import quadratic_targets as _targets
 from helpers import run_quadratic as _run
 from jax.flatten_util import ravel_pytree
 
+import easgd_jax
 from easgd_jax import parallel
 from easgd_jax.algorithms import exchange, registry
 from easgd_jax.training import config as config_lib
@@ -251,9 +251,10 @@ def test_centers_that_differ_stop_the_compressed_exchange_too(name, hparams):
     run = jax.jit(jax.vmap(steps, axis_name="workers"))
     _, good = run(x0, state)
     assert np.all(np.isfinite(np.asarray(good.center["w"])))
+    easgd_jax.check_agreement(good)
     nudged = state._replace(center={"w": state.center["w"].at[1, 0].add(1e-6)})
-    with pytest.raises(Exception, match="copies of the center differ"):
-        jax.block_until_ready(run(x0, nudged))
+    with pytest.raises(ValueError, match="copies of the center differ"):
+        easgd_jax.check_agreement(run(x0, nudged)[1])
 
 
 def test_fragment_bounds_are_contiguous_and_equal_sized():
@@ -311,7 +312,18 @@ def _round_collectives(period_of_round: int, **options):
     round_fn = parallel.make_round(step, layout, donate=False, period=period_of_round,
                                    exchange_step="last")
     lowered = round_fn.lower((params, jax.vmap(tx.init)(params)), jnp.zeros((P, ROUND)))
-    wire = re.findall(r"(\w+)\[(\d+)\]\{0\} all-reduce\(", lowered.as_text(dialect="hlo"))
+    # As lowered, one all-reduce per leaf (JAX's psum of a pytree), side by side in one
+    # computation, which XLA combines into one when it compiles: per computation, the dtype
+    # and the numbers sent.
+    exchanges: dict[str, tuple[str, int]] = {}
+    computation = ""
+    for line in lowered.as_text(dialect="hlo").splitlines():
+        if line.endswith("{") and "=" not in line:
+            computation = line
+        elif " all-reduce(" in line:
+            (dtype, elements), = hlo.shapes(line.split("=", 1)[1].split(" all-reduce(")[0])
+            exchanges[computation] = (dtype, exchanges.get(computation, ("", 0))[1] + elements)
+    wire = [(dtype, str(elements)) for dtype, elements in exchanges.values()]
     return hlo.parse_collectives(lowered.compile().as_text()), wire, SIZE
 
 

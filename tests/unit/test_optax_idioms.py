@@ -125,12 +125,21 @@ def _stacked_step(tx):
                                   lambda: easgd_jax.mdownpour(0.05, 0.9)],
                          ids=["eamsgd", "downpour", "mdownpour"])
 def test_workers_initialised_at_different_params_stop_at_the_first_exchange(make):
+    """By default the update holds no host callback: the first exchange turns the center
+    NaN and records the disagreement in the state, and the host-side readers
+    (``easgd_jax.center``, ``easgd_jax.check_agreement``) raise the explanatory error."""
     tx = make()
     one_init_per_worker = {"w": jax.random.normal(jax.random.key(0), (P, 3))}
     state = jax.vmap(tx.init)(one_init_per_worker)
-    with pytest.raises(Exception, match=r"copies of the center differ.*"
-                                        r"easgd_jax\.replicate\(params, num_workers\)"):
-        jax.block_until_ready(_stacked_step(tx)(one_init_per_worker, state))
+    easgd_jax.check_agreement(state)  # nothing exchanged yet: nothing recorded
+    _, after = _stacked_step(tx)(one_init_per_worker, state)
+    assert np.all(np.isnan(np.asarray(after.center["w"])))
+    assert not np.any(np.asarray(after.copies_agree))
+    message = r"copies of the center differ.*easgd_jax\.replicate\(params, num_workers\)"
+    with pytest.raises(ValueError, match=message):
+        easgd_jax.center(after, worker=0)
+    with pytest.raises(ValueError, match=message):
+        easgd_jax.check_agreement(after)
     # The fix the message names: one init, replicated.
     stacked = easgd_jax.replicate({"w": one_init_per_worker["w"][0]}, P)
     params, state = _stacked_step(tx)(stacked, jax.vmap(tx.init)(stacked))
@@ -144,18 +153,20 @@ def test_workers_initialised_at_different_params_stop_at_the_first_exchange(make
     lambda mode: easgd_jax.algorithms.nesterov_diloco(0.05, 0.9, 1, on_disagreement=mode)],
     ids=["eamsgd", "downpour", "mdownpour", "diloco"])
 def test_built_with_on_disagreement_nan_differing_centers_turn_nan_without_a_callback(make):
-    """``on_disagreement="nan"`` (how the sync executor builds its transformation): the
-    same differing copies give a NaN center instead of the error, and the program holds no
-    host callback (which JAX's persistent compilation cache would refuse); agreeing copies
-    train exactly as with the default ``"raise"``."""
+    """``on_disagreement="nan"`` (the default): differing copies give a NaN center and a
+    recorded disagreement, and the program holds no host callback (which JAX's persistent
+    compilation cache and ``jax.export`` refuse); ``"raise"`` also raises at the exchange;
+    agreeing copies train exactly the same either way."""
     raising, quiet = make("raise"), make("nan")
     one_init_per_worker = {"w": jax.random.normal(jax.random.key(0), (P, 3))}
     state = jax.vmap(raising.init)(one_init_per_worker)
     assert "callback" in _stacked_step(raising).lower(one_init_per_worker, state).as_text()
+    with pytest.raises(Exception, match="copies of the center differ"):
+        jax.block_until_ready(_stacked_step(raising)(one_init_per_worker, state))
     step = _stacked_step(quiet)
     assert "callback" not in step.lower(one_init_per_worker, state).as_text()
     _, after = step(one_init_per_worker, state)
-    assert np.all(np.isnan(np.asarray(easgd_jax.center(after)["w"])))
+    assert np.all(np.isnan(np.asarray(after.center["w"])))
     stacked = easgd_jax.replicate({"w": one_init_per_worker["w"][0]}, P)
     expected = _stacked_step(raising)(stacked, jax.vmap(raising.init)(stacked))
     got = _stacked_step(quiet)(stacked, jax.vmap(quiet.init)(stacked))
@@ -163,7 +174,7 @@ def test_built_with_on_disagreement_nan_differing_centers_turn_nan_without_a_cal
 
 
 def test_on_disagreement_is_checked_when_built_and_is_not_a_hyperparameter():
-    with pytest.raises(ValueError, match="on_disagreement must be one of 'raise', 'nan'"):
+    with pytest.raises(ValueError, match="on_disagreement must be one of 'nan', 'raise'"):
         easgd_jax.easgd(0.05, 0.2, on_disagreement="warn")
     with pytest.raises(ValueError, match="on_disagreement must be one of"):
         easgd_jax.get_algorithm("diloco", learning_rate=0.1, momentum=0.9, period=2,
@@ -182,13 +193,14 @@ def test_different_centers_stop_under_shard_map_too_and_nan_centers_do_not():
 
     round_fn = easgd_jax.parallel.make_round(step, layout, donate=False)
     differ = {"w": jnp.arange(P * 2, dtype=jnp.float32).reshape(P, 2)}
-    with pytest.raises(Exception, match="copies of the center differ"):
-        jax.block_until_ready(round_fn((differ, jax.vmap(tx.init)(differ)), jnp.zeros((P, 1))))
+    (_, state), _ = round_fn((differ, jax.vmap(tx.init)(differ)), jnp.zeros((P, 1)))
+    with pytest.raises(ValueError, match="copies of the center differ"):
+        easgd_jax.center(state, worker=0)
     # A diverged (NaN) center is the same on every worker: no disagreement, NaN goes on to
     # the executor's non-finite check.
     nan = {"w": jnp.full((P, 2), jnp.nan)}
     (params, state), _ = round_fn((nan, jax.vmap(tx.init)(nan)), jnp.zeros((P, 1)))
-    assert np.all(np.isnan(np.asarray(state.center["w"])))
+    assert np.all(np.isnan(np.asarray(easgd_jax.center(state, worker=0)["w"])))
 
 
 # --------------------------------------------------------------------------- item 5
