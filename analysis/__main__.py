@@ -1,10 +1,12 @@
-"""Regenerate every figure of the EASGD / ADMM stability analysis: ``python -m analysis --out DIR``.
+"""Regenerate every figure of the stability analysis: ``python -m analysis --out DIR``.
 
 Zhang, Choromanska & LeCun, "Deep learning with Elastic Averaging SGD" (NIPS 2015,
 arXiv 1412.6651), Section 4 (round robin, EASGD vs linearized ADMM) and the quadratic case of
-the supplement (synchronous EASGD with gradient noise). Prints the spectral radii at a few
-named points, the unstable fraction of the ADMM map, the Monte-Carlo check, the files
-written and the run time.
+the supplement (synchronous EASGD with gradient noise); then the same questions asked of the
+other registered algorithms through ``analysis.linearized`` (EAMSGD, DiLoCo, DOWNPOUR,
+data-parallel SGD: stability regions, stationary variances, heterogeneous curvatures).
+Prints the spectral radii at a few named points, the unstable fraction of the ADMM map, the
+Monte-Carlo checks, the files written and the run time.
 """
 
 from __future__ import annotations
@@ -49,6 +51,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--no-monte-carlo", action="store_true", help="skip the easgd_jax Monte-Carlo check"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--no-linearized",
+        action="store_true",
+        help="skip the figures of analysis.linearized (EAMSGD, DiLoCo, DOWNPOUR, ...)",
+    )
     return parser.parse_args(argv)
 
 
@@ -91,6 +98,76 @@ def _monte_carlo(args: argparse.Namespace) -> list:
             print(f"Monte Carlo skipped (easgd_jax / jax not importable): {err}")
             return []
         results.append(res)
+    return results
+
+
+def _linearized_figures(args: argparse.Namespace, out: Path, written: list[Path]) -> list[str]:
+    """The figures of issue 31, each read from the algorithms' own code; returns the lines
+    to print."""
+    from analysis import plots
+    from analysis import regions as reg
+
+    lines = ["Any registered algorithm, linearized from its own code (analysis.linearized):"]
+    eta_h, deltas, radii = reg.eamsgd_region()
+    written.append(plots.plot_eamsgd_region(eta_h, deltas, radii, reg.P,
+                                            out / "eamsgd_stability.png"))
+    for (tau, beta), r in radii.items():
+        edge = eta_h[r[-1] < 1].max() if (r[-1] < 1).any() else float("nan")
+        lines.append(f"  EAMSGD p = {reg.P}, tau = {tau}, beta = {beta:g}: stable on "
+                     f"{(r < 1).mean():.0%} of (eta h, delta); at delta = {deltas[-1]:.3f} up "
+                     f"to eta h = {edge:.3f}")
+    rates, momenta, outer = reg.diloco_outer_region()
+    written.append(plots.plot_diloco_outer(rates, momenta, outer, reg.DILOCO_INNER_ETA_H,
+                                           reg.DILOCO_POINT, out / "diloco_outer.png"))
+    col = np.abs(rates - reg.DILOCO_POINT[0]).argmin()
+    row = np.abs(momenta - reg.DILOCO_POINT[1]).argmin()
+    at = ", ".join(f"H = {h}: {r[row, col]:.4f}" for h, r in outer.items())
+    lines.append(f"  DiLoCo radius at the grid cell nearest outer (0.7, 0.9), inner eta h = "
+                 f"{reg.DILOCO_INNER_ETA_H:g}: {at}")
+    eh, hs, by_h = reg.diloco_period_region()
+    written.append(plots.plot_diloco_period(eh, hs, by_h, out / "diloco_period.png"))
+    for label, r in by_h.items():
+        lines.append(f"  DiLoCo {label}: stable on {(r < 1).mean():.0%} of (eta h, H)")
+    eh, taus, down = reg.downpour_region()
+    written.append(plots.plot_downpour(eh, taus, down, out / "downpour_tau.png"))
+    for p, r in down.items():
+        edge = eh[(r[0] < 1.0)].max()
+        lines.append(f"  DOWNPOUR p = {p}: tau = 1 stable up to eta h = {edge:.3f} "
+                     f"(2 / p = {2 / p:.3f})")
+    variances = reg.variance_by_workers()
+    mc = [] if args.no_monte_carlo else _variance_monte_carlo(args)
+    written.append(plots.plot_variance_by_workers(reg.VARIANCE_PS, variances, reg.VARIANCE_ETA,
+                                                  reg.VARIANCE_SIGMA, mc,
+                                                  out / "variance_by_workers.png"))
+    for label, v in variances.items():
+        vals = ", ".join(f"p = {p}: {x:.3e}" for p, x in zip(reg.VARIANCE_PS, v, strict=True))
+        lines.append(f"  stationary Var, {label}: {vals}")
+    for res in mc:
+        lines.append(f"  Monte Carlo {res.name} p = {res.num_workers}: Var = {res.estimate:.4e} "
+                     f"+- {res.stderr:.1e}, Lyapunov {res.predicted:.4e}, z = "
+                     f"{res.z_score:+.2f} ({res.chains} chains x {res.periods} periods)")
+    etas, het = reg.heterogeneous_radius()
+    spreads = {s: reg.curvatures(s) for s in reg.SPREADS}
+    written.append(plots.plot_heterogeneous(etas, het, spreads, out / "heterogeneous.png"))
+    for label, by_spread in het.items():
+        edges = ", ".join(f"spread {s:g}: {etas[r < 1].max():.3f}"
+                          for s, r in by_spread.items() if (r < 1).any())
+        lines.append(f"  {label}: largest stable eta (mean h = 1) by curvature spread: {edges}")
+    return lines
+
+
+def _variance_monte_carlo(args: argparse.Namespace) -> list:
+    """Monte Carlo of the real EAMSGD and DiLoCo transformations at p = 4 (variance figure)."""
+    from analysis import regions as reg
+    from analysis.montecarlo import monte_carlo_variance
+
+    results = []
+    for k, label in enumerate(("EAMSGD", "DiLoCo")):
+        name, hp = reg.COMPARED[label]
+        results.append(monte_carlo_variance(
+            name, reg.P, 1.0, reg.VARIANCE_SIGMA, chains=args.mc_chains,
+            periods=max(1, args.mc_steps // reg.TAU), seed=args.seed + 100 + k,
+            learning_rate=reg.VARIANCE_ETA, **hp))
     return results
 
 
@@ -159,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
 
+    lines = [] if args.no_linearized else _linearized_figures(args, out, written)
+
     # report
     print("EASGD vs ADMM stability (Zhang, Choromanska, LeCun 2015, Section 4 + supplement)")
     print(
@@ -191,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
             )
     elif not args.no_monte_carlo:
         print("Monte Carlo: not run (see message above)")
+    for line in lines:
+        print(line)
     print("files written:")
     for path in written:
         print(f"  {path}")

@@ -29,10 +29,16 @@ Array = NDArray[np.float64]
 RadiusMap = tuple[Array, Array, Array]  # (etas, rhos, radius[rho, eta])
 
 __all__ = [
+    "plot_diloco_outer",
+    "plot_diloco_period",
+    "plot_downpour",
+    "plot_eamsgd_region",
     "plot_easgd_condition",
+    "plot_heterogeneous",
     "plot_radius_maps",
     "plot_sync_stability",
     "plot_trajectories",
+    "plot_variance_by_workers",
     "plot_variance_check",
     "radius_norm",
 ]
@@ -75,7 +81,8 @@ def plot_radius_maps(
     for ax, (p, (etas, rhos, radius)) in zip(axes[0], maps.items(), strict=True):
         extent = (0.0, 2 * etas[-1] - etas[-2], 0.0, 2 * rhos[-1] - rhos[-2])
         im = ax.imshow(radius, origin="lower", extent=extent, aspect="auto", cmap=CMAP, norm=norm)
-        if radius.min() < 1.0 < radius.max():
+        crosses = bool(radius.min() < 1.0 < radius.max())
+        if crosses:
             ax.contour(etas, rhos, radius, levels=[1.0], colors="k", linewidths=1.0)
         if marker is not None:
             ax.plot(*marker, marker="*", color="gold", mec="k", ms=13, ls="none")
@@ -96,7 +103,9 @@ def plot_radius_maps(
         ax.set_xlabel("learning rate eta")
         ax.set_ylabel("elastic / dual parameter rho")
         ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
-        fig.colorbar(im, ax=ax, label="spectral radius of one cycle map (black line: 1)")
+        side = "black line: 1" if crosses else (
+            "all < 1: stable on the whole grid" if radius.max() < 1.0 else "all >= 1")
+        fig.colorbar(im, ax=ax, label=f"spectral radius of one cycle map ({side})")
     n = len(next(iter(maps.values()))[0])
     fig.suptitle(
         f"Largest |eigenvalue| of the round-robin cycle map on F(x) = x^2/2 (h = 1), "
@@ -336,8 +345,14 @@ def plot_variance_check(
     path: Path,
     z: float = 3.0,
 ) -> Path:
-    """Closed-form stationary Var x~ vs scipy's Lyapunov solution vs Monte Carlo (easgd_jax)."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13.0, 5.2), layout="constrained")
+    """Closed-form stationary Var x~ vs scipy's Lyapunov solution vs Monte Carlo (easgd_jax).
+
+    Without Monte-Carlo results the figure has the left panel alone, and its legend lists
+    only what is drawn."""
+    if mc:
+        fig, (left, right) = plt.subplots(1, 2, figsize=(13.0, 5.2), layout="constrained")
+    else:
+        fig, left = plt.subplots(figsize=(8.0, 5.2), layout="constrained")
     cmap = plt.get_cmap("plasma")
     colours = {p: cmap(0.8 * k / max(1, len(closed) - 1)) for k, p in enumerate(closed)}
     for p, v in closed.items():
@@ -354,12 +369,11 @@ def plot_variance_check(
             capsize=3,
         )
     handles, _ = left.get_legend_handles_labels()
-    handles += [
-        Line2D([], [], marker="o", mfc="none", color="grey", ls="none",
-               label="scipy solve_discrete_lyapunov"),
-        Line2D([], [], marker="s", color="tab:red", ls="none",
-               label=f"Monte Carlo, easgd_jax.easgd (+- {z:g} s.e.)"),
-    ]  # fmt: skip
+    handles.append(Line2D([], [], marker="o", mfc="none", color="grey", ls="none",
+                          label="scipy solve_discrete_lyapunov"))
+    if mc:
+        handles.append(Line2D([], [], marker="s", color="tab:red", ls="none",
+                              label=f"Monte Carlo, easgd_jax.easgd (+- {z:g} s.e.)"))
     left.legend(handles=handles, fontsize=8)
     left.set_xlabel("beta = p * alpha")
     left.set_ylabel("stationary Var x~")
@@ -382,16 +396,214 @@ def plot_variance_check(
             f"max |z| = {worst:.2f}",
             fontsize=10,
         )
-    else:
-        right.text(0.5, 0.5, "Monte Carlo skipped", ha="center", va="center")
-        right.set_title("Monte Carlo / closed form - 1")
-    right.set_xlabel("beta = p * alpha")
-    right.set_ylabel("relative deviation")
-    right.grid(alpha=0.3)
+        right.set_xlabel("beta = p * alpha")
+        right.set_ylabel("relative deviation")
+        right.grid(alpha=0.3)
     fig.suptitle(
         "Synchronous EASGD with gradient noise: Var x~ = "
         "beta eta sigma^2 (2 - alpha - beta - eta h (1 - beta)) / "
         "[p h (alpha + beta + eta h (1 - beta)) ((2 - alpha - eta h)(2 - beta) - alpha beta)]",
         fontsize=10,
     )
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------- issue 31
+
+
+def _radius_panel(ax: plt.Axes, x: Array, y: Array, radius: Array, logy: bool = False):
+    """Spectral radius over (x, y) (rows = y) clipped at 2, white at 1, the level-1 contour
+    in black; returns the image for a colour bar."""
+    norm = TwoSlopeNorm(vmin=0.0, vcenter=1.0, vmax=2.0)
+    im = ax.pcolormesh(x, y, np.minimum(radius, 2.0), cmap=CMAP, norm=norm, shading="nearest")
+    if np.nanmin(radius) < 1.0 < np.nanmax(radius):
+        ax.contour(x, y, radius, levels=[1.0], colors="k", linewidths=1.3)
+    if logy:
+        ax.set_yscale("log")
+    return im
+
+
+def _title(fig: plt.Figure, title: str, caption: str, width: int = 150) -> None:
+    """The figure's title and, under it, its caption: what it shows, which claim it tests."""
+    import textwrap
+
+    fig.suptitle(f"{title}\n{textwrap.fill(caption, width)}", fontsize=10)
+
+
+def plot_eamsgd_region(eta_h: Array, deltas: Array, radii: Mapping[tuple[int, float], Array],
+                       p: int, path: Path) -> Path:
+    """EAMSGD's stability region over (eta h, delta): rows tau, columns beta = p alpha."""
+    taus = sorted({tau for tau, _ in radii})
+    betas = sorted({beta for _, beta in radii})
+    fig, axes = plt.subplots(len(taus), len(betas), figsize=(4.6 * len(betas), 4.0 * len(taus)),
+                             squeeze=False, layout="constrained")
+    curve_d = np.linspace(0.0, 0.999, 200)
+    for (row, tau), (col, beta) in ((r, c) for r in enumerate(taus) for c in enumerate(betas)):
+        ax, radius = axes[row, col], radii[(tau, beta)]
+        im = _radius_panel(ax, eta_h, deltas, radius)
+        ax.plot(2 * (1 + curve_d) / (1 + 2 * curve_d), curve_d, "--", color="lime", lw=2)
+        ax.axhline(0.99, color="grey", ls=":", lw=1)
+        ax.set_title(f"tau = {tau}, beta = p alpha = {beta:g} (alpha = {beta / p:.4g}): "
+                     f"stable on {(radius < 1.0).mean():.0%}", fontsize=10)
+        ax.set_xlabel("eta h")
+        ax.set_ylabel("momentum delta")
+    fig.colorbar(im, ax=axes.ravel().tolist(), extend="max",
+                 label="spectral radius of one period (clipped at 2)")
+    handles = [Line2D([], [], color="k", lw=1.3, label="radius = 1 (read from eamsgd's code)"),
+               Line2D([], [], color="lime", ls="--", lw=2,
+                      label="one worker alone (alpha = 0): Nesterov's "
+                      "eta h < 2(1+delta)/(1+2delta)"),
+               Line2D([], [], color="grey", ls=":", label="the paper's delta = 0.99")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=9)
+    _title(fig, f"Synchronous EAMSGD, p = {p}, on F(x) = h x^2/2: stability region in "
+           "(eta h, delta) at several alpha",
+           "Tests the EASGD paper's remark (as issue 31 cites it) that EAMSGD needs a smaller "
+           "moving rate than EASGD: with an exchange every step (tau = 1) the elastic force "
+           "narrows the stable range as alpha grows, on top of the momentum's own bound "
+           "(green); at the paper's tau = 10 the momentum's bound alone decides.")
+    return _save(fig, path)
+
+
+def plot_diloco_outer(rates: Array, momenta: Array, radii: Mapping[int, Array], eta_h: float,
+                      point: tuple[float, float], path: Path) -> Path:
+    """DiLoCo's stability region over (outer rate, outer momentum), one panel per H."""
+    fig, axes = plt.subplots(1, len(radii), figsize=(4.4 * len(radii), 4.5), squeeze=False,
+                             layout="constrained")
+    mu = np.linspace(0.0, 0.999, 200)
+    for ax, (h, radius) in zip(axes[0], radii.items(), strict=True):
+        im = _radius_panel(ax, rates, momenta, radius)
+        kappa = 1.0 - (1.0 - eta_h) ** h
+        bound = 2 * (1 + mu) / ((1 + 2 * mu) * kappa)
+        ax.plot(bound, mu, "--", color="lime", lw=2)
+        ax.plot(*point, marker="*", color="gold", mec="k", ms=14, ls="none")
+        ax.set_xlim(0.0, rates[-1] + rates[0])
+        ax.set_title(f"H = {h}: effective curvature 1 - (1 - eta h)^H = {kappa:.3f}\n"
+                     f"stable on {(radius < 1.0).mean():.0%} of the grid", fontsize=10)
+        ax.set_xlabel("outer learning rate")
+        ax.set_ylabel("outer Nesterov momentum")
+    fig.colorbar(im, ax=axes[0].tolist(), extend="max",
+                 label="spectral radius of one period (clipped at 2)")
+    handles = [Line2D([], [], color="k", lw=1.3, label="radius = 1 (read from diloco's code)"),
+               Line2D([], [], color="lime", ls="--", lw=2,
+                      label="Nesterov on the effective curvature: rate < 2(1+mu)/((1+2mu) kappa)"),
+               Line2D([], [], marker="*", color="gold", mec="k", ms=12, ls="none",
+                      label=f"the DiLoCo papers' rate {point[0]:g}, momentum {point[1]:g}")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=9)
+    _title(fig, f"DiLoCo (inner SGD, eta h = {eta_h:g}, p = 4) on F(x) = h x^2/2: stability "
+           "region of the outer step as H grows",
+           "Tests the DiLoCo papers' outer rate 0.7 and momentum 0.9: stable at every H (the "
+           "outer step is Nesterov's on the effective curvature 1 - (1 - eta h)^H, which tends "
+           "to 1), well inside the bound rate < 2(1+mu)/((1+2mu) kappa), 1.36 at mu = 0.9.")
+    return _save(fig, path)
+
+
+def plot_diloco_period(eta_h: Array, hs: Array, radii: Mapping[str, Array], path: Path) -> Path:
+    """DiLoCo's stability region over (eta h, H), one panel per outer optimizer."""
+    fig, axes = plt.subplots(1, len(radii), figsize=(6.0 * len(radii), 4.8), squeeze=False,
+                             layout="constrained")
+    for ax, (label, radius) in zip(axes[0], radii.items(), strict=True):
+        im = _radius_panel(ax, eta_h, hs, radius, logy=True)
+        for x, style in ((1.0, ":"), (2.0, "--")):
+            ax.axvline(x, color="grey", ls=style, lw=1)
+        ax.set_title(f"{label}\nstable on {(radius < 1.0).mean():.0%} of the grid", fontsize=10)
+        ax.set_xlabel("inner eta h")
+        ax.set_ylabel("H, inner steps per outer step")
+    fig.colorbar(im, ax=axes[0].tolist(), extend="max",
+                 label="spectral radius of one period (clipped at 2)")
+    _title(fig, "DiLoCo (inner SGD, p = 4) on F(x) = h x^2/2: stability over (eta h, H), "
+           "H = 1..500 (black: radius = 1; dotted eta h = 1, dashed eta h = 2)",
+           "Where DiLoCo's outer Nesterov step becomes unstable as H grows: local SGD (outer "
+           "SGD(1)) is stable exactly where one worker's SGD is (eta h < 2, radius "
+           "|1 - eta h|^H); the DiLoCo papers' outer (0.7, 0.9) loses only a sliver by "
+           "eta h = 2 at small H, and its radius per period levels off near 0.52 (the outer "
+           "momentum's) where local SGD's keeps falling with H.", width=120)
+    return _save(fig, path)
+
+
+def plot_downpour(eta_h: Array, taus: Array, radii: Mapping[int, Array], path: Path) -> Path:
+    """Synchronous DOWNPOUR's stability region over (eta h, tau), one panel per p."""
+    fig, axes = plt.subplots(1, len(radii), figsize=(5.6 * len(radii), 4.6), squeeze=False,
+                             layout="constrained")
+    for ax, (p, radius) in zip(axes[0], radii.items(), strict=True):
+        im = _radius_panel(ax, eta_h, taus, radius)
+        ax.axvline(2.0 / p, color="lime", ls="--", lw=2)
+        ax.axvline(2.0, color="grey", ls=":", lw=1)
+        ax.set_title(f"p = {p}: stable on {(radius < 1.0).mean():.0%} of the grid", fontsize=10)
+        ax.set_xlabel("eta h")
+        ax.set_ylabel("tau, local steps per push")
+    fig.colorbar(im, ax=axes[0].tolist(), extend="max",
+                 label="spectral radius of one period (clipped at 2)")
+    handles = [Line2D([], [], color="k", lw=1.3, label="radius = 1 (read from downpour's code)"),
+               Line2D([], [], color="lime", ls="--", lw=2,
+                      label="tau = 1: SGD on the SUM of p gradients, eta h < 2 / p"),
+               Line2D([], [], color="grey", ls=":", label="one worker's SGD: eta h < 2")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=9)
+    _title(fig, "Synchronous DOWNPOUR (the EASGD paper's baseline) on F(x) = h x^2/2: the "
+           "master adds the sum of the p workers' pushes",
+           "Where the sum of p pushes destabilises: tau = 1 is SGD on the sum of p gradients, "
+           "stable for eta h < 2 / p (green); each push then carries tau local steps, and the "
+           "stable eta h shrinks further, about as 2 / (p tau) (black), apart from narrow "
+           "islands by eta h = 2 at even tau, where the local steps nearly cancel.", width=130)
+    return _save(fig, path)
+
+
+def plot_variance_by_workers(ps: Sequence[int], variances: Mapping[str, Array], eta: float,
+                             sigma: float, mc: Sequence, path: Path, z: float = 3.0) -> Path:
+    """Stationary Var x~ against p for several algorithms (Lyapunov), with Monte Carlo."""
+    fig, ax = plt.subplots(figsize=(7.2, 5.0), layout="constrained")
+    ps_arr = np.asarray(ps, float)
+    for label, v in variances.items():
+        ax.loglog(ps_arr, v, "o-", lw=1.8, label=f"{label} (Lyapunov)")
+    first = next(iter(variances.values()))
+    ax.loglog(ps_arr, first[0] / ps_arr, "k:", lw=1, label="1 / p from p = 1")
+    for res in mc:
+        ax.errorbar(res.num_workers, res.estimate, yerr=z * res.stderr, fmt="s", ms=5,
+                    color="tab:red", capsize=3)
+    if mc:
+        ax.plot([], [], "s", color="tab:red",
+                label=f"Monte Carlo of the transformation (+- {z:g} s.e.)")
+    ax.set_xlabel("workers p")
+    ax.set_ylabel("stationary Var of the evaluated point")
+    ax.set_xticks(ps_arr, [str(p) for p in ps])
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    _title(fig, f"Stationary variance of the center under gradient noise, eta = {eta:g}, "
+           f"h = 1, sigma = {sigma:g}; EASGD, EAMSGD: beta = 0.9, tau = 10, delta = 0.9; "
+           "DiLoCo: H = 10, outer (0.7, 0.9)",
+           "Tests the EASGD supplement's quadratic case (the center's variance falls as p "
+           "grows) for EAMSGD and DiLoCo too, each from the discrete Lyapunov equation of its "
+           "linearized period: all fall as 1/p; at equal eta the momentum methods pay for "
+           "their larger effective step.", width=100)
+    return _save(fig, path)
+
+
+def plot_heterogeneous(etas: Array, radii: Mapping[str, Mapping[float, Array]],
+                       curvatures: Mapping[float, Array], path: Path) -> Path:
+    """Spectral radius against eta when the workers' curvatures differ."""
+    fig, axes = plt.subplots(1, len(radii), figsize=(4.4 * len(radii), 4.2), squeeze=False,
+                             layout="constrained")
+    cmap = plt.get_cmap("viridis")
+    spreads = list(next(iter(radii.values())))
+    colours = {s: cmap(0.85 * k / max(1, len(spreads) - 1)) for k, s in enumerate(spreads)}
+    for ax, (label, by_spread) in zip(axes[0], radii.items(), strict=True):
+        for s, r in by_spread.items():
+            h = curvatures[s]
+            ax.semilogy(etas, r, color=colours[s], lw=1.6,
+                        label=f"h_i in [{h.min():.2g}, {h.max():.2g}]")
+            ax.axvline(2.0 / h.max(), color=colours[s], ls=":", lw=1)
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_ylim(1e-2, 1e2)
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("learning rate eta (mean h = 1)")
+        ax.set_ylabel("spectral radius of one period")
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].legend(fontsize=8, loc="upper left")
+    _title(fig, "Workers with different curvatures h_i (p = 4, mean 1): dotted, eta = 2 / "
+           "max h_i; EASGD, EAMSGD (delta = 0.9): beta = 0.9, tau = 10; DiLoCo: H = 10, "
+           "outer (0.7, 0.9)",
+           "Heterogeneous curvatures: data-parallel SGD averages the gradients and is bounded "
+           "by the mean curvature, eta < 2 (its three curves coincide); the local methods by "
+           "the stiffest worker: EASGD at about 2 / max h_i, EAMSGD at its momentum's "
+           "2(1+delta)/((1+2delta) max h_i), DiLoCo, which averages the workers' H-step maps, "
+           "a little beyond 2 / max h_i.")
     return _save(fig, path)

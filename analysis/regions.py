@@ -6,7 +6,7 @@ project's own transformations on F_i(x) = h_i x^2 / 2; the analytic curves drawn
 returns plain arrays for :mod:`analysis.plots`.
 
 - :func:`eamsgd_region`: EAMSGD (Zhang, Choromanska & LeCun, NIPS 2015, Algorithm 2,
-  synchronous, tau = 10 as in the paper) over (eta h, delta) at several alpha.
+  synchronous; tau = 1 and the paper's tau = 10) over (eta h, delta) at several alpha.
 - :func:`diloco_outer_region`: DiLoCo (Douillard et al. 2023, arXiv 2311.08105) over
   (outer rate, outer momentum) for several H; the paper's point is (0.7, 0.9).
 - :func:`diloco_period_region`: DiLoCo over (eta h, H), H = 1..500, outer Nesterov vs outer
@@ -33,12 +33,13 @@ Array = NDArray[np.float64]
 
 P = 4  # workers of every map here unless stated
 TAU = 10  # the EASGD paper's communication period
-EAMSGD_BETAS = (0.1, 0.45, 0.9, 1.5)  # beta = p alpha; the paper's 0.9
+EAMSGD_BETAS = (0.1, 0.9, 1.5)  # beta = p alpha; the paper's 0.9
+EAMSGD_TAUS = (1, TAU)
 DILOCO_HS = (1, 10, 100, 500)
 DILOCO_INNER_ETA_H = 0.05
 DILOCO_POINT = (0.7, 0.9)  # the DiLoCo papers' outer rate and momentum
 DOWNPOUR_PS = (4, 16)
-VARIANCE_PS = (1, 2, 4, 8, 16)
+VARIANCE_PS = (1, 4, 16)
 VARIANCE_ETA, VARIANCE_SIGMA = 0.05, 1.0
 SPREADS = (0.0, 0.5, 0.9)  # h_i = 1 + s * linspace(-1, 1, p)
 
@@ -52,18 +53,19 @@ COMPARED: dict[str, tuple[str, dict]] = {
 }
 
 
-def eamsgd_region(n: int = 160, betas: Sequence[float] = EAMSGD_BETAS
-                  ) -> tuple[Array, Array, dict[float, Array]]:
-    """Radius of one period (tau = 10, p = 4) over eta h in (0, 2.5) and delta in (0, 1):
-    ``(eta_h, deltas, {beta: radius[delta, eta_h]})``."""
+def eamsgd_region(n: int = 64, betas: Sequence[float] = EAMSGD_BETAS,
+                  taus: Sequence[int] = EAMSGD_TAUS
+                  ) -> tuple[Array, Array, dict[tuple[int, float], Array]]:
+    """Radius of one period (p = 4) over eta h in (0, 2.5) and delta in (0, 1):
+    ``(eta_h, deltas, {(tau, beta): radius[delta, eta_h]})``."""
     eta_h, deltas = grid_centres(2.5, n), grid_centres(1.0, n)
-    radii = {beta: linearized.linearized_radius(
+    radii = {(tau, beta): linearized.linearized_radius(
         "eamsgd", P, 1.0, learning_rate=eta_h[None, :], momentum=deltas[:, None], beta=beta,
-        period=TAU) for beta in betas}
+        period=tau) for tau in taus for beta in betas}
     return eta_h, deltas, radii
 
 
-def diloco_outer_region(n: int = 100, hs: Sequence[int] = DILOCO_HS
+def diloco_outer_region(n: int = 64, hs: Sequence[int] = DILOCO_HS
                         ) -> tuple[Array, Array, dict[int, Array]]:
     """Radius of one DiLoCo period (inner SGD at eta h = 0.05, p = 4) over the outer rate in
     (0, 3) and the outer momentum in (0, 1): ``(rates, momenta, {H: radius[mu, rate]})``."""
@@ -77,12 +79,12 @@ def diloco_outer_region(n: int = 100, hs: Sequence[int] = DILOCO_HS
     return rates, momenta, radii
 
 
-def diloco_period_region(n: int = 120, max_period: int = 500
+def diloco_period_region(n: int = 128, max_period: int = 500
                          ) -> tuple[Array, Array, dict[str, Array]]:
     """Radius of one DiLoCo period over eta h in (0, 2.2) and H = 1..500 (log spaced),
     outer Nesterov (0.7, 0.9) and outer SGD(1): ``(eta_h, hs, {label: radius[H, eta_h]})``."""
     eta_h = grid_centres(2.2, n)
-    hs = np.unique(np.round(np.geomspace(1, max_period, 40)).astype(int))
+    hs = np.unique(np.round(np.geomspace(1, max_period, 38)).astype(int))  # 32 distinct
     outers = {"outer Nesterov, rate 0.7, momentum 0.9": (0.7, 0.9),
               "outer SGD(1): local SGD": (1.0, 0.0)}
     radii = {label: linearized.linearized_radius(
@@ -91,9 +93,9 @@ def diloco_period_region(n: int = 120, max_period: int = 500
     return eta_h, hs.astype(float), radii
 
 
-def downpour_region(n: int = 120, max_period: int = 40, ps: Sequence[int] = DOWNPOUR_PS
+def downpour_region(n: int = 128, max_period: int = 32, ps: Sequence[int] = DOWNPOUR_PS
                     ) -> tuple[Array, Array, dict[int, Array]]:
-    """Radius of one synchronous DOWNPOUR period over eta h in (0, 2.2) and tau = 1..40:
+    """Radius of one synchronous DOWNPOUR period over eta h in (0, 2.2) and tau = 1..32:
     ``(eta_h, taus, {p: radius[tau, eta_h]})``."""
     eta_h = grid_centres(2.2, n)
     taus = np.arange(1, max_period + 1)
@@ -115,7 +117,7 @@ def curvatures(spread: float, p: int = P) -> Array:
     return 1.0 + spread * np.linspace(-1.0, 1.0, p)
 
 
-def heterogeneous_radius(n: int = 240, spreads: Sequence[float] = SPREADS
+def heterogeneous_radius(n: int = 256, spreads: Sequence[float] = SPREADS
                          ) -> tuple[Array, dict[str, dict[float, Array]]]:
     """Radius of one period against eta in (0, 2.4) for each of :data:`COMPARED` and each
     spread of the curvatures: ``(etas, {label: {spread: radius[eta]}})``."""
