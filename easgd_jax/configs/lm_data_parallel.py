@@ -1,5 +1,5 @@
 """Data-parallel AdamW on the generated language, the baseline of the DiLoCo paper (one
-all-reduce of the gradients per step): peak 3e-3, 50 warm-up steps, cosine decay to 3e-4
+all-reduce of the gradients per step): peak 1e-2, 50 warm-up steps, cosine decay to 1e-3
 over the 1000 steps, b2 0.95, decoupled weight decay 0.1; p = 4 workers (a global batch of
 4 x 16 windows). The rates: configs/tuned.py, row "lm_data_parallel".
 

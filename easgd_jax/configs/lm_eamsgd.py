@@ -1,5 +1,5 @@
 """EAMSGD on the generated language (Zhang et al. 2015, Algorithm 2): p = 4, tau = 10,
-beta = 0.9 (moving_rate = beta / p), Nesterov momentum delta = 0.9 and eta = 0.1 on each
+beta = 0.9 (moving_rate = beta / p), Nesterov momentum delta = 0.9 and eta = 0.3 on each
 worker. The rates: configs/tuned.py, row "lm_eamsgd".
 
 Common setup (transformer, synthetic_lm, batch 16 x 64 tokens per worker): lm_common.py.

@@ -102,10 +102,13 @@ def test_synthetic_lm_is_seeded_cached_and_has_its_optimum():
     assert first.train_x.dtype == np.int32 and first.num_classes == 256
     np.testing.assert_array_equal(first.train_x[:, 1:], first.train_y[:, :-1])  # y: next token
     assert set(np.unique(first.train_x)) <= set(PRINTABLE.tolist())
-    # The stored optimum is the forward algorithm's on the test windows.
+    # The stored optimum is the forward algorithm's on the test windows, over the predicted
+    # tokens (every one but each window's first).
     source = make_source(3, 32)
     test_windows = np.concatenate([first.test_x, first.test_y[:, -1:]], axis=1)
-    assert first.optimal_test_loss == pytest.approx(source.optimal_loss(test_windows), abs=1e-12)
+    predicted = source.conditional_log_probs(test_windows)[:, 1:]
+    assert predicted.size == first.test_y.size
+    assert first.optimal_test_loss == pytest.approx(-predicted.mean(), abs=1e-12)
     assert 0.5 < first.optimal_test_loss < np.log(len(PRINTABLE))
 
 

@@ -14,6 +14,7 @@ from easgd_jax import models
 from easgd_jax.configs import default
 from easgd_jax.data.synthetic_lm import token_dataset
 from easgd_jax.models.transformer import LOGICAL_AXES, logical_partition_specs, rope
+from easgd_jax.training import common
 from easgd_jax.training import config as config_lib
 from easgd_jax.training.common import init_params, make_evaluator
 
@@ -91,9 +92,11 @@ def test_bad_shapes_and_kwargs_are_refused():
         models.get_model("transformer", V, heads=2)
 
 
-def test_loss_and_evaluation_are_per_token():
+def test_loss_and_evaluation_are_per_token(monkeypatch):
     """cross_entropy over [batch, length, V] logits is the mean over every token, and the
-    evaluator's test loss over windows equals it (float64), padding excluded."""
+    evaluator's test loss over windows equals it (float64), in batches of 3 windows (the
+    last one padded, the padding excluded)."""
+    monkeypatch.setattr(common, "EVAL_BATCH_SIZE", 3)
     rng = np.random.default_rng(0)
     windows = rng.integers(0, V, (7, T + 1))
     dataset = token_dataset("t", windows, windows, V)
