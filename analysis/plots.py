@@ -489,7 +489,7 @@ def plot_diloco_outer(rates: Array, momenta: Array, radii: Mapping[int, Array], 
                Line2D([], [], marker="*", color="gold", mec="k", ms=12, ls="none",
                       label=f"the DiLoCo papers' rate {point[0]:g}, momentum {point[1]:g}")]
     fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=9)
-    _title(fig, f"DiLoCo (inner SGD, eta h = {eta_h:g}, p = 4) on F(x) = h x^2/2: stability "
+    _title(fig, f"DiLoCo (inner SGD, eta h = {eta_h:g}, p = 2) on F(x) = h x^2/2: stability "
            "region of the outer step as H grows",
            "Tests the DiLoCo papers' outer rate 0.7 and momentum 0.9: stable at every H (the "
            "outer step is Nesterov's on the effective curvature 1 - (1 - eta h)^H, which tends "
@@ -510,7 +510,7 @@ def plot_diloco_period(eta_h: Array, hs: Array, radii: Mapping[str, Array], path
         ax.set_ylabel("H, inner steps per outer step")
     fig.colorbar(im, ax=axes[0].tolist(), extend="max",
                  label="spectral radius of one period (clipped at 2)")
-    _title(fig, "DiLoCo (inner SGD, p = 4) on F(x) = h x^2/2: stability over (eta h, H), "
+    _title(fig, "DiLoCo (inner SGD, p = 2) on F(x) = h x^2/2: stability over (eta h, H), "
            "H = 1..500 (black: radius = 1; dotted eta h = 1, dashed eta h = 2)",
            "Where DiLoCo's outer Nesterov step becomes unstable as H grows: local SGD (outer "
            "SGD(1)) is stable exactly where one worker's SGD is (eta h < 2, radius "

@@ -38,7 +38,8 @@ EAMSGD_TAUS = (1, TAU)
 DILOCO_HS = (1, 10, 100, 500)
 DILOCO_INNER_ETA_H = 0.05
 DILOCO_POINT = (0.7, 0.9)  # the DiLoCo papers' outer rate and momentum
-DOWNPOUR_PS = (4, 16)
+DILOCO_P = 2  # the workers restart from the center: p enters DiLoCo's map only by the mean
+DOWNPOUR_PS = (4, 8)
 VARIANCE_PS = (1, 4, 16)
 VARIANCE_ETA, VARIANCE_SIGMA = 0.05, 1.0
 SPREADS = (0.0, 0.5, 0.9)  # h_i = 1 + s * linspace(-1, 1, p)
@@ -67,13 +68,13 @@ def eamsgd_region(n: int = 64, betas: Sequence[float] = EAMSGD_BETAS,
 
 def diloco_outer_region(n: int = 64, hs: Sequence[int] = DILOCO_HS
                         ) -> tuple[Array, Array, dict[int, Array]]:
-    """Radius of one DiLoCo period (inner SGD at eta h = 0.05, p = 4) over the outer rate in
+    """Radius of one DiLoCo period (inner SGD at eta h = 0.05, p = 2) over the outer rate in
     (0, 3) and the outer momentum in (0, 1): ``(rates, momenta, {H: radius[mu, rate]})``."""
     rates, momenta = grid_centres(3.0, n), grid_centres(1.0, n)
     radii = {}
     for h in hs:
         radii[h] = linearized.linearized_radius(
-            "diloco", P, 1.0, learning_rate=DILOCO_INNER_ETA_H, momentum=0.0,
+            "diloco", DILOCO_P, 1.0, learning_rate=DILOCO_INNER_ETA_H, momentum=0.0,
             period=np.asarray(h)[None, None] + np.zeros((n, n), int),
             outer_learning_rate=rates[None, :], outer_momentum=momenta[:, None])
     return rates, momenta, radii
@@ -81,14 +82,15 @@ def diloco_outer_region(n: int = 64, hs: Sequence[int] = DILOCO_HS
 
 def diloco_period_region(n: int = 128, max_period: int = 500
                          ) -> tuple[Array, Array, dict[str, Array]]:
-    """Radius of one DiLoCo period over eta h in (0, 2.2) and H = 1..500 (log spaced),
+    """Radius of one DiLoCo period (p = 2) over eta h in (0, 2.2) and H = 1..500 (log spaced),
     outer Nesterov (0.7, 0.9) and outer SGD(1): ``(eta_h, hs, {label: radius[H, eta_h]})``."""
     eta_h = grid_centres(2.2, n)
     hs = np.unique(np.round(np.geomspace(1, max_period, 38)).astype(int))  # 32 distinct
     outers = {"outer Nesterov, rate 0.7, momentum 0.9": (0.7, 0.9),
               "outer SGD(1): local SGD": (1.0, 0.0)}
     radii = {label: linearized.linearized_radius(
-        "diloco", P, 1.0, learning_rate=eta_h[None, :], momentum=0.0, period=hs[:, None],
+        "diloco", DILOCO_P, 1.0, learning_rate=eta_h[None, :], momentum=0.0,
+        period=hs[:, None],
         outer_learning_rate=rate, outer_momentum=mu) for label, (rate, mu) in outers.items()}
     return eta_h, hs.astype(float), radii
 
