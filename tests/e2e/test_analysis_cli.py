@@ -19,7 +19,10 @@ FIGURES = {
 
 @pytest.mark.slow
 def test_command_writes_every_figure(tmp_path, capsys):
-    assert main(["--out", str(tmp_path), "--grid", "24", "--no-monte-carlo"]) == 0
+    # the paper's figures; analysis.linearized's (about 35 s of compiling) are covered by
+    # tests/unit/test_linearized*.py
+    assert main(["--out", str(tmp_path), "--grid", "24", "--no-monte-carlo",
+                 "--no-linearized"]) == 0
     assert {f.name for f in tmp_path.iterdir()} == FIGURES
     assert all((tmp_path / f).stat().st_size > 10_000 for f in FIGURES)
     out = capsys.readouterr().out
