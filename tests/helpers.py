@@ -93,6 +93,31 @@ def user_step(tx: optax.GradientTransformation) -> Callable:
     return step
 
 
+def spanning_mesh(grouped: bool, model: int, explicit: bool = False
+                  ) -> tuple[jax.sharding.Mesh, tuple[str, ...]]:
+    """P workers, each spanning ``model`` devices: the mesh (worker axes x ``model``) and
+    its worker axes, named as :func:`axes` names them (groups x members when grouped). Every
+    axis Auto, or every axis Explicit."""
+    kind = jax.sharding.AxisType.Explicit if explicit else jax.sharding.AxisType.Auto
+    if grouped:
+        return jax.make_mesh((GROUPS, P // GROUPS, model), ("groups", "members", "model"),
+                             axis_types=(kind,) * 3), ("groups", "members")
+    return jax.make_mesh((P, model), ("workers", "model"), axis_types=(kind,) * 2), ("workers",)
+
+
+def per_worker_on(mesh: jax.sharding.Mesh, workers: tuple[str, ...], fn: Callable) -> Callable:
+    """``fn`` of one worker over stacked workers: jit(shard_map) manual over ``workers``
+    only (the other mesh axes automatic: each worker's arrays sharded over them)."""
+    spec = jax.sharding.PartitionSpec(workers)
+
+    def body(*args):
+        out = fn(*jax.tree.map(lambda a: a[0], args))
+        return jax.tree.map(lambda a: a[None], out)
+
+    return jax.jit(jax.shard_map(body, mesh=mesh, in_specs=spec, out_specs=spec,
+                                 axis_names=set(workers)))
+
+
 def static_hparams(hparams: dict[str, Any]) -> tuple[str, ...]:
     """The structural hyperparameters ``optax.inject_hyperparams`` must keep static: the
     integers (periods, windows, fragments), flags and strings (dtypes); every float (the

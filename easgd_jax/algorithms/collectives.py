@@ -61,8 +61,29 @@ def tree_psum(tree: optax.Updates, axis_name: AxisName) -> optax.Updates:
     them is refused on ``Explicit`` mesh axes).
     """
     leaves, treedef = jax.tree.flatten(tree)
+    narrow = _cpu_partly_automatic()
+    wide = [a.astype(jnp.float32) if narrow and _is_narrow(a) else a for a in leaves]
     with bound(axis_name):
-        return jax.tree.unflatten(treedef, lax.psum(leaves, axis_name))
+        summed = lax.psum(wide, axis_name)
+    summed = [s.astype(a.dtype) for s, a in zip(summed, leaves, strict=True)]
+    return jax.tree.unflatten(treedef, summed)
+
+
+def _is_narrow(a: Any) -> bool:
+    return jnp.dtype(a.dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+
+
+def _cpu_partly_automatic() -> bool:
+    """Whether this collective is traced for XLA:CPU inside a ``shard_map`` that leaves some
+    mesh axes automatic (a worker spanning devices). There XLA:CPU aborts on a bfloat16 or
+    float16 all-reduce ("Invalid binary instruction opcode copy", jax 0.10), so such leaves
+    are all-reduced in float32 and cast back: what XLA:CPU does anyway when it compiles a
+    narrow all-reduce (its reducer is promoted), so the numbers are the same. GPUs and TPUs
+    all-reduce the narrow dtype as such."""
+    if jax.default_backend() != "cpu":
+        return False
+    mesh = jax.sharding.get_abstract_mesh()
+    return bool(mesh.axis_names) and len(mesh.manual_axes) < len(mesh.axis_names)
 
 
 def tree_pmean(tree: optax.Updates, axis_name: AxisName) -> optax.Updates:

@@ -27,8 +27,10 @@ EXECUTORS = ("sync", "simulated_async", "threads", "ray")
 ASYNC_EXECUTORS = EXECUTORS[1:]
 ON_WORKER_FAILURE = ("stop", "continue")
 PARAM_DTYPES = ("float32", "float64")
-# Fields that may change between a run and its resumption (extending a run).
-RESUMABLE_CHANGES = ("train.num_steps",)
+# Fields that may change between a run and its resumption: extending a run, and the layout of
+# the same workers over devices (the synchronous state is restored re-sharded onto the new one).
+RESUMABLE_CHANGES = ("train.num_steps", "num_devices", "worker_devices.data",
+                     "worker_devices.fsdp")
 # Fields that differ between the processes of one run, or between its launches (a workdir
 # resumes whatever they are; "launch" also covers a saved config from before that section).
 PER_LAUNCH_FIELDS = ("distributed.process_id", "distributed.coordinator_address",

@@ -20,7 +20,11 @@ members for the grouped algorithms):
 - extra arguments: ``update`` accepts keyword arguments it does not use, as
   ``GradientTransformationExtraArgs`` promises;
 - checkpoint round trip: the state saved and restored by the run's Checkpointer (Orbax, with
-  checksums) is the same tree, bitwise.
+  checksums) is the same tree, bitwise;
+- a worker spanning devices: under a ``shard_map`` manual over the worker axes only, each
+  worker's arrays sharded over an automatic ``model`` axis of 2 devices, the algorithm traces,
+  runs and equals the vmapped run in float64, and its step exports with ``jax.export`` (no
+  host callback in the traced update).
 
 Then optax's OWN contract for optimizers (``optax.contrib._common_test``, the installed
 optax's file, not a copy) through a one-worker adapter (:func:`one_worker`): extra
@@ -178,9 +182,30 @@ def checkpoint_round_trip(name: str, hparams: dict, workdir: str) -> None:
     _same(restored, (params, state))
 
 
+def worker_spanning_devices(name: str, hparams: dict) -> None:
+    grouped = registry.is_grouped(name)
+    with jax.enable_x64(True):
+        tx = helpers.build(name, **hparams)
+        params = helpers.stacked({"w": np.linspace(-1.0, 2.0, 8).reshape(4, 2),
+                                  "b": np.array([0.25, -0.5])}, jnp.float64)
+        expected = _steps(tx, grouped, params)
+        mesh, workers = helpers.spanning_mesh(grouped, model=2)
+        sharded = jax.device_put(params, jax.sharding.NamedSharding(
+            mesh, jax.sharding.PartitionSpec(workers, "model")))
+        state = jax.jit(helpers.lift(tx.init, grouped))(sharded)
+        step = helpers.per_worker_on(mesh, workers, helpers.user_step(tx))
+        c = jnp.linspace(0.5, 1.5, P)
+        got = (sharded, state)
+        for _ in range(3):
+            got = step(*got, c)
+        assert got[0]["w"].sharding.spec[1] == "model"  # still split inside each worker
+        _same(got, expected, rtol=1e-12, atol=1e-15)
+        jax.export.export(step)(sharded, state, c)  # refused if a host callback were inside
+
+
 CONTRACT = {f.__name__: f for f in (
     per_worker_init, donation, inject_hyperparams, chain_order, evaluation_point,
-    bfloat16_center, extra_arguments)}
+    bfloat16_center, extra_arguments, worker_spanning_devices)}
 
 
 @pytest.mark.parametrize("check", sorted(CONTRACT))

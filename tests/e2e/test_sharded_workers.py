@@ -1,0 +1,104 @@
+"""Workers that span devices (``config.worker_devices``): the synchronous executor on 2
+workers of data x fsdp devices equals the same run on 2 devices, in float64; the state stays
+sharded inside each worker; a run resumes onto another fsdp size; the exchange's all-reduce
+pairs the same shard across workers and carries model / fsdp numbers per device.
+
+In-process (the 8 simulated devices of conftest), on digits with a small MLP whose kernels
+divide by 2 and 4.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import helpers
+import jax
+import numpy as np
+import pytest
+
+from easgd_jax import parallel
+from easgd_jax.training import config as config_lib
+from easgd_jax.training import export, sync
+
+STEPS = 8
+# (algorithm, config overrides): the exchanges of every kind, each on its shipped config.
+CASES = {
+    "default": {"algorithm.period": 2},
+    "diloco": {"algorithm.period": 4, "algorithm.num_fragments": 2,
+               "algorithm.exchange_dtype": "bfloat16", "algorithm.error_feedback": True},
+    "lsgd_multi": {"num_groups": 2},
+}
+
+
+def _config(name: str, workers: int, data: int, fsdp: int, steps: int = STEPS):
+    config = helpers.config_with(name, {
+        **helpers.SMALL, **CASES[name], "model.kwargs.hidden": (32,),
+        "num_workers": workers, "num_devices": workers * data * fsdp,
+        "worker_devices.data": data, "worker_devices.fsdp": fsdp,
+        "train.param_dtype": "float64", "train.num_steps": steps,
+        "train.eval_every": 4, "checkpoint.every": 4, "tensorboard": False})
+    return config
+
+
+def _train(config, workdir: str):
+    with jax.enable_x64(True):
+        return sync.train(config, workdir)
+
+
+def _leaves(state) -> list[np.ndarray]:
+    return [np.asarray(a) for a in jax.tree.leaves(state)]
+
+
+def _close(a_state, b_state) -> None:
+    """Every array of two runs' states to 1e-10 of its largest value (float64 sums over a
+    worker's batch and parameters split over devices add in another order); a float32
+    record of a float64 value (LSGD's losses) to its rounding, 2 units in the last place."""
+    for a, b in zip(_leaves(a_state), _leaves(b_state), strict=True):
+        scale = max(float(np.max(np.abs(a))), 1e-300) if a.size else 1.0
+        tolerance = 1e-10 if a.dtype != np.float32 else 2 * float(np.finfo(np.float32).eps)
+        np.testing.assert_allclose(a, b, rtol=0, atol=tolerance * scale)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_workers_of_data_x_fsdp_devices_equal_workers_on_one_device_each(name, tmp_path):
+    base, _ = _train(_config(name, 2, 1, 1), str(tmp_path / "base"))
+    state, metrics = _train(_config(name, 2, 2, 2), str(tmp_path / "2x2x2"))
+    _close(state, base)
+    kernel = state.params["Dense_0"]["kernel"]  # [workers, 64, 32]: fsdp splits the 64
+    assert tuple(kernel.sharding.spec)[1] == "fsdp"
+    assert {s.data.shape for s in kernel.addressable_shards} == {(1, 32, 32)}
+    assert np.isfinite(metrics["test_loss"])
+
+
+def test_fsdp_of_four_equals_too_and_a_run_resumes_onto_another_fsdp_size(tmp_path):
+    """2 workers x 1 x 4 against 2 devices; then a run checkpointed at step 4 with fsdp 2 is
+    resumed with fsdp 4 (the state re-sharded) and ends where the straight run ends."""
+    base, _ = _train(_config("default", 2, 1, 1), str(tmp_path / "base"))
+    wide, _ = _train(_config("default", 2, 1, 4), str(tmp_path / "wide"))
+    _close(wide, base)
+    workdir = str(tmp_path / "resharded")
+    _train(_config("default", 2, 1, 2, steps=4), workdir)
+    resumed, _ = _train(_config("default", 2, 1, 4), workdir)
+    _close(resumed, base)
+    with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+        assert [json.loads(line)["step"] for line in f] == [4, 8]
+    with jax.enable_x64(True):  # the whole center, one copy, in this process
+        center = export.load_center(workdir)
+    assert center["Dense_0"]["kernel"].shape == (64, 32)
+    np.testing.assert_array_equal(center["Dense_0"]["kernel"],
+                                  np.asarray(resumed.opt_state.center["Dense_0"]["kernel"][0]))
+
+
+def test_a_misfit_of_workers_and_devices_is_one_line_naming_the_numbers():
+    with pytest.raises(ValueError, match=r"num_devices \(6\) must be num_workers x "
+                                         r"worker_devices.data x worker_devices.fsdp = "
+                                         r"2 x 2 x 2 = 8"):
+        parallel.make_worker_layout(2, 6, data=2, fsdp=2)
+    with pytest.raises(ValueError, match=r"need 16 devices; 8 cpu"):
+        parallel.make_worker_layout(2, None, data=2, fsdp=4)
+    config = _config("default", 2, 2, 2)
+    config.train.batch_size = 33
+    with pytest.raises(ValueError, match=r"batch_size \(33, per worker\) must be divisible "
+                                         r"by config.worker_devices.data \(2\)"):
+        config_lib.validate(config)
