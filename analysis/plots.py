@@ -443,8 +443,8 @@ def plot_eamsgd_region(eta_h: Array, deltas: Array, radii: Mapping[tuple[int, fl
         im = _radius_panel(ax, eta_h, deltas, radius)
         ax.plot(2 * (1 + curve_d) / (1 + 2 * curve_d), curve_d, "--", color="lime", lw=2)
         ax.axhline(0.99, color="grey", ls=":", lw=1)
-        ax.set_title(f"tau = {tau}, beta = p alpha = {beta:g} (alpha = {beta / p:.4g}): "
-                     f"stable on {(radius < 1.0).mean():.0%}", fontsize=10)
+        ax.set_title(f"tau = {tau}, beta = p alpha = {beta:g} (alpha = {beta / p:.4g})\n"
+                     f"stable on {(radius < 1.0).mean():.0%} of the grid", fontsize=10)
         ax.set_xlabel("eta h")
         ax.set_ylabel("momentum delta")
     fig.colorbar(im, ax=axes.ravel().tolist(), extend="max",
