@@ -42,6 +42,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import traceback
 from collections.abc import Iterator, Sequence
 
@@ -88,20 +89,40 @@ def stop_signals_raise() -> Iterator[None]:
     (once; a second one while the program unwinds is ignored) wherever no training loop
     collects them (:func:`easgd_jax.training.common.stop_requests` takes them over inside,
     and gives them back). In the main thread only; the handlers are restored after."""
-    raised: list[int] = []
+    unwinding, propagated = threading.Event(), threading.Event()
+    hook, redelivering = sys.unraisablehook, []
 
     def handler(signum: int, _frame) -> None:
-        if not raised:
-            raised.append(signum)
+        if not unwinding.is_set():
+            unwinding.set()
             raise StopSignal(signum)
+
+    def redeliver(signum: int) -> None:
+        while not propagated.wait(0.1):  # until the main flow has it
+            unwinding.clear()
+            os.kill(os.getpid(), signum)
+
+    def unraisable(info) -> None:
+        if not isinstance(info.exc_value, StopSignal):
+            hook(info)
+        elif not redelivering:
+            # Raised where Python cannot pass it on (a garbage-collector callback of JAX's,
+            # a __del__: printed and dropped, the run went on): delivered again from another
+            # thread, until the main thread raises it where it propagates.
+            redelivering.append(info.exc_value.signum)
+            threading.Thread(target=redeliver, args=(info.exc_value.signum,),
+                             daemon=True).start()
 
     previous = {}
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(ValueError):  # not the main thread
             previous[sig] = signal.signal(sig, handler)
+    sys.unraisablehook = unraisable
     try:
         yield
     finally:
+        propagated.set()
+        sys.unraisablehook = hook
         for sig, old in previous.items():
             signal.signal(sig, old)
 

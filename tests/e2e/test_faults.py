@@ -429,6 +429,37 @@ def test_sigint_during_init_is_75_in_one_line_without_a_traceback(tmp_path):
     assert not os.path.exists(tmp_path / "w")  # not started: nothing written
 
 
+def test_a_stop_signal_dropped_in_a_gc_callback_is_delivered_again(monkeypatch):
+    """A signal handled inside a garbage-collector callback (JAX registers one) or a
+    __del__: Python prints the StopSignal raised there and drops it, and the run went on
+    (SIGTERM 1.5 s after a launch's start: a traceback, then exit 0 at the end). It is
+    delivered again from another thread and raised in the main flow."""
+    import threading
+
+    import launch
+
+    started = []
+
+    class Noted(threading.Thread):
+        def start(self):
+            started.append(self)
+            super().start()
+
+    class Dropping:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)  # handled at this method's next line
+            started.append(None)
+
+    monkeypatch.setattr(launch.threading, "Thread", Noted)
+    with pytest.raises(launch.StopSignal):
+        with launch.stop_signals_raise():
+            Dropping()  # collected at once: the StopSignal raised in __del__ is dropped
+            assert started and started[0] is not None  # (the re-delivery, not __del__'s end)
+            started[0].join(60)  # (it ends when the signal propagates: raised in the join)
+    started[0].join(10)
+    assert not started[0].is_alive()
+
+
 def test_sigterm_in_the_step_time_measurement_and_final_evaluation_is_75(
         tmp_path, monkeypatch, capsys):
     """SIGTERM during the step-time measurement (before the loop) stops in one line with
