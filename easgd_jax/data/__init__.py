@@ -49,9 +49,9 @@ def check_kwargs(name: str, kwargs: dict[str, Any]) -> None:
 def load_dataset(name: str, data_dir: str | None = None, image_size: int = 221,
                  crop: int = 0, **kwargs: Any) -> Dataset:
     """Loads a data set by name: ``mnist1d`` and ``digits`` (embedded) or a tfds name; the
-    language-model data ``synthetic_lm`` (generated, :func:`~easgd_jax.data.synthetic_lm.
-    synthetic_lm`), ``tiny_shakespeare`` and ``lm1b`` (tfds, byte-level,
-    :func:`~easgd_jax.data.text.load_text`) take their ``kwargs`` (e.g. ``context``).
+    language-model data ``synthetic_lm`` (generated, its optimum known:
+    :mod:`easgd_jax.data.synthetic_lm`), ``tiny_shakespeare`` and ``lm1b`` (tfds, byte-level:
+    :mod:`easgd_jax.data.text`) take their ``kwargs`` (e.g. ``context``).
 
     ``crop`` > 0 (image data sets): train on random ``crop x crop`` windows, drawn per
     example and step by ``dataset.augment`` (pass it to :class:`WorkerSampler`), and test on

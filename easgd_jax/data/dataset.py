@@ -49,7 +49,7 @@ class Dataset:
 
 def optimum_metrics(optimal_loss: float | None, test_loss: float) -> dict[str, float]:
     """``{"optimal_loss", "loss_gap"}`` of an evaluation on data whose best achievable test
-    loss is known (:attr:`Dataset.optimal_test_loss`, nats per token: ``synthetic_lm``): the
+    loss is known (``Dataset.optimal_test_loss``, nats per token: ``synthetic_lm``): the
     optimum and ``loss_gap = test_loss - optimal_loss``; empty when it is not known."""
     if optimal_loss is None:
         return {}
