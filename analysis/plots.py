@@ -516,7 +516,8 @@ def plot_diloco_period(eta_h: Array, hs: Array, radii: Mapping[str, Array], path
            "SGD(1)) is stable exactly where one worker's SGD is (eta h < 2, radius "
            "|1 - eta h|^H); the DiLoCo papers' outer (0.7, 0.9) loses only a sliver by "
            "eta h = 2 at small H, and its radius per period levels off near 0.52 (the outer "
-           "momentum's) where local SGD's keeps falling with H.", width=120)
+           "2x2 map's at curvature 1, sqrt(0.27)) where local SGD's keeps falling with H.",
+           width=120)
     return _save(fig, path)
 
 
