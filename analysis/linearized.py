@@ -365,41 +365,55 @@ def _compiled(name: str, num_workers: int, schedule: str, static_items: tuple,
         # representative values of the traced hyperparameters (the state's structure only)
         rep = {k: jnp.asarray(2, jnp.int32) if k.endswith("period")
                else jnp.asarray(0.5, jnp.float64) for k in traced_names}
-        state0 = jax.jit(lambda: initial(hyper(rep)))()  # one program, not one per op
-        stacked = stacked_flags(state0)
-        roots = ("workers", "master") if asynchronous else ("params", "opt_state")
-        leaves, floating = _leaves(state0, stacked, roots)
-        flat0, treedef = jax.tree.flatten(state0)
-        fixed = [np.asarray(a) for a in flat0]
-        float_shapes = [np.shape(a) for a, f in zip(flat0, floating, strict=True) if f]
-        vec0 = np.concatenate([np.asarray(a, np.float64).ravel()
-                               for a, f in zip(flat0, floating, strict=True) if f])
+        def unflattener(flat: list, floating: list[bool]):
+            """``vec -> state``: the floating leaves from ``vec``, the others from ``flat``."""
+            float_shapes = [np.shape(a) for a, f in zip(flat, floating, strict=True) if f]
+            others = [a for a, f in zip(flat, floating, strict=True) if not f]
 
-        def unflatten(vec):
-            out, k, i = [], 0, 0
-            for a, f in zip(fixed, floating, strict=True):
-                if f:
-                    shape = float_shapes[i]
-                    size = int(np.prod(shape))
-                    out.append(vec[k:k + size].reshape(shape))
-                    k, i = k + size, i + 1
-                else:
-                    out.append(jnp.asarray(a))
-            return jax.tree.unflatten(treedef, out)
+            def unflatten(vec):
+                out, k, i, j = [], 0, 0, 0
+                for f in floating:
+                    if f:
+                        size = int(np.prod(float_shapes[i]))
+                        out.append(vec[k:k + size].reshape(float_shapes[i]))
+                        k, i = k + size, i + 1
+                    else:
+                        out.append(jnp.asarray(others[j]))
+                        j += 1
+                return jax.tree.unflatten(treedef, out)
 
-        def floats(state):
-            flat = jax.tree.leaves(state)
+            return unflatten
+
+        def floats_of(flat: list, floating: list[bool]):
             return jnp.concatenate([jnp.ravel(a).astype(jnp.float64)
                                     for a, f in zip(flat, floating, strict=True) if f])
 
         @jax.jit
-        def rows(vec):
+        def start():
+            """The state at the operating point and the rows of the evaluated point and of
+            the params on its floating part: one program, not one per operation."""
+            state = initial(hyper(rep))
+            flat = jax.tree.leaves(state)
+            floating = [jnp.issubdtype(a.dtype, jnp.floating) for a in flat]
+            unflatten = unflattener(flat, floating)
+            vec = floats_of(flat, floating)
             point = jax.jacfwd(lambda v: readout(unflatten(v)))(vec)
             params = jax.jacfwd(lambda v: ravel_pytree(params_of(unflatten(v)))[0])(vec)
-            return point, params
+            return state, point, params
 
-        readout_row, params_rows = (np.asarray(a) for a in rows(jnp.asarray(vec0)))
-        params_mask = params_rows.any(axis=0)
+        treedef = jax.tree.structure(jax.eval_shape(lambda: initial(hyper(rep))))
+        state0, readout_row, params_rows = start()
+        readout_row, params_mask = np.asarray(readout_row), np.asarray(params_rows).any(axis=0)
+        stacked = stacked_flags(state0)
+        roots = ("workers", "master") if asynchronous else ("params", "opt_state")
+        leaves, floating = _leaves(state0, stacked, roots)
+        flat0 = [np.asarray(a) for a in jax.tree.leaves(state0)]
+        vec0 = np.concatenate([a.astype(np.float64).ravel()
+                               for a, f in zip(flat0, floating, strict=True) if f])
+        unflatten = unflattener(flat0, floating)
+
+        def floats(state):
+            return floats_of(jax.tree.leaves(state), floating)
 
     def one(traced, h, u):
         hp = hyper(traced)
