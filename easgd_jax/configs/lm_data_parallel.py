@@ -6,6 +6,8 @@ over the 1000 steps, b2 0.95, decoupled weight decay 0.1; p = 4 workers (a globa
 Common setup (transformer, synthetic_lm, batch 16 x 64 tokens per worker): lm_common.py.
 
     python launch.py --config configs/lm_data_parallel.py --workdir /tmp/lm_data_parallel
+    python launch.py --config configs/lm_data_parallel.py:tiny_shakespeare --workdir /tmp/dp_ts \\
+        --config.data.data_dir=DIR
 """
 
 import ml_collections
@@ -13,5 +15,5 @@ import ml_collections
 from easgd_jax.configs import lm_common, tuned
 
 
-def get_config() -> ml_collections.ConfigDict:
-    return lm_common.base(tuned.algorithm("lm_data_parallel", lm_common.NUM_WORKERS))
+def get_config(data: str = "synthetic_lm") -> ml_collections.ConfigDict:
+    return lm_common.base(tuned.algorithm("lm_data_parallel", lm_common.NUM_WORKERS), data=data)

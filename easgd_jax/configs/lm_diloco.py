@@ -6,6 +6,8 @@ The rates: configs/tuned.py, row "lm_diloco".
 Common setup (transformer, synthetic_lm, batch 16 x 64 tokens per worker): lm_common.py.
 
     python launch.py --config configs/lm_diloco.py --workdir /tmp/lm_diloco
+    python launch.py --config configs/lm_diloco.py:tiny_shakespeare --workdir /tmp/lm_diloco_ts \\
+        --config.data.data_dir=DIR
 """
 
 import ml_collections
@@ -13,5 +15,5 @@ import ml_collections
 from easgd_jax.configs import lm_common, tuned
 
 
-def get_config() -> ml_collections.ConfigDict:
-    return lm_common.base(tuned.algorithm("lm_diloco", lm_common.NUM_WORKERS))
+def get_config(data: str = "synthetic_lm") -> ml_collections.ConfigDict:
+    return lm_common.base(tuned.algorithm("lm_diloco", lm_common.NUM_WORKERS), data=data)

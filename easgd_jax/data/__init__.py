@@ -20,9 +20,9 @@ EMBEDDED_NAMES = ("mnist1d", "digits")
 LM_NAMES = ("synthetic_lm",) + TEXT_NAMES
 DATASET_NAMES = EMBEDDED_NAMES + TFDS_NAMES + LM_NAMES
 # What one example of each data set is, for the models' INPUT_KINDS: "signal" ([length]),
-# "image" ([height, width, channels]) or "tokens" ([length] token ids).
+# "image" ([height, width, channels]) or "token" ([length] token ids).
 INPUT_KINDS = {"mnist1d": "signal", "digits": "image", "mnist": "image", "cifar10": "image",
-               "imagenet2012": "image", **{name: "tokens" for name in LM_NAMES}}
+               "imagenet2012": "image", **{name: "token" for name in LM_NAMES}}
 
 
 def _loader(name: str) -> Callable[..., Dataset] | None:

@@ -19,11 +19,11 @@ _MODELS: dict[str, type[nn.Module]] = {
 }
 MODEL_NAMES = tuple(sorted(_MODELS))
 # The kinds of example each model takes (data.INPUT_KINDS): "signal" ([length] or [length,
-# channels]), "image" ([height, width, channels]) or "tokens" ([length] token ids, the next
+# channels]), "image" ([height, width, channels]) or "token" ([length] token ids, the next
 # token of each position as its label); the MLP flattens any signal or image.
 INPUT_KINDS: dict[str, tuple[str, ...]] = {
     "mlp": ("signal", "image"), "cnn1d": ("signal",),
-    "cifar_cnn": ("image",), "imagenet_cnn": ("image",), "transformer": ("tokens",),
+    "cifar_cnn": ("image",), "imagenet_cnn": ("image",), "transformer": ("token",),
 }
 
 

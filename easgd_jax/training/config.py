@@ -374,7 +374,7 @@ def _check_data_fits_model(data_name: str, model_name: str) -> None:
     if kind is None or kind in models.INPUT_KINDS.get(model_name, (kind,)):
         return
     shapes = {"signal": "1-D signals [length]", "image": "images [height, width, channels]",
-              "tokens": "token sequences [length]"}
+              "token": "token sequences [length]"}
     fitting = sorted((name for name in models.MODEL_NAMES
                       if kind in models.INPUT_KINDS.get(name, ())),
                      key=lambda name: (-len(models.INPUT_KINDS[name]), name))  # mlp first

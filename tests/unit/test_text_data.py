@@ -69,3 +69,15 @@ def test_windows_cover_every_byte_once():
 def test_unprepared_text_fails_at_once_with_the_build_command(tmp_path, name):
     with pytest.raises(data.DatasetNotPreparedError, match=f"tfds build {name} "):
         data.load_dataset(name, str(tmp_path))
+
+
+@pytest.mark.parametrize("name", ["tiny_shakespeare", "lm1b"])
+def test_the_lm_configs_take_real_text_as_their_argument(name):
+    from easgd_jax.configs import lm_diloco
+    from easgd_jax.training import config as config_lib
+
+    config = lm_diloco.get_config(name)
+    config_lib.validate(config)  # its data.kwargs are the text loader's
+    assert config.data.name == name and config.model.name == "transformer"
+    with pytest.raises(ValueError, match="takes one of synthetic_lm, tiny_shakespeare, lm1b"):
+        lm_diloco.get_config("shakespeare")
