@@ -54,6 +54,9 @@ from ml_collections.config_flags import config_path
 EXIT_BAD_INPUT = 2
 EXIT_STOPPED = 75  # sysexits.h EX_TEMPFAIL: a temporary failure, run it again
 EXIT_IO_ERROR = 74  # sysexits.h EX_IOERR: the workdir cannot be written
+# A stop signal's StopSignal that has not reached main() this long after it was raised was
+# caught on the way (a library's bare ``except``): the signal is sent again.
+SWALLOWED_AFTER_S = 5.0
 # OSErrors of a workdir that cannot be written: one line and EXIT_IO_ERROR, no traceback.
 _IO_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO)
 
@@ -89,39 +92,49 @@ def stop_signals_raise() -> Iterator[None]:
     (once; a second one while the program unwinds is ignored) wherever no training loop
     collects them (:func:`easgd_jax.training.common.stop_requests` takes them over inside,
     and gives them back). In the main thread only; the handlers are restored after."""
-    unwinding, propagated = threading.Event(), threading.Event()
-    hook, redelivering = sys.unraisablehook, []
+    unwinding, raised, dropped, propagated = (threading.Event() for _ in range(4))
+    hook, signums = sys.unraisablehook, []
 
     def handler(signum: int, _frame) -> None:
         if not unwinding.is_set():
             unwinding.set()
+            signums.append(signum)
+            raised.set()
             raise StopSignal(signum)
 
-    def redeliver(signum: int) -> None:
-        while not propagated.wait(0.1):  # until the main flow has it
-            unwinding.clear()
-            os.kill(os.getpid(), signum)
-
     def unraisable(info) -> None:
-        if not isinstance(info.exc_value, StopSignal):
+        if isinstance(info.exc_value, StopSignal):
+            dropped.set()  # (printed and dropped by Python: not shown, delivered again)
+        else:
             hook(info)
-        elif not redelivering:
-            # Raised where Python cannot pass it on (a garbage-collector callback of JAX's,
-            # a __del__: printed and dropped, the run went on): delivered again from another
-            # thread, until the main thread raises it where it propagates.
-            redelivering.append(info.exc_value.signum)
-            threading.Thread(target=redeliver, args=(info.exc_value.signum,),
-                             daemon=True).start()
+
+    def redeliver() -> None:
+        """A StopSignal that does not reach the with-statement was lost: raised where Python
+        drops it (a garbage-collector callback of JAX's, a __del__: the run went on), or
+        caught by a library's bare ``except``. Sent again until the main thread raises it
+        where it propagates."""
+        while True:
+            raised.wait()
+            wait = 0.1 if dropped.is_set() else SWALLOWED_AFTER_S
+            if propagated.wait(wait) or propagated.is_set():
+                return
+            raised.clear()
+            dropped.clear()
+            unwinding.clear()
+            os.kill(os.getpid(), signums[-1])
 
     previous = {}
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(ValueError):  # not the main thread
             previous[sig] = signal.signal(sig, handler)
+    watchdog = threading.Thread(target=redeliver, name="stop-signal-redelivery", daemon=True)
+    watchdog.start()
     sys.unraisablehook = unraisable
     try:
         yield
     finally:
         propagated.set()
+        raised.set()  # (wakes the watchdog: it ends)
         sys.unraisablehook = hook
         for sig, old in previous.items():
             signal.signal(sig, old)
@@ -257,6 +270,8 @@ def main(argv: Sequence[str]) -> int:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except StopSignal as e:
+        global _stopped_outside_the_loop
+        _stopped_outside_the_loop = True
         print(f"{prog}: stopped by {signal.Signals(e.signum).name} outside the training loop "
               "(while the run started or finished); its last checkpoint and metrics are kept: "
               f"run the same command to resume (exit status {EXIT_STOPPED}).", file=sys.stderr)
@@ -338,9 +353,25 @@ def _run(argv: Sequence[str]) -> int:
     return 0
 
 
+_stopped_outside_the_loop = False
+
+
 def run_main() -> None:
-    """The ``easgd-launch`` command: absl's flags and logging, then :func:`main`."""
-    app.run(lambda _: sys.exit(main(sys.argv)), flags_parser=_parse_or_exit)
+    """The ``easgd-launch`` command: absl's flags and logging, then :func:`main`. After a
+    stop outside the training loop (compilation, threads of JAX's maybe still running) the
+    process ends at once, its output flushed: the interpreter's teardown then once ended in
+    a segmentation fault (exit 139 instead of 75)."""
+
+    def run(_: Sequence[str]) -> None:
+        status = main(sys.argv)
+        if _stopped_outside_the_loop:
+            logging.flush()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(status)
+        sys.exit(status)
+
+    app.run(run, flags_parser=_parse_or_exit)
 
 
 def _parse_or_exit(argv: list[str]) -> list[str]:
