@@ -220,8 +220,10 @@ def _leaves(tree: Any, stacked: Any, roots: tuple[str, str]
 @functools.lru_cache(maxsize=64)
 def _compiled(name: str, num_workers: int, schedule: str, static_items: tuple,
               traced_names: tuple, num_groups: int | None, with_noise: bool):
-    """The jitted ``(traced hparams (S,), curvature (p,), u (p,)) -> (JF, JN, gap)`` over a
-    flattened grid of S points, the state's description and the readout row."""
+    """The :class:`_Program` of one configuration: the jitted ``(traced hparams (S,),
+    curvature (p,), u) -> (JF, JN, gap)`` over a flattened grid of S points (JF, JN: the
+    period's derivatives on the whole floating state, copies and all; gap: the relative
+    linearity gap at the random params u), the state's description and the readout rows."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -500,7 +502,9 @@ def _replicated(leaves: list[_Leaf], jf: np.ndarray, jn: np.ndarray) -> set[str]
     """The stacked leaves whose copies stay equal from any state where they are equal,
     whatever the workers' gradient noise: the largest such set (iterated from all)."""
     candidates = {leaf.name for leaf in leaves if leaf.copies > 1}
-    scale = 1.0 + max(float(np.max(np.abs(jf))), float(np.max(np.abs(jn))))
+    # each grid point against its own scale (an unstable point's entries reach 1e39)
+    scale = 1.0 + np.maximum(np.abs(jf).max(axis=(-2, -1)), np.abs(jn).max(axis=(-2, -1)))
+    tolerance = COPY_TOLERANCE * scale[..., None, None]
     while True:
         e, _, _ = _embedding(leaves, candidates)
         je = jf @ e
@@ -511,8 +515,8 @@ def _replicated(leaves: list[_Leaf], jf: np.ndarray, jn: np.ndarray) -> set[str]
             first_e, first_n = je[..., _copy_rows(leaf, 0), :], jn[..., _copy_rows(leaf, 0), :]
             for k in range(1, leaf.copies):
                 rows = _copy_rows(leaf, k)
-                if (np.max(np.abs(je[..., rows, :] - first_e)) > COPY_TOLERANCE * scale
-                        or np.max(np.abs(jn[..., rows, :] - first_n)) > COPY_TOLERANCE * scale):
+                if ((np.abs(je[..., rows, :] - first_e) > tolerance).any()
+                        or (np.abs(jn[..., rows, :] - first_n) > tolerance).any()):
                     dropped.add(leaf.name)
                     break
         if not dropped:
