@@ -19,7 +19,9 @@ Exit status:
         of another config, or none of its checkpoints verifies (use ``--overwrite`` or
         another workdir). One line (the tfds one adds its ``tfds build`` command) says what
         and how to fix it;
-    75  (EX_TEMPFAIL) SIGINT or SIGTERM stopped the run: at a checkpoint, or at any moment
+    75  (EX_TEMPFAIL) a worker failed under ``asynchrony.on_worker_failure='stop'`` (threads,
+        Ray; saved where the workers stood), or SIGINT or SIGTERM stopped the run: at a
+        checkpoint, or at any moment
         outside the training loop (while it starts: the data, compilation, the step-time
         measurement; or during its final evaluation), in one line; the same command resumes
         it (or, when the run had finished, says so and exits 0);
@@ -277,6 +279,11 @@ def main(argv: Sequence[str]) -> int:
               f"run the same command to resume (exit status {EXIT_STOPPED}).", file=sys.stderr)
         return EXIT_STOPPED
     except Exception as e:
+        executor = sys.modules.get("easgd_jax.parallel.executor")  # (loaded if it can be)
+        if executor is not None and isinstance(e, executor.WorkerFailedError):
+            # on_worker_failure='stop': saved where the workers stood; its message says so.
+            print(f"{prog}: {e} (exit status {EXIT_STOPPED})", file=sys.stderr)
+            return EXIT_STOPPED
         reason = write_failure(e)
         if reason is None:
             raise

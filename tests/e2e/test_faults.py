@@ -536,6 +536,26 @@ def test_a_full_disk_is_one_line_and_74(tmp_path, monkeypatch, capsys):
     assert launch.write_failure(wrapped) == "Read-only file system (/w/config.json.tmp)"
 
 
+def test_a_worker_failure_under_stop_is_one_line_and_75(tmp_path, monkeypatch, capsys):
+    """on_worker_failure='stop' (threads, Ray) saves where the workers stood and raises
+    WorkerFailedError, whose message says what was saved and how to resume: launch.py
+    printed its traceback and exited 1; now that message alone, status 75 (resumable)."""
+    import launch
+    from easgd_jax import training
+    from easgd_jax.parallel.executor import WorkerFailedError
+
+    error = WorkerFailedError(1, 138, RuntimeError("Ray worker actor 1 died"), message=(
+        "worker 1 of 4 failed at its local step 138 (...); on_worker_failure='stop': saved "
+        "a checkpoint at step 115 in W; run again with the same workdir to resume."))
+
+    def failing(config, workdir, overwrite, plan_):
+        raise error
+
+    monkeypatch.setattr(training, "train_and_evaluate", failing)
+    assert launch.main(_launch_args(str(tmp_path))) == 75
+    assert capsys.readouterr().err == f"launch.py: {error} (exit status 75)\n"
+
+
 def test_a_read_only_finished_run_is_0_and_a_failed_lock_write_leaves_no_workdir(
         tmp_path, monkeypatch):
     """A finished run in a workdir that cannot be written (its lock cannot be opened: a
