@@ -116,6 +116,28 @@ class Cluster:
         return num_workers * self.server_exchange_s(nbytes) if num_workers > 1 else 0.0
 
 
+def intra_worker_step_s(param_bytes: float, data: int, fsdp: int, bandwidth_bytes_per_s: float,
+                        latency_s: float) -> float:
+    """Seconds of one local step's collectives INSIDE a worker that spans data x fsdp
+    devices, on the fast tier (one link per device, ``bandwidth_bytes_per_s`` and
+    ``latency_s``), as ring collectives of b = ``param_bytes``:
+
+        fsdp > 1:  all-gather of the params for the forward pass and again for the backward
+                   pass, reduce-scatter of the gradient: 3 (f - 1) (latency + b / (f bw))
+        data > 1:  all-reduce of the gradient's shard over the data devices:
+                   2 (d - 1) (latency + b / (f d bw))
+
+    0 for a worker on one device. The exchange across workers is separate (the slow tier,
+    :func:`sync_time_s`), each device sending its own shard, b / f."""
+    seconds = 0.0
+    if fsdp > 1:
+        seconds += 3 * (fsdp - 1) * (latency_s + param_bytes / fsdp / bandwidth_bytes_per_s)
+    if data > 1:
+        seconds += 2 * (data - 1) * (latency_s
+                                     + param_bytes / fsdp / data / bandwidth_bytes_per_s)
+    return seconds
+
+
 def exchange_steps(steps: int | np.ndarray, period: int | None, exchange_step: str = "first",
                    num_fragments: int = 1) -> int | np.ndarray:
     """How many of the first ``steps`` local steps are exchange steps.

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Any
 
 import jax
 import numpy as np
@@ -135,16 +136,20 @@ class WorkerLayout:
         """Whether a worker spans several devices (``data`` x ``fsdp`` > 1)."""
         return self.devices_per_worker > 1
 
-    def inner_spec(self, shape: tuple[int, ...]) -> PartitionSpec:
-        """How one worker's array of ``shape`` is laid over its own devices: its
-        :func:`fsdp_dimension` over ``FSDP_AXIS``, the rest replicated."""
-        dim = fsdp_dimension(tuple(shape), self.fsdp)
+    def inner_spec(self, shape: tuple[int, ...], dtype: Any = np.float32) -> PartitionSpec:
+        """How one worker's array of ``shape`` and ``dtype`` is laid over its own devices: a
+        floating array (params, optimizer and algorithm state) split along its
+        :func:`fsdp_dimension` over ``FSDP_AXIS``; others (counters, RNG keys, flags) whole
+        on every device of the worker."""
+        floating = jax.numpy.issubdtype(dtype, jax.numpy.floating)
+        dim = fsdp_dimension(tuple(shape), self.fsdp) if floating else None
         return PartitionSpec(*(FSDP_AXIS if d == dim else None for d in range(len(shape))))
 
-    def state_sharding(self, shape: tuple[int, ...]) -> NamedSharding:
-        """A stacked state array (leading worker axis) of ``shape``: split over the workers,
-        and over ``fsdp`` inside each (:meth:`inner_spec` of ``shape[1:]``)."""
-        inner = tuple(self.inner_spec(shape[1:])) if self.spans_devices else ()
+    def state_sharding(self, shape: tuple[int, ...], dtype: Any = np.float32) -> NamedSharding:
+        """A stacked state array (leading worker axis) of ``shape`` and ``dtype``: split
+        over the workers, and over ``fsdp`` inside each (:meth:`inner_spec` of
+        ``shape[1:]``)."""
+        inner = tuple(self.inner_spec(shape[1:], dtype)) if self.spans_devices else ()
         return NamedSharding(self.mesh, PartitionSpec(self.device_axes, *inner))
 
     def batch_sharding(self) -> NamedSharding:

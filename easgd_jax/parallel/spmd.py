@@ -116,8 +116,8 @@ def constrain_state(tree: Any, layout: WorkerLayout) -> Any:
     not span devices."""
     if not layout.spans_devices:
         return tree
-    return jax.tree.map(
-        lambda a: lax.with_sharding_constraint(a, layout.inner_spec(jnp.shape(a))), tree)
+    return jax.tree.map(lambda a: lax.with_sharding_constraint(
+        a, layout.inner_spec(jnp.shape(a), jnp.result_type(a))), tree)
 
 
 def constrain_batches(batches: Any, layout: WorkerLayout) -> Any:

@@ -124,6 +124,10 @@ def defaults() -> ml_collections.ConfigDict:
     config.cluster.compute_s_per_step = 0.0
     config.cluster.bandwidth_gbit_s = 10.0  # every link, 10^9 bits per second
     config.cluster.latency_us = 50.0  # every message, on top of its bytes
+    # The fast tier inside a worker that spans devices (worker_devices): every device's link
+    # to the others of its worker (NVLink-class by default) and its per-message latency.
+    config.cluster.intra_bandwidth_gbit_s = 400.0
+    config.cluster.intra_latency_us = 5.0
     # "auto": the algorithm's (registry Spec.topology: a ring all-reduce, or DOWNPOUR's
     # parameter server); asynchronous executors always use a parameter server.
     config.cluster.topology = "auto"
@@ -357,10 +361,11 @@ def _check_cluster(cluster: ml_collections.ConfigDict) -> None:
     inf = float("inf")
     _number("cluster.compute_s_per_step", cluster.compute_s_per_step, 0.0, inf)
     _number("cluster.latency_us", cluster.latency_us, 0.0, inf)
-    _number("cluster.bandwidth_gbit_s", cluster.bandwidth_gbit_s, 0.0, inf)
-    if cluster.bandwidth_gbit_s <= 0:
-        raise ValueError(f"config.cluster.bandwidth_gbit_s must be > 0, got "
-                         f"{cluster.bandwidth_gbit_s!r}.")
+    _number("cluster.intra_latency_us", cluster.intra_latency_us, 0.0, inf)
+    for name in ("bandwidth_gbit_s", "intra_bandwidth_gbit_s"):
+        _number(f"cluster.{name}", cluster[name], 0.0, inf)
+        if cluster[name] <= 0:
+            raise ValueError(f"config.cluster.{name} must be > 0, got {cluster[name]!r}.")
     _choice("cluster.topology", cluster.topology, TOPOLOGIES)
     _integer("cluster.model_bytes", cluster.model_bytes, 0)
 

@@ -43,13 +43,19 @@ class SyncClock:
     period: int | None
     exchange_step: str
     num_fragments: int
-    exchange_bytes: float  # one worker, one exchange step (mean over the fragments)
-    local_bytes: float  # one worker, one step between exchanges (0 for periodic ones)
+    exchange_bytes: float  # one device, one exchange step (mean over the fragments)
+    local_bytes: float  # one device, one step between exchanges (0 for periodic ones)
+    # A worker spanning devices: its step's compute split over them, plus the collectives
+    # inside it on the fast tier (cluster.intra_worker_step_s), every step.
+    devices_per_worker: int = 1
+    intra_s_per_step: float = 0.0
 
     def time_s(self, steps: int) -> float:
+        step_s = self.cluster.compute_s / self.devices_per_worker + self.intra_s_per_step
         return float(cluster_lib.sync_time_s(
-            self.cluster, steps, self.num_workers, self.period, self.exchange_bytes,
-            self.local_bytes, self.exchange_step, self.num_fragments))
+            dataclasses.replace(self.cluster, compute_s=step_s), steps, self.num_workers,
+            self.period, self.exchange_bytes, self.local_bytes, self.exchange_step,
+            self.num_fragments))
 
     @property
     def bytes_per_step(self) -> float:
@@ -65,7 +71,10 @@ class SyncClock:
         return {"compute_s_per_step": self.cluster.compute_s,
                 "bandwidth_bytes_per_s": self.cluster.bandwidth_bytes_per_s,
                 "latency_s": self.cluster.latency_s, "topology": self.cluster.topology,
-                "exchange_bytes": self.exchange_bytes, "local_bytes": self.local_bytes}
+                "exchange_bytes": self.exchange_bytes, "local_bytes": self.local_bytes,
+                **({"devices_per_worker": self.devices_per_worker,
+                    "intra_s_per_step": self.intra_s_per_step}
+                   if self.devices_per_worker > 1 else {})}
 
 
 def make_cluster(config: ml_collections.ConfigDict, compute_s: float,
@@ -211,14 +220,31 @@ def sync_clock(config: ml_collections.ConfigDict, spec: Spec, model, params,
                layout: parallel.WorkerLayout | None = None) -> SyncClock:
     """The synchronous run's clock (module docstring); ``compute_s``: a step time measured
     before (a resumed run keeps the one its checkpoint saved), else :func:`compute_seconds`;
-    ``tx`` / ``layout``: the run's transformation and layout (:func:`exchange_bytes`)."""
+    ``tx`` / ``layout``: the run's transformation and layout (:func:`exchange_bytes`).
+
+    Workers that span data x fsdp devices (``layout.spans_devices``): the two tiers. Across
+    workers (``cluster.bandwidth_gbit_s``, ``latency_us``) each device all-reduces its own
+    shard, the exchange's bytes / fsdp; inside a worker (``cluster.intra_bandwidth_gbit_s``,
+    ``intra_latency_us``) every step adds its FSDP gathers and data all-reduce
+    (:func:`~easgd_jax.parallel.cluster.intra_worker_step_s`), and the worker's compute is
+    split over its devices (one device's step time / (data x fsdp), the ideal split)."""
     compute = (compute_s if compute_s is not None
                else compute_seconds(config, model, params, example_shape))
     b_x, b_l = exchange_bytes(config, spec, model, params, example_shape, tx, layout)
     hparams = config_lib.algorithm_hparams(config)
+    devices, intra_s = 1, 0.0
+    if layout is not None and layout.spans_devices:
+        devices = layout.devices_per_worker
+        b_x, b_l = b_x / layout.fsdp, b_l / layout.fsdp
+        param_bytes = sum(int(np.asarray(a).nbytes) for a in jax.tree.leaves(params))
+        scale = config.cluster.model_bytes / param_bytes if config.cluster.model_bytes else 1.0
+        intra_s = cluster_lib.intra_worker_step_s(
+            param_bytes * scale, layout.data, layout.fsdp,
+            config.cluster.intra_bandwidth_gbit_s * 1e9 / 8,
+            config.cluster.intra_latency_us * 1e-6)
     return SyncClock(make_cluster(config, compute, spec.topology), config.num_workers,
                      spec.period(hparams), spec.exchange_step, spec.num_fragments(hparams),
-                     b_x, b_l)
+                     b_x, b_l, devices, intra_s)
 
 
 def async_exchange_bytes(config: ml_collections.ConfigDict, spec: Spec, model, params,

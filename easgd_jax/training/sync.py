@@ -149,7 +149,7 @@ def _batch_maker(dataset: data.Dataset, sampler: data.WorkerSampler,
 
         def on_device(at_step: int) -> tuple[jax.Array, jax.Array]:
             idx = _to_global(lambda workers: sampler.round_indices(at_step, rounds, workers)
-                             .astype(np.int32), layout, index_shape, lambda _: sharding)
+                             .astype(np.int32), layout, index_shape, lambda *_: sharding)
             return gather(train_x, train_y, idx)
 
         return on_device
@@ -162,7 +162,7 @@ def _batch_maker(dataset: data.Dataset, sampler: data.WorkerSampler,
             x, y = sampler.round(at_step, rounds, workers)
             return x.astype(dtype, copy=False), y.astype(np.int32, copy=False)
 
-        return _to_global(make, layout, batch_shapes, lambda _: sharding)
+        return _to_global(make, layout, batch_shapes, lambda *_: sharding)
 
     return on_host
 
@@ -181,11 +181,11 @@ def _worker_spread(spec: Spec, state: TrainState):
 
 
 def _to_global(make: Callable[[range], Any], layout: parallel.WorkerLayout, like: Any,
-               sharding_of: Callable[[tuple[int, ...]], Any] | None = None) -> Any:
+               sharding_of: Callable[[tuple[int, ...], Any], Any] | None = None) -> Any:
     """Builds arrays with a leading worker axis from ``make(workers) -> tree``, shaped like
-    ``like``, each with ``sharding_of(shape)`` (default: the layout's state sharding:
-    over the workers, and over FSDP inside a worker that spans devices); each process
-    computes only the workers its devices hold."""
+    ``like``, each with ``sharding_of(shape, dtype)`` (default: the layout's state
+    sharding: over the workers, and over FSDP inside a worker that spans devices); each
+    process computes only the workers its devices hold."""
     sharding_of = layout.state_sharding if sharding_of is None else sharding_of
     cache: dict[tuple[int, int], Any] = {}
 
@@ -198,7 +198,7 @@ def _to_global(make: Callable[[range], Any], layout: parallel.WorkerLayout, like
 
     leaves, treedef = jax.tree.flatten(like)
     arrays = [jax.make_array_from_callback(
-        leaf.shape, sharding_of(leaf.shape), lambda index, i=i: shard(i, index))
+        leaf.shape, sharding_of(leaf.shape, leaf.dtype), lambda index, i=i: shard(i, index))
         for i, leaf in enumerate(leaves)]
     return jax.tree.unflatten(treedef, arrays)
 

@@ -173,3 +173,17 @@ def test_the_step_is_measured_once_per_model_data_batch_and_dtype(monkeypatch):
                                start=2):
         assert seconds(**change) == pytest.approx(1e-3 * i)
         assert len(calls) == i
+
+
+def test_the_fast_tier_inside_a_worker_counts_fsdp_gathers_and_the_data_all_reduce():
+    """b = 8 MB of params, 100 GB/s, 2 us: FSDP over 4 devices moves 3 x 3 ring messages of
+    b / 4 per step (all-gathers for the forward and backward pass, a reduce-scatter), the
+    data all-reduce over 2 devices 2 x 1 messages of b / 8; nothing on one device."""
+    b, bw, lat = 8e6, 1e11, 2e-6
+    assert parallel.cluster.intra_worker_step_s(b, 1, 1, bw, lat) == 0.0
+    assert parallel.cluster.intra_worker_step_s(b, 1, 4, bw, lat) == pytest.approx(
+        9 * (lat + 2e6 / bw))
+    assert parallel.cluster.intra_worker_step_s(b, 2, 4, bw, lat) == pytest.approx(
+        9 * (lat + 2e6 / bw) + 2 * (lat + 1e6 / bw))
+    assert parallel.cluster.intra_worker_step_s(b, 2, 1, bw, lat) == pytest.approx(
+        2 * (lat + 4e6 / bw))

@@ -17,6 +17,7 @@ import jax
 import numpy as np
 import pytest
 
+from benchmarks import sharded_workers
 from easgd_jax import parallel
 from easgd_jax.training import config as config_lib
 from easgd_jax.training import export, sync
@@ -62,9 +63,14 @@ def _close(a_state, b_state) -> None:
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_workers_of_data_x_fsdp_devices_equal_workers_on_one_device_each(name, tmp_path):
-    base, _ = _train(_config(name, 2, 1, 1), str(tmp_path / "base"))
+    base, base_metrics = _train(_config(name, 2, 1, 1), str(tmp_path / "base"))
     state, metrics = _train(_config(name, 2, 2, 2), str(tmp_path / "2x2x2"))
     _close(state, base)
+    # The cluster clock's two tiers: each device sends its half of the exchange across
+    # workers; every step adds the collectives inside a worker.
+    assert metrics["exchange_bytes_per_step"] == base_metrics["exchange_bytes_per_step"] / 2
+    assert metrics["cluster"]["devices_per_worker"] == 4
+    assert metrics["cluster"]["intra_s_per_step"] > 0
     kernel = state.params["Dense_0"]["kernel"]  # [workers, 64, 32]: fsdp splits the 64
     assert tuple(kernel.sharding.spec)[1] == "fsdp"
     assert {s.data.shape for s in kernel.addressable_shards} == {(1, 32, 32)}
@@ -102,3 +108,23 @@ def test_a_misfit_of_workers_and_devices_is_one_line_naming_the_numbers():
     with pytest.raises(ValueError, match=r"batch_size \(33, per worker\) must be divisible "
                                          r"by config.worker_devices.data \(2\)"):
         config_lib.validate(config)
+
+
+def test_the_exchange_pairs_the_same_shard_across_workers_once_per_period():
+    """Read from the executor's compiled round (benchmarks/sharded_workers.py): with fsdp 2
+    the one all-reduce across workers pairs device i of worker 0 with device i of worker 1
+    and carries each device's half of the parameters (a leaf no dimension of which divides
+    by 2 is whole on both) plus the 2 x 2 checksums, once per period; the state per device
+    is half that of fsdp 1."""
+    whole, split = sharded_workers.measure("eamsgd", 4, 1, 1), \
+        sharded_workers.measure("eamsgd", 4, 1, 2)
+    exchanges = [(c, group) for c, group in split["collectives"]
+                 if sharded_workers._role(group, 1, 2) == "workers"]
+    (exchange, group), = exchanges
+    shapes = [a.shape for a in jax.tree.leaves(split["params_tree"])]
+    per_device = sum(np.prod(s) // 2 if any(d % 2 == 0 for d in s) else np.prod(s)
+                     for s in shapes)
+    assert (exchange.op, group, exchange.elements) == ("all-reduce", [0, 2], per_device + 4)
+    assert exchange.trip_count == split["steps"] // 4  # once per period
+    # Half, but for what stays whole on every device (counters, keys, the 10-number bias).
+    assert 1.99 < whole["state_bytes"] / split["state_bytes"] <= 2
