@@ -11,7 +11,7 @@ from easgd_jax.data import embedded
 from easgd_jax.data.augment import RandomCrop, center_crop
 from easgd_jax.data.dataset import Dataset, optimum_metrics
 from easgd_jax.data.sampler import WorkerSampler
-from easgd_jax.data.synthetic_lm import synthetic_lm
+from easgd_jax.data.synthetic_lm import synthetic_lm as _synthetic_lm  # module name kept
 from easgd_jax.data.text import TEXT_NAMES, load_text
 from easgd_jax.data.tfds_data import TFDS_NAMES, DatasetNotPreparedError, load_tfds
 
@@ -28,7 +28,7 @@ INPUT_KINDS = {"mnist1d": "signal", "digits": "image", "mnist": "image", "cifar1
 def _loader(name: str) -> Callable[..., Dataset] | None:
     """The loader whose keyword arguments ``data.kwargs`` holds (LM data sets), else None."""
     if name == "synthetic_lm":
-        return synthetic_lm
+        return _synthetic_lm
     if name in TEXT_NAMES:
         return load_text
     return None
@@ -63,7 +63,7 @@ def load_dataset(name: str, data_dir: str | None = None, image_size: int = 221,
         raise ValueError(f"crop must be >= 0, got {crop}.")
     check_kwargs(name, kwargs)
     if name == "synthetic_lm":
-        return synthetic_lm(**kwargs)
+        return _synthetic_lm(**kwargs)
     if name in TEXT_NAMES:
         return load_text(name, data_dir, **kwargs)
     if name == "imagenet2012":
