@@ -683,7 +683,7 @@ def linearized_map(name: str, num_workers: int, curvature: Any = 1.0,
                    schedule: str = "sync", **hparams: Any) -> Array:
     """M, the matrix of one period (``schedule="sync"``) or one round-robin cycle
     (``"round_robin"``) of ``name`` on F_i(x) = h_i x^2 / 2, ``(*B, n, n)``; see
-    :func:`linearize` for the arguments and :attr:`LinearizedMap.labels` for the order of
+    :func:`linearize` for the arguments and ``LinearizedMap.labels`` for the order of
     the coordinates (every worker's params first, then the state leaf by leaf)."""
     return linearize(name, num_workers, curvature, schedule, **hparams).matrix
 
