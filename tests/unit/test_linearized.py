@@ -158,3 +158,18 @@ def test_nonlinear_rules_are_refused_or_linearized_at_a_stated_point():
                                pull=0.2, period=1)
     assert "leader is worker 0" in lin.note and "opt_state.losses" in lin.note
     assert lin.linearity_gap > 1e-6  # it is not linear: the stated point is what is read
+
+
+def test_one_worker_round_robin_is_the_synchronous_algorithm():
+    # Algorithm 2 with p = 1 is synchronous EAMSGD: the asynchronous rule (params x, the
+    # gradient at x + delta v) and the transformation (params w = x + delta v) in different
+    # coordinates, the same spectrum
+    hp = dict(learning_rate=0.3, momentum=0.8, moving_rate=0.4, period=3)
+    rr = linearized.linearize("eamsgd", 1, 1.2, "round_robin", **hp)
+    sync = linearized.linearize("eamsgd", 1, 1.2, **hp)
+    assert rr.labels == ("workers.params", "workers.extra.inner_state.velocity",
+                         "master.center")
+    got, want = (np.sort_complex(np.linalg.eigvals(m.matrix)) for m in (rr, sync))
+    print(f"EAMSGD p = 1: round robin vs sync, max |eigenvalue difference| = "
+          f"{np.abs(got - want).max():.3g}")
+    assert np.abs(got - want).max() <= TOL
