@@ -12,6 +12,7 @@ transformations and asynchronous rules, the references by hand.
 - DiLoCo (Douillard et al. 2023) with inner SGD: outer SGD(1) is (1 - eta h)^H, an outer
   Nesterov step the 2x2 Nesterov map on the effective curvature 1 - (1 - eta h)^H;
 - data-parallel SGD is 1 - eta mean_i h_i;
+- one worker's round robin (the asynchronous rule) has synchronous EAMSGD's spectrum;
 - the stationary variance of synchronous EASGD is the closed form
   ``analysis.synchronous.center_variance``.
 """
