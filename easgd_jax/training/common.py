@@ -241,7 +241,8 @@ def config_differences(saved: dict, current: dict, allowed: tuple[str, ...],
         a, b = saved.get(key, "<missing>"), current.get(key, "<missing>")
         if isinstance(a, dict) and isinstance(b, dict):
             out += config_differences(a, b, allowed, name + ".")
-        elif a != b and name not in allowed and name not in PER_LAUNCH_FIELDS:
+        elif (a != b and name not in allowed and name not in PER_LAUNCH_FIELDS
+              and not (a == "<missing>" and b == {})):  # an empty section added since
             out.append(f"{name}: {a!r} in the workdir, {b!r} now")
     return out
 

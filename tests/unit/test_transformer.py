@@ -127,3 +127,20 @@ def test_a_model_that_cannot_read_the_data_is_refused():
     with pytest.raises(ValueError, match="config.data.kwargs: data set 'synthetic_lm' does not "
                                          "take contxt"):
         config_lib.validate(config)
+
+
+def test_a_workdir_written_before_data_kwargs_existed_still_resumes(tmp_path):
+    """A config.json without the data.kwargs section (added with the LM data) is the same
+    config as one with it empty; one that states kwargs is not."""
+    import json
+
+    from easgd_jax.training.common import WorkdirConfigError, prepare_workdir
+
+    config = default.get_config()
+    saved = json.loads(config.to_json_best_effort())
+    del saved["data"]["kwargs"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    prepare_workdir(config, str(tmp_path), overwrite=False)
+    config.data.kwargs.context = 8
+    with pytest.raises(WorkdirConfigError, match="data.kwargs.context: '<missing>'"):
+        prepare_workdir(config, str(tmp_path), overwrite=False)
