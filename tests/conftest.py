@@ -5,10 +5,9 @@ The cache (a fresh temporary directory per session, so nothing carries over betw
 set in the environment before jax is imported: the ``launch.py`` subprocesses that many
 end-to-end tests start inherit it and reuse the programs an earlier test compiled instead of
 compiling them again (about half of a short launch's time). A cached program is the same
-executable: results do not change. JAX does not cache programs with a host callback: the
-synchronous loop's rounds hold none (it builds its transformation with
-``on_disagreement="nan"``), while programs built on the transformations with the default,
-whose replica check raises through one, compile again.
+executable: results do not change. JAX does not cache programs with a host callback; the
+transformations hold none by default (``on_disagreement="nan"``), only those built with
+``on_disagreement="raise"`` compile again.
 """
 
 import atexit
