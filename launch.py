@@ -28,8 +28,9 @@ Exit status:
     74  (EX_IOERR) the workdir cannot be written: a full disk, a read-only file system, no
         permission. One line naming the file; free space or fix the permissions and run the
         same command (it resumes from the last checkpoint);
-    134 (SIGABRT, JAX's runtime) on several processes, a peer process died: the others abort
-        after ``distributed.heartbeat_timeout_s``; run the same command on every process;
+    134 on several processes, a peer process died: the others say so in one line when a
+        collective breaks, or JAX's runtime aborts them (SIGABRT, its own log) after
+        ``distributed.heartbeat_timeout_s``; run the same command on every process;
     1   anything else (with a traceback).
 """
 
@@ -56,6 +57,7 @@ from ml_collections.config_flags import config_path
 EXIT_BAD_INPUT = 2
 EXIT_STOPPED = 75  # sysexits.h EX_TEMPFAIL: a temporary failure, run it again
 EXIT_IO_ERROR = 74  # sysexits.h EX_IOERR: the workdir cannot be written
+EXIT_PEER_LOST = 134  # as JAX's runtime ends a process whose peer died (SIGABRT)
 # A stop signal's StopSignal that has not reached main() this long after it was raised was
 # caught on the way (a library's bare ``except``): the signal is sent again.
 SWALLOWED_AFTER_S = 5.0
@@ -264,6 +266,7 @@ def parse_command_line(argv: Sequence[str]) -> tuple[ml_collections.ConfigDict, 
 def main(argv: Sequence[str]) -> int:
     """Runs the command line ``argv`` (``argv[0]``: the program) and returns the exit status
     (see the module docstring); bad input is one line on stderr, not an exception."""
+    global _exit_at_once
     prog = os.path.basename(argv[0]) if argv else "launch.py"
     try:
         with stop_signals_raise():
@@ -272,8 +275,7 @@ def main(argv: Sequence[str]) -> int:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except StopSignal as e:
-        global _stopped_outside_the_loop
-        _stopped_outside_the_loop = True
+        _exit_at_once = True
         print(f"{prog}: stopped by {signal.Signals(e.signum).name} outside the training loop "
               "(while the run started or finished); its last checkpoint and metrics are kept: "
               f"run the same command to resume (exit status {EXIT_STOPPED}).", file=sys.stderr)
@@ -284,6 +286,13 @@ def main(argv: Sequence[str]) -> int:
             # on_worker_failure='stop': saved where the workers stood; its message says so.
             print(f"{prog}: {e} (exit status {EXIT_STOPPED})", file=sys.stderr)
             return EXIT_STOPPED
+        peer = peer_failure(e)
+        if peer is not None:
+            _exit_at_once = True  # (JAX's shutdown barrier would wait for the dead peer)
+            print(f"{prog}: error: another process of this run died ({peer}); its last "
+                  "checkpoint is kept: run the same command on every process to resume "
+                  f"(exit status {EXIT_PEER_LOST}).", file=sys.stderr)
+            return EXIT_PEER_LOST
         reason = write_failure(e)
         if reason is None:
             raise
@@ -292,6 +301,21 @@ def main(argv: Sequence[str]) -> int:
               f"(exit status {EXIT_IO_ERROR}).", file=sys.stderr)
         sys.unraisablehook = lambda _: None  # (Orbax's writes cut short, at the exit)
         return EXIT_IO_ERROR
+
+
+def peer_failure(error: BaseException) -> str | None:
+    """The first line of ``error`` when it is a collective that broke because another
+    process of the run died (several processes; gloo's connection reset or closed), else
+    None."""
+    jax = sys.modules.get("jax")
+    if jax is None or jax.process_count() == 1:
+        return None
+    text = str(error)
+    if type(error).__name__ != "JaxRuntimeError" or "Gloo" not in text or not any(
+            sign in text for sign in ("Connection reset", "Connection closed", "Read error",
+                                      "Broken pipe")):
+        return None
+    return f"{type(error).__name__}: {text.splitlines()[0][:200]}"
 
 
 def write_failure(error: BaseException | None) -> str | None:
@@ -360,7 +384,7 @@ def _run(argv: Sequence[str]) -> int:
     return 0
 
 
-_stopped_outside_the_loop = False
+_exit_at_once = False  # (after a stop outside the loop, or a dead peer)
 
 
 def run_main() -> None:
@@ -371,7 +395,7 @@ def run_main() -> None:
 
     def run(_: Sequence[str]) -> None:
         status = main(sys.argv)
-        if _stopped_outside_the_loop:
+        if _exit_at_once:
             logging.flush()
             sys.stdout.flush()
             sys.stderr.flush()
