@@ -241,3 +241,27 @@ def test_the_heartbeat_timeout_reaches_the_runtime(monkeypatch):
                                         heartbeat_timeout_s=12))
     assert calls == [{"heartbeat_timeout_seconds": 12, "coordinator_address": "127.0.0.1:1",
                       "num_processes": 2, "process_id": 0}]
+
+
+@pytest.mark.slow
+def test_one_worker_per_process_spanning_its_devices_matches_one_process(tmp_path):
+    """2 processes x 2 devices as 2 workers of 2-way FSDP (each worker on its own process's
+    devices: the exchange crosses processes, the FSDP gathers do not) against 2 workers on
+    2 devices of one process, float64, 40 steps: the workers and the center at rtol 1e-10."""
+    spanning = {**LONG_FLOAT64, "num_workers": 2, "num_devices": 4, "worker_devices.fsdp": 2}
+    processes = _launch_two_processes(tmp_path / "two", spanning, _free_ports(1)[0])
+    try:
+        with jax.enable_x64(True):
+            config = _config({**LONG_FLOAT64, "num_workers": 2, "num_devices": 2})
+            one, _ = train.train(config, str(tmp_path / "one"))
+            logs = _wait(processes)
+            two, _ = Checkpointer(str(tmp_path / "two"), 3).restore(40, one)
+    finally:
+        for process in processes:
+            process.kill()
+    assert "each on 1 data x 2 fsdp devices, 2 process(es)" in logs[0]
+    for a, b in zip(_arrays(two), _arrays(one), strict=True):
+        if a.dtype == np.float64:
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+        else:
+            np.testing.assert_array_equal(a, b)
