@@ -288,6 +288,7 @@ def _build(config: ml_collections.ConfigDict, plan: Plan, workdir: str,
                  jax.process_count(),
                  config.algorithm.name, dataset.name, dataset.example_shape)
     params = jax.device_get(initial_params(config, model, dataset.example_shape))
+    parallel.mesh.check_fsdp(params, layout.fsdp)
     abstract_state = jax.eval_shape(lambda: initial_state(config, tx, params))
     check_chain_order(abstract_state.opt_state)  # a registered algorithm passes; a wrapper may not
     sampler = data.WorkerSampler(dataset.train_x, dataset.train_y, plan.num_workers,

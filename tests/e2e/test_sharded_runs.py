@@ -103,6 +103,12 @@ def test_a_misfit_of_workers_and_devices_is_one_line_naming_the_numbers():
         parallel.make_worker_layout(2, 6, data=2, fsdp=2)
     with pytest.raises(ValueError, match=r"need 16 devices; 8 cpu"):
         parallel.make_worker_layout(2, None, data=2, fsdp=4)
+    with pytest.raises(ValueError, match=r"worker_devices.fsdp \(3\) divides no dimension of "
+                                         r"the model's largest parameter, \['Dense_0'\]"
+                                         r"\['kernel'\] of shape \(64, 256\)"):
+        parallel.mesh.check_fsdp({"Dense_0": {"kernel": np.zeros((64, 256)),
+                                              "bias": np.zeros(256)}}, 3)
+    parallel.mesh.check_fsdp({"Dense_0": {"kernel": np.zeros((64, 256))}}, 4)
     config = _config("default", 2, 2, 2)
     config.train.batch_size = 33
     with pytest.raises(ValueError, match=r"batch_size \(33, per worker\) must be divisible "
