@@ -365,7 +365,7 @@ def _run(argv: Sequence[str]) -> int:
     try:
         metrics = training.train_and_evaluate(config, workdir, overwrite=overwrite, plan_=plan)
     except (data.DatasetNotPreparedError, WorkdirBusyError, WorkdirConfigError,
-            CheckpointError) as e:
+            CheckpointError, parallel.mesh.LayoutError) as e:
         raise BadInput(str(e)) from None
     logging.info("final: %s", {f"{k}[-1]" if isinstance(v, list) else k:
                                round(v, 4) if isinstance(v, float) else

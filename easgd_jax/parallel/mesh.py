@@ -102,9 +102,14 @@ def fsdp_dimension(shape: tuple[int, ...], fsdp: int) -> int | None:
     return best
 
 
+class LayoutError(ValueError):
+    """The model does not fit the layout of workers over devices (found once the model's
+    shapes are known; ``launch.py`` exits 2 with its one line)."""
+
+
 def check_fsdp(params: Any, fsdp: int) -> None:
-    """ValueError, in one line naming the numbers, when FSDP over ``fsdp`` devices would
-    leave the model's largest parameter array whole (no dimension of it divisible by
+    """:class:`LayoutError`, in one line naming the numbers, when FSDP over ``fsdp`` devices
+    would leave the model's largest parameter array whole (no dimension of it divisible by
     ``fsdp``): the arrays that hold the memory must split. Smaller arrays that no dimension
     of divides (a 10-class bias) stay whole on every device of the worker."""
     if fsdp <= 1:
@@ -112,7 +117,7 @@ def check_fsdp(params: Any, fsdp: int) -> None:
     leaves = jax.tree_util.tree_leaves_with_path(params)
     path, largest = max(leaves, key=lambda item: int(np.size(item[1])))
     if fsdp_dimension(tuple(np.shape(largest)), fsdp) is None:
-        raise ValueError(
+        raise LayoutError(
             f"worker_devices.fsdp ({fsdp}) divides no dimension of the model's largest "
             f"parameter, {jax.tree_util.keystr(path)} of shape {tuple(np.shape(largest))}: "
             "choose an fsdp that divides one of its dimensions.")
