@@ -241,7 +241,7 @@ def adamw_diloco(
     axis_name: AxisName = "workers",
     center_dtype: Any = base.CENTER_DTYPE,
     num_fragments: int | None = None,
-    on_disagreement: str = "raise",
+    on_disagreement: str = "nan",
 ) -> optax.GradientTransformationExtraArgs:
     """DiLoCo as its paper runs it on language models (Douillard et al. 2023, arXiv
     2311.08105, Algorithm 1; registry name ``diloco_adamw``): inner AdamW with a linear
@@ -265,7 +265,7 @@ def adamw_diloco(
         axis_name: the worker axis of the all-reduce.
         center_dtype: as in :func:`diloco`.
         num_fragments: F, streaming fragments (None: 1), as in :func:`diloco`.
-        on_disagreement: ``"raise"`` or ``"nan"``, as in :func:`diloco`.
+        on_disagreement: ``"nan"`` (default) or ``"raise"``, as in :func:`diloco`.
     """
     checks.check_momentum(b1, "b1")
     checks.check_momentum(b2, "b2")
