@@ -154,7 +154,7 @@ def amsgrad_sync(
     eps: float = 1e-8,
     form: str = "paper",
     axis_name: AxisName = "workers",
-    on_disagreement: str = "raise",
+    on_disagreement: str = "nan",
 ) -> optax.GradientTransformationExtraArgs:
     """Synchronous parallel AMSGrad, APAM's baseline: gbar = (1/p) sum_i g_i (one all-reduce
     over ``axis_name``), then one :func:`amsgrad` step on gbar on every worker.

@@ -59,7 +59,7 @@ class AveragedSGDState(NamedTuple):
 
 def sgd(
     learning_rate: optax.ScalarOrSchedule, axis_name: AxisName = "workers",
-    on_disagreement: str = "raise",
+    on_disagreement: str = "nan",
 ) -> optax.GradientTransformationExtraArgs:
     """Sequential SGD: x <- x - eta * g(x). ``axis_name`` is unused (no communication).
 
@@ -77,7 +77,7 @@ def sgd(
 
 def msgd(
     learning_rate: optax.ScalarOrSchedule, momentum: float, axis_name: AxisName = "workers",
-    on_disagreement: str = "raise",
+    on_disagreement: str = "nan",
 ) -> optax.GradientTransformationExtraArgs:
     """Sequential Nesterov momentum SGD (the paper's MSGD), in look-ahead form.
 
@@ -128,7 +128,7 @@ def _averaged_sgd(
 
 def asgd(
     learning_rate: optax.ScalarOrSchedule, axis_name: AxisName = "workers",
-    center_dtype: Any = CENTER_DTYPE, on_disagreement: str = "raise",
+    center_dtype: Any = CENTER_DTYPE, on_disagreement: str = "nan",
 ) -> optax.GradientTransformationExtraArgs:
     """ASGD: SGD plus the Polyak average of its iterates (field ``average``, evaluated).
 
@@ -155,7 +155,7 @@ def mvasgd(
     moving_average_rate: float,
     axis_name: AxisName = "workers",
     center_dtype: Any = CENTER_DTYPE,
-    on_disagreement: str = "raise",
+    on_disagreement: str = "nan",
 ) -> optax.GradientTransformationExtraArgs:
     """MVASGD: SGD plus a moving average of its iterates (field ``average``, evaluated).
 
@@ -198,7 +198,7 @@ def data_parallel_sgd(
     learning_rate: optax.ScalarOrSchedule,
     momentum: float = 0.0,
     axis_name: AxisName = "workers",
-    on_disagreement: str = "raise",
+    on_disagreement: str = "nan",
 ) -> optax.GradientTransformationExtraArgs:
     """Synchronous data-parallel SGD: all-reduce mean of the gradients, then the SGD step::
 

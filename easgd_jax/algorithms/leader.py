@@ -252,7 +252,7 @@ def lsgd_nesterov(
     period: int,
     loss_window: int = 10,
     axis_name: AxisName = "workers",
-    on_disagreement: str = "raise",
+    on_disagreement: str = "nan",
 ) -> optax.GradientTransformationExtraArgs:
     """LSGD over Nesterov momentum in torch's convention, the authors' local optimizer.
 
@@ -401,7 +401,7 @@ def lsgd_multi_nesterov(
     loss_window: int = 10,
     axis_name: AxisName = "workers",
     group_axis_name: AxisName = "groups",
-    on_disagreement: str = "raise",
+    on_disagreement: str = "nan",
 ) -> optax.GradientTransformationExtraArgs:
     """Multi-leader LSGD over torch-convention Nesterov momentum (``optax.sgd(..., True)``).
 

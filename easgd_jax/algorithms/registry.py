@@ -193,12 +193,12 @@ def check_hyperparameters(
 
 def get_algorithm(
     name: str, *, axis_name: AxisName = "workers", group_axis_name: AxisName | None = None,
-    on_disagreement: str = "raise", **hparams: Any
+    on_disagreement: str = "nan", **hparams: Any
 ) -> optax.GradientTransformation:
     """Builds the synchronous form of ``name`` with ``hparams`` over ``axis_name``.
 
     ``group_axis_name`` is passed to grouped algorithms only (their ``axis_name`` then spans
-    the workers of one group). ``on_disagreement`` (``"raise"`` or ``"nan"``, see
+    the workers of one group). ``on_disagreement`` (``"nan"`` (default) or ``"raise"``, see
     :func:`~easgd_jax.algorithms.collectives.check_on_disagreement`), like the axis names
     not a hyperparameter, is passed to every constructor that takes it (all registered here).
     """
