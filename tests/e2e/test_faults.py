@@ -546,9 +546,16 @@ def test_a_full_disk_is_one_line_and_74(tmp_path, monkeypatch, capsys):
     except ValueError:
         record = std_logging.LogRecord("absl", std_logging.ERROR, "/o/orbax/future.py", 1,
                                        "raised an exception", None, sys.exc_info())
-    assert not QuietLibraries().filter(record)
-    record.exc_info = None
-    assert QuietLibraries().filter(record)  # its errors without a traceback still show
+    from absl import logging as absl_logging
+
+    verbosity = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.INFO)  # (another test may have left DEBUG)
+    try:
+        assert not QuietLibraries().filter(record)
+        record.exc_info = None
+        assert QuietLibraries().filter(record)  # its errors without a traceback still show
+    finally:
+        absl_logging.set_verbosity(verbosity)
     error = OSError(30, "Read-only file system", "/w/config.json.tmp")
     wrapped = RuntimeError("save failed")
     wrapped.__cause__ = error
