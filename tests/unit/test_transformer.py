@@ -144,3 +144,24 @@ def test_a_workdir_written_before_data_kwargs_existed_still_resumes(tmp_path):
     config.data.kwargs.context = 8
     with pytest.raises(WorkdirConfigError, match="data.kwargs.context: '<missing>'"):
         prepare_workdir(config, str(tmp_path), overwrite=False)
+
+
+def test_a_workdir_written_before_a_field_was_added_resumes_at_its_default(tmp_path):
+    """A config.json without a field the schema gained since (cluster.intra_bandwidth_gbit_s)
+    is the same config while the run leaves that field at its default; set otherwise, it is
+    a different run."""
+    import json
+
+    from easgd_jax.training.common import WorkdirConfigError, prepare_workdir
+
+    config = default.get_config()
+    saved = json.loads(config.to_json_best_effort())
+    del saved["cluster"]["intra_bandwidth_gbit_s"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    prepare_workdir(config, str(tmp_path), overwrite=False)
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    config.cluster.intra_bandwidth_gbit_s = 100.0
+    with pytest.raises(WorkdirConfigError,
+                       match=r"cluster.intra_bandwidth_gbit_s: '<missing>' in the workdir, "
+                             r"100.0 now"):
+        prepare_workdir(config, str(tmp_path), overwrite=False)
