@@ -49,6 +49,7 @@ from jax.experimental import multihost_utils
 
 from easgd_jax import data, parallel
 from easgd_jax.algorithms.base import Spec, check_chain_order
+from easgd_jax.algorithms.collectives import AGREEMENT_FIELD, disagreement_message
 from easgd_jax.training import config as config_lib
 from easgd_jax.training import simulated_time
 from easgd_jax.training.checkpoint import Checkpointer
@@ -94,8 +95,12 @@ def _round_summary(spec: Spec, report_every: int, losses, reported, state: Train
     first_bad = jnp.where(bad.any(), jnp.argmax(bad), -1)
     point = spec.evaluation_params(state.opt_state, state.params)
     finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(point)]))
+    # The state's record of the center-agreement check (True where it keeps none).
+    agree = jnp.all(jnp.array([jnp.all(flag) for _, flag in optax.tree_utils.
+                               tree_get_all_with_path(state.opt_state, AGREEMENT_FIELD)]
+                              + [True]))
     per_period = jax.tree.map(lambda a: a[report_every - 1::report_every], reported)
-    return jnp.mean(losses), first_bad, finite, per_period
+    return jnp.mean(losses), first_bad, finite, agree, per_period
 
 
 def make_train_round(config: ml_collections.ConfigDict, model, tx: optax.GradientTransformation,
@@ -426,7 +431,12 @@ def _absorb(run: _Run, record: _Record, first_step: int, summary) -> None:
     NonFiniteError naming the worker and step of a NaN or Inf."""
     if jax.process_count() > 1:  # every process reads every worker's row (a collective)
         summary = multihost_utils.process_allgather(summary, tiled=True)
-    mean_losses, first_bad, finite, per_period = jax.device_get(summary)  # [p] each
+    mean_losses, first_bad, finite, agree, per_period = jax.device_get(summary)  # [p] each
+    if not agree.all():  # the copies of the center differed at an exchange: say why
+        raise NonFiniteError(
+            f"the evaluation point turned NaN in the round from step {first_step}: "
+            + disagreement_message("center", f" (recorded by workers "
+                                   f"{np.flatnonzero(~agree).tolist()})"))
     rounds = run.plan.round_steps
     if (first_bad >= 0).any() or not finite.all():
         bad = np.where(first_bad >= 0, first_bad, rounds)

@@ -71,3 +71,25 @@ def test_a_disagreeing_start_is_stopped_with_the_explanatory_error(name, explici
             easgd_jax.center(state, worker=0)
         with pytest.raises(ValueError, match="copies of the center differ"):
             easgd_jax.check_agreement(state)
+
+
+def test_the_training_loop_names_a_disagreement_as_the_cause_of_a_nan_center():
+    """A round whose state records that the workers' copies of the center differed stops the
+    synchronous loop with the explanatory error, not a bare 'non-finite value'."""
+    import types
+
+    from easgd_jax.training import sync
+    from easgd_jax.training.common import NonFiniteError
+
+    run = types.SimpleNamespace(plan=types.SimpleNamespace(round_steps=4, round_period=2),
+                                checkpoints=types.SimpleNamespace(steps=lambda: [8]),
+                                workdir="/tmp/w")
+    record = types.SimpleNamespace(pending_losses=[], history=[])
+    p = 2
+    summary = (np.ones(p), -np.ones(p, int), np.zeros(p, bool), np.array([False, False]), {})
+    with pytest.raises(NonFiniteError, match=r"from step 8: the workers' copies of the center "
+                                             r"differ \(recorded by workers \[0, 1\]\)"):
+        sync._absorb(run, record, 8, summary)
+    agreeing = (np.ones(p), -np.ones(p, int), np.ones(p, bool), np.ones(p, bool), {})
+    sync._absorb(run, record, 8, agreeing)
+    assert record.pending_losses == [1.0]
