@@ -150,8 +150,8 @@ def without_collective(tx: optax.GradientTransformation) -> optax.GradientTransf
 
     def update(updates, state, params=None):
         original = exchange.tree_psum_checking  # the exchange of elastic averaging
-        exchange.tree_psum_checking = lambda tree, replicated, *args, **kwargs: (tree,
-                                                                                 replicated)
+        exchange.tree_psum_checking = lambda tree, replicated, *args, **kwargs: (
+            tree, replicated, jnp.ones([], bool))  # (sum, copy, whether the copies agree)
         try:
             return tx.update(updates, state, params)
         finally:

@@ -81,7 +81,7 @@ from easgd_jax.experiments import cli
 from easgd_jax.experiments import report as sweep_report
 from easgd_jax.experiments.report import run_status as status
 from easgd_jax.training import config as config_lib
-from easgd_jax.training.common import config_differences
+from easgd_jax.training.config import config_differences
 
 CONFIGS_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"  # easgd_jax/configs
 RUNS = "runs"

@@ -182,8 +182,7 @@ def config_record(config: Any) -> dict[str, Any]:
 def config_differences_from(recorded: dict[str, Any], config: Any) -> list[str]:
     """What differs between a recorded config and ``config`` (outside the resumable and
     per-launch fields), as ``"field: a in the workdir, b now"``."""
-    from easgd_jax.training.common import config_differences
-    from easgd_jax.training.config import RESUMABLE_CHANGES
+    from easgd_jax.training.config import RESUMABLE_CHANGES, config_differences
 
     return config_differences(recorded, config_record(config), RESUMABLE_CHANGES)
 

@@ -5,7 +5,6 @@ signals."""
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import shutil
@@ -25,8 +24,7 @@ from easgd_jax import data, models
 from easgd_jax.algorithms.base import Spec
 from easgd_jax.parallel.spmd import unrolled_over_workers
 from easgd_jax.parallel.worker_loop import GradFn
-from easgd_jax.training import config as config_lib
-from easgd_jax.training.config import PER_LAUNCH_FIELDS, RESUMABLE_CHANGES
+from easgd_jax.training.config import RESUMABLE_CHANGES, config_differences
 from easgd_jax.training.metrics import FINAL_METRICS, finished_run
 
 EVAL_BATCH_SIZE = 1000
@@ -230,40 +228,6 @@ def stop_requests() -> Iterator[list[int]]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def config_differences(saved: dict, current: dict, allowed: tuple[str, ...],
-                       prefix: str = "") -> list[str]:
-    """``"field: a in the workdir, b now"`` for every field that differs, except ``allowed``
-    and the per-launch fields. A field the saved config lacks (added to the schema since
-    that run was written) counts as equal when this run leaves it at its schema default:
-    a run resumes after an update that adds fields."""
-    keys = sorted(set(saved) | set(current))
-    out = []
-    for key in keys:
-        name = f"{prefix}{key}"
-        a, b = saved.get(key, "<missing>"), current.get(key, "<missing>")
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += config_differences(a, b, allowed, name + ".")
-        elif (a != b and name not in allowed and name not in PER_LAUNCH_FIELDS
-              and not (a == "<missing>" and (b == {} or b == _schema_default(name)))):
-            out.append(f"{name}: {a!r} in the workdir, {b!r} now")
-    return out
-
-
-@functools.cache
-def _schema_defaults() -> dict:
-    return json.loads(config_lib.defaults().to_json_best_effort())
-
-
-def _schema_default(name: str) -> Any:
-    """The schema's default of the dotted field ``name`` (a sentinel when it has none)."""
-    node: Any = _schema_defaults()
-    for part in name.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return "<no default>"
-        node = node[part]
-    return node
 
 
 def prepare_workdir(config: ml_collections.ConfigDict, workdir: str, overwrite: bool,

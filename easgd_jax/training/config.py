@@ -13,6 +13,8 @@ names of algorithms, models and data sets up in the layers below.
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 import numbers
 import warnings
@@ -545,3 +547,37 @@ def _check_finite_hyperparameters(config: ml_collections.ConfigDict) -> None:
         if (isinstance(value, numbers.Real) and not isinstance(value, bool)
                 and not math.isfinite(value)):
             raise ValueError(f"config.algorithm.{name} must be a finite number, got {value!r}.")
+
+
+def config_differences(saved: dict, current: dict, allowed: tuple[str, ...],
+                       prefix: str = "") -> list[str]:
+    """``"field: a in the workdir, b now"`` for every field that differs, except ``allowed``
+    and the per-launch fields. A field the saved config lacks (added to the schema since
+    that run was written) counts as equal when this run leaves it at its schema default:
+    a run resumes after an update that adds fields."""
+    keys = sorted(set(saved) | set(current))
+    out = []
+    for key in keys:
+        name = f"{prefix}{key}"
+        a, b = saved.get(key, "<missing>"), current.get(key, "<missing>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, allowed, name + ".")
+        elif (a != b and name not in allowed and name not in PER_LAUNCH_FIELDS
+              and not (a == "<missing>" and (b == {} or b == _schema_default(name)))):
+            out.append(f"{name}: {a!r} in the workdir, {b!r} now")
+    return out
+
+
+@functools.cache
+def _schema_defaults() -> dict:
+    return json.loads(defaults().to_json_best_effort())
+
+
+def _schema_default(name: str) -> Any:
+    """The schema's default of the dotted field ``name`` (a sentinel when it has none)."""
+    node: Any = _schema_defaults()
+    for part in name.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return "<no default>"
+        node = node[part]
+    return node

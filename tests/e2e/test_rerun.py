@@ -58,7 +58,9 @@ def test_rerunning_a_finished_run_changes_no_file(tmp_path, caplog, name, run):
     before = _checksums(tmp_path)
     assert FINAL_METRICS in before and "config.json" in before
 
-    with caplog.at_level(logging.INFO):
+    # (the absl logger's own level too: a test run before in this process may have left it
+    # above INFO, and its INFO line would then never reach the root logger)
+    with caplog.at_level(logging.INFO), caplog.at_level(logging.INFO, logger="absl"):
         again = run(config, str(tmp_path))
     assert "already finished at step 20" in caplog.text
     assert again["test_accuracy"] == first["test_accuracy"]

@@ -367,10 +367,10 @@ def test_batches_gathered_on_the_devices_equal_the_hosts(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", ["default", "downpour", "diloco"])  # default: EAMSGD
 def test_the_loops_round_holds_no_host_callback(name):
-    """The loop builds its transformation with ``on_disagreement="nan"``: its round
+    """The loop's transformation (``on_disagreement="nan"``, the default): its round
     (``sync.make_train_round``) holds no host callback, so JAX's persistent compilation
     cache keeps it (a sweep's seeds, a resumed run and the tests' launches reuse it); the
-    same algorithm built with the default (``"raise"``) holds one."""
+    same algorithm built with ``on_disagreement="raise"`` holds one."""
     from easgd_jax import parallel
     from easgd_jax.algorithms import registry
     from easgd_jax.training.common import TrainState, make_local_step
@@ -382,6 +382,7 @@ def test_the_loops_round_holds_no_host_callback(name):
     tx = registry.get_algorithm(config.algorithm.name, axis_name=layout.axis_name,
                                 on_disagreement="nan", **validation.algorithm_hparams(config))
     raising = registry.get_algorithm(config.algorithm.name, axis_name=layout.axis_name,
+                                     on_disagreement="raise",
                                      **validation.algorithm_hparams(config))
     model = models.get_model("mlp", 10)
     p, steps = config.num_workers, validation.steps_per_round(config)
