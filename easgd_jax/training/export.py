@@ -66,8 +66,16 @@ def abstract_train_state(config: ml_collections.ConfigDict,
 def load_state(workdir: str, step: int | None = None) -> tuple[int, TrainState]:
     """``(step, state)``: the stacked state of every worker in the checkpoint at ``step``
     (None: the newest that reads back), on one device of this process. Reads only: a
-    checkpoint that does not restore is skipped (with a warning), never moved."""
+    checkpoint that does not restore is skipped (with a warning), never moved. A run
+    trained in float64 comes back in float64 whether or not this process turned on JAX's
+    64-bit mode (it is turned on while the state is restored)."""
     config = load_config(workdir)
+    with jax.enable_x64(config.train.param_dtype == "float64" or jax.config.jax_enable_x64):
+        return _load_state(config, workdir, step)
+
+
+def _load_state(config: ml_collections.ConfigDict, workdir: str, step: int | None
+                ) -> tuple[int, TrainState]:
     if config.executor != "sync":
         raise ValueError(
             f"{workdir} holds a run of executor {config.executor!r}; only the synchronous "
@@ -117,5 +125,6 @@ def load_center(workdir: str, step: int | None = None) -> optax.Params:
     """
     config = load_config(workdir)
     _, state = load_state(workdir, step)
-    point = evaluation_point(registry.get_spec(config.algorithm.name), state)
-    return jax.device_get(point)
+    with jax.enable_x64(config.train.param_dtype == "float64" or jax.config.jax_enable_x64):
+        point = evaluation_point(registry.get_spec(config.algorithm.name), state)
+        return jax.device_get(point)

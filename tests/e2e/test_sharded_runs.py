@@ -89,9 +89,10 @@ def test_fsdp_of_four_equals_too_and_a_run_resumes_onto_another_fsdp_size(tmp_pa
     _close(resumed, base)
     with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
         assert [json.loads(line)["step"] for line in f] == [4, 8]
-    with jax.enable_x64(True):  # the whole center, one copy, in this process
-        center = export.load_center(workdir)
+    center = export.load_center(workdir)  # the whole center, one copy, in this process
     assert center["Dense_0"]["kernel"].shape == (64, 32)
+    assert center["Dense_0"]["kernel"].dtype == np.float64  # (64-bit mode off here)
+    assert not jax.config.jax_enable_x64
     np.testing.assert_array_equal(center["Dense_0"]["kernel"],
                                   np.asarray(resumed.opt_state.center["Dense_0"]["kernel"][0]))
 
