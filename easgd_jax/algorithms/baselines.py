@@ -268,7 +268,7 @@ def data_parallel_adamw(
     b2: float = 0.95,
     weight_decay: float = 0.1,
     axis_name: AxisName = "workers",
-    on_disagreement: str = "raise",
+    on_disagreement: str = "nan",
 ) -> optax.GradientTransformationExtraArgs:
     """Synchronous data-parallel AdamW (Loshchilov & Hutter 2019, arXiv 1711.05101), the
     language-model baseline of DiLoCo (Douillard et al. 2023, arXiv 2311.08105)::

@@ -41,14 +41,9 @@ def per_worker(fn: Callable[..., Any], layout: WorkerLayout, donate_argnums=()) 
     worker axes only: inside, ``fn`` sees one worker's whole arrays, which XLA shards over
     that worker's devices as their shardings say (:func:`constrain_state`).
     """
-    axis_names = None
-    if layout.spans_devices:
-        def body(*args):
-            args = jax.tree.map(lambda a: a[0], args)
-            return jax.tree.map(lambda a: a[None], fn(*args))
-        check_vma = True
-        axis_names = frozenset(layout.device_axes)
-    elif layout.workers_per_device == 1:
+    # Manual over the worker axes only when a worker spans devices (its inner axes automatic).
+    manual = {"axis_names": frozenset(layout.device_axes)} if layout.spans_devices else {}
+    if layout.workers_per_device == 1:  # one worker per device, or per slice of devices
         def body(*args):
             args = jax.tree.map(lambda a: a[0], args)
             return jax.tree.map(lambda a: a[None], fn(*args))
@@ -60,8 +55,7 @@ def per_worker(fn: Callable[..., Any], layout: WorkerLayout, donate_argnums=()) 
         check_vma = False
     mapped = jax.shard_map(
         body, mesh=layout.mesh, in_specs=PartitionSpec(layout.device_axes),
-        out_specs=PartitionSpec(layout.device_axes), check_vma=check_vma,
-        **({} if axis_names is None else {"axis_names": axis_names}))
+        out_specs=PartitionSpec(layout.device_axes), check_vma=check_vma, **manual)
 
     def checked(*args):
         _check_stacked(args, layout.num_workers)  # at trace time: shapes only

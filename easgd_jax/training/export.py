@@ -70,8 +70,13 @@ def load_state(workdir: str, step: int | None = None) -> tuple[int, TrainState]:
     trained in float64 comes back in float64 whether or not this process turned on JAX's
     64-bit mode (it is turned on while the state is restored)."""
     config = load_config(workdir)
-    with jax.enable_x64(config.train.param_dtype == "float64" or jax.config.jax_enable_x64):
+    with _precision_of(config):
         return _load_state(config, workdir, step)
+
+
+def _precision_of(config: ml_collections.ConfigDict):
+    """JAX's 64-bit mode on while a run trained in float64 is read (as it is, otherwise)."""
+    return jax.enable_x64(config.train.param_dtype == "float64" or jax.config.jax_enable_x64)
 
 
 def _load_state(config: ml_collections.ConfigDict, workdir: str, step: int | None
@@ -125,6 +130,6 @@ def load_center(workdir: str, step: int | None = None) -> optax.Params:
     """
     config = load_config(workdir)
     _, state = load_state(workdir, step)
-    with jax.enable_x64(config.train.param_dtype == "float64" or jax.config.jax_enable_x64):
+    with _precision_of(config):
         point = evaluation_point(registry.get_spec(config.algorithm.name), state)
         return jax.device_get(point)
