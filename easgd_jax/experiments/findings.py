@@ -28,6 +28,15 @@ runs). The rules, spelled out with every verdict:
    "partly" if some larger value beats the smallest, "not held" otherwise. Judged again on
    the 2000-step grids "long_tau" and "long_p" when the sweep has them ("3 (2000 steps)").
 
+Every verdict also says whether the data SUPPORT it (issue 33): the two settings it rests on
+compared seed by seed (:func:`easgd_jax.experiments.stats.paired_test`: a paired t test on
+the seeds both ran, the same seed drawing the same initialisation and data order; Welch's
+t test when the seeds do not pair), "supported" when p < 0.05 in the verdict's direction,
+"not supported at n = N" otherwise. Finding 1: the lowest-error tau against tau 64 (or 16);
+finding 2: EAMSGD against the runner-up (or the best); finding 3: the smallest value of the
+axis against the largest. Errors carry their sample std (ddof 1) and the bootstrap 95%
+interval of the mean where the summary has it.
+
 The grids are those the sweep config declares in ``report.findings``
 (:class:`easgd_jax.experiments.report_spec.FindingsSpec`; the names above by default). The
 sweep's report writes them to ``report/findings.md`` (:func:`report.write_report`), and
@@ -47,6 +56,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from easgd_jax.experiments.report_spec import PAPER_FINDINGS, FindingsSpec
+from easgd_jax.experiments.stats import paired_test, parse_seed_errors
 
 DOWNPOUR_VARIANTS = ("downpour", "adownpour", "mvadownpour")
 ELASTIC = ("easgd", "eamsgd")
@@ -68,6 +78,26 @@ def _std(row: Row) -> float:
     return float(row.get("std_final_test_error") or 0.0)
 
 
+SIGNIFICANCE = 0.05
+
+
+def support(better: Row | None, worse: Row | None) -> str:
+    """Whether ``better``'s lower mean error than ``worse``'s is significant: "supported (TEST
+    p = ...)" when the seed-by-seed test (:func:`stats.paired_test`) gives p < 0.05 and the
+    difference has that sign, else "not supported at n = N (...)"; "" when a row has no
+    per-seed errors (a summary from before issue 33)."""
+    if better is None or worse is None:
+        return ""
+    a = parse_seed_errors(better.get("seed_errors"))
+    b = parse_seed_errors(worse.get("seed_errors"))
+    if not a or not b:
+        return ""
+    c = paired_test(a, b)
+    if c.p_value is not None and c.p_value < SIGNIFICANCE and c.difference < 0:
+        return f"supported ({c.text()})"
+    return f"not supported at n = {c.n} ({c.text()})"
+
+
 def _pct(x: float) -> str:
     return "n/a" if math.isnan(x) else f"{100 * x:.2f}"
 
@@ -83,6 +113,7 @@ class Judgement:
     verdict: str
     numbers: str
     line: str
+    support: str = ""  # :func:`support` of the comparison the verdict rests on
 
 
 def _failed(row: Row) -> str:
@@ -100,6 +131,10 @@ def _cell(row: Row | None) -> str:
     if math.isnan(_mean(row)):
         return "all diverged" if row["diverged"] == row["runs"] else "no finished run"
     text = f"{_pct(_mean(row))} +- {_pct(_std(row))}{_failed(row)}"
+    if row.get("ci95_low") is not None:
+        text += f" [95% CI {_pct(float(row['ci95_low']))}-{_pct(float(row['ci95_high']))}]"
+    if row.get("rate_edge") in ("top", "bottom"):
+        text += f" [lr {row['chosen_learning_rate']:g}: {row['rate_edge']} of the grid]"
     finished = row.get("finished_mean_final_test_error")
     if row.get("failed_seeds") and finished is not None:
         text += f" [finished {_pct(float(finished))}]"
@@ -148,13 +183,16 @@ def downpour_finding(summary: Sequence[Row], grid: str = "tau") -> list[Judgemen
             elif not math.isnan(base) and means[tau] >= 2 * base:
                 unstable.append(f"tau {tau}: mean error {means[tau] / base:.1f}x tau 1's")
         verdict = "held" if best_tau is not None and best_tau <= 4 and unstable else "not held"
+        large = rows.get(64, rows.get(16))
+        backing = support(rows.get(best_tau), large) if best_tau in (1, 4) else ""
         line = (f"- **{method}: {verdict}.** "
                 + "; ".join(f"tau {t}: {_cell(rows[t])}" for t in sorted(rows))
                 + f". Lowest mean error at tau {best_tau}; "
                 + ("instability: " + "; ".join(unstable) if unstable
-                   else "no instability at tau 16/64 by the rule") + ".")
+                   else "no instability at tau 16/64 by the rule") + "."
+                + (f" tau {best_tau} below tau {large['tau']}: {backing}." if backing else ""))
         numbers = ", ".join(f"tau {t}: {_short(rows[t])}" for t in sorted(rows))
-        judgements.append(Judgement("1", method, verdict, numbers, line))
+        judgements.append(Judgement("1", method, verdict, numbers, line, backing))
     return judgements
 
 
@@ -178,15 +216,19 @@ def eamsgd_finding(summary: Sequence[Row], grid: str = "tau") -> list[Judgement]
         verdict = "held" if _mean(eamsgd) < _mean(runner_up) else "not held"
         margin = _mean(runner_up) - _mean(eamsgd)
         noise = max(_std(eamsgd), _std(runner_up))
+        backing = (support(eamsgd, runner_up) if verdict == "held"
+                   else support(runner_up, eamsgd))
         ranking = ", ".join(f"{r['method']} {_pct(_mean(r))}"
                             for r in sorted(panel, key=lambda r: (math.isnan(_mean(r)),
                                                                   _mean(r))))
         line = (f"- **tau {tau}: {verdict}** (mean error, %: {ranking}). "
                 f"EAMSGD {_cell(eamsgd)}; {'runner-up' if verdict == 'held' else 'best'} "
                 f"{runner_up['method']} {_cell(runner_up)}; margin {100 * margin:+.2f} points "
-                f"against a std of {100 * noise:.2f}.")
+                f"against a std of {100 * noise:.2f}"
+                + (f"; {'EAMSGD' if verdict == 'held' else runner_up['method']} lower: "
+                   f"{backing}." if backing else "."))
         numbers = (f"eamsgd {_short(eamsgd)} vs {runner_up['method']} {_short(runner_up)}")
-        judgements.append(Judgement("2", f"tau {tau}", verdict, numbers, line))
+        judgements.append(Judgement("2", f"tau {tau}", verdict, numbers, line, backing))
     return judgements
 
 
@@ -223,8 +265,11 @@ def scaling_finding(summary: Sequence[Row], tau_grid: str = "tau", p_grid: str =
                 f"{key} {k}: {_cell(r)}, time to threshold {_fmt_time(r)}" for k, r in points)
             item = f"{method}, larger {label}"
             numbers = ", ".join(f"{key} {k}: {_short(r)}" for k, r in points)
+            backing = support(points[-1][1], points[0][1])
+            tail = (f" {key} {points[-1][0]} below {key} {points[0][0]}: {backing}."
+                    if backing else "")
             judgements.append(Judgement(finding, item, verdict, numbers,
-                                        f"- **{item}: {verdict}.** {times}."))
+                                        f"- **{item}: {verdict}.** {times}.{tail}", backing))
     return judgements
 
 
@@ -233,7 +278,7 @@ def _fmt_time(row: Row) -> str:
     steps = row.get("steps_to_threshold")
     if seconds is None:
         return "not reached"
-    return f"{float(seconds):.2f} s ({steps:g} steps)"
+    return f"{float(seconds):.2f} s wall-clock ({steps:g} steps)"
 
 
 def judge(summary: Sequence[Row], spec: FindingsSpec = PAPER_FINDINGS) -> list[Judgement]:
@@ -271,8 +316,10 @@ def findings_markdown(summary: Sequence[Row], threshold: float,
                       spec: FindingsSpec = PAPER_FINDINGS) -> str:
     """The three findings with their verdicts and numbers on ``spec``'s grids, and its extra
     comparisons."""
-    out = ["Errors are center test errors in %: mean +- std over seeds at the chosen "
-           f"learning rate [best of any run]; {_protocol(summary)}. Rules: "
+    out = ["Errors are center test errors in %: mean +- sample std over seeds at the chosen "
+           f"learning rate [bootstrap 95% CI of the mean] [best of any run]; "
+           f"{_protocol(summary)}. Significance: a seed-by-seed (paired) t test, p < "
+           f"{SIGNIFICANCE:g}. Rules: "
            "easgd_jax/experiments/findings.py. Time to threshold: first evaluation at <= "
            f"{100 * threshold:g}% test error, compilation excluded.", ""]
     judgements = judge(summary, spec)
@@ -281,12 +328,21 @@ def findings_markdown(summary: Sequence[Row], threshold: float,
         chosen = [j for j in judgements if j.finding == finding]
         return [j.line for j in chosen], [j.verdict for j in chosen]
 
+    def backed(finding: str) -> str:
+        chosen = [j for j in judgements if j.finding == finding and j.verdict == "held"]
+        if not any(j.support for j in chosen):
+            return ""
+        n = sum(j.support.startswith("supported") for j in chosen)
+        return f" ({n} of the {len(chosen)} held significant at p < {SIGNIFICANCE:g})"
+
     lines, verdicts = of("1")
     out += [f"### 1. DOWNPOUR variants best at small tau, unstable at tau 16/64: "
-            f"held for {verdicts.count('held')} of {len(verdicts)}", "", *lines, ""]
+            f"held for {verdicts.count('held')} of {len(verdicts)}{backed('1')}", "",
+            *lines, ""]
     lines, verdicts = of("2")
     out += [f"### 2. EAMSGD beats all comparators at every tau: held at "
-            f"{verdicts.count('held')} of {len(verdicts)} values of tau", "", *lines, ""]
+            f"{verdicts.count('held')} of {len(verdicts)} values of tau{backed('2')}", "",
+            *lines, ""]
     for finding, title in (("3", "3. Larger tau and larger p give EASGD/EAMSGD lower test "
                                  "error"),
                            (f"3 ({spec.long_label})", f"3, at {spec.long_label} (grids "
@@ -296,7 +352,7 @@ def findings_markdown(summary: Sequence[Row], threshold: float,
             continue
         counts = ", ".join(f"{v}: {verdicts.count(v)}" for v in ("held", "partly", "not held")
                            if verdicts.count(v))
-        out += [f"### {title}: {counts}", "", *lines, ""]
+        out += [f"### {title}: {counts}{backed(finding)}", "", *lines, ""]
     for grid, title in spec.comparisons:
         lines = comparison(summary, grid)
         if lines:
@@ -316,6 +372,7 @@ def compare_findings(old: Sequence[Row], new: Sequence[Row],
         table.append({"finding": key[0], "item": key[1],
                       "old_verdict": o.verdict if o else "-",
                       "new_verdict": n.verdict if n else "-",
+                      "new_support": (n.support or "-") if n else "-",
                       "old_numbers": o.numbers if o else "-",
                       "new_numbers": n.numbers if n else "-"})
     return table
@@ -326,11 +383,13 @@ def compare_markdown(old: Sequence[Row], new: Sequence[Row],
     """:func:`compare_findings` as a Markdown table, each protocol stated."""
     lines = [f"Old: {_protocol(old)}. New: {_protocol(new)}. Numbers: mean final center test "
              "error (%) at the chosen rate.", "",
-             "| finding | item | old verdict | new verdict | old numbers | new numbers |",
-             "|---|---|---|---|---|---|"]
+             "| finding | item | old verdict | new verdict | new: significant? | old numbers | "
+             "new numbers |",
+             "|---|---|---|---|---|---|---|"]
     for r in compare_findings(old, new, spec):
         changed = " (changed)" if "-" not in (r["old_verdict"], r["new_verdict"]) and r[
             "old_verdict"] != r["new_verdict"] else ""
         lines.append(f"| {r['finding']} | {r['item']} | {r['old_verdict']} | "
-                     f"{r['new_verdict']}{changed} | {r['old_numbers']} | {r['new_numbers']} |")
+                     f"{r['new_verdict']}{changed} | {r['new_support']} | {r['old_numbers']} | "
+                     f"{r['new_numbers']} |")
     return "\n".join(lines) + "\n"

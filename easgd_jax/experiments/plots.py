@@ -3,16 +3,23 @@
     GRID_curves_time.png, GRID_curves_steps.png (GRID_curves_cluster.png)
         training loss (the workers' mini-batches, as training/sync.py reports it), test loss
         and test error of the center against wall-clock time / steps (/ simulated cluster
-        time), for the best finished seed at each setting's chosen rate, one panel per value
-        of the grid's panel axis (tau or p); methods without a tau (or with p fixed, e.g.
-        the sequential MSGD) appear dashed in every panel;
+        time): for each setting, the MEAN over its seeds at the chosen rate, with a band from
+        the lowest to the highest seed (never the best seed alone, issue 33); a seed that
+        diverged leaves the mean where its curve ends (the legend counts the seeds); one
+        panel per value of the grid's panel axis (tau or p); methods without a tau (or with p
+        fixed, e.g. the sequential MSGD) appear dashed in every panel;
     GRID_error_vs_AXIS.png, GRID_time_to_threshold_vs_AXIS.png (..._vs_AXIS_cluster.png)
-        for each axis (p, tau) the grid's figures are against: the summary's mean error
-        (+- std) and median time to threshold against it.
+        for each axis (p, tau) the grid's figures are against: the summary's mean error with
+        its bootstrap 95% interval and every seed's error as a small dot, and the median
+        time to threshold, against it.
 
-One colour and marker per method in every figure of the report (:func:`method_styles`), one
-legend per figure, a log y axis where a row's values span more than a decade, the threshold
-labelled. Which axis a grid's panels and figures are over is its
+One colour and marker per method in EVERY figure of every report
+(:mod:`easgd_jax.experiments.palette`), one legend per figure outside the axes (constrained
+layout: no clipped labels), a log y axis where a row's values span more than a decade, the
+threshold labelled, every time axis naming its clock, and a note naming any method of the
+grid a figure does not draw (and why). Runs read from a runs.csv
+(:class:`~easgd_jax.experiments.runs.RecordedRun`) have no curves: only the figures against
+p or tau are drawn for them. Which axis a grid's panels and figures are over is its
 :class:`easgd_jax.experiments.report_spec.GridSpec`.
 """
 
@@ -25,35 +32,32 @@ from typing import Any
 
 import numpy as np
 
+from easgd_jax.experiments import palette
 from easgd_jax.experiments.runs import RunResult, setting_key
-from easgd_jax.experiments.stats import best_run
+from easgd_jax.experiments.stats import parse_seed_errors
 
 Row = dict[str, Any]
 Styles = Mapping[str, tuple[str, str]]
 CURVE_KEYS = ("train_loss", "test_loss", "test_error")
 # train_loss is the mean mini-batch loss of the workers since the last evaluation (as
-# training/sync.py reports it); the test metrics are the center's.
-YLABELS = {"train_loss": "training loss (workers' batches)", "test_loss": "test loss (center)",
-           "test_error": "test error (center)"}
-CLOCKS = {"time": ("time_s", "wall-clock time (s), compilation excluded"),
+# training/sync.py reports it); the test metrics are the center's (LSGD's: its leader's).
+YLABELS = {"train_loss": "training loss (workers' batches)",
+           "test_loss": "test loss (center / leader)",
+           "test_error": "test error (center / leader)"}
+CLOCKS = {"time": ("time_s", "wall-clock time (s) of the machine that ran it, "
+                   "compilation excluded"),
           "steps": ("steps", "steps per worker"),
-          "cluster": ("sim_time_s", "simulated cluster time (s)")}
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
+          "cluster": ("sim_time_s", "simulated cluster time (s): the sweep's cluster clock, "
+                      "parallel/cluster.py")}
 LINESTYLES = ("-", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)))
 AGAINST = {"p": ("p (workers)", "tau"), "tau": ("period (tau)", "p")}  # x label, line key
 AXES = ("p", "tau")
 
 
 def method_styles(methods: Iterable[str]) -> dict[str, tuple[str, str]]:
-    """{method: (colour, marker)}: the sorted set of ``methods`` takes tab10's colours (tab20's
-    beyond ten) and MARKERS in order, so that a report built from one sweep gives every
-    method one colour and one marker in every figure."""
-    import matplotlib
-
-    names = sorted(set(methods))
-    cmap = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
-    return {m: (matplotlib.colors.to_hex(cmap(i % cmap.N)), MARKERS[i % len(MARKERS)])
-            for i, m in enumerate(names)}
+    """{method: (colour, marker)} from the one palette (:mod:`~easgd_jax.experiments.palette`):
+    the same in every figure of every report."""
+    return palette.styles(methods)
 
 
 def _log_scale_if_spread(axes: Sequence[Any], values: Iterable[float]) -> bool:
@@ -67,9 +71,9 @@ def _log_scale_if_spread(axes: Sequence[Any], values: Iterable[float]) -> bool:
 
 
 def _legend(fig: Any, styles: Styles, entries: Sequence[tuple[str, str, Any]],
-            threshold: float | None, width: float) -> int:
-    """One legend for the figure, below its axes: (method, label, linestyle) entries in the
-    method's colour and marker; returns its number of rows."""
+            threshold: float | None, width: float) -> None:
+    """One legend for the figure, outside below its axes (constrained layout makes room):
+    (method, label, linestyle) entries in the method's colour and marker."""
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color=styles[m][0], marker=styles[m][1], linestyle=style,
@@ -77,9 +81,17 @@ def _legend(fig: Any, styles: Styles, entries: Sequence[tuple[str, str, Any]],
     if threshold is not None:
         handles.append(Line2D([], [], color="grey", linestyle=":",
                               label=f"threshold {100 * threshold:g}%"))
-    ncol = max(1, min(len(handles), int(width // 1.9)))
-    fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
-    return -(-len(handles) // ncol)
+    ncol = max(1, min(len(handles), int(width // 2.6)))
+    fig.legend(handles=handles, loc="outside lower center", ncol=ncol, fontsize=8,
+               frameon=False)
+
+
+def _missing_note(fig: Any, missing: Mapping[str, str]) -> None:
+    """Names, at the top of the figure, every method of the grid it does not draw and why."""
+    if missing:
+        fig.suptitle("not drawn: " + "; ".join(f"{m} ({why})" for m, why in
+                                               sorted(missing.items())),
+                     fontsize=8, color="firebrick")
 
 
 def _threshold_line(ax: Any, threshold: float) -> None:
@@ -90,15 +102,20 @@ def _threshold_line(ax: Any, threshold: float) -> None:
                 textcoords="offset points", ha="right", va="bottom", fontsize=7, color="grey")
 
 
-def _entry_label(run: RunResult, panel_dim: str, variants: Sequence, shared: bool) -> str:
+def _entry_label(runs: Sequence[RunResult], panel_dim: str, variants: Sequence,
+                 shared: bool) -> str:
     """The method, its tau when panels are per p, the other dimension's value when the
-    method has several lines in a panel, and "(every panel)" for the shared ones."""
+    method has several lines in a panel, "(every panel)" for the shared ones, and the
+    seeds the mean is over (with how many failed)."""
+    run = runs[0]
     label = run.method
     other = run.num_workers if panel_dim == "tau" else run.tau
     if len(variants) > 1:
         label += f" ({'p' if panel_dim == 'tau' else 'tau'} {other})"
     elif panel_dim == "p" and run.tau is not None:
         label += f" (tau {run.tau})"
+    failed = sum(r.status != "finished" for r in runs)
+    label += f", mean of {len(runs)}" + (f" ({failed} failed)" if failed else "")
     return label + (" (every panel)" if shared else "")
 
 
@@ -108,12 +125,12 @@ def _entry_label(run: RunResult, panel_dim: str, variants: Sequence, shared: boo
 @dataclasses.dataclass
 class Panels:
     """A grid's curve figure: its panel axis ("tau" or "p") and values ([None]: one panel),
-    the runs drawn (one per setting) and, per method, the values of the other axis among
-    them (one line style each)."""
+    the runs drawn (every seed at each setting's chosen rate) and, per method, the values of
+    the other axis among them (one line style each)."""
 
     dim: str
     values: list
-    best: dict[tuple, RunResult]
+    groups: dict[tuple, list[RunResult]]
     variants: dict[str, list]
 
     def placement(self, run: RunResult, value: Any) -> tuple[bool, bool]:
@@ -127,27 +144,30 @@ class Panels:
         return run.num_workers if self.dim == "tau" else run.tau
 
 
-def chosen_best_runs(grid: str, runs: Sequence[RunResult],
-                     rows: Mapping[tuple, Row]) -> dict[tuple, RunResult]:
-    """{setting: the best finished run of ``grid``'s setting at its chosen rate (the summary
-    row's in ``rows``; without one, over every rate)}."""
+def chosen_runs(grid: str, runs: Sequence[RunResult],
+                rows: Mapping[tuple, Row]) -> dict[tuple, list[RunResult]]:
+    """{setting: every done run of ``grid``'s setting at its chosen rate (the summary row's;
+    without one, at the rate of the lowest mean final error) that has curves}."""
     settings: dict[tuple, list[RunResult]] = {}
     for r in runs:
         if grid in r.grids:
             settings.setdefault(setting_key(r), []).append(r)
-    best: dict[tuple, RunResult] = {}
+    chosen: dict[tuple, list[RunResult]] = {}
     for key, group in settings.items():
-        if key in rows:
-            group = [r for r in group if r.learning_rate == rows[key]["chosen_learning_rate"]]
-        if (b := best_run(group)) is not None:
-            best[key] = b
-    return best
+        rate = rows[key]["chosen_learning_rate"] if key in rows else None
+        if rate is None:
+            continue
+        members = [r for r in group if r.learning_rate == rate and len(r.test_error) > 1]
+        if members:
+            chosen[key] = sorted(members, key=lambda r: r.seed)
+    return chosen
 
 
-def _panels(dim: str, values: list, best: dict[tuple, RunResult]) -> Panels:
-    """The :class:`Panels` of ``best`` runs over ``dim``'s ``values``."""
-    panels = Panels(dim, values or [None], best, {})
-    for r in best.values():
+def _panels(dim: str, values: list, groups: dict[tuple, list[RunResult]]) -> Panels:
+    """The :class:`Panels` of ``groups`` over ``dim``'s ``values``."""
+    panels = Panels(dim, values or [None], groups, {})
+    for members in groups.values():
+        r = members[0]
         other = panels.other(r)
         panels.variants.setdefault(r.method, [])
         if other not in panels.variants[r.method]:
@@ -156,25 +176,49 @@ def _panels(dim: str, values: list, best: dict[tuple, RunResult]) -> Panels:
     return panels
 
 
+def mean_curve(runs: Sequence[RunResult], attribute: str,
+               key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x, mean, lowest, highest) of ``key`` over ``runs`` at each evaluation index, x the
+    mean of ``attribute`` (steps, time) over the runs that reached that index (a diverged
+    run's curve ends early; later points are over the others)."""
+    length = max(len(getattr(r, attribute)) for r in runs)
+    x, mean, low, high = [], [], [], []
+    for i in range(length):
+        xs = [getattr(r, attribute)[i] for r in runs if len(getattr(r, attribute)) > i]
+        ys = [getattr(r, key)[i] for r in runs if len(getattr(r, key)) > i]
+        if not xs or not ys:
+            break
+        x.append(np.mean(xs))
+        mean.append(np.mean(ys))
+        low.append(np.min(ys))
+        high.append(np.max(ys))
+    return np.array(x), np.array(mean), np.array(low), np.array(high)
+
+
 def _draw_panel(axes: Any, col: int, value: Any, panels: Panels, attribute: str,
                 styles: Styles, entries: dict, plotted: dict[str, list[float]]) -> None:
-    """The curves of column ``col`` (the panel of ``value``) against ``attribute``; records
-    their legend entries and the values drawn."""
-    for run in sorted(panels.best.values(), key=lambda r: r.name):
+    """The mean curves (and min-max bands) of column ``col`` (the panel of ``value``)
+    against ``attribute``; records their legend entries and the values drawn."""
+    for _, runs in sorted(panels.groups.items()):
+        run = runs[0]
         drawn, shared = panels.placement(run, value)
-        x = getattr(run, attribute)
-        if not drawn or len(x) != len(run.steps):  # or no simulated time in this run
+        runs = [r for r in runs if len(getattr(r, attribute)) == len(r.steps)]
+        if not drawn or not runs:  # or no simulated time in these runs
             continue
         colour, marker = styles[run.method]
         index = panels.variants[run.method].index(panels.other(run))
         style = "--" if shared else LINESTYLES[index % len(LINESTYLES)]
         entries.setdefault((run.method, index), (run.method, _entry_label(
-            run, panels.dim, panels.variants[run.method], shared and len(panels.values) > 1),
+            runs, panels.dim, panels.variants[run.method], shared and len(panels.values) > 1),
             style))
         for row, key in enumerate(CURVE_KEYS):
-            axes[row][col].plot(x, getattr(run, key), color=colour, marker=marker,
-                                markersize=3, linewidth=1.2, linestyle=style)
-            plotted[key] += getattr(run, key)
+            x, mean, low, high = mean_curve(runs, attribute, key)
+            ax = axes[row][col]
+            ax.plot(x, mean, color=colour, marker=marker, markersize=3, linewidth=1.2,
+                    linestyle=style)
+            if len(runs) > 1:
+                ax.fill_between(x, low, high, color=colour, alpha=0.15, linewidth=0)
+            plotted[key] += [*low, *high]
 
 
 def _dress_panel(axes: Any, col: int, value: Any, grid: str, panel_dim: str, xlabel: str,
@@ -182,7 +226,7 @@ def _dress_panel(axes: Any, col: int, value: Any, grid: str, panel_dim: str, xla
     """Column ``col``'s labels, title and threshold line."""
     for row, key in enumerate(CURVE_KEYS):
         ax = axes[row][col]
-        ax.set_xlabel(xlabel)
+        ax.set_xlabel(xlabel, fontsize=8)
         if col == 0:
             ax.set_ylabel(YLABELS[key])
         if key == "test_error":
@@ -192,17 +236,28 @@ def _dress_panel(axes: Any, col: int, value: Any, grid: str, panel_dim: str, xla
                          else f"grid {grid}")
 
 
+def _curve_missing(panels: Panels, methods: Iterable[str], attribute: str) -> dict[str, str]:
+    """{method of the grid: why the curve figure on ``attribute`` does not draw it}."""
+    drawn = {runs[0].method for runs in panels.groups.values()
+             if any(len(getattr(r, attribute)) == len(r.steps) for r in runs)}
+    have = {runs[0].method for runs in panels.groups.values()}
+    return {m: ("no simulated cluster time recorded" if m in have else
+                "no finished run with curves at the chosen rate")
+            for m in set(methods) - drawn}
+
+
 def plot_curves(grid: str, clock: str, panels: Panels, threshold: float, outdir: str,
-                styles: Styles) -> str:
+                styles: Styles, methods: Iterable[str] = ()) -> str:
     """GRID_curves_CLOCK.png: training loss, test loss and test error against ``clock``'s
-    axis, one column per panel; returns its path."""
+    axis, one column per panel, each setting's seed mean with its min-max band; ``methods``:
+    the grid's methods (those not drawn are named); returns its path."""
     import matplotlib.pyplot as plt
 
     attribute, xlabel = CLOCKS[clock]
-    width = 4 * len(panels.values)
-    height = 2.8 * len(CURVE_KEYS) + 0.8
+    width = max(4 * len(panels.values), 7)
+    height = 2.8 * len(CURVE_KEYS) + 1.2
     fig, axes = plt.subplots(len(CURVE_KEYS), len(panels.values), squeeze=False,
-                             sharey="row", figsize=(width, height))
+                             sharey="row", figsize=(width, height), layout="constrained")
     entries: dict[tuple, tuple[str, str, Any]] = {}
     plotted: dict[str, list[float]] = {key: [] for key in CURVE_KEYS}
     for col, value in enumerate(panels.values):
@@ -212,11 +267,8 @@ def plot_curves(grid: str, clock: str, panels: Panels, threshold: float, outdir:
         if _log_scale_if_spread(axes[row], plotted[key] + [threshold] * (
                 key == "test_error")):
             axes[row][0].set_ylabel(YLABELS[key] + ", log")
-    legend_rows = _legend(fig, styles, [entries[k] for k in sorted(entries)], threshold, width)
-    # Fixed margins: tight_layout would render every label an extra time.
-    fig.subplots_adjust(left=0.75 / width, right=1 - 0.1 / width,
-                        bottom=(0.55 + 0.22 * legend_rows) / height, top=0.96,
-                        wspace=0.12, hspace=0.35)
+    _legend(fig, styles, [entries[k] for k in sorted(entries)], threshold, width)
+    _missing_note(fig, _curve_missing(panels, methods, attribute))
     path = os.path.join(outdir, f"{grid}_curves_{clock}.png")
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -226,11 +278,11 @@ def plot_curves(grid: str, clock: str, panels: Panels, threshold: float, outdir:
 def plot_grid(grid: str, runs: Sequence[RunResult], threshold: float, outdir: str,
               summary: Sequence[Row] = (), styles: Styles | None = None,
               panels: str | None = None, against: Sequence[str] | None = None) -> list[str]:
-    """The figures of one grid; returns their paths. Curves: the best finished seed at each
-    setting's chosen rate (the ``summary`` row's; without one, the best run of the setting),
-    one panel per value of ``panels`` ("tau" or "p"); figures against each axis in
-    ``against``. None: as :func:`easgd_jax.experiments.report_spec.infer_grid` infers them.
-    ``styles``: :func:`method_styles` of the whole sweep (default: of these runs)."""
+    """The figures of one grid; returns their paths. Curves (when the runs have them): every
+    seed at each setting's chosen rate (the ``summary`` row's), drawn as their mean and
+    min-max band, one panel per value of ``panels`` ("tau" or "p"); figures against each
+    axis in ``against``. None: as :func:`easgd_jax.experiments.report_spec.infer_grid`
+    infers them. ``styles``: default :func:`method_styles`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -240,15 +292,20 @@ def plot_grid(grid: str, runs: Sequence[RunResult], threshold: float, outdir: st
         inferred = infer_grid(grid, runs, summary)
         panels = inferred.panels if panels is None else panels
         against = inferred.against if against is None else against
-    styles = styles or method_styles(r.method for r in runs)
     members = [r for r in runs if grid in r.grids]
+    styles = styles or method_styles(r.method for r in runs)
     rows = {(r["method"], -1 if r["tau"] is None else r["tau"], r["p"]): r
             for r in summary if r["grid"] == grid}
     values = {"tau": sorted({r.tau for r in members if r.tau is not None}),
               "p": sorted({r.num_workers for r in members if not r.fixed_workers})}
-    layout = _panels(panels, values[panels], chosen_best_runs(grid, runs, rows))
-    clocks = ["time", "steps"] + ["cluster"] * any(r.sim_time_s for r in layout.best.values())
-    paths = [plot_curves(grid, clock, layout, threshold, outdir, styles) for clock in clocks]
+    layout = _panels(panels, values[panels], chosen_runs(grid, runs, rows))
+    methods = {r.method for r in members}
+    paths = []
+    if layout.groups:
+        clocks = ["time", "steps"] + ["cluster"] * any(
+            r.sim_time_s for group in layout.groups.values() for r in group)
+        paths = [plot_curves(grid, clock, layout, threshold, outdir, styles, methods)
+                 for clock in clocks]
     cluster = any(r.sim_time_s for r in members)
     for dim in AXES:
         if dim in against and rows:
@@ -273,65 +330,95 @@ def _against_lines(rows: Mapping[tuple, Row], dim: str,
     return lines
 
 
+def _interval(row: Row, column: str) -> tuple[float, float]:
+    """(below, above) the mean: the bootstrap 95% interval's, else the sample std's, else 0."""
+    mean = row[column]
+    if row.get("ci95_low") is not None:
+        return max(mean - row["ci95_low"], 0.0), max(row["ci95_high"] - mean, 0.0)
+    std = row.get("std_final_test_error") or 0.0
+    return min(std, mean), std
+
+
 def _draw_against(ax: Any, lines: Mapping[tuple, list[Row]], dim: str, column: str,
-                  spread: str | None, styles: Styles) -> tuple[list, list]:
-    """One line per (method, other value) of ``column`` against ``dim``, with ``spread`` as
-    error bars; returns the legend entries and the values drawn."""
+                  spread: bool, styles: Styles) -> tuple[list, list]:
+    """One line per (method, other value) of ``column`` against ``dim``; with ``spread``,
+    the bootstrap 95% interval as error bars and every seed's value as a small dot (a
+    little apart on x, so that equal values stay visible); returns the legend entries and
+    the values drawn."""
     other = AGAINST[dim][1]
     keys = sorted({k for _, k in lines})
     several = len(keys) > 1  # name the other dimension in the legend
     entries, plotted = [], []
     for (method, key), members in sorted(lines.items()):
-        points = sorted((r[dim], r[column], r[spread] if spread else 0.0) for r in members
-                        if r[column] is not None)
+        points = sorted(((r[dim], r[column], *(_interval(r, column) if spread else (0, 0)),
+                          r.get("seed_errors") or "") for r in members
+                         if r[column] is not None), key=lambda t: t[0])
         if not points:
             continue
         colour, marker = styles[method]
-        x, y, err = zip(*points, strict=True)
+        x, y, below, above, seeds = zip(*points, strict=True)
         plotted += y
         style = LINESTYLES[keys.index(key) % len(LINESTYLES)]
-        ax.errorbar(x, y, yerr=err if spread else None, color=colour, marker=marker,
-                    capsize=3, linestyle=style if dim == "tau" else "-")
+        ax.errorbar(x, y, yerr=np.array([below, above]) if spread else None, color=colour,
+                    marker=marker, capsize=3, linestyle=style if dim == "tau" else "-")
+        if spread:
+            for xi, text in zip(x, seeds, strict=True):
+                errors = list(parse_seed_errors(text).values())
+                offsets = xi * 2 ** (0.06 * (np.arange(len(errors)) - (len(errors) - 1) / 2))
+                ax.scatter(offsets, errors, s=9, color=colour, alpha=0.45, marker=marker,
+                           linewidths=0)
+                plotted += errors
         label = method if key < 0 or (dim == "tau" and not several) else \
             f"{method} ({other} {key})"
         entries.append((method, label, style if dim == "tau" else "-"))
     return entries, plotted
 
 
+def _against_missing(lines: Mapping[tuple, list[Row]], column: str) -> dict[str, str]:
+    """{method: why it has no point} for the methods of ``lines`` with no value in
+    ``column`` at any point."""
+    missing = {}
+    for (method, _), members in lines.items():
+        if all(r[column] is None for r in members):
+            missing[method] = ("all its runs failed" if column == "mean_final_test_error"
+                               else "the median seed did not reach the threshold")
+    return missing
+
+
 def plot_against(grid: str, rows: Mapping[tuple, Row], dim: str, values: Sequence[int],
                  threshold: float, outdir: str, styles: Styles, cluster: bool) -> list[str]:
-    """Mean error (+- std) and median time to threshold (simulated too, with ``cluster``)
-    against ``dim`` ("p" or "tau"), from the summary rows: one line per method (and value of
-    the other dimension); returns the figures' paths."""
+    """Mean error (bootstrap 95% interval, every seed a dot) and median time to threshold
+    (wall-clock, and simulated with ``cluster``) against ``dim`` ("p" or "tau"), from the
+    summary rows: one line per method (and value of the other dimension); returns the
+    figures' paths."""
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
     lines = _against_lines(rows, dim, values)
-    figures = [(f"error_vs_{dim}", "mean final test error (center)", "mean_final_test_error",
-                "std_final_test_error"),
-               (f"time_to_threshold_vs_{dim}", f"time to test error {100 * threshold:g}% (s)",
-                "time_to_threshold_s", None)]
+    figures = [(f"error_vs_{dim}", "final test error (center; LSGD: leader):\nmean over "
+                "seeds, bootstrap 95% CI, each seed a dot", "mean_final_test_error", True),
+               (f"time_to_threshold_vs_{dim}", f"wall-clock time to {100 * threshold:g}% (s),"
+                "\nmedian over seeds", "time_to_threshold_s", False)]
     if cluster:
         figures.append((f"time_to_threshold_vs_{dim}_cluster",
-                        f"simulated time to {100 * threshold:g}% (s)",
-                        "sim_time_to_threshold_s", None))
+                        f"simulated cluster time to {100 * threshold:g}% (s),\nmedian "
+                        "over seeds", "sim_time_to_threshold_s", False))
     paths = []
     for name, ylabel, column, spread in figures:
-        fig, ax = plt.subplots(figsize=(5.5, 4.2))
+        fig, ax = plt.subplots(figsize=(6.4, 5.0), layout="constrained")
         entries, plotted = _draw_against(ax, lines, dim, column, spread, styles)
         ax.set_xscale("log", base=2)
         ax.set_xticks(values, [str(v) for v in values])
         ax.set_xlabel(AGAINST[dim][0])
         log = _log_scale_if_spread([ax], plotted)
-        if log:  # plain numbers (3, 10, 20), not 3 x 10^0
+        if log:  # plain numbers (0.02, 0.05, 0.1), not 2 x 10^-2; minor labels at 2 and 5
             ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+            ax.yaxis.set_minor_locator(matplotlib.ticker.LogLocator(subs=(2.0, 5.0)))
             ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-        ax.set_ylabel(ylabel + (", log" if log else ""))
-        ax.set_title(f"grid {grid}" + ("" if spread else "\n(no point: the median seed did "
-                                        "not reach it)"), fontsize=10)
-        legend_rows = _legend(fig, styles, entries, None, 5.5)
-        fig.subplots_adjust(left=0.16, right=0.97, bottom=(0.6 + 0.22 * legend_rows) / 4.2,
-                            top=0.92 if spread else 0.87)
+        ax.set_ylabel(ylabel + (", log" if log else ""), fontsize=9)
+        ax.set_title(f"grid {grid}", fontsize=10)
+        _legend(fig, styles, entries, None, 6.4)
+        _missing_note(fig, _against_missing(lines, column))
         path = os.path.join(outdir, f"{grid}_{name}.png")
         fig.savefig(path, dpi=90)
         plt.close(fig)

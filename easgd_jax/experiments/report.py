@@ -7,6 +7,8 @@ best of its runs).
     python -m easgd_jax.experiments.report --workdir SWEEP_DIR [--threshold 0.2]
     python -m easgd_jax.experiments.report --workdir SWEEP_DIR --compare OLD_SUMMARY_CSV
     python -m easgd_jax.experiments.report --new_summary NEW_CSV --compare OLD_SUMMARY_CSV
+    python -m easgd_jax.experiments.report --runs_csv docs/mnist1d_paper/runs.csv \
+        --config configs/sweeps/mnist1d_paper.py --outdir OUT    # no curves: no records
 
 It reads the runs (:mod:`~easgd_jax.experiments.runs`), chooses each setting's rate and
 computes its statistics (:mod:`~easgd_jax.experiments.stats`, the protocol), writes the
@@ -52,6 +54,7 @@ from easgd_jax.experiments.runs import (  # noqa: F401
     collect,
     read_json,
     read_run,
+    read_runs_csv,
     run_status,
     startup_seconds,
 )
@@ -110,23 +113,37 @@ def _write_tables(outdir: str, rows: Sequence[Row], summary: Sequence[Row],
     return files
 
 
+def fixed_methods(sweep: Any) -> list[str]:
+    """The methods whose p the sweep config fixes (``num_workers`` > 0: MSGD)."""
+    methods = sweep.get("methods") or {}
+    methods = methods.to_dict() if hasattr(methods, "to_dict") else methods
+    return [m for m, spec in methods.items() if spec.get("num_workers")]
+
+
 def write_report(workdir: str, sweep: Any = None, threshold: float | None = None,
-                 plots: bool = True, compare: str | None = None) -> dict[str, Any]:
+                 plots: bool = True, compare: str | None = None,
+                 runs_csv: str | None = None, outdir: str | None = None) -> dict[str, Any]:
     """Collects the runs of the sweep in ``workdir`` and writes WORKDIR/report as the sweep
     config (``sweep``; default: WORKDIR/sweep.json) declares it; returns {"runs": rows,
     "summary": rows, "files": paths}. ``compare``: an older summary.csv whose findings are
-    set against this one's (findings_compare.md). ``plots``: draw the figures."""
+    set against this one's (findings_compare.md). ``plots``: draw the figures.
+
+    ``runs_csv``: read the runs from a report's runs.csv instead of ``workdir``
+    (:func:`~easgd_jax.experiments.runs.read_runs_csv`: settings and scalars, no curves, so
+    no curve figures), written at the sweep's threshold; ``outdir`` (default
+    WORKDIR/report): where the report goes."""
     if sweep is None:
         sweep = read_json(os.path.join(workdir, "sweep.json")) or {}
     if threshold is None:
         threshold = float(sweep.get("threshold", 0.5))
     spec = report_spec.report_spec(sweep)
-    runs = collect(workdir)
+    runs = (read_runs_csv(runs_csv, threshold, fixed_methods(sweep)) if runs_csv
+            else collect(workdir))
     summary = summarize(runs, threshold, sweep.get("learning_rate_selection", "all_seeds"),
-                        sweep.get("chance_error"))
+                        sweep.get("chance_error"), sweep.get("select_on", "test"))
     grids = {name: spec.grid(name, runs, summary)
              for name in sorted({row["grid"] for row in summary})}
-    outdir = os.path.join(workdir, "report")
+    outdir = outdir or os.path.join(workdir, "report")
     os.makedirs(outdir, exist_ok=True)
     rows = tables.run_rows(runs, threshold)
     files = _write_tables(outdir, rows, summary, threshold, spec, grids, compare)
@@ -148,6 +165,13 @@ _THRESHOLD = flags.DEFINE_float("threshold", None, "Test error threshold (defaul
 _COMPARE = flags.DEFINE_string("compare", None, "An older summary.csv: its findings' "
                                "verdicts next to this sweep's (findings_compare.md).",
                                flag_values=FLAGS)
+_RUNS_CSV = flags.DEFINE_string(
+    "runs_csv", None, "Write the report from a report's runs.csv (no curves) instead of "
+    "--workdir's runs; needs --config (the sweep config) and --outdir.", flag_values=FLAGS)
+_CONFIG = flags.DEFINE_string("config", None, "With --runs_csv: the sweep config file.",
+                              flag_values=FLAGS)
+_OUTDIR = flags.DEFINE_string("outdir", None, "With --runs_csv: where the report goes.",
+                              flag_values=FLAGS)
 _NEW_SUMMARY = flags.DEFINE_string("new_summary", None, "With --compare and no --workdir: "
                                    "the newer summary.csv to compare.", flag_values=FLAGS)
 
@@ -157,6 +181,17 @@ def main(argv: list[str]) -> None:
     without --workdir, prints the comparison of --new_summary with --compare."""
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if _RUNS_CSV.value:
+        if not (_CONFIG.value and _OUTDIR.value):
+            raise ValueError("--runs_csv needs --config and --outdir.")
+        from easgd_jax.experiments.sweep import load_config_file
+
+        os.makedirs(_OUTDIR.value, exist_ok=True)
+        out = write_report(_OUTDIR.value, load_config_file(_CONFIG.value), _THRESHOLD.value,
+                           compare=_COMPARE.value, runs_csv=_RUNS_CSV.value,
+                           outdir=_OUTDIR.value)
+        print("\n".join(out["files"]))
+        return
     if _WORKDIR.value is None:
         if not (_NEW_SUMMARY.value and _COMPARE.value):
             raise ValueError("give --workdir, or --new_summary and --compare.")

@@ -8,11 +8,13 @@ compilation (the first evaluation's excess over the steady rate, :func:`startup_
 with the persistent compilation cache, only the first seed of a setting compiles, so the
 raw times would favour the others). They are approximate for a run resumed from a
 checkpoint (``resumed``). Simulated cluster time is the records' ``simulated_time_s`` as
-recorded (a run has it when every record has it).
+recorded (a run has it when every record has it); so are the validation split's
+``val_loss`` and ``val_accuracy`` (``val_error`` = 1 - accuracy).
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import math
@@ -47,6 +49,9 @@ class RunResult:
     train_loss: list[float] = dataclasses.field(default_factory=list)
     test_loss: list[float] = dataclasses.field(default_factory=list)
     test_error: list[float] = dataclasses.field(default_factory=list)
+    # The held-out validation split's (data.kwargs.validation_size): [] when not recorded.
+    val_loss: list[float] = dataclasses.field(default_factory=list)
+    val_error: list[float] = dataclasses.field(default_factory=list)
     message: str = ""
     wall_time_s: float | None = None  # as measured, compilation included
     compile_s: float = 0.0  # removed from time_s (see startup_seconds)
@@ -57,6 +62,11 @@ class RunResult:
     def final_test_error(self) -> float:
         """The center's test error at the last evaluation (nan without one)."""
         return self.test_error[-1] if self.test_error else math.nan
+
+    @property
+    def final_val_error(self) -> float:
+        """The center's validation error at the last evaluation (nan when not recorded)."""
+        return self.val_error[-1] if self.val_error else math.nan
 
     @property
     def best_test_error(self) -> float:
@@ -118,6 +128,9 @@ def _read_curves(result: RunResult, path: str) -> list[dict[str, Any]]:
         result.train_loss.append(float(r["train_loss"]))
         result.test_loss.append(float(r["test_loss"]))
         result.test_error.append(1.0 - float(r["test_accuracy"]))
+    if records and all("val_accuracy" in r for r in records):
+        result.val_loss = [float(r["val_loss"]) for r in records]
+        result.val_error = [1.0 - float(r["val_accuracy"]) for r in records]
     if records and all("simulated_time_s" in r for r in records):
         result.sim_time_s = [float(r["simulated_time_s"]) for r in records]
     result.wall_time_s = result.time_s[-1] if result.time_s else None
@@ -165,3 +178,65 @@ def collect(workdir: str) -> list[RunResult]:
     names = sorted(os.listdir(root)) if os.path.isdir(root) else []
     return [read_run(os.path.join(root, n)) for n in names
             if os.path.exists(os.path.join(root, n, "run.json"))]
+
+
+@dataclasses.dataclass
+class RecordedRun(RunResult):
+    """A run as one row of a report's ``runs.csv`` (:func:`read_runs_csv`): its settings and
+    the scalars the row records (final and best test error, steps / time / simulated time to
+    the report's threshold), no curves. ``test_error`` holds the final error alone, so that
+    a finished run counts as evaluated; :meth:`to_threshold` answers for the recorded
+    threshold only."""
+
+    recorded_best: float = math.nan
+    recorded_threshold: float = math.nan
+    recorded_to: dict[str, float | None] = dataclasses.field(default_factory=dict)
+
+    @property
+    def best_test_error(self) -> float:
+        return self.recorded_best
+
+    def to_threshold(self, threshold: float,
+                     clock: str = "time") -> tuple[int | None, float | None]:
+        """(steps, time on ``clock``) to the recorded threshold, as runs.csv holds them."""
+        if not math.isclose(threshold, self.recorded_threshold):
+            raise ValueError(f"run {self.name}: runs.csv records the steps to "
+                             f"{self.recorded_threshold:g}, not to {threshold:g}.")
+        steps = self.recorded_to.get("steps")
+        time = self.recorded_to.get("cluster" if clock == "cluster" else "time")
+        return (None if steps is None else int(steps)), time
+
+
+def _cell(value: str, cast: Any = float) -> Any:
+    return None if value in ("", "nan") else cast(value)
+
+
+def read_runs_csv(path: str, threshold: float, fixed_methods: Sequence[str] = ()
+                  ) -> list[RecordedRun]:
+    """The runs of a report's ``runs.csv`` (written at ``threshold``) as
+    :class:`RecordedRun`; ``fixed_methods``: the methods whose p the sweep fixes (MSGD)."""
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    runs = []
+    for r in rows:
+        final = _cell(r["final_test_error"])
+        sim = _cell(r.get("sim_time_s", ""))
+        runs.append(RecordedRun(
+            name=r["name"], method=r["method"], algorithm=r["algorithm"],
+            tau=_cell(r["tau"], int), num_workers=int(r["p"]),
+            fixed_workers=r["method"] in fixed_methods,
+            learning_rate=float(r["learning_rate"]), seed=int(r["seed"]),
+            grids=r["grids"].split(), status=r["status"], resumed=r["resumed"] == "True",
+            tag="steps2000" if r["name"].endswith("_steps2000") else "",
+            steps=[int(r["steps"])] if r["steps"] else [],
+            test_error=[final] if final is not None and r["status"] == "finished" else [],
+            sim_time_s=[sim] if sim is not None else [],
+            message=r.get("message", ""), wall_time_s=_cell(r.get("wall_time_s", "")),
+            compile_s=_cell(r.get("startup_s", "")) or 0.0,
+            bytes_per_step=_cell(r.get("bytes_per_step", "")),
+            recorded_best=_cell(r["best_test_error"]) or math.nan,
+            recorded_threshold=threshold,
+            recorded_to={"steps": _cell(r["steps_to_threshold"]),
+                         "time": _cell(r["time_to_threshold_s"]),
+                         "cluster": _cell(r["sim_time_to_threshold_s"])}))
+    return runs

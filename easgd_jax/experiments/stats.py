@@ -20,14 +20,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import scipy.stats
 
 from easgd_jax.experiments.runs import DONE, FAILED, RunResult, setting_key
 
 SELECTIONS = ("all_seeds", "first_seed")
+SELECT_ON = ("test", "validation")
 CHANCE_ERROR = 0.9  # 10 classes, when the runs do not say
 STATUSES = ("finished", "diverged", "error", "unfinished", "pending")
 
@@ -57,6 +59,9 @@ class RateStats:
     errors: list[float]  # final center test error per done run, failures as chance
     failures: int  # diverged or error
     finished_errors: list[float]
+    seeds: list[int] = dataclasses.field(default_factory=list)  # of ``errors``, in order
+    best_errors: list[float] = dataclasses.field(default_factory=list)  # lowest reached
+    val_errors: list[float] = dataclasses.field(default_factory=list)  # [] unless all have
 
     @property
     def mean(self) -> float:
@@ -64,46 +69,157 @@ class RateStats:
         return float(np.mean(self.errors))
 
     @property
-    def std(self) -> float:
-        """The standard deviation of the same."""
-        return float(np.std(self.errors))
+    def std(self) -> float | None:
+        """The sample standard deviation (ddof = 1) of the same; None with one run."""
+        return sample_std(self.errors)
+
+    def mean_on(self, select_on: str) -> float:
+        """The mean final error of the split the rate is chosen on (nan without it)."""
+        if select_on == "validation":
+            return float(np.mean(self.val_errors)) if self.val_errors else math.nan
+        return self.mean
+
+
+def sample_std(values: Sequence[float]) -> float | None:
+    """The sample standard deviation (ddof = 1); None for fewer than two values."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else None
+
+
+def bootstrap_ci(values: Sequence[float], confidence: float = 0.95,
+                 seed: int = 0) -> tuple[float, float] | None:
+    """A percentile bootstrap interval of the mean of ``values`` (``scipy.stats.bootstrap``,
+    9999 resamples, seeded); (v, v) when every value is v; None for fewer than two."""
+    values = np.asarray(values, np.float64)
+    if len(values) < 2:
+        return None
+    if np.all(values == values[0]):
+        return float(values[0]), float(values[0])
+    result = scipy.stats.bootstrap((values,), np.mean, confidence_level=confidence,
+                                   n_resamples=9999, method="percentile",
+                                   rng=np.random.default_rng(seed))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def t_half_width(values: Sequence[float], confidence: float = 0.95) -> float | None:
+    """The Student-t half-width t((1 + c) / 2, n - 1) s / sqrt(n) of the mean; None for n < 2."""
+    s = sample_std(values)
+    if s is None:
+        return None
+    n = len(values)
+    return float(scipy.stats.t.ppf((1 + confidence) / 2, n - 1) * s / math.sqrt(n))
+
+
+def parse_seed_errors(text: str | None) -> dict[int, float]:
+    """{seed: error} of a summary row's ``seed_errors`` ("0:0.123 1:0.9"); {} for none."""
+    out = {}
+    for item in (text or "").split():
+        seed, _, error = item.partition(":")
+        out[int(seed)] = float(error)
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """Two settings' errors compared: the mean difference a - b, the test's name, its
+    two-sided p-value (None when it cannot be computed) and the number of seeds used."""
+
+    difference: float
+    test: str
+    p_value: float | None
+    n: int
+
+    def text(self) -> str:
+        p = "n/a" if self.p_value is None else f"{self.p_value:.3g}"
+        return f"{self.test} p = {p} (n = {self.n})"
+
+
+def paired_test(a: Mapping[int, float], b: Mapping[int, float]) -> Comparison:
+    """The errors ``a`` and ``b`` ({seed: error}) compared: a paired t test
+    (``scipy.stats.ttest_rel``) on the seeds both have when there are at least 2 (the same
+    seed draws the same initial parameters and data order, so seeds pair), with the
+    Wilcoxon signed-rank p beside it when n >= 6 (below that its smallest two-sided p is
+    >= 0.0625); else Welch's t test on all of each. Identical differences give p None."""
+    common = sorted(set(a) & set(b))
+    if len(common) >= 2:
+        x = np.array([a[s] for s in common], np.float64)
+        y = np.array([b[s] for s in common], np.float64)
+        d = x - y
+        if np.all(d == d[0]):
+            return Comparison(float(np.mean(d)), "paired t", None, len(common))
+        p = float(scipy.stats.ttest_rel(x, y).pvalue)
+        name = "paired t"
+        if len(common) >= 6 and np.any(d != 0):
+            p_w = float(scipy.stats.wilcoxon(x, y).pvalue)
+            name = f"paired t (Wilcoxon p = {p_w:.3g})"
+        return Comparison(float(np.mean(d)), name, p, len(common))
+    x, y = np.array(list(a.values()), np.float64), np.array(list(b.values()), np.float64)
+    if len(x) < 2 or len(y) < 2 or (np.std(x) == 0 and np.std(y) == 0):
+        return Comparison(float(np.mean(x) - np.mean(y)) if len(x) and len(y) else math.nan,
+                          "Welch t", None, min(len(x), len(y)))
+    p = float(scipy.stats.ttest_ind(x, y, equal_var=False).pvalue)
+    return Comparison(float(np.mean(x) - np.mean(y)), "Welch t", p, min(len(x), len(y)))
 
 
 def rate_stats(members: Sequence[RunResult], chance: float) -> dict[float, RateStats]:
     """{learning rate: its done runs' final errors, a failed run counted as ``chance``};
-    rates with no done run are absent. A finished run without evaluations does not count."""
+    rates with no done run are absent. A finished run without evaluations does not count.
+    The validation errors are kept when every done run of the rate has them."""
     stats: dict[float, RateStats] = {}
+    with_val: dict[float, bool] = {}
     for r in sorted(members, key=lambda r: (r.learning_rate, r.seed)):
         if r.status in FAILED:
-            error, finished = chance, False
+            error, best, val, finished = chance, chance, chance, False
         elif r.status == "finished" and r.test_error:
-            error, finished = r.final_test_error, True
+            error, best, finished = r.final_test_error, r.best_test_error, True
+            val = r.final_val_error
         else:
             continue
         s = stats.setdefault(r.learning_rate, RateStats(r.learning_rate, [], 0, []))
         s.errors.append(error)
+        s.seeds.append(r.seed)
+        s.best_errors.append(best)
         s.failures += not finished
+        with_val[r.learning_rate] = with_val.get(r.learning_rate, True) and not math.isnan(val)
+        s.val_errors.append(val)
         if finished:
             s.finished_errors.append(error)
+    for lr, s in stats.items():
+        if not with_val[lr] or all(r.status in FAILED for r in members
+                                   if r.learning_rate == lr and r.status in DONE):
+            s.val_errors = []
     return stats
 
 
 def choose_learning_rate(members: Sequence[RunResult], selection: str = "all_seeds",
-                         chance: float = CHANCE_ERROR) -> float | None:
+                         chance: float = CHANCE_ERROR, select_on: str = "test") -> float | None:
     """The learning rate of one setting's runs (None when no run is done).
 
-    "all_seeds": the rate with the lowest mean over its done seeds of the final center test
-    error, a diverged or failed run counted as ``chance``; ties go to fewer failures, then
-    to the lower rate. "first_seed": the rate whose first-seed (lowest seed) run reached the
-    lowest test error (ties: lower final error, then lower rate), as the sweep ran the other
-    seeds; when every first-seed run failed, the "all_seeds" rule.
+    "all_seeds": the rate with the lowest mean over its done seeds of the final center
+    error on ``select_on``'s split ("test", or "validation": the held-out part of the
+    training set), a diverged or failed run counted as ``chance``; ties go to fewer
+    failures, then to the lower rate. With "validation", a rate whose runs record no
+    validation error cannot be chosen (ValueError when no rate has one). "first_seed": the
+    rate whose first-seed (lowest seed) run reached the lowest test error (ties: lower final
+    error, then lower rate), as the sweep ran the other seeds; when every first-seed run
+    failed, the "all_seeds" rule.
     """
     if selection not in SELECTIONS:
         raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}; got "
                          f"{selection!r}.")
+    if select_on not in SELECT_ON:
+        raise ValueError(f"select_on must be one of {', '.join(SELECT_ON)}; got "
+                         f"{select_on!r}.")
     stats = rate_stats(members, chance)
     if not stats:
         return None
+    if select_on == "validation":
+        stats = {lr: s for lr, s in stats.items() if s.val_errors}
+        if not stats:
+            raise ValueError(f"select_on = 'validation', but no run of "
+                             f"{members[0].method} records a validation error (set "
+                             "data.kwargs.validation_size).")
+        return min(stats.values(), key=lambda s: (s.mean_on(select_on), s.failures,
+                                                  s.learning_rate)).learning_rate
     if selection == "first_seed":
         first = min(r.seed for r in members)
         finished = [r for r in members if r.seed == first and r.status == "finished"
@@ -113,6 +229,17 @@ def choose_learning_rate(members: Sequence[RunResult], selection: str = "all_see
                        for r in finished)[2]
     return min(stats.values(), key=lambda s: (s.mean, s.failures, s.learning_rate)
                ).learning_rate
+
+
+def rate_edge(chosen: float | None, rates: Iterable[float]) -> str:
+    """Where ``chosen`` sits in the setting's grid of ``rates``: "top", "bottom", "single"
+    (a grid of one rate: no choice was made) or "" (inside)."""
+    rates = sorted(set(rates))
+    if chosen is None:
+        return ""
+    if len(rates) == 1:
+        return "single"
+    return "top" if chosen == rates[-1] else "bottom" if chosen == rates[0] else ""
 
 
 def _median_or_none(values: Sequence[float]) -> float | None:
@@ -139,7 +266,8 @@ def time_to_threshold(runs: Sequence[RunResult], threshold: float,
 
 
 def _empty_row(grid: str, members: Sequence[RunResult], selection: str, chance: float,
-               stats: dict[float, RateStats], chosen: float | None) -> dict[str, Any]:
+               stats: dict[float, RateStats], chosen: float | None,
+               select_on: str = "test") -> dict[str, Any]:
     """A setting's summary row with its counts, chosen rate and per-rate means; the
     statistics at the chosen rate and of the best run still None."""
     bytes_per_step = [r.bytes_per_step for r in members if r.bytes_per_step is not None]
@@ -147,9 +275,13 @@ def _empty_row(grid: str, members: Sequence[RunResult], selection: str, chance: 
         "grid": grid, "method": members[0].method, "algorithm": members[0].algorithm,
         "tau": members[0].tau, "p": members[0].num_workers, "runs": len(members),
         **{s: sum(r.status == s for r in members) for s in STATUSES},
-        "selection": selection, "chance_error": chance,
-        "chosen_learning_rate": chosen, "seeds": 0, "failed_seeds": 0,
+        "selection": selection, "select_on": select_on, "chance_error": chance,
+        "chosen_learning_rate": chosen,
+        "rate_edge": rate_edge(chosen, (r.learning_rate for r in members)),
+        "seeds": 0, "failed_seeds": 0,
         "mean_final_test_error": None, "std_final_test_error": None,
+        "ci95_low": None, "ci95_high": None, "t95_half_width": None,
+        "mean_best_test_error": None, "mean_final_val_error": None, "seed_errors": "",
         "finished_mean_final_test_error": None,
         "steps_to_threshold": None, "time_to_threshold_s": None,
         "sim_time_to_threshold_s": None, "reached_threshold": 0,
@@ -167,9 +299,15 @@ def _empty_row(grid: str, members: Sequence[RunResult], selection: str, chance: 
 
 def _at_rate(s: RateStats, at: Sequence[RunResult], threshold: float) -> dict[str, Any]:
     """The statistics of the done runs ``at`` the chosen rate, whose errors are ``s``."""
+    ci = bootstrap_ci(s.errors)
     return dict(
         seeds=len(s.errors), failed_seeds=s.failures, mean_final_test_error=s.mean,
-        std_final_test_error=s.std,
+        std_final_test_error=s.std, ci95_low=ci[0] if ci else None,
+        ci95_high=ci[1] if ci else None, t95_half_width=t_half_width(s.errors),
+        mean_best_test_error=float(np.mean(s.best_errors)),
+        mean_final_val_error=float(np.mean(s.val_errors)) if s.val_errors else None,
+        seed_errors=" ".join(f"{seed}:{e:.6g}" for seed, e in zip(s.seeds, s.errors,
+                                                                 strict=True)),
         finished_mean_final_test_error=(float(np.mean(s.finished_errors))
                                         if s.finished_errors else None),
         steps_to_threshold=time_to_threshold(at, threshold, "steps"),
@@ -180,12 +318,12 @@ def _at_rate(s: RateStats, at: Sequence[RunResult], threshold: float) -> dict[st
 
 
 def summary_row(grid: str, members: Sequence[RunResult], threshold: float, selection: str,
-                chance: float) -> dict[str, Any]:
-    """One setting's row: its chosen learning rate, the statistics at it, the best run over
-    rates and seeds, the failures."""
+                chance: float, select_on: str = "test") -> dict[str, Any]:
+    """One setting's row: its chosen learning rate (on ``select_on``'s split), the
+    statistics at it, the best run over rates and seeds, the failures."""
     stats = rate_stats(members, chance)
-    chosen = choose_learning_rate(members, selection, chance)
-    row = _empty_row(grid, members, selection, chance, stats, chosen)
+    chosen = choose_learning_rate(members, selection, chance, select_on)
+    row = _empty_row(grid, members, selection, chance, stats, chosen, select_on)
     if chosen is not None:
         at = [r for r in members if r.learning_rate == chosen and r.status in DONE]
         row.update(_at_rate(stats[chosen], at, threshold))
@@ -198,10 +336,11 @@ def summary_row(grid: str, members: Sequence[RunResult], threshold: float, selec
 
 
 def summarize(runs: Sequence[RunResult], threshold: float, selection: str = "all_seeds",
-              chance: float | None = None) -> list[dict[str, Any]]:
+              chance: float | None = None, select_on: str = "test") -> list[dict[str, Any]]:
     """One row per (grid, method, tau, p) (:func:`summary_row`), sorted by them.
 
     ``chance``: the error of a failed run (None: :func:`chance_error` of the runs).
+    ``select_on``: the split each rate is chosen on ("test" or "validation").
     """
     groups: dict[tuple, list[RunResult]] = {}
     for r in runs:
@@ -209,5 +348,5 @@ def summarize(runs: Sequence[RunResult], threshold: float, selection: str = "all
             groups.setdefault((grid, *setting_key(r)), []).append(r)
     if chance is None:
         chance = chance_error(runs)
-    return [summary_row(key[0], groups[key], threshold, selection, chance)
+    return [summary_row(key[0], groups[key], threshold, selection, chance, select_on)
             for key in sorted(groups, key=lambda k: (k[0], k[1], k[2], k[3]))]

@@ -15,7 +15,7 @@ from easgd_jax.experiments.stats import CHANCE_ERROR
 
 Row = dict[str, Any]
 STRING_COLUMNS = ("grid", "method", "algorithm", "diverged_learning_rates", "per_rate",
-                  "selection")
+                  "selection", "select_on", "rate_edge", "seed_errors")
 
 
 def fmt(value: Any, digits: int = 4) -> str:
@@ -96,18 +96,32 @@ def read_summary_csv(path: str) -> list[Row]:
     return rows
 
 
+def _pct_or_blank(value: Any) -> str:
+    return "" if value is None else f"{100 * value:.2f}"
+
+
 def _summary_preamble(rows: Sequence[Row], threshold: float) -> str:
     """The summary table's rule, stated: the rate chosen, the statistics in its columns."""
     selection = rows[0]["selection"] if rows else "all_seeds"
     chance = rows[0]["chance_error"] if rows else CHANCE_ERROR
-    rule = ("the rate with the lowest mean over seeds of the final error, a diverged or "
+    select_on = (rows[0].get("select_on") or "test") if rows else "test"
+    split = ("VALIDATION error (held out from the training set; the test error below is "
+             "reported once, at that rate)" if select_on == "validation" else
+             "TEST error, the same error that is reported (no validation split: a selection "
+             "bias)")
+    rule = (f"the rate with the lowest mean over seeds of the final {split}, a diverged or "
             "failed run counted as chance" if selection == "all_seeds" else
             "the rate whose first-seed run reached the lowest error (learning_rate_selection "
             "= first_seed)")
     return (f"Center test error (%) at each setting's chosen learning rate: {rule} "
             f"({100 * chance:g}%; ties: fewer failures, then the lower rate). "
             f"**mean +- std** is over all seeds at that rate with the failed ones counted as "
-            f"chance, next to the number that failed; **finished mean** leaves them out. Steps "
+            f"chance (std: sample, ddof 1), next to the number that failed; **95% CI**: "
+            "percentile bootstrap of the mean [t: Student-t half-width, wider and honest at "
+            "n = 3]; **edge**: the chosen rate is the top or bottom of the setting's grid (a "
+            "better rate may lie beyond it; 'single': one rate run, no choice); **mean best**: "
+            "the paper's metric, the lowest error each seed reached, averaged; **finished "
+            "mean** leaves the failed seeds out. Steps "
             f"and time to the threshold ({100 * threshold:g}%): median over the seeds at the "
             "chosen rate, a failed seed or one that never reached it counted as not reached "
             "(reached: how many did). **best**: the lowest error any run of the setting "
@@ -118,12 +132,18 @@ def _summary_preamble(rows: Sequence[Row], threshold: float) -> str:
 def _summary_cells(r: Row, sim: bool, nbytes: bool) -> list[str]:
     """One summary row's Markdown cells after its grid, method, tau and p."""
     if r["chosen_learning_rate"] is None:
-        cells = ["", "no run done", "", "", ""] + [""] * sim
+        cells = ["", "", "no run done", "", "", "", "", ""] + [""] * sim
     else:
+        ci = ("" if r.get("ci95_low") is None else
+              f"[{100 * r['ci95_low']:.2f}, {100 * r['ci95_high']:.2f}]")
+        if r.get("t95_half_width") is not None:
+            ci += f" [t +-{100 * r['t95_half_width']:.2f}]"
         cells = [
-            fmt(r["chosen_learning_rate"]),
+            fmt(r["chosen_learning_rate"]), r.get("rate_edge") or "",
             f"{100 * r['mean_final_test_error']:.2f} +- "
-            f"{100 * r['std_final_test_error']:.2f}, {r['failed_seeds']}/{r['seeds']} failed",
+            f"{_pct_or_blank(r['std_final_test_error']) or 'n/a'}, "
+            f"{r['failed_seeds']}/{r['seeds']} failed",
+            ci, _pct_or_blank(r.get("mean_best_test_error")),
             (f"{100 * r['finished_mean_final_test_error']:.2f}"
              if r["finished_mean_final_test_error"] is not None else "none finished"),
             fmt(r["steps_to_threshold"]) or "not reached",
@@ -147,9 +167,10 @@ def markdown(rows: Sequence[Row], threshold: float) -> str:
     the simulated time and bytes per step columns when some row has them."""
     sim = any(r["sim_time_to_threshold_s"] is not None for r in rows)
     nbytes = any(r["bytes_per_step"] is not None for r in rows)
-    header = ["grid", "method", "tau", "p", "chosen lr", "mean +- std, failed",
-              "finished mean", "steps to thr.", "time to thr. (s)"]
-    header += ["sim time to thr. (s)"] * sim + ["bytes/step"] * nbytes
+    header = ["grid", "method", "tau", "p", "chosen lr", "edge", "mean +- std, failed",
+              "95% CI", "mean best", "finished mean", "steps to thr.",
+              "wall time to thr. (s)"]
+    header += ["simulated cluster time to thr. (s)"] * sim + ["bytes/step"] * nbytes
     header += ["reached", "best (lr)", "runs", "diverged (lr)", "errors", "per rate"]
     lines = [_summary_preamble(rows, threshold), "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -175,11 +196,12 @@ def _by_period_cells(rows: Sequence[Row], cell: Row | None, tau: int,
         return min(values) if values else None
 
     text = (f"{100 * cell['mean_final_test_error']:.2f} +- "
-            f"{100 * (cell['std_final_test_error'] or 0):.2f}")
+            f"{_pct_or_blank(cell['std_final_test_error']) or 'n/a'}")
     if cell["mean_final_test_error"] == best("mean_final_test_error"):
         text = f"**{text}**"
+    edge = f", {cell['rate_edge']} of grid" if cell.get("rate_edge") else ""
     error = (f"{text} ({cell['failed_seeds']}/{cell['seeds']} failed, lr "
-             f"{cell['chosen_learning_rate']:g})")
+             f"{cell['chosen_learning_rate']:g}{edge})")
     value = cell[clock]
     time = ("not reached" if value is None else
             f"**{value:.3g}**" if value == best(clock) else f"{value:.3g}")
@@ -206,9 +228,10 @@ def by_period_markdown(summary: Sequence[Row], grid: str, threshold: float) -> s
         time_lines.append(f"| {method} | " + " | ".join(times) + " |")
     what = "simulated cluster" if clock.startswith("sim") else "wall-clock"
     return "\n".join([
-        f"Grid {grid} (p = {', '.join(map(str, ps))}): mean final center test error (%) +- std "
-        "over the seeds at the chosen rate, a failed run counted as chance; the lowest in each "
-        "column in bold.", "", *error_lines, "",
+        f"Grid {grid} (p = {', '.join(map(str, ps))}): mean final center test error (%) +- "
+        "sample std over the seeds at the chosen rate, a failed run counted as chance; the "
+        "lowest in each column in bold (not a significant difference: see findings.md).", "",
+        *error_lines, "",
         f"Median {what} time (s) to {100 * threshold:g}% test error at the chosen rate (a "
         "failed seed, or one that never reached it, counted as not reached); the shortest in "
         "each column in bold.", "", *time_lines, ""])
