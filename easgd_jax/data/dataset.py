@@ -23,6 +23,10 @@ class Dataset:
     vocabulary size). ``optimal_test_loss`` (or None): the exact Bayes-optimal next-token
     cross-entropy of the test split, nats per token, when the source is known
     (``synthetic_lm``); evaluations then report it and the gap to it.
+
+    ``val_x``/``val_y`` (or None): a validation split held out from the training set
+    (:func:`hold_out`), evaluated like the test split (``val_loss``, ``val_accuracy``) so
+    that a sweep can choose its learning rates on it and report the test error once.
     """
 
     name: str
@@ -33,9 +37,13 @@ class Dataset:
     num_classes: int
     augment: Augment | None = None
     optimal_test_loss: float | None = None
+    val_x: np.ndarray | None = None
+    val_y: np.ndarray | None = None
 
     def __post_init__(self):
-        for split in ("train", "test"):
+        if (self.val_x is None) != (self.val_y is None):
+            raise ValueError(f"{self.name}: val_x and val_y go together.")
+        for split in ("train", "test") + ("val",) * (self.val_x is not None):
             x, y = getattr(self, f"{split}_x"), getattr(self, f"{split}_y")
             if len(x) != len(y) or len(x) == 0:
                 raise ValueError(
@@ -45,6 +53,26 @@ class Dataset:
     def example_shape(self) -> tuple[int, ...]:
         """The shape of one model input (after augmentation): that of a test example."""
         return tuple(self.test_x.shape[1:])
+
+
+def hold_out(dataset: Dataset, size: int, seed: int = 0) -> Dataset:
+    """``dataset`` with ``size`` training examples held out as its validation split: a fixed
+    permutation (numpy's ``default_rng(seed)``) of the training set, the first ``size``
+    validate, the rest train in their original order. ``size`` 0: ``dataset`` itself (its
+    training set, and so every run's batches, unchanged)."""
+    if size == 0:
+        return dataset
+    n = len(dataset.train_x)
+    if not 0 < size < n:
+        raise ValueError(f"{dataset.name}: validation_size must be in [0, {n}) (the training "
+                         f"examples), got {size}.")
+    if dataset.val_x is not None:
+        raise ValueError(f"{dataset.name} already has a validation split.")
+    order = np.random.default_rng(seed).permutation(n)
+    val, train = order[:size], np.sort(order[size:])
+    return dataclasses.replace(dataset, train_x=dataset.train_x[train],
+                               train_y=dataset.train_y[train], val_x=dataset.train_x[val],
+                               val_y=dataset.train_y[val])
 
 
 def optimum_metrics(optimal_loss: float | None, test_loss: float) -> dict[str, float]:

@@ -2,7 +2,9 @@
 
 - ``mnist1d``: MNIST-1D (Greydanus, 2020), 4000 train / 1000 test signals of length 40 in
   10 classes, generated locally by the ``mnist1d`` package with its default arguments
-  (seeded, so every machine gets the same data).
+  (seeded, so every machine gets the same data); ``num_train`` / ``num_test``
+  (``config.data.kwargs``) generate any other number with the same arguments (issue 33:
+  e.g. 40000 training examples, out of the regime where 4000 are memorised).
 - ``digits``: scikit-learn's 8x8 handwritten digits (1797 real images), split 80/20 with a
   fixed permutation.
 """
@@ -15,21 +17,31 @@ import numpy as np
 
 from easgd_jax.data.dataset import Dataset
 
+MNIST1D_TRAIN, MNIST1D_TEST = 4000, 1000  # the package's defaults: 5000 samples, 80/20
+
 
 @functools.cache
-def mnist1d() -> Dataset:
-    """MNIST-1D with the package's default generation arguments (seed 42, 4000/1000)."""
+def mnist1d(num_train: int = MNIST1D_TRAIN, num_test: int = MNIST1D_TEST) -> Dataset:
+    """MNIST-1D with the package's default generation arguments (seed 42): 4000/1000 by
+    default; otherwise ``num_train + num_test`` samples (a multiple of 10: the package
+    makes the same number per class) generated with the same arguments and split there
+    (the first ``num_train`` of the package's shuffled order train)."""
     from mnist1d.data import get_dataset_args, make_dataset
 
-    data = make_dataset(get_dataset_args())
-    return Dataset(
-        name="mnist1d",
-        train_x=np.asarray(data["x"], np.float32),
-        train_y=np.asarray(data["y"], np.int32),
-        test_x=np.asarray(data["x_test"], np.float32),
-        test_y=np.asarray(data["y_test"], np.int32),
-        num_classes=10,
-    )
+    args = get_dataset_args()
+    if (num_train, num_test) != (MNIST1D_TRAIN, MNIST1D_TEST):
+        total = num_train + num_test
+        if num_train < 1 or num_test < 1 or total % 10:
+            raise ValueError(f"mnist1d: num_train + num_test must be a positive multiple of "
+                             f"10 (the classes), each >= 1; got {num_train} + {num_test}.")
+        args.num_samples, args.train_split = total, num_train / total
+    data = make_dataset(args)
+    x = np.concatenate([data["x"], data["x_test"]]).astype(np.float32)
+    y = np.concatenate([data["y"], data["y_test"]]).astype(np.int32)
+    split = len(data["y"]) if (num_train, num_test) == (MNIST1D_TRAIN, MNIST1D_TEST) \
+        else num_train
+    return Dataset(name="mnist1d", train_x=x[:split], train_y=y[:split], test_x=x[split:],
+                   test_y=y[split:], num_classes=10)
 
 
 @functools.cache

@@ -215,8 +215,13 @@ class _Evaluator:
 
 def _evaluate(evaluate, dataset: data.Dataset, center) -> dict[str, float]:
     test_loss, test_acc = evaluate(center, dataset.test_x, dataset.test_y)
-    return {"test_loss": test_loss, **data.optimum_metrics(dataset.optimal_test_loss, test_loss),
-            "test_accuracy": test_acc}
+    metrics = {"test_loss": test_loss,
+               **data.optimum_metrics(dataset.optimal_test_loss, test_loss),
+               "test_accuracy": test_acc}
+    if dataset.val_x is not None:  # the validation split held out from the training set
+        metrics["val_loss"], metrics["val_accuracy"] = evaluate(center, dataset.val_x,
+                                                                dataset.val_y)
+    return metrics
 
 
 def _final_train_loss(config: ml_collections.ConfigDict, losses) -> float:

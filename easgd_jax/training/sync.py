@@ -512,19 +512,25 @@ def make_evaluation(spec: Spec, model, layout: parallel.WorkerLayout,
 
     def dispatch(state: TrainState) -> tuple:
         point = jax.tree.map(lambda a: a.addressable_shards[0].data, point_fn(state))
-        return evaluate.dispatch(point, dataset.test_x, dataset.test_y), spread_fn(state)
+        test = evaluate.dispatch(point, dataset.test_x, dataset.test_y)
+        val = (None if dataset.val_x is None
+               else evaluate.dispatch(point, dataset.val_x, dataset.val_y))
+        return (test, val), spread_fn(state)
 
     return dispatch
 
 
-def read_evaluation(test, spread, losses, optimal_loss: float | None = None) -> dict[str, float]:
-    """Test loss/accuracy of the evaluation point, plus the worker spread (distances to the
+def read_evaluation(splits, spread, losses, optimal_loss: float | None = None
+                    ) -> dict[str, float]:
+    """Test loss/accuracy of the evaluation point (and, when the data hold a validation
+    split, its ``val_loss``/``val_accuracy``), plus the worker spread (distances to the
     point and to the workers' mean), of a :func:`make_evaluation` dispatch, and the mean of
     ``losses``; with the data's ``optimal_loss``, also it and the gap to it
     (:func:`~easgd_jax.data.optimum_metrics`); blocks until the dispatch is done."""
+    test, val = splits
     test_loss, test_acc = Evaluator.read(test)
     to_point, spread = jax.device_get(spread)
-    return {
+    metrics = {
         "train_loss": float(np.mean(losses)),
         "test_loss": test_loss,
         **data.optimum_metrics(optimal_loss, test_loss),
@@ -532,3 +538,6 @@ def read_evaluation(test, spread, losses, optimal_loss: float | None = None) -> 
         "worker_center_distance": float(to_point),
         "worker_spread": float(spread),
     }
+    if val is not None:
+        metrics["val_loss"], metrics["val_accuracy"] = Evaluator.read(val)
+    return metrics

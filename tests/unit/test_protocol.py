@@ -1,0 +1,150 @@
+"""Issue 33's protocol: a validation split held out from the training set (recorded by the
+loops, choosing the rate), sample std, bootstrap and t intervals, paired tests, rates at the
+grid's edge, the report from a runs.csv, curves as seed means, one palette."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from easgd_jax import data
+from easgd_jax.experiments import palette, plots, runs, stats, tables
+from tests import helpers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _run(method="easgd", lr=0.1, seed=0, final=0.1, val=None, status="finished",
+         test_error=None) -> runs.RunResult:
+    errors = test_error or [0.5, final]
+    steps = list(range(10, 10 * len(errors) + 1, 10))
+    return runs.RunResult(
+        name=f"{method}_{lr}_{seed}", method=method, algorithm=method, tau=4, num_workers=4,
+        fixed_workers=False, learning_rate=lr, seed=seed, grids=["tau"], status=status,
+        steps=steps, time_s=[0.1 * s for s in steps], test_error=errors,
+        val_error=[] if val is None else [0.6, val])
+
+
+def test_hold_out_splits_the_training_set_and_zero_changes_nothing():
+    digits = data.load_dataset("digits")
+    assert data.load_dataset("digits", validation_size=0) is digits  # every old run's data
+    held = data.load_dataset("digits", validation_size=200)
+    assert len(held.val_x) == 200 and len(held.train_x) == len(digits.train_x) - 200
+    rows = {r.tobytes() for r in digits.train_x}
+    assert {r.tobytes() for r in held.train_x} | {r.tobytes() for r in held.val_x} == rows
+    assert not {r.tobytes() for r in held.train_x} & {r.tobytes() for r in held.val_x}
+    np.testing.assert_array_equal(held.test_x, digits.test_x)
+    with pytest.raises(ValueError, match="validation_size must be in"):
+        data.load_dataset("digits", validation_size=len(digits.train_x))
+    data.check_kwargs("digits", {"validation_size": 10})
+    data.check_kwargs("mnist1d", {"validation_size": 10, "num_train": 90, "num_test": 10})
+    with pytest.raises(ValueError, match="does not take num_train"):
+        data.check_kwargs("digits", {"num_train": 10})
+
+
+def test_mnist1d_makes_any_number_of_examples():
+    small = data.load_dataset("mnist1d", num_train=90, num_test=30, validation_size=20)
+    assert (len(small.train_x), len(small.val_x), len(small.test_x)) == (70, 20, 30)
+    assert small.train_x.shape[1:] == (40,) and set(np.unique(small.test_y)) <= set(range(10))
+    with pytest.raises(ValueError, match="multiple of 10"):
+        data.load_dataset("mnist1d", num_train=91, num_test=30)
+
+
+def test_the_loop_records_the_validation_split(tmp_path):
+    from easgd_jax import training
+
+    config = helpers.small_sync_config(num_steps=20, every=20)
+    config.num_workers, config.num_devices = 2, 1
+    config.algorithm.moving_rate = 0.45
+    config.data.kwargs = {"validation_size": 100}
+    training.train_and_evaluate(config, str(tmp_path))
+    with open(tmp_path / "metrics.jsonl") as f:
+        record = json.loads(f.readline())
+    assert 0 <= record["val_accuracy"] <= 1 and record["val_loss"] > 0
+    assert record["val_accuracy"] != record["test_accuracy"]  # another split
+
+
+def test_sample_std_and_intervals():
+    values = [0.05, 0.05, 0.9]
+    assert stats.sample_std(values) == pytest.approx(np.sqrt(np.sum(
+        (np.array(values) - np.mean(values)) ** 2) / 2))
+    assert stats.sample_std([0.1]) is None
+    half = stats.t_half_width(values)
+    assert half == pytest.approx(4.302652729911275 * stats.sample_std(values) / np.sqrt(3))
+    low, high = stats.bootstrap_ci(values)
+    assert 0.05 <= low < np.mean(values) < high <= 0.9
+    assert stats.bootstrap_ci([0.2, 0.2, 0.2]) == (0.2, 0.2)
+    assert stats.bootstrap_ci([0.2]) is None
+
+
+def test_paired_test_pairs_seeds():
+    a = {0: 0.10, 1: 0.12, 2: 0.11, 3: 0.13}
+    b = {0: 0.12, 1: 0.15, 2: 0.12, 3: 0.16}
+    c = stats.paired_test(a, b)
+    d = np.array([a[s] - b[s] for s in a])
+    t = d.mean() / (d.std(ddof=1) / 2)
+    assert c.p_value == pytest.approx(2 * scipy.stats.t.sf(abs(t), 3))
+    assert c.n == 4 and c.difference == pytest.approx(d.mean()) and c.test == "paired t"
+    welch = stats.paired_test({0: 0.1, 1: 0.2}, {5: 0.3, 6: 0.5})  # no common seed
+    assert welch.test == "Welch t" and welch.p_value is not None
+    assert stats.parse_seed_errors("0:0.1 2:0.9") == {0: 0.1, 2: 0.9}
+
+
+def test_the_rate_is_chosen_on_validation_and_edges_are_named():
+    # lr 0.1 has the lower test error, lr 0.2 the lower validation error.
+    members = [_run(lr=0.1, seed=s, final=0.10, val=0.30) for s in range(3)]
+    members += [_run(lr=0.2, seed=s, final=0.20, val=0.25) for s in range(3)]
+    members += [_run(lr=0.4, seed=s, status="diverged", test_error=[0.9]) for s in range(3)]
+    assert stats.choose_learning_rate(members) == 0.1
+    assert stats.choose_learning_rate(members, select_on="validation") == 0.2
+    row = stats.summary_row("tau", members, 0.5, "all_seeds", 0.9, "validation")
+    assert row["chosen_learning_rate"] == 0.2 and row["rate_edge"] == ""
+    assert row["mean_final_test_error"] == pytest.approx(0.2)  # test reported at that rate
+    assert row["mean_final_val_error"] == pytest.approx(0.25)
+    assert stats.rate_edge(0.1, [0.1, 0.2, 0.4]) == "bottom"
+    assert stats.rate_edge(0.4, [0.1, 0.2, 0.4]) == "top"
+    assert stats.rate_edge(0.2, [0.2]) == "single"
+    with pytest.raises(ValueError, match="no run of easgd records a validation error"):
+        stats.choose_learning_rate([_run()], select_on="validation")
+
+
+def test_a_runs_csv_gives_back_its_report_summary():
+    """The report read from docs/mnist1d_paper/runs.csv chooses the rates and gives the means
+    and times of docs/mnist1d_paper/summary.csv (itself written from it)."""
+    recorded = runs.read_runs_csv(os.path.join(ROOT, "docs/mnist1d_paper/runs.csv"), 0.2,
+                                  ["msgd"])
+    summary = stats.summarize(recorded, 0.2)
+    shipped = tables.read_summary_csv(os.path.join(ROOT, "docs/mnist1d_paper/summary.csv"))
+    assert len(summary) == len(shipped) == 63
+    for new, old in zip(summary, shipped, strict=True):
+        for key in ("chosen_learning_rate", "mean_final_test_error", "steps_to_threshold",
+                    "sim_time_to_threshold_s", "best_test_error", "reached_threshold"):
+            assert (new[key] is None) == (old[key] is None), (new["method"], key)
+            if new[key] is not None:
+                assert math.isclose(new[key], old[key], rel_tol=1e-9), (new["method"], key)
+    with pytest.raises(ValueError, match="records the steps to 0.2"):
+        recorded[0].to_threshold(0.1)
+
+
+def test_curves_are_seed_means_with_a_band():
+    a = _run(seed=0, test_error=[0.6, 0.4, 0.2])
+    b = _run(seed=1, test_error=[0.8, 0.6])  # diverged after two evaluations
+    x, mean, low, high = plots.mean_curve([a, b], "steps", "test_error")
+    np.testing.assert_allclose(x, [10, 20, 30])
+    np.testing.assert_allclose(mean, [0.7, 0.5, 0.2])
+    np.testing.assert_allclose(low, [0.6, 0.4, 0.2])
+    np.testing.assert_allclose(high, [0.8, 0.6, 0.2])
+
+
+def test_one_palette_everywhere():
+    assert plots.method_styles(["eamsgd"])["eamsgd"] == plots.method_styles(
+        ["diloco", "eamsgd", "lsgd"])["eamsgd"] == palette.PALETTE["eamsgd"]
+    colours = [c for c, _ in palette.PALETTE.values()]
+    assert len(set(colours)) == len(colours)
+    assert palette.style("new_method") == palette.style("new_method")
+    assert palette.style("new_method")[0] not in colours
