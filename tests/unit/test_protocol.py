@@ -148,3 +148,28 @@ def test_one_palette_everywhere():
     assert len(set(colours)) == len(colours)
     assert palette.style("new_method") == palette.style("new_method")
     assert palette.style("new_method")[0] not in colours
+
+
+def test_clock_sensitivity_recomputes_the_recorded_times():
+    """At the recorded setting the recomputed times are the recorded ones; with both methods
+    on one topology the speed-ups are the clock's at the recorded steps."""
+    from easgd_jax.experiments import clock_sensitivity as cs
+    from easgd_jax.parallel.cluster import Cluster, sync_time_s
+
+    recorded = runs.read_runs_csv(os.path.join(ROOT, "docs/mnist1d_paper/runs.csv"), 0.2,
+                                  ["msgd"])
+    summary = stats.summarize(recorded, 0.2)
+    table = cs.sensitivity(summary, "p", ("eamsgd", 10), ("downpour", 1))
+    assert cs.check_recorded(table, summary, "p", ("eamsgd", 10), ("downpour", 1)) < 1e-9
+    row = next(r for r in table if r["topology"] == "both ring"
+               and r["bandwidth_gbit_s"] == 10.0 and r["p"] == 4)
+    ring = Cluster(0.01, 1.25e9, 50e-6, "ring")
+    eamsgd = next(r for r in summary if r["grid"] == "p" and r["method"] == "eamsgd"
+                  and r["tau"] == 10 and r["p"] == 4)
+    downpour = next(r for r in summary if r["grid"] == "p" and r["method"] == "downpour"
+                    and r["p"] == 4)
+    slow = sync_time_s(ring, downpour["steps_to_threshold"], 4, 1, downpour["bytes_per_step"])
+    fast = sync_time_s(ring, eamsgd["steps_to_threshold"], 4, 10,
+                       eamsgd["bytes_per_step"] * 10)
+    assert row["speedup"] == pytest.approx(slow / fast)
+    assert row["speedup"] == pytest.approx(2.35, abs=0.005)  # issue 33's figure
