@@ -6,6 +6,7 @@ from typing import Any
 
 import flax.linen as nn
 
+from easgd_jax.models.axes import logical_axes
 from easgd_jax.models.paper import CifarCNN, ImageNetCNN
 from easgd_jax.models.small import CNN1D, MLP, cross_entropy
 from easgd_jax.models.transformer import Transformer
@@ -43,4 +44,4 @@ def get_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
 
 
 __all__ = ["CNN1D", "MLP", "CifarCNN", "ImageNetCNN", "INPUT_KINDS", "MODEL_NAMES", "Transformer",
-           "cross_entropy", "get_model"]
+           "cross_entropy", "get_model", "logical_axes"]

@@ -21,7 +21,7 @@ Every layer's output is sown into the ``"intermediates"`` collection as ``NAME_o
 (``conv1_output``, ``pool1_output``, ..., ``dense1_output``, ``logits_output``; the
 parameters are under ``conv1``, ``dense1``, ``logits``, ...):
 ``apply(..., mutable=["intermediates"])`` returns them, which the tests use to check every
-size above.
+size above. Every parameter carries logical axis names (:data:`CONV_AXES`, models/axes.py).
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from typing import NamedTuple
 
 import flax.linen as nn
 import jax
+
+from easgd_jax.models.axes import named
 
 
 class Layer(NamedTuple):
@@ -56,6 +58,12 @@ IMAGENET_LAYERS: tuple[Layer, ...] = (
 )
 
 
+# The logical axis names (models/axes.py) of a convolution's kernel [h, w, in, out]; its bias
+# is ("features",), a dense layer's kernel ("features_in", "features"), the S layer's
+# ("features_in", "classes").
+CONV_AXES = ("window_h", "window_w", "features_in", "features")
+
+
 def _forward(module: nn.Module, x: jax.Array, layers: Sequence[Layer], num_classes: int,
              bias: float, dropout_rate: float, train: bool) -> jax.Array:
     """Runs ``layers`` then the S layer inside ``module``'s compact ``__call__``."""
@@ -67,7 +75,8 @@ def _forward(module: nn.Module, x: jax.Array, layers: Sequence[Layer], num_class
         if layer.kind == "conv":
             x = nn.Conv(layer.features, (layer.window, layer.window),
                         strides=(layer.stride, layer.stride), padding="VALID",
-                        bias_init=bias_init, name=name)(x)
+                        kernel_init=named(nn.linear.default_kernel_init, CONV_AXES),
+                        bias_init=named(bias_init, ("features",)), name=name)(x)
             x = nn.relu(x)
         elif layer.kind == "pool":
             window = (layer.window, layer.window)
@@ -75,13 +84,18 @@ def _forward(module: nn.Module, x: jax.Array, layers: Sequence[Layer], num_class
         elif layer.kind == "dense":
             if x.ndim > 2:
                 x = x.reshape(x.shape[0], -1)
-            x = nn.relu(nn.Dense(layer.features, bias_init=bias_init, name=name)(x))
+            x = nn.relu(nn.Dense(
+                layer.features, name=name,
+                kernel_init=named(nn.linear.default_kernel_init, ("features_in", "features")),
+                bias_init=named(bias_init, ("features",)))(x))
             x = nn.Dropout(dropout_rate, deterministic=not train)(x)
         else:
             raise ValueError(f"unknown layer kind {layer.kind!r}.")
         module.sow("intermediates", f"{name}_output", x)
     x = x.reshape(x.shape[0], -1)
-    x = nn.Dense(num_classes, bias_init=bias_init, name="logits")(x)
+    x = nn.Dense(num_classes, name="logits",
+                 kernel_init=named(nn.linear.default_kernel_init, ("features_in", "classes")),
+                 bias_init=named(bias_init, ("classes",)))(x)
     module.sow("intermediates", "logits_output", x)
     return x
 

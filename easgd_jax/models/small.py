@@ -8,9 +8,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from easgd_jax.models.axes import named
+
 
 class MLP(nn.Module):
-    """Flatten -> [Dense -> ReLU] * len(hidden) -> Dense(num_classes)."""
+    """Flatten -> [Dense -> ReLU] * len(hidden) -> Dense(num_classes).
+
+    Logical axis names (models/axes.py): each kernel ``("features_in", "features")``, its
+    bias ``("features",)``; the output layer's ``("features_in", "classes")``, ``("classes",)``.
+    """
 
     num_classes: int
     hidden: Sequence[int] = (256, 256)
@@ -20,8 +26,16 @@ class MLP(nn.Module):
         del train
         x = x.reshape(x.shape[0], -1)
         for width in self.hidden:
-            x = nn.relu(nn.Dense(width)(x))
-        return nn.Dense(self.num_classes)(x)
+            x = nn.relu(_dense(width, "features")(x))
+        return _dense(self.num_classes, "classes")(x)
+
+
+def _dense(features: int, out: str) -> nn.Dense:
+    """``nn.Dense(features)`` (Flax's default initializers) whose kernel is named
+    ``("features_in", out)`` and bias ``(out,)``."""
+    return nn.Dense(features,
+                    kernel_init=named(nn.linear.default_kernel_init, ("features_in", out)),
+                    bias_init=named(nn.initializers.zeros_init(), (out,)))
 
 
 @jax.custom_vjp
@@ -82,16 +96,20 @@ class StridedConv1D(nn.Module):
         span = (out_length - 1) * self.stride + 1
         windows = [x[:, i:i + span:self.stride, :] for i in range(self.kernel_size)]
         patches = jnp.concatenate(windows, axis=-1)  # [batch, out_length, k * channels]
-        kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                            (self.kernel_size, channels, self.features))
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        kernel = self.param(
+            "kernel", named(nn.initializers.lecun_normal(), ("window", "features_in", "features")),
+            (self.kernel_size, channels, self.features))
+        bias = self.param("bias", named(nn.initializers.zeros_init(), ("features",)),
+                          (self.features,))
         return patch_matmul(patches, kernel.reshape(-1, self.features)) + bias
 
 
 class CNN1D(nn.Module):
     """A 1-D CNN for MNIST-1D: [Conv1D(stride 2) -> ReLU] * len(features) -> Dense.
 
-    Inputs ``[batch, length]`` (one channel) or ``[batch, length, channels]``.
+    Inputs ``[batch, length]`` (one channel) or ``[batch, length, channels]``. Logical axis
+    names: each convolution's kernel ``("window", "features_in", "features")``, its bias
+    ``("features",)``; the output layer's as :class:`MLP`'s.
     """
 
     num_classes: int
@@ -106,7 +124,7 @@ class CNN1D(nn.Module):
         for width, kernel in zip(self.features, self.kernel_sizes, strict=True):
             x = nn.relu(StridedConv1D(width, kernel, stride=2)(x))
         x = x.reshape(x.shape[0], -1)
-        return nn.Dense(self.num_classes)(x)
+        return _dense(self.num_classes, "classes")(x)
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:

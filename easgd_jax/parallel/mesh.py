@@ -21,9 +21,27 @@ gets two inner axes, ``DATA_AXIS`` and ``FSDP_AXIS`` (d = p x data x fsdp device
 The executor's ``shard_map`` is manual over the worker axes only; inside a worker, XLA
 shards automatically: the worker's batch over ``data`` (its gradient is the mean over all
 its devices), and every array of its state (params, inner optimizer state, the center copy,
-velocities, averages, residuals) over ``fsdp`` (:meth:`WorkerLayout.inner_spec`). The
-algorithms' all-reduce then pairs the same shard across workers: each device sends
-model bytes / fsdp per exchange.
+velocities, averages, residuals) over ``fsdp``. The algorithms' all-reduce then pairs the
+same shard across workers: each device sends model bytes / fsdp per exchange.
+
+Which dimension of a parameter FSDP splits (:func:`fsdp_plan`, attached to a layout by
+:meth:`WorkerLayout.with_params`):
+
+- by the model's LOGICAL AXIS NAMES (Flax partitioning metadata, models/axes.py) and the
+  rules table :data:`FSDP_RULES`, in order of precedence as ``nn.logical_to_mesh_axes``
+  reads it (as MaxText and big_vision map ``"embed"`` to their fsdp axis): the first
+  named dimension of the parameter whose rule maps it to ``fsdp`` and whose size ``fsdp``
+  divides;
+- a parameter WITHOUT names (a model that declares none): its largest dimension that
+  ``fsdp`` divides (big_vision's ``fsdp`` rule, :func:`fsdp_dimension`).
+
+Every leaf of the optimizer and algorithm state that mirrors a parameter (the same key
+path at its end, the same shape: ``trace['Dense_0']['kernel']``, ``center[...]``) takes
+that parameter's split; other leaves (counters, keys, flags, per-worker scalars) stay whole
+on every device of the worker (with a model that names nothing: any floating array along
+its largest dimension fsdp divides, the rule for everything). A layout without a plan (no
+:meth:`~WorkerLayout.with_params`) uses that largest-dimension rule for every floating
+array: :meth:`WorkerLayout.inner_spec` / :meth:`~WorkerLayout.state_sharding` of a shape.
 """
 
 from __future__ import annotations
@@ -32,6 +50,7 @@ import dataclasses
 import os
 from typing import Any
 
+import flax.linen as nn
 import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
@@ -42,6 +61,13 @@ GROUP_AXIS = "groups"
 DATA_AXIS = "data"  # a worker's batch split over its devices
 FSDP_AXIS = "fsdp"  # a worker's state sharded over its devices
 INNER_AXES = (DATA_AXIS, FSDP_AXIS)
+# Logical axis names -> the fsdp mesh axis, in order of precedence (flax's logical axis
+# rules): a transformer's width first (MaxText's ("embed", "fsdp")), then its MLP width;
+# a dense or convolutional layer's input, then its output features; a vocabulary or the
+# class scores last. ``heads``, ``kv``, ``length`` and convolution windows are never split.
+FSDP_RULES: tuple[tuple[str, str], ...] = (
+    ("embed", FSDP_AXIS), ("mlp", FSDP_AXIS), ("features_in", FSDP_AXIS),
+    ("features", FSDP_AXIS), ("vocab", FSDP_AXIS), ("classes", FSDP_AXIS))
 _COLLECTIVE_TIMEOUTS = ("--xla_cpu_collective_call_terminate_timeout_seconds=900",
                         "--xla_cpu_collective_timeout_seconds=900")
 
@@ -107,20 +133,144 @@ class LayoutError(ValueError):
     shapes are known; ``launch.py`` exits 2 with its one line)."""
 
 
-def check_fsdp(params: Any, fsdp: int) -> None:
-    """:class:`LayoutError`, in one line naming the numbers, when FSDP over ``fsdp`` devices
-    would leave the model's largest parameter array whole (no dimension of it divisible by
-    ``fsdp``): the arrays that hold the memory must split. Smaller arrays that no dimension
-    of divides (a 10-class bias) stay whole on every device of the worker."""
+Path = tuple[Any, ...]  # a pytree key path (jax.tree_util key entries)
+
+
+def _has_names(spec: Any, ndim: int) -> bool:
+    return (isinstance(spec, PartitionSpec) and len(spec) == ndim and ndim > 0
+            and any(isinstance(name, str) for name in spec))
+
+
+def _largest_dim_spec(shape: tuple[int, ...], fsdp: int) -> PartitionSpec:
+    dim = fsdp_dimension(shape, fsdp)
+    return PartitionSpec(*(FSDP_AXIS if d == dim else None for d in range(len(shape))))
+
+
+def logical_fsdp_spec(names: PartitionSpec, shape: tuple[int, ...], fsdp: int,
+                      rules: tuple[tuple[str, str], ...] = FSDP_RULES) -> PartitionSpec:
+    """The split of a parameter of ``shape`` whose dimensions carry the logical ``names``:
+    ``nn.logical_to_mesh_axes(names, rules)`` with the rules kept to those whose dimension
+    ``fsdp`` divides (so the first such rule in precedence takes the fsdp axis; a parameter
+    none of whose named dimensions divides stays whole)."""
     if fsdp <= 1:
-        return
+        return PartitionSpec(*(None for _ in shape))
+    fits = tuple((name, axis) for name, axis in rules
+                 if name in names and shape[tuple(names).index(name)] % fsdp == 0)
+    return PartitionSpec(*nn.logical_to_mesh_axes(tuple(names), fits))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FsdpPlan:
+    """How one worker's params split over its ``fsdp`` devices (:func:`fsdp_plan`).
+
+    ``specs``: each parameter's key path -> (its shape, its PartitionSpec over ``FSDP_AXIS``);
+    ``named``: the paths whose split came from logical axis names (the others: the
+    largest-dimension rule)."""
+
+    fsdp: int
+    specs: dict[Path, tuple[tuple[int, ...], PartitionSpec]]
+    named: frozenset[Path]
+    rules: tuple[tuple[str, str], ...] = FSDP_RULES
+
+    @property
+    def logical(self) -> bool:
+        """Whether any parameter is split by its logical names (then a state leaf that
+        mirrors no parameter stays whole)."""
+        return bool(self.named)
+
+    def spec_of(self, path: Path, shape: tuple[int, ...], dtype: Any) -> PartitionSpec:
+        """The split of one worker's state leaf at key ``path`` (any prefix before the
+        parameter's own path: ``.params``, ``.opt_state[0].center``, ...): a floating leaf
+        whose path ends with a parameter's path and whose shape is that parameter's takes
+        its split; another floating leaf stays whole under logical names, or is split by the
+        largest-dimension rule when the model names nothing; integers, keys, flags whole."""
+        if not jax.numpy.issubdtype(dtype, jax.numpy.floating):
+            return PartitionSpec(*(None for _ in shape))
+        for start in range(len(path)):  # the longest parameter path that ends the leaf's
+            found = self.specs.get(tuple(path[start:]))
+            if found is not None and found[0] == tuple(shape):
+                return found[1]
+        if self.logical:
+            return PartitionSpec(*(None for _ in shape))
+        return _largest_dim_spec(tuple(shape), self.fsdp)
+
+    def describe(self) -> str:
+        """One line for the run's log: which rule split the parameters."""
+        total = len(self.specs)
+        head = f"FSDP over {self.fsdp} devices per worker: "
+        if not self.named:
+            return (head + f"the model's {total} parameters carry no logical axis names: each "
+                    "floating array split along its largest dimension fsdp divides")
+        rules = ", ".join(name for name, _ in self.rules)
+        line = (head + f"{len(self.named)} of {total} parameters split by their logical axis "
+                f"names (rules, in precedence: {rules} -> {FSDP_AXIS}); the optimizer and "
+                "algorithm state follow their parameter's split, other leaves whole")
+        unnamed = [jax.tree_util.keystr(p) for p in self.specs if p not in self.named]
+        if unnamed:
+            line += (f"; without names, along their largest dimension fsdp divides: "
+                     f"{', '.join(unnamed)}")
+        return line
+
+    def table(self) -> list[tuple[str, tuple[int, ...], str]]:
+        """(parameter path, shape, its split as text) for every parameter."""
+        return [(jax.tree_util.keystr(p), shape, str(spec))
+                for p, (shape, spec) in self.specs.items()]
+
+
+def fsdp_plan(params: Any, fsdp: int, logical: Any = None,
+              rules: tuple[tuple[str, str], ...] = FSDP_RULES) -> FsdpPlan:
+    """How FSDP over ``fsdp`` devices splits each parameter of ``params`` (one worker's
+    tree, arrays or shape structs): by its logical names in ``logical`` (a tree like
+    ``params`` of ``PartitionSpec``s of names, ``easgd_jax.models.logical_axes``) and
+    ``rules`` (:func:`logical_fsdp_spec`); a parameter without names (or ``logical`` None)
+    along its largest dimension fsdp divides (:func:`fsdp_dimension`).
+
+    Raises :class:`LayoutError`, in one line naming the numbers, when the split leaves the
+    model's largest parameter whole: the arrays that hold the memory must split. By names:
+    the logical dimensions the rules would split and their sizes, none divisible by ``fsdp``
+    (smaller parameters none of whose named dimensions divides, a 10-class bias, stay whole
+    on every device of the worker)."""
     leaves = jax.tree_util.tree_leaves_with_path(params)
-    path, largest = max(leaves, key=lambda item: int(np.size(item[1])))
-    if fsdp_dimension(tuple(np.shape(largest)), fsdp) is None:
-        raise LayoutError(
-            f"worker_devices.fsdp ({fsdp}) divides no dimension of the model's largest "
-            f"parameter, {jax.tree_util.keystr(path)} of shape {tuple(np.shape(largest))}: "
-            "choose an fsdp that divides one of its dimensions.")
+    names: dict[Path, Any] = {}
+    if logical is not None:
+        names = {tuple(p): n for p, n in jax.tree_util.tree_leaves_with_path(
+            logical, is_leaf=lambda x: isinstance(x, PartitionSpec) or x is None)}
+    specs: dict[Path, tuple[tuple[int, ...], PartitionSpec]] = {}
+    named = set()
+    for path, leaf in leaves:
+        shape, path = tuple(np.shape(leaf)), tuple(path)
+        if _has_names(names.get(path), len(shape)):
+            specs[path] = (shape, logical_fsdp_spec(names[path], shape, fsdp, rules))
+            named.add(path)
+        else:
+            specs[path] = (shape, _largest_dim_spec(shape, fsdp))
+    plan = FsdpPlan(fsdp, specs, frozenset(named), tuple(rules))
+    if fsdp > 1 and leaves:
+        path, largest = max(leaves, key=lambda item: int(np.size(item[1])))
+        path, shape = tuple(path), tuple(np.shape(largest))
+        if FSDP_AXIS not in tuple(specs[path][1]):
+            where = f"the model's largest parameter, {jax.tree_util.keystr(path)} of shape {shape}"
+            if path not in named:
+                raise LayoutError(
+                    f"worker_devices.fsdp ({fsdp}) divides no dimension of {where}: choose an "
+                    "fsdp that divides one of its dimensions.")
+            ruled = {name for name, _ in rules}
+            dims = [f"{n} = {size}" for n, size in zip(names[path], shape, strict=True)
+                    if n in ruled]
+            raise LayoutError(
+                f"worker_devices.fsdp ({fsdp}) divides none of the logical dimensions FSDP "
+                f"splits of {where}: {', '.join(dims) or 'none is in the rules'} (names "
+                f"{tuple(names[path])}): choose an fsdp that divides one of them.")
+    return plan
+
+
+def check_fsdp(params: Any, fsdp: int, logical: Any = None,
+               rules: tuple[tuple[str, str], ...] = FSDP_RULES) -> FsdpPlan:
+    """:class:`LayoutError`, in one line naming the numbers, when FSDP over ``fsdp`` devices
+    would leave the model's largest parameter array whole (:func:`fsdp_plan`: with the
+    model's logical names ``logical``, it names the logical dimensions fsdp does not
+    divide); otherwise the plan."""
+    return fsdp_plan(params, fsdp, logical, rules)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,6 +283,8 @@ class WorkerLayout:
     num_groups: int = 1
     data: int = 1
     fsdp: int = 1
+    # How the params split over fsdp (:meth:`with_params`); None: the largest-dimension rule.
+    plan: FsdpPlan | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def num_devices(self) -> int:
@@ -157,21 +309,58 @@ class WorkerLayout:
         """Whether a worker spans several devices (``data`` x ``fsdp`` > 1)."""
         return self.devices_per_worker > 1
 
+    def with_params(self, params: Any, logical: Any = None,
+                    rules: tuple[tuple[str, str], ...] = FSDP_RULES) -> WorkerLayout:
+        """This layout with the FSDP plan of a model: ``params`` one worker's params (arrays
+        or shape structs), ``logical`` their logical axis names
+        (``easgd_jax.models.logical_axes(model, example_shape)``; None: the
+        largest-dimension rule). :class:`LayoutError` on a misfit (:func:`fsdp_plan`).
+        :meth:`inner_specs` / :meth:`state_shardings` then split by it."""
+        return dataclasses.replace(self, plan=fsdp_plan(params, self.fsdp, logical, rules))
+
     def inner_spec(self, shape: tuple[int, ...], dtype: Any = np.float32) -> PartitionSpec:
-        """How one worker's array of ``shape`` and ``dtype`` is laid over its own devices: a
-        floating array (params, optimizer and algorithm state) split along its
-        :func:`fsdp_dimension` over ``FSDP_AXIS``; others (counters, RNG keys, flags) whole
-        on every device of the worker."""
+        """The largest-dimension rule for one worker's array of ``shape`` and ``dtype`` (the
+        rule of a layout without a plan, and of a model without names): a floating array
+        split along its :func:`fsdp_dimension` over ``FSDP_AXIS``; others (counters, RNG
+        keys, flags) whole on every device of the worker. By the tree, following the
+        plan: :meth:`inner_specs`."""
         floating = jax.numpy.issubdtype(dtype, jax.numpy.floating)
         dim = fsdp_dimension(tuple(shape), self.fsdp) if floating else None
         return PartitionSpec(*(FSDP_AXIS if d == dim else None for d in range(len(shape))))
 
+    def inner_specs(self, tree: Any) -> Any:
+        """How each leaf of one worker's ``tree`` (its TrainState, or any tree whose
+        param-mirroring leaves end with the params' key paths) is laid over the worker's
+        devices: :meth:`FsdpPlan.spec_of` (its parameter's split) with a plan, else
+        :meth:`inner_spec`. A tree like ``tree`` of ``PartitionSpec``s."""
+        def spec(path, leaf):
+            shape, dtype = tuple(np.shape(leaf)), _dtype(leaf)
+            if self.plan is None:
+                return self.inner_spec(shape, dtype)
+            return self.plan.spec_of(tuple(path), shape, dtype)
+
+        return jax.tree_util.tree_map_with_path(spec, tree)
+
     def state_sharding(self, shape: tuple[int, ...], dtype: Any = np.float32) -> NamedSharding:
         """A stacked state array (leading worker axis) of ``shape`` and ``dtype``: split
-        over the workers, and over ``fsdp`` inside each (:meth:`inner_spec` of
-        ``shape[1:]``)."""
+        over the workers, and over ``fsdp`` inside each by the largest-dimension rule
+        (:meth:`inner_spec` of ``shape[1:]``). Following the plan: :meth:`state_shardings`."""
         inner = tuple(self.inner_spec(shape[1:], dtype)) if self.spans_devices else ()
         return NamedSharding(self.mesh, PartitionSpec(self.device_axes, *inner))
+
+    def state_shardings(self, tree: Any) -> Any:
+        """The shardings of a stacked ``tree`` (leading worker axis on every leaf: the
+        executor's TrainState): split over the workers, and inside each over ``fsdp`` as
+        :meth:`inner_specs` of one worker's leaves says."""
+        def sharding(path, leaf):
+            shape = tuple(np.shape(leaf))
+            inner: tuple = ()
+            if self.spans_devices:
+                inner = tuple(self.inner_spec(shape[1:], _dtype(leaf)) if self.plan is None
+                              else self.plan.spec_of(tuple(path), shape[1:], _dtype(leaf)))
+            return NamedSharding(self.mesh, PartitionSpec(self.device_axes, *inner))
+
+        return jax.tree_util.tree_map_with_path(sharding, tree)
 
     def batch_sharding(self) -> NamedSharding:
         """Stacked batches ``[p, steps, batch, ...]``: split over the workers, and each
@@ -204,6 +393,10 @@ class WorkerLayout:
 
     def replicated_sharding(self) -> NamedSharding:
         return NamedSharding(self.mesh, PartitionSpec())
+
+
+def _dtype(leaf: Any) -> Any:
+    return leaf.dtype if hasattr(leaf, "dtype") else np.result_type(leaf)
 
 
 def make_worker_layout(

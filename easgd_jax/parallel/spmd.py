@@ -106,12 +106,13 @@ def unrolled_over_workers(fn: Callable[..., Any], max_chains: int = 8) -> Callab
 
 def constrain_state(tree: Any, layout: WorkerLayout) -> Any:
     """One worker's arrays (inside :func:`per_worker`) held to their FSDP layout over the
-    worker's devices (:meth:`WorkerLayout.inner_spec`); ``tree`` as it is when workers do
-    not span devices."""
+    worker's devices (:meth:`WorkerLayout.inner_specs`: each param-mirroring leaf of the
+    optimizer and algorithm state split as its parameter, by the model's logical axis names
+    when the layout has the model's plan, :meth:`WorkerLayout.with_params`); ``tree`` as it
+    is when workers do not span devices."""
     if not layout.spans_devices:
         return tree
-    return jax.tree.map(lambda a: lax.with_sharding_constraint(
-        a, layout.inner_spec(jnp.shape(a), jnp.result_type(a))), tree)
+    return jax.tree.map(lax.with_sharding_constraint, tree, layout.inner_specs(tree))
 
 
 def constrain_batches(batches: Any, layout: WorkerLayout) -> Any:

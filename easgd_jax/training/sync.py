@@ -47,7 +47,7 @@ import optax
 from absl import logging
 from jax.experimental import multihost_utils
 
-from easgd_jax import data, parallel
+from easgd_jax import data, models, parallel
 from easgd_jax.algorithms.base import Spec, check_chain_order
 from easgd_jax.algorithms.collectives import AGREEMENT_FIELD, disagreement_message
 from easgd_jax.training import config as config_lib
@@ -189,9 +189,11 @@ def _to_global(make: Callable[[range], Any], layout: parallel.WorkerLayout, like
                sharding_of: Callable[[tuple[int, ...], Any], Any] | None = None) -> Any:
     """Builds arrays with a leading worker axis from ``make(workers) -> tree``, shaped like
     ``like``, each with ``sharding_of(shape, dtype)`` (default: the layout's state
-    sharding: over the workers, and over FSDP inside a worker that spans devices); each
-    process computes only the workers its devices hold."""
-    sharding_of = layout.state_sharding if sharding_of is None else sharding_of
+    shardings, ``layout.state_shardings(like)``: over the workers, and over FSDP inside a
+    worker that spans devices); each process computes only the workers its devices hold."""
+    shardings = jax.tree.leaves(
+        layout.state_shardings(like) if sharding_of is None
+        else jax.tree.map(lambda leaf: sharding_of(leaf.shape, leaf.dtype), like))
     cache: dict[tuple[int, int], Any] = {}
 
     def shard(path_index, index):
@@ -203,7 +205,7 @@ def _to_global(make: Callable[[range], Any], layout: parallel.WorkerLayout, like
 
     leaves, treedef = jax.tree.flatten(like)
     arrays = [jax.make_array_from_callback(
-        leaf.shape, sharding_of(leaf.shape, leaf.dtype), lambda index, i=i: shard(i, index))
+        leaf.shape, shardings[i], lambda index, i=i: shard(i, index))
         for i, leaf in enumerate(leaves)]
     return jax.tree.unflatten(treedef, arrays)
 
@@ -293,7 +295,9 @@ def _build(config: ml_collections.ConfigDict, plan: Plan, workdir: str,
                  jax.process_count(),
                  config.algorithm.name, dataset.name, dataset.example_shape)
     params = jax.device_get(initial_params(config, model, dataset.example_shape))
-    parallel.mesh.check_fsdp(params, layout.fsdp)
+    if layout.spans_devices:  # FSDP by the model's logical axis names (LayoutError: misfit)
+        layout = layout.with_params(params, models.logical_axes(model, dataset.example_shape))
+        logging.info("%s", layout.plan.describe())
     abstract_state = jax.eval_shape(lambda: initial_state(config, tx, params))
     check_chain_order(abstract_state.opt_state)  # a registered algorithm passes; a wrapper may not
     sampler = data.WorkerSampler(dataset.train_x, dataset.train_y, plan.num_workers,
