@@ -27,6 +27,18 @@ The executor knows nothing of the algorithm: it runs any
 :class:`~easgd_jax.algorithms.base.AsyncRule` with a ``grad_fn(params, batch, key)
 -> (grad, loss)``. Staleness of an exchange = master updates between the worker's last read
 of the master (its previous exchange) and this exchange.
+
+Workers that span devices (``config.worker_devices``: data x fsdp devices per worker): the
+workers take turns anyway, so the simulation runs on ONE slot of data x fsdp devices, a
+:class:`~easgd_jax.parallel.mesh.WorkerLayout` of one worker spanning them, all p workers in
+turn on it. Every array of the carry is laid out by that layout's public sharding API
+(:func:`state_shardings`): each worker's params and rule state and the master's arrays over
+``fsdp`` (:meth:`WorkerLayout.state_shardings` / :meth:`~WorkerLayout.inner_specs`, with the
+model's plan: the synchronous executor's rule), counters, clocks and the key whole on every
+device; each tick's batch is split over ``data``
+(:meth:`WorkerLayout.batch_sharding`), so its gradient, the mean of the per-example
+gradients, is the mean over the data devices (XLA all-reduces the partial sums): the numbers
+are those of the one-device simulation, to the order of the sums.
 """
 
 from __future__ import annotations
@@ -40,8 +52,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.sharding import NamedSharding, PartitionSpec
 
 from easgd_jax.algorithms.base import AsyncRule, AsyncWorkerState
+from easgd_jax.parallel.mesh import WorkerLayout, make_worker_layout
 
 # "cluster": per-worker clocks on a simulated cluster whose parameter server's link
 # serialises the exchanges, in seconds (built by parallel.cluster.cluster_schedule).
@@ -211,6 +225,68 @@ def init_sim_state(rule: AsyncRule, params: Any, num_workers: int, key: jax.Arra
                     jnp.zeros([num_workers], jnp.int32), zero, key)
 
 
+def simulation_layout(data: int, fsdp: int) -> WorkerLayout | None:
+    """The one slot of ``data`` x ``fsdp`` devices (the first that many) the simulation runs
+    its workers on in turn, as a :class:`WorkerLayout` of one worker spanning them; None
+    when a worker is one device (the simulation then runs where jax puts it)."""
+    if data * fsdp == 1:
+        return None
+    return make_worker_layout(1, data * fsdp, data=data, fsdp=fsdp)
+
+
+def _inner(tree: Any, layout: WorkerLayout) -> Any:
+    """The shardings of one worker's tree (or the master's) over the slot: each leaf as
+    :meth:`WorkerLayout.inner_specs` says (a leaf that mirrors a parameter split as that
+    parameter, by the model's plan when the layout has one; counters, keys whole)."""
+    return jax.tree.map(lambda spec: NamedSharding(layout.mesh, spec),
+                        layout.inner_specs(tree),
+                        is_leaf=lambda x: isinstance(x, PartitionSpec))
+
+
+def state_shardings(state: SimState | DelayState, layout: WorkerLayout) -> Any:
+    """The shardings of a simulation's carry (``state``: arrays or shapes) on ``layout``'s
+    slot (:func:`simulation_layout`, with the model's plan: ``layout.with_params``): the
+    stacked workers (params, rule state) and the random-delay ring by the layout's
+    :meth:`WorkerLayout.state_shardings` (its worker axis has size 1: every row on every
+    device of the slot, split over fsdp as one worker's), the master's arrays as one
+    worker's, the clocks and the key whole on every device."""
+    whole = layout.replicated_sharding()
+    if isinstance(state, SimState):
+        return SimState(layout.state_shardings(state.workers), _inner(state.master, layout),
+                        whole, whole, whole, whole)
+    return DelayState(_inner(state.master, layout), layout.state_shardings(state.ring),
+                      whole, whole, whole)
+
+
+def batch_shardings(batches: Any, layout: WorkerLayout) -> Any:
+    """The shardings of a chunk's batches (leading axes: ticks, examples): each tick's
+    examples split over the slot's ``data`` devices (the layout's
+    :meth:`WorkerLayout.batch_sharding` for ``[workers, steps, batch, ...]``, less its
+    worker axis)."""
+    spec = PartitionSpec(*tuple(layout.batch_sharding().spec)[1:])
+    return jax.tree.map(lambda _: NamedSharding(layout.mesh, spec), batches)
+
+
+def _constrain(tree: Any, shardings: Any) -> Any:
+    return jax.tree.map(lax.with_sharding_constraint, tree, shardings)
+
+
+def _tick_batch(batch: Any, layout: WorkerLayout | None) -> Any:
+    """One tick's batch (inside the scan) held split over the data devices."""
+    if layout is None:
+        return batch
+    spec = PartitionSpec(*tuple(layout.batch_sharding().spec)[2:])
+    return jax.tree.map(lambda a: lax.with_sharding_constraint(
+        a, NamedSharding(layout.mesh, spec)), batch)
+
+
+def _one_worker(tree: Any, layout: WorkerLayout | None) -> Any:
+    """One worker's arrays (inside the scan) held to their FSDP layout over the slot."""
+    if layout is None:
+        return tree
+    return _constrain(tree, _inner(tree, layout))
+
+
 def worker_tick(
     rule: AsyncRule,
     grad_fn: GradFn,
@@ -241,16 +317,20 @@ def worker_tick(
     return rule.after(worker, grad, communicated), master, communicated, loss
 
 
-def make_simulator(rule: AsyncRule, grad_fn: GradFn) -> Callable:
+def make_simulator(rule: AsyncRule, grad_fn: GradFn,
+                   layout: WorkerLayout | None = None) -> Callable:
     """Returns jitted ``run(state, workers, batches) -> (state, TickInfo)``.
 
     ``workers`` is int32 [C] (a :class:`Schedule` chunk) and ``batches`` a pytree with a
-    leading axis C: the batch of the active worker at each tick.
+    leading axis C: the batch of the active worker at each tick. ``layout``: the slot of
+    devices a worker spans (:func:`simulation_layout`; module docstring), or None: the
+    carry stays on :func:`state_shardings` and each tick's batch on the data devices.
     """
 
     def tick(state: SimState, inputs):
         index, batch = inputs
-        worker = jax.tree.map(lambda a: a[index], state.workers)
+        batch = _tick_batch(batch, layout)
+        worker = _one_worker(jax.tree.map(lambda a: a[index], state.workers), layout)
         key = jax.random.fold_in(jax.random.fold_in(state.key, index), worker.count)
         worker, master, communicated, loss = worker_tick(
             rule, grad_fn, worker, state.master, index, state.total, batch, key)
@@ -260,13 +340,19 @@ def make_simulator(rule: AsyncRule, grad_fn: GradFn) -> Callable:
             jnp.where(communicated, master_clock, state.read_clock[index]))
         workers = jax.tree.map(lambda a, w: a.at[index].set(w), state.workers, worker)
         new = SimState(workers, master, master_clock, read_clock, state.total + 1, state.key)
-        return new, TickInfo(index, communicated, staleness, loss)
+        return _held(new, layout), TickInfo(index, communicated, staleness, loss)
 
     @jax.jit
     def run(state: SimState, workers: jax.Array, batches: Any):
+        state = _held(state, layout)
         return lax.scan(tick, state, (jnp.asarray(workers, jnp.int32), batches))
 
     return run
+
+
+def _held(state: SimState | DelayState, layout: WorkerLayout | None) -> Any:
+    """The carry held to :func:`state_shardings` (as it is without a layout)."""
+    return state if layout is None else _constrain(state, state_shardings(state, layout))
 
 
 class DelayState(NamedTuple):
@@ -297,13 +383,15 @@ def init_delay_state(rule: AsyncRule, params: Any, max_staleness: int,
     return DelayState(master, ring, ring_clock, jnp.zeros([], jnp.int32), key)
 
 
-def make_delay_simulator(rule: AsyncRule, grad_fn: GradFn) -> Callable:
+def make_delay_simulator(rule: AsyncRule, grad_fn: GradFn,
+                         layout: WorkerLayout | None = None) -> Callable:
     """Returns jitted ``run(state, delays, workers, local_steps, batches) -> (state, TickInfo)``.
 
     At each tick a worker reads the master iterate ``delays[t]`` updates old from the ring,
     takes its gradient there and the master applies it (the rule must have
     ``stateless_worker``: APAM, DOWNPOUR with tau = 1). ``workers`` / ``local_steps`` only
-    label the tick's data and the worker's clock (for learning-rate schedules).
+    label the tick's data and the worker's clock (for learning-rate schedules). ``layout``:
+    as :func:`make_simulator`'s.
     """
     if not rule.stateless_worker:
         raise ValueError(
@@ -312,9 +400,10 @@ def make_delay_simulator(rule: AsyncRule, grad_fn: GradFn) -> Callable:
 
     def tick(state: DelayState, inputs):
         delay, index, local_step, batch = inputs
+        batch = _tick_batch(batch, layout)
         slots = state.ring_clock.shape[0]
         slot = (state.master_clock - delay) % slots
-        stale = jax.tree.map(lambda a: a[slot], state.ring)
+        stale = _one_worker(jax.tree.map(lambda a: a[slot], state.ring), layout)
         worker = rule.init_worker(stale)._replace(count=local_step)
         key = jax.random.fold_in(jax.random.fold_in(state.key, index), local_step)
         _, master, _, loss = worker_tick(
@@ -326,12 +415,12 @@ def make_delay_simulator(rule: AsyncRule, grad_fn: GradFn) -> Callable:
         ring = jax.tree.map(lambda r, c: r.at[new_slot].set(c), state.ring, master.center)
         ring_clock = state.ring_clock.at[new_slot].set(clock)
         new = DelayState(master, ring, ring_clock, clock, state.key)
-        return new, TickInfo(index, jnp.asarray(True), staleness, loss)
+        return _held(new, layout), TickInfo(index, jnp.asarray(True), staleness, loss)
 
     @jax.jit
     def run(state: DelayState, delays, workers, local_steps, batches):
         inputs = (jnp.asarray(delays, jnp.int32), jnp.asarray(workers, jnp.int32),
                   jnp.asarray(local_steps, jnp.int32), batches)
-        return lax.scan(tick, state, inputs)
+        return lax.scan(tick, _held(state, layout), inputs)
 
     return run

@@ -9,10 +9,15 @@ and evaluation as the synchronous loop (:mod:`easgd_jax.training.sync`).
   speeds and phases) or ``random_delay`` (gradient-based rules only: each gradient at a master
   iterate up to ``max_staleness`` updates old). The run has ``num_steps * p`` ticks, the
   gradient computations of a synchronous run of ``num_steps`` local steps; with ``clocks``
-  the fast workers take more of them.
+  the fast workers take more of them. With ``config.worker_devices`` (data x fsdp > 1) the
+  workers, who take turns anyway, all run in turn on one slot of data x fsdp devices
+  (``num_devices`` = data x fsdp): every worker's state and the master's sharded over fsdp
+  by the model's plan, each tick's batch split over data (:mod:`easgd_jax.parallel.
+  schedules`); in float64 (``train.param_dtype``) it equals the one-device simulation.
 - ``"threads"``: a real parameter server on this host (``parallel/server.py``), one thread per
   worker, each running ``num_steps`` local steps; the master in
   ``config.asynchrony.num_shards`` independently locked shards.
+  Threads and Ray train in float32, each worker on one device.
 - ``"ray"``: the same server and workers on Ray actors (``parallel/ray_server.py``, optional
   extra ``pip install easgd-jax[ray]``), across the hosts of a Ray cluster
   (``config.asynchrony.ray_address``; ``""``: a local one).
@@ -48,6 +53,8 @@ metrics after the checkpoint are dropped and rewritten):
   chunk boundary the whole carry (``SimState``/``DelayState``: master, stacked workers with
   their clocks, master and read clocks, key), each worker's local step (the samplers'
   positions) and the staleness totals: resumed, it is bitwise equal to an uninterrupted run.
+  On workers that span devices the carry is restored onto the slot's shardings, whatever
+  the saved run's fsdp (``worker_devices`` may change between a run and its resumption).
 - ``threads`` and ``ray`` save at a consistent cut: every shard's master, clocks, read clocks, sent
   counts, staleness lists and float64 no-lost-update ledger, with each worker's
   ``AsyncWorkerState``, local step, exchanges and last ``eval_every`` losses (its key is
@@ -86,7 +93,7 @@ import numpy as np
 from absl import logging
 from jax.flatten_util import ravel_pytree
 
-from easgd_jax import data
+from easgd_jax import data, models, parallel
 from easgd_jax.algorithms import registry
 from easgd_jax.algorithms.base import AsyncRule
 from easgd_jax.parallel import cluster, ray_server, schedules, server
@@ -108,7 +115,7 @@ from easgd_jax.training.checkpoint import Checkpointer
 from easgd_jax.training.common import (
     NonFiniteError,
     already_finished,
-    init_params,
+    initial_params,
     load_data_and_model,
     make_evaluator,
     make_grad_fn,
@@ -125,17 +132,18 @@ worker_hook: StopHook | None = None
 
 
 def _chunk_batches(sampler: data.WorkerSampler, chunk: schedules.Schedule,
-                   start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                   start: np.ndarray, dtype: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """The active worker's mini-batch at each tick of ``chunk``; ``start``: each worker's
     local step at the chunk's start. Worker w's batches in the chunk are
-    :meth:`WorkerSampler.worker_round` ``(w, start[w], n_w)``, in its order of ticks."""
+    :meth:`WorkerSampler.worker_round` ``(w, start[w], n_w)``, in its order of ticks; the
+    inputs in ``dtype`` (the params', ``train.param_dtype``; None: as drawn)."""
     xs, ys = None, None
     for w in range(chunk.num_workers):
         ticks = np.flatnonzero(chunk.workers == w)
         if len(ticks):
             x, y = sampler.worker_round(w, int(start[w]), len(ticks))
             if xs is None:
-                xs = np.empty((len(chunk), *x.shape[1:]), x.dtype)
+                xs = np.empty((len(chunk), *x.shape[1:]), dtype or x.dtype)
                 ys = np.empty((len(chunk), *y.shape[1:]), y.dtype)
             xs[ticks], ys[ticks] = x, y
     return xs, ys
@@ -166,13 +174,16 @@ class _Recorder:
         self.total_max = max(self.total_max, int(stale.max(initial=0)))
 
     def state(self) -> dict[str, Any]:
-        """Everything, as JSON data for a checkpoint (float32 losses as exact floats)."""
+        """Everything, as JSON data for a checkpoint (the losses as exact floats, with their
+        dtype: float32, or float64 for a run in float64)."""
+        dtype = str(self.losses[0].dtype) if self.losses else "float32"
         return {"losses": [float(x) for part in self.losses for x in part],
+                "loss_dtype": dtype,
                 "staleness": [int(x) for part in self.staleness for x in part],
                 "sum": self.total_sum, "count": self.total_count, "max": self.total_max}
 
     def load(self, state: dict[str, Any]) -> None:
-        self.losses = [np.asarray(state["losses"], np.float32)]
+        self.losses = [np.asarray(state["losses"], state.get("loss_dtype", "float32"))]
         self.staleness = [np.asarray(state["staleness"], np.int64)]
         self.total_sum, self.total_count = state["sum"], state["count"]
         self.total_max = state["max"]
@@ -248,7 +259,9 @@ class _Run:
     dataset: data.Dataset
     checkpoints: Checkpointer
     stop: list[int]  # signals received (common.stop_requests)
+    dtype: Any = np.float32  # the params' and the batches' (config.train.param_dtype)
     model: Any = None
+    final_state: Any = None  # simulated_async: the carry at the end (see simulate)
 
     def writer(self, resume_step: int) -> MetricsWriter:
         return MetricsWriter(self.workdir, self.config.train.num_steps, resume_step=resume_step,
@@ -322,20 +335,40 @@ def _check_chunk(run: _Run, chunk: schedules.Schedule, first: int, local: np.nda
             f"{(first + len(chunk)) // p}; stopping. " + run.last_good())
 
 
+def _simulation_layout(run: _Run) -> parallel.WorkerLayout | None:
+    """The slot of ``worker_devices.data`` x ``.fsdp`` devices the simulated workers take
+    turns on (None: one device), with the model's FSDP plan (its logical axis names, as the
+    synchronous executor's; a misfit is a LayoutError, one line)."""
+    data, fsdp = run.config.worker_devices.data, run.config.worker_devices.fsdp
+    layout = schedules.simulation_layout(data, fsdp)
+    if layout is not None:
+        layout = layout.with_params(
+            run.params, models.logical_axes(run.model, run.dataset.example_shape))
+        logging.info("%d workers in turn on one slot of %d data x %d fsdp %s devices: their "
+                     "state sharded over fsdp, each tick's batch over data; %s",
+                     run.config.num_workers, data, fsdp, jax.devices()[0].platform,
+                     layout.plan.describe())
+    return layout
+
+
 def _run_simulated(run: _Run):
     config, rule, grad_fn, params, key = run.config, run.rule, run.grad_fn, run.params, run.key
     asyn, p = config.asynchrony, config.num_workers
     num_ticks, chunk_ticks = config.train.num_steps * p, chunk_steps(config) * p
     every, eval_every = config.checkpoint.every, config.train.eval_every
     delayed = asyn.schedule == "random_delay"
+    layout = _simulation_layout(run)
     if delayed:
-        sim = schedules.make_delay_simulator(rule, grad_fn)
+        sim = schedules.make_delay_simulator(rule, grad_fn, layout)
         state = schedules.init_delay_state(rule, params, asyn.max_staleness, key)
         delays = schedules.random_delays(num_ticks, asyn.max_staleness, config.seed)
         sched = schedules.round_robin(p, num_ticks)  # whose data (and clock) each tick uses
     else:
-        sim = schedules.make_simulator(rule, grad_fn)
+        sim = schedules.make_simulator(rule, grad_fn, layout)
         state = schedules.init_sim_state(rule, params, p, key)
+    shardings = None if layout is None else schedules.state_shardings(state, layout)
+    if shardings is not None:  # (a checkpoint is restored onto them, whatever its own)
+        state = jax.device_put(state, shardings)
     recorder, metrics, compute_s = _Recorder(), {}, None
     local = np.zeros(p, np.int64)  # each worker's local steps so far
     step = 0
@@ -360,9 +393,13 @@ def _run_simulated(run: _Run):
     start, start_step = time.perf_counter(), step
     try:
         for first in range(step * p, num_ticks, chunk_ticks):
+            if shardings is not None:  # the compiled chunk's input shardings, exactly (XLA
+                state = jax.device_put(state, shardings)  # may name its output's otherwise)
             span = slice(first, first + chunk_ticks)
             chunk = schedules.Schedule(sched.workers[span], sched.times[span], p)
-            batches = _chunk_batches(run.sampler, chunk, local)
+            batches = _chunk_batches(run.sampler, chunk, local, run.dtype)
+            if layout is not None:
+                batches = jax.device_put(batches, schedules.batch_shardings(batches, layout))
             if delayed:
                 args = (state, delays[span], chunk.workers, chunk.local_steps(local), batches)
             else:
@@ -391,6 +428,7 @@ def _run_simulated(run: _Run):
                 return run.stopped(step, metrics), {}, {}, time.perf_counter() - start
     finally:
         writer.close()
+    run.final_state = state
     totals = {**recorder.totals(), "compile_time_s": compile_s}
     return (metrics, totals, {"worker_steps": [int(s) for s in local]},
             time.perf_counter() - start)
@@ -654,20 +692,39 @@ def train_and_evaluate(
     :func:`~easgd_jax.training.plan.make_plan` when the caller validated it already."""
     rule = validate(config, plan)
     with workdir_lock(workdir):
-        return _train_and_evaluate(config, workdir, overwrite, rule)
+        return _train_and_evaluate(config, workdir, overwrite, rule)[0]
+
+
+def simulate(
+    config: ml_collections.ConfigDict, workdir: str, overwrite: bool = False,
+    plan: Plan | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """:func:`train_and_evaluate` of executor ``simulated_async``, also returning the
+    simulation's final carry (:class:`~easgd_jax.parallel.schedules.SimState`, or
+    ``DelayState`` for ``random_delay``) as it lies on the devices: on workers that span
+    devices, sharded over their slot (:func:`easgd_jax.parallel.schedules.state_shardings`).
+    The carry is None when the workdir had finished already or the run was stopped."""
+    if config.executor != "simulated_async":
+        raise ValueError(f"simulate runs config.executor 'simulated_async', got "
+                         f"{config.executor!r}.")
+    rule = validate(config, plan)
+    with workdir_lock(workdir):
+        final, run = _train_and_evaluate(config, workdir, overwrite, rule)
+    return (None if run is None or "stopped_at_step" in final else run.final_state), final
 
 
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool,
-                        rule: AsyncRule) -> dict[str, Any]:
+                        rule: AsyncRule) -> tuple[dict[str, Any], _Run | None]:
     dataset, model = load_data_and_model(config)
     prepare_workdir(config, workdir, overwrite)
     final = already_finished(config, workdir)
     if final is not None:
-        return final
+        return final, None
 
     p = config.num_workers
-    init_rng, worker_rng = jax.random.split(jax.random.PRNGKey(config.seed))
-    params = init_params(model, dataset.example_shape, init_rng)  # every worker's start
+    worker_rng = jax.random.split(jax.random.PRNGKey(config.seed))[1]
+    # Every worker's start, in config.train.param_dtype (from the first half of the split).
+    params = initial_params(config, model, dataset.example_shape)
     sampler = data.WorkerSampler(dataset.train_x, dataset.train_y, p, config.train.batch_size,
                                  config.seed, augment=dataset.augment)
     runner = {"simulated_async": _run_simulated, "threads": _run_server,
@@ -675,14 +732,15 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, overwri
     checkpoints = Checkpointer(workdir, config.checkpoint.max_to_keep, config)
     try:
         with stop_requests() as stop:
-            metrics, totals, record, wall = runner(_Run(
-                config, workdir, rule, make_grad_fn(model, config.train.weight_decay), params,
-                worker_rng, sampler, make_evaluator(model), dataset, checkpoints, stop, model))
+            run = _Run(config, workdir, rule, make_grad_fn(model, config.train.weight_decay),
+                       params, worker_rng, sampler, make_evaluator(model), dataset,
+                       checkpoints, stop, np.dtype(config.train.param_dtype), model)
+            metrics, totals, record, wall = runner(run)
     finally:
         checkpoints.close()
     if "stopped_at_step" in metrics:
-        return metrics
+        return metrics, run
     final = {**metrics, **totals, "wall_time_s": wall}
     write_final_metrics(workdir, {"step": config.train.num_steps, "executor": config.executor,
                                   **final, **record})
-    return final
+    return final, run

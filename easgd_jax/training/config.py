@@ -57,10 +57,14 @@ def defaults() -> ml_collections.ConfigDict:
     config.num_devices = 4
     # Groups of workers on a 2-D (groups x workers) layout, for multi-leader LSGD.
     config.num_groups = 1
-    # A worker spanning devices (sync executor): each worker on data x fsdp devices, its
-    # batch (train.batch_size, per worker) split over data and its whole state (params,
-    # optimizer and algorithm state) sharded over fsdp; the exchange runs across workers
-    # only. num_devices must then be num_workers x data x fsdp (or 0 on GPUs: that many).
+    # A worker spanning devices: each worker on data x fsdp devices, its batch
+    # (train.batch_size, per worker) split over data and its whole state (params, optimizer
+    # and algorithm state) sharded over fsdp. Executor sync: the exchange runs across
+    # workers only; num_devices must be num_workers x data x fsdp (or 0 on GPUs: that many).
+    # Executor simulated_async: the workers take turns anyway, so all of them run in turn on
+    # ONE slot of data x fsdp devices (the master's arrays sharded there too); num_devices
+    # must be data x fsdp (or 0). Threads and Ray refuse it (a worker there is one thread or
+    # actor process on one device).
     config.worker_devices = ml_collections.ConfigDict()
     config.worker_devices.data = 1
     config.worker_devices.fsdp = 1
@@ -96,7 +100,8 @@ def defaults() -> ml_collections.ConfigDict:
     config.train.eval_every = 250
     config.train.weight_decay = 1e-4  # l2, added to the gradient where it is taken
     # The params' dtype, and with them the optimizer state's and the batches'. "float64"
-    # turns on jax_enable_x64 in launch.py (exact comparisons across layouts).
+    # turns on jax_enable_x64 in launch.py (exact comparisons across layouts); executors sync
+    # and simulated_async (threads and Ray train in float32).
     config.train.param_dtype = "float32"
 
     # How the workers run: "sync" (SPMD rounds) or an asynchronous executor:
@@ -415,6 +420,20 @@ def _check_worker_devices(config: ml_collections.ConfigDict) -> bool:
     return True
 
 
+def _check_x64(config: ml_collections.ConfigDict) -> None:
+    """``train.param_dtype`` 'float64' needs jax's 64-bit mode on."""
+    if config.train.param_dtype == "float64":
+        import jax
+        import numpy as np
+
+        if jax.dtypes.canonicalize_dtype(np.float64) != np.float64:
+            raise ValueError(
+                "config.train.param_dtype 'float64' needs 64-bit floats in jax, which are "
+                "off: launch.py turns them on for this field; in Python run "
+                "jax.config.update('jax_enable_x64', True) before creating any array, or "
+                "train under `with jax.enable_x64(True):`.")
+
+
 def _check_sync(config: ml_collections.ConfigDict) -> None:
     from easgd_jax.algorithms import registry
 
@@ -448,16 +467,7 @@ def _check_sync(config: ml_collections.ConfigDict) -> None:
             f"config.algorithm.name {config.algorithm.name!r} runs on groups of workers: set "
             f"config.num_groups >= 2 (got {num_groups}); with one group use its single-group "
             "form.")
-    if config.train.param_dtype == "float64":
-        import jax
-        import numpy as np
-
-        if jax.dtypes.canonicalize_dtype(np.float64) != np.float64:
-            raise ValueError(
-                "config.train.param_dtype 'float64' needs 64-bit floats in jax, which are "
-                "off: launch.py turns them on for this field; in Python run "
-                "jax.config.update('jax_enable_x64', True) before creating any array, or "
-                "train under `with jax.enable_x64(True):`.")
+    _check_x64(config)
     rounds = steps_per_round(config)
     for field, value in (("train.num_steps", config.train.num_steps),
                          ("train.eval_every", config.train.eval_every),
@@ -476,11 +486,7 @@ def _check_async(config: ml_collections.ConfigDict) -> None:
     if train.num_steps % train.eval_every:
         raise ValueError(f"config.train.num_steps ({train.num_steps}) must be a multiple of "
                          f"config.train.eval_every ({train.eval_every}).")
-    if config.worker_devices.data * config.worker_devices.fsdp != 1:
-        raise ValueError(
-            f"config.worker_devices ({config.worker_devices.data} data x "
-            f"{config.worker_devices.fsdp} fsdp): workers that span devices run on executor "
-            f"'sync'; executor {config.executor!r} runs one worker per device.")
+    _check_async_worker_devices(config)
     name = config.algorithm.name
     if name not in registry.async_algorithm_names():
         raise ValueError(
@@ -491,10 +497,11 @@ def _check_async(config: ml_collections.ConfigDict) -> None:
         rule = registry.get_async_rule(name, config.num_workers, **algorithm_hparams(config))
     except ValueError as e:
         raise ValueError(f"config.algorithm: {e}") from None
-    if config.train.param_dtype != "float32":
+    if config.train.param_dtype != "float32" and config.executor != "simulated_async":
         raise ValueError(
-            f"config.train.param_dtype {config.train.param_dtype!r} applies to executor "
-            f"'sync'; executor {config.executor!r} trains in float32.")
+            f"config.train.param_dtype {config.train.param_dtype!r} applies to executors "
+            f"'sync' and 'simulated_async'; executor {config.executor!r} trains in float32.")
+    _check_x64(config)
     asyn = config.asynchrony
     if config.executor == "simulated_async":
         if asyn.schedule == "random_delay" and not rule.stateless_worker:
@@ -512,6 +519,40 @@ def _check_async(config: ml_collections.ConfigDict) -> None:
     if asyn.num_shards > 1 and not rule.shardable:
         raise ValueError(f"config.asynchrony.num_shards must be 1 for {name!r} "
                          f"(its exchange is not elementwise); got {asyn.num_shards}.")
+
+
+def _check_async_worker_devices(config: ml_collections.ConfigDict) -> None:
+    """``worker_devices`` of an asynchronous executor. ``simulated_async`` runs its workers
+    in turn on ONE slot of data x fsdp devices (they take turns anyway): num_devices must be
+    data x fsdp (or 0: that many), in one process. ``threads`` and ``ray`` refuse a worker
+    that spans devices: there a worker is one thread or one actor process with its own
+    compiled step on one device, exchanging with the host's parameter server."""
+    data, fsdp = config.worker_devices.data, config.worker_devices.fsdp
+    _integer("worker_devices.data", data, 1)
+    _integer("worker_devices.fsdp", fsdp, 1)
+    if data * fsdp == 1:
+        return
+    if config.executor != "simulated_async":
+        raise ValueError(
+            f"config.worker_devices ({data} data x {fsdp} fsdp): executor "
+            f"{config.executor!r} runs each worker as one thread or actor process on one "
+            "device; workers that span devices run on executors 'sync' and 'simulated_async'.")
+    if config.num_devices not in (0, data * fsdp):
+        raise ValueError(
+            f"config.num_devices ({config.num_devices}) must be worker_devices.data x "
+            f"worker_devices.fsdp = {data} x {fsdp} = {data * fsdp} (or 0: that many): "
+            "executor 'simulated_async' runs its workers in turn on one slot of a worker's "
+            "devices.")
+    if config.distributed.num_processes != 1:
+        raise ValueError(
+            f"config.distributed.num_processes ({config.distributed.num_processes}) must be "
+            "1 for executor 'simulated_async' on workers that span devices: the simulation "
+            "runs in one process.")
+    if config.train.batch_size % data:
+        raise ValueError(
+            f"config.train.batch_size ({config.train.batch_size}, per worker) must be "
+            f"divisible by config.worker_devices.data ({data}): each worker's batch is split "
+            "over its data devices.")
 
 
 def _check_asynchrony(config: ml_collections.ConfigDict) -> None:

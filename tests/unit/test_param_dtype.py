@@ -38,9 +38,17 @@ def test_float64_needs_x64():
         validation.validate(config)
 
 
-def test_asynchronous_executors_train_in_float32():
+def test_threads_and_ray_train_in_float32_and_the_simulation_in_either():
     config = async_easgd.get_config()
-    validation.validate(config)
+    assert config.executor == "simulated_async"
     config.train.param_dtype = "float64"
-    with pytest.raises(ValueError, match="param_dtype 'float64' applies to executor 'sync'"):
+    with pytest.raises(ValueError, match="param_dtype 'float64' needs 64-bit floats"):
         validation.validate(config)
+    with jax.enable_x64(True):
+        validation.validate(config)
+        for executor in ("threads", "ray"):
+            config.executor = executor
+            with pytest.raises(ValueError, match="param_dtype 'float64' applies to executors "
+                                                 f"'sync' and 'simulated_async'; executor "
+                                                 f"'{executor}' trains in float32"):
+                validation.validate(config)
