@@ -89,9 +89,11 @@ def _legend(fig: Any, styles: Styles, entries: Sequence[tuple[str, str, Any]],
 def _missing_note(fig: Any, missing: Mapping[str, str]) -> None:
     """Names, at the top of the figure, every method of the grid it does not draw and why."""
     if missing:
-        fig.suptitle("not drawn: " + "; ".join(f"{m} ({why})" for m, why in
-                                               sorted(missing.items())),
-                     fontsize=8, color="firebrick")
+        import textwrap
+
+        width = int(fig.get_figwidth() * 14)  # characters of 7-point text across the figure
+        text = "not drawn: " + "; ".join(f"{m} ({why})" for m, why in sorted(missing.items()))
+        fig.suptitle(textwrap.fill(text, width), fontsize=7, color="firebrick")
 
 
 def _threshold_line(ax: Any, threshold: float) -> None:
@@ -364,9 +366,9 @@ def _draw_against(ax: Any, lines: Mapping[tuple, list[Row]], dim: str, column: s
         if spread:
             for xi, text in zip(x, seeds, strict=True):
                 errors = list(parse_seed_errors(text).values())
-                offsets = xi * 2 ** (0.06 * (np.arange(len(errors)) - (len(errors) - 1) / 2))
-                ax.scatter(offsets, errors, s=9, color=colour, alpha=0.45, marker=marker,
-                           linewidths=0)
+                offsets = xi * 2 ** (0.1 * (np.arange(len(errors)) - (len(errors) - 1) / 2))
+                ax.scatter(offsets, errors, s=16, facecolors="none", edgecolors=colour,
+                           alpha=0.8, marker=marker, linewidths=0.8)
                 plotted += errors
         label = method if key < 0 or (dim == "tau" and not several) else \
             f"{method} ({other} {key})"
@@ -374,15 +376,16 @@ def _draw_against(ax: Any, lines: Mapping[tuple, list[Row]], dim: str, column: s
     return entries, plotted
 
 
-def _against_missing(lines: Mapping[tuple, list[Row]], column: str) -> dict[str, str]:
-    """{method: why it has no point} for the methods of ``lines`` with no value in
-    ``column`` at any point."""
-    missing = {}
+def _against_missing(lines: Mapping[tuple, list[Row]], column: str,
+                     dim: str) -> dict[str, str]:
+    """{method: the values of ``dim`` where it has no point, and why}."""
+    why = ("all its runs failed" if column == "mean_final_test_error"
+           else "median seed did not reach the threshold")
+    missing: dict[str, list] = {}
     for (method, _), members in lines.items():
-        if all(r[column] is None for r in members):
-            missing[method] = ("all its runs failed" if column == "mean_final_test_error"
-                               else "the median seed did not reach the threshold")
-    return missing
+        missing.setdefault(method, [])
+        missing[method] += sorted(r[dim] for r in members if r[column] is None)
+    return {m: f"{dim} {', '.join(map(str, v))}: {why}" for m, v in missing.items() if v}
 
 
 def plot_against(grid: str, rows: Mapping[tuple, Row], dim: str, values: Sequence[int],
@@ -418,7 +421,7 @@ def plot_against(grid: str, rows: Mapping[tuple, Row], dim: str, values: Sequenc
         ax.set_ylabel(ylabel + (", log" if log else ""), fontsize=9)
         ax.set_title(f"grid {grid}", fontsize=10)
         _legend(fig, styles, entries, None, 6.4)
-        _missing_note(fig, _against_missing(lines, column))
+        _missing_note(fig, _against_missing(lines, column, dim))
         path = os.path.join(outdir, f"{grid}_{name}.png")
         fig.savefig(path, dpi=90)
         plt.close(fig)

@@ -229,7 +229,7 @@ def read_runs_csv(path: str, threshold: float, fixed_methods: Sequence[str] = ()
             grids=r["grids"].split(), status=r["status"], resumed=r["resumed"] == "True",
             tag="steps2000" if r["name"].endswith("_steps2000") else "",
             steps=[int(r["steps"])] if r["steps"] else [],
-            test_error=[final] if final is not None and r["status"] == "finished" else [],
+            test_error=[] if final is None else [final],
             sim_time_s=[sim] if sim is not None else [],
             message=r.get("message", ""), wall_time_s=_cell(r.get("wall_time_s", "")),
             compile_s=_cell(r.get("startup_s", "")) or 0.0,

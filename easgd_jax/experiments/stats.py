@@ -284,7 +284,7 @@ def _empty_row(grid: str, members: Sequence[RunResult], selection: str, chance: 
         "mean_best_test_error": None, "mean_final_val_error": None, "seed_errors": "",
         "finished_mean_final_test_error": None,
         "steps_to_threshold": None, "time_to_threshold_s": None,
-        "sim_time_to_threshold_s": None, "reached_threshold": 0,
+        "sim_time_to_threshold_s": None, "sim_time_recorded": False, "reached_threshold": 0,
         "best_test_error": None, "final_test_error": None, "best_learning_rate": None,
         "best_seed": None,
         "bytes_per_step": bytes_per_step[0] if bytes_per_step else None,
@@ -313,6 +313,7 @@ def _at_rate(s: RateStats, at: Sequence[RunResult], threshold: float) -> dict[st
         steps_to_threshold=time_to_threshold(at, threshold, "steps"),
         time_to_threshold_s=time_to_threshold(at, threshold, "time"),
         sim_time_to_threshold_s=time_to_threshold(at, threshold, "cluster"),
+        sim_time_recorded=all(bool(r.sim_time_s) for r in at if r.status == "finished"),
         reached_threshold=sum(r.status == "finished" and r.to_threshold(threshold)[0]
                               is not None for r in at))
 

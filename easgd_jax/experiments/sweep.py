@@ -36,6 +36,10 @@ A sweep config's ``get_config()`` returns a ConfigDict with
                 with "all_seeds", the rate of the lowest mean final center test error over
                 all seeds, a diverged (or failed) run counted as chance error
                 (:func:`easgd_jax.experiments.report.choose_learning_rate`).
+    select_on   "test" (default) or "validation": the split whose mean final error chooses
+                each setting's rate in the report (validation: the runs hold out
+                ``data.kwargs.validation_size`` training examples and record ``val_accuracy``;
+                the test error is then reported once, at that rate; issue 33).
     beta        moving_rate = beta / p for the algorithms that take a moving_rate.
     overrides   (nested dict) applied to every run's config before the method's.
     threshold   the test error whose first crossing gives the time and steps to it.

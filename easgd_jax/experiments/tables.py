@@ -66,6 +66,8 @@ def _parse_cell(key: str, value: str) -> Any:
         return None if key not in STRING_COLUMNS else ""
     if key in STRING_COLUMNS:
         return value
+    if value in ("True", "False"):
+        return value == "True"
     for cast in (int, float):
         try:
             return cast(value)
@@ -149,8 +151,9 @@ def _summary_cells(r: Row, sim: bool, nbytes: bool) -> list[str]:
             fmt(r["steps_to_threshold"]) or "not reached",
             fmt(r["time_to_threshold_s"], 3) or "not reached",
         ]
-        if sim:
-            cells.append(fmt(r["sim_time_to_threshold_s"], 3) or "not reached")
+        if sim:  # a run without a simulated clock (APAM's) has no simulated time at all
+            cells.append(fmt(r["sim_time_to_threshold_s"], 3) or (
+                "not reached" if r.get("sim_time_recorded", True) else "not recorded"))
     if nbytes:
         cells.append(fmt(r["bytes_per_step"], 6))
     best = ("" if r["best_test_error"] is None else

@@ -1,0 +1,79 @@
+"""Issue 33, item 3: the EASGD paper's grids ASYNCHRONOUS, as the paper ran them (Zhang,
+Choromanska & LeCun, NIPS 2015, arXiv 1412.6651, Algorithms 1 and 2, Section 5.2):
+EASGD, EAMSGD and DOWNPOUR on the ``simulated_async``
+executor with the ``cluster`` schedule (each worker's steps and exchanges timed by the
+simulated cluster clock, configs/sweeps/paper_cluster.py, the exchanges queueing for the
+master's one link), EVERY method on the same parameter-server topology
+(``cluster.topology = "parameter_server"``); the sequential MSGD for reference. The
+synchronous grids (configs/sweeps/mnist1d_paper.py, docs/mnist1d_paper/) stay beside them.
+DECLARED, NOT RUN in the sitting that wrote it.
+
+Not here: ADOWNPOUR, MVADOWNPOUR and MDOWNPOUR have no asynchronous rule in the registry
+(``registry.hyperparameter_names(..., asynchronous=True)`` refuses them: asynchronous
+algorithms are apam, diloco, downpour, eamsgd, easgd, lsgd_nesterov); the paper ran them
+asynchronously, so until they get one, their grids stay synchronous
+(configs/sweeps/contested.py, grid "dp_tau").
+
+    grid "async_tau": p = 4, tau in {1, 4, 16, 64};
+    grid "async_p":   p in {4, 8, 16}: EASGD and EAMSGD at tau = 10, DOWNPOUR at tau = 1.
+
+The protocol of configs/sweeps/contested.py: 8 seeds, a 500-example validation split that
+chooses the rates (``select_on = "validation"``), evaluations every 25 steps, 1000 local
+steps per worker on average. Rate grids: the synchronous sweep's, one step wider on the side
+its choice sat at.
+
+Cost, from ONE timed cell (2026-12-07, 2 shared CPU cores): async EAMSGD tau 4 p 4, 1000
+steps per worker, 29.0 CPU-s (28.1 user + 0.9 sys, 1 min 13 s wall; compilation and report
+included), about the synchronous cell's 33 s. 664 runs (``--dry_run``): 472 at p <= 4
+(x 29 s), 96 at p = 8 (up to 2x) and 96 at p = 16 (up to 4x): about 8.4 CPU-hours; with
+3 seeds instead of 8, about 3.2.
+
+    python -m easgd_jax.experiments.sweep --config configs/sweeps/paper_async.py --workdir DIR \
+        --dry_run
+"""
+
+import ml_collections
+
+from easgd_jax.configs.sweeps import contested
+
+# The async_* configs set executor = "simulated_async"; every run gets the cluster schedule
+# (the synchronous MSGD ignores it).
+ASYNC = {"asynchrony": {"schedule": "cluster"}}
+
+
+def get_config() -> ml_collections.ConfigDict:
+    sweep = ml_collections.ConfigDict()
+    sweep.methods = {
+        "easgd": {"config": "async_easgd", "learning_rates": [0.125, 0.25, 0.5, 1.0]},
+        "eamsgd": {"config": "async_eamsgd", "learning_rates": [0.05, 0.1, 0.2, 0.4]},
+        "downpour": {"config": "async_downpour", "learning_rates": [0.05, 0.1, 0.2, 0.4]},
+        # The sequential reference runs synchronously (one worker: nothing is asynchronous).
+        "msgd": {"config": "msgd", "learning_rates": [0.025, 0.05, 0.1], "num_workers": 1},
+    }
+    family = ["easgd", "eamsgd", "downpour"]
+    sweep.grids = [
+        {"name": "async_tau", "periods": [1, 4, 16, 64], "num_workers": [4],
+         "methods": [*family, "msgd"]},
+        {"name": "async_p", "periods": [10], "num_workers": [4, 8, 16],
+         "methods": ["easgd", "eamsgd"]},
+        {"name": "async_p", "periods": [1], "num_workers": [4, 8, 16],
+         "methods": ["downpour"]},
+    ]
+    sweep.seeds = contested.SEEDS
+    sweep.learning_rate_selection = "all_seeds"
+    sweep.select_on = "validation"
+    sweep.beta = 0.9
+    sweep.threshold = 0.2
+    sweep.max_devices = 1
+    sweep.compilation_cache = True
+    overrides = contested.run_overrides()
+    overrides["cluster"] = {**overrides["cluster"], "topology": "parameter_server"}
+    sweep.overrides = {**overrides, **ASYNC}
+    sweep.report = {
+        "grids": [{"name": "async_tau", "panels": "tau", "against": ["tau"], "by_period": True},
+                  {"name": "async_p", "panels": "p", "against": ["p"], "by_period": True}],
+        "findings": {"tau_grid": "async_tau", "p_grid": "async_p", "long_tau_grid": "none",
+                     "long_p_grid": "none", "long_label": "-", "comparisons": []},
+        "speedup": {"grid": "async_p", "fast": ["eamsgd", 10], "slow": ["downpour", 1]},
+    }
+    return sweep
