@@ -16,7 +16,9 @@ Every method's ``period`` hyperparameter is the grid's period (the sweep sets
 Learning rates, 2 per method: the rate tuned on MNIST-1D (configs/tuned.py) and the
 neighbour that issue 13's sweep (docs/RESULTS.md, p = 4, tau up to 64, 1000 steps) or the
 tuning notes point to:
-    easgd        0.5, 1.0   (1.0 won at tau 16, 0.5 at tau 64; 1.0 diverged only at tau <= 10)
+    easgd        0.5, 1.0   (0.5 won at every tau of issue 13's grid; 1.0 came within 0.1
+                             points at tau 16 and diverged in 1 of 3 seeds at tau 1 and 4
+                             and in 2 of 3 at tau 64; issue 33 corrected this line)
     eamsgd       0.1, 0.2   (0.2 won at tau <= 16, 0.1 at tau 64)
     eamsgd_outer 0.1, 0.2   (EAMSGD's workers: EAMSGD's grid)
     lsgd         0.1, 0.2   (0.2 won at every tau; 0.4 diverged on every tau)
