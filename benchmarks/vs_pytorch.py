@@ -198,10 +198,14 @@ class JaxProcess:
     own (:func:`jax_server`), compiled when this returns; calling it runs once there. A
     context manager: leaving it stops the process."""
 
-    def __init__(self, num_devices: int, steps: int, skip: int, params: dict):
+    def __init__(self, num_devices: int, steps: int, skip: int, params: dict,
+                 server: Any = None):
+        """``server``: the process's body (default :func:`jax_server`), called with
+        ``(num_devices, steps, skip, params, conn)``; benchmarks/lm_speed.py passes its own."""
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()
-        self._process = context.Process(target=jax_server, name=f"jax-{num_devices}-devices",
+        self._process = context.Process(target=server or jax_server,
+                                        name=f"jax-{num_devices}-devices",
                                         args=(num_devices, steps, skip, params, child))
         self._process.start()
         child.close()
@@ -226,6 +230,11 @@ class JaxProcess:
         """:meth:`JaxRun.__call__` in the process."""
         self._conn.send((steps, skip))
         return tuple(self._receive())
+
+    def ask(self, request: Any) -> Any:
+        """Sends ``request`` to the server and returns its answer."""
+        self._conn.send(request)
+        return self._receive()
 
     def close(self) -> None:
         if self._process.is_alive():
