@@ -322,7 +322,7 @@ def test_report_chosen_rate_failures_best_run_and_threshold(fake_sweep):
     # / 2 = 0.7: lr 0.1 is chosen, its two seeds both finished.
     assert row["chosen_learning_rate"] == 0.1 and row["selection"] == "all_seeds"
     assert row["mean_final_test_error"] == pytest.approx(0.3)
-    assert row["std_final_test_error"] == pytest.approx(0.05)
+    assert row["std_final_test_error"] == pytest.approx(0.05 * 2 ** 0.5)  # sample std, ddof 1
     assert row["seeds"] == 2 and row["failed_seeds"] == 0
     assert row["per_rate"] == "0.1: 30.00 (0/2 failed); 1: 70.00 (1/2 failed)"
     # Best over learning rates AND seeds: seed 1 of lr 0.1 reached 0.25.
@@ -355,9 +355,12 @@ def test_report_chosen_rate_failures_best_run_and_threshold(fake_sweep):
     with open(os.path.join(report, "runs.csv")) as f:
         assert {r["name"] for r in csv.DictReader(f)} == set(runs)
     md = open(os.path.join(report, "summary.md")).read()
-    assert "| tau | downpour | 4 | 4 | 0.1 | 90.00 +- 0.00, 1/1 failed | none finished |" in md
-    assert ("| tau | easgd | 1 | 4 | 0.1 | 30.00 +- 5.00, 0/2 failed | 30.00 | 25 | 2.5 | 2/2 "
-            "| 25.00 (0.1) | 4 | 1 (1) | 0 |") in md
+    # One seed: no sample std, no interval; a grid of one rate: no choice ("single").
+    assert ("| tau | downpour | 4 | 4 | 0.1 | single | 90.00 +- n/a, 1/1 failed |  | 90.00 | "
+            "none finished |") in md
+    # The chosen 0.1 is the bottom of its grid; the mean best of (0.28, 0.25) is 26.50.
+    assert ("| tau | easgd | 1 | 4 | 0.1 | bottom | 30.00 +- 7.07, 0/2 failed | [25.00, 35.00] "
+            "[t +-63.53] | 26.50 | 30.00 | 25 | 2.5 | 2/2 | 25.00 (0.1) | 4 | 1 (1) | 0 |") in md
     assert "| tau | msgd | - | 1 |" in md
     assert "sim time" not in md and "bytes/step" not in md  # the runs record neither
     for name in ("tau_curves_time.png", "tau_curves_steps.png", "p_curves_time.png",
