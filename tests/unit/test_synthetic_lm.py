@@ -115,7 +115,8 @@ def test_synthetic_lm_is_seeded_cached_and_has_its_optimum():
 def test_unknown_data_kwargs_are_refused():
     with pytest.raises(ValueError, match="does not take contxt; it takes branching, context,"):
         data.load_dataset("synthetic_lm", contxt=8)
-    with pytest.raises(ValueError, match="'mnist1d' does not take context; it takes none"):
+    with pytest.raises(ValueError, match="'mnist1d' does not take context; it takes num_test, "
+                       "num_train, validation_size"):
         data.load_dataset("mnist1d", context=8)
 
 
