@@ -128,9 +128,10 @@ class CausalSelfAttention(nn.Module):
         qkv = lax.dot_general(x, jnp.concatenate(kernels, axis=1), (((x.ndim - 1,), (0,)),
                                                                    ((), ())))
         qkv = qkv + jnp.concatenate(biases, axis=0)
-        q, k, v = jnp.split(qkv, 3, axis=-2)  # [b, t, heads, hd] each
-        if self.use_rope:
-            q, k = rope(q), rope(k)
+        qk, v = qkv[..., :2 * self.num_heads, :], qkv[..., 2 * self.num_heads:, :]
+        if self.use_rope:  # queries and keys rotated together: one RoPE on [b, t, 2 heads, hd]
+            qk = rope(qk)
+        q, k = jnp.split(qk, 2, axis=-2)  # [b, t, heads, hd] each
         out = causal_attention(q, k, v)
         return nn.DenseGeneral(
             width, axis=(-2, -1), dtype=x.dtype, param_dtype=x.dtype, name="out",
