@@ -40,7 +40,10 @@ its own random windows of the same training tokens. Tokens/s = p x batch x conte
 (steps - skip) / seconds of the slowest process between two barriers.
 
 Each repetition: the peak, then a JAX run, then a PyTorch run (neighbours in time; the
-ratios are per repetition). One command prints both tables:
+ratios are per repetition). After the repetitions, where the step's time goes: a traced run
+of the same round, its HLO instructions' times summed by what they compute (matmuls; the
+attention's softmax, mask and RoPE; layer norms; GELU; the loss; the rest:
+:func:`time_breakdown`). One command prints all three tables:
 
     python -m benchmarks.lm_speed                               # 3 repetitions
     python -m benchmarks.lm_speed --steps 100 --skip 50 --reps 1 --sizes 256   # a smoke run
@@ -196,6 +199,67 @@ def matmul_peak(sizes: Sequence[int], target_flops: float = 4e9, trials: int = 3
 
 
 # ---------------------------------------------------------------------------------------------
+# Where the time goes
+
+# The part of the model (or of the step) an HLO instruction's JAX op_name points to.
+PARTS = (("attention", "attention (softmax, mask, RoPE, head reshapes)"),
+         ("ln_", "layer norms"), ("mlp", "MLP (GELU)"),
+         ("log_softmax", "loss (log-softmax, one-hot)"), ("one_hot", "loss (log-softmax, one-hot)"),
+         ("embed", "embedding"))
+
+
+def time_breakdown(run, steps: int) -> list[tuple[str, float, float]]:
+    """``(part, ms per step summed over the device threads, share)`` of ``steps`` traced
+    steps of ``run`` (a :class:`~benchmarks.vs_pytorch.JaxRun`): every HLO instruction the
+    CPU runtime executed (``benchmarks.profile_step.thunk_times``), a fusion holding a
+    ``dot`` counted as "matmuls (with what XLA fused into them)", any other by the model
+    part its op_name names; the rest (residual adds, the optimizer, the exchange) as
+    "other"."""
+    import collections
+    import re
+
+    import jax
+
+    from benchmarks.profile_step import thunk_times
+
+    hlo = run.round.lower(run.initial_state(), run.batches(0)).compile().as_text()
+    bodies: dict[str, list[str]] = {}
+    current = None
+    for line in hlo.splitlines():
+        head = re.match(r"^(?:ENTRY )?%(\S+) ", line)
+        if head and line.rstrip().endswith("{"):
+            current = head[1]
+            bodies[current] = []
+        elif current is not None:
+            bodies[current].append(line)
+    parts = {}
+    for line in hlo.splitlines():
+        m = re.match(r"^\s*(?:ROOT )?%(\S+) = \S+ (\S+?)\((.*)$", line)
+        if not m:
+            continue
+        name, opcode, rest = m.groups()
+        called = re.search(r"calls=%([\w.\-]+)", rest)
+        body = "\n".join(bodies.get(called[1], [])) if called else ""
+        op_name = re.search(r'op_name="([^"]*)"', rest)
+        op_name = op_name[1] if op_name else ""
+        if opcode == "dot" or " dot(" in body:
+            parts[name] = "matmuls (with what XLA fused into them)"
+        else:
+            parts[name] = next((label for key, label in PARTS if key in op_name), "other")
+    with tempfile.TemporaryDirectory() as trace_dir:
+        jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
+        run(steps, 0)
+        jax.profiler.stop_trace()
+        totals, _ = thunk_times(trace_dir)
+    summed: collections.Counter = collections.Counter()
+    for name, us in totals.items():
+        if name in parts:
+            summed[parts[name]] += us
+    total = sum(summed.values())
+    return [(part, us / 1e3 / steps, us / total) for part, us in summed.most_common()]
+
+
+# ---------------------------------------------------------------------------------------------
 # The JAX process
 
 
@@ -203,7 +267,8 @@ def lm_server(num_devices: int, steps: int, skip: int, params: dict, conn) -> No
     """The body of the JAX process (:class:`benchmarks.vs_pytorch.JaxProcess` with this
     server): the LM job's :class:`~benchmarks.vs_pytorch.JaxRun` on ``num_devices`` simulated
     devices; sends ``("ready", facts)`` (machine line, rounds, FLOPs), then answers
-    ``("peak", sizes)`` with :func:`matmul_peak` and ``(steps, skip)`` with the run's
+    ``("peak", sizes)`` with :func:`matmul_peak`, ``("profile", steps)`` with
+    :func:`time_breakdown` and ``(steps, skip)`` with the run's
     ``(seconds, loss, CPU seconds of the whole call, steps in the call)``, until None."""
     try:
         from easgd_jax import parallel
@@ -224,6 +289,9 @@ def lm_server(num_devices: int, steps: int, skip: int, params: dict, conn) -> No
         while (request := conn.recv()) is not None:
             if request[0] == "peak":
                 conn.send(("ok", matmul_peak(request[1])))
+                continue
+            if request[0] == "profile":
+                conn.send(("ok", time_breakdown(run, request[1])))
                 continue
             cpu = time.process_time()
             seconds, loss = run(*request)
@@ -425,14 +493,17 @@ def check_same_network(model, params: dict, x: np.ndarray, shape: dict) -> tuple
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=600, help="steps per run")
-    parser.add_argument("--skip", type=int, default=200,
+    parser.add_argument("--steps", type=int, default=400, help="steps per run")
+    parser.add_argument("--skip", type=int, default=100,
                         help="untimed steps first (compilation, warm-up)")
     parser.add_argument("--reps", type=int, default=3, help="interleaved repetitions")
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024],
                         help="matrix sizes n of the matmul peak")
     parser.add_argument("--no-torch", dest="torch", action="store_false",
                         help="the MFU table only")
+    parser.add_argument("--no-profile", dest="profile", action="store_false",
+                        help="leave out the table of where the step's time goes (a traced "
+                        "run of --steps steps after the repetitions)")
     args = parser.parse_args(argv)
     if not 0 < args.skip < args.steps or args.skip % PERIOD or args.steps % PERIOD:
         parser.error(f"need 0 < --skip < --steps, both multiples of H = {PERIOD}; got "
@@ -530,6 +601,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, list[dict[str, Any]]]:
                     f"**{t_row['ratio']:.2f}** | {before:.2f} / {after:.2f} | "
                     f"{t_before:.2f} / {t_after:.2f} | {loss:.3f} / {t_loss:.3f} |")
                 print(f"rep {rep}: JAX / PyTorch {t_row['ratio']:.2f}", flush=True)
+        breakdown = jax_run.ask(("profile", args.steps)) if args.profile else []
     print("\n## MFU of the LM step (configs/lm_diloco.py, p = 4, one worker per simulated "
           "device)\n")
     print("| rep | matmul peak GFLOP/s (form) | ms/step | tokens/s | model GFLOP/s | MFU | "
@@ -540,6 +612,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, list[dict[str, Any]]]:
     print(f"\nMFU median {100 * np.median(mfus):.1f}% (min {100 * min(mfus):.1f}%); goal "
           f">= {100 * GOAL_MFU:.0f}%: {'met' if min(mfus) >= GOAL_MFU else 'NOT met'} in "
           f"every repetition")
+    if breakdown:
+        print("\nWhere the step's time goes (a traced run of the same round, every HLO "
+              "instruction the CPU runtime ran, summed over the 4 device threads):\n")
+        print("| part | ms/step (4 threads) | share |\n|---|---|---|")
+        for part, ms, share in breakdown:
+            print(f"| {part} | {ms:.2f} | {100 * share:.1f}% |")
+    rows["profile"] = [{"part": p, "ms": ms, "share": sh} for p, ms, sh in breakdown]
     if args.torch:
         print(f"\n## easgd-jax against PyTorch DiLoCo (gloo, {WORKERS} processes x 1 thread), "
               "tokens per second\n")
