@@ -38,4 +38,7 @@ run profile_step_vmap -m benchmarks.profile_step --devices 1
 run unrolled_workers -m benchmarks.unrolled_workers --reps 8
 if "$PY" -c "import torch" 2> /dev/null; then  # the optional bench extra
   run vs_pytorch -m benchmarks.vs_pytorch --reps 3 --alone_threads 1 2
+  run lm_speed -m benchmarks.lm_speed
+else
+  run lm_speed -m benchmarks.lm_speed --no-torch
 fi
