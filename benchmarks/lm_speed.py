@@ -22,7 +22,8 @@ against (a) the matmul FLOPs of the traced forward-backward program (every ``dot
 its jaxpr: 2 x output size x contraction size) and (b) XLA's cost analysis of the compiled
 forward-backward (``compiled.cost_analysis()['flops']``: every op, matmuls, elementwise and
 reductions). MFU = model FLOPs per second / peak, where the peak is measured in the same
-process, just before each timed run: chains of dependent dense float32 n x n matmuls in
+process, just before each timed run, and the best of these measurements is the peak every
+repetition is compared with: chains of dependent dense float32 n x n matmuls in
 one compiled ``lax.scan`` (one chain on one device, XLA:CPU's intra-op threads; and one chain
 per simulated device, all devices at once), the best over sizes and the two forms. Also
 given: the same ratio in process CPU time (model FLOPs per CPU-second of the LM process over
@@ -578,16 +579,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, list[dict[str, Any]]]:
             step_s = seconds / (args.steps - args.skip)
             row = {"rep": rep, "peak": peak["flops"], "peak_form": peak["form"],
                    "step_ms": 1e3 * step_s, "tokens_per_s": tokens / seconds,
-                   "model_flops": per_step / step_s, "mfu": per_step / step_s / peak["flops"],
-                   "cpu_mfu": per_step * steps_run / cpu / peak["cpu_flops"],
+                   "model_flops": per_step / step_s,
+                   "cpu_model_flops": per_step * steps_run / cpu, "peak_cpu": peak["cpu_flops"],
                    "loss": loss, "load": (before, after)}
             rows["mfu"].append(row)
-            mfu_lines.append(
-                f"| {rep} | {peak['flops'] / 1e9:.1f} ({peak['form']}) | "
-                f"{row['step_ms']:.2f} | {row['tokens_per_s']:,.0f} | "
-                f"{row['model_flops'] / 1e9:.1f} | **{100 * row['mfu']:.1f}%** | "
-                f"{100 * row['cpu_mfu']:.1f}% | {before:.2f} / {after:.2f} | {loss:.3f} |")
-            print(f"rep {rep}: MFU {100 * row['mfu']:.1f}%", flush=True)
+            print(f"rep {rep}: {row['model_flops'] / 1e9:.1f} model GFLOP/s, peak this rep "
+                  f"{peak['flops'] / 1e9:.1f} GFLOP/s", flush=True)
             if args.torch:
                 t_before = load()
                 t_seconds, t_loss = torch_run(params, x, y, shape, args.steps, args.skip, hp)
@@ -602,10 +599,25 @@ def main(argv: Sequence[str] | None = None) -> dict[str, list[dict[str, Any]]]:
                     f"{t_before:.2f} / {t_after:.2f} | {loss:.3f} / {t_loss:.3f} |")
                 print(f"rep {rep}: JAX / PyTorch {t_row['ratio']:.2f}", flush=True)
         breakdown = jax_run.ask(("profile", args.steps)) if args.profile else []
+    # The machine's peak is the best the repetitions measured (other work can only slow a
+    # measurement down): every repetition's MFU is against it.
+    peak = max(r["peak"] for r in rows["mfu"])
+    peak_cpu = max(r["peak_cpu"] for r in rows["mfu"])
+    for row in rows["mfu"]:
+        row["mfu"] = row["model_flops"] / peak
+        row["cpu_mfu"] = row["cpu_model_flops"] / peak_cpu
+        mfu_lines.append(
+            f"| {row['rep']} | {row['peak'] / 1e9:.1f} ({row['peak_form']}) | "
+            f"{row['step_ms']:.2f} | {row['tokens_per_s']:,.0f} | "
+            f"{row['model_flops'] / 1e9:.1f} | **{100 * row['mfu']:.1f}%** | "
+            f"{100 * row['cpu_mfu']:.1f}% | {row['load'][0]:.2f} / {row['load'][1]:.2f} | "
+            f"{row['loss']:.3f} |")
     print("\n## MFU of the LM step (configs/lm_diloco.py, p = 4, one worker per simulated "
           "device)\n")
-    print("| rep | matmul peak GFLOP/s (form) | ms/step | tokens/s | model GFLOP/s | MFU | "
-          "MFU in CPU time | load before / after | loss |")
+    print(f"Peak: {peak / 1e9:.1f} GFLOP/s wall, {peak_cpu / 1e9:.1f} GFLOP per CPU-second "
+          "(dense float32 matmul chains, the best of every repetition's measurement)\n")
+    print("| rep | peak measured this rep, GFLOP/s (form) | ms/step | tokens/s | model "
+          "GFLOP/s | MFU | MFU in CPU time | load before / after | loss |")
     print("|---|---|---|---|---|---|---|---|---|")
     print("\n".join(mfu_lines))
     mfus = [r["mfu"] for r in rows["mfu"]]
