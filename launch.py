@@ -157,7 +157,7 @@ def _known_flags(argv: Sequence[str]) -> list[str]:
 
 def _load(path: str) -> ml_collections.ConfigDict:
     """``get_config()`` of the config file ``path``; BadInput naming the file otherwise."""
-    from easgd_jax.experiments.sweep import load_config_file
+    from easgd_jax.experiments.config_files import load_config_file
 
     try:
         return load_config_file(path)
@@ -253,7 +253,7 @@ def parse_command_line(argv: Sequence[str]) -> tuple[ml_collections.ConfigDict, 
         with config.unlocked():
             config.launch = defaults().launch
     config = _apply_overrides(config, overrides)
-    from easgd_jax.experiments.sweep import config_file_path
+    from easgd_jax.experiments.config_files import config_file_path
 
     file, arg = config_file_path(_CONFIG.value)
     with config.unlocked():

@@ -22,6 +22,18 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
+# XLA:CPU's LLVM backend at optimization level 0 (the tests and the launch.py processes they
+# start inherit it): the tests compile several thousand small programs, and LLVM's passes
+# are about a fifth of their CPU time. The HLO passes (fusion, collectives: the programs the
+# HLO tests read) are the same. The float32 numbers are not bitwise those of a default build
+# (an elementwise function's machine code differs in its last bits: a 200-step digits run
+# ends at test loss 0.3788 here, 0.3815 at the default level), which no test depends on:
+# every comparison is between programs built alike, or against a float64 reference. Runs
+# outside the tests keep XLA's default; set XLA_FLAGS with another level to test at it.
+if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + " --xla_backend_optimization_level=0").strip()
+
 from easgd_jax.parallel.mesh import use_simulated_cpu_devices  # noqa: E402
 
 NUM_TEST_DEVICES = 8

@@ -210,7 +210,7 @@ def write(runs_csv: str, sweep: Mapping[str, Any] | Any, outdir: str) -> tuple[s
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
-    from easgd_jax.experiments.sweep import load_config_file
+    from easgd_jax.experiments.config_files import load_config_file
 
     sweep = load_config_file(_CONFIG.value).to_dict()
     md, png = write(_RUNS_CSV.value, sweep, _OUTDIR.value)

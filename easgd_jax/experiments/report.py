@@ -184,7 +184,7 @@ def main(argv: list[str]) -> None:
     if _RUNS_CSV.value:
         if not (_CONFIG.value and _OUTDIR.value):
             raise ValueError("--runs_csv needs --config and --outdir.")
-        from easgd_jax.experiments.sweep import load_config_file
+        from easgd_jax.experiments.config_files import load_config_file
 
         os.makedirs(_OUTDIR.value, exist_ok=True)
         out = write_report(_OUTDIR.value, load_config_file(_CONFIG.value), _THRESHOLD.value,
