@@ -464,7 +464,7 @@ def _async_elastic(name: str, inner: optax.GradientTransformation, moving_rate: 
     new velocity v_i moves x_i)."""
     checks.check_interval("moving_rate", moving_rate, 0.0, 1.0)
     checks.check_period("period", period)
-    alpha = float(moving_rate)
+    alpha = checks.scalar(moving_rate)  # (a traced rate stays traced: grids under vmap)
 
     def init_worker(params):
         return base.init_worker(params, ElasticExtra(inner.init(params)))
@@ -532,4 +532,4 @@ def async_eamsgd(
         period: tau >= 1.
     """
     inner = nesterov(learning_rate, momentum)  # checks both
-    return _async_elastic("eamsgd", inner, moving_rate, period, float(momentum))
+    return _async_elastic("eamsgd", inner, moving_rate, period, checks.scalar(momentum))

@@ -76,6 +76,32 @@ def test_round_robin_easgd_equals_hand_iterated_map(p=4):
     np.testing.assert_array_equal(np.asarray(info.staleness)[:p], np.arange(p))
 
 
+def test_a_vmapped_grid_of_rates_equals_the_hand_iterated_map_at_each(p=3):
+    """Asynchronous EASGD built inside ``jax.vmap`` over its moving rate (a grid in one
+    program, as the analysis's Monte-Carlo runs do): each row equals the hand-iterated
+    map at its own alpha (a rate turned into a Python float at build time cannot be traced).
+    EAMSGD likewise over its momentum: delta = 0 is EASGD."""
+    eta, h, cycles, alphas = 0.1, 1.0, 4, np.array([0.1, 0.3, 0.5])
+    x0, sched = jnp.array([1.0]), schedules.round_robin(p, cycles * p)
+
+    def centers(make, values):
+        def one(value):
+            state, _ = simulate(make(value), quadratic(h), x0, sched)
+            return jnp.append(state.workers.params[:, 0], state.master.center)
+        return np.asarray(jax.jit(jax.vmap(one))(jnp.asarray(values, jnp.float32)))
+
+    got = centers(lambda a: elastic.async_easgd(eta, a, period=1), alphas)
+    for row, alpha in zip(got, alphas, strict=True):
+        s = np.ones(p + 1)
+        for _ in range(cycles):
+            for worker in range(p):
+                s = easgd_event(s, worker, eta, h, alpha)
+        np.testing.assert_allclose(row, s, rtol=1e-5)
+    deltas = centers(lambda d: elastic.async_eamsgd(eta, d, 0.3, period=1), [0.0, 0.5])
+    np.testing.assert_allclose(deltas[0], got[1], rtol=1e-6)  # delta = 0: EASGD, alpha 0.3
+    assert np.abs(deltas[1] - deltas[0]).max() > 1e-3  # the traced momentum acts
+
+
 def test_round_robin_easgd_equals_analysis_cycle_matrix():
     from analysis import roundrobin  # the repository's analysis package: must import
 
