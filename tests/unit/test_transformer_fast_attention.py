@@ -66,8 +66,8 @@ def test_fused_attention_equals_dense_general_and_dot_product_attention(use_rope
         def loss(module, p):
             return jnp.sum(jnp.sin(module.apply({"params": p}, x)) * target)
 
-        value, grads = jax.value_and_grad(lambda p: loss(fast, p))(params)
-        ref_value, ref_grads = jax.value_and_grad(lambda p: loss(reference, p))(params)
+        value, grads = jax.jit(jax.value_and_grad(lambda p: loss(fast, p)))(params)
+        ref_value, ref_grads = jax.jit(jax.value_and_grad(lambda p: loss(reference, p)))(params)
         np.testing.assert_allclose(value, ref_value, rtol=1e-13)
         for g, r in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads), strict=True):
             np.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-13)
