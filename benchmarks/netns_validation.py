@@ -49,6 +49,7 @@ gloo's TCP device (which binds to the address of the host name) can reach the ot
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -157,7 +158,7 @@ def fit_link(sizes: Sequence[float], seconds: Sequence[float], round_trip_s: flo
 
 
 def refusal(run: Callable[..., subprocess.CompletedProcess] = subprocess.run,
-            probe: str = "eznetns-probe") -> str | None:
+            probe: str = f"ezprobe{os.getpid()}") -> str | None:
     """None where network namespaces, veth pairs and a tbf qdisc can be made here; else the
     one line that says which could not (``run``: subprocess.run, replaceable in tests).
     Leaves nothing behind."""
@@ -181,10 +182,8 @@ def refusal(run: Callable[..., subprocess.CompletedProcess] = subprocess.run,
                         f"{error[-1] if error else f'exit {done.returncode}'}")
         return None
     finally:
-        try:
+        with contextlib.suppress(OSError):
             run(["ip", "netns", "del", probe], capture_output=True, text=True)
-        except OSError:
-            pass
 
 
 # ----------------------------------------------------------------------------- the link
@@ -224,6 +223,8 @@ def shaped_link(rate_mbit: float, burst_bytes: int) -> Iterator[tuple[str, str]]
         for name in made:
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
             shutil.rmtree(f"/etc/netns/{name}", ignore_errors=True)
+        with contextlib.suppress(OSError):  # /etc/netns itself, when nothing else is in it
+            os.rmdir("/etc/netns")
         left = subprocess.run(["ip", "link", "show"], capture_output=True, text=True).stdout
         if any(v in left for v in veths):
             print(f"warning: a veth of {tag} is still there", file=sys.stderr)
