@@ -36,17 +36,20 @@ import ml_collections
 
 from easgd_jax.configs.sweeps import contested
 
-# The async_* configs set executor = "simulated_async"; every run gets the cluster schedule
-# (the synchronous MSGD ignores it).
+# The async_* configs set executor = "simulated_async"; each of their runs gets the cluster
+# schedule (the synchronous MSGD runs without: a sync run refuses asynchrony fields' use).
 ASYNC = {"asynchrony": {"schedule": "cluster"}}
 
 
 def get_config() -> ml_collections.ConfigDict:
     sweep = ml_collections.ConfigDict()
     sweep.methods = {
-        "easgd": {"config": "async_easgd", "learning_rates": [0.125, 0.25, 0.5, 1.0]},
-        "eamsgd": {"config": "async_eamsgd", "learning_rates": [0.05, 0.1, 0.2, 0.4]},
-        "downpour": {"config": "async_downpour", "learning_rates": [0.05, 0.1, 0.2, 0.4]},
+        "easgd": {"config": "async_easgd", "learning_rates": [0.125, 0.25, 0.5, 1.0],
+                  "overrides": ASYNC},
+        "eamsgd": {"config": "async_eamsgd", "learning_rates": [0.05, 0.1, 0.2, 0.4],
+                   "overrides": ASYNC},
+        "downpour": {"config": "async_downpour", "learning_rates": [0.05, 0.1, 0.2, 0.4],
+                     "overrides": ASYNC},
         # The sequential reference runs synchronously (one worker: nothing is asynchronous).
         "msgd": {"config": "msgd", "learning_rates": [0.025, 0.05, 0.1], "num_workers": 1},
     }
@@ -68,7 +71,7 @@ def get_config() -> ml_collections.ConfigDict:
     sweep.compilation_cache = True
     overrides = contested.run_overrides()
     overrides["cluster"] = {**overrides["cluster"], "topology": "parameter_server"}
-    sweep.overrides = {**overrides, **ASYNC}
+    sweep.overrides = overrides
     sweep.report = {
         "grids": [{"name": "async_tau", "panels": "tau", "against": ["tau"], "by_period": True},
                   {"name": "async_p", "panels": "p", "against": ["p"], "by_period": True}],
