@@ -55,6 +55,7 @@ PyTorch comes with the optional ``bench`` extra: ``pip install -e ".[bench]"``.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import shlex
@@ -78,13 +79,15 @@ GOAL_MFU = 0.5
 GOAL_RATIO = 2.0
 
 
-def lm_config(num_devices: int, steps: int, skip: int):
+def lm_config(num_devices: int, steps: int, skip: int, model: dict | None = None):
     """``configs/lm_diloco.py`` on ``num_devices`` devices, rounds dividing ``skip`` and
-    ``steps``, no evaluation, checkpoint or summaries."""
+    ``steps``, no evaluation, checkpoint or summaries; ``model`` overrides entries of its
+    ``model.kwargs`` (``--width``, ``--depth``, ``--num_heads``)."""
     from easgd_jax.configs import lm_diloco
     from easgd_jax.training import config as config_lib
 
     config = lm_diloco.get_config()
+    config.model.kwargs.update(model or {})
     config.num_devices = num_devices
     config.train.num_steps = steps
     config.train.eval_every = math.gcd(steps, skip)
@@ -264,13 +267,15 @@ def time_breakdown(run, steps: int) -> list[tuple[str, float, float]]:
 # The JAX process
 
 
-def lm_server(num_devices: int, steps: int, skip: int, params: dict, conn) -> None:
+def lm_server(num_devices: int, steps: int, skip: int, params: dict, conn,
+              model: dict | None = None) -> None:
     """The body of the JAX process (:class:`benchmarks.vs_pytorch.JaxProcess` with this
     server): the LM job's :class:`~benchmarks.vs_pytorch.JaxRun` on ``num_devices`` simulated
     devices; sends ``("ready", facts)`` (machine line, rounds, FLOPs), then answers
     ``("peak", sizes)`` with :func:`matmul_peak`, ``("profile", steps)`` with
     :func:`time_breakdown` and ``(steps, skip)`` with the run's
-    ``(seconds, loss, CPU seconds of the whole call, steps in the call)``, until None."""
+    ``(seconds, loss, CPU seconds of the whole call, steps in the call)``, until None.
+    ``model``: :func:`lm_config`'s overrides of the transformer's kwargs."""
     try:
         from easgd_jax import parallel
 
@@ -281,10 +286,10 @@ def lm_server(num_devices: int, steps: int, skip: int, params: dict, conn) -> No
         from benchmarks.vs_pytorch import JaxRun
         from easgd_jax.training.common import load_data_and_model
 
-        config = lm_config(num_devices, steps, skip)
-        dataset, model = load_data_and_model(config)
+        config = lm_config(num_devices, steps, skip, model)
+        dataset, network = load_data_and_model(config)
         run = JaxRun(config, params)
-        flops = step_flops(config, model, params, dataset)
+        flops = step_flops(config, network, params, dataset)
         conn.send(("ready", {"devices": jax.device_count(), "rounds": run.rounds,
                              "machine": machine_line(), "flops": flops}))
         while (request := conn.recv()) is not None:
@@ -500,6 +505,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--reps", type=int, default=3, help="interleaved repetitions")
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024],
                         help="matrix sizes n of the matmul peak")
+    for name in ("width", "depth", "num_heads"):
+        parser.add_argument(f"--{name}", type=int, default=None,
+                            help=f"the transformer's {name} (default: configs/lm_diloco.py's)")
     parser.add_argument("--no-torch", dest="torch", action="store_false",
                         help="the MFU table only")
     parser.add_argument("--no-profile", dest="profile", action="store_false",
@@ -511,6 +519,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                      f"--skip {args.skip} --steps {args.steps}.")
     if args.reps < 1:
         parser.error(f"--reps must be >= 1, got {args.reps}.")
+    from easgd_jax.configs import lm_diloco
+
+    shape = {**lm_diloco.get_config().model.kwargs.to_dict(),
+             **{k: v for k in ("width", "depth", "num_heads")
+                if (v := getattr(args, k)) is not None}}
+    if min(shape["width"], shape["depth"], shape["num_heads"]) < 1 or (
+            shape["width"] % (2 * shape["num_heads"])):
+        parser.error(f"need --width, --depth, --num_heads >= 1 and an even head width (RoPE): "
+                     f"width {shape['width']} over {shape['num_heads']} heads, depth "
+                     f"{shape['depth']}.")
     return args
 
 
@@ -527,7 +545,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, list[dict[str, Any]]]:
     from easgd_jax.algorithms import baselines
     from easgd_jax.training.common import load_data_and_model
 
-    config = lm_config(1, args.steps, args.skip)
+    overrides = {name: value for name in ("width", "depth", "num_heads")
+                 if (value := getattr(args, name)) is not None}
+    config = lm_config(1, args.steps, args.skip, overrides)
     dataset, model = load_data_and_model(config)
     from benchmarks.vs_pytorch import initial_params
 
@@ -542,7 +562,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, list[dict[str, Any]]]:
     y = np.ascontiguousarray(dataset.train_y, np.int64)
     tokens = WORKERS * config.train.batch_size * x.shape[1] * (args.steps - args.skip)
     rows: dict[str, list[dict[str, Any]]] = {"mfu": [], "torch": []}
-    with JaxProcess(WORKERS, args.steps, args.skip, params, server=lm_server) as jax_run:
+    server = functools.partial(lm_server, model=overrides)
+    with JaxProcess(WORKERS, args.steps, args.skip, params, server=server) as jax_run:
         facts = jax_run.facts
         flops = facts["flops"]
         per_step = WORKERS * flops["formula"]
