@@ -71,7 +71,12 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.vs_pytorch import JaxProcess, load, require_torch  # noqa: E402
+from benchmarks.vs_pytorch import (  # noqa: E402
+    JaxProcess,
+    check_run_lengths,
+    load,
+    require_torch,
+)
 
 WORKERS = 4
 PERIOD = 50  # H of configs/lm_diloco.py (checked)
@@ -514,11 +519,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="leave out the table of where the step's time goes (a traced "
                         "run of --steps steps after the repetitions)")
     args = parser.parse_args(argv)
-    if not 0 < args.skip < args.steps or args.skip % PERIOD or args.steps % PERIOD:
-        parser.error(f"need 0 < --skip < --steps, both multiples of H = {PERIOD}; got "
-                     f"--skip {args.skip} --steps {args.steps}.")
-    if args.reps < 1:
-        parser.error(f"--reps must be >= 1, got {args.reps}.")
+    check_run_lengths(parser, args, PERIOD)  # (H of the outer step)
     from easgd_jax.configs import lm_diloco
 
     shape = {**lm_diloco.get_config().model.kwargs.to_dict(),

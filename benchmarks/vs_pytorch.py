@@ -63,6 +63,17 @@ MISSING_TORCH = ('benchmarks/vs_pytorch.py needs PyTorch, which is not installed
                  'pip install -e ".[bench]"')
 
 
+def check_run_lengths(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                      period: int) -> None:
+    """``parser.error`` (one line, exit 2) unless ``0 < --skip < --steps``, both multiples
+    of the exchange ``period`` (whole rounds), and ``--reps >= 1``."""
+    if not 0 < args.skip < args.steps or args.skip % period or args.steps % period:
+        parser.error(f"need 0 < --skip < --steps, both multiples of the period {period}; "
+                     f"got --skip {args.skip} --steps {args.steps}.")
+    if args.reps < 1:
+        parser.error(f"--reps must be >= 1, got {args.reps}.")
+
+
 def require_torch() -> Any:
     """Imports torch; exits with one line naming the ``bench`` extra when it is missing."""
     try:
@@ -455,11 +466,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                         help="after the table, time one PyTorch worker alone with each of "
                              "these intra-op thread counts (the 4-process run's ceiling)")
     args = parser.parse_args(argv)
-    if not 0 < args.skip < args.steps or args.skip % PERIOD or args.steps % PERIOD:
-        parser.error(f"need 0 < --skip < --steps, both multiples of the period {PERIOD}; "
-                     f"got --skip {args.skip} --steps {args.steps}.")
-    if args.reps < 1:
-        parser.error(f"--reps must be >= 1, got {args.reps}.")
+    check_run_lengths(parser, args, PERIOD)
     require_torch()  # before anything expensive
     return compare(args)
 

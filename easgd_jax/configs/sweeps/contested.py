@@ -65,6 +65,19 @@ def run_overrides() -> dict:
     return overrides
 
 
+def set_protocol(sweep: ml_collections.ConfigDict) -> None:
+    """The third pass's protocol on ``sweep`` (this sweep's and the asynchronous grids'):
+    8 seeds, every rate on every seed, the rate chosen on the validation split, beta 0.9,
+    the 0.2 error threshold, one device per run, the compilation cache."""
+    sweep.seeds = SEEDS
+    sweep.learning_rate_selection = "all_seeds"
+    sweep.select_on = "validation"
+    sweep.beta = 0.9
+    sweep.threshold = 0.2
+    sweep.max_devices = 1
+    sweep.compilation_cache = True
+
+
 def get_config() -> ml_collections.ConfigDict:
     sweep = ml_collections.ConfigDict()
     sweep.methods = {
@@ -92,13 +105,7 @@ def get_config() -> ml_collections.ConfigDict:
                        "data": {"kwargs": LARGE}},
          "learning_rates": {"easgd": [0.25, 0.5], "eamsgd": [0.1, 0.2]}},
     ]
-    sweep.seeds = SEEDS
-    sweep.learning_rate_selection = "all_seeds"
-    sweep.select_on = "validation"
-    sweep.beta = 0.9
-    sweep.threshold = 0.2
-    sweep.max_devices = 1
-    sweep.compilation_cache = True
+    set_protocol(sweep)
     sweep.overrides = run_overrides()
     sweep.report = {
         "grids": [{"name": "f2_tau", "panels": "tau", "against": ["tau"], "by_period": True},

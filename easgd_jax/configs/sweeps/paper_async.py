@@ -62,13 +62,7 @@ def get_config() -> ml_collections.ConfigDict:
         {"name": "async_p", "periods": [1], "num_workers": [4, 8, 16],
          "methods": ["downpour"]},
     ]
-    sweep.seeds = contested.SEEDS
-    sweep.learning_rate_selection = "all_seeds"
-    sweep.select_on = "validation"
-    sweep.beta = 0.9
-    sweep.threshold = 0.2
-    sweep.max_devices = 1
-    sweep.compilation_cache = True
+    contested.set_protocol(sweep)
     overrides = contested.run_overrides()
     overrides["cluster"] = {**overrides["cluster"], "topology": "parameter_server"}
     sweep.overrides = overrides
