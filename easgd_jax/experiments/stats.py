@@ -199,9 +199,11 @@ def choose_learning_rate(members: Sequence[RunResult], selection: str = "all_see
     training set), a diverged or failed run counted as ``chance``; ties go to fewer
     failures, then to the lower rate. With "validation", a rate whose runs record no
     validation error cannot be chosen (ValueError when no rate has one). "first_seed": the
-    rate whose first-seed (lowest seed) run reached the lowest test error (ties: lower final
-    error, then lower rate), as the sweep ran the other seeds; when every first-seed run
-    failed, the "all_seeds" rule.
+    choice the sweep made before it ran the other seeds, from the first-seed (lowest seed)
+    runs alone: on "test", the rate whose run reached the lowest test error (ties: lower
+    final error, then lower rate; when every first-seed run failed, the "all_seeds" rule);
+    on "validation", the rate of the lowest final validation error among them (ties: lower
+    rate; None when every first-seed run failed).
     """
     if selection not in SELECTIONS:
         raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}; got "
@@ -213,6 +215,12 @@ def choose_learning_rate(members: Sequence[RunResult], selection: str = "all_see
     if not stats:
         return None
     if select_on == "validation":
+        if selection == "first_seed":
+            first = min(r.seed for r in members)
+            stats = rate_stats([r for r in members if r.seed == first
+                                and r.status == "finished"], chance)
+            if not stats:
+                return None
         stats = {lr: s for lr, s in stats.items() if s.val_errors}
         if not stats:
             raise ValueError(f"select_on = 'validation', but no run of "

@@ -78,7 +78,7 @@ from absl import flags, logging
 
 from easgd_jax import training
 from easgd_jax.algorithms import rates, registry
-from easgd_jax.experiments import cli
+from easgd_jax.experiments import cli, stats
 from easgd_jax.experiments import report as sweep_report
 from easgd_jax.experiments.config_files import (  # noqa: F401  (their old home)
     CONFIGS_DIR,
@@ -302,24 +302,24 @@ def _setting(run: Run) -> tuple:
     return (run.method, run.tau, run.num_workers, run.tag)
 
 
-def chosen_learning_rate(runs: Sequence[Run], setting: tuple, seed: int,
-                         workdir: str) -> float | None:
-    """The learning rate of the ``seed`` run of ``setting`` (method, tau, p, tag) that reached the
-    lowest center test error (ties: lower final error, then lower rate); None while one of
-    those runs is not done, or when all of them diverged."""
-
-    candidates = []
+def chosen_learning_rate(runs: Sequence[Run], setting: tuple, seed: int, workdir: str,
+                         select_on: str = "test") -> float | None:
+    """The learning rate the ``seed`` runs of ``setting`` (method, tau, p, tag) choose, by the
+    report's own "first_seed" rule (:func:`easgd_jax.experiments.stats.choose_learning_rate`
+    on ``select_on``'s split: on "test" the lowest center test error reached, on
+    "validation" the lowest final validation error); None while one of those runs is not
+    done, or when all of them diverged."""
+    results = []
     for run in runs:
         if _setting(run) != setting or run.seed != seed:
             continue
         rundir = os.path.join(workdir, RUNS, run.name)
         if status(rundir) not in ("finished", "diverged"):
             return None
-        result = sweep_report.read_run(rundir)
-        if result.status == "finished" and result.test_error:
-            candidates.append((result.best_test_error, result.final_test_error,
-                               run.learning_rate))
-    return min(candidates)[2] if candidates else None
+        results.append(sweep_report.read_run(rundir))
+    if not any(r.status == "finished" and r.test_error for r in results):
+        return None
+    return stats.choose_learning_rate(results, "first_seed", select_on=select_on)
 
 
 class SweepStopped(Exception):
@@ -415,10 +415,11 @@ def run_sweep(sweep: ml_collections.ConfigDict, workdir: str, *, retry_failed: b
     cache = os.path.join(workdir, "jax_cache") if sweep.get("compilation_cache", True) else None
     first_seed = sweep.seeds[0]
     select = sweep.get("learning_rate_selection", "all_seeds") == "first_seed"
+    select_on = sweep.get("select_on", "test")
     with compilation_cache(cache):
         for i, run in enumerate(runs):  # a setting's first-seed runs come before its others
             if select and run.seed != first_seed and run.learning_rate != chosen_learning_rate(
-                    runs, _setting(run), first_seed, workdir):
+                    runs, _setting(run), first_seed, workdir, select_on):
                 statuses[run.name] = NOT_SELECTED
                 continue
             logging.info("sweep: run %d/%d %s", i + 1, len(runs), run.name)

@@ -97,6 +97,18 @@ def test_the_rate_is_chosen_on_validation_and_edges_are_named():
         stats.choose_learning_rate([_run()], select_on="validation")
 
 
+def test_first_seed_selection_on_validation_uses_the_first_seeds_validation_alone():
+    # Seed 0: lr 0.2 has the lower validation error, lr 0.1 the lower test error; the other
+    # seeds ran at 0.2 only, and lr 0.1 would win an average over every run of a rate.
+    members = [_run(lr=0.1, seed=0, final=0.05, val=0.30), _run(lr=0.2, seed=0, final=0.2,
+                                                               val=0.25)]
+    members += [_run(lr=0.2, seed=s, final=0.2, val=0.40) for s in (1, 2)]
+    assert stats.choose_learning_rate(members, "first_seed", select_on="validation") == 0.2
+    assert stats.choose_learning_rate(members, "first_seed") == 0.1  # on test: best reached
+    diverged = [_run(lr=lr, status="diverged", test_error=[0.9]) for lr in (0.1, 0.2)]
+    assert stats.choose_learning_rate(diverged, "first_seed", select_on="validation") is None
+
+
 def test_a_runs_csv_gives_back_its_report_summary():
     """The report read from docs/mnist1d_paper/runs.csv chooses the rates and gives the means
     and times of docs/mnist1d_paper/summary.csv (itself written from it)."""
