@@ -194,8 +194,18 @@ def synthetic_lm(seed: int = 0, context: int = 64, num_states: int = 256,
     rng = np.random.default_rng([seed, 0x5445])
     train = source.sample(-(-train_tokens // context), context + 1, rng)
     test = source.sample(-(-test_tokens // context), context + 1, rng)
-    return token_dataset("synthetic_lm", train, test, VOCAB_SIZE,
-                         optimal_test_loss=source.optimal_loss(test))
+    return dataclasses.replace(
+        token_dataset("synthetic_lm", train, test, VOCAB_SIZE,
+                      optimal_test_loss=source.optimal_loss(test)),
+        optimal_loss_of=functools.partial(windows_optimal_loss, source))
+
+
+def windows_optimal_loss(source: HiddenMarkovSource, x: np.ndarray, y: np.ndarray) -> float:
+    """``source``'s Bayes-optimal cross-entropy (nats per token) of the token windows ``x``,
+    ``y`` of :func:`token_dataset` (``x = w[:, :-1]``, ``y = w[:, 1:]``): that of the
+    windows ``w = [x[:, :1], y]`` they were cut from (a held-out validation split's optimum,
+    :func:`easgd_jax.data.dataset.hold_out`)."""
+    return source.optimal_loss(np.concatenate([x[:, :1], y], axis=1))
 
 
 def token_dataset(name: str, train: np.ndarray, test: np.ndarray, vocab_size: int,
