@@ -232,6 +232,8 @@ def _evaluate(evaluate, dataset: data.Dataset, center) -> dict[str, float]:
     if dataset.val_x is not None:  # the validation split held out from the training set
         metrics["val_loss"], metrics["val_accuracy"] = evaluate(center, dataset.val_x,
                                                                 dataset.val_y)
+        metrics.update(data.optimum_metrics(dataset.optimal_val_loss, metrics["val_loss"],
+                                            "val"))
     return metrics
 
 

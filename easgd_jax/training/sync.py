@@ -383,7 +383,8 @@ def _rebuilt_metrics(run: _Run, state: TrainState, record: _Record,
                     "evaluation at that step in metrics.jsonl: the restored state is "
                     "evaluated now.", record.step, FINAL_METRICS)
     return read_evaluation(*run.evaluation(state), record.pending_losses or [float("nan")],
-                           optimal_loss=run.dataset.optimal_test_loss)
+                           optimal_loss=run.dataset.optimal_test_loss,
+                           optimal_val_loss=run.dataset.optimal_val_loss)
 
 
 def _loop(run: _Run, state: TrainState, record: _Record) -> tuple[TrainState, dict[str, Any]]:
@@ -463,7 +464,8 @@ def _write_evaluation(run: _Run, record: _Record, at_step: int, dispatched,
     """The evaluation line of step ``at_step``, every round up to it absorbed;
     ``dispatched`` (:func:`make_evaluation`) was enqueued on the state after it."""
     metrics = read_evaluation(*dispatched, record.pending_losses,
-                              optimal_loss=run.dataset.optimal_test_loss)
+                              optimal_loss=run.dataset.optimal_test_loss,
+                              optimal_val_loss=run.dataset.optimal_val_loss)
     metrics.update(_per_round(record.history, run.layout))
     metrics["steps_per_second"] = (at_step - record.start_step) / (done_s - record.start_s)
     metrics["simulated_time_s"] = run.cluster_clock.time_s(at_step)
@@ -524,13 +526,14 @@ def make_evaluation(spec: Spec, model, layout: parallel.WorkerLayout,
     return dispatch
 
 
-def read_evaluation(splits, spread, losses, optimal_loss: float | None = None
-                    ) -> dict[str, float]:
+def read_evaluation(splits, spread, losses, optimal_loss: float | None = None,
+                    optimal_val_loss: float | None = None) -> dict[str, float]:
     """Test loss/accuracy of the evaluation point (and, when the data hold a validation
     split, its ``val_loss``/``val_accuracy``), plus the worker spread (distances to the
     point and to the workers' mean), of a :func:`make_evaluation` dispatch, and the mean of
     ``losses``; with the data's ``optimal_loss``, also it and the gap to it
-    (:func:`~easgd_jax.data.optimum_metrics`); blocks until the dispatch is done."""
+    (:func:`~easgd_jax.data.optimum_metrics`), and the validation split's with
+    ``optimal_val_loss`` (``val_loss_gap``); blocks until the dispatch is done."""
     test, val = splits
     test_loss, test_acc = Evaluator.read(test)
     to_point, spread = jax.device_get(spread)
@@ -544,4 +547,5 @@ def read_evaluation(splits, spread, losses, optimal_loss: float | None = None
     }
     if val is not None:
         metrics["val_loss"], metrics["val_accuracy"] = Evaluator.read(val)
+        metrics.update(data.optimum_metrics(optimal_val_loss, metrics["val_loss"], "val"))
     return metrics
