@@ -11,8 +11,8 @@ or learned absolute positions, optional tied input/output embeddings (Press & Wo
 
 Every parameter carries logical axis names (flax ``nn.with_logical_partitioning``):
 ``vocab``, ``embed``, ``heads``, ``kv``, ``mlp``, ``length``, so that a sharded-worker layout
-can split it with ``nn.logical_axis_rules`` (:func:`logical_partition_specs` reads them). The
-training code keeps the params unboxed (``nn.meta.unbox`` in
+can split it with ``nn.logical_axis_rules`` (:func:`easgd_jax.models.logical_axes` reads
+them). The training code keeps the params unboxed (``nn.meta.unbox`` in
 :func:`easgd_jax.training.common.init_params`); the names live on the model's ``init``.
 
 The model takes ``[batch, length]`` token ids (integers, or floats holding integers: the data
@@ -237,11 +237,3 @@ class Transformer(nn.Module):
                         kernel_init=_init(nn.initializers.lecun_normal(), ("embed", "vocab")),
                         bias_init=_init(nn.initializers.zeros_init(), ("vocab",)))(h)
 
-
-def logical_partition_specs(model: nn.Module, length: int) -> Any:
-    """The params' logical axis names as a tree of ``jax.sharding.PartitionSpec`` (one per
-    parameter, named with :data:`LOGICAL_AXES`), read from an abstract ``init`` (nothing is
-    allocated); map them to mesh axes with ``nn.logical_to_mesh_sharding``."""
-    sample = jnp.zeros((1, length), jnp.int32)
-    abstract = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), sample)["params"])
-    return nn.get_partition_spec(abstract)

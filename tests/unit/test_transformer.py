@@ -13,7 +13,7 @@ import pytest
 from easgd_jax import models
 from easgd_jax.configs import default
 from easgd_jax.data.synthetic_lm import token_dataset
-from easgd_jax.models.transformer import LOGICAL_AXES, logical_partition_specs, rope
+from easgd_jax.models.transformer import LOGICAL_AXES, rope
 from easgd_jax.training import common
 from easgd_jax.training import config as config_lib
 from easgd_jax.training.common import init_params, make_evaluator
@@ -56,7 +56,7 @@ def test_rope_scores_depend_on_the_offset_only():
 @pytest.mark.parametrize("tie", [True, False])
 def test_every_parameter_has_logical_axis_names(tie):
     model = small(tie_embeddings=tie, positions="learned", max_length=T)
-    specs = logical_partition_specs(model, T)
+    specs = models.logical_axes(model, (T,))
     shapes = jax.eval_shape(lambda: init_params(model, (T,), jax.random.PRNGKey(0)))
     flat_specs = jax.tree.leaves(specs, is_leaf=lambda s: isinstance(s, jax.sharding.PartitionSpec))
     flat_shapes = jax.tree.leaves(shapes)
