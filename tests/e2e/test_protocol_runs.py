@@ -35,7 +35,7 @@ def test_the_declared_sweeps_plan_with_the_protocol():
 
     contested = sweep.load_config_file("sweeps/contested")
     planned = sweep.plan(contested)
-    assert len(planned) == 776 and contested.select_on == "validation"
+    assert len(planned) == 784 and contested.select_on == "validation"
     assert {r.seed for r in planned} == set(range(8))
     assert all(r.config.data.kwargs.validation_size > 0 and r.config.train.eval_every == 25
                for r in planned)
@@ -43,7 +43,7 @@ def test_the_declared_sweeps_plan_with_the_protocol():
     assert len(large) == 128 and all(r.config.data.kwargs.num_train == 40000
                                      and r.config.train.num_steps == 5000 for r in large)
     asynchronous = sweep.plan(sweep.load_config_file("sweeps/paper_async"))
-    assert len(asynchronous) == 664
+    assert len(asynchronous) == 672
     for r in asynchronous:
         assert r.config.cluster.topology == "parameter_server"
         assert (r.config.executor == "simulated_async") == (r.method != "msgd")

@@ -12,7 +12,8 @@ bottom), an edge that remains named in the table (``rate_edge``); evaluations ev
 95% intervals, paired t tests over seeds (easgd_jax/experiments/stats.py).
 
     grid "f2_tau":   finding 2 at tau 1, 4, 64 (p = 4): EAMSGD against its runner-up, the
-                     sequential MSGD (shown in every panel), and EASGD;
+                     sequential MSGD (shown in every panel), and EASGD; MSGD's grid
+                     reaches 0.2 since the first sitting chose 0.1, then its top;
     grid "easgd_p":  EASGD in p (tau = 10, p = 4, 8, 16): "held (changed)" rests on 7.77 /
                      7.50 / 7.50, t = 0.5;
     grid "dp_tau":   the DOWNPOUR family at tau 16 and 64 (p = 4), rates below the old
@@ -32,7 +33,7 @@ session's tests running; ``/usr/bin/time`` of the whole sweep process, one run):
     n40k, eamsgd tau 16 p 4, 500 of its 5000 steps:  42.6 CPU-s (generating the 41000
         examples once, 44 s wall, included)
 
-776 runs (``--dry_run``): the 648 of 1000 steps cost about 536 x 33 s at p <= 4 plus 56 runs
+784 runs (``--dry_run``): the 656 of 1000 steps cost about 544 x 33 s at p <= 4 plus 56 runs
 each at p = 8 and p = 16, at up to 2x and 4x (workers vmapped on one device): about 8.0
 CPU-hours; the 128 runs of "n40k" about 128 x (5 x 25 s of steps + 8 s of compilation):
 about 4.7 CPU-hours. About 12.7 CPU-hours in all: over issue 33's 12-hour budget together
@@ -88,7 +89,7 @@ def get_config() -> ml_collections.ConfigDict:
         "mvadownpour": {"config": "mvadownpour", "learning_rates": [0.0125, 0.025, 0.05, 0.1]},
         "mdownpour": {"config": "mdownpour", "learning_rates": [0.00625, 0.0125, 0.025],
                       "tau": 1},
-        "msgd": {"config": "msgd", "learning_rates": [0.025, 0.05, 0.1], "num_workers": 1},
+        "msgd": {"config": "msgd", "learning_rates": [0.025, 0.05, 0.1, 0.2], "num_workers": 1},
     }
     family = ["downpour", "adownpour", "mvadownpour"]
     sweep.grids = [

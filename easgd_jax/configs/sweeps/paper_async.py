@@ -28,9 +28,9 @@ synchronous sweep's, one step wider on the side its choice sat at.
 
 Cost, from ONE timed cell (2026-12-07, 2 shared CPU cores): async EAMSGD tau 4 p 4, 1000
 steps per worker, 29.0 CPU-s (28.1 user + 0.9 sys, 1 min 13 s wall; compilation and report
-included), about the synchronous cell's 33 s. ``--dry_run`` lists 664 runs (every rate on
-every seed); with "first_seed" a setting runs 4 + 7 = 11 of its 32 (msgd 3 + 7): 14
-settings at p = 4 (x 29 s), 3 at p = 8 (up to 2x), 3 at p = 16 (up to 4x) and msgd: 230 runs
+included), about the synchronous cell's 33 s. ``--dry_run`` lists 672 runs (every rate on
+every seed); with "first_seed" a setting runs 4 + 7 = 11 of its 32 (msgd 4 + 7): 14
+settings at p = 4 (x 29 s), 3 at p = 8 (up to 2x), 3 at p = 16 (up to 4x) and msgd: 231 runs
 (``--dry_run``'s last line), about 2.9 CPU-hours (every rate on every seed: about 8.4).
 
     python -m easgd_jax.experiments.sweep --config configs/sweeps/paper_async.py --workdir DIR \
@@ -56,7 +56,7 @@ def get_config() -> ml_collections.ConfigDict:
         "downpour": {"config": "async_downpour", "learning_rates": [0.05, 0.1, 0.2, 0.4],
                      "overrides": ASYNC},
         # The sequential reference runs synchronously (one worker: nothing is asynchronous).
-        "msgd": {"config": "msgd", "learning_rates": [0.025, 0.05, 0.1], "num_workers": 1},
+        "msgd": {"config": "msgd", "learning_rates": [0.025, 0.05, 0.1, 0.2], "num_workers": 1},
     }
     family = ["easgd", "eamsgd", "downpour"]
     sweep.grids = [
