@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from easgd_jax.experiments import palette
+from easgd_jax.experiments.metric import ERROR, Metric
 from easgd_jax.experiments.runs import RunResult, setting_key
 from easgd_jax.experiments.stats import parse_seed_errors
 
@@ -71,7 +72,7 @@ def _log_scale_if_spread(axes: Sequence[Any], values: Iterable[float]) -> bool:
 
 
 def _legend(fig: Any, styles: Styles, entries: Sequence[tuple[str, str, Any]],
-            threshold: float | None, width: float) -> None:
+            threshold: float | None, width: float, metric: Metric = ERROR) -> None:
     """One legend for the figure, outside below its axes (constrained layout makes room):
     (method, label, linestyle) entries in the method's colour and marker."""
     from matplotlib.lines import Line2D
@@ -80,7 +81,7 @@ def _legend(fig: Any, styles: Styles, entries: Sequence[tuple[str, str, Any]],
                       label=label) for m, label, style in entries]
     if threshold is not None:
         handles.append(Line2D([], [], color="grey", linestyle=":",
-                              label=f"threshold {100 * threshold:g}%"))
+                              label=f"threshold {metric.amount(threshold)}"))
     ncol = max(1, min(len(handles), int(width // 2.6)))
     fig.legend(handles=handles, loc="outside lower center", ncol=ncol, fontsize=8,
                frameon=False)
@@ -96,10 +97,10 @@ def _missing_note(fig: Any, missing: Mapping[str, str]) -> None:
         fig.suptitle(textwrap.fill(text, width), fontsize=7, color="firebrick")
 
 
-def _threshold_line(ax: Any, threshold: float) -> None:
+def _threshold_line(ax: Any, threshold: float, metric: Metric = ERROR) -> None:
     """The threshold as a labelled grey dotted line."""
     ax.axhline(threshold, color="grey", linestyle=":", linewidth=1)
-    ax.annotate(f"threshold {100 * threshold:g}%", xy=(1, threshold),
+    ax.annotate(f"threshold {metric.amount(threshold)}", xy=(1, threshold),
                 xycoords=("axes fraction", "data"), xytext=(-2, 2),
                 textcoords="offset points", ha="right", va="bottom", fontsize=7, color="grey")
 
@@ -224,18 +225,25 @@ def _draw_panel(axes: Any, col: int, value: Any, panels: Panels, attribute: str,
 
 
 def _dress_panel(axes: Any, col: int, value: Any, grid: str, panel_dim: str, xlabel: str,
-                 threshold: float) -> None:
-    """Column ``col``'s labels, title and threshold line."""
+                 threshold: float, metric: Metric = ERROR) -> None:
+    """Column ``col``'s labels, title and threshold line (the last row: ``metric``)."""
     for row, key in enumerate(CURVE_KEYS):
         ax = axes[row][col]
         ax.set_xlabel(xlabel, fontsize=8)
         if col == 0:
-            ax.set_ylabel(YLABELS[key])
+            ax.set_ylabel(_ylabel(key, metric))
         if key == "test_error":
-            _threshold_line(ax, threshold)
+            _threshold_line(ax, threshold, metric)
         if row == 0:
             ax.set_title(f"grid {grid}: {panel_dim} = {value}" if value is not None
                          else f"grid {grid}")
+
+
+def _ylabel(key: str, metric: Metric) -> str:
+    """A curve row's y label; the last row is ``metric``'s (the error's as before)."""
+    if key == "test_error" and metric is not ERROR:
+        return f"test {metric.heading}\n(center / leader)"
+    return YLABELS[key]
 
 
 def _curve_missing(panels: Panels, methods: Iterable[str], attribute: str) -> dict[str, str]:
@@ -249,13 +257,16 @@ def _curve_missing(panels: Panels, methods: Iterable[str], attribute: str) -> di
 
 
 def plot_curves(grid: str, clock: str, panels: Panels, threshold: float, outdir: str,
-                styles: Styles, methods: Iterable[str] = ()) -> str:
-    """GRID_curves_CLOCK.png: training loss, test loss and test error against ``clock``'s
-    axis, one column per panel, each setting's seed mean with its min-max band; ``methods``:
-    the grid's methods (those not drawn are named); returns its path."""
+                styles: Styles, methods: Iterable[str] = (), metric: Metric = ERROR,
+                xlabel: str | None = None) -> str:
+    """GRID_curves_CLOCK.png: training loss, test loss and test error (or ``metric``)
+    against ``clock``'s axis, one column per panel, each setting's seed mean with its
+    min-max band; ``methods``: the grid's methods (those not drawn are named); ``xlabel``
+    replaces the clock's (another cluster setting); returns its path."""
     import matplotlib.pyplot as plt
 
-    attribute, xlabel = CLOCKS[clock]
+    attribute, clock_label = CLOCKS[clock]
+    xlabel = xlabel or clock_label
     width = max(4 * len(panels.values), 7)
     height = 2.8 * len(CURVE_KEYS) + 1.2
     fig, axes = plt.subplots(len(CURVE_KEYS), len(panels.values), squeeze=False,
@@ -264,12 +275,12 @@ def plot_curves(grid: str, clock: str, panels: Panels, threshold: float, outdir:
     plotted: dict[str, list[float]] = {key: [] for key in CURVE_KEYS}
     for col, value in enumerate(panels.values):
         _draw_panel(axes, col, value, panels, attribute, styles, entries, plotted)
-        _dress_panel(axes, col, value, grid, panels.dim, xlabel, threshold)
+        _dress_panel(axes, col, value, grid, panels.dim, xlabel, threshold, metric)
     for row, key in enumerate(CURVE_KEYS):
         if _log_scale_if_spread(axes[row], plotted[key] + [threshold] * (
                 key == "test_error")):
-            axes[row][0].set_ylabel(YLABELS[key] + ", log")
-    _legend(fig, styles, [entries[k] for k in sorted(entries)], threshold, width)
+            axes[row][0].set_ylabel(_ylabel(key, metric) + ", log")
+    _legend(fig, styles, [entries[k] for k in sorted(entries)], threshold, width, metric)
     _missing_note(fig, _curve_missing(panels, methods, attribute))
     path = os.path.join(outdir, f"{grid}_curves_{clock}.png")
     fig.savefig(path, dpi=90)
@@ -279,12 +290,14 @@ def plot_curves(grid: str, clock: str, panels: Panels, threshold: float, outdir:
 
 def plot_grid(grid: str, runs: Sequence[RunResult], threshold: float, outdir: str,
               summary: Sequence[Row] = (), styles: Styles | None = None,
-              panels: str | None = None, against: Sequence[str] | None = None) -> list[str]:
+              panels: str | None = None, against: Sequence[str] | None = None,
+              metric: Metric = ERROR) -> list[str]:
     """The figures of one grid; returns their paths. Curves (when the runs have them): every
     seed at each setting's chosen rate (the ``summary`` row's), drawn as their mean and
     min-max band, one panel per value of ``panels`` ("tau" or "p"); figures against each
     axis in ``against``. None: as :func:`easgd_jax.experiments.report_spec.infer_grid`
-    infers them. ``styles``: default :func:`method_styles`."""
+    infers them. ``styles``: default :func:`method_styles`. ``metric``: what the runs'
+    ``test_error`` curves and the summary's error columns hold (labels and threshold)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -306,13 +319,13 @@ def plot_grid(grid: str, runs: Sequence[RunResult], threshold: float, outdir: st
     if layout.groups:
         clocks = ["time", "steps"] + ["cluster"] * any(
             r.sim_time_s for group in layout.groups.values() for r in group)
-        paths = [plot_curves(grid, clock, layout, threshold, outdir, styles, methods)
+        paths = [plot_curves(grid, clock, layout, threshold, outdir, styles, methods, metric)
                  for clock in clocks]
     cluster = any(r.sim_time_s for r in members)
     for dim in AXES:
         if dim in against and rows:
             paths += plot_against(grid, rows, dim, values[dim], threshold, outdir, styles,
-                                  cluster)
+                                  cluster, metric)
     return paths
 
 
@@ -389,7 +402,8 @@ def _against_missing(lines: Mapping[tuple, list[Row]], column: str,
 
 
 def plot_against(grid: str, rows: Mapping[tuple, Row], dim: str, values: Sequence[int],
-                 threshold: float, outdir: str, styles: Styles, cluster: bool) -> list[str]:
+                 threshold: float, outdir: str, styles: Styles, cluster: bool,
+                 metric: Metric = ERROR) -> list[str]:
     """Mean error (bootstrap 95% interval, every seed a dot) and median time to threshold
     (wall-clock, and simulated with ``cluster``) against ``dim`` ("p" or "tau"), from the
     summary rows: one line per method (and value of the other dimension); returns the
@@ -398,13 +412,15 @@ def plot_against(grid: str, rows: Mapping[tuple, Row], dim: str, values: Sequenc
     import matplotlib.ticker
 
     lines = _against_lines(rows, dim, values)
-    figures = [(f"error_vs_{dim}", "final test error (center; LSGD: leader):\nmean over "
+    what = "test error" if metric is ERROR else f"test {metric.heading}"
+    figures = [(f"error_vs_{dim}", f"final {what} (center; LSGD: leader):\nmean over "
                 "seeds, bootstrap 95% CI, each seed a dot", "mean_final_test_error", True),
-               (f"time_to_threshold_vs_{dim}", f"wall-clock time to {100 * threshold:g}% (s),"
-                "\nmedian over seeds", "time_to_threshold_s", False)]
+               (f"time_to_threshold_vs_{dim}", f"wall-clock time to "
+                f"{metric.amount(threshold)} (s),\nmedian over seeds", "time_to_threshold_s",
+                False)]
     if cluster:
         figures.append((f"time_to_threshold_vs_{dim}_cluster",
-                        f"simulated cluster time to {100 * threshold:g}% (s),\nmedian "
+                        f"simulated cluster time to {metric.amount(threshold)} (s),\nmedian "
                         "over seeds", "sim_time_to_threshold_s", False))
     paths = []
     for name, ylabel, column, spread in figures:

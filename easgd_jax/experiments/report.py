@@ -31,6 +31,10 @@ writes SWEEP_DIR/report/:
     GRID_by_period.md    per grid that has them (by default, where the period varies):
                          method x period tables of the mean error (failures counted) and the
                          median time to threshold (:func:`tables.by_period_markdown`)
+    cluster_bandwidths.md, GRID_curves_cluster_Xgbit.png
+                         with ``sweep.bandwidths``: the times to threshold and the curves at
+                         other link bandwidths, recomputed from the recorded steps
+                         (:mod:`~easgd_jax.experiments.bandwidths`)
     speedup_cluster.md   with simulated cluster time and the speed-up's grid in the sweep: the
                          speed-up of one (method, tau) over another at each p
                          (:func:`tables.speedup_table`)
@@ -40,6 +44,7 @@ writes SWEEP_DIR/report/:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -48,6 +53,7 @@ from absl import flags
 
 # The names below are also this module's for its callers (sweep.py, tests).
 from easgd_jax.experiments import cli, findings, report_spec, tables
+from easgd_jax.experiments import metric as metric_lib
 from easgd_jax.experiments.plots import method_styles, plot_grid
 from easgd_jax.experiments.runs import (  # noqa: F401
     RunResult,
@@ -85,14 +91,21 @@ def _write(path: str, text: str, files: list[str]) -> None:
 
 def _write_tables(outdir: str, rows: Sequence[Row], summary: Sequence[Row],
                   threshold: float, spec: report_spec.ReportSpec,
-                  grids: Mapping[str, report_spec.GridSpec], compare: str | None) -> list[str]:
+                  grids: Mapping[str, report_spec.GridSpec], compare: str | None,
+                  metric: metric_lib.Metric = metric_lib.ERROR) -> list[str]:
     """runs.csv (``rows``), summary.csv and .md, and the findings, comparison, method x period and
-    speed-up tables that ``spec`` and ``grids`` declare; returns their paths."""
+    speed-up tables that ``spec`` and ``grids`` declare; returns their paths. The paper's
+    findings and their comparison are judged on the test error: with another ``metric``
+    they are not written."""
     files = [os.path.join(outdir, n) for n in ("runs.csv", "summary.csv")]
     tables.write_csv(files[0], rows)
     tables.write_csv(files[1], summary)
-    _write(os.path.join(outdir, "summary.md"), tables.markdown(summary, threshold), files)
+    _write(os.path.join(outdir, "summary.md"), tables.markdown(summary, threshold, metric),
+           files)
     names = {row["grid"] for row in summary}
+    if metric is not metric_lib.ERROR:
+        spec = dataclasses.replace(spec, findings=None)
+        compare = None
     if spec.findings is not None and spec.findings.tau_grid in names:
         _write(os.path.join(outdir, "findings.md"),
                findings.findings_markdown(summary, threshold, spec.findings), files)
@@ -103,7 +116,7 @@ def _write_tables(outdir: str, rows: Sequence[Row], summary: Sequence[Row],
     for name, grid in grids.items():
         if grid.by_period:
             _write(os.path.join(outdir, f"{name}_by_period.md"),
-                   tables.by_period_markdown(summary, name, threshold), files)
+                   tables.by_period_markdown(summary, name, threshold, metric), files)
     speedup = spec.speedup
     sim = any(row["sim_time_s"] is not None for row in rows)
     if speedup is not None and sim and speedup.grid in names:
@@ -137,22 +150,28 @@ def write_report(workdir: str, sweep: Any = None, threshold: float | None = None
     if threshold is None:
         threshold = float(sweep.get("threshold", 0.5))
     spec = report_spec.report_spec(sweep)
+    metric = metric_lib.of_sweep(sweep)
     runs = (read_runs_csv(runs_csv, threshold, fixed_methods(sweep)) if runs_csv
-            else collect(workdir))
+            else collect(workdir, metric))
     summary = summarize(runs, threshold, sweep.get("learning_rate_selection", "all_seeds"),
-                        sweep.get("chance_error"), sweep.get("select_on", "test"))
+                        sweep.get("chance_error"), sweep.get("select_on", "test"), metric)
     grids = {name: spec.grid(name, runs, summary)
              for name in sorted({row["grid"] for row in summary})}
     outdir = outdir or os.path.join(workdir, "report")
     os.makedirs(outdir, exist_ok=True)
     rows = tables.run_rows(runs, threshold)
-    files = _write_tables(outdir, rows, summary, threshold, spec, grids, compare)
+    files = _write_tables(outdir, rows, summary, threshold, spec, grids, compare, metric)
     if plots:
         styles = method_styles(r.method for r in runs)
         for name, grid in grids.items():
             if grid.plots:
                 files += plot_grid(name, runs, threshold, outdir, summary, styles,
-                                   grid.panels, grid.against)
+                                   grid.panels, grid.against, metric)
+    if sweep.get("bandwidths") and not runs_csv:  # other links, from the recorded steps
+        from easgd_jax.experiments import bandwidths
+
+        files += bandwidths.write(workdir, outdir, runs, summary, sweep["bandwidths"],
+                                  threshold, grids, metric, plots)
     return {"runs": rows, "summary": summary, "files": files}
 
 

@@ -10,6 +10,11 @@ raw times would favour the others). They are approximate for a run resumed from 
 checkpoint (``resumed``). Simulated cluster time is the records' ``simulated_time_s`` as
 recorded (a run has it when every record has it); so are the validation split's
 ``val_loss`` and ``val_accuracy`` (``val_error`` = 1 - accuracy).
+
+The report's metric (:mod:`easgd_jax.experiments.metric`, ``sweep.metric``): read with
+"loss_gap", a run's ``test_error`` and ``val_error`` curves hold its ``loss_gap`` and
+``val_loss_gap`` (nats per token) instead, so that every statistic of the error applies to
+the gap unchanged.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import math
 import os
 from collections.abc import Sequence
 from typing import Any
+
+from easgd_jax.experiments import metric as metric_lib
 
 RUNS = "runs"
 FAILED = ("diverged", "error")
@@ -57,6 +64,7 @@ class RunResult:
     compile_s: float = 0.0  # removed from time_s (see startup_seconds)
     bytes_per_step: float | None = None  # exchange_bytes_per_step, when recorded
     num_classes: int | None = None  # when recorded
+    optimal_loss: float | None = None  # the test split's optimum, when recorded (synthetic_lm)
 
     @property
     def final_test_error(self) -> float:
@@ -114,9 +122,11 @@ def run_status(rundir: str) -> str:
     return "pending"
 
 
-def _read_curves(result: RunResult, path: str) -> list[dict[str, Any]]:
+def _read_curves(result: RunResult, path: str,
+                 metric: metric_lib.Metric = metric_lib.ERROR) -> list[dict[str, Any]]:
     """Fills ``result``'s curves from the metrics.jsonl at ``path`` (time less the startup
-    cost); returns its records ([] when there is no such file)."""
+    cost; ``test_error`` / ``val_error``: ``metric``'s values); returns its records ([] when
+    there is no such file)."""
     if not os.path.exists(path):
         return []
     with open(path, encoding="utf-8") as f:
@@ -127,10 +137,13 @@ def _read_curves(result: RunResult, path: str) -> list[dict[str, Any]]:
         result.time_s.append(r["step"] / sps if sps else math.nan)
         result.train_loss.append(float(r["train_loss"]))
         result.test_loss.append(float(r["test_loss"]))
-        result.test_error.append(1.0 - float(r["test_accuracy"]))
-    if records and all("val_accuracy" in r for r in records):
+        result.test_error.append(metric.test_value(r))
+    val = [metric.val_value(r) for r in records]
+    if records and all(v is not None for v in val):
         result.val_loss = [float(r["val_loss"]) for r in records]
-        result.val_error = [1.0 - float(r["val_accuracy"]) for r in records]
+        result.val_error = val
+    if records and records[-1].get("optimal_loss") is not None:
+        result.optimal_loss = float(records[-1]["optimal_loss"])
     if records and all("simulated_time_s" in r for r in records):
         result.sim_time_s = [float(r["simulated_time_s"]) for r in records]
     result.wall_time_s = result.time_s[-1] if result.time_s else None
@@ -139,8 +152,9 @@ def _read_curves(result: RunResult, path: str) -> list[dict[str, Any]]:
     return records
 
 
-def read_run(rundir: str) -> RunResult:
-    """The run in ``rundir`` (which holds the sweep's run.json)."""
+def read_run(rundir: str, metric: metric_lib.Metric | str | None = None) -> RunResult:
+    """The run in ``rundir`` (which holds the sweep's run.json); its ``test_error`` /
+    ``val_error`` curves hold ``metric``'s values (None: the test error)."""
     settings = read_json(os.path.join(rundir, "run.json"))
     if settings is None:
         raise FileNotFoundError(f"{rundir} holds no run.json (not a sweep run).")
@@ -155,7 +169,8 @@ def read_run(rundir: str) -> RunResult:
     failed = read_json(os.path.join(rundir, "failed.json"))
     if failed is not None and result.status != "finished":
         result.message = failed.get("message", "")
-    records = _read_curves(result, os.path.join(rundir, "metrics.jsonl"))
+    records = _read_curves(result, os.path.join(rundir, "metrics.jsonl"),
+                           metric_lib.get(metric))
     for source in (final, *reversed(records)):
         if source.get("exchange_bytes_per_step") is not None:
             result.bytes_per_step = float(source["exchange_bytes_per_step"])
@@ -172,11 +187,12 @@ def startup_seconds(steps: Sequence[int], times: Sequence[float]) -> float:
     return float(min(max(times[0] - steps[0] * rate, 0.0), times[0]))
 
 
-def collect(workdir: str) -> list[RunResult]:
-    """Every run under ``workdir/runs``, sorted by name."""
+def collect(workdir: str, metric: metric_lib.Metric | str | None = None) -> list[RunResult]:
+    """Every run under ``workdir/runs``, sorted by name, read with ``metric``
+    (:func:`read_run`)."""
     root = os.path.join(workdir, RUNS)
     names = sorted(os.listdir(root)) if os.path.isdir(root) else []
-    return [read_run(os.path.join(root, n)) for n in names
+    return [read_run(os.path.join(root, n), metric) for n in names
             if os.path.exists(os.path.join(root, n, "run.json"))]
 
 

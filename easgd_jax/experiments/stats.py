@@ -26,11 +26,12 @@ from typing import Any
 import numpy as np
 import scipy.stats
 
+from easgd_jax.experiments import metric as metric_lib
+from easgd_jax.experiments.metric import CHANCE_ERROR, chance_error  # noqa: F401
 from easgd_jax.experiments.runs import DONE, FAILED, RunResult, setting_key
 
 SELECTIONS = ("all_seeds", "first_seed")
 SELECT_ON = ("test", "validation")
-CHANCE_ERROR = 0.9  # 10 classes, when the runs do not say
 STATUSES = ("finished", "diverged", "error", "unfinished", "pending")
 
 
@@ -40,15 +41,6 @@ def best_run(runs: Sequence[RunResult]) -> RunResult | None:
     if not finished:
         return None
     return min(finished, key=lambda r: (r.best_test_error, r.final_test_error, r.name))
-
-
-def chance_error(runs: Iterable[RunResult], default: float = CHANCE_ERROR) -> float:
-    """The error of a failed run: 1 - 1/classes of the first run that records its number of
-    classes, else ``default`` (0.9: 10 classes)."""
-    for r in runs:
-        if r.num_classes:
-            return 1.0 - 1.0 / r.num_classes
-    return default
 
 
 @dataclasses.dataclass
@@ -275,7 +267,8 @@ def time_to_threshold(runs: Sequence[RunResult], threshold: float,
 
 def _empty_row(grid: str, members: Sequence[RunResult], selection: str, chance: float,
                stats: dict[float, RateStats], chosen: float | None,
-               select_on: str = "test") -> dict[str, Any]:
+               select_on: str = "test",
+               metric: metric_lib.Metric = metric_lib.ERROR) -> dict[str, Any]:
     """A setting's summary row with its counts, chosen rate and per-rate means; the
     statistics at the chosen rate and of the best run still None."""
     bytes_per_step = [r.bytes_per_step for r in members if r.bytes_per_step is not None]
@@ -300,7 +293,7 @@ def _empty_row(grid: str, members: Sequence[RunResult], selection: str, chance: 
             f"{lr:g}" for lr in sorted({r.learning_rate for r in members
                                         if r.status == "diverged"})),
         "per_rate": "; ".join(
-            f"{lr:g}: {100 * s.mean:.2f} ({s.failures}/{len(s.errors)} failed)"
+            f"{lr:g}: {metric.fmt(s.mean)} ({s.failures}/{len(s.errors)} failed)"
             for lr, s in sorted(stats.items())),
     }
 
@@ -327,12 +320,15 @@ def _at_rate(s: RateStats, at: Sequence[RunResult], threshold: float) -> dict[st
 
 
 def summary_row(grid: str, members: Sequence[RunResult], threshold: float, selection: str,
-                chance: float, select_on: str = "test") -> dict[str, Any]:
+                chance: float, select_on: str = "test",
+                metric: metric_lib.Metric = metric_lib.ERROR) -> dict[str, Any]:
     """One setting's row: its chosen learning rate (on ``select_on``'s split), the
-    statistics at it, the best run over rates and seeds, the failures."""
+    statistics at it, the best run over rates and seeds, the failures; the "error" columns
+    hold ``metric``'s values (the runs' ``test_error`` curves, :mod:`~easgd_jax.experiments.
+    metric`), ``per_rate`` printed in its unit."""
     stats = rate_stats(members, chance)
     chosen = choose_learning_rate(members, selection, chance, select_on)
-    row = _empty_row(grid, members, selection, chance, stats, chosen, select_on)
+    row = _empty_row(grid, members, selection, chance, stats, chosen, select_on, metric)
     if chosen is not None:
         at = [r for r in members if r.learning_rate == chosen and r.status in DONE]
         row.update(_at_rate(stats[chosen], at, threshold))
@@ -345,17 +341,22 @@ def summary_row(grid: str, members: Sequence[RunResult], threshold: float, selec
 
 
 def summarize(runs: Sequence[RunResult], threshold: float, selection: str = "all_seeds",
-              chance: float | None = None, select_on: str = "test") -> list[dict[str, Any]]:
+              chance: float | None = None, select_on: str = "test",
+              metric: metric_lib.Metric | str | None = None) -> list[dict[str, Any]]:
     """One row per (grid, method, tau, p) (:func:`summary_row`), sorted by them.
 
-    ``chance``: the error of a failed run (None: :func:`chance_error` of the runs).
+    ``chance``: the error of a failed run (None: :func:`chance_error` of the runs; with
+    ``metric`` "loss_gap", the uniform predictor's gap, :meth:`~easgd_jax.experiments.
+    metric.Metric.failure_value`). ``metric``: the quantity the runs' ``test_error`` /
+    ``val_error`` curves hold (None: the test error; the runs must be read with the same,
+    :func:`easgd_jax.experiments.runs.collect`).
     ``select_on``: the split each rate is chosen on ("test" or "validation").
     """
     groups: dict[tuple, list[RunResult]] = {}
     for r in runs:
         for grid in r.grids:
             groups.setdefault((grid, *setting_key(r)), []).append(r)
-    if chance is None:
-        chance = chance_error(runs)
-    return [summary_row(key[0], groups[key], threshold, selection, chance, select_on)
+    metric = metric_lib.get(metric)
+    chance = metric.failure_value(runs, chance)
+    return [summary_row(key[0], groups[key], threshold, selection, chance, select_on, metric)
             for key in sorted(groups, key=lambda k: (k[0], k[1], k[2], k[3]))]

@@ -42,7 +42,13 @@ A sweep config's ``get_config()`` returns a ConfigDict with
                 the test error is then reported once, at that rate; issue 33).
     beta        moving_rate = beta / p for the algorithms that take a moving_rate.
     overrides   (nested dict) applied to every run's config before the method's.
-    threshold   the test error whose first crossing gives the time and steps to it.
+    metric      "test_error" (default) or "loss_gap": what the report chooses rates on,
+                averages and thresholds (:mod:`easgd_jax.experiments.metric`): the center's
+                test error, or its gap to the data's exact optimum in nats per token
+                (synthetic_lm; the validation split's own gap, ``val_loss_gap``, chooses
+                the rate).
+    threshold   the metric's value (test error, or gap in nats/token) whose first crossing
+                gives the time and steps to it.
     compilation_cache   (default True) JAX's persistent compilation cache in
                 WORKDIR/jax_cache: the seeds of a setting compile the same programs.
     max_devices devices a run may use (0: all of them); num_devices is the largest divisor
@@ -79,6 +85,7 @@ from absl import flags, logging
 from easgd_jax import training
 from easgd_jax.algorithms import rates, registry
 from easgd_jax.experiments import cli, stats
+from easgd_jax.experiments import metric as metric_lib
 from easgd_jax.experiments import report as sweep_report
 from easgd_jax.experiments.config_files import (  # noqa: F401  (their old home)
     CONFIGS_DIR,
@@ -212,6 +219,7 @@ def plan(sweep: ml_collections.ConfigDict, device_budget: int = 1) -> list[Run]:
     """
     if sweep.get("max_devices", 0):
         device_budget = min(device_budget, sweep.max_devices)
+    metric_lib.get(sweep.get("metric"))  # a ValueError names the known ones
     if sweep.get("learning_rate_selection", "all_seeds") not in SELECTIONS:
         raise ValueError(f"sweep.learning_rate_selection must be one of {', '.join(SELECTIONS)}"
                          f"; got {sweep.learning_rate_selection!r}.")
@@ -303,12 +311,13 @@ def _setting(run: Run) -> tuple:
 
 
 def chosen_learning_rate(runs: Sequence[Run], setting: tuple, seed: int, workdir: str,
-                         select_on: str = "test") -> float | None:
+                         select_on: str = "test", metric: str | None = None) -> float | None:
     """The learning rate the ``seed`` runs of ``setting`` (method, tau, p, tag) choose, by the
     report's own "first_seed" rule (:func:`easgd_jax.experiments.stats.choose_learning_rate`
     on ``select_on``'s split: on "test" the lowest center test error reached, on
     "validation" the lowest final validation error); None while one of those runs is not
-    done, or when all of them diverged."""
+    done, or when all of them diverged. ``metric``: the sweep's (``sweep.metric``; None: the
+    test error)."""
     results = []
     for run in runs:
         if _setting(run) != setting or run.seed != seed:
@@ -316,7 +325,7 @@ def chosen_learning_rate(runs: Sequence[Run], setting: tuple, seed: int, workdir
         rundir = os.path.join(workdir, RUNS, run.name)
         if status(rundir) not in ("finished", "diverged"):
             return None
-        results.append(sweep_report.read_run(rundir))
+        results.append(sweep_report.read_run(rundir, metric))
     if not any(r.status == "finished" and r.test_error for r in results):
         return None
     return stats.choose_learning_rate(results, "first_seed", select_on=select_on)
@@ -419,7 +428,8 @@ def run_sweep(sweep: ml_collections.ConfigDict, workdir: str, *, retry_failed: b
     with compilation_cache(cache):
         for i, run in enumerate(runs):  # a setting's first-seed runs come before its others
             if select and run.seed != first_seed and run.learning_rate != chosen_learning_rate(
-                    runs, _setting(run), first_seed, workdir, select_on):
+                    runs, _setting(run), first_seed, workdir, select_on,
+                    sweep.get("metric")):
                 statuses[run.name] = NOT_SELECTED
                 continue
             logging.info("sweep: run %d/%d %s", i + 1, len(runs), run.name)

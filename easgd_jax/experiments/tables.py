@@ -10,6 +10,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from easgd_jax.experiments.metric import ERROR, Metric
 from easgd_jax.experiments.runs import RunResult
 from easgd_jax.experiments.stats import CHANCE_ERROR
 
@@ -98,55 +99,61 @@ def read_summary_csv(path: str) -> list[Row]:
     return rows
 
 
-def _pct_or_blank(value: Any) -> str:
-    return "" if value is None else f"{100 * value:.2f}"
+def _pct_or_blank(value: Any, metric: Metric = ERROR) -> str:
+    """``value`` in ``metric``'s unit (an error in %), "" for None."""
+    return "" if value is None else f"{metric.scale * value:.{metric.digits}f}"
 
 
-def _summary_preamble(rows: Sequence[Row], threshold: float) -> str:
+def _summary_preamble(rows: Sequence[Row], threshold: float, metric: Metric = ERROR) -> str:
     """The summary table's rule, stated: the rate chosen, the statistics in its columns."""
     selection = rows[0]["selection"] if rows else "all_seeds"
     chance = rows[0]["chance_error"] if rows else CHANCE_ERROR
     select_on = (rows[0].get("select_on") or "test") if rows else "test"
-    split = ("VALIDATION error (held out from the training set; the test error below is "
-             "reported once, at that rate)" if select_on == "validation" else
-             "TEST error, the same error that is reported (no validation split: a selection "
-             "bias)")
+    short = metric.short
+    split = (f"VALIDATION {short} (held out from the training set; the {metric.label} below "
+             "is reported once, at that rate)" if select_on == "validation" else
+             f"TEST {short}, the same {short} that is reported (no validation split: a "
+             "selection bias)")
     rule = (f"the rate with the lowest mean over seeds of the final {split}, a diverged or "
             "failed run counted as chance" if selection == "all_seeds" else
-            "the rate whose first-seed run reached the lowest error (learning_rate_selection "
+            f"the rate whose first-seed run reached the lowest {short} (learning_rate_selection "
             "= first_seed)")
-    return (f"Center test error (%) at each setting's chosen learning rate: {rule} "
-            f"({100 * chance:g}%; ties: fewer failures, then the lower rate). "
+    return (f"Center {metric.heading} at each setting's chosen learning rate: {rule} "
+            f"({metric.amount(chance)}; ties: fewer failures, then the lower rate). "
             f"**mean +- std** is over all seeds at that rate with the failed ones counted as "
             f"chance (std: sample, ddof 1), next to the number that failed; **95% CI**: "
             "percentile bootstrap of the mean [t: Student-t half-width, wider and honest at "
             "n = 3]; **edge**: the chosen rate is the top or bottom of the setting's grid (a "
             "better rate may lie beyond it; 'single': one rate run, no choice); **mean best**: "
-            "the paper's metric, the lowest error each seed reached, averaged; **finished "
+            f"the paper's metric, the lowest {short} each seed reached, averaged; **finished "
             "mean** leaves the failed seeds out. Steps "
-            f"and time to the threshold ({100 * threshold:g}%): median over the seeds at the "
+            f"and time to the threshold ({metric.amount(threshold)}): median over the seeds at the "
             "chosen rate, a failed seed or one that never reached it counted as not reached "
-            "(reached: how many did). **best**: the lowest error any run of the setting "
+            f"(reached: how many did). **best**: the lowest {short} any run of the setting "
             "reached (the paper's best run), with its rate. **per rate**: mean (failures as "
             "chance) and failures at every rate.")
 
 
-def _summary_cells(r: Row, sim: bool, nbytes: bool) -> list[str]:
-    """One summary row's Markdown cells after its grid, method, tau and p."""
+def _summary_cells(r: Row, sim: bool, nbytes: bool, metric: Metric = ERROR) -> list[str]:
+    """One summary row's Markdown cells after its grid, method, tau and p (values in
+    ``metric``'s unit)."""
+    def pct(value: Any) -> str:
+        return _pct_or_blank(value, metric)
+
     if r["chosen_learning_rate"] is None:
         cells = ["", "", "no run done", "", "", "", "", ""] + [""] * sim
     else:
         ci = ("" if r.get("ci95_low") is None else
-              f"[{100 * r['ci95_low']:.2f}, {100 * r['ci95_high']:.2f}]")
+              f"[{pct(r['ci95_low'])}, {pct(r['ci95_high'])}]")
         if r.get("t95_half_width") is not None:
-            ci += f" [t +-{100 * r['t95_half_width']:.2f}]"
+            ci += f" [t +-{pct(r['t95_half_width'])}]"
         cells = [
             fmt(r["chosen_learning_rate"]), r.get("rate_edge") or "",
-            f"{100 * r['mean_final_test_error']:.2f} +- "
-            f"{_pct_or_blank(r['std_final_test_error']) or 'n/a'}, "
+            f"{pct(r['mean_final_test_error'])} +- "
+            f"{pct(r['std_final_test_error']) or 'n/a'}, "
             f"{r['failed_seeds']}/{r['seeds']} failed",
-            ci, _pct_or_blank(r.get("mean_best_test_error")),
-            (f"{100 * r['finished_mean_final_test_error']:.2f}"
+            ci, pct(r.get("mean_best_test_error")),
+            (pct(r['finished_mean_final_test_error'])
              if r["finished_mean_final_test_error"] is not None else "none finished"),
             fmt(r["steps_to_threshold"]) or "not reached",
             fmt(r["time_to_threshold_s"], 3) or "not reached",
@@ -157,7 +164,7 @@ def _summary_cells(r: Row, sim: bool, nbytes: bool) -> list[str]:
     if nbytes:
         cells.append(fmt(r["bytes_per_step"], 6))
     best = ("" if r["best_test_error"] is None else
-            f"{100 * r['best_test_error']:.2f} ({fmt(r['best_learning_rate'])})")
+            f"{pct(r['best_test_error'])} ({fmt(r['best_learning_rate'])})")
     diverged = str(r["diverged"])
     if r["diverged_learning_rates"]:
         diverged += f" ({r['diverged_learning_rates']})"
@@ -165,9 +172,10 @@ def _summary_cells(r: Row, sim: bool, nbytes: bool) -> list[str]:
                     str(r["error"]), r["per_rate"]]
 
 
-def markdown(rows: Sequence[Row], threshold: float) -> str:
-    """The summary as a Markdown table (errors in %, failures spelled out), its rule stated;
-    the simulated time and bytes per step columns when some row has them."""
+def markdown(rows: Sequence[Row], threshold: float, metric: Metric = ERROR) -> str:
+    """The summary as a Markdown table (errors in %, or ``metric``'s values in its unit;
+    failures spelled out), its rule stated; the simulated time and bytes per step columns
+    when some row has them."""
     sim = any(r["sim_time_to_threshold_s"] is not None for r in rows)
     nbytes = any(r["bytes_per_step"] is not None for r in rows)
     header = ["grid", "method", "tau", "p", "chosen lr", "edge", "mean +- std, failed",
@@ -175,11 +183,12 @@ def markdown(rows: Sequence[Row], threshold: float) -> str:
               "wall time to thr. (s)"]
     header += ["simulated cluster time to thr. (s)"] * sim + ["bytes/step"] * nbytes
     header += ["reached", "best (lr)", "runs", "diverged (lr)", "errors", "per rate"]
-    lines = [_summary_preamble(rows, threshold), "",
+    lines = [_summary_preamble(rows, threshold, metric), "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         tau = "-" if r["tau"] is None else str(r["tau"])
-        cells = [r["grid"], r["method"], tau, str(r["p"]), *_summary_cells(r, sim, nbytes)]
+        cells = [r["grid"], r["method"], tau, str(r["p"]),
+                 *_summary_cells(r, sim, nbytes, metric)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -188,7 +197,7 @@ def markdown(rows: Sequence[Row], threshold: float) -> str:
 
 
 def _by_period_cells(rows: Sequence[Row], cell: Row | None, tau: int,
-                     clock: str) -> tuple[str, str]:
+                     clock: str, metric: Metric = ERROR) -> tuple[str, str]:
     """One (method, tau) cell of the error table and of the time table, the column's lowest
     error and shortest time in bold."""
     if cell is None or cell["mean_final_test_error"] is None:
@@ -198,8 +207,8 @@ def _by_period_cells(rows: Sequence[Row], cell: Row | None, tau: int,
         values = [r[column] for r in rows if r["tau"] == tau and r[column] is not None]
         return min(values) if values else None
 
-    text = (f"{100 * cell['mean_final_test_error']:.2f} +- "
-            f"{_pct_or_blank(cell['std_final_test_error']) or 'n/a'}")
+    text = (f"{_pct_or_blank(cell['mean_final_test_error'], metric)} +- "
+            f"{_pct_or_blank(cell['std_final_test_error'], metric) or 'n/a'}")
     if cell["mean_final_test_error"] == best("mean_final_test_error"):
         text = f"**{text}**"
     edge = f", {cell['rate_edge']} of grid" if cell.get("rate_edge") else ""
@@ -211,7 +220,8 @@ def _by_period_cells(rows: Sequence[Row], cell: Row | None, tau: int,
     return error, time
 
 
-def by_period_markdown(summary: Sequence[Row], grid: str, threshold: float) -> str:
+def by_period_markdown(summary: Sequence[Row], grid: str, threshold: float,
+                       metric: Metric = ERROR) -> str:
     """One grid's summary as method x period tables: the mean final test error (failures as
     chance) +- std with the failed seeds, and the median simulated (or wall) time to
     ``threshold``; the lowest mean error and the shortest time in each column in bold."""
@@ -225,17 +235,18 @@ def by_period_markdown(summary: Sequence[Row], grid: str, threshold: float) -> s
     rule = "|---|" + "---|" * len(taus)
     error_lines, time_lines = [header, rule], [header, rule]
     for method in sorted({r["method"] for r in rows}):
-        errors, times = zip(*(_by_period_cells(rows, cell.get((method, tau)), tau, clock)
+        errors, times = zip(*(_by_period_cells(rows, cell.get((method, tau)), tau, clock,
+                                               metric)
                               for tau in taus), strict=True)
         error_lines.append(f"| {method} | " + " | ".join(errors) + " |")
         time_lines.append(f"| {method} | " + " | ".join(times) + " |")
     what = "simulated cluster" if clock.startswith("sim") else "wall-clock"
     return "\n".join([
-        f"Grid {grid} (p = {', '.join(map(str, ps))}): mean final center test error (%) +- "
+        f"Grid {grid} (p = {', '.join(map(str, ps))}): mean final center {metric.heading} +- "
         "sample std over the seeds at the chosen rate, a failed run counted as chance; the "
         "lowest in each column in bold (not a significant difference: see findings.md).", "",
         *error_lines, "",
-        f"Median {what} time (s) to {100 * threshold:g}% test error at the chosen rate (a "
+        f"Median {what} time (s) to {metric.reach(threshold)} at the chosen rate (a "
         "failed seed, or one that never reached it, counted as not reached); the shortest in "
         "each column in bold.", "", *time_lines, ""])
 
