@@ -11,8 +11,14 @@ reasons the same), so no fixed float32 tolerance after 40 steps is sound. The te
 instead
 (a) float32, the default precision, right after the first exchange: the workers bitwise, the
     center within the rounding of a reordered 4-term sum (a few ulps);
-(b) float64 after 40 steps (4 exchanges), where reordering costs ~1e-16 per exchange: the
-    center, the workers and the metrics at rtol 1e-10.
+(b) float64 after at least 40 steps (4 exchanges), where reordering costs ~1e-16 per
+    exchange: the whole state (center, workers, optimizer state) and the metrics at rtol
+    1e-10. This run is also the one preempted host: it is stopped by a SIGTERM to process 1
+    only, after its checkpoint at step 40; both processes must agree on the stop after the
+    same round, save that step and exit (they used to hang), and the state they saved is
+    compared with a 1-process run to that step (so resuming it is the 1-process resume that
+    test_checkpoint checks bitwise). One 2-process launch holds both properties: a second
+    one cost the suite ~25 CPU-s.
 
 The workers' local steps agree bitwise only with intra-op thread pools of the same size:
 XLA:CPU's float results depend on it (measured on the MNIST-1D CNN: 4 vs 6 threads change
@@ -24,14 +30,17 @@ on any machine.
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
 import pytest
 from helpers import SMALL
 from helpers import free_ports as _free_ports
+from helpers import wait_for_checkpoint as _wait_for_checkpoint
 
 import easgd_jax
 from easgd_jax.training import sync as train
@@ -41,6 +50,7 @@ from easgd_jax.training.metrics import read_metrics
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
+import launch  # noqa: E402
 from easgd_jax.configs import easgd  # noqa: E402
 
 # test_checkpoint's small run: the embedded digits and a small MLP (the runs' arithmetic is
@@ -53,6 +63,8 @@ FIRST_EXCHANGE = {**COMMON, "train.num_steps": 20, "train.eval_every": 20,
 # (b) float64, 4 exchanges (steps 0, 10, 20, 30), evaluated at steps 20 and 40.
 LONG_FLOAT64 = {**COMMON, "train.num_steps": 40, "train.eval_every": 20,
                 "checkpoint.every": 20, "train.param_dtype": "float64"}
+# (b) as launched in test_two_processes_match_one_process: until a SIGTERM stops it.
+STOPPED_FLOAT64 = {**LONG_FLOAT64, "train.num_steps": 100000}
 
 
 def _launch_two_processes(workdir, overrides: dict, port: int) -> list[subprocess.Popen]:
@@ -70,8 +82,8 @@ def _launch_two_processes(workdir, overrides: dict, port: int) -> list[subproces
         for i in range(2)]
 
 
-def _wait(processes: list[subprocess.Popen]) -> list[str]:
-    """The processes' stderr (their log), once all have exited 0."""
+def _wait(processes: list[subprocess.Popen], status: int = 0) -> list[str]:
+    """The processes' stderr (their log), once all have exited with ``status``."""
     outputs = []
     try:
         for process in processes:
@@ -80,7 +92,7 @@ def _wait(processes: list[subprocess.Popen]) -> list[str]:
         for process in processes:
             process.kill()
     for process, (_, stderr) in zip(processes, outputs, strict=True):
-        assert process.returncode == 0, stderr[-3000:]
+        assert process.returncode == status, stderr[-3000:]
     return [stderr for _, stderr in outputs]
 
 
@@ -153,15 +165,21 @@ def _check_first_exchange(two_dir, one_dir, state, alpha: float) -> None:
 def test_two_processes_match_one_process(tmp_path):
     ports = _free_ports(2)
     launched = {"32": _launch_two_processes(tmp_path / "two32", FIRST_EXCHANGE, ports[0]),
-                "64": _launch_two_processes(tmp_path / "two64", LONG_FLOAT64, ports[1])}
+                "64": _launch_two_processes(tmp_path / "two64", STOPPED_FLOAT64, ports[1])}
+    two64_dir = str(tmp_path / "two64")
     try:
-        # The 1-process runs, here on 4 of this process's 8 devices, while those run.
+        # The 1-process float32 run, here on 4 of this process's 8 devices, while those run.
         state32, _ = train.train(_config(FIRST_EXCHANGE), str(tmp_path / "one32"))
-        with jax.enable_x64(True):
-            config64 = _config(LONG_FLOAT64)
-            state64, _ = train.train(config64, str(tmp_path / "one64"))
-            logs = {bits: _wait(processes) for bits, processes in launched.items()}
-            two64, _ = Checkpointer(str(tmp_path / "two64"), 3).restore(40, state64)
+        try:
+            _wait_for_checkpoint(two64_dir, 40)
+        except TimeoutError:
+            launched["64"][0].kill()
+            raise AssertionError(launched["64"][0].communicate()[1][-3000:]) from None
+        launched["64"][1].send_signal(signal.SIGTERM)  # one preempted host
+        sent = time.time()
+        logs = {"64": _wait(launched["64"], launch.EXIT_STOPPED)}  # both exit (they hung)
+        print(f"both processes exited {time.time() - sent:.1f} s after the SIGTERM")
+        logs["32"] = _wait(launched["32"])
     finally:
         for processes in launched.values():
             for process in processes:
@@ -172,26 +190,46 @@ def test_two_processes_match_one_process(tmp_path):
     _check_first_exchange(tmp_path / "two32", tmp_path / "one32", state32,
                           _config(FIRST_EXCHANGE).algorithm.moving_rate)
 
-    # (b), float64, after 40 steps: reordering the reduction costs ~1e-16 per exchange,
-    # which 40 steps grow to ~1e-15 (measured); 1e-10 leaves orders of magnitude to that, and
-    # none to a float32 rounding (~1e-7) or any real difference between the runs.
+    # The stop: both processes stop after the same round and save that step.
+    stopped = []
+    for log in logs["64"]:
+        assert "saved a checkpoint at step" in log, log[-3000:]
+        stopped.append(int(log.split("saved a checkpoint at step ")[1].split()[0]))
+    assert "signal 15 received" in logs["64"][1]
+    assert "another process received a stop signal" in logs["64"][0]
+    assert stopped[0] == stopped[1] == Checkpointer(two64_dir, 3).steps()[-1]
+    end = stopped[0]
+    assert end >= 40  # at least 4 exchanges (steps 0, 10, 20, 30)
+
+    # (b), float64, after `end` >= 40 steps: reordering the reduction costs ~1e-16 per
+    # exchange, which 40 steps grow to ~1e-15 (measured); 1e-10 leaves orders of magnitude to
+    # that, and none to a float32 rounding (~1e-7) or any real difference between the runs.
+    with jax.enable_x64(True):
+        state64, _ = train.train(_config({**LONG_FLOAT64, "train.num_steps": end}),
+                                 str(tmp_path / "one64"))
+        two64, _ = Checkpointer(two64_dir, 3).restore(end, state64)
     for what, two, one in (("center", easgd_jax.center(two64.opt_state),
                             easgd_jax.center(state64.opt_state)),
-                           ("workers", two64.params, state64.params)):
+                           ("workers", two64.params, state64.params),
+                           ("the whole state", two64, state64)):
         for a, b in zip(_arrays(two), _arrays(one), strict=True):
-            assert a.dtype == b.dtype == np.float64
+            if what != "the whole state":
+                assert a.dtype == b.dtype == np.float64
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12,
-                                       err_msg=f"float64, step 40, {what}")
-    two, one = read_metrics(str(tmp_path / "two64")), read_metrics(str(tmp_path / "one64"))
-    assert [r["step"] for r in two] == [r["step"] for r in one] == [20, 40]
-    for a, b in zip(two, one, strict=True):
+                                       err_msg=f"float64, step {end}, {what}")
+    two, one = read_metrics(two64_dir), read_metrics(str(tmp_path / "one64"))
+    # The stopped run evaluated at 20, 40, ... up to its stop; the 1-process run the same
+    # steps (and its final step, where the stopped run did not finish).
+    assert [r["step"] for r in two][:2] == [20, 40] and two[-1]["step"] <= end
+    assert [r["step"] for r in two] == [r["step"] for r in one][:len(two)]
+    for a, b in zip(two, one[:len(two)], strict=True):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-10)
         assert a["test_loss"] == pytest.approx(b["test_loss"], rel=1e-10)
         assert a["test_accuracy"] == b["test_accuracy"]
     saved = json.loads((tmp_path / "two64" / "config.json").read_text())
     assert saved["distributed"]["num_processes"] == 2
     assert saved["train"]["param_dtype"] == "float64"
-    print(f"2 processes: {two[-1]}\n1 process:   {one[-1]}")
+    print(f"2 processes: {two[-1]}\n1 process:   {one[len(two) - 1]}")
 
 
 def _distributed(**fields):
