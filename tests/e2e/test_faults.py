@@ -1,7 +1,8 @@
 """Faults an operator meets (issue 14), synchronous executor: every checkpoint unreadable,
-two launches into one workdir, a stale lock, a metrics line cut by a crash, and a stop
-signal to one of two processes. (Bit flips and garbage in the latest checkpoint:
-test_checkpoint.py; the asynchronous executors: test_async_faults.py.)"""
+two launches into one workdir, a stale lock, a metrics line cut by a crash. (A stop signal to
+one of two processes: test_distributed.py, whose 2-process run it stops; bit flips and garbage
+in the latest checkpoint: test_checkpoint.py; the asynchronous executors:
+test_async_faults.py.)"""
 
 import json
 import logging as std_logging
@@ -9,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -17,9 +17,7 @@ import numpy as np
 import pytest
 from helpers import SMALL, config_with
 from helpers import corrupt as _corrupt
-from helpers import free_ports as _free_ports
 from helpers import small_sync_config as _config
-from helpers import wait_for_checkpoint as _wait_for_checkpoint
 from helpers import without_timing as _without_timing
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -144,69 +142,10 @@ def test_checksums_see_one_flipped_bit_and_not_the_layout():
     assert set(state_checksums(keys)) == {"['bf16']", "['flag']", "['int']", "['key']"}
 
 
-def _launch_two(workdir, port, num_steps, **more):
-    """The README's 2-process command on a small float64 EASGD run (checkpoints every 20);
-    ``more``: other overrides."""
-    overrides = {**SMALL, "tensorboard": False, "num_workers": 4, "num_devices": 4,
-                 "train.param_dtype": "float64", "train.eval_every": 20,
-                 "checkpoint.every": 20, "train.num_steps": num_steps, **more}
-    env = {**os.environ, "PJRT_NPROC": os.environ["PJRT_NPROC"]}
-    return [subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "launch.py"),
-         f"--config={os.path.join(ROOT, 'configs', 'easgd.py')}", f"--workdir={workdir}",
-         *(f"--config.{k}={v}" for k, v in overrides.items()),
-         f"--config.distributed.coordinator_address=127.0.0.1:{port}",
-         "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
-        for i in range(2)]
-
-
-def _communicate(processes, timeout):
-    try:
-        return [p.communicate(timeout=timeout)[1] for p in processes]
-    finally:
-        for p in processes:
-            p.kill()
-
-
-@pytest.mark.slow
-def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step(tmp_path):
-    """One preempted host: SIGTERM to process 1 only. Both processes agree on the stop
-    after the same round, save that step and exit (it used to hang both); the saved state
-    matches a straight 1-process run to that step (float64: only the all-reduce's order
-    differs, ~1e-16), so resuming it is the 1-process resume that test_checkpoint checks
-    bitwise (a second 2-process launch would cost the suite ~20 s more)."""
-    workdir = str(tmp_path / "two")
-    processes = _launch_two(workdir, _free_ports(1)[0], num_steps=100000)
-    try:
-        _wait_for_checkpoint(workdir, 20)
-    except TimeoutError:
-        raise AssertionError(_communicate(processes, 1)[0][-3000:]) from None
-    processes[1].send_signal(signal.SIGTERM)
-    sent = time.time()
-    logs = _communicate(processes, timeout=120)  # both must exit (they used to hang)
-    print(f"both processes exited {time.time() - sent:.1f} s after the SIGTERM")
-    stopped = []
-    for process, log in zip(processes, logs, strict=True):
-        assert process.returncode is not None and "saved a checkpoint at step" in log, \
-            log[-3000:]
-        stopped.append(int(log.split("saved a checkpoint at step ")[1].split()[0]))
-    assert "signal 15 received" in logs[1]
-    assert "another process received a stop signal" in logs[0]
-    assert stopped[0] == stopped[1] == Checkpointer(workdir, 3).steps()[-1]
-    end = stopped[0]
-    straight = {**SMALL, "tensorboard": False, "num_workers": 4, "num_devices": 4,
-                "train.param_dtype": "float64", "train.eval_every": 20,
-                "checkpoint.every": 20, "train.num_steps": end}
-    jax.config.update("jax_enable_x64", True)
-    try:
-        state, _ = train.train(easgd_config(straight), str(tmp_path / "one"))
-        saved, _ = Checkpointer(workdir, 3).restore(end, state)
-        for a, b in zip(jax.tree.leaves(saved), jax.tree.leaves(state), strict=True):
-            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-12)
-    finally:
-        jax.config.update("jax_enable_x64", False)
-    assert [r["step"] for r in read_metrics(workdir)][-1] <= end
+# A stop signal to one of two processes (one preempted host: both stop after the same round,
+# save that step and exit; the state matches a 1-process run): the 2-process float64 run of
+# tests/e2e/test_distributed.py::test_two_processes_match_one_process is stopped that way, so
+# one 2-process launch checks both.
 
 
 def test_a_dead_peer_s_survivors_exit_134_in_one_line(tmp_path, monkeypatch, capsys):
