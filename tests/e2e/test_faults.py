@@ -7,6 +7,7 @@ test_async_faults.py.)"""
 import json
 import logging as std_logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,6 +34,22 @@ def easgd_config(overrides: dict):
     return config_with("easgd", overrides)
 
 
+@pytest.fixture(scope="module")
+def finished_40(tmp_path_factory) -> str:
+    """A finished 40-step run of ``_config(num_steps=40, every=20)`` (checkpoints at 20 and
+    40), trained once for the module: the tests that start from that run start from a copy
+    (its files are those a run in their own workdir writes: no file records the workdir but
+    orbax's informational commit_success.txt)."""
+    workdir = str(tmp_path_factory.mktemp("finished_40"))
+    train.train(_config(num_steps=40, every=20), workdir)
+    return workdir
+
+
+def _copy(finished: str, workdir: str) -> None:
+    """The finished run ``finished`` copied into the (empty) ``workdir``."""
+    shutil.copytree(finished, workdir, dirs_exist_ok=True)
+
+
 def _files(workdir) -> dict[str, bytes]:
     out = {}
     for name in ("metrics.jsonl", "config.json", "final_metrics.json"):
@@ -44,9 +61,9 @@ def _files(workdir) -> dict[str, bytes]:
 
 
 @pytest.mark.slow
-def test_every_checkpoint_unreadable_is_refused_not_restarted(tmp_path):
+def test_every_checkpoint_unreadable_is_refused_not_restarted(tmp_path, finished_40):
     workdir = str(tmp_path)
-    train.train(_config(num_steps=40, every=20), workdir)
+    _copy(finished_40, workdir)
     os.remove(os.path.join(workdir, "final_metrics.json"))
     for step in (20, 40):
         _corrupt(os.path.join(workdir, "checkpoints", str(step)), "bit flip")
@@ -100,9 +117,10 @@ def test_a_stale_lock_is_taken_over_and_said(tmp_path, caplog):
 
 
 @pytest.mark.slow
-def test_a_cut_last_metrics_line_is_dropped_and_the_run_resumes(tmp_path, caplog):
+def test_a_cut_last_metrics_line_is_dropped_and_the_run_resumes(tmp_path, caplog,
+                                                               finished_40):
     workdir = str(tmp_path)
-    train.train(_config(num_steps=40, every=20), workdir)
+    _copy(finished_40, workdir)
     straight = read_metrics(workdir)
     # A power loss during the evaluation at 40: its line half written, no checkpoint at 40.
     os.remove(os.path.join(workdir, "final_metrics.json"))
@@ -195,20 +213,22 @@ def test_the_lock_refuses_a_second_run_from_the_same_process(tmp_path):
 # ------------------------------------- issue 28: results after the last checkpoint, JSON
 
 
-def _finished(workdir: str) -> dict:
-    """A finished 40-step run (checkpoints at 20 and 40) in ``workdir``; its final record."""
-    train.train(_config(num_steps=40, every=20), workdir)
+def _finished(workdir: str, finished_40: str) -> dict:
+    """A finished 40-step run (checkpoints at 20 and 40) in ``workdir`` (a copy of the
+    fixture's); its final record."""
+    _copy(finished_40, workdir)
     with open(os.path.join(workdir, "final_metrics.json")) as f:
         return json.load(f)
 
 
 @pytest.mark.parametrize("damage", ["deleted", "truncated"])
-def test_final_metrics_lost_after_the_last_checkpoint_are_rebuilt(tmp_path, caplog, damage):
+def test_final_metrics_lost_after_the_last_checkpoint_are_rebuilt(tmp_path, caplog, damage,
+                                                                  finished_40):
     """A crash after the last checkpoint (final_metrics.json never written), or a damaged
     file: the re-run rebuilds the results from the last evaluation, equal to what the run
     reported, instead of a record that says nothing; a damaged file is kept aside."""
     workdir = str(tmp_path)
-    first = _finished(workdir)
+    first = _finished(workdir, finished_40)
     path = os.path.join(workdir, "final_metrics.json")
     if damage == "deleted":
         os.remove(path)
@@ -229,11 +249,10 @@ def test_final_metrics_lost_after_the_last_checkpoint_are_rebuilt(tmp_path, capl
     assert len(aside) == (damage == "truncated")
 
 
-def test_a_finished_run_whose_checkpoints_are_gone_is_not_trained_again(tmp_path, caplog):
+def test_a_finished_run_whose_checkpoints_are_gone_is_not_trained_again(tmp_path, caplog,
+                                                                         finished_40):
     workdir = str(tmp_path)
-    first = _finished(workdir)
-    import shutil
-
+    first = _finished(workdir, finished_40)
     shutil.rmtree(os.path.join(workdir, "checkpoints"))
     before = _files(workdir)
     with caplog.at_level("WARNING"):
@@ -243,9 +262,9 @@ def test_a_finished_run_whose_checkpoints_are_gone_is_not_trained_again(tmp_path
     assert _files(workdir) == before  # metrics.jsonl and final_metrics.json untouched
 
 
-def test_a_damaged_config_json_is_one_line_naming_the_file(tmp_path):
+def test_a_damaged_config_json_is_one_line_naming_the_file(tmp_path, finished_40):
     workdir = str(tmp_path)
-    _finished(workdir)
+    _finished(workdir, finished_40)
     with open(os.path.join(workdir, "config.json"), "r+") as f:
         f.truncate(30)
     from easgd_jax.training.common import WorkdirConfigError
@@ -254,13 +273,14 @@ def test_a_damaged_config_json_is_one_line_naming_the_file(tmp_path):
         train.train(_config(num_steps=40, every=20), workdir)
 
 
-def test_a_checkpoint_of_another_structure_is_refused_and_nothing_is_moved(tmp_path):
+def test_a_checkpoint_of_another_structure_is_refused_and_nothing_is_moved(tmp_path,
+                                                                            finished_40):
     """Another algorithm's state (what a code update that changes a state also gives) is not
     damage: one error naming the difference, every checkpoint left where it was, and the
     original command still resumes."""
     workdir = str(tmp_path)
     config = _config(num_steps=40, every=20)
-    train.train(config, workdir)
+    _copy(finished_40, workdir)  # a run of config
     os.remove(os.path.join(workdir, "final_metrics.json"))  # unfinished: it would resume
     other = _config(num_steps=40, every=20)
     other.algorithm = config_with("easgd", {}).algorithm  # EASGD: no velocity in the state
@@ -292,7 +312,8 @@ def test_a_checkpoint_of_another_structure_is_refused_and_nothing_is_moved(tmp_p
 # ---------------------------------------------- issue 28, item 3: checkpoints carry their config
 
 
-def test_each_checkpoint_records_its_config_and_a_launch_is_compared_with_it(tmp_path):
+def test_each_checkpoint_records_its_config_and_a_launch_is_compared_with_it(tmp_path,
+                                                                             finished_40):
     """Every checkpoint records the resolved config it was written under (and its hash): a
     launch of another learning rate and seed is refused in one line naming the fields, with
     config.json or without it (it used to say 'already finished' with the old results and
@@ -308,7 +329,7 @@ def test_each_checkpoint_records_its_config_and_a_launch_is_compared_with_it(tmp
 
     workdir = str(tmp_path)
     config = _config(num_steps=40, every=20)
-    first = _finished(workdir)
+    first = _finished(workdir, finished_40)
     with open(os.path.join(workdir, "checkpoints", "40", "meta", "metadata")) as f:
         meta = json.load(f)
     assert meta["config"] == config_record(config) and "launch" not in meta["config"]
