@@ -40,15 +40,16 @@ def _assert_states_equal(a, b):
 
 @pytest.fixture(scope="module")
 def straight_run(tmp_path_factory):
-    """The reference: 60 steps in one go."""
+    """The reference: 60 steps in one go (its workdir: copied by the tests that start from
+    that finished run)."""
     workdir = str(tmp_path_factory.mktemp("straight"))
     state, _ = train.train(_config(), workdir)
-    return jax.device_get(state), read_metrics(workdir)
+    return jax.device_get(state), read_metrics(workdir), workdir
 
 
 @pytest.mark.slow
 def test_resume_continues_exactly(tmp_path, straight_run):
-    ref_state, ref_metrics = straight_run
+    ref_state, ref_metrics, _ = straight_run
     workdir = str(tmp_path)
     train.train(_config(num_steps=40), workdir)  # stop at 40 ...
     assert Checkpointer(workdir, 3).steps() == [20, 40]
@@ -61,7 +62,7 @@ def test_evaluations_between_checkpoints_read_the_state_of_their_step(tmp_path, 
     """Without a checkpoint at 20 and 40 the loop enqueues the evaluation of those steps,
     dispatches the next round (which donates the state) and reads the evaluation after: the
     lines are those of the reference, which checkpoints, and so evaluates, in place."""
-    ref_state, ref_metrics = straight_run
+    ref_state, ref_metrics, _ = straight_run
     state, _ = train.train(_config(num_steps=60, every=60), str(tmp_path))
     _assert_states_equal(state, ref_state)
     assert [r["step"] for r in ref_metrics] == [20, 40, 60]
@@ -80,9 +81,9 @@ def test_checkpoints_keep_the_last_k(tmp_path):
 @pytest.mark.parametrize("how", ["garbage", "bit flip"])
 def test_corrupted_latest_checkpoint_falls_back_to_the_previous(tmp_path, straight_run, how,
                                                                 caplog):
-    ref_state, ref_metrics = straight_run
+    ref_state, ref_metrics, straight_dir = straight_run
     workdir = str(tmp_path)
-    train.train(_config(num_steps=60), workdir)
+    shutil.copytree(straight_dir, workdir, dirs_exist_ok=True)  # train(_config(60), workdir)
     # Unfinished (killed after its last checkpoint, before its final metrics): a finished run
     # is never trained again (tests/e2e/test_faults.py).
     os.remove(os.path.join(workdir, "final_metrics.json"))
