@@ -5,6 +5,7 @@ import csv
 import glob
 import json
 import os
+import shutil
 
 import jax
 import ml_collections
@@ -399,11 +400,19 @@ def test_startup_seconds():
 # --- a tiny sweep, trained ------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def tiny_sweep_run(tmp_path_factory) -> tuple[str, dict[str, str]]:
+    """The tiny sweep, trained once: ``(workdir, statuses)``. Its two runs (easgd at lr 0.1
+    and 1e9, seed 0) are also the first seed's runs at those rates in the first-seed
+    selection test, which starts from a copy of them."""
+    workdir = str(tmp_path_factory.mktemp("tiny_sweep"))
+    return workdir, sweep.run_sweep(_tiny_sweep(), workdir)
+
+
 @pytest.mark.slow
-def test_tiny_sweep_runs_skips_and_records_divergence(tmp_path, monkeypatch):
-    workdir = str(tmp_path)
+def test_tiny_sweep_runs_skips_and_records_divergence(tiny_sweep_run, monkeypatch):
+    workdir, statuses = tiny_sweep_run
     config = _tiny_sweep()
-    statuses = sweep.run_sweep(config, workdir)
     assert statuses == {"easgd_tau2_p2_lr0.1_seed0": "finished",
                         "easgd_tau2_p2_lr1e+09_seed0": "diverged"}
     diverged = os.path.join(workdir, "runs", "easgd_tau2_p2_lr1e+09_seed0")
@@ -447,20 +456,26 @@ def test_tiny_sweep_runs_skips_and_records_divergence(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_first_seed_selection_runs_the_other_seeds_at_the_chosen_rate(tmp_path):
+def test_first_seed_selection_runs_the_other_seeds_at_the_chosen_rate(tmp_path,
+                                                                      tiny_sweep_run):
     workdir = str(tmp_path)
+    # The first seed's runs at 0.1 and 1e9 are the tiny sweep's (the same configs, so the
+    # sweep skips them as finished and diverged): copied, not trained again.
+    for name in ("easgd_tau2_p2_lr0.1_seed0", "easgd_tau2_p2_lr1e+09_seed0"):
+        shutil.copytree(os.path.join(tiny_sweep_run[0], "runs", name),
+                        os.path.join(workdir, "runs", name))
     config = _tiny_sweep(seeds=[0, 1], learning_rate_selection="first_seed")
-    config.methods.easgd.learning_rates = [0.02, 0.5, 1e9]
+    config.methods.easgd.learning_rates = [0.1, 0.5, 1e9]
     statuses = sweep.run_sweep(config, workdir, report=False)
     first = {lr: sweep_report.read_run(os.path.join(
-        workdir, "runs", f"easgd_tau2_p2_lr{lr:g}_seed0")) for lr in (0.02, 0.5, 1e9)}
+        workdir, "runs", f"easgd_tau2_p2_lr{lr:g}_seed0")) for lr in (0.1, 0.5, 1e9)}
     assert first[1e9].status == "diverged"
     errors = {lr: min(1 - json.loads(line)["test_accuracy"] for line in open(
         os.path.join(workdir, "runs", f"easgd_tau2_p2_lr{lr:g}_seed0", "metrics.jsonl")))
-        for lr in (0.02, 0.5)}
-    assert errors[0.02] != errors[0.5]
+        for lr in (0.1, 0.5)}
+    assert errors[0.1] != errors[0.5]
     chosen = min(errors, key=errors.get)
-    other = 0.5 if chosen == 0.02 else 0.02
+    other = 0.5 if chosen == 0.1 else 0.1
     assert statuses[f"easgd_tau2_p2_lr{chosen:g}_seed1"] == "finished"
     for lr in (other, 1e9):
         assert statuses[f"easgd_tau2_p2_lr{lr:g}_seed1"] == sweep.NOT_SELECTED
