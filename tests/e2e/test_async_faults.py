@@ -277,39 +277,19 @@ def test_threads_worker_failure_stop_checkpoints_and_names_the_worker(tmp_path, 
     assert [r["step"] for r in read_metrics(workdir)] == [10, 20, 30, 40]
 
 
-def test_threads_stopped_at_a_cut_already_taken_does_not_take_it_again(tmp_path, monkeypatch):
+def test_threads_resumed_runs_report_every_exchange_and_every_step_once(tmp_path,
+                                                                         monkeypatch):
     """A stop that finds the workers exactly at the cut just taken (as when a worker fails
     while the others are held there: they are released into the stop) saves a checkpoint
     marked as taken at a cut, so the resumed run does not evaluate that step again (it once
     wrote the line of step 10 twice). Made deterministic: the stop is raised in the driver
-    at the end of the cut at T = 30, the workers still held."""
-    workdir = str(tmp_path)
-    on_cut = async_train._ServerDriver.on_cut
+    at the end of the cut at T = 30, the workers still held.
 
-    def stopping_on_cut(self, view, total, results):
-        on_cut(self, view, total, results)
-        if total == 30:
-            self.run.stop.append(signal.SIGTERM)
-            raise async_train._Stopped()
-
-    monkeypatch.setattr(async_train._ServerDriver, "on_cut", stopping_on_cut)
-    metrics = async_train.train_and_evaluate(_threads(), workdir)
-    assert metrics["stopped_at_step"] == 10
-    meta = _meta(workdir, 10)
-    assert meta["server"]["total"] == 30 and meta["cut"] is True
-    monkeypatch.undo()
-    final = async_train.train_and_evaluate(_threads(), workdir)
-    assert [r["step"] for r in read_metrics(workdir)] == [10, 20, 30, 40]
-    assert final["exchanges"] == 3 * 4 and final["ledger_discrepancy"] <= 1e-5
-
-
-def test_threads_resumed_runs_report_every_exchange_and_every_step_once(tmp_path,
-                                                                         monkeypatch):
-    """Issue 28, items 8 and 10: a threads run stopped at the cut of T = 30 (as above) and
-    resumed reports every exchange's staleness in exactly one evaluation window (a resume
-    that did not restore the values already ``seen`` reported them again); and a run whose
-    final metrics were lost after its last checkpoint, resumed at that final checkpoint,
-    rebuilds them without writing the last metrics line twice (it wrote [..., 40, 40])."""
+    Issue 28, items 8 and 10: that run, resumed, reports every exchange's staleness in
+    exactly one evaluation window (a resume that did not restore the values already
+    ``seen`` reported them again); and a run whose final metrics were lost after its last
+    checkpoint, resumed at that final checkpoint, rebuilds them without writing the last
+    metrics line twice (it wrote [..., 40, 40])."""
     workdir = str(tmp_path)
     on_cut, call = async_train._ServerDriver.on_cut, async_train._Evaluator.__call__
     windows = []
@@ -328,7 +308,11 @@ def test_threads_resumed_runs_report_every_exchange_and_every_step_once(tmp_path
     with monkeypatch.context() as patch:
         patch.setattr(async_train._ServerDriver, "on_cut", stopping_on_cut)
         assert async_train.train_and_evaluate(_threads(), workdir)["stopped_at_step"] == 10
+    meta = _meta(workdir, 10)
+    assert meta["server"]["total"] == 30 and meta["cut"] is True
     final = async_train.train_and_evaluate(_threads(), workdir)
+    assert [r["step"] for r in read_metrics(workdir)] == [10, 20, 30, 40]
+    assert final["exchanges"] == 3 * 4 and final["ledger_discrepancy"] <= 1e-5
     assert len(windows) == 4 and sum(windows) == final["exchanges"] == 3 * 4  # one shard
     path = os.path.join(workdir, "final_metrics.json")
     saved = json.loads(open(path).read())
