@@ -171,7 +171,7 @@ def test_two_processes_match_one_process(tmp_path):
         # The 1-process float32 run, here on 4 of this process's 8 devices, while those run.
         state32, _ = train.train(_config(FIRST_EXCHANGE), str(tmp_path / "one32"))
         try:
-            _wait_for_checkpoint(two64_dir, 40)
+            _wait_for_checkpoint(two64_dir, 40, timeout=600)  # (CI under load)
         except TimeoutError:
             launched["64"][0].kill()
             raise AssertionError(launched["64"][0].communicate()[1][-3000:]) from None
