@@ -5,6 +5,7 @@ and wall time, losing the accuracy)."""
 import hashlib
 import logging
 import os
+import shutil
 
 import pytest
 
@@ -48,12 +49,24 @@ def _checksums(workdir) -> dict[str, str]:
     return out
 
 
+@pytest.fixture(scope="module")
+def finished_easgd(tmp_path_factory) -> tuple[str, dict]:
+    """The synchronous run of ``_config("easgd")``, trained once for the module:
+    ``(workdir, the final metrics it returned)``; the tests start from copies of it."""
+    workdir = str(tmp_path_factory.mktemp("finished_easgd"))
+    return workdir, train.train_and_evaluate(_config("easgd"), workdir)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name,run", [("easgd", train.train_and_evaluate),
                                       ("async_easgd", async_train.train_and_evaluate)])
-def test_rerunning_a_finished_run_changes_no_file(tmp_path, caplog, name, run):
+def test_rerunning_a_finished_run_changes_no_file(tmp_path, caplog, name, run, request):
     config = _config(name)
-    first = run(config, str(tmp_path))
+    if name == "easgd":  # the module's run, copied
+        finished, first = request.getfixturevalue("finished_easgd")
+        shutil.copytree(finished, tmp_path, dirs_exist_ok=True)
+    else:
+        first = run(config, str(tmp_path))
     assert 0.0 < first["test_accuracy"] <= 1.0
     before = _checksums(tmp_path)
     assert FINAL_METRICS in before and "config.json" in before
@@ -69,9 +82,9 @@ def test_rerunning_a_finished_run_changes_no_file(tmp_path, caplog, name, run):
 
 
 @pytest.mark.slow
-def test_a_raised_num_steps_continues_a_finished_run(tmp_path):
+def test_a_raised_num_steps_continues_a_finished_run(tmp_path, finished_easgd):
     config = _config("easgd")
-    train.train_and_evaluate(config, str(tmp_path))
+    shutil.copytree(finished_easgd[0], tmp_path, dirs_exist_ok=True)  # finished at 20
     config.train.num_steps = 30
     train.train_and_evaluate(config, str(tmp_path))
     assert finished_run(str(tmp_path), 30)["step"] == 30
