@@ -61,9 +61,25 @@ def _close(a_state, b_state) -> None:
         np.testing.assert_allclose(a, b, rtol=0, atol=tolerance * scale)
 
 
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory):
+    """``name -> (state, final metrics)`` of the case's reference run, 2 workers on one
+    device each, trained once for the module (the tests below compare with it)."""
+    runs = {}
+
+    def get(name: str):
+        if name not in runs:
+            runs[name] = _train(_config(name, 2, 1, 1),
+                                str(tmp_path_factory.mktemp(f"base_{name}")))
+        return runs[name]
+
+    return get
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_workers_of_data_x_fsdp_devices_equal_workers_on_one_device_each(name, tmp_path):
-    base, base_metrics = _train(_config(name, 2, 1, 1), str(tmp_path / "base"))
+def test_workers_of_data_x_fsdp_devices_equal_workers_on_one_device_each(name, tmp_path,
+                                                                         base_run):
+    base, base_metrics = base_run(name)
     state, metrics = _train(_config(name, 2, 2, 2), str(tmp_path / "2x2x2"))
     _close(state, base)
     # The cluster clock's two tiers: each device sends its half of the exchange across
@@ -77,10 +93,10 @@ def test_workers_of_data_x_fsdp_devices_equal_workers_on_one_device_each(name, t
     assert np.isfinite(metrics["test_loss"])
 
 
-def test_fsdp_of_four_equals_too_and_a_run_resumes_onto_another_fsdp_size(tmp_path):
+def test_fsdp_of_four_equals_too_and_a_run_resumes_onto_another_fsdp_size(tmp_path, base_run):
     """2 workers x 1 x 4 against 2 devices; then a run checkpointed at step 4 with fsdp 2 is
     resumed with fsdp 4 (the state re-sharded) and ends where the straight run ends."""
-    base, _ = _train(_config("default", 2, 1, 1), str(tmp_path / "base"))
+    base, _ = base_run("default")
     wide, _ = _train(_config("default", 2, 1, 4), str(tmp_path / "wide"))
     _close(wide, base)
     workdir = str(tmp_path / "resharded")
