@@ -62,12 +62,20 @@ def _split(array: jax.Array, ways: int, devices: int) -> None:
     assert {s.data.size for s in shards} == {array.size // ways}
 
 
-def test_workers_spanning_2_data_x_2_fsdp_devices_equal_the_one_device_simulation(tmp_path):
+@pytest.fixture(scope="module")
+def one_device(tmp_path_factory):
+    """``(carry, final metrics)`` of the one-device simulation (``_config(1, 1)``), run once
+    for the module: the reference of the two tests below."""
+    return _simulate(_config(1, 1), str(tmp_path_factory.mktemp("one_device")))
+
+
+def test_workers_spanning_2_data_x_2_fsdp_devices_equal_the_one_device_simulation(tmp_path,
+                                                                                   one_device):
     """EAMSGD on the cluster schedule: the whole carry (both workers' params and momenta,
     the master's center, clocks, key) after 8 steps of 2 workers equals the one-device
     simulation's; the batch is split over the data devices (a gradient of each device's
     half alone, or their sum, would differ) and the state is split over fsdp."""
-    base, base_metrics = _simulate(_config(1, 1), str(tmp_path / "base"))
+    base, base_metrics = one_device
     state, metrics = _simulate(_config(2, 2), str(tmp_path / "2x2"))
     _close(state, base)
     assert metrics["test_loss"] == pytest.approx(base_metrics["test_loss"], rel=1e-12)
@@ -82,7 +90,7 @@ def test_workers_spanning_2_data_x_2_fsdp_devices_equal_the_one_device_simulatio
 
 
 def test_a_checkpoint_restores_onto_the_sharded_slot_and_across_a_changed_fsdp(
-        tmp_path, monkeypatch):
+        tmp_path, monkeypatch, one_device):
     """4 steps with fsdp 2, resumed with fsdp 4 to step 8 (the saved state restored onto the
     new slot, a quarter of each kernel per device) ends where the straight one-device run
     ends; the metrics go on from the checkpoint."""
@@ -96,7 +104,7 @@ def test_a_checkpoint_restores_onto_the_sharded_slot_and_across_a_changed_fsdp(
         return out
 
     monkeypatch.setattr(Checkpointer, "restore_latest", recording)
-    base, _ = _simulate(_config(1, 1), str(tmp_path / "base"))
+    base, _ = one_device
     workdir = str(tmp_path / "resharded")
     _simulate(_config(1, 2, steps=4), workdir)
     assert not restored
