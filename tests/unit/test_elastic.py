@@ -156,7 +156,7 @@ def test_center_is_affine_combination_after_exchange():
     c0 = _tree(rng)
     state = state._replace(center={k: jnp.broadcast_to(v, (P, *v.shape)) for k, v in c0.items()})
     zeros = jax.tree.map(jnp.zeros_like, x)
-    _, state = jax.vmap(tx.update, axis_name="workers")(zeros, state, x)
+    _, state = jax.jit(jax.vmap(tx.update, axis_name="workers"))(zeros, state, x)  # 1 program
     beta = P * alpha
     for k in c0:
         expected = (1 - beta) * c0[k] + beta * x[k].mean(axis=0)
