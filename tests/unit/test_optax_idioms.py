@@ -64,8 +64,8 @@ def test_eamsgd_under_inject_hyperparams_without_static_args_and_a_new_rate():
     got, _ = jax.jit(jax.vmap(second, axis_name="workers"))(stacked, state, c)
     _, plain_state = _one_step(easgd_jax.eamsgd(0.05, 0.9, 0.2, period=2), grouped=False)
     plain = easgd_jax.eamsgd(0.01, 0.9, 0.2, period=2)  # the same state, the new rate
-    want, _ = jax.vmap(lambda p, s, c: plain.update(
-        jax.tree.map(lambda a: c * (a - 1.0), p), s, p), axis_name="workers")(
+    want, _ = jax.jit(jax.vmap(lambda p, s, c: plain.update(  # one program, not op by op
+        jax.tree.map(lambda a: c * (a - 1.0), p), s, p), axis_name="workers"))(
             stacked, plain_state, c)
     np.testing.assert_allclose(got["w"], want["w"], rtol=1e-6)
 
