@@ -45,8 +45,8 @@ def test_an_extra_argument_reaches_the_algorithm_through_optax_chain():
     def step(s, p, **extra):
         return tx.update(jnp.zeros_like(p), s, p, value=0.0, **extra)
 
-    _, exchanged = jax.vmap(step, axis_name="workers")(state, x)
-    _, skipped = jax.vmap(lambda s, p: step(s, p, communicate=False),
-                          axis_name="workers")(state, x)
+    _, exchanged = jax.jit(jax.vmap(step, axis_name="workers"))(state, x)  # not op by op
+    _, skipped = jax.jit(jax.vmap(lambda s, p: step(s, p, communicate=False),
+                                  axis_name="workers"))(state, x)
     assert float(jnp.abs(easgd_jax.center(exchanged, worker=0)).max()) > 0.1
     np.testing.assert_array_equal(np.asarray(easgd_jax.center(skipped, worker=0)), 0.0)
