@@ -1,5 +1,5 @@
-"""A tiny sweep of configs/sweeps/lm_compare.py end to end (issue 32, item 5): two methods,
-two seeds, a few steps of a toy transformer on a small generated language; the runs record
+"""A tiny sweep of configs/sweeps/lm_compare.py end to end (issue 32, item 5): one method at
+two rates, one seed, a few steps of a toy transformer on a small generated language; the runs record
 the validation split's own gap, the report chooses on it and writes the gap table in
 nats/token, the 1 Gb/s times recomputed from the recorded steps, and the figures."""
 
@@ -19,11 +19,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def _tiny_lm_sweep():
     config = load_config_file(os.path.join(ROOT, "configs", "sweeps", "lm_compare.py"))
-    config.methods = {"eamsgd": {"config": "default", "learning_rates": [0.1, 0.5]},
-                      "diloco": {"config": "diloco", "learning_rates": [0.5]}}
+    config.methods = {"eamsgd": {"config": "default", "learning_rates": [0.1, 0.5]}}
     config.grids = [{"name": "p2", "periods": [4], "num_workers": [2],
-                     "methods": ["eamsgd", "diloco"]}]
-    config.seeds = [0, 1]
+                     "methods": ["eamsgd"]}]
+    config.seeds = [0]
     config.threshold = 2.5  # nats/token: the toy model crosses it within its 16 steps
     config.report = {"grids": [{"name": "p2", "panels": "tau", "against": ["tau"],
                                 "by_period": True}], "findings": None, "speedup": None}
@@ -52,7 +51,7 @@ def test_tiny_lm_sweep_reports_the_gap_chosen_on_validation(tmp_path):
     # validation gap is the one chosen.
     val_gap: dict[float, list[float]] = {}
     for lr in (0.1, 0.5):
-        for seed in (0, 1):
+        for seed in (0,):
             rundir = os.path.join(workdir, "runs", f"eamsgd_tau4_p2_lr{lr:g}_seed{seed}")
             last = [json.loads(line) for line in open(os.path.join(rundir, "metrics.jsonl"))][-1]
             assert last["val_loss_gap"] == pytest.approx(
@@ -68,7 +67,7 @@ def test_tiny_lm_sweep_reports_the_gap_chosen_on_validation(tmp_path):
     bandwidths_md = open(os.path.join(report, "cluster_bandwidths.md")).read()
     print(bandwidths_md)
     assert "| 10 Gb/s (s) | 1 Gb/s (s) |" in bandwidths_md
-    for method in ("eamsgd", "diloco"):
+    for method in ("eamsgd",):
         row = next(line for line in bandwidths_md.splitlines()
                    if line.startswith(f"| p2 | {method} |"))
         fast, slow = (float(cell) for cell in row.strip("| ").split(" | ")[-2:])
