@@ -197,7 +197,7 @@ def test_single_worker_is_a_two_body_system():
     tx = easgd_jax.easgd(eta, alpha, 1, axis_name="workers")
     state = jax.vmap(tx.init)(x0)._replace(center={"w": jnp.asarray(c0)[None]})
     g = {"w": jnp.array([[1.0, 2.0]])}
-    u, state = jax.vmap(tx.update, axis_name="workers")(g, state, x0)
+    u, state = jax.jit(jax.vmap(tx.update, axis_name="workers"))(g, state, x0)
     x = x0["w"][0]
     np.testing.assert_allclose(x0["w"][0] + u["w"][0], x - eta * np.array([1.0, 2.0])
                                - alpha * (x - c0), rtol=1e-6)
@@ -210,8 +210,8 @@ def test_forces_point_toward_each_other_and_quadratic_converges():
     x0 = {"w": np.array([[3.0], [-1.0], [5.0]], np.float32)}
     tx = easgd_jax.easgd(0.0, 0.2, 1, axis_name="workers")
     state = jax.vmap(tx.init)(x0)._replace(center={"w": jnp.zeros((P, 1))})
-    u, state = jax.vmap(tx.update, axis_name="workers")(jax.tree.map(jnp.zeros_like, x0),
-                                                         state, x0)
+    u, state = jax.jit(jax.vmap(tx.update, axis_name="workers"))(
+        jax.tree.map(jnp.zeros_like, x0), state, x0)
     # Each worker moves toward the old center (0): opposite sign of its position.
     assert np.all(np.sign(u["w"]) == -np.sign(x0["w"]))
     # The center moves toward the workers' mean (positive here).
