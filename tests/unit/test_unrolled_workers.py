@@ -113,7 +113,7 @@ def test_a_vmapped_round_gives_the_same_numbers_unrolled_or_batched():
         rng = np.random.default_rng(0)
         x = rng.normal(size=(4, 6, 8, 40))
         y = rng.integers(0, 10, size=(4, 6, 8)).astype(np.int32)
-        init = model.init(jax.random.PRNGKey(0), x[0, 0])["params"]
+        init = jax.jit(model.init)(jax.random.PRNGKey(0), x[0, 0])["params"]  # one program
         params = jax.tree.map(lambda a: np.broadcast_to(np.asarray(a, np.float64),
                                                         (4, *a.shape)), init)
         spec = registry.get_spec("eamsgd")
