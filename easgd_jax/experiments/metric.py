@@ -24,12 +24,18 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from easgd_jax.experiments.runs import RunResult
+from typing import Any, Protocol
 
 CHANCE_ERROR = 0.9  # 10 classes, when the runs do not say
+
+
+class Recorded(Protocol):
+    """What a failure's value reads from a run (a :class:`easgd_jax.experiments.runs.RunResult`;
+    named here, not imported: runs.py imports this module)."""
+
+    num_classes: int | None
+    optimal_loss: float | None
+
 BYTE_VOCABULARY = 256  # the LM data sets here are byte-level
 
 
@@ -95,7 +101,7 @@ class Metric:
         (nats/token)"."""
         return f"{self.label} ({self.unit})"
 
-    def failure_value(self, runs: Iterable[RunResult], default: float | None = None) -> float:
+    def failure_value(self, runs: Iterable[Recorded], default: float | None = None) -> float:
         """What a failed (diverged, error) run counts as: ``default`` when given (the sweep's
         ``chance_error``), else chance error 1 - 1/classes (0.9 unless a run records its
         classes) for the error, the uniform predictor's gap ln V - optimum for the gap (the
@@ -114,7 +120,7 @@ class Metric:
                          "failed run's gap is unknown (set the sweep's chance_error).")
 
 
-def chance_error(runs: Iterable[RunResult], default: float = CHANCE_ERROR) -> float:
+def chance_error(runs: Iterable[Recorded], default: float = CHANCE_ERROR) -> float:
     """The error of a failed run: 1 - 1/classes of the first run that records its number of
     classes, else ``default`` (0.9: 10 classes)."""
     for r in runs:
