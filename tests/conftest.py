@@ -21,6 +21,9 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+    # Generated data (MNIST-1D, easgd_jax/data/embedded.py) is kept there too: generated
+    # once per session (about 3 CPU-s a process), never in the user's ~/.cache.
+    os.environ.setdefault("EASGD_JAX_DATA_CACHE", os.path.join(_CACHE, "data"))
 
 # XLA:CPU's LLVM backend at optimization level 0 (the tests and the launch.py processes they
 # start inherit it): the tests compile several thousand small programs, and LLVM's passes
