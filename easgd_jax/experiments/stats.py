@@ -13,7 +13,8 @@ is that same mean, failures counted as chance, next to the number of failed seed
 failures, ``diverged_learning_rates`` the rates with a diverged run) and the mean over the
 finished seeds alone. With "first_seed" (issue 10's protocol: the other seeds ran only at
 the rate chosen on the first seed), the rate is the one whose first-seed run reached the
-lowest test error, and the mean counts failures the same way.
+lowest test error (with ``select_on = "validation"``: ended at the lowest validation error),
+and the mean counts failures the same way.
 """
 
 from __future__ import annotations

@@ -30,8 +30,9 @@ A sweep config's ``get_config()`` returns a ConfigDict with
                 "all_seeds" (default): every seed runs with every learning rate;
                 "first_seed": every learning rate runs with the first seed, and the other
                 seeds run only with the learning rate whose first-seed run reached the
-                lowest center test error (a setting whose first-seed runs all diverged runs
-                no other seed). Same seeds, fewer runs: (L + S - 1) per setting, not L * S.
+                lowest center test error (with select_on "validation": ended at the lowest
+                validation error; a setting whose first-seed runs all diverged runs no
+                other seed). Same seeds, fewer runs: (L + S - 1) per setting, not L * S.
                 The report chooses each setting's rate by the same rule as the sweep ran:
                 with "all_seeds", the rate of the lowest mean final center test error over
                 all seeds, a diverged (or failed) run counted as chance error

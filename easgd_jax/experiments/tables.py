@@ -114,10 +114,15 @@ def _summary_preamble(rows: Sequence[Row], threshold: float, metric: Metric = ER
              "is reported once, at that rate)" if select_on == "validation" else
              f"TEST {short}, the same {short} that is reported (no validation split: a "
              "selection bias)")
-    rule = (f"the rate with the lowest mean over seeds of the final {split}, a diverged or "
-            "failed run counted as chance" if selection == "all_seeds" else
-            f"the rate whose first-seed run reached the lowest {short} (learning_rate_selection "
-            "= first_seed)")
+    if selection == "all_seeds":
+        rule = (f"the rate with the lowest mean over seeds of the final {split}, a diverged "
+                "or failed run counted as chance")
+    elif select_on == "validation":
+        rule = (f"the rate whose first-seed run ended at the lowest {split} "
+                "(learning_rate_selection = first_seed: the other seeds ran at it alone)")
+    else:
+        rule = (f"the rate whose first-seed run reached the lowest {short} "
+                "(learning_rate_selection = first_seed)")
     return (f"Center {metric.heading} at each setting's chosen learning rate: {rule} "
             f"({metric.amount(chance)}; ties: fewer failures, then the lower rate). "
             f"**mean +- std** is over all seeds at that rate with the failed ones counted as "
