@@ -74,7 +74,7 @@ def get_config() -> ml_collections.ConfigDict:
     sweep.overrides = overrides
     sweep.report = {
         "grids": [{"name": "async_tau", "panels": "tau", "against": ["tau"], "by_period": True},
-                  {"name": "async_p", "panels": "p", "against": ["p"], "by_period": True}],
+                  {"name": "async_p", "panels": "p", "against": ["p"], "by_period": False}],
         "findings": {"tau_grid": "async_tau", "p_grid": "async_p", "long_tau_grid": "none",
                      "long_p_grid": "none", "long_label": "-", "comparisons": []},
         "speedup": {"grid": "async_p", "fast": ["eamsgd", 10], "slow": ["downpour", 1]},
