@@ -67,22 +67,32 @@ def run_clock(rundir: str, bandwidth_gbit_s: float | None = None,
         if abs(rebuilt - seconds) > RELATIVE_TOLERANCE * max(abs(seconds), 1e-12):
             raise ValueError(f"{rundir}: the rebuilt clock gives {rebuilt!r} s at step {step}, "
                              f"the run recorded {seconds!r} s.")
-    if bandwidth_gbit_s is None:
-        return clock
+    return clock if bandwidth_gbit_s is None else _on_link(clock, bandwidth_gbit_s)
+
+
+def _on_link(clock: Any, bandwidth_gbit_s: float) -> Any:
+    """``clock`` with its cluster's link at ``bandwidth_gbit_s``."""
     return dataclasses.replace(clock, cluster=dataclasses.replace(
-        cluster, bandwidth_bytes_per_s=bandwidth_gbit_s * 1e9 / 8))
+        clock.cluster, bandwidth_bytes_per_s=bandwidth_gbit_s * 1e9 / 8))
 
 
-def at_bandwidth(workdir: str, run: runs_lib.RunResult,
-                 bandwidth_gbit_s: float) -> runs_lib.RunResult:
-    """``run`` with its simulated times recomputed at ``bandwidth_gbit_s`` (every evaluation;
-    the recorded ones checked first, :func:`run_clock`); a run without a recorded clock
-    (failed before its end) keeps no simulated time."""
-    rundir = os.path.join(workdir, runs_lib.RUNS, run.name)
-    if run.status != "finished" or not run.sim_time_s:
+def _has_clock(run: runs_lib.RunResult) -> bool:
+    return run.status == "finished" and bool(run.sim_time_s)
+
+
+def at_bandwidth(workdir: str, run: runs_lib.RunResult, bandwidth_gbit_s: float,
+                 clock: Any = None) -> runs_lib.RunResult:
+    """``run`` with its simulated times recomputed at ``bandwidth_gbit_s`` (every evaluation)
+    by its ``clock`` as recorded (default: rebuilt here, the recorded times checked first,
+    :func:`run_clock`); a run without a recorded clock (failed before its end) keeps no
+    simulated time."""
+    if not _has_clock(run):
         return dataclasses.replace(run, sim_time_s=[])
-    clock = run_clock(rundir, bandwidth_gbit_s, run.sim_time_s, run.steps)
-    return dataclasses.replace(run, sim_time_s=[clock.time_s(s) for s in run.steps])
+    if clock is None:
+        clock = run_clock(os.path.join(workdir, runs_lib.RUNS, run.name), None,
+                          run.sim_time_s, run.steps)
+    at = _on_link(clock, bandwidth_gbit_s)
+    return dataclasses.replace(run, sim_time_s=[at.time_s(s) for s in run.steps])
 
 
 def recorded_bandwidth(workdir: str, runs: Sequence[runs_lib.RunResult]) -> float | None:
@@ -158,11 +168,12 @@ def write(workdir: str, outdir: str, runs: Sequence[runs_lib.RunResult],
     if recorded is None:
         return []
     bandwidths = [recorded, *sorted({float(b) for b in extra} - {recorded}, reverse=True)]
+    # Each run's clock rebuilt once, and checked against every time it recorded.
+    clocks = {r.name: run_clock(os.path.join(workdir, runs_lib.RUNS, r.name), None,
+                                r.sim_time_s, r.steps) for r in runs if _has_clock(r)}
     by_bandwidth = {recorded: list(runs)}
     for gbit in bandwidths[1:]:
-        by_bandwidth[gbit] = [at_bandwidth(workdir, r, gbit) for r in runs]
-    for r in runs:  # the recorded times themselves must be the rebuilt clock's
-        at_bandwidth(workdir, r, recorded)
+        by_bandwidth[gbit] = [at_bandwidth(workdir, r, gbit, clocks.get(r.name)) for r in runs]
     path = os.path.join(outdir, "cluster_bandwidths.md")
     with open(path, "w", encoding="utf-8") as f:
         f.write(markdown(table(summary, by_bandwidth, threshold), bandwidths, recorded,
