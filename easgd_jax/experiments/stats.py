@@ -207,11 +207,11 @@ def choose_learning_rate(members: Sequence[RunResult], selection: str = "all_see
     stats = rate_stats(members, chance)
     if not stats:
         return None
+    first = min(r.seed for r in members)
+    first_finished = [r for r in members if r.seed == first and r.status == "finished"]
     if select_on == "validation":
         if selection == "first_seed":
-            first = min(r.seed for r in members)
-            stats = rate_stats([r for r in members if r.seed == first
-                                and r.status == "finished"], chance)
+            stats = rate_stats(first_finished, chance)
             if not stats:
                 return None
         stats = {lr: s for lr, s in stats.items() if s.val_errors}
@@ -222,9 +222,7 @@ def choose_learning_rate(members: Sequence[RunResult], selection: str = "all_see
         return min(stats.values(), key=lambda s: (s.mean_on(select_on), s.failures,
                                                   s.learning_rate)).learning_rate
     if selection == "first_seed":
-        first = min(r.seed for r in members)
-        finished = [r for r in members if r.seed == first and r.status == "finished"
-                    and r.test_error]
+        finished = [r for r in first_finished if r.test_error]
         if finished:
             return min((r.best_test_error, r.final_test_error, r.learning_rate)
                        for r in finished)[2]
