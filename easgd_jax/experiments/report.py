@@ -52,7 +52,7 @@ from typing import Any
 from absl import flags
 
 # The names below are also this module's for its callers (sweep.py, tests).
-from easgd_jax.experiments import cli, findings, report_spec, tables
+from easgd_jax.experiments import cli, findings, report_spec, stats, tables
 from easgd_jax.experiments import metric as metric_lib
 from easgd_jax.experiments.plots import method_styles, plot_grid
 from easgd_jax.experiments.runs import (  # noqa: F401
@@ -153,7 +153,7 @@ def write_report(workdir: str, sweep: Any = None, threshold: float | None = None
     metric = metric_lib.of_sweep(sweep)
     runs = (read_runs_csv(runs_csv, threshold, fixed_methods(sweep)) if runs_csv
             else collect(workdir, metric))
-    summary = summarize(runs, threshold, sweep.get("learning_rate_selection", "all_seeds"),
+    summary = summarize(runs, threshold, stats.grid_selections(sweep),
                         sweep.get("chance_error"), sweep.get("select_on", "test"), metric)
     grids = {name: spec.grid(name, runs, summary)
              for name in sorted({row["grid"] for row in summary})}

@@ -14,7 +14,10 @@ failures, ``diverged_learning_rates`` the rates with a diverged run) and the mea
 finished seeds alone. With "first_seed" (issue 10's protocol: the other seeds ran only at
 the rate chosen on the first seed), the rate is the one whose first-seed run reached the
 lowest test error (with ``select_on = "validation"``: ended at the lowest validation error),
-and the mean counts failures the same way.
+and the mean counts failures the same way. With "first_seed_unless_edge" (issue 33's
+asynchronous grids and long runs), a setting whose first-seed choice sits at an edge of its
+grid (the top or bottom rate: a better rate, or a stabler one, may lie beyond it) runs every
+rate on every seed and is chosen by the "all_seeds" rule; the others as "first_seed".
 """
 
 from __future__ import annotations
@@ -31,8 +34,11 @@ from easgd_jax.experiments import metric as metric_lib
 from easgd_jax.experiments.metric import CHANCE_ERROR, chance_error  # noqa: F401
 from easgd_jax.experiments.runs import DONE, FAILED, RunResult, setting_key
 
-SELECTIONS = ("all_seeds", "first_seed")
+SELECTIONS = ("all_seeds", "first_seed", "first_seed_unless_edge")
 SELECT_ON = ("test", "validation")
+# A summary row's ``selection`` under "first_seed_unless_edge" when its first seed chose an
+# edge rate and every rate then ran on every seed (the row's rate: the "all_seeds" rule).
+ESCALATED = "all_seeds (first seed at an edge)"
 STATUSES = ("finished", "diverged", "error", "unfinished", "pending")
 
 
@@ -196,7 +202,9 @@ def choose_learning_rate(members: Sequence[RunResult], selection: str = "all_see
     runs alone: on "test", the rate whose run reached the lowest test error (ties: lower
     final error, then lower rate; when every first-seed run failed, the "all_seeds" rule);
     on "validation", the rate of the lowest final validation error among them (ties: lower
-    rate; None when every first-seed run failed).
+    rate; None when every first-seed run failed). "first_seed_unless_edge": the
+    "first_seed" choice, unless it is the top or bottom rate of the setting's grid (the rates
+    of ``members``): then the "all_seeds" choice over every seed (:func:`escalated`).
     """
     if selection not in SELECTIONS:
         raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}; got "
@@ -204,6 +212,11 @@ def choose_learning_rate(members: Sequence[RunResult], selection: str = "all_see
     if select_on not in SELECT_ON:
         raise ValueError(f"select_on must be one of {', '.join(SELECT_ON)}; got "
                          f"{select_on!r}.")
+    if selection == "first_seed_unless_edge":
+        first_choice = choose_learning_rate(members, "first_seed", chance, select_on)
+        if escalated(first_choice, (r.learning_rate for r in members)):
+            return choose_learning_rate(members, "all_seeds", chance, select_on)
+        return first_choice
     stats = rate_stats(members, chance)
     if not stats:
         return None
@@ -239,6 +252,13 @@ def rate_edge(chosen: float | None, rates: Iterable[float]) -> str:
     if len(rates) == 1:
         return "single"
     return "top" if chosen == rates[-1] else "bottom" if chosen == rates[0] else ""
+
+
+def escalated(first_choice: float | None, rates: Iterable[float]) -> bool:
+    """Whether "first_seed_unless_edge" runs every rate on every seed of a setting whose
+    first seed chose ``first_choice`` from its grid of ``rates``: when that choice is the
+    grid's top or bottom rate (a grid of one rate never escalates)."""
+    return rate_edge(first_choice, rates) in ("top", "bottom")
 
 
 def _median_or_none(values: Sequence[float]) -> float | None:
@@ -327,6 +347,10 @@ def summary_row(grid: str, members: Sequence[RunResult], threshold: float, selec
     metric`), ``per_rate`` printed in its unit."""
     stats = rate_stats(members, chance)
     chosen = choose_learning_rate(members, selection, chance, select_on)
+    if selection == "first_seed_unless_edge":  # the rule the row's rate was chosen by
+        selection = ESCALATED if escalated(choose_learning_rate(
+            members, "first_seed", chance, select_on), (r.learning_rate for r in members)
+        ) else "first_seed"
     row = _empty_row(grid, members, selection, chance, stats, chosen, select_on, metric)
     if chosen is not None:
         at = [r for r in members if r.learning_rate == chosen and r.status in DONE]
@@ -339,11 +363,14 @@ def summary_row(grid: str, members: Sequence[RunResult], threshold: float, selec
     return row
 
 
-def summarize(runs: Sequence[RunResult], threshold: float, selection: str = "all_seeds",
+def summarize(runs: Sequence[RunResult], threshold: float,
+              selection: str | Mapping[str, str] = "all_seeds",
               chance: float | None = None, select_on: str = "test",
               metric: metric_lib.Metric | str | None = None) -> list[dict[str, Any]]:
     """One row per (grid, method, tau, p) (:func:`summary_row`), sorted by them.
 
+    ``selection``: the learning-rate rule of every grid, or {grid name: rule} (a grid not
+    named: "all_seeds"; :func:`grid_selections` reads it from a sweep config).
     ``chance``: the error of a failed run (None: :func:`chance_error` of the runs; with
     ``metric`` "loss_gap", the uniform predictor's gap, :meth:`~easgd_jax.experiments.
     metric.Metric.failure_value`). ``metric``: the quantity the runs' ``test_error`` /
@@ -357,5 +384,18 @@ def summarize(runs: Sequence[RunResult], threshold: float, selection: str = "all
             groups.setdefault((grid, *setting_key(r)), []).append(r)
     metric = metric_lib.get(metric)
     chance = metric.failure_value(runs, chance)
-    return [summary_row(key[0], groups[key], threshold, selection, chance, select_on, metric)
+    def rule(grid: str, default: str) -> str:
+        return (selection.get(grid, default) if isinstance(selection, Mapping)
+                else selection)
+
+    return [summary_row(key[0], groups[key], threshold, rule(key[0], "all_seeds"), chance,
+                        select_on, metric)
             for key in sorted(groups, key=lambda k: (k[0], k[1], k[2], k[3]))]
+
+
+def grid_selections(sweep: Mapping[str, Any]) -> dict[str, str]:
+    """{grid name: learning-rate rule} of a sweep config (a plain dict, as sweep.json): a
+    grid's own ``learning_rate_selection``, else the sweep's (default "all_seeds")."""
+    default = sweep.get("learning_rate_selection", "all_seeds")
+    return {grid["name"]: grid.get("learning_rate_selection", default)
+            for grid in sweep.get("grids", [])}

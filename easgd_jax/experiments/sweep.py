@@ -24,7 +24,9 @@ A sweep config's ``get_config()`` returns a ConfigDict with
                 ("easgd_tau1_p4_lr0.5_seed0_steps2000") so that its runs are not taken for
                 the other grids' runs of the same setting; grids with the same tag share runs.
                 ``learning_rates`` ({method: [rates]}) replaces the methods' rate grids in
-                this grid.
+                this grid; ``learning_rate_selection`` replaces the sweep's rule in this
+                grid (grids of one name share one rule; a run of several grids trains when
+                any of their rules needs it).
     seeds       the seeds of every setting.
     learning_rate_selection
                 "all_seeds" (default): every seed runs with every learning rate;
@@ -33,6 +35,11 @@ A sweep config's ``get_config()`` returns a ConfigDict with
                 lowest center test error (with select_on "validation": ended at the lowest
                 validation error; a setting whose first-seed runs all diverged runs no
                 other seed). Same seeds, fewer runs: (L + S - 1) per setting, not L * S.
+                "first_seed_unless_edge": as "first_seed", except that a setting whose
+                first seed chose the top or bottom rate of its grid runs every rate on
+                every seed and is chosen by the "all_seeds" rule (a better or stabler rate
+                may lie beyond an edge; one seed near the edge of the stable range chose
+                rates at which other seeds diverge: issue 33).
                 The report chooses each setting's rate by the same rule as the sweep ran:
                 with "all_seeds", the rate of the lowest mean final center test error over
                 all seeds, a diverged (or failed) run counted as chance error
@@ -98,7 +105,7 @@ from easgd_jax.training import config as config_lib
 from easgd_jax.training.config import config_differences
 
 RUNS = "runs"
-SELECTIONS = ("all_seeds", "first_seed")
+SELECTIONS = stats.SELECTIONS
 NOT_SELECTED = "not selected"
 
 
@@ -119,6 +126,8 @@ class Run:
     grids: list[str]
     config: ml_collections.ConfigDict
     tag: str = ""  # the grid's tag ("" for grids without overrides)
+    selections: list[str] = dataclasses.field(default_factory=lambda: ["all_seeds"])
+    # its grids' learning-rate rules (learning_rate_selection)
 
     def settings(self) -> dict[str, Any]:
         return {"name": self.name, "method": self.method, "algorithm": self.algorithm,
@@ -175,7 +184,8 @@ def _method(sweep: ml_collections.ConfigDict, label: str) -> dict[str, Any]:
     return method
 
 
-GRID_KEYS = ("name", "methods", "periods", "num_workers", "overrides", "tag", "learning_rates")
+GRID_KEYS = ("name", "methods", "periods", "num_workers", "overrides", "tag", "learning_rates",
+             "learning_rate_selection")
 
 
 def _grid(grid: Mapping[str, Any]) -> dict[str, Any]:
@@ -193,6 +203,9 @@ def _grid(grid: Mapping[str, Any]) -> dict[str, Any]:
     if grid["overrides"] and not tag:
         raise ValueError(f"sweep grid {name!r} has overrides and no tag: its runs would take "
                          "the names of the other grids' runs of the same settings.")
+    if grid.get("learning_rate_selection", SELECTIONS[0]) not in SELECTIONS:
+        raise ValueError(f"sweep grid {name!r}: learning_rate_selection must be one of "
+                         f"{', '.join(SELECTIONS)}; got {grid['learning_rate_selection']!r}.")
     extra = sorted(set(grid["learning_rates"]) - set(grid["methods"]))
     if extra or not all(grid["learning_rates"].values()):
         raise ValueError(f"sweep grid {name!r}: learning_rates must give a non-empty list for "
@@ -226,8 +239,15 @@ def plan(sweep: ml_collections.ConfigDict, device_budget: int = 1) -> list[Run]:
                          f"; got {sweep.learning_rate_selection!r}.")
     runs: dict[str, Run] = {}
     base_configs: dict[str, ml_collections.ConfigDict] = {}
+    rules: dict[str, str] = {}
     for grid in _plain(sweep.grids):
         grid = _grid(grid)
+        rule = grid.get("learning_rate_selection",
+                        sweep.get("learning_rate_selection", "all_seeds"))
+        if rules.setdefault(grid["name"], rule) != rule:
+            raise ValueError(f"sweep grids named {grid['name']!r} give learning_rate_selection "
+                             f"{rules[grid['name']]!r} and {rule!r}; grids of one name share "
+                             "one rule (the report's).")
         for label, tau, p, seed in itertools.product(
                 grid["methods"], grid["periods"], grid["num_workers"], sweep.seeds):
             method = _method(sweep, label)
@@ -266,6 +286,7 @@ def plan(sweep: ml_collections.ConfigDict, device_budget: int = 1) -> list[Run]:
                             "different tags.")
                     if grid["name"] not in runs[name].grids:
                         runs[name].grids.append(grid["name"])
+                        runs[name].selections.append(rule)
                     continue
                 try:
                     config_lib.validate(config)
@@ -273,7 +294,7 @@ def plan(sweep: ml_collections.ConfigDict, device_budget: int = 1) -> list[Run]:
                     raise ValueError(f"sweep run {name}: {e}") from None
                 runs[name] = Run(name, label, algorithm, run_tau, workers,
                                  bool(method["num_workers"]), float(lr), seed, [grid["name"]],
-                                 config, grid["tag"])
+                                 config, grid["tag"], [rule])
     return list(runs.values())
 
 
@@ -330,6 +351,21 @@ def chosen_learning_rate(runs: Sequence[Run], setting: tuple, seed: int, workdir
     if not any(r.status == "finished" and r.test_error for r in results):
         return None
     return stats.choose_learning_rate(results, "first_seed", select_on=select_on)
+
+
+def selected(run: Run, runs: Sequence[Run], workdir: str, first_seed: int,
+             select_on: str = "test", metric: str | None = None) -> bool:
+    """Whether ``run`` trains under its grids' learning-rate rules: always under
+    "all_seeds" and on the first seed; on another seed, at the rate its setting's first seed
+    chose (:func:`chosen_learning_rate`), or at any rate when a grid's rule is
+    "first_seed_unless_edge" and that choice is an edge of the setting's rates."""
+    if run.seed == first_seed or "all_seeds" in run.selections:
+        return True
+    setting = _setting(run)
+    chosen = chosen_learning_rate(runs, setting, first_seed, workdir, select_on, metric)
+    return run.learning_rate == chosen or (
+        "first_seed_unless_edge" in run.selections
+        and stats.escalated(chosen, (r.learning_rate for r in runs if _setting(r) == setting)))
 
 
 class SweepStopped(Exception):
@@ -424,13 +460,10 @@ def run_sweep(sweep: ml_collections.ConfigDict, workdir: str, *, retry_failed: b
     statuses: dict[str, str] = {}
     cache = os.path.join(workdir, "jax_cache") if sweep.get("compilation_cache", True) else None
     first_seed = sweep.seeds[0]
-    select = sweep.get("learning_rate_selection", "all_seeds") == "first_seed"
     select_on = sweep.get("select_on", "test")
     with compilation_cache(cache):
         for i, run in enumerate(runs):  # a setting's first-seed runs come before its others
-            if select and run.seed != first_seed and run.learning_rate != chosen_learning_rate(
-                    runs, _setting(run), first_seed, workdir, select_on,
-                    sweep.get("metric")):
+            if not selected(run, runs, workdir, first_seed, select_on, sweep.get("metric")):
                 statuses[run.name] = NOT_SELECTED
                 continue
             logging.info("sweep: run %d/%d %s", i + 1, len(runs), run.name)
@@ -444,6 +477,33 @@ def run_sweep(sweep: ml_collections.ConfigDict, workdir: str, *, retry_failed: b
 
         sweep_report.write_report(workdir, sweep)
     return statuses
+
+
+def _dry_run_count(runs: Sequence[Run], first_seed: int) -> str:
+    """How many of ``runs`` train: a first-seed run or one of an "all_seeds" grid always;
+    of a setting's other runs on one seed, the one at the first seed's choice (none when a
+    forced run may be at it, or when the first seed all diverged), or every one under
+    "first_seed_unless_edge" when that choice is an edge."""
+    others: dict[tuple, list[Run]] = {}
+    least = most = 0
+    for run in runs:
+        if run.seed == first_seed or "all_seeds" in run.selections:
+            least, most = least + 1, most + 1
+        else:
+            others.setdefault((*_setting(run), run.seed), []).append(run)
+    for group in others.values():
+        forced = any("all_seeds" in r.selections for r in runs
+                     if (*_setting(r), r.seed) == (*_setting(group[0]), group[0].seed))
+        least += 0 if forced else 1
+        most += len(group) if any("first_seed_unless_edge" in r.selections
+                                  for r in group) else 1
+    settings = len({_setting(run) for run in runs})
+    if least == most == len(runs):
+        return (f"{len(runs)} runs planned, every learning rate on every seed "
+                f"({settings} settings)")
+    span = str(most) if least == most else f"between {least} and {most}"
+    return (f"{len(runs)} runs planned; learning rates chosen on the first seed where a "
+            f"grid says so, so {span} of them train ({settings} settings)")
 
 
 def required_devices(sweep: ml_collections.ConfigDict) -> int:
@@ -490,18 +550,7 @@ def main(argv: list[str]) -> None:
         for run in runs:
             print(run.name, status(os.path.join(workdir, RUNS, run.name)),
                   f"num_devices={run.config.num_devices}", ",".join(run.grids))
-        if sweep.get("learning_rate_selection", "all_seeds") == "first_seed":
-            rates: dict[tuple, set[float]] = {}
-            for run in runs:
-                rates.setdefault(_setting(run), set()).add(run.learning_rate)
-            settings = len(rates)
-            trained = sum(len(r) + len(sweep.seeds) - 1 for r in rates.values())
-            print(f"{len(runs)} runs planned; learning rates chosen on seed {sweep.seeds[0]}, "
-                  f"so {trained} of them train ({settings} settings)")
-        else:
-            settings = len({_setting(run) for run in runs})
-            print(f"{len(runs)} runs planned, every learning rate on every seed "
-                  f"({settings} settings)")
+        print(_dry_run_count(runs, sweep.seeds[0]))
         return
     parallel.use_simulated_cpu_devices(required_devices(sweep))  # no effect on GPUs
     statuses = run_sweep(sweep, workdir, retry_failed=_RETRY_FAILED.value,

@@ -12,7 +12,7 @@ from typing import Any
 
 from easgd_jax.experiments.metric import ERROR, Metric
 from easgd_jax.experiments.runs import RunResult
-from easgd_jax.experiments.stats import CHANCE_ERROR
+from easgd_jax.experiments.stats import CHANCE_ERROR, ESCALATED
 
 Row = dict[str, Any]
 STRING_COLUMNS = ("grid", "method", "algorithm", "diverged_learning_rates", "per_rate",
@@ -106,7 +106,7 @@ def _pct_or_blank(value: Any, metric: Metric = ERROR) -> str:
 
 def _summary_preamble(rows: Sequence[Row], threshold: float, metric: Metric = ERROR) -> str:
     """The summary table's rule, stated: the rate chosen, the statistics in its columns."""
-    selection = rows[0]["selection"] if rows else "all_seeds"
+    selections = list(dict.fromkeys(r["selection"] for r in rows)) or ["all_seeds"]
     chance = rows[0]["chance_error"] if rows else CHANCE_ERROR
     select_on = (rows[0].get("select_on") or "test") if rows else "test"
     short = metric.short
@@ -114,15 +114,22 @@ def _summary_preamble(rows: Sequence[Row], threshold: float, metric: Metric = ER
              "is reported once, at that rate)" if select_on == "validation" else
              f"TEST {short}, the same {short} that is reported (no validation split: a "
              "selection bias)")
-    if selection == "all_seeds":
-        rule = (f"the rate with the lowest mean over seeds of the final {split}, a diverged "
-                "or failed run counted as chance")
-    elif select_on == "validation":
-        rule = (f"the rate whose first-seed run ended at the lowest {split} "
-                "(learning_rate_selection = first_seed: the other seeds ran at it alone)")
-    else:
-        rule = (f"the rate whose first-seed run reached the lowest {short} "
-                "(learning_rate_selection = first_seed)")
+    rules = {
+        "all_seeds": (f"the rate with the lowest mean over seeds of the final {split}, a "
+                      "diverged or failed run counted as chance"),
+        "first_seed": (f"the rate whose first-seed run ended at the lowest {split} "
+                       "(learning_rate_selection = first_seed: the other seeds ran at it "
+                       "alone)" if select_on == "validation" else
+                       f"the rate whose first-seed run reached the lowest {short} "
+                       "(learning_rate_selection = first_seed)"),
+    }
+    rules[ESCALATED] = (
+        f"{rules['all_seeds']} (learning_rate_selection = first_seed_unless_edge: the first "
+        "seed chose the top or bottom rate of the grid, so every rate ran on every seed; "
+        "marked 'every seed')")
+    rule = "; ".join(
+        (f"in the rows chosen by {s}, " if len(selections) > 1 else "")
+        + rules.get(s, rules["first_seed"]) for s in selections)
     return (f"Center {metric.heading} at each setting's chosen learning rate: {rule} "
             f"({metric.amount(chance)}; ties: fewer failures, then the lower rate). "
             f"**mean +- std** is over all seeds at that rate with the failed ones counted as "
@@ -153,7 +160,9 @@ def _summary_cells(r: Row, sim: bool, nbytes: bool, metric: Metric = ERROR) -> l
         if r.get("t95_half_width") is not None:
             ci += f" [t +-{pct(r['t95_half_width'])}]"
         cells = [
-            fmt(r["chosen_learning_rate"]), r.get("rate_edge") or "",
+            fmt(r["chosen_learning_rate"]),
+            " ".join(filter(None, [r.get("rate_edge") or "",
+                                   "every seed" if r["selection"] == ESCALATED else ""])),
             f"{pct(r['mean_final_test_error'])} +- "
             f"{pct(r['std_final_test_error']) or 'n/a'}, "
             f"{r['failed_seeds']}/{r['seeds']} failed",
@@ -217,6 +226,8 @@ def _by_period_cells(rows: Sequence[Row], cell: Row | None, tau: int,
     if cell["mean_final_test_error"] == best("mean_final_test_error"):
         text = f"**{text}**"
     edge = f", {cell['rate_edge']} of grid" if cell.get("rate_edge") else ""
+    if cell.get("selection") == ESCALATED:
+        edge += ", every rate on every seed"
     error = (f"{text} ({cell['failed_seeds']}/{cell['seeds']} failed, lr "
              f"{cell['chosen_learning_rate']:g}{edge})")
     value = cell[clock]

@@ -14,7 +14,7 @@ import pytest
 
 import easgd_jax
 from easgd_jax.experiments import report as sweep_report
-from easgd_jax.experiments import sweep
+from easgd_jax.experiments import stats, sweep
 from easgd_jax.experiments.sweep import load_config_file, plan
 from easgd_jax.training import config as validation
 from easgd_jax.training import sync as train
@@ -236,6 +236,13 @@ def _tiny_sweep(**changes) -> ml_collections.ConfigDict:
                 {"name": "k", "methods": ["easgd"], "periods": [2], "num_workers": [2],
                  "tag": "x", "overrides": {"train": {"num_steps": 60}}}]},
      "give the grids different tags"),
+    ({"grids": [{"name": "g", "methods": ["easgd"], "periods": [2], "num_workers": [2],
+                 "learning_rate_selection": "best"}]},
+     "sweep grid 'g': learning_rate_selection must be one of"),
+    ({"grids": [{"name": "g", "methods": ["easgd"], "periods": [2], "num_workers": [2]},
+                {"name": "g", "methods": ["easgd"], "periods": [4], "num_workers": [2],
+                 "learning_rate_selection": "first_seed"}]},
+     "grids named 'g' give learning_rate_selection 'all_seeds' and 'first_seed'"),
 ])
 def test_bad_sweeps_fail_at_planning(changes, message):
     with pytest.raises(ValueError, match=message):
@@ -480,9 +487,66 @@ def test_first_seed_selection_runs_the_other_seeds_at_the_chosen_rate(tmp_path,
     for lr in (other, 1e9):
         assert statuses[f"easgd_tau2_p2_lr{lr:g}_seed1"] == sweep.NOT_SELECTED
         assert not os.path.exists(os.path.join(workdir, "runs", f"easgd_tau2_p2_lr{lr:g}_seed1"))
-    summary = sweep_report.summarize(sweep_report.collect(workdir), 0.85)
     summary = sweep_report.summarize(sweep_report.collect(workdir), 0.85, "first_seed")
     assert summary[0]["chosen_learning_rate"] == chosen and summary[0]["seeds"] == 2
+
+
+@pytest.mark.slow
+def test_a_first_seed_edge_runs_every_rate_on_every_seed(tmp_path, tiny_sweep_run):
+    """The tiny sweep's seed 0 chooses 0.1, the bottom of [0.1, 1e9] (1e9 diverges): under
+    "first_seed_unless_edge" seed 1 runs both rates, and the report says so."""
+    workdir = str(tmp_path)
+    for name in ("easgd_tau2_p2_lr0.1_seed0", "easgd_tau2_p2_lr1e+09_seed0"):
+        shutil.copytree(os.path.join(tiny_sweep_run[0], "runs", name),
+                        os.path.join(workdir, "runs", name))
+    config = _tiny_sweep(seeds=[0, 1], learning_rate_selection="first_seed_unless_edge")
+    statuses = sweep.run_sweep(config, workdir)
+    assert statuses == {"easgd_tau2_p2_lr0.1_seed0": "finished",
+                        "easgd_tau2_p2_lr1e+09_seed0": "diverged",
+                        "easgd_tau2_p2_lr0.1_seed1": "finished",
+                        "easgd_tau2_p2_lr1e+09_seed1": "diverged"}
+    row = _row(sweep_report.summarize(sweep_report.collect(workdir), 0.85,
+                                      stats.grid_selections(config)), method="easgd")
+    assert (row["selection"], row["chosen_learning_rate"], row["seeds"], row["rate_edge"]) == (
+        stats.ESCALATED, 0.1, 2, "bottom")
+    summary_md = open(os.path.join(workdir, "report", "summary.md")).read()
+    assert "| 0.1 | bottom every seed |" in summary_md
+
+
+def test_each_grid_keeps_its_learning_rate_rule_and_a_shared_run_trains_for_the_most_needing(
+        monkeypatch):
+    """A grid's own learning_rate_selection; a run of two grids trains when either rule needs
+    it; "first_seed_unless_edge" trains every rate on the other seeds when the first seed's
+    choice is an edge of the grid, the chosen rate alone when it lies inside."""
+    config = _tiny_sweep(seeds=[0, 1], learning_rate_selection="first_seed")
+    config.methods.easgd.learning_rates = [0.1, 0.2, 0.4]
+    config.grids = [
+        {"name": "tau", "methods": ["easgd"], "periods": [2], "num_workers": [2]},
+        {"name": "edge", "methods": ["easgd"], "periods": [4], "num_workers": [2],
+         "learning_rate_selection": "first_seed_unless_edge"},
+        {"name": "every", "methods": ["easgd"], "periods": [4], "num_workers": [2],
+         "learning_rates": {"easgd": [0.2]}, "learning_rate_selection": "all_seeds"}]
+    runs = {r.name: r for r in plan(config)}
+    assert runs["easgd_tau2_p2_lr0.2_seed1"].selections == ["first_seed"]
+    assert runs["easgd_tau4_p2_lr0.1_seed1"].selections == ["first_seed_unless_edge"]
+    assert runs["easgd_tau4_p2_lr0.2_seed1"].selections == ["first_seed_unless_edge",
+                                                           "all_seeds"]
+    assert stats.grid_selections(config) == {"tau": "first_seed", "edge":
+                                             "first_seed_unless_edge", "every": "all_seeds"}
+    planned = list(runs.values())
+    assert sweep._dry_run_count(planned, 0) == (
+        "12 runs planned; learning rates chosen on the first seed where a grid says so, "
+        "so between 8 and 10 of them train (2 settings)")
+
+    def trains(chosen: float) -> set[str]:
+        monkeypatch.setattr(sweep, "chosen_learning_rate", lambda *a, **k: chosen)
+        return {r.name for r in planned if sweep.selected(r, planned, "unused", 0)}
+
+    seed0 = {n for n in runs if n.endswith("seed0")}
+    assert trains(0.2) - seed0 == {"easgd_tau2_p2_lr0.2_seed1", "easgd_tau4_p2_lr0.2_seed1"}
+    assert trains(0.4) - seed0 == {"easgd_tau2_p2_lr0.4_seed1", "easgd_tau4_p2_lr0.1_seed1",
+                                   "easgd_tau4_p2_lr0.2_seed1", "easgd_tau4_p2_lr0.4_seed1"}
+    assert trains(None) - seed0 == {"easgd_tau4_p2_lr0.2_seed1"}  # first seed not done
 
 
 @pytest.mark.slow

@@ -109,6 +109,37 @@ def test_first_seed_selection_on_validation_uses_the_first_seeds_validation_alon
     assert stats.choose_learning_rate(diverged, "first_seed", select_on="validation") is None
 
 
+def test_an_edge_chosen_on_the_first_seed_is_chosen_again_on_every_seed():
+    """"first_seed_unless_edge": seed 0 sits at the edge of the stable range and chooses the
+    top rate, at which seeds 1 and 2 diverge: the rule falls back on every seed's mean
+    validation error (0.1). A first-seed choice inside the grid stands as "first_seed"'s."""
+    members = [_run(lr=lr, seed=0, final=0.1, val=v) for lr, v in ((0.05, 0.3), (0.1, 0.2),
+                                                                    (0.2, 0.1))]
+    members += [_run(lr=0.2, seed=s, status="diverged", test_error=[0.9]) for s in (1, 2)]
+    members += [_run(lr=lr, seed=s, final=0.1, val=0.2) for lr in (0.05, 0.1) for s in (1, 2)]
+    rule = "first_seed_unless_edge"
+    assert stats.choose_learning_rate(members, "first_seed", select_on="validation") == 0.2
+    assert stats.choose_learning_rate(members, rule, select_on="validation") == 0.1
+    row = stats.summary_row("tau", members, 0.2, rule, 0.9, "validation")
+    assert (row["selection"], row["chosen_learning_rate"], row["seeds"]) == (
+        stats.ESCALATED, 0.1, 3)
+    inside = [r for r in members if r.seed == 0] + [
+        _run(lr=0.2, seed=s, final=0.1, val=0.1) for s in (1, 2)]
+    inside[1] = _run(lr=0.1, seed=0, final=0.1, val=0.05)  # seed 0 now chooses 0.1
+    assert stats.choose_learning_rate(inside, rule, select_on="validation") == 0.1
+    plain = stats.summary_row("tau", inside, 0.2, rule, 0.9, "validation")
+    assert plain["selection"] == "first_seed" and plain["seeds"] == 1
+    summary = stats.summarize(members, 0.2, {"tau": rule}, 0.9, "validation")
+    assert [r["selection"] for r in summary] == [stats.ESCALATED]
+    assert stats.summarize(members, 0.2, {"other": rule}, 0.9, "validation")[0][
+        "selection"] == "all_seeds"  # a grid the mapping does not name
+    text = tables.markdown([row, plain], 0.2)
+    assert "in the rows chosen by all_seeds (first seed at an edge)" in text
+    assert "in the rows chosen by first_seed, the rate whose first-seed run ended" in text
+    assert "| 0.1 | every seed |" in text
+    assert "lr 0.1, every rate on every seed)" in tables.by_period_markdown([row], "tau", 0.2)
+
+
 def test_a_runs_csv_gives_back_its_report_summary():
     """The report read from docs/mnist1d_paper/runs.csv chooses the rates and gives the means
     and times of docs/mnist1d_paper/summary.csv (itself written from it)."""

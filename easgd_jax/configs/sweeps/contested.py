@@ -23,7 +23,11 @@ bottom), an edge that remains named in the table (``rate_edge``); evaluations ev
     grid "n40k":     finding 3 out of the overfitting regime: MNIST-1D generated with 40000
                      training examples (2000 of them held out) and 1000 test examples,
                      5000 steps per worker, EASGD and EAMSGD at tau 1, 4, 16, 64 (p = 4).
-                     Its runs are named ..._n40k.
+                     Its runs are named ..._n40k. Its rates are chosen on the first seed's
+                     2000 validation examples unless that choice is an edge of the grid
+                     (``learning_rate_selection = "first_seed_unless_edge"``, as
+                     configs/sweeps/paper_async.py: then every rate on every seed): 4 rates
+                     + 7 seeds = 11 runs a setting, 32 where seed 0 chooses an edge.
 
 Cost, from ONE timed cell each (2026-12-07, this repository's 2 shared CPU cores, another
 session's tests running; ``/usr/bin/time`` of the whole sweep process, one run):
@@ -33,13 +37,13 @@ session's tests running; ``/usr/bin/time`` of the whole sweep process, one run):
     n40k, eamsgd tau 16 p 4, 500 of its 5000 steps:  42.6 CPU-s (generating the 41000
         examples once, 44 s wall, included)
 
-784 runs (``--dry_run``): the 656 of 1000 steps cost about 544 x 33 s at p <= 4 plus 56 runs
-each at p = 8 and p = 16, at up to 2x and 4x (workers vmapped on one device): about 8.0
-CPU-hours; the 128 runs of "n40k" about 128 x (5 x 25 s of steps + 8 s of compilation):
-about 4.7 CPU-hours. About 12.7 CPU-hours in all: over issue 33's 12-hour budget together
-with the asynchronous grids (configs/sweeps/paper_async.py, about 8.4), so run the cells in
-the issue's order (f2_tau, easgd_p, dp_tau, n40k; mdp_p last) across sittings: the sweep
-resumes.
+The 656 runs of 1000 steps cost about 544 x 33 s at p <= 4 plus 56 runs each at p = 8 and
+p = 16, at up to 2x and 4x (workers vmapped on one device): about 8.0 CPU-hours. "n40k" was
+declared with two rates on every seed (128 runs, about 128 x (5 x 25 s of steps + 8 s of
+compilation): 4.7 CPU-hours); before any of its runs trained (2026-12-07, second sitting) it
+got four rates and the edge rule: 88 runs where no first seed chooses an edge (about 3.3
+CPU-hours), up to 256. Run across sittings: the sweep resumes, in plan order (f2_tau,
+easgd_p, dp_tau, mdp_p, n40k).
 
     python -m easgd_jax.experiments.sweep --config configs/sweeps/contested.py --workdir DIR \
         --dry_run
@@ -104,7 +108,8 @@ def get_config() -> ml_collections.ConfigDict:
          "methods": ["easgd", "eamsgd"], "tag": "n40k",
          "overrides": {"train": {"num_steps": LARGE_STEPS}, "checkpoint": {"every": 1000},
                        "data": {"kwargs": LARGE}},
-         "learning_rates": {"easgd": [0.25, 0.5], "eamsgd": [0.1, 0.2]}},
+         "learning_rates": {"easgd": [0.125, 0.25, 0.5, 1.0], "eamsgd": [0.05, 0.1, 0.2, 0.4]},
+         "learning_rate_selection": "first_seed_unless_edge"},
     ]
     set_protocol(sweep)
     sweep.overrides = run_overrides()
