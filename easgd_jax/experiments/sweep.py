@@ -69,8 +69,10 @@ resumable: a run with ``final_metrics.json`` is finished and skipped, one that d
 ``--retry_failed``); an unfinished run starts afresh, so that its wall-clock curve is one
 uninterrupted segment (``--resume_unfinished`` resumes it from its checkpoint instead). Any
 other exception is recorded as an error and retried on the next invocation. SIGINT/SIGTERM
-stop the current run at a checkpoint and end the sweep. The results go to WORKDIR/report
-(see :mod:`easgd_jax.experiments.report`).
+stop the current run at a checkpoint and end the sweep. One sweep at a time per workdir: the
+sweep holds ``WORKDIR/.sweep.lock`` (:mod:`easgd_jax.training.lock`; a second is refused at
+once, naming the holder). The results go to WORKDIR/report (see
+:mod:`easgd_jax.experiments.report`).
 """
 
 from __future__ import annotations
@@ -103,10 +105,12 @@ from easgd_jax.experiments.config_files import (  # noqa: F401  (their old home)
 from easgd_jax.experiments.report import run_status as status
 from easgd_jax.training import config as config_lib
 from easgd_jax.training.config import config_differences
+from easgd_jax.training.lock import workdir_lock
 
 RUNS = "runs"
 SELECTIONS = stats.SELECTIONS
 NOT_SELECTED = "not selected"
+SWEEP_LOCK = ".sweep.lock"
 
 
 
@@ -454,6 +458,15 @@ def run_sweep(sweep: ml_collections.ConfigDict, workdir: str, *, retry_failed: b
 
     runs = plan(sweep, device_budget=len(jax.devices()))
     check_finished_runs(runs, workdir)
+    with workdir_lock(workdir, SWEEP_LOCK):  # one sweep per workdir
+        return _run_locked(sweep, runs, workdir, retry_failed, resume_unfinished, report)
+
+
+def _run_locked(sweep: ml_collections.ConfigDict, runs: Sequence[Run], workdir: str,
+                retry_failed: bool, resume_unfinished: bool, report: bool) -> dict[str, str]:
+    """:func:`run_sweep`'s body, under the sweep's lock: a second sweep in the workdir
+    would start the runs this one trains (each refused by the run's own lock, and recorded
+    as an error) and choose first-seed rates from runs not yet done."""
     os.makedirs(os.path.join(workdir, RUNS), exist_ok=True)
     _write_json(os.path.join(workdir, "sweep.json"),
                 json.loads(sweep.to_json_best_effort()))
@@ -474,7 +487,6 @@ def run_sweep(sweep: ml_collections.ConfigDict, workdir: str, *, retry_failed: b
                 statuses[run.name] = "unfinished"
                 break
     if report:
-
         sweep_report.write_report(workdir, sweep)
     return statuses
 

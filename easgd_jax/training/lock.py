@@ -56,12 +56,14 @@ def _describe(holder: dict) -> str:
 
 
 @contextlib.contextmanager
-def workdir_lock(workdir: str) -> Iterator[str]:
+def workdir_lock(workdir: str, name: str | None = None) -> Iterator[str]:
     """Holds the workdir's lock for the body; raises :class:`WorkdirBusyError` naming the
-    holder if another process has it. Yields the lock file's path."""
+    holder if another process has it. Yields the lock file's path. ``name``: the lock
+    file's name in ``workdir`` (default: a run's, :func:`lock_path`; a sweep holds
+    ``.sweep.lock`` on its workdir, whose runs each lock their own)."""
     created = not os.path.isdir(workdir)
     os.makedirs(workdir, exist_ok=True)
-    path = os.path.realpath(lock_path(workdir))
+    path = os.path.realpath(os.path.join(workdir, name) if name else lock_path(workdir))
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:

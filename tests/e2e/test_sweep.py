@@ -18,6 +18,7 @@ from easgd_jax.experiments import stats, sweep
 from easgd_jax.experiments.sweep import load_config_file, plan
 from easgd_jax.training import config as validation
 from easgd_jax.training import sync as train
+from easgd_jax.training.lock import WorkdirBusyError, workdir_lock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = os.path.join(ROOT, "configs")
@@ -511,6 +512,16 @@ def test_a_first_seed_edge_runs_every_rate_on_every_seed(tmp_path, tiny_sweep_ru
         stats.ESCALATED, 0.1, 2, "bottom")
     summary_md = open(os.path.join(workdir, "report", "summary.md")).read()
     assert "| 0.1 | bottom every seed |" in summary_md
+
+
+def test_a_second_sweep_in_a_workdir_is_refused_before_it_touches_a_run(tmp_path):
+    """One sweep per workdir (its .sweep.lock): a second would start the runs the first
+    trains, each refused by the run's lock and recorded as an error."""
+    workdir = str(tmp_path)
+    with workdir_lock(workdir, sweep.SWEEP_LOCK):
+        with pytest.raises(WorkdirBusyError, match=r"in use by pid \d+"):
+            sweep.run_sweep(_tiny_sweep(), workdir)
+    assert os.listdir(workdir) == [".sweep.lock"]
 
 
 def test_each_grid_keeps_its_learning_rate_rule_and_a_shared_run_trains_for_the_most_needing(
