@@ -284,7 +284,8 @@ def _fmt_time(row: Row) -> str:
 def judge(summary: Sequence[Row], spec: FindingsSpec = PAPER_FINDINGS) -> list[Judgement]:
     """Every verdict of the three findings on ``spec``'s grids, finding 3 also on the
     long-run grids."""
-    return [*downpour_finding(summary, spec.tau_grid), *eamsgd_finding(summary, spec.tau_grid),
+    return [*downpour_finding(summary, spec.downpour_grid or spec.tau_grid),
+            *eamsgd_finding(summary, spec.tau_grid),
             *scaling_finding(summary, spec.tau_grid, spec.p_grid),
             *scaling_finding(summary, spec.long_tau_grid, spec.long_p_grid,
                              f"3 ({spec.long_label})")]
@@ -304,12 +305,22 @@ def comparison(summary: Sequence[Row], grid: str) -> list[str]:
 
 
 def _protocol(summary: Sequence[Row]) -> str:
+    """How the rows' rates were chosen and what their means hold (stats.summary_row's
+    ``selection`` and ``select_on``)."""
     if summary and summary[0].get("failed_seeds") is None:
         return ("the rate chosen on seed 0, failed seeds left out of the mean (n finished); "
                 "time to threshold of the best run")
-    return ("the rate chosen on the mean over all seeds with a diverged or failed seed "
-            "counted as chance error, which the mean includes (k/n failed; [finished: the "
-            "mean without them]); time to threshold: median over the seeds at that rate")
+    split = ("VALIDATION error (held out from the training set; the test error is reported "
+             "once, at that rate)" if summary and summary[0].get("select_on") == "validation"
+             else "TEST error (no validation split)")
+    rules = {r.get("selection") or "all_seeds" for r in summary}
+    rule = (f"the rate chosen on the mean final {split} over all seeds with a diverged or "
+            "failed seed counted as chance error")
+    if rules - {"all_seeds"}:
+        rule += (" where every rate ran on every seed, elsewhere on the first seed's final "
+                 f"{split.split(' (')[0]} alone (the summary's selection column says which)")
+    return (f"{rule}; the mean includes the failed seeds as chance (k/n failed; [finished: "
+            "the mean without them]); time to threshold: median over the seeds at that rate")
 
 
 def findings_markdown(summary: Sequence[Row], threshold: float,

@@ -108,3 +108,22 @@ def test_findings_are_judged_on_the_grids_the_spec_names():
     text = sweep_findings.findings_markdown(rows, 0.2, spec)
     assert "### 3, at 4000 steps (grids lt, lp): held: 1" in text
     assert "### Every method of grid periods" in text and "APAM" not in text
+
+
+def test_finding_1_on_its_own_grid_and_the_rule_of_the_rates_stated():
+    """downpour_grid: the DOWNPOUR family judged on a grid of its own (issue 33's dp_tau);
+    findings.md says which split chose the rates and when one seed chose them."""
+    family = [row("dp", "downpour", tau, 4, e) for tau, e in ((1, 0.07), (16, 0.5), (64, 0.6))]
+    rows = tau_grid([0.05] * 4, [0.06] * 4, [0.07, 0.07, 0.08, 0.09]) + family
+    spec = FindingsSpec(tau_grid="tau", downpour_grid="dp")
+    assert verdicts(sweep_findings.downpour_finding(rows)) == ["not held"]  # the tau grid's
+    ones = [j for j in sweep_findings.judge(rows, spec) if j.finding == "1"]
+    assert verdicts(ones) == ["held"] and "tau 16: 50.00" in ones[0].line
+    for r in rows:
+        r.update(select_on="validation", selection="all_seeds")
+    text = sweep_findings.findings_markdown(rows, 0.2, spec)
+    assert "the rate chosen on the mean final VALIDATION error (held out" in text
+    assert "elsewhere on the first seed's" not in text
+    rows[0]["selection"] = "first_seed"
+    assert "elsewhere on the first seed's final VALIDATION error alone" in (
+        sweep_findings.findings_markdown(rows, 0.2, spec))
