@@ -389,6 +389,29 @@ def _draw_against(ax: Any, lines: Mapping[tuple, list[Row]], dim: str, column: s
     return entries, plotted
 
 
+def _draw_references(ax: Any, rows: Mapping[tuple, Row], dim: str, values: Sequence[int],
+                     column: str, spread: bool, styles: Styles) -> tuple[list, list]:
+    """The grid's methods with ``dim`` fixed (the sequential MSGD: no tau (-1 in the keys
+    of ``rows``), p = 1) as
+    horizontal dashed lines at their mean, across every value of ``dim`` (as the curve
+    figures draw them in every panel), with the bootstrap 95% interval as a band when
+    ``spread``; returns the legend entries and the values drawn."""
+    entries, plotted = [], []
+    for (method, tau, p), row in sorted(rows.items(), key=lambda kv: str(kv[0])):
+        if {"p": p, "tau": tau}[dim] in values or row[column] is None:
+            continue
+        colour, _ = styles[method]
+        ax.axhline(row[column], color=colour, linestyle="--", linewidth=1.2)
+        plotted.append(row[column])
+        if spread:
+            below, above = _interval(row, column)
+            ax.axhspan(row[column] - below, row[column] + above, color=colour, alpha=0.12,
+                       linewidth=0)
+        fixed = "no tau" if dim == "tau" and tau == -1 else f"{dim} = {p if dim == 'p' else tau}"
+        entries.append((method, f"{method} ({fixed}: every {dim})", "--"))
+    return entries, plotted
+
+
 def _against_missing(lines: Mapping[tuple, list[Row]], column: str,
                      dim: str) -> dict[str, str]:
     """{method: the values of ``dim`` where it has no point, and why}."""
@@ -426,6 +449,8 @@ def plot_against(grid: str, rows: Mapping[tuple, Row], dim: str, values: Sequenc
     for name, ylabel, column, spread in figures:
         fig, ax = plt.subplots(figsize=(6.4, 5.0), layout="constrained")
         entries, plotted = _draw_against(ax, lines, dim, column, spread, styles)
+        references = _draw_references(ax, rows, dim, values, column, spread, styles)
+        entries, plotted = entries + references[0], plotted + references[1]
         ax.set_xscale("log", base=2)
         ax.set_xticks(values, [str(v) for v in values])
         ax.set_xlabel(AGAINST[dim][0])

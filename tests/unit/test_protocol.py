@@ -171,6 +171,31 @@ def test_curves_are_seed_means_with_a_band():
     np.testing.assert_allclose(high, [0.8, 0.6, 0.2])
 
 
+def test_a_method_without_tau_is_a_reference_line_across_every_tau():
+    """MSGD (no tau; -1 in the rows' keys) in the error-against-tau figure: a dashed line
+    at its mean with its bootstrap interval as a band, as the curve figures show it in
+    every panel (it was left out, unnamed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    msgd = {"mean_final_test_error": 0.0775, "ci95_low": 0.0727, "ci95_high": 0.0831}
+    eamsgd = {"mean_final_test_error": 0.08, "ci95_low": 0.07, "ci95_high": 0.09, "tau": 1}
+    rows = {("msgd", -1, 1): msgd, ("eamsgd", 1, 4): eamsgd}
+    styles = plots.method_styles(["msgd", "eamsgd"])
+    fig, ax = plt.subplots()
+    entries, drawn = plots._draw_references(ax, rows, "tau", [1, 4], "mean_final_test_error",
+                                            True, styles)
+    assert entries == [("msgd", "msgd (no tau: every tau)", "--")] and drawn == [0.0775]
+    (line,) = ax.lines
+    assert list(line.get_ydata()) == [0.0775, 0.0775] and line.get_linestyle() == "--"
+    (band,) = ax.patches
+    assert band.get_y() == pytest.approx(0.0727) and band.get_height() == pytest.approx(
+        0.0831 - 0.0727)
+    plt.close(fig)
+
+
 def test_one_palette_everywhere():
     assert plots.method_styles(["eamsgd"])["eamsgd"] == plots.method_styles(
         ["diloco", "eamsgd", "lsgd"])["eamsgd"] == palette.PALETTE["eamsgd"]
