@@ -71,8 +71,9 @@ uninterrupted segment (``--resume_unfinished`` resumes it from its checkpoint in
 other exception is recorded as an error and retried on the next invocation. SIGINT/SIGTERM
 stop the current run at a checkpoint and end the sweep. One sweep at a time per workdir: the
 sweep holds ``WORKDIR/.sweep.lock`` (:mod:`easgd_jax.training.lock`; a second is refused at
-once, naming the holder). The results go to WORKDIR/report (see
-:mod:`easgd_jax.experiments.report`).
+once, naming the holder), unless it is split: ``--shard K/N`` trains the K-th of N parts
+(whole settings) beside the other parts' processes (:mod:`easgd_jax.experiments.shards`).
+The results go to WORKDIR/report (see :mod:`easgd_jax.experiments.report`).
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ from absl import flags, logging
 
 from easgd_jax import training
 from easgd_jax.algorithms import rates, registry
-from easgd_jax.experiments import cli, stats
+from easgd_jax.experiments import cli, shards, stats
 from easgd_jax.experiments import metric as metric_lib
 from easgd_jax.experiments import report as sweep_report
 from easgd_jax.experiments.config_files import (  # noqa: F401  (their old home)
@@ -105,12 +106,11 @@ from easgd_jax.experiments.config_files import (  # noqa: F401  (their old home)
 from easgd_jax.experiments.report import run_status as status
 from easgd_jax.training import config as config_lib
 from easgd_jax.training.config import config_differences
-from easgd_jax.training.lock import workdir_lock
 
 RUNS = "runs"
 SELECTIONS = stats.SELECTIONS
 NOT_SELECTED = "not selected"
-SWEEP_LOCK = ".sweep.lock"
+SWEEP_LOCK = shards.SWEEP_LOCK
 
 
 
@@ -450,15 +450,29 @@ def compilation_cache(path: str | None) -> Iterator[None]:
         cc.reset_cache()
 
 
+def _work(run: Run) -> float:
+    """A run's work for :func:`easgd_jax.experiments.shards.split`: steps x workers."""
+    return float(run.config.train.num_steps * run.num_workers)
+
+
+def shard_plan(sweep: ml_collections.ConfigDict, shard: shards.Shard | None,
+               device_budget: int = 1) -> list[Run]:
+    """The runs of ``sweep`` (:func:`plan`) in ``shard``'s part (all for None): whole
+    settings, balanced on steps x workers."""
+    return shards.split(plan(sweep, device_budget), shard, _setting, _work)
+
+
 def run_sweep(sweep: ml_collections.ConfigDict, workdir: str, *, retry_failed: bool = False,
-              resume_unfinished: bool = False, report: bool = True) -> dict[str, str]:
-    """Plans ``sweep`` for this process's devices, trains every run not done yet, writes the
-    report; returns {run name: status}."""
+              resume_unfinished: bool = False, report: bool = True,
+              shard: shards.Shard | None = None) -> dict[str, str]:
+    """Plans ``sweep`` for this process's devices, trains every run not done yet (of
+    ``shard``'s part: :mod:`~easgd_jax.experiments.shards`), writes the report; returns {run
+    name: status}."""
     import jax
 
-    runs = plan(sweep, device_budget=len(jax.devices()))
+    runs = shard_plan(sweep, shard, device_budget=len(jax.devices()))
     check_finished_runs(runs, workdir)
-    with workdir_lock(workdir, SWEEP_LOCK):  # one sweep per workdir
+    with shards.sweep_lock(workdir, shard):  # one sweep (or one split of it) per workdir
         return _run_locked(sweep, runs, workdir, retry_failed, resume_unfinished, report)
 
 
@@ -487,7 +501,8 @@ def _run_locked(sweep: ml_collections.ConfigDict, runs: Sequence[Run], workdir: 
                 statuses[run.name] = "unfinished"
                 break
     if report:
-        sweep_report.write_report(workdir, sweep)
+        with shards.report_lock(workdir):  # shards end one after another: the last is whole
+            sweep_report.write_report(workdir, sweep)
     return statuses
 
 
@@ -540,6 +555,9 @@ _RETRY_FAILED = flags.DEFINE_bool("retry_failed", False, "Run diverged runs agai
 _RESUME_UNFINISHED = flags.DEFINE_bool(
     "resume_unfinished", False, "Resume unfinished runs from their checkpoints instead of "
     "starting them afresh (their wall-clock curves are then approximate).", flag_values=FLAGS)
+_SHARD = flags.DEFINE_string(
+    "shard", None, "K/N: train the K-th of N parts of the sweep (whole settings), so that N "
+    "processes share one workdir; each writes the report when it ends.", flag_values=FLAGS)
 flags.mark_flags_as_required(["config", "workdir"], flag_values=FLAGS)
 
 
@@ -557,16 +575,21 @@ def main(argv: list[str]) -> None:
     except (FileNotFoundError, ValueError) as e:
         raise app.UsageError(str(e)) from None
     workdir = _WORKDIR.value
+    try:
+        shard = shards.parse(_SHARD.value)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
     if _DRY_RUN.value:
-        runs = plan(sweep, device_budget=required_devices(sweep))
+        runs = shard_plan(sweep, shard, device_budget=required_devices(sweep))
         for run in runs:
             print(run.name, status(os.path.join(workdir, RUNS, run.name)),
                   f"num_devices={run.config.num_devices}", ",".join(run.grids))
-        print(_dry_run_count(runs, sweep.seeds[0]))
+        part = f"shard {shard[0]}/{shard[1]}: " if shard else ""
+        print(part + _dry_run_count(runs, sweep.seeds[0]))
         return
     parallel.use_simulated_cpu_devices(required_devices(sweep))  # no effect on GPUs
     statuses = run_sweep(sweep, workdir, retry_failed=_RETRY_FAILED.value,
-                         resume_unfinished=_RESUME_UNFINISHED.value)
+                         resume_unfinished=_RESUME_UNFINISHED.value, shard=shard)
     counts = {s: list(statuses.values()).count(s) for s in sorted(set(statuses.values()))}
     logging.info("sweep done: %s; report in %s", counts, os.path.join(workdir, "report"))
 

@@ -55,6 +55,25 @@ def _describe(holder: dict) -> str:
     return f"pid {holder['pid']} on host {holder.get('host', '?')} (since {started})"
 
 
+def held_by(path: str) -> str | None:
+    """Who holds the lock file at ``path`` ("pid P on host H (since T)"), None when no
+    live process holds it (or there is no such file). Takes the lock for an instant when it
+    is free."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _describe(_read_holder(fd))
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def workdir_lock(workdir: str, name: str | None = None) -> Iterator[str]:
     """Holds the workdir's lock for the body; raises :class:`WorkdirBusyError` naming the

@@ -524,6 +524,27 @@ def test_a_second_sweep_in_a_workdir_is_refused_before_it_touches_a_run(tmp_path
     assert os.listdir(workdir) == [".sweep.lock"]
 
 
+@pytest.mark.slow
+def test_two_shards_train_every_run_once_and_the_last_writes_the_whole_report(
+        tmp_path, tiny_sweep_run):
+    """--shard 0/2 and 1/2 in one workdir (one after the other here; beside each other on
+    a machine): each trains its part's settings, together every run once."""
+    workdir = str(tmp_path)
+    for name in ("easgd_tau2_p2_lr0.1_seed0", "easgd_tau2_p2_lr1e+09_seed0"):
+        shutil.copytree(os.path.join(tiny_sweep_run[0], "runs", name),
+                        os.path.join(workdir, "runs", name))
+    config = _tiny_sweep()
+    config.grids[0]["periods"] = [2, 4]
+    config.methods.easgd.learning_rates = [0.1]
+    first = sweep.run_sweep(config, workdir, shard=(0, 2))
+    second = sweep.run_sweep(config, workdir, shard=(1, 2))
+    assert first.keys().isdisjoint(second.keys())
+    assert {**first, **second} == {"easgd_tau2_p2_lr0.1_seed0": "finished",
+                                   "easgd_tau4_p2_lr0.1_seed0": "finished"}
+    summary = list(csv.DictReader(open(os.path.join(workdir, "report", "summary.csv"))))
+    assert sorted(r["tau"] for r in summary) == ["2", "4"]
+
+
 def test_each_grid_keeps_its_learning_rate_rule_and_a_shared_run_trains_for_the_most_needing(
         monkeypatch):
     """A grid's own learning_rate_selection; a run of two grids trains when either rule needs
