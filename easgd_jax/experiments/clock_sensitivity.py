@@ -193,8 +193,8 @@ def write(runs_csv: str, sweep: Mapping[str, Any] | Any, outdir: str) -> tuple[s
     threshold = float(sweep.get("threshold", 0.5))
     spec = report_spec.report_spec(sweep).speedup
     recorded = runs.read_runs_csv(runs_csv, threshold, fixed_methods(sweep))
-    summary = stats.summarize(recorded, threshold, sweep.get("learning_rate_selection",
-                                                             "all_seeds"))
+    summary = stats.summarize(recorded, threshold, stats.grid_selections(sweep),
+                              sweep.get("chance_error"), sweep.get("select_on", "test"))
     cluster = sweep.get("overrides", {}).get("cluster", {})
     table = sensitivity(summary, spec.grid, spec.fast, spec.slow,
                         cluster.get("compute_s_per_step", 0.010),

@@ -230,22 +230,27 @@ def _cell(value: str, cast: Any = float) -> Any:
 def read_runs_csv(path: str, threshold: float, fixed_methods: Sequence[str] = ()
                   ) -> list[RecordedRun]:
     """The runs of a report's ``runs.csv`` (written at ``threshold``) as
-    :class:`RecordedRun`; ``fixed_methods``: the methods whose p the sweep fixes (MSGD)."""
+    :class:`RecordedRun` (the final validation error as its one validation point, when the
+    file records it); ``fixed_methods``: the methods whose p the sweep fixes (MSGD)."""
     with open(path, encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
     runs = []
     for r in rows:
         final = _cell(r["final_test_error"])
+        val = _cell(r.get("final_val_error", ""))
         sim = _cell(r.get("sim_time_s", ""))
+        # The tag: its column (issue 33's files on); before it, issue 16's one tag.
+        tag = r["tag"] if "tag" in r else (
+            "steps2000" if r["name"].endswith("_steps2000") else "")
         runs.append(RecordedRun(
             name=r["name"], method=r["method"], algorithm=r["algorithm"],
             tau=_cell(r["tau"], int), num_workers=int(r["p"]),
             fixed_workers=r["method"] in fixed_methods,
             learning_rate=float(r["learning_rate"]), seed=int(r["seed"]),
             grids=r["grids"].split(), status=r["status"], resumed=r["resumed"] == "True",
-            tag="steps2000" if r["name"].endswith("_steps2000") else "",
-            steps=[int(r["steps"])] if r["steps"] else [],
+            tag=tag, steps=[int(r["steps"])] if r["steps"] else [],
             test_error=[] if final is None else [final],
+            val_error=[] if val is None else [val],
             sim_time_s=[sim] if sim is not None else [],
             message=r.get("message", ""), wall_time_s=_cell(r.get("wall_time_s", "")),
             compile_s=_cell(r.get("startup_s", "")) or 0.0,

@@ -29,7 +29,8 @@ def fmt(value: Any, digits: int = 4) -> str:
 
 
 def run_rows(runs: Sequence[RunResult], threshold: float) -> list[Row]:
-    """One row per run: its settings, status, errors, steps and time to ``threshold``, its
+    """One row per run: its settings (grid tag included), status, errors (the final
+    validation error too, nan when not recorded), steps and time to ``threshold``, its
     simulated time and bytes per step, wall time and startup, its message's first line."""
     rows = []
     for r in runs:
@@ -40,6 +41,7 @@ def run_rows(runs: Sequence[RunResult], threshold: float) -> list[Row]:
             "learning_rate": r.learning_rate, "seed": r.seed, "status": r.status,
             "steps": r.steps[-1] if r.steps else None,
             "final_test_error": r.final_test_error, "best_test_error": r.best_test_error,
+            "final_val_error": r.final_val_error, "tag": r.tag,
             "steps_to_threshold": steps, "time_to_threshold_s": seconds,
             "sim_time_to_threshold_s": r.to_threshold(threshold, "cluster")[1],
             "sim_time_s": r.sim_time_s[-1] if r.sim_time_s else None,

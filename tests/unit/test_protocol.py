@@ -140,6 +140,30 @@ def test_an_edge_chosen_on_the_first_seed_is_chosen_again_on_every_seed():
     assert "lr 0.1, every rate on every seed)" in tables.by_period_markdown([row], "tau", 0.2)
 
 
+def test_a_runs_csv_keeps_what_a_validation_choice_and_a_tagged_grid_need(tmp_path):
+    """runs.csv holds each run's final validation error and its grid's tag: the report read
+    back from it chooses the same rates on validation, by the same rules, as from the runs
+    (before, it held neither: a validation sweep's report could not be read back)."""
+    members = [_run(lr=lr, seed=s, final=0.1 + lr / 10 + s / 100, val=0.3 - lr + s / 50)
+               for lr in (0.05, 0.1, 0.2) for s in (0, 1, 2)]
+    members += [_run(lr=0.2, seed=3, status="diverged", test_error=[0.9])]
+    for r in members[:5]:
+        r.tag = "n40k"
+    path = str(tmp_path / "runs.csv")
+    tables.write_csv(path, tables.run_rows(members, 0.2))
+    back = runs.read_runs_csv(path, 0.2)
+    assert [r.tag for r in back] == [r.tag for r in members]
+    assert [r.val_error for r in back[:2]] == [[m.final_val_error] for m in members[:2]]
+    assert back[-1].val_error == []  # diverged: no validation point
+    for rule in ("all_seeds", "first_seed", "first_seed_unless_edge"):
+        for original, read in zip(stats.summarize(members, 0.2, rule, 0.9, "validation"),
+                                  stats.summarize(back, 0.2, rule, 0.9, "validation"),
+                                  strict=True):
+            for column in ("chosen_learning_rate", "selection", "mean_final_test_error",
+                           "mean_final_val_error", "seeds", "failed_seeds"):
+                assert read[column] == pytest.approx(original[column]), (rule, column)
+
+
 def test_a_runs_csv_gives_back_its_report_summary():
     """The report read from docs/mnist1d_paper/runs.csv chooses the rates and gives the means
     and times of docs/mnist1d_paper/summary.csv (itself written from it)."""
