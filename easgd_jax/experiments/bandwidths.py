@@ -212,7 +212,7 @@ def _curves(outdir: str, by_bandwidth: Mapping[float, Sequence[runs_lib.RunResul
                 drawn = plots.plot_curves(
                     name, "cluster", layout, threshold, scratch, styles,
                     {r.method for r in members}, metric,
-                    xlabel=f"simulated cluster time (s) at {gbit:g} Gb/s, recomputed from the "
+                    xlabel=f"simulated cluster time (s) at {gbit:g} Gb/s: recomputed from the "
                     "recorded steps")
                 path = os.path.join(outdir, f"{name}_curves_cluster_{gbit:g}gbit.png")
                 os.replace(drawn, path)

@@ -72,9 +72,10 @@ def _log_scale_if_spread(axes: Sequence[Any], values: Iterable[float]) -> bool:
 
 
 def _legend(fig: Any, styles: Styles, entries: Sequence[tuple[str, str, Any]],
-            threshold: float | None, width: float, metric: Metric = ERROR) -> None:
+            threshold: float | None, width: float, metric: Metric = ERROR,
+            title: str | None = None) -> None:
     """One legend for the figure, outside below its axes (constrained layout makes room):
-    (method, label, linestyle) entries in the method's colour and marker."""
+    (method, label, linestyle) entries in the method's colour and marker, under ``title``."""
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color=styles[m][0], marker=styles[m][1], linestyle=style,
@@ -84,7 +85,7 @@ def _legend(fig: Any, styles: Styles, entries: Sequence[tuple[str, str, Any]],
                               label=f"threshold {metric.amount(threshold)}"))
     ncol = max(1, min(len(handles), int(width // 2.6)))
     fig.legend(handles=handles, loc="outside lower center", ncol=ncol, fontsize=8,
-               frameon=False)
+               frameon=False, title=title, title_fontsize=8)
 
 
 def _missing_note(fig: Any, missing: Mapping[str, str]) -> None:
@@ -106,10 +107,11 @@ def _threshold_line(ax: Any, threshold: float, metric: Metric = ERROR) -> None:
 
 
 def _entry_label(runs: Sequence[RunResult], panel_dim: str, variants: Sequence,
-                 shared: bool) -> str:
+                 shared: bool, counts: Sequence[tuple[int, int]] = ()) -> str:
     """The method, its tau when panels are per p, the other dimension's value when the
     method has several lines in a panel, "(every panel)" for the shared ones, and the
-    seeds the mean is over (with how many failed)."""
+    seeds the mean is over (with how many failed): ``counts``, (seeds, failed) of each
+    panel drawn (default: ``runs``'), as a range when panels differ."""
     run = runs[0]
     label = run.method
     other = run.num_workers if panel_dim == "tau" else run.tau
@@ -117,8 +119,12 @@ def _entry_label(runs: Sequence[RunResult], panel_dim: str, variants: Sequence,
         label += f" ({'p' if panel_dim == 'tau' else 'tau'} {other})"
     elif panel_dim == "p" and run.tau is not None:
         label += f" (tau {run.tau})"
-    failed = sum(r.status != "finished" for r in runs)
-    label += f", mean of {len(runs)}" + (f" ({failed} failed)" if failed else "")
+    counts = list(counts) or [(len(runs), sum(r.status != "finished" for r in runs))]
+    seeds, failed = sorted({n for n, _ in counts}), sorted({f for _, f in counts})
+    label += f", mean of {seeds[0]}" + (f"-{seeds[-1]} (by panel)" if len(seeds) > 1 else "")
+    if failed[-1]:
+        label += f" ({failed[0]}-{failed[-1]} failed)" if len(failed) > 1 else (
+            f" ({failed[0]} failed)")
     return label + (" (every panel)" if shared else "")
 
 
@@ -201,7 +207,8 @@ def mean_curve(runs: Sequence[RunResult], attribute: str,
 def _draw_panel(axes: Any, col: int, value: Any, panels: Panels, attribute: str,
                 styles: Styles, entries: dict, plotted: dict[str, list[float]]) -> None:
     """The mean curves (and min-max bands) of column ``col`` (the panel of ``value``)
-    against ``attribute``; records their legend entries and the values drawn."""
+    against ``attribute``; records their legend entries ({(method, line): (runs, style,
+    [(seeds, failed) per panel])}) and the values drawn."""
     for _, runs in sorted(panels.groups.items()):
         run = runs[0]
         drawn, shared = panels.placement(run, value)
@@ -211,9 +218,8 @@ def _draw_panel(axes: Any, col: int, value: Any, panels: Panels, attribute: str,
         colour, marker = styles[run.method]
         index = panels.variants[run.method].index(panels.other(run))
         style = "--" if shared else LINESTYLES[index % len(LINESTYLES)]
-        entries.setdefault((run.method, index), (run.method, _entry_label(
-            runs, panels.dim, panels.variants[run.method], shared and len(panels.values) > 1),
-            style))
+        entries.setdefault((run.method, index), (runs, style, []))[2].append(
+            (len(runs), sum(r.status != "finished" for r in runs)))
         for row, key in enumerate(CURVE_KEYS):
             x, mean, low, high = mean_curve(runs, attribute, key)
             ax = axes[row][col]
@@ -226,10 +232,13 @@ def _draw_panel(axes: Any, col: int, value: Any, panels: Panels, attribute: str,
 
 def _dress_panel(axes: Any, col: int, value: Any, grid: str, panel_dim: str, xlabel: str,
                  threshold: float, metric: Metric = ERROR) -> None:
-    """Column ``col``'s labels, title and threshold line (the last row: ``metric``)."""
+    """Column ``col``'s labels, title and threshold line (the last row: ``metric``); the x
+    label on the bottom row only, up to its first colon (the figure's own x label gives the
+    rest once: :func:`plot_curves`)."""
     for row, key in enumerate(CURVE_KEYS):
         ax = axes[row][col]
-        ax.set_xlabel(xlabel, fontsize=8)
+        if row == len(CURVE_KEYS) - 1:
+            ax.set_xlabel(xlabel.split(":")[0], fontsize=8)
         if col == 0:
             ax.set_ylabel(_ylabel(key, metric))
         if key == "test_error":
@@ -280,7 +289,15 @@ def plot_curves(grid: str, clock: str, panels: Panels, threshold: float, outdir:
         if _log_scale_if_spread(axes[row], plotted[key] + [threshold] * (
                 key == "test_error")):
             axes[row][0].set_ylabel(_ylabel(key, metric) + ", log")
-    _legend(fig, styles, [entries[k] for k in sorted(entries)], threshold, width, metric)
+    # The clock in full, once, over the legend (in a panel it would overrun its neighbour).
+    labels = []
+    for key in sorted(entries):
+        runs, style, counts = entries[key]
+        shared = panels.placement(runs[0], panels.values[0])[1] and len(panels.values) > 1
+        labels.append((key[0], _entry_label(runs, panels.dim, panels.variants[key[0]], shared,
+                                            counts), style))
+    _legend(fig, styles, labels, threshold, width, metric,
+            title=f"x axis: {xlabel}" if ":" in xlabel else None)
     _missing_note(fig, _curve_missing(panels, methods, attribute))
     path = os.path.join(outdir, f"{grid}_curves_{clock}.png")
     fig.savefig(path, dpi=90)

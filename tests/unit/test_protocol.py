@@ -4,6 +4,7 @@ grid's edge, the report from a runs.csv, curves as seed means, one palette."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 
@@ -193,6 +194,34 @@ def test_curves_are_seed_means_with_a_band():
     np.testing.assert_allclose(mean, [0.7, 0.5, 0.2])
     np.testing.assert_allclose(low, [0.6, 0.4, 0.2])
     np.testing.assert_allclose(high, [0.8, 0.6, 0.2])
+
+
+def test_curve_legends_count_each_panels_seeds_and_name_the_clock_once(tmp_path,
+                                                                       monkeypatch):
+    """A method's legend entry counts the seeds of every panel it is drawn in (a first
+    panel of 1 seed said "mean of 1" for panels of 8); the clock's full name is the
+    legend's title, each bottom panel its short name (in every panel it overran the next)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.figure
+
+    runs_ = [_run(seed=0), *[dataclasses.replace(_run(seed=s), tau=16) for s in range(3)]]
+    for r in runs_:
+        r.sim_time_s = [0.1 * s for s in r.steps]
+    layout = plots._panels("tau", [4, 16], {("easgd", 4): runs_[:1], ("easgd", 16): runs_[1:]})
+    saved = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
+                        lambda fig, *a, **k: saved.append(fig))
+    plots.plot_curves("tau", "cluster", layout, 0.2, str(tmp_path),
+                      plots.method_styles(["easgd"]), ["easgd"])
+    (legend,) = saved[0].legends
+    assert [t.get_text() for t in legend.get_texts()][0] == "easgd, mean of 1-3 (by panel)"
+    assert legend.get_title().get_text() == "x axis: " + plots.CLOCKS["cluster"][1]
+    bottom = [ax.get_xlabel() for ax in saved[0].axes]
+    assert bottom[-2:] == ["simulated cluster time (s)"] * 2 and bottom[0] == ""
+    assert plots._entry_label(runs_[1:], "tau", [4], False, [(8, 0), (8, 2)]) == (
+        "easgd, mean of 8 (0-2 failed)")
 
 
 def test_a_method_without_tau_is_a_reference_line_across_every_tau():
