@@ -222,6 +222,12 @@ def test_curve_legends_count_each_panels_seeds_and_name_the_clock_once(tmp_path,
     assert bottom[-2:] == ["simulated cluster time (s)"] * 2 and bottom[0] == ""
     assert plots._entry_label(runs_[1:], "tau", [4], False, [(8, 0), (8, 2)]) == (
         "easgd, mean of 8 (0-2 failed)")
+    assert {ax.get_xscale() for ax in saved[0].axes} == {"linear"}
+    runs_[0].sim_time_s = [6 * t for t in runs_[0].sim_time_s]  # ends 6x later: log time
+    plots.plot_curves("tau", "cluster", layout, 0.2, str(tmp_path),
+                      plots.method_styles(["easgd"]), ["easgd"])
+    assert {ax.get_xscale() for ax in saved[1].axes} == {"log"}
+    assert saved[1].axes[-1].get_xlabel() == "simulated cluster time (s), log"
 
 
 def test_a_method_without_tau_is_a_reference_line_across_every_tau():
