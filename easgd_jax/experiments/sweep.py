@@ -512,16 +512,16 @@ def _dry_run_count(runs: Sequence[Run], first_seed: int) -> str:
     forced run may be at it, or when the first seed all diverged), or every one under
     "first_seed_unless_edge" when that choice is an edge."""
     others: dict[tuple, list[Run]] = {}
+    forced: set[tuple] = set()  # (setting, seed) with a run that trains whatever is chosen
     least = most = 0
     for run in runs:
         if run.seed == first_seed or "all_seeds" in run.selections:
             least, most = least + 1, most + 1
+            forced.add((*_setting(run), run.seed))
         else:
             others.setdefault((*_setting(run), run.seed), []).append(run)
-    for group in others.values():
-        forced = any("all_seeds" in r.selections for r in runs
-                     if (*_setting(r), r.seed) == (*_setting(group[0]), group[0].seed))
-        least += 0 if forced else 1
+    for key, group in others.items():
+        least += 0 if key in forced else 1
         most += len(group) if any("first_seed_unless_edge" in r.selections
                                   for r in group) else 1
     settings = len({_setting(run) for run in runs})
