@@ -84,8 +84,9 @@ SIGNIFICANCE = 0.05
 def support(better: Row | None, worse: Row | None) -> str:
     """Whether ``better``'s lower mean error than ``worse``'s is significant: "supported (TEST
     p = ...)" when the seed-by-seed test (:func:`stats.paired_test`) gives p < 0.05 and the
-    difference has that sign, else "not supported at n = N (...)"; "" when a row has no
-    per-seed errors (a summary from before issue 33)."""
+    difference has that sign, "contradicted: the opposite is significant (...)" when it
+    has the other sign, else "not supported at n = N (...)"; "" when a row has no per-seed
+    errors (a summary from before issue 33)."""
     if better is None or worse is None:
         return ""
     a = parse_seed_errors(better.get("seed_errors"))
@@ -93,8 +94,11 @@ def support(better: Row | None, worse: Row | None) -> str:
     if not a or not b:
         return ""
     c = paired_test(a, b)
-    if c.p_value is not None and c.p_value < SIGNIFICANCE and c.difference < 0:
-        return f"supported ({c.text()})"
+    if c.p_value is not None and c.p_value < SIGNIFICANCE:
+        if c.difference < 0:
+            return f"supported ({c.text()})"
+        if c.difference > 0:
+            return f"contradicted: the opposite is significant ({c.text()})"
     return f"not supported at n = {c.n} ({c.text()})"
 
 
@@ -291,6 +295,21 @@ def judge(summary: Sequence[Row], spec: FindingsSpec = PAPER_FINDINGS) -> list[J
                              f"3 ({spec.long_label})")]
 
 
+def verdict_table(judgements: Sequence[Judgement]) -> str:
+    """Every verdict in one Markdown table: finding, item, verdict, its numbers, and whether
+    the comparison it rests on is significant ("yes", "no", or "-" with no test)."""
+    lines = ["| finding | item | verdict | numbers (mean error %, failed/seeds) | "
+             "significant (p < 0.05)? |", "|---|---|---|---|---|"]
+    for j in judgements:
+        test = j.support.split(" (", 1)[-1][:-1] if j.support else ""
+        significant = ("-" if not j.support else
+                       f"**yes** ({test})" if j.support.startswith("supported") else
+                       f"no, **the opposite is** ({test})"
+                       if j.support.startswith("contradicted") else f"no ({test})")
+        lines.append(f"| {j.finding} | {j.item} | {j.verdict} | {j.numbers} | {significant} |")
+    return "\n".join(lines)
+
+
 def comparison(summary: Sequence[Row], grid: str) -> list[str]:
     """One line per setting of an extra grid (LSGD vs EASGD/EAMSGD; APAM vs AMSGrad)."""
     rows = [r for r in summary if r["grid"] == grid]
@@ -334,6 +353,9 @@ def findings_markdown(summary: Sequence[Row], threshold: float,
            "easgd_jax/experiments/findings.py. Time to threshold: first evaluation at <= "
            f"{100 * threshold:g}% test error, compilation excluded.", ""]
     judgements = judge(summary, spec)
+    if judgements:
+        out += ["Every verdict at a glance (each one's numbers and test below):", "",
+                verdict_table(judgements), ""]
 
     def of(finding: str) -> tuple[list[str], list[str]]:
         chosen = [j for j in judgements if j.finding == finding]

@@ -127,3 +127,23 @@ def test_finding_1_on_its_own_grid_and_the_rule_of_the_rates_stated():
     rows[0]["selection"] = "first_seed"
     assert "elsewhere on the first seed's final VALIDATION error alone" in (
         sweep_findings.findings_markdown(rows, 0.2, spec))
+
+
+def test_a_verdict_table_heads_the_findings_and_names_a_contradiction():
+    """findings.md opens with every verdict in one table; a comparison significant the
+    other way from the claim says so ("the opposite is"), not merely "not supported"."""
+    worse = row("tau", "easgd", 64, 4, 0.12)
+    better = row("tau", "easgd", 1, 4, 0.10)
+    worse["seed_errors"] = " ".join(f"{s}:{0.12 + s / 1000}" for s in range(8))
+    better["seed_errors"] = " ".join(f"{s}:{0.10 + s / 900}" for s in range(8))
+    assert sweep_findings.support(worse, better).startswith(
+        "contradicted: the opposite is significant (paired t")
+    assert sweep_findings.support(better, worse).startswith("supported (paired t")
+    rows = tau_grid([0.05] * 4, [0.06] * 4, [0.07, 0.08, 0.5, 0.6])
+    text = sweep_findings.findings_markdown(rows, 0.2)
+    table = text.split("Every verdict at a glance")[1].split("### 1.")[0]
+    assert "| finding | item | verdict |" in table
+    assert table.count("\n| ") == 1 + len(sweep_findings.judge(rows))  # header, verdicts
+    judged = sweep_findings.Judgement("3", "easgd, larger tau (p = 4)", "partly", "n",
+                                      "line", sweep_findings.support(worse, better))
+    assert "| no, **the opposite is** (paired t" in sweep_findings.verdict_table([judged])
