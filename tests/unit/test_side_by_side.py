@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from easgd_jax.experiments import side_by_side
 
 
@@ -37,3 +39,15 @@ def test_settings_are_matched_and_the_difference_is_right_minus_left():
     assert "**supported**" in text.splitlines()[4] and "asynchronous - synchronous" in text
     assert [r[0] for r in side_by_side.compare(sync, asynchronous, ["msgd"])] == [
         ("msgd", None, 1)]
+
+
+def test_a_setting_two_grids_hold_with_other_runs_must_be_chosen():
+    """n40k (40k examples) holds EASGD at tau 16, p 4 as the asynchronous grid does: not
+    the same data; the comparison refuses to pick one, and takes the grid it is given."""
+    sync = [_row("easgd", 16, 4, [0.10, 0.11], grid="f2_tau"),
+            _row("easgd", 16, 4, [0.05, 0.06], grid="n40k")]
+    asynchronous = [_row("easgd", 16, 4, [0.09, 0.13], grid="async_tau")]
+    with pytest.raises(ValueError, match="in grids 'f2_tau' and 'n40k' with other runs"):
+        side_by_side.compare(sync, asynchronous)
+    (_, left, _, _), = side_by_side.compare(sync, asynchronous, left_grids=["f2_tau"])
+    assert left is sync[0]
