@@ -30,7 +30,8 @@ writes SWEEP_DIR/report/:
     findings_compare.md  with --compare: finding | old verdict | new verdict | numbers
     GRID_by_period.md    per grid that has them (by default, where the period varies):
                          method x period tables of the mean error (failures counted) and the
-                         median time to threshold (:func:`tables.by_period_markdown`)
+                         median time to threshold (:func:`tables.by_period_markdown`);
+    GRID_by_p.md         the same, method x p, for a grid without them whose panels are p
     cluster_bandwidths.md, GRID_curves_cluster_Xgbit.png
                          with ``sweep.bandwidths``: the times to threshold and the curves at
                          other link bandwidths, recomputed from the recorded steps
@@ -117,6 +118,9 @@ def _write_tables(outdir: str, rows: Sequence[Row], summary: Sequence[Row],
         if grid.by_period:
             _write(os.path.join(outdir, f"{name}_by_period.md"),
                    tables.by_period_markdown(summary, name, threshold, metric), files)
+        elif grid.panels == "p":
+            _write(os.path.join(outdir, f"{name}_by_p.md"),
+                   tables.by_period_markdown(summary, name, threshold, metric, "p"), files)
     speedup = spec.speedup
     sim = any(row["sim_time_s"] is not None for row in rows)
     if speedup is not None and sim and speedup.grid in names:

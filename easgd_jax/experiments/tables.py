@@ -212,22 +212,27 @@ def markdown(rows: Sequence[Row], threshold: float, metric: Metric = ERROR) -> s
 # --- a grid's method x period tables ----------------------------------------------------------
 
 
+def edge_note(edge: str | None) -> str:
+    """", top of grid" / ", bottom of grid" / ", one rate run" (``rate_edge`` "single"), or ""."""
+    return "" if not edge else ", one rate run" if edge == "single" else f", {edge} of grid"
+
+
 def _by_period_cells(rows: Sequence[Row], cell: Row | None, tau: int,
-                     clock: str, metric: Metric = ERROR) -> tuple[str, str]:
-    """One (method, tau) cell of the error table and of the time table, the column's lowest
-    error and shortest time in bold."""
+                     clock: str, metric: Metric = ERROR, axis: str = "tau") -> tuple[str, str]:
+    """One (method, ``axis`` value) cell of the error table and of the time table, the
+    column's lowest error and shortest time in bold."""
     if cell is None or cell["mean_final_test_error"] is None:
         return "", ""
 
     def best(column: str) -> float | None:
-        values = [r[column] for r in rows if r["tau"] == tau and r[column] is not None]
+        values = [r[column] for r in rows if r[axis] == tau and r[column] is not None]
         return min(values) if values else None
 
     text = (f"{_pct_or_blank(cell['mean_final_test_error'], metric)} +- "
             f"{_pct_or_blank(cell['std_final_test_error'], metric) or 'n/a'}")
     if cell["mean_final_test_error"] == best("mean_final_test_error"):
         text = f"**{text}**"
-    edge = f", {cell['rate_edge']} of grid" if cell.get("rate_edge") else ""
+    edge = edge_note(cell.get("rate_edge"))
     if cell.get("selection") == ESCALATED:
         edge += ", every rate on every seed"
     error = (f"{text} ({cell['failed_seeds']}/{cell['seeds']} failed, lr "
@@ -239,25 +244,31 @@ def _by_period_cells(rows: Sequence[Row], cell: Row | None, tau: int,
 
 
 def by_period_markdown(summary: Sequence[Row], grid: str, threshold: float,
-                       metric: Metric = ERROR) -> str:
-    """One grid's summary as method x period tables: the mean final test error (failures as
-    chance) +- std with the failed seeds, and the median simulated (or wall) time to
-    ``threshold``; the lowest mean error and the shortest time in each column in bold."""
-    rows = [r for r in summary if r["grid"] == grid and r["tau"] is not None]
-    taus = sorted({r["tau"] for r in rows})
-    cell = {(r["method"], r["tau"]): r for r in rows}
+                       metric: Metric = ERROR, axis: str = "tau") -> str:
+    """One grid's summary as method x period tables (``axis`` "p": method x p, a method's
+    row named with its tau): the mean final test error (failures as chance) +- std with the
+    failed seeds, and the median simulated (or wall) time to ``threshold``; the lowest mean
+    error and the shortest time in each column in bold."""
+    other = "p" if axis == "tau" else "tau"
+    rows = [r for r in summary if r["grid"] == grid and r[axis] is not None
+            and (axis == "tau" or r["tau"] is not None)]
+    values = sorted({r[axis] for r in rows})
+    cell = {(r["method"], r[other], r[axis]): r for r in rows}
     clock = "sim_time_to_threshold_s" if any(r["sim_time_to_threshold_s"] is not None
                                              for r in rows) else "time_to_threshold_s"
     ps = sorted({r["p"] for r in rows})
-    header = "| method | " + " | ".join(f"tau {t}" for t in taus) + " |"
-    rule = "|---|" + "---|" * len(taus)
+    header = "| method | " + " | ".join(f"{axis} {v}" for v in values) + " |"
+    rule = "|---|" + "---|" * len(values)
     error_lines, time_lines = [header, rule], [header, rule]
-    for method in sorted({r["method"] for r in rows}):
-        errors, times = zip(*(_by_period_cells(rows, cell.get((method, tau)), tau, clock,
-                                               metric)
-                              for tau in taus), strict=True)
-        error_lines.append(f"| {method} | " + " | ".join(errors) + " |")
-        time_lines.append(f"| {method} | " + " | ".join(times) + " |")
+    lines = sorted({(r["method"], r[other]) for r in rows})
+    for method, key in lines:
+        errors, times = zip(*(_by_period_cells(rows, cell.get((method, key, v)), v, clock,
+                                               metric, axis)
+                              for v in values), strict=True)
+        label = method if axis == "tau" and len({k for m, k in lines if m == method}) == 1 \
+            else f"{method} ({other} {key})"
+        error_lines.append(f"| {label} | " + " | ".join(errors) + " |")
+        time_lines.append(f"| {label} | " + " | ".join(times) + " |")
     what = "simulated cluster" if clock.startswith("sim") else "wall-clock"
     return "\n".join([
         f"Grid {grid} (p = {', '.join(map(str, ps))}): mean final center {metric.heading} +- "

@@ -165,6 +165,22 @@ def test_a_runs_csv_keeps_what_a_validation_choice_and_a_tagged_grid_need(tmp_pa
                 assert read[column] == pytest.approx(original[column]), (rule, column)
 
 
+def test_a_p_grid_gets_its_method_by_p_table():
+    """GRID_by_p.md: a p grid's methods against p (each row named with its tau), the
+    column's lowest error in bold; a tau grid's table is unchanged."""
+    members = [dataclasses.replace(_run(method=m, lr=0.1, seed=s, final=e + s / 1000),
+                                   num_workers=p, tau=tau, grids=["pg"])
+               for m, tau, errors in (("eamsgd", 10, (0.05, 0.04)), ("downpour", 1, (0.09, 0.08)))
+               for p, e in zip((4, 8), errors, strict=True) for s in (0, 1)]
+    summary = stats.summarize(members, 0.2)
+    text = tables.by_period_markdown(summary, "pg", 0.2, axis="p")
+    assert "| method | p 4 | p 8 |" in text
+    assert ("| eamsgd (tau 10) | **5.05 +- 0.07** (0/2 failed, lr 0.1, one rate run) | "
+            "**4.05 +- 0.07**") in text
+    assert "| downpour (tau 1) | 9.05 +- 0.07 (0/2 failed, lr 0.1, one rate run) | 8.05" in text
+    assert "| method | tau 1 | tau 10 |" in tables.by_period_markdown(summary, "pg", 0.2)
+
+
 def test_a_runs_csv_gives_back_its_report_summary():
     """The report read from docs/mnist1d_paper/runs.csv chooses the rates and gives the means
     and times of docs/mnist1d_paper/summary.csv (itself written from it)."""
