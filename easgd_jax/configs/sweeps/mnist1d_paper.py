@@ -84,7 +84,7 @@ def paper_report() -> dict:
     return {
         "grids": [
             {"name": "tau", "panels": "tau", "against": ["tau"], "by_period": True},
-            {"name": "p", "panels": "p", "against": ["p"], "by_period": True},
+            {"name": "p", "panels": "p", "against": ["p"], "by_period": False},
             {"name": "lsgd", "panels": "tau", "against": ["tau"], "by_period": True},
             {"name": "apam", "panels": "tau", "against": [], "by_period": False},
             {"name": "long_tau", "panels": "tau", "against": ["tau"], "by_period": True},
