@@ -1,6 +1,7 @@
 """Issue 33's third pass: the contested cells of the MNIST-1D reproduction
 (docs/RESULTS.md, configs/sweeps/mnist1d_paper.py) again, under the new protocol, before
-anything is widened. DECLARED, NOT RUN in the sitting that wrote it (compute is the limit).
+anything is widened. Run across two sittings (2026-12-07); results in docs/RESULTS.md and
+docs/contested/.
 
 Protocol: 8 seeds (0-7) per cell; 500 of the 4000 MNIST-1D training examples held out as a
 validation split (``data.kwargs.validation_size``) on which every rate is chosen

@@ -6,7 +6,7 @@ simulated cluster clock, configs/sweeps/paper_cluster.py, the exchanges queueing
 master's one link), EVERY method on the same parameter-server topology
 (``cluster.topology = "parameter_server"``); the sequential MSGD for reference. The
 synchronous grids (configs/sweeps/mnist1d_paper.py, docs/mnist1d_paper/) stay beside them.
-DECLARED, NOT RUN in the sitting that wrote it.
+Run across two sittings (2026-12-07); results in docs/RESULTS.md and docs/paper_async/.
 
 Not here: ADOWNPOUR, MVADOWNPOUR and MDOWNPOUR have no asynchronous rule in the registry
 (``registry.hyperparameter_names(..., asynchronous=True)`` refuses them: asynchronous
