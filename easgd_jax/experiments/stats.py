@@ -14,10 +14,12 @@ failures, ``diverged_learning_rates`` the rates with a diverged run) and the mea
 finished seeds alone. With "first_seed" (issue 10's protocol: the other seeds ran only at
 the rate chosen on the first seed), the rate is the one whose first-seed run reached the
 lowest test error (with ``select_on = "validation"``: ended at the lowest validation error),
-and the mean counts failures the same way. With "first_seed_unless_edge" (issue 33's
-asynchronous grids and long runs), a setting whose first-seed choice sits at an edge of its
-grid (the top or bottom rate: a better rate, or a stabler one, may lie beyond it) runs every
-rate on every seed and is chosen by the "all_seeds" rule; the others as "first_seed".
+and the mean counts failures the same way. With "first_seed_checked" (issue 33's
+asynchronous grids and long runs), the first seed's choice is checked: a setting where it is
+an edge of the grid (the top or bottom rate: a better rate, or a stabler one, may lie beyond
+it) or where a run at it failed on another seed (the first seed sat near the edge of the
+stable range) runs every rate on every seed and is chosen by the "all_seeds" rule; the
+others as "first_seed".
 """
 
 from __future__ import annotations
@@ -34,11 +36,12 @@ from easgd_jax.experiments import metric as metric_lib
 from easgd_jax.experiments.metric import CHANCE_ERROR, chance_error  # noqa: F401
 from easgd_jax.experiments.runs import DONE, FAILED, RunResult, setting_key
 
-SELECTIONS = ("all_seeds", "first_seed", "first_seed_unless_edge")
+SELECTIONS = ("all_seeds", "first_seed", "first_seed_checked")
 SELECT_ON = ("test", "validation")
-# A summary row's ``selection`` under "first_seed_unless_edge" when its first seed chose an
-# edge rate and every rate then ran on every seed (the row's rate: the "all_seeds" rule).
-ESCALATED = "all_seeds (first seed at an edge)"
+# A summary row's ``selection`` under "first_seed_checked" when its first seed's choice was
+# an edge rate or failed on another seed, and every rate then ran on every seed (the row's
+# rate: the "all_seeds" rule).
+ESCALATED = "all_seeds (first seed's choice at an edge or failing)"
 STATUSES = ("finished", "diverged", "error", "unfinished", "pending")
 
 
@@ -202,9 +205,10 @@ def choose_learning_rate(members: Sequence[RunResult], selection: str = "all_see
     runs alone: on "test", the rate whose run reached the lowest test error (ties: lower
     final error, then lower rate; when every first-seed run failed, the "all_seeds" rule);
     on "validation", the rate of the lowest final validation error among them (ties: lower
-    rate; None when every first-seed run failed). "first_seed_unless_edge": the
+    rate; None when every first-seed run failed). "first_seed_checked": the
     "first_seed" choice, unless it is the top or bottom rate of the setting's grid (the rates
-    of ``members``): then the "all_seeds" choice over every seed (:func:`escalated`).
+    of ``members``) or a run at it failed: then the "all_seeds" choice over every seed
+    (:func:`escalated`).
     """
     if selection not in SELECTIONS:
         raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}; got "
@@ -212,9 +216,9 @@ def choose_learning_rate(members: Sequence[RunResult], selection: str = "all_see
     if select_on not in SELECT_ON:
         raise ValueError(f"select_on must be one of {', '.join(SELECT_ON)}; got "
                          f"{select_on!r}.")
-    if selection == "first_seed_unless_edge":
+    if selection == "first_seed_checked":
         first_choice = choose_learning_rate(members, "first_seed", chance, select_on)
-        if escalated(first_choice, (r.learning_rate for r in members)):
+        if escalated(first_choice, (r.learning_rate for r in members), _failed_rates(members)):
             return choose_learning_rate(members, "all_seeds", chance, select_on)
         return first_choice
     stats = rate_stats(members, chance)
@@ -254,11 +258,18 @@ def rate_edge(chosen: float | None, rates: Iterable[float]) -> str:
     return "top" if chosen == rates[-1] else "bottom" if chosen == rates[0] else ""
 
 
-def escalated(first_choice: float | None, rates: Iterable[float]) -> bool:
-    """Whether "first_seed_unless_edge" runs every rate on every seed of a setting whose
+def escalated(first_choice: float | None, rates: Iterable[float],
+              failed_rates: Iterable[float] = ()) -> bool:
+    """Whether "first_seed_checked" runs every rate on every seed of a setting whose
     first seed chose ``first_choice`` from its grid of ``rates``: when that choice is the
-    grid's top or bottom rate (a grid of one rate never escalates)."""
-    return rate_edge(first_choice, rates) in ("top", "bottom")
+    grid's top or bottom rate (a grid of one rate never escalates), or is among
+    ``failed_rates`` (the rates with a diverged or failed run, any seed)."""
+    return (rate_edge(first_choice, rates) in ("top", "bottom")
+            or (first_choice is not None and first_choice in set(failed_rates)))
+
+
+def _failed_rates(members: Sequence[RunResult]) -> set[float]:
+    return {r.learning_rate for r in members if r.status in FAILED}
 
 
 def _median_or_none(values: Sequence[float]) -> float | None:
@@ -347,10 +358,10 @@ def summary_row(grid: str, members: Sequence[RunResult], threshold: float, selec
     metric`), ``per_rate`` printed in its unit."""
     stats = rate_stats(members, chance)
     chosen = choose_learning_rate(members, selection, chance, select_on)
-    if selection == "first_seed_unless_edge":  # the rule the row's rate was chosen by
+    if selection == "first_seed_checked":  # the rule the row's rate was chosen by
         selection = ESCALATED if escalated(choose_learning_rate(
-            members, "first_seed", chance, select_on), (r.learning_rate for r in members)
-        ) else "first_seed"
+            members, "first_seed", chance, select_on), (r.learning_rate for r in members),
+            _failed_rates(members)) else "first_seed"
     row = _empty_row(grid, members, selection, chance, stats, chosen, select_on, metric)
     if chosen is not None:
         at = [r for r in members if r.learning_rate == chosen and r.status in DONE]

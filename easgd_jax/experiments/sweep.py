@@ -35,11 +35,13 @@ A sweep config's ``get_config()`` returns a ConfigDict with
                 lowest center test error (with select_on "validation": ended at the lowest
                 validation error; a setting whose first-seed runs all diverged runs no
                 other seed). Same seeds, fewer runs: (L + S - 1) per setting, not L * S.
-                "first_seed_unless_edge": as "first_seed", except that a setting whose
-                first seed chose the top or bottom rate of its grid runs every rate on
-                every seed and is chosen by the "all_seeds" rule (a better or stabler rate
-                may lie beyond an edge; one seed near the edge of the stable range chose
-                rates at which other seeds diverge: issue 33).
+                "first_seed_checked": as "first_seed", except that a setting whose
+                first seed chose the top or bottom rate of its grid, or a rate at which
+                another seed's run then failed, runs every rate on every seed and is chosen
+                by the "all_seeds" rule (a better or stabler rate may lie beyond an edge;
+                one seed near the edge of the stable range chose rates at which other seeds
+                diverge: issue 33). A failure found late selects the earlier seeds' other
+                rates too: the sweep passes over its runs until a pass trains nothing.
                 The report chooses each setting's rate by the same rule as the sweep ran:
                 with "all_seeds", the rate of the lowest mean final center test error over
                 all seeds, a diverged (or failed) run counted as chance error
@@ -362,14 +364,18 @@ def selected(run: Run, runs: Sequence[Run], workdir: str, first_seed: int,
     """Whether ``run`` trains under its grids' learning-rate rules: always under
     "all_seeds" and on the first seed; on another seed, at the rate its setting's first seed
     chose (:func:`chosen_learning_rate`), or at any rate when a grid's rule is
-    "first_seed_unless_edge" and that choice is an edge of the setting's rates."""
+    "first_seed_checked" and that choice is an edge of the setting's rates or a run of the
+    setting at it failed (diverged, or an error)."""
     if run.seed == first_seed or "all_seeds" in run.selections:
         return True
     setting = _setting(run)
     chosen = chosen_learning_rate(runs, setting, first_seed, workdir, select_on, metric)
-    return run.learning_rate == chosen or (
-        "first_seed_unless_edge" in run.selections
-        and stats.escalated(chosen, (r.learning_rate for r in runs if _setting(r) == setting)))
+    if run.learning_rate == chosen or "first_seed_checked" not in run.selections:
+        return run.learning_rate == chosen
+    same = [r for r in runs if _setting(r) == setting]
+    failed = {r.learning_rate for r in same if r.learning_rate == chosen
+              and status(os.path.join(workdir, RUNS, r.name)) in stats.FAILED}
+    return stats.escalated(chosen, (r.learning_rate for r in same), failed)
 
 
 class SweepStopped(Exception):
@@ -488,18 +494,29 @@ def _run_locked(sweep: ml_collections.ConfigDict, runs: Sequence[Run], workdir: 
     cache = os.path.join(workdir, "jax_cache") if sweep.get("compilation_cache", True) else None
     first_seed = sweep.seeds[0]
     select_on = sweep.get("select_on", "test")
+    attempted: set[str] = set()  # runs this invocation has run (or found done)
     with compilation_cache(cache):
-        for i, run in enumerate(runs):  # a setting's first-seed runs come before its others
-            if not selected(run, runs, workdir, first_seed, select_on, sweep.get("metric")):
-                statuses[run.name] = NOT_SELECTED
-                continue
-            logging.info("sweep: run %d/%d %s", i + 1, len(runs), run.name)
-            try:
-                statuses[run.name] = run_one(run, workdir, retry_failed, resume_unfinished)
-            except SweepStopped as e:
-                logging.warning("%s; the sweep stops here: run it again to go on.", e)
-                statuses[run.name] = "unfinished"
-                break
+        stopped, new = False, True
+        while new and not stopped:  # a late failure at a chosen rate selects earlier runs
+            new = False
+            for i, run in enumerate(runs):  # a setting's first-seed runs come first
+                if not selected(run, runs, workdir, first_seed, select_on,
+                                sweep.get("metric")):
+                    statuses[run.name] = NOT_SELECTED
+                    continue
+                if run.name in attempted:
+                    continue
+                attempted.add(run.name)
+                new = True
+                logging.info("sweep: run %d/%d %s", i + 1, len(runs), run.name)
+                try:
+                    statuses[run.name] = run_one(run, workdir, retry_failed,
+                                                 resume_unfinished)
+                except SweepStopped as e:
+                    logging.warning("%s; the sweep stops here: run it again to go on.", e)
+                    statuses[run.name] = "unfinished"
+                    stopped = True
+                    break
     if report:
         with shards.report_lock(workdir):  # shards end one after another: the last is whole
             sweep_report.write_report(workdir, sweep)
@@ -510,7 +527,7 @@ def _dry_run_count(runs: Sequence[Run], first_seed: int) -> str:
     """How many of ``runs`` train: a first-seed run or one of an "all_seeds" grid always;
     of a setting's other runs on one seed, the one at the first seed's choice (none when a
     forced run may be at it, or when the first seed all diverged), or every one under
-    "first_seed_unless_edge" when that choice is an edge."""
+    "first_seed_checked" when that choice is an edge."""
     others: dict[tuple, list[Run]] = {}
     forced: set[tuple] = set()  # (setting, seed) with a run that trains whatever is chosen
     least = most = 0
@@ -522,7 +539,7 @@ def _dry_run_count(runs: Sequence[Run], first_seed: int) -> str:
             others.setdefault((*_setting(run), run.seed), []).append(run)
     for key, group in others.items():
         least += 0 if key in forced else 1
-        most += len(group) if any("first_seed_unless_edge" in r.selections
+        most += len(group) if any("first_seed_checked" in r.selections
                                   for r in group) else 1
     settings = len({_setting(run) for run in runs})
     if least == most == len(runs):

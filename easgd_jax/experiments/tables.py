@@ -126,9 +126,9 @@ def _summary_preamble(rows: Sequence[Row], threshold: float, metric: Metric = ER
                        "(learning_rate_selection = first_seed)"),
     }
     rules[ESCALATED] = (
-        f"{rules['all_seeds']} (learning_rate_selection = first_seed_unless_edge: the first "
-        "seed chose the top or bottom rate of the grid, so every rate ran on every seed; "
-        "marked 'every seed')")
+        f"{rules['all_seeds']} (learning_rate_selection = first_seed_checked: the first "
+        "seed chose the top or bottom rate of the grid, or a rate at which another seed "
+        "failed, so every rate ran on every seed; marked 'every seed')")
     rule = "; ".join(
         (f"in the rows chosen by {s}, " if len(selections) > 1 else "")
         + rules.get(s, rules["first_seed"]) for s in selections)

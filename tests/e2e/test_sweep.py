@@ -495,12 +495,12 @@ def test_first_seed_selection_runs_the_other_seeds_at_the_chosen_rate(tmp_path,
 @pytest.mark.slow
 def test_a_first_seed_edge_runs_every_rate_on_every_seed(tmp_path, tiny_sweep_run):
     """The tiny sweep's seed 0 chooses 0.1, the bottom of [0.1, 1e9] (1e9 diverges): under
-    "first_seed_unless_edge" seed 1 runs both rates, and the report says so."""
+    "first_seed_checked" seed 1 runs both rates, and the report says so."""
     workdir = str(tmp_path)
     for name in ("easgd_tau2_p2_lr0.1_seed0", "easgd_tau2_p2_lr1e+09_seed0"):
         shutil.copytree(os.path.join(tiny_sweep_run[0], "runs", name),
                         os.path.join(workdir, "runs", name))
-    config = _tiny_sweep(seeds=[0, 1], learning_rate_selection="first_seed_unless_edge")
+    config = _tiny_sweep(seeds=[0, 1], learning_rate_selection="first_seed_checked")
     statuses = sweep.run_sweep(config, workdir)
     assert statuses == {"easgd_tau2_p2_lr0.1_seed0": "finished",
                         "easgd_tau2_p2_lr1e+09_seed0": "diverged",
@@ -545,26 +545,57 @@ def test_two_shards_train_every_run_once_and_the_last_writes_the_whole_report(
     assert sorted(r["tau"] for r in summary) == ["2", "4"]
 
 
+def test_a_failure_at_the_chosen_rate_runs_the_earlier_seeds_other_rates_too(
+        tmp_path, monkeypatch):
+    """first_seed_checked: seed 2 diverges at seed 0's choice (0.2, inside the grid) after
+    seed 1 ran at it alone; the sweep passes again and runs seeds 1 and 2 at every rate.
+    Training is stood in for: run_one records the order and writes each run's status."""
+    config = _tiny_sweep(seeds=[0, 1, 2], learning_rate_selection="first_seed_checked")
+    config.methods.easgd.learning_rates = [0.1, 0.2, 0.4]
+    workdir = str(tmp_path)
+    order = []
+
+    def fake_run_one(run, workdir_, *args):
+        order.append(run.name)
+        rundir = os.path.join(workdir_, "runs", run.name)
+        os.makedirs(rundir, exist_ok=True)
+        failed = run.name == "easgd_tau2_p2_lr0.2_seed2"
+        name = "failed.json" if failed else "final_metrics.json"
+        with open(os.path.join(rundir, name), "w") as f:
+            json.dump({"status": "diverged"} if failed else {}, f)
+        return "diverged" if failed else "finished"
+
+    monkeypatch.setattr(sweep, "run_one", fake_run_one)
+    monkeypatch.setattr(sweep, "chosen_learning_rate", lambda *a, **k: 0.2)
+    statuses = sweep.run_sweep(config, workdir, report=False)
+    assert order[:5] == ["easgd_tau2_p2_lr0.1_seed0", "easgd_tau2_p2_lr0.2_seed0",
+                         "easgd_tau2_p2_lr0.4_seed0", "easgd_tau2_p2_lr0.2_seed1",
+                         "easgd_tau2_p2_lr0.2_seed2"]
+    assert sorted(order[5:]) == ["easgd_tau2_p2_lr0.1_seed1", "easgd_tau2_p2_lr0.1_seed2",
+                                 "easgd_tau2_p2_lr0.4_seed1", "easgd_tau2_p2_lr0.4_seed2"]
+    assert len(statuses) == 9 and sweep.NOT_SELECTED not in statuses.values()
+
+
 def test_each_grid_keeps_its_learning_rate_rule_and_a_shared_run_trains_for_the_most_needing(
         monkeypatch):
     """A grid's own learning_rate_selection; a run of two grids trains when either rule needs
-    it; "first_seed_unless_edge" trains every rate on the other seeds when the first seed's
+    it; "first_seed_checked" trains every rate on the other seeds when the first seed's
     choice is an edge of the grid, the chosen rate alone when it lies inside."""
     config = _tiny_sweep(seeds=[0, 1], learning_rate_selection="first_seed")
     config.methods.easgd.learning_rates = [0.1, 0.2, 0.4]
     config.grids = [
         {"name": "tau", "methods": ["easgd"], "periods": [2], "num_workers": [2]},
         {"name": "edge", "methods": ["easgd"], "periods": [4], "num_workers": [2],
-         "learning_rate_selection": "first_seed_unless_edge"},
+         "learning_rate_selection": "first_seed_checked"},
         {"name": "every", "methods": ["easgd"], "periods": [4], "num_workers": [2],
          "learning_rates": {"easgd": [0.2]}, "learning_rate_selection": "all_seeds"}]
     runs = {r.name: r for r in plan(config)}
     assert runs["easgd_tau2_p2_lr0.2_seed1"].selections == ["first_seed"]
-    assert runs["easgd_tau4_p2_lr0.1_seed1"].selections == ["first_seed_unless_edge"]
-    assert runs["easgd_tau4_p2_lr0.2_seed1"].selections == ["first_seed_unless_edge",
+    assert runs["easgd_tau4_p2_lr0.1_seed1"].selections == ["first_seed_checked"]
+    assert runs["easgd_tau4_p2_lr0.2_seed1"].selections == ["first_seed_checked",
                                                            "all_seeds"]
     assert stats.grid_selections(config) == {"tau": "first_seed", "edge":
-                                             "first_seed_unless_edge", "every": "all_seeds"}
+                                             "first_seed_checked", "every": "all_seeds"}
     planned = list(runs.values())
     assert sweep._dry_run_count(planned, 0) == (
         "12 runs planned; learning rates chosen on the first seed where a grid says so, "

@@ -111,14 +111,14 @@ def test_first_seed_selection_on_validation_uses_the_first_seeds_validation_alon
 
 
 def test_an_edge_chosen_on_the_first_seed_is_chosen_again_on_every_seed():
-    """"first_seed_unless_edge": seed 0 sits at the edge of the stable range and chooses the
+    """"first_seed_checked": seed 0 sits at the edge of the stable range and chooses the
     top rate, at which seeds 1 and 2 diverge: the rule falls back on every seed's mean
     validation error (0.1). A first-seed choice inside the grid stands as "first_seed"'s."""
     members = [_run(lr=lr, seed=0, final=0.1, val=v) for lr, v in ((0.05, 0.3), (0.1, 0.2),
                                                                     (0.2, 0.1))]
     members += [_run(lr=0.2, seed=s, status="diverged", test_error=[0.9]) for s in (1, 2)]
     members += [_run(lr=lr, seed=s, final=0.1, val=0.2) for lr in (0.05, 0.1) for s in (1, 2)]
-    rule = "first_seed_unless_edge"
+    rule = "first_seed_checked"
     assert stats.choose_learning_rate(members, "first_seed", select_on="validation") == 0.2
     assert stats.choose_learning_rate(members, rule, select_on="validation") == 0.1
     row = stats.summary_row("tau", members, 0.2, rule, 0.9, "validation")
@@ -135,10 +135,29 @@ def test_an_edge_chosen_on_the_first_seed_is_chosen_again_on_every_seed():
     assert stats.summarize(members, 0.2, {"other": rule}, 0.9, "validation")[0][
         "selection"] == "all_seeds"  # a grid the mapping does not name
     text = tables.markdown([row, plain], 0.2)
-    assert "in the rows chosen by all_seeds (first seed at an edge)" in text
+    assert f"in the rows chosen by {stats.ESCALATED}" in text
     assert "in the rows chosen by first_seed, the rate whose first-seed run ended" in text
     assert "| 0.1 | every seed |" in text
     assert "lr 0.1, every rate on every seed)" in tables.by_period_markdown([row], "tau", 0.2)
+
+
+def test_a_first_seed_choice_that_fails_on_another_seed_is_chosen_again_on_every_seed():
+    """"first_seed_checked": seed 0 chooses 0.2, inside the grid, and seed 2 diverges at
+    it (issue 33's 40k-example EASGD: the first seed sat near the edge of the stable
+    range); the rule falls back on every seed's mean (0.1, which never failed)."""
+    members = [_run(lr=lr, seed=0, final=0.1, val=v) for lr, v in ((0.05, 0.3), (0.1, 0.2),
+                                                                    (0.2, 0.1), (0.4, 0.5))]
+    members += [_run(lr=0.2, seed=1, final=0.1, val=0.1),
+                _run(lr=0.2, seed=2, status="diverged", test_error=[0.9])]
+    members += [_run(lr=lr, seed=s, final=0.1, val=0.2) for lr in (0.05, 0.1, 0.4)
+                for s in (1, 2)]
+    assert stats.choose_learning_rate(members, "first_seed", select_on="validation") == 0.2
+    assert stats.choose_learning_rate(members, "first_seed_checked",
+                                      select_on="validation") == 0.1
+    row = stats.summary_row("tau", members, 0.2, "first_seed_checked", 0.9, "validation")
+    assert (row["selection"], row["chosen_learning_rate"]) == (stats.ESCALATED, 0.1)
+    assert not stats.escalated(0.2, [0.05, 0.2, 0.4]) and stats.escalated(0.2, [0.05, 0.2, 0.4],
+                                                                         [0.4, 0.2])
 
 
 def test_a_runs_csv_keeps_what_a_validation_choice_and_a_tagged_grid_need(tmp_path):
@@ -156,7 +175,7 @@ def test_a_runs_csv_keeps_what_a_validation_choice_and_a_tagged_grid_need(tmp_pa
     assert [r.tag for r in back] == [r.tag for r in members]
     assert [r.val_error for r in back[:2]] == [[m.final_val_error] for m in members[:2]]
     assert back[-1].val_error == []  # diverged: no validation point
-    for rule in ("all_seeds", "first_seed", "first_seed_unless_edge"):
+    for rule in ("all_seeds", "first_seed", "first_seed_checked"):
         for original, read in zip(stats.summarize(members, 0.2, rule, 0.9, "validation"),
                                   stats.summarize(back, 0.2, rule, 0.9, "validation"),
                                   strict=True):
