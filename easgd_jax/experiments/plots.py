@@ -228,8 +228,8 @@ def _draw_panel(axes: Any, col: int, value: Any, panels: Panels, attribute: str,
             if len(runs) > 1:
                 ax.fill_between(x, low, high, color=colour, alpha=0.15, linewidth=0)
             plotted[key] += [*low, *high]
-            if len(x):
-                plotted.setdefault("x_end", []).append(float(x[-1]))
+        if len(x):  # where the curve ends on the x axis (the same in every row)
+            plotted.setdefault("x_end", []).append(float(x[-1]))
 
 
 def _dress_panel(axes: Any, col: int, value: Any, grid: str, panel_dim: str, xlabel: str,
@@ -299,13 +299,13 @@ def plot_curves(grid: str, clock: str, panels: Panels, threshold: float, outdir:
             ax.set_xscale("log")
         for ax in axes[-1]:
             ax.set_xlabel(ax.get_xlabel() + ", log", fontsize=8)
-    # The clock in full, once, over the legend (in a panel it would overrun its neighbour).
     labels = []
     for key in sorted(entries):
         runs, style, counts = entries[key]
         shared = panels.placement(runs[0], panels.values[0])[1] and len(panels.values) > 1
         labels.append((key[0], _entry_label(runs, panels.dim, panels.variants[key[0]], shared,
                                             counts), style))
+    # The clock in full, once, over the legend (in a panel it would overrun its neighbour).
     _legend(fig, styles, labels, threshold, width, metric,
             title=f"x axis: {xlabel}" if ":" in xlabel else None)
     _missing_note(fig, _curve_missing(panels, methods, attribute))
@@ -418,11 +418,10 @@ def _draw_against(ax: Any, lines: Mapping[tuple, list[Row]], dim: str, column: s
 
 def _draw_references(ax: Any, rows: Mapping[tuple, Row], dim: str, values: Sequence[int],
                      column: str, spread: bool, styles: Styles) -> tuple[list, list]:
-    """The grid's methods with ``dim`` fixed (the sequential MSGD: no tau (-1 in the keys
-    of ``rows``), p = 1) as
-    horizontal dashed lines at their mean, across every value of ``dim`` (as the curve
-    figures draw them in every panel), with the bootstrap 95% interval as a band when
-    ``spread``; returns the legend entries and the values drawn."""
+    """The grid's methods with ``dim`` fixed (the sequential MSGD: no tau, -1 in the keys of
+    ``rows``; p = 1) as horizontal dashed lines at their mean, across every value of ``dim``
+    (as the curve figures draw them in every panel), with the bootstrap 95% interval as a
+    band when ``spread``; returns the legend entries and the values drawn."""
     entries, plotted = [], []
     for (method, tau, p), row in sorted(rows.items(), key=lambda kv: str(kv[0])):
         if {"p": p, "tau": tau}[dim] in values or row[column] is None:
