@@ -35,13 +35,16 @@ def test_the_declared_sweeps_plan_with_the_protocol():
 
     contested = sweep.load_config_file("sweeps/contested")
     planned = sweep.plan(contested)
-    assert len(planned) == 784 and contested.select_on == "validation"
+    assert len(planned) == 936 and contested.select_on == "validation"
     assert {r.seed for r in planned} == set(range(8))
     assert all(r.config.data.kwargs.validation_size > 0 and r.config.train.eval_every == 25
                for r in planned)
     large = [r for r in planned if r.tag == "n40k"]
-    assert len(large) == 128 and all(r.config.data.kwargs.num_train == 40000
-                                     and r.config.train.num_steps == 5000 for r in large)
+    assert len(large) == 256 and all(r.config.data.kwargs.num_train == 40000
+                                     and r.config.train.num_steps == 5000
+                                     and r.selections == ["first_seed_checked"]
+                                     for r in large)
+    assert {r.selections[0] for r in planned if r.tag != "n40k"} == {"all_seeds"}
     asynchronous = sweep.plan(sweep.load_config_file("sweeps/paper_async"))
     assert len(asynchronous) == 672
     for r in asynchronous:
