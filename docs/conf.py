@@ -55,6 +55,8 @@ exclude_patterns = [
     "probes",
     "mnist1d_paper",
     "local_sgd",
+    "contested",
+    "paper_async",
     "Thumbs.db",
     ".DS_Store",
 ]
