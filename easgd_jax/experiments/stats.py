@@ -217,10 +217,7 @@ def choose_learning_rate(members: Sequence[RunResult], selection: str = "all_see
         raise ValueError(f"select_on must be one of {', '.join(SELECT_ON)}; got "
                          f"{select_on!r}.")
     if selection == "first_seed_checked":
-        first_choice = choose_learning_rate(members, "first_seed", chance, select_on)
-        if escalated(first_choice, (r.learning_rate for r in members), _failed_rates(members)):
-            return choose_learning_rate(members, "all_seeds", chance, select_on)
-        return first_choice
+        return _checked_choice(members, chance, select_on)[0]
     stats = rate_stats(members, chance)
     if not stats:
         return None
@@ -270,6 +267,16 @@ def escalated(first_choice: float | None, rates: Iterable[float],
 
 def _failed_rates(members: Sequence[RunResult]) -> set[float]:
     return {r.learning_rate for r in members if r.status in FAILED}
+
+
+def _checked_choice(members: Sequence[RunResult], chance: float,
+                    select_on: str) -> tuple[float | None, str]:
+    """"first_seed_checked"'s (rate, the rule that chose it): the "first_seed" choice and
+    "first_seed", or, when :func:`escalated`, the "all_seeds" choice and ESCALATED."""
+    first_choice = choose_learning_rate(members, "first_seed", chance, select_on)
+    if escalated(first_choice, (r.learning_rate for r in members), _failed_rates(members)):
+        return choose_learning_rate(members, "all_seeds", chance, select_on), ESCALATED
+    return first_choice, "first_seed"
 
 
 def _median_or_none(values: Sequence[float]) -> float | None:
@@ -357,11 +364,10 @@ def summary_row(grid: str, members: Sequence[RunResult], threshold: float, selec
     hold ``metric``'s values (the runs' ``test_error`` curves, :mod:`~easgd_jax.experiments.
     metric`), ``per_rate`` printed in its unit."""
     stats = rate_stats(members, chance)
-    chosen = choose_learning_rate(members, selection, chance, select_on)
-    if selection == "first_seed_checked":  # the rule the row's rate was chosen by
-        selection = ESCALATED if escalated(choose_learning_rate(
-            members, "first_seed", chance, select_on), (r.learning_rate for r in members),
-            _failed_rates(members)) else "first_seed"
+    if selection == "first_seed_checked":  # the row names the rule that chose its rate
+        chosen, selection = _checked_choice(members, chance, select_on)
+    else:
+        chosen = choose_learning_rate(members, selection, chance, select_on)
     row = _empty_row(grid, members, selection, chance, stats, chosen, select_on, metric)
     if chosen is not None:
         at = [r for r in members if r.learning_rate == chosen and r.status in DONE]
