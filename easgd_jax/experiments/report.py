@@ -36,6 +36,9 @@ writes SWEEP_DIR/report/:
                          with ``sweep.bandwidths``: the times to threshold and the curves at
                          other link bandwidths, recomputed from the recorded steps
                          (:mod:`~easgd_jax.experiments.bandwidths`)
+    GRID_ranking.md      with ``report.ranking``: per panel the methods ranked, each tested
+                         against the best (Holm-adjusted), and the named pairs
+                         (:mod:`~easgd_jax.experiments.ranking`)
     speedup_cluster.md   with simulated cluster time and the speed-up's grid in the sweep: the
                          speed-up of one (method, tau) over another at each p
                          (:func:`tables.speedup_table`)
@@ -53,7 +56,7 @@ from typing import Any
 from absl import flags
 
 # The names below are also this module's for its callers (sweep.py, tests).
-from easgd_jax.experiments import cli, findings, report_spec, stats, tables
+from easgd_jax.experiments import cli, findings, ranking, report_spec, stats, tables
 from easgd_jax.experiments import metric as metric_lib
 from easgd_jax.experiments.plots import method_styles, plot_grid
 from easgd_jax.experiments.runs import (  # noqa: F401
@@ -121,6 +124,10 @@ def _write_tables(outdir: str, rows: Sequence[Row], summary: Sequence[Row],
         elif grid.panels == "p":
             _write(os.path.join(outdir, f"{name}_by_p.md"),
                    tables.by_period_markdown(summary, name, threshold, metric, "p"), files)
+    for name in spec.ranking.grids if spec.ranking is not None else ():
+        if name in names:
+            _write(os.path.join(outdir, f"{name}_ranking.md"), ranking.ranking_markdown(
+                summary, name, spec.ranking.pairs, metric), files)
     speedup = spec.speedup
     sim = any(row["sim_time_s"] is not None for row in rows)
     if speedup is not None and sim and speedup.grid in names:

@@ -7,6 +7,7 @@
                      "long_tau_grid": GRID, "long_p_grid": GRID, "long_label": "2000 steps",
                      "comparisons": [[GRID, TITLE], ...]} | None,
         "speedup": {"grid": GRID, "fast": [METHOD, TAU], "slow": [METHOD, TAU]} | None,
+        "ranking": {"grids": [GRID, ...], "pairs": [[METHOD, METHOD], ...]} | None,
     }
 
 - ``grids``: per grid, the axis its curve panels are over (one panel per tau, or per p),
@@ -21,6 +22,9 @@
   ``tau_grid``), and the extra comparisons listed after them. None: no findings.
 - ``speedup``: the grid and the two (method, tau) of ``speedup_cluster.md`` (when the runs
   record simulated cluster time and the grid has a row). None: no speed-up table.
+- ``ranking``: the grids whose methods are ranked per panel, each tested against the
+  panel's best, and the named pairs compared at every setting
+  (:mod:`easgd_jax.experiments.ranking`, ``GRID_ranking.md``). None (the default): none.
 
 A sweep config that declares no ``report`` (and a key it leaves out) gets the EASGD paper's
 report (:data:`PAPER`): findings on the grids "tau", "p", "long_tau", "long_p" with the LSGD
@@ -83,12 +87,27 @@ class SpeedupSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class RankingSpec:
+    """The grids ranked (:mod:`easgd_jax.experiments.ranking`) and the pairs (A, B) of
+    methods compared at each of their settings."""
+
+    grids: tuple[str, ...] = ()
+    pairs: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        for pair in self.pairs:
+            if len(pair) != 2 or pair[0] == pair[1]:
+                raise ValueError(f"ranking pair {pair!r}: two different methods expected.")
+
+
+@dataclasses.dataclass(frozen=True)
 class ReportSpec:
     """A sweep's report: its grids' tables and figures, its findings, its speed-up table."""
 
     grids: tuple[GridSpec, ...] = ()
     findings: FindingsSpec | None = FindingsSpec()
     speedup: SpeedupSpec | None = SpeedupSpec()
+    ranking: RankingSpec | None = None
 
     def grid(self, name: str, runs: Sequence[RunResult],
              summary: Sequence[Mapping[str, Any]]) -> GridSpec:
@@ -163,10 +182,10 @@ def report_spec(sweep: Any) -> ReportSpec:
     section = _plain(sweep.get("report") if sweep is not None else None)
     if section is None:
         return PAPER
-    unknown = set(section) - {"grids", "findings", "speedup"}
+    unknown = set(section) - {"grids", "findings", "speedup", "ranking"}
     if unknown:
         raise ValueError(f"sweep.report: unknown keys {sorted(unknown)}; it may declare "
-                         "grids, findings and speedup.")
+                         "grids, findings, speedup and ranking.")
     spec = PAPER
     if "grids" in section:
         spec = dataclasses.replace(spec, grids=tuple(_grid(g) for g in section["grids"]))
@@ -176,4 +195,8 @@ def report_spec(sweep: Any) -> ReportSpec:
     if "speedup" in section:
         spec = dataclasses.replace(spec, speedup=None if section["speedup"] is None
                                    else _speedup(section["speedup"]))
+    if section.get("ranking") is not None:
+        ranking = section["ranking"]
+        spec = dataclasses.replace(spec, ranking=RankingSpec(
+            grids=tuple(ranking.get("grids", ())), pairs=_pairs(ranking.get("pairs", ()))))
     return spec

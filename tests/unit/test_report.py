@@ -272,10 +272,11 @@ def test_a_declared_report_layout_gets_its_tables(tmp_path):
         "grids": [{"name": "periods", "by_period": False},
                   {"name": "workers", "panels": "tau", "against": ["p", "tau"]}],
         "findings": {"tau_grid": "periods", "p_grid": "workers", "comparisons": []},
-        "speedup": {"grid": "workers", "fast": ["eamsgd", 10], "slow": ["downpour", 1]}}})
+        "speedup": {"grid": "workers", "fast": ["eamsgd", 10], "slow": ["downpour", 1]},
+        "ranking": {"grids": ["periods"], "pairs": [["eamsgd", "downpour"]]}}})
     undeclared = {os.path.basename(f) for f in report.write_report(
         root, {"threshold": 0.2}, plots=False)["files"]}
-    assert {"findings.md", "speedup_cluster.md"}.isdisjoint(undeclared)
+    assert {"findings.md", "speedup_cluster.md", "periods_ranking.md"}.isdisjoint(undeclared)
     assert {"periods_by_period.md", "workers_by_period.md"} <= undeclared  # periods vary
     # The sweep.json form declares the same spec, so it writes the same tables (its figures,
     # drawn from the spec alone, are drawn once: for the ConfigDict).
@@ -284,12 +285,16 @@ def test_a_declared_report_layout_gets_its_tables(tmp_path):
     for declared, plots in ((as_json, False), (sweep, True)):
         out = report.write_report(root, declared, plots=plots)
         files = {os.path.basename(f) for f in out["files"]}
-        assert {"findings.md", "speedup_cluster.md", "workers_by_period.md"} <= files
+        assert {"findings.md", "speedup_cluster.md", "workers_by_period.md",
+                "periods_ranking.md"} <= files
         assert "periods_by_period.md" not in files  # declared off
     # Declared: against tau too, where no method's period varies.
     assert {"workers_error_vs_p.png", "workers_error_vs_tau.png"} <= files
     text = open(os.path.join(root, "report", "findings.md")).read()
     assert "- **tau 1: " in text and "(p = 4)" in text  # finding 2 per tau of "periods"
+    text = open(os.path.join(root, "report", "periods_ranking.md")).read()
+    assert "## tau 4" in text and "| 1 | eamsgd | 5.00 +- n/a (0/1 failed) | 0.2 |" in text
+    assert "- **eamsgd against downpour** (2 settings)" in text
     assert "| 4 | 20 | 5 | 4.00x |" in open(os.path.join(root, "report",
                                                          "speedup_cluster.md")).read()
     spec = report_spec.report_spec(sweep)

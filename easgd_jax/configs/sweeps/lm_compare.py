@@ -72,7 +72,9 @@ files and checked against every recorded time, easgd_jax/experiments/bandwidths.
 cluster_bandwidths.md gives the time to the 1.25 nats/token gap at both, and
 GRID_curves_cluster_1gbit.png the curves. Figures of the gap against steps
 (GRID_curves_steps.png) and against simulated time (GRID_curves_cluster*.png), seed means
-with min-max bands, log axes where the gap spans decades.
+with min-max bands, log axes where the gap spans decades. GRID_ranking.md ranks the methods
+at each (p, H), each tested against the best seed by seed (Holm-adjusted within the panel),
+and compares the pairs of ``PAIRS`` at every H (easgd_jax/experiments/ranking.py).
 
 Cost, from ONE timed cell (2026-12-07, this repository's 2 CPU cores shared with a running
 sweep; ``/usr/bin/time`` of the sweep process, one run, compilation and report included):
@@ -106,6 +108,11 @@ PERIODS = [16, 64, 256]
 WORKERS = [4, 8]
 THRESHOLD = 1.25  # nats/token of gap to the optimum (docstring: the probe)
 SGD_RATES = [0.03, 0.1, 0.3, 1.0]  # Nesterov momentum SGD, momentum 0.9
+# The comparisons the sweep is run for (GRID_ranking.md): the elastic methods against
+# DiLoCo and plain averaging, the outer step on EAMSGD, the inner optimizer of the baseline.
+PAIRS = [["eamsgd", "diloco"], ["easgd", "diloco"], ["eamsgd", "local_sgd"],
+         ["eamsgd", "lsgd"], ["eamsgd_outer", "eamsgd"], ["diloco", "diloco_f4"],
+         ["dp_adamw", "dp_nesterov"]]
 
 
 def run_overrides() -> dict:
@@ -160,5 +167,6 @@ def get_config() -> ml_collections.ConfigDict:
                   for p in WORKERS],
         "findings": None,
         "speedup": None,
+        "ranking": {"grids": [f"p{p}" for p in WORKERS], "pairs": PAIRS},
     }
     return sweep
