@@ -4,7 +4,8 @@ sharded inside each worker; a run resumes onto another fsdp size; the exchange's
 pairs the same shard across workers and carries model / fsdp numbers per device.
 
 In-process (the 8 simulated devices of conftest), on digits with a small MLP whose kernels
-divide by 2 and 4.
+divide by 2 and 4; and the LM configs' transformer on the generated language, 2 workers x
+2-way FSDP.
 """
 
 from __future__ import annotations
@@ -91,6 +92,38 @@ def test_workers_of_data_x_fsdp_devices_equal_workers_on_one_device_each(name, t
     assert tuple(kernel.sharding.spec)[1] == "fsdp"
     assert {s.data.shape for s in kernel.addressable_shards} == {(1, 32, 32)}
     assert np.isfinite(metrics["test_loss"])
+
+
+LM = {"model.kwargs.width": 16, "model.kwargs.depth": 1, "model.kwargs.num_heads": 2,
+      "data.kwargs.context": 8, "data.kwargs.num_states": 16,
+      "data.kwargs.train_tokens": 20_000, "data.kwargs.test_tokens": 1_024,
+      "train.batch_size": 4, "algorithm.period": 4, "algorithm.warmup_steps": 2,
+      "algorithm.decay_steps": STEPS}
+
+
+@pytest.mark.parametrize("name", ["lm_diloco", "lm_eamsgd"])
+def test_the_language_model_on_2_workers_x_2_fsdp_equals_one_device_each(name, tmp_path):
+    """Issue 32's layout for the LM configs, 2 workers x 2-way FSDP on the transformer (its
+    logical names pick the split): the same run as 2 workers on one device each, in float64,
+    the embedding split over fsdp, and every evaluation states the gap to the optimum."""
+    overrides = {k: v for k, v in LM.items() if name == "lm_diloco" or k not in (
+        "algorithm.warmup_steps", "algorithm.decay_steps")}  # EAMSGD: a constant rate
+
+    def config(fsdp: int):
+        return helpers.config_with(name, {
+            **overrides, "num_workers": 2, "num_devices": 2 * fsdp,
+            "worker_devices.fsdp": fsdp, "train.param_dtype": "float64",
+            "train.num_steps": STEPS, "train.eval_every": 4, "checkpoint.every": 4,
+            "tensorboard": False})
+
+    base, base_metrics = _train(config(1), str(tmp_path / "one"))
+    state, metrics = _train(config(2), str(tmp_path / "fsdp2"))
+    _close(state, base)
+    embedding = state.params["embed"]["embedding"]  # [workers, vocab, width]
+    assert "fsdp" in tuple(embedding.sharding.spec)
+    assert metrics["loss_gap"] == pytest.approx(base_metrics["loss_gap"], rel=1e-9)
+    assert metrics["loss_gap"] == pytest.approx(
+        metrics["test_loss"] - metrics["optimal_loss"], rel=1e-12)
 
 
 def test_fsdp_of_four_equals_too_and_a_run_resumes_onto_another_fsdp_size(tmp_path, base_run):
