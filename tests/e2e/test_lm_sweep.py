@@ -75,3 +75,22 @@ def test_tiny_lm_sweep_reports_the_gap_chosen_on_validation(tmp_path):
     for name in ("p2_curves_steps.png", "p2_curves_cluster.png",
                  "p2_curves_cluster_1gbit.png", "p2_error_vs_tau.png", "p2_by_period.md"):
         assert os.path.exists(os.path.join(report, name)), name
+
+
+def test_a_part_of_the_sweep_plans_the_same_runs_as_the_whole():
+    """``lm_compare.py:p8/64`` (a column run first on a budget): its runs are the whole
+    sweep's p = 8 runs at H = 64 and the data-parallel baselines at p = 8, under the same
+    names with the same configs, so the whole sweep finds them done; a bad part is refused."""
+    path = os.path.join(ROOT, "configs", "sweeps", "lm_compare.py")
+    whole = {run.name: run for run in sweep.plan(load_config_file(path))}
+    part = sweep.plan(load_config_file(path + ":p8/64"))
+    assert {(r.method, r.tau, r.num_workers) for r in part} == {
+        (m, 64 if m.startswith(("di", "ea", "lo", "ls")) else None, 8)
+        for m in ("diloco", "diloco_f4", "easgd", "eamsgd", "eamsgd_outer", "local_sgd",
+                  "lsgd", "dp_adamw", "dp_nesterov")}
+    assert len(part) == 9 * 4 * 5
+    for run in part:
+        assert run.config.to_json_best_effort() == whole[run.name].config.to_json_best_effort()
+    for bad in (":p16/64", ":p8/32", ":p8/", ":8/64"):
+        with pytest.raises(ValueError, match="expected pP/H"):
+            load_config_file(path + bad)

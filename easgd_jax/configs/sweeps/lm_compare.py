@@ -134,7 +134,21 @@ def run_overrides() -> dict:
     }
 
 
-def get_config() -> ml_collections.ConfigDict:
+def _part(text: str) -> tuple[int, list[int]]:
+    """"p8/64,256" -> (8, [64, 256]): one grid's p and some of its periods."""
+    grid, _, periods = text.partition("/")
+    p = int(grid.removeprefix("p")) if grid.startswith("p") else 0
+    taus = [int(t) for t in periods.split(",") if t]
+    if p not in WORKERS or not taus or not set(taus) <= set(PERIODS):
+        raise ValueError(f"part {text!r}: expected pP/H[,H...] with P in {WORKERS} and H in "
+                         f"{PERIODS} (configs/sweeps/lm_compare.py:p8/64).")
+    return p, taus
+
+
+def get_config(part: str = "") -> ml_collections.ConfigDict:
+    """The whole sweep; ``part`` "pP/H,H" (``lm_compare.py:p8/64``): grid pP at those periods
+    alone, with the data-parallel baselines: the same runs under the same names, so that a
+    budget can finish one column of a grid first and the whole sweep then finds them done."""
     sweep = ml_collections.ConfigDict()
     sweep.methods = {
         "diloco": {"config": "diloco", "learning_rates": SGD_RATES},
@@ -150,8 +164,12 @@ def get_config() -> ml_collections.ConfigDict:
         "dp_nesterov": {"config": "data_parallel_sgd", "learning_rates": SGD_RATES},
     }
     methods = list(sweep.methods)
-    sweep.grids = [{"name": f"p{p}", "periods": PERIODS, "num_workers": [p],
-                    "methods": methods} for p in WORKERS]
+    grids = {p: PERIODS for p in WORKERS}
+    if part:
+        p, periods = _part(part)
+        grids = {p: periods}
+    sweep.grids = [{"name": f"p{p}", "periods": periods, "num_workers": [p],
+                    "methods": methods} for p, periods in grids.items()]
     sweep.seeds = SEEDS
     sweep.learning_rate_selection = "first_seed"  # the budget's choice (docstring)
     sweep.select_on = "validation"
@@ -164,7 +182,7 @@ def get_config() -> ml_collections.ConfigDict:
     sweep.overrides = run_overrides()
     sweep.report = {
         "grids": [{"name": f"p{p}", "panels": "tau", "against": ["tau"], "by_period": True}
-                  for p in WORKERS],
+                  for p in grids],
         "findings": None,
         "speedup": None,
         "ranking": {"grids": [f"p{p}" for p in WORKERS], "pairs": PAIRS},
