@@ -30,6 +30,7 @@ from typing import Any
 
 from easgd_jax.experiments import metric as metric_lib
 from easgd_jax.experiments.stats import Comparison, paired_test, parse_seed_errors
+from easgd_jax.experiments.tables import mean_std
 
 Row = dict[str, Any]
 SIGNIFICANCE = 0.05
@@ -75,10 +76,9 @@ def compare(a: Row, b: Row) -> Comparison | None:
 
 
 def _cell(row: Row, metric: metric_lib.Metric) -> str:
-    std = row.get("std_final_test_error")
-    text = f"{metric.fmt(_mean(row))} +- {metric.fmt(std) or 'n/a'}"
-    text += f" ({row['failed_seeds']}/{row['seeds']} failed)"
-    return text
+    if row.get("mean_final_test_error") is None:
+        return "no run done"
+    return f"{mean_std(row, metric)} ({row['failed_seeds']}/{row['seeds']} failed)"
 
 
 def _p(p: float | None) -> str:

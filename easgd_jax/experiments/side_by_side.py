@@ -44,11 +44,7 @@ def _cell(row: Row | None) -> str:
         return "not run"
     if row["mean_final_test_error"] is None:
         return "no run done"
-    edge = tables.edge_note(row.get("rate_edge"))
-    return (f"{100 * row['mean_final_test_error']:.2f} +- "
-            f"{100 * (row['std_final_test_error'] or 0):.2f} "
-            f"({row['failed_seeds']}/{row['seeds']} failed, lr "
-            f"{row['chosen_learning_rate']:g}{edge})")
+    return f"{tables.mean_std(row)} {tables.rate_note(row)}"
 
 
 def compare(left: Sequence[Row], right: Sequence[Row], methods: Sequence[str] | None = None,

@@ -217,6 +217,21 @@ def edge_note(edge: str | None) -> str:
     return "" if not edge else ", one rate run" if edge == "single" else f", {edge} of grid"
 
 
+def mean_std(cell: Row, metric: Metric = ERROR) -> str:
+    """A setting's "mean +- std" in ``metric``'s unit (std "n/a" for one seed)."""
+    return (f"{_pct_or_blank(cell['mean_final_test_error'], metric)} +- "
+            f"{_pct_or_blank(cell['std_final_test_error'], metric) or 'n/a'}")
+
+
+def rate_note(cell: Row) -> str:
+    """A setting's "(failed/seeds failed, lr RATE[, edge][, every rate on every seed])"."""
+    edge = edge_note(cell.get("rate_edge"))
+    if cell.get("selection") == ESCALATED:
+        edge += ", every rate on every seed"
+    return (f"({cell['failed_seeds']}/{cell['seeds']} failed, lr "
+            f"{cell['chosen_learning_rate']:g}{edge})")
+
+
 def _by_period_cells(rows: Sequence[Row], cell: Row | None, tau: int,
                      clock: str, metric: Metric = ERROR, axis: str = "tau") -> tuple[str, str]:
     """One (method, ``axis`` value) cell of the error table and of the time table, the
@@ -228,15 +243,10 @@ def _by_period_cells(rows: Sequence[Row], cell: Row | None, tau: int,
         values = [r[column] for r in rows if r[axis] == tau and r[column] is not None]
         return min(values) if values else None
 
-    text = (f"{_pct_or_blank(cell['mean_final_test_error'], metric)} +- "
-            f"{_pct_or_blank(cell['std_final_test_error'], metric) or 'n/a'}")
+    text = mean_std(cell, metric)
     if cell["mean_final_test_error"] == best("mean_final_test_error"):
         text = f"**{text}**"
-    edge = edge_note(cell.get("rate_edge"))
-    if cell.get("selection") == ESCALATED:
-        edge += ", every rate on every seed"
-    error = (f"{text} ({cell['failed_seeds']}/{cell['seeds']} failed, lr "
-             f"{cell['chosen_learning_rate']:g}{edge})")
+    error = f"{text} {rate_note(cell)}"
     value = cell[clock]
     time = ("not reached" if value is None else
             f"**{value:.3g}**" if value == best(clock) else f"{value:.3g}")
