@@ -53,7 +53,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from absl import flags
+from absl import flags, logging
 
 # The names below are also this module's for its callers (sweep.py, tests).
 from easgd_jax.experiments import cli, findings, ranking, report_spec, stats, tables
@@ -144,6 +144,34 @@ def fixed_methods(sweep: Any) -> list[str]:
     return [m for m, spec in methods.items() if spec.get("num_workers")]
 
 
+def declared(runs: Sequence[RunResult], sweep: Mapping[str, Any]) -> list[RunResult]:
+    """The ``runs`` the sweep config declares: a run whose seed is not in ``sweep.seeds``, or
+    whose rate is in none of its grids' rate lists (the grid's ``learning_rates`` for the
+    method, else the method's), is left out with a warning: a probe's rate the grid has since
+    dropped would otherwise enter the per-rate means and the choice. All of them when the
+    config declares no methods (a report read from a bare sweep.json)."""
+    methods = report_spec.plain(sweep.get("methods")) or {}
+    if not methods:
+        return list(runs)
+    grids = {g["name"]: g for g in report_spec.plain(sweep.get("grids")) or []}
+    seeds = set(sweep.get("seeds") or ())
+
+    def rates(run: RunResult) -> set[float]:
+        out = set()
+        for name in run.grids:
+            grid_rates = (grids.get(name, {}).get("learning_rates") or {}).get(run.method)
+            out |= {float(r) for r in grid_rates or
+                    methods.get(run.method, {}).get("learning_rates", ())}
+        return out
+
+    kept = [r for r in runs if (not seeds or r.seed in seeds) and r.learning_rate in rates(r)]
+    left = sorted({r.name for r in runs} - {r.name for r in kept})
+    if left:
+        logging.warning("report: %d run(s) in the workdir outside the sweep's declared rates "
+                        "and seeds, left out: %s", len(left), ", ".join(left))
+    return kept
+
+
 def write_report(workdir: str, sweep: Any = None, threshold: float | None = None,
                  plots: bool = True, compare: str | None = None,
                  runs_csv: str | None = None, outdir: str | None = None) -> dict[str, Any]:
@@ -162,8 +190,8 @@ def write_report(workdir: str, sweep: Any = None, threshold: float | None = None
         threshold = float(sweep.get("threshold", 0.5))
     spec = report_spec.report_spec(sweep)
     metric = metric_lib.of_sweep(sweep)
-    runs = (read_runs_csv(runs_csv, threshold, fixed_methods(sweep)) if runs_csv
-            else collect(workdir, metric))
+    runs = declared(read_runs_csv(runs_csv, threshold, fixed_methods(sweep)) if runs_csv
+                    else collect(workdir, metric), sweep)
     summary = summarize(runs, threshold, stats.grid_selections(sweep),
                         sweep.get("chance_error"), sweep.get("select_on", "test"), metric)
     grids = {name: spec.grid(name, runs, summary)

@@ -142,14 +142,14 @@ def infer_grid(name: str, runs: Sequence[RunResult],
                     by_period=len({r["tau"] for r in rows} - {None}) > 1)
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """A ConfigDict (or FrozenConfigDict) as a dict, lists and tuples as lists, recursively."""
     if hasattr(value, "to_dict"):
         value = value.to_dict()
     if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 
@@ -179,7 +179,7 @@ def _grid(section: Mapping[str, Any]) -> GridSpec:
 def report_spec(sweep: Any) -> ReportSpec:
     """The :class:`ReportSpec` a sweep config (a ConfigDict, or the dict of its sweep.json)
     declares in ``report``; :data:`PAPER` for what it leaves out."""
-    section = _plain(sweep.get("report") if sweep is not None else None)
+    section = plain(sweep.get("report") if sweep is not None else None)
     if section is None:
         return PAPER
     unknown = set(section) - {"grids", "findings", "speedup", "ranking"}

@@ -302,3 +302,24 @@ def test_a_declared_report_layout_gets_its_tables(tmp_path):
     assert report_spec.infer_grid("workers", report.collect(root), out["summary"]).panels == "p"
     with pytest.raises(ValueError, match="unknown keys"):
         report_spec.report_spec({"report": {"tables": []}})
+
+
+def test_runs_outside_the_declared_rates_and_seeds_are_left_out(tmp_path):
+    """A probe's rate the grid has since dropped (0.05, the best error here) and a seed the
+    sweep no longer runs stay in the workdir but out of the report: they would enter the
+    per-rate means and win the choice."""
+    root = str(tmp_path)
+    for lr, seed, error in ((0.1, 0, 0.3), (0.2, 0, 0.2), (0.05, 0, 0.01), (0.2, 1, 0.9)):
+        fake_run(root, "eamsgd", 4, 4, lr, seed, ["g"], [0.5, error])
+    sweep = {"threshold": 0.4, "seeds": [0], "report": {"findings": None, "speedup": None},
+             "methods": {"eamsgd": {"config": "default", "learning_rates": [0.1, 0.2]}},
+             "grids": [{"name": "g", "methods": ["eamsgd"], "num_workers": [4]}]}
+    out = report.write_report(root, sweep, plots=False)
+    (row,) = out["summary"]
+    assert row["chosen_learning_rate"] == 0.2 and row["seeds"] == 1
+    assert row["per_rate"] == "0.1: 30.00 (0/1 failed); 0.2: 20.00 (0/1 failed)"
+    assert len(out["runs"]) == 2
+    # A grid's own rates count for its runs; no declared methods: every run.
+    sweep["grids"][0]["learning_rates"] = {"eamsgd": [0.05]}
+    assert [r.learning_rate for r in report.declared(report.collect(root), sweep)] == [0.05]
+    assert len(report.declared(report.collect(root), {"seeds": [0]})) == 4
