@@ -93,7 +93,7 @@ def panel_markdown(panel: Sequence[Row], metric: metric_lib.Metric) -> str:
     adjusted = holm([None if c is None else c.p_value for c in tests])
     best_tau = next((r["tau"] for r in panel if r["tau"] is not None), None)
     lines = [f"| rank | method | {metric.short} mean +- std (failed) | lr | "
-             f"- best ({metric.unit}) | test against the best | Holm p | verdict |",
+             f"difference to the best ({metric.unit}) | test against the best | Holm p | verdict |",
              "|---|---|---|---|---|---|---|---|"]
     for rank, (row, c, p_adj) in enumerate(zip(panel, tests, adjusted, strict=True), start=1):
         tau = " (no period)" if row["tau"] is None and best_tau is not None else ""
@@ -142,7 +142,8 @@ def pair_lines(summary: Sequence[Row], grid: str, pairs: Sequence[tuple[str, str
             diff = f"{c.difference * metric.scale:+.{metric.digits}f}"
             items.append(f"{where}{a_name} - {b_name} = {diff} ({c.text()}), {verdict}")
         if items:
-            lines.append(f"- **{a_name} against {b_name}** ({len(items)} settings): "
+            n = f"{len(items)} setting{'s' * (len(items) > 1)}"
+            lines.append(f"- **{a_name} against {b_name}** ({n}): "
                          + "; ".join(items) + ".")
     return lines
 

@@ -65,6 +65,8 @@ def test_a_pair_names_the_lower_method_only_when_significant():
     assert line.startswith("- **dp against eamsgd** (2 settings)")  # dp stands for each tau
     assert line.count("**dp lower**") == 0 and line.count("**eamsgd lower**") == 2
     assert ranking.pair_lines(summary, "g", [("eamsgd", "lsgd")], metric_lib.LOSS_GAP) == []
+    (line,) = ranking.pair_lines(summary[:2], "g", [("eamsgd", "diloco")], metric_lib.LOSS_GAP)
+    assert line.startswith("- **eamsgd against diloco** (1 setting): tau 16:")
 
 
 def test_the_ranking_markdown_and_its_spec():
