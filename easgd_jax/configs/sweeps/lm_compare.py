@@ -119,7 +119,8 @@ ELASTIC_RATES = [0.01, *SGD_RATES]
 # The comparisons the sweep is run for (GRID_ranking.md): the elastic methods against
 # DiLoCo and plain averaging, the outer step on EAMSGD, the inner optimizer of the baseline.
 PAIRS = [["eamsgd", "diloco"], ["easgd", "diloco"], ["eamsgd", "local_sgd"],
-         ["eamsgd", "lsgd"], ["eamsgd_outer", "eamsgd"], ["diloco", "diloco_f4"],
+         ["eamsgd", "lsgd"], ["eamsgd_outer", "eamsgd"], ["local_sgd", "diloco"],
+         ["diloco", "diloco_f4"],
          ["dp_adamw", "dp_nesterov"]]
 
 
