@@ -57,6 +57,7 @@ exclude_patterns = [
     "local_sgd",
     "contested",
     "paper_async",
+    "lm_compare",
     "Thumbs.db",
     ".DS_Store",
 ]

@@ -462,8 +462,8 @@ def plot_against(grid: str, rows: Mapping[tuple, Row], dim: str, values: Sequenc
 
     lines = _against_lines(rows, dim, values)
     what = "test error" if metric is ERROR else f"test {metric.heading}"
-    figures = [(f"error_vs_{dim}", f"final {what} (center; LSGD: leader):\nmean over "
-                "seeds, bootstrap 95% CI, each seed a dot", "mean_final_test_error", True),
+    figures = [(f"error_vs_{dim}", f"final {what}\n(center; LSGD: leader): mean over "
+                "seeds,\nbootstrap 95% CI, each seed a dot", "mean_final_test_error", True),
                (f"time_to_threshold_vs_{dim}", f"wall-clock time to "
                 f"{metric.amount(threshold)} (s),\nmedian over seeds", "time_to_threshold_s",
                 False)]
