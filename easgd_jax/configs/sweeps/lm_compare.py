@@ -1,6 +1,8 @@
 """Issue 32, item 5: EASGD and EAMSGD against DiLoCo and its relatives on a language model
-whose best achievable loss is known exactly, with issue 33's protocol. DECLARED, NOT RUN
-beyond one timed cell (the 2 shared cores were running configs/sweeps/contested.py).
+whose best achievable loss is known exactly, with issue 33's protocol. RUN (session 14,
+2026-12-07) at p = 4 for every H and at p = 8 for H = 64 (``lm_compare.py:p8/64``); p = 8 at
+H = 16 and 256 not yet (``lm_compare.py:p8/256``, ``:p8/16``). Results: docs/RESULTS.md,
+"Language models", and docs/lm_compare/.
 
 The methods (p = 4 and 8 workers; H = tau = 16, 64, 256; the data-parallel baselines have no H):
 
@@ -96,6 +98,11 @@ wall on about one core beside another sweep: about 40 CPU-s each), about 184 x 9
 about 17). An upper bound:
 the sweep runs in one process (the data generated and the libraries imported once) and the
 persistent compilation cache lets the 4 later seeds of a rate skip compiling.
+
+Measured (session 14, two shards side by side on the 2 cores, niced, beside the test suite
+for 12 minutes): 41.7 s of wall per p = 4 run and 88.3 s per p = 8 run (each run's own
+``wall_time_s``, about its CPU time), 2.2 hours for the p = 4 grid's 191 runs (the probe's
+included) and 1.8 hours for p = 8 at H = 64 (74 runs): the estimate above held.
 
     python -m easgd_jax.experiments.sweep --config configs/sweeps/lm_compare.py --workdir DIR \\
         --dry_run
