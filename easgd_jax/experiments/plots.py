@@ -438,16 +438,27 @@ def _draw_references(ax: Any, rows: Mapping[tuple, Row], dim: str, values: Seque
     return entries, plotted
 
 
+def _missing_reason(row: Row, column: str) -> str:
+    """Why ``row`` has no ``column`` to draw: no run finished (all failed, or some not done
+    yet: stopped or pending), or its median seed never reached the threshold."""
+    if row["mean_final_test_error"] is None or column == "mean_final_test_error":
+        if row.get("unfinished") or row.get("pending"):
+            return "no run finished yet"
+        return "all its runs failed"
+    return "median seed did not reach the threshold"
+
+
 def _against_missing(lines: Mapping[tuple, list[Row]], column: str,
                      dim: str) -> dict[str, str]:
     """{method: the values of ``dim`` where it has no point, and why}."""
-    why = ("all its runs failed" if column == "mean_final_test_error"
-           else "median seed did not reach the threshold")
-    missing: dict[str, list] = {}
+    missing: dict[str, dict[str, list]] = {}
     for (method, _), members in lines.items():
-        missing.setdefault(method, [])
-        missing[method] += sorted(r[dim] for r in members if r[column] is None)
-    return {m: f"{dim} {', '.join(map(str, v))}: {why}" for m, v in missing.items() if v}
+        for r in members:
+            if r[column] is None:
+                reasons = missing.setdefault(method, {})
+                reasons.setdefault(_missing_reason(r, column), []).append(r[dim])
+    return {m: "; ".join(f"{dim} {', '.join(map(str, sorted(v)))}: {why}"
+                         for why, v in reasons.items()) for m, reasons in missing.items()}
 
 
 def plot_against(grid: str, rows: Mapping[tuple, Row], dim: str, values: Sequence[int],

@@ -323,3 +323,22 @@ def test_runs_outside_the_declared_rates_and_seeds_are_left_out(tmp_path):
     sweep["grids"][0]["learning_rates"] = {"eamsgd": [0.05]}
     assert [r.learning_rate for r in report.declared(report.collect(root), sweep)] == [0.05]
     assert len(report.declared(report.collect(root), {"seeds": [0]})) == 4
+
+
+def test_a_figure_says_why_a_setting_is_not_drawn():
+    """A setting with no finished run is "not finished yet" while one is stopped or pending,
+    "all its runs failed" only when every run failed; a finished one without a time never
+    reached the threshold."""
+    from easgd_jax.experiments import plots
+
+    def row(tau, mean, time, **counts):
+        return {"tau": tau, "mean_final_test_error": mean, "sim_time_to_threshold_s": time,
+                "unfinished": 0, "pending": 0, "diverged": 0, **counts}
+
+    lines = {("diloco", 8): [row(16, None, None, unfinished=1), row(64, 1.1, None),
+                             row(256, None, None, diverged=4), row(1024, 1.0, 50.0)]}
+    assert plots._against_missing(lines, "mean_final_test_error", "tau") == {
+        "diloco": "tau 16: no run finished yet; tau 256: all its runs failed"}
+    assert plots._against_missing(lines, "sim_time_to_threshold_s", "tau") == {
+        "diloco": "tau 16: no run finished yet; tau 64: median seed did not reach the "
+                  "threshold; tau 256: all its runs failed"}
