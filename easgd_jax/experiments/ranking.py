@@ -14,9 +14,9 @@ p-values multiplied by m - i + 1, made monotone, capped at 1); "tied with the be
 the adjusted p is >= 0.05, the method's mean is then not told apart from the best one's.
 
 The pairs (``pairs``: [[A, B], ...]) are the comparisons the sweep was run for, e.g. EAMSGD
-against DiLoCo: one line per setting both ran, the mean difference A - B with its test, and
-which is lower when the (unadjusted) p < 0.05. They are planned comparisons, fewer, and are
-given unadjusted, with the number of settings they are made at.
+against DiLoCo: one line per pair, giving at every setting both ran the mean difference
+A - B with its test, and which is lower when the (unadjusted) p < 0.05. They are planned
+comparisons, fewer, and are given unadjusted, with the number of settings they are made at.
 
 Written by the report to ``GRID_ranking.md`` per ranked grid
 (:func:`easgd_jax.experiments.report.write_report`).
@@ -102,7 +102,7 @@ def panel_markdown(panel: Sequence[Row], metric: metric_lib.Metric) -> str:
         elif c is None:
             verdict, diff, test = "no per-seed values", "", ""
         else:
-            diff = f"+{metric.fmt(c.difference)}"
+            diff = f"{c.difference * metric.scale:+.{metric.digits}f}"
             test = c.text()
             verdict = ("worse" if p_adj is not None and p_adj < SIGNIFICANCE
                        else "tied with the best")
