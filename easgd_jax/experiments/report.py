@@ -158,7 +158,7 @@ def declared(runs: Sequence[RunResult], sweep: Mapping[str, Any]) -> list[RunRes
 
     def rates(run: RunResult) -> set[float]:
         out = set()
-        for name in run.grids:
+        for name in run.grids or [""]:  # a run of no grid: its method's rates
             grid_rates = (grids.get(name, {}).get("learning_rates") or {}).get(run.method)
             out |= {float(r) for r in grid_rates or
                     methods.get(run.method, {}).get("learning_rates", ())}
