@@ -106,6 +106,7 @@ from easgd_jax.experiments.config_files import (  # noqa: F401  (their old home)
     load_config_file,
 )
 from easgd_jax.experiments.report import run_status as status
+from easgd_jax.training import common
 from easgd_jax.training import config as config_lib
 from easgd_jax.training.config import config_differences
 
@@ -495,6 +496,9 @@ def _run_locked(sweep: ml_collections.ConfigDict, runs: Sequence[Run], workdir: 
     first_seed = sweep.seeds[0]
     select_on = sweep.get("select_on", "test")
     attempted: set[str] = set()  # runs this invocation has run (or found done)
+    # A SIGTERM/SIGINT that lands after a run's last look at its stop requests (its final
+    # evaluation) is recorded here, not acted on: the sweep stops before its next run.
+    signals_seen = len(common.signals_received)
     with compilation_cache(cache):
         stopped, new = False, True
         while new and not stopped:  # a late failure at a chosen rate selects earlier runs
@@ -506,6 +510,12 @@ def _run_locked(sweep: ml_collections.ConfigDict, runs: Sequence[Run], workdir: 
                     continue
                 if run.name in attempted:
                     continue
+                if len(common.signals_received) > signals_seen:
+                    logging.warning("sweep: a stop signal came after the last run's final "
+                                    "step; the sweep stops before %s: run it again to go on.",
+                                    run.name)
+                    stopped = True
+                    break
                 attempted.add(run.name)
                 new = True
                 logging.info("sweep: run %d/%d %s", i + 1, len(runs), run.name)

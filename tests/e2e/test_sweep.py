@@ -622,3 +622,31 @@ def test_first_seed_selection_waits_for_the_first_seed_and_skips_a_diverged_sett
     statuses = sweep.run_sweep(config, str(tmp_path), report=False)
     assert statuses == {"easgd_tau2_p2_lr1e+09_seed0": "diverged",
                         "easgd_tau2_p2_lr1e+09_seed1": sweep.NOT_SELECTED}
+
+
+def test_a_stop_signal_after_a_runs_last_step_stops_the_sweep_before_the_next_run(
+        tmp_path, monkeypatch):
+    """A SIGTERM that lands in a run's final evaluation (after its loop's last look) is only
+    recorded (training.common.signals_received); the sweep must stop before its next run
+    instead of starting it (session 14: a shard trained two more runs after its SIGTERM).
+    Training is stood in for: the first run records the signal as the handler would."""
+    from easgd_jax.training import common
+
+    config = _tiny_sweep(seeds=[0])
+    config.methods.easgd.learning_rates = [0.1, 0.2]
+    order = []
+
+    def fake_run_one(run, workdir_, *args):
+        order.append(run.name)
+        rundir = os.path.join(workdir_, "runs", run.name)
+        os.makedirs(rundir, exist_ok=True)
+        with open(os.path.join(rundir, "final_metrics.json"), "w") as f:
+            json.dump({}, f)
+        common.signals_received.append(15)
+        return "finished"
+
+    monkeypatch.setattr(sweep, "run_one", fake_run_one)
+    monkeypatch.setattr(common, "signals_received", [])
+    statuses = sweep.run_sweep(config, str(tmp_path), report=False)
+    assert order == ["easgd_tau2_p2_lr0.1_seed0"]
+    assert statuses == {"easgd_tau2_p2_lr0.1_seed0": "finished"}
