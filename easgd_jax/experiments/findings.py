@@ -56,7 +56,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from easgd_jax.experiments.report_spec import PAPER_FINDINGS, FindingsSpec
-from easgd_jax.experiments.stats import paired_test, parse_seed_errors
+from easgd_jax.experiments.stats import SIGNIFICANCE, compare_rows
 
 DOWNPOUR_VARIANTS = ("downpour", "adownpour", "mvadownpour")
 ELASTIC = ("easgd", "eamsgd")
@@ -78,22 +78,15 @@ def _std(row: Row) -> float:
     return float(row.get("std_final_test_error") or 0.0)
 
 
-SIGNIFICANCE = 0.05
-
-
 def support(better: Row | None, worse: Row | None) -> str:
     """Whether ``better``'s lower mean error than ``worse``'s is significant: "supported (TEST
     p = ...)" when the seed-by-seed test (:func:`stats.paired_test`) gives p < 0.05 and the
     difference has that sign, "contradicted: the opposite is significant (...)" when it
     has the other sign, else "not supported at n = N (...)"; "" when a row has no per-seed
     errors (a summary from before issue 33)."""
-    if better is None or worse is None:
+    c = None if better is None or worse is None else compare_rows(better, worse)
+    if c is None:
         return ""
-    a = parse_seed_errors(better.get("seed_errors"))
-    b = parse_seed_errors(worse.get("seed_errors"))
-    if not a or not b:
-        return ""
-    c = paired_test(a, b)
     if c.p_value is not None and c.p_value < SIGNIFICANCE:
         if c.difference < 0:
             return f"supported ({c.text()})"

@@ -29,11 +29,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from easgd_jax.experiments import metric as metric_lib
-from easgd_jax.experiments.stats import Comparison, paired_test, parse_seed_errors
+from easgd_jax.experiments.stats import SIGNIFICANCE
+from easgd_jax.experiments.stats import compare_rows as compare
 from easgd_jax.experiments.tables import mean_std
 
 Row = dict[str, Any]
-SIGNIFICANCE = 0.05
 
 
 def _mean(row: Row) -> float:
@@ -65,14 +65,6 @@ def panels(summary: Sequence[Row], grid: str) -> dict[Any, list[Row]]:
         panel = [r for r in rows if r["tau"] in (tau, None)]
         out[tau] = sorted(panel, key=lambda r: (math.isnan(_mean(r)), _mean(r), r["method"]))
     return out
-
-
-def compare(a: Row, b: Row) -> Comparison | None:
-    """Row ``a``'s seeds against ``b``'s (a - b); None when either has no per-seed values."""
-    x, y = parse_seed_errors(a.get("seed_errors")), parse_seed_errors(b.get("seed_errors"))
-    if not x or not y:
-        return None
-    return paired_test(x, y)
 
 
 def _cell(row: Row, metric: metric_lib.Metric) -> str:

@@ -162,6 +162,18 @@ def paired_test(a: Mapping[int, float], b: Mapping[int, float]) -> Comparison:
     return Comparison(float(np.mean(x) - np.mean(y)), "Welch t", p, min(len(x), len(y)))
 
 
+SIGNIFICANCE = 0.05  # the level every verdict of the reports is judged at
+
+
+def compare_rows(a: Mapping[str, Any], b: Mapping[str, Any]) -> Comparison | None:
+    """Two summary rows' per-seed values (``seed_errors``) compared, a - b
+    (:func:`paired_test`); None when either row has none (a summary from before issue 33)."""
+    x, y = parse_seed_errors(a.get("seed_errors")), parse_seed_errors(b.get("seed_errors"))
+    if not x or not y:
+        return None
+    return paired_test(x, y)
+
+
 def rate_stats(members: Sequence[RunResult], chance: float) -> dict[float, RateStats]:
     """{learning rate: its done runs' final errors, a failed run counted as ``chance``};
     rates with no done run are absent. A finished run without evaluations does not count.
