@@ -71,7 +71,9 @@ resumable: a run with ``final_metrics.json`` is finished and skipped, one that d
 ``--retry_failed``); an unfinished run starts afresh, so that its wall-clock curve is one
 uninterrupted segment (``--resume_unfinished`` resumes it from its checkpoint instead). Any
 other exception is recorded as an error and retried on the next invocation. SIGINT/SIGTERM
-stop the current run at a checkpoint and end the sweep. One sweep at a time per workdir: the
+stop the current run at a checkpoint (or, landing after its last step, the sweep before its
+next run) and end the sweep with exit status 75 (launch.py's for a stopped run), so that a
+script chaining sweeps stops too. One sweep at a time per workdir: the
 sweep holds ``WORKDIR/.sweep.lock`` (:mod:`easgd_jax.training.lock`; a second is refused at
 once, naming the holder), unless it is split: ``--shard K/N`` trains the K-th of N parts
 (whole settings) beside the other parts' processes (:mod:`easgd_jax.experiments.shards`).
@@ -87,6 +89,7 @@ import gc
 import itertools
 import json
 import os
+import signal
 import time
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
@@ -114,6 +117,9 @@ RUNS = "runs"
 SELECTIONS = stats.SELECTIONS
 NOT_SELECTED = "not selected"
 SWEEP_LOCK = shards.SWEEP_LOCK
+# The command line's exit status when SIGTERM/SIGINT stopped the sweep: launch.py's for a
+# stopped run (sysexits.h EX_TEMPFAIL), so that a script that chains sweeps stops too.
+EXIT_STOPPED = 75
 
 
 
@@ -588,7 +594,10 @@ _SHARD = flags.DEFINE_string(
 flags.mark_flags_as_required(["config", "workdir"], flag_values=FLAGS)
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str]) -> int:
+    """Trains the sweep (or, with ``--dry_run``, lists it); returns the exit status: 0, or
+    :data:`EXIT_STOPPED` when a stop signal came (the sweep stopped at a run's checkpoint or
+    before its next run; the same command goes on)."""
     from absl import app
 
     from easgd_jax import parallel
@@ -613,12 +622,18 @@ def main(argv: list[str]) -> None:
                   f"num_devices={run.config.num_devices}", ",".join(run.grids))
         part = f"shard {shard[0]}/{shard[1]}: " if shard else ""
         print(part + _dry_run_count(runs, sweep.seeds[0]))
-        return
+        return 0
     parallel.use_simulated_cpu_devices(required_devices(sweep))  # no effect on GPUs
     statuses = run_sweep(sweep, workdir, retry_failed=_RETRY_FAILED.value,
                          resume_unfinished=_RESUME_UNFINISHED.value, shard=shard)
     counts = {s: list(statuses.values()).count(s) for s in sorted(set(statuses.values()))}
+    if common.signals_received:
+        logging.warning("sweep stopped by %s: %s; report in %s; run the same command to go on "
+                        "(exit status %d)", signal.Signals(common.signals_received[-1]).name,
+                        counts, os.path.join(workdir, "report"), EXIT_STOPPED)
+        return EXIT_STOPPED
     logging.info("sweep done: %s; report in %s", counts, os.path.join(workdir, "report"))
+    return 0
 
 
 def run_main() -> None:

@@ -650,3 +650,37 @@ def test_a_stop_signal_after_a_runs_last_step_stops_the_sweep_before_the_next_ru
     statuses = sweep.run_sweep(config, str(tmp_path), report=False)
     assert order == ["easgd_tau2_p2_lr0.1_seed0"]
     assert statuses == {"easgd_tau2_p2_lr0.1_seed0": "finished"}
+
+
+@pytest.mark.parametrize("signalled", [False, True])
+def test_the_command_line_exits_75_when_a_stop_signal_stopped_the_sweep(
+        tmp_path, monkeypatch, signalled):
+    """A stopped sweep exits as a stopped run does (launch.py's 75): a script that chains
+    sweeps (`sweep ... && sweep ...`) must not start the next one after a SIGTERM. A sweep
+    that trained all its runs exits 0. Training is stood in for, as above."""
+    import launch
+    from easgd_jax import parallel
+    from easgd_jax.training import common
+
+    def fake_run_one(run, workdir_, *args):
+        rundir = os.path.join(workdir_, "runs", run.name)
+        os.makedirs(rundir, exist_ok=True)
+        with open(os.path.join(rundir, "final_metrics.json"), "w") as f:
+            json.dump({}, f)
+        if signalled:
+            common.signals_received.append(15)
+        return "finished"
+
+    monkeypatch.setattr(sweep, "run_one", fake_run_one)
+    monkeypatch.setattr(sweep, "load_config_file", lambda name: _tiny_sweep() if name == "tiny"
+                        else load_config_file(name))  # (the methods' configs too)
+    monkeypatch.setattr(parallel, "use_simulated_cpu_devices", lambda _: None)
+    monkeypatch.setattr(common, "signals_received", [])
+    monkeypatch.setattr(sweep_report, "write_report", lambda *args, **kwargs: None)
+    sweep.FLAGS(["sweep", "--config=tiny", f"--workdir={tmp_path}"])
+    try:
+        status = sweep.main(["sweep"])
+    finally:
+        sweep.FLAGS.unparse_flags()
+    assert status == (launch.EXIT_STOPPED if signalled else 0)
+    assert sweep.EXIT_STOPPED == launch.EXIT_STOPPED
