@@ -33,10 +33,14 @@ CASES = {
 }
 
 
-def _config(name: str, workers: int, data: int, fsdp: int, steps: int = STEPS):
+def _config(name: str, workers: int, data: int, fsdp: int, steps: int = STEPS,
+            overrides: dict | None = None):
+    """Config ``name`` on ``workers`` workers of ``data`` x ``fsdp`` devices, in float64;
+    ``overrides`` (default: CASES' with the small MLP on digits) sets the model and data."""
+    if overrides is None:
+        overrides = {**helpers.SMALL, **CASES[name], "model.kwargs.hidden": (32,)}
     config = helpers.config_with(name, {
-        **helpers.SMALL, **CASES[name], "model.kwargs.hidden": (32,),
-        "num_workers": workers, "num_devices": workers * data * fsdp,
+        **overrides, "num_workers": workers, "num_devices": workers * data * fsdp,
         "worker_devices.data": data, "worker_devices.fsdp": fsdp,
         "train.param_dtype": "float64", "train.num_steps": steps,
         "train.eval_every": 4, "checkpoint.every": 4, "tensorboard": False})
@@ -108,16 +112,10 @@ def test_the_language_model_on_2_workers_x_2_fsdp_equals_one_device_each(name, t
     the embedding split over fsdp, and every evaluation states the gap to the optimum."""
     overrides = {k: v for k, v in LM.items() if name == "lm_diloco" or k not in (
         "algorithm.warmup_steps", "algorithm.decay_steps")}  # EAMSGD: a constant rate
-
-    def config(fsdp: int):
-        return helpers.config_with(name, {
-            **overrides, "num_workers": 2, "num_devices": 2 * fsdp,
-            "worker_devices.fsdp": fsdp, "train.param_dtype": "float64",
-            "train.num_steps": STEPS, "train.eval_every": 4, "checkpoint.every": 4,
-            "tensorboard": False})
-
-    base, base_metrics = _train(config(1), str(tmp_path / "one"))
-    state, metrics = _train(config(2), str(tmp_path / "fsdp2"))
+    base, base_metrics = _train(_config(name, 2, 1, 1, overrides=overrides),
+                                str(tmp_path / "one"))
+    state, metrics = _train(_config(name, 2, 1, 2, overrides=overrides),
+                            str(tmp_path / "fsdp2"))
     _close(state, base)
     embedding = state.params["embed"]["embedding"]  # [workers, vocab, width]
     assert "fsdp" in tuple(embedding.sharding.spec)
