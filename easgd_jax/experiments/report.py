@@ -53,10 +53,19 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import ml_collections
 from absl import flags, logging
 
 # The names below are also this module's for its callers (sweep.py, tests).
-from easgd_jax.experiments import cli, findings, ranking, report_spec, stats, tables
+from easgd_jax.experiments import (
+    cli,
+    findings,
+    ranking,
+    report_spec,
+    stats,
+    sweep_plan,
+    tables,
+)
 from easgd_jax.experiments import metric as metric_lib
 from easgd_jax.experiments.plots import method_styles, plot_grid
 from easgd_jax.experiments.runs import (  # noqa: F401
@@ -145,30 +154,21 @@ def fixed_methods(sweep: Any) -> list[str]:
 
 
 def declared(runs: Sequence[RunResult], sweep: Mapping[str, Any]) -> list[RunResult]:
-    """The ``runs`` the sweep config declares: a run whose seed is not in ``sweep.seeds``, or
-    whose rate is in none of its grids' rate lists (the grid's ``learning_rates`` for the
-    method, else the method's), is left out with a warning: a probe's rate the grid has since
-    dropped would otherwise enter the per-rate means and the choice. All of them when the
-    config declares no methods (a report read from a bare sweep.json)."""
-    methods = report_spec.plain(sweep.get("methods")) or {}
-    if not methods:
+    """The ``runs`` the sweep config plans (:func:`easgd_jax.experiments.sweep_plan.plan`, by
+    run name): a run of a seed, rate, period or p the sweep no longer declares stays in the
+    workdir but out of the report, with a warning (a probe's rate the grid has since dropped
+    would otherwise enter the per-rate means and the choice). All of them when the config
+    declares no methods (a report read from a bare sweep.json)."""
+    if not report_spec.plain(sweep.get("methods")):
         return list(runs)
-    grids = {g["name"]: g for g in report_spec.plain(sweep.get("grids")) or []}
-    seeds = set(sweep.get("seeds") or ())
-
-    def rates(run: RunResult) -> set[float]:
-        out = set()
-        for name in run.grids or [""]:  # a run of no grid: its method's rates
-            grid_rates = (grids.get(name, {}).get("learning_rates") or {}).get(run.method)
-            out |= {float(r) for r in grid_rates or
-                    methods.get(run.method, {}).get("learning_rates", ())}
-        return out
-
-    kept = [r for r in runs if (not seeds or r.seed in seeds) and r.learning_rate in rates(r)]
+    names = {run.name for run in sweep_plan.plan(ml_collections.ConfigDict(
+        report_spec.plain(sweep)))}
+    kept = [r for r in runs if r.name in names]
     left = sorted({r.name for r in runs} - {r.name for r in kept})
-    if left:
-        logging.warning("report: %d run(s) in the workdir outside the sweep's declared rates "
-                        "and seeds, left out: %s", len(left), ", ".join(left))
+    if left:  # (a part of a sweep, lm_compare.py:p8/64, leaves out the other parts' runs)
+        shown = ", ".join(left[:5]) + (f" and {len(left) - 5} more" if len(left) > 5 else "")
+        logging.warning("report: %d run(s) in the workdir that the sweep config does not plan "
+                        "(another seed, rate, period or p), left out: %s", len(left), shown)
     return kept
 
 

@@ -304,16 +304,20 @@ def test_a_declared_report_layout_gets_its_tables(tmp_path):
         report_spec.report_spec({"report": {"tables": []}})
 
 
-def test_runs_outside_the_declared_rates_and_seeds_are_left_out(tmp_path):
-    """A probe's rate the grid has since dropped (0.05, the best error here) and a seed the
-    sweep no longer runs stay in the workdir but out of the report: they would enter the
-    per-rate means and win the choice."""
+def test_runs_the_sweep_does_not_plan_are_left_out(tmp_path):
+    """A probe's rate the grid has since dropped (0.05, the best error here), a seed, a
+    period and a p the sweep no longer runs stay in the workdir but out of the report: they
+    would enter the per-rate means and win the choice, or add settings no one declared."""
     root = str(tmp_path)
-    for lr, seed, error in ((0.1, 0, 0.3), (0.2, 0, 0.2), (0.05, 0, 0.01), (0.2, 1, 0.9)):
-        fake_run(root, "eamsgd", 4, 4, lr, seed, ["g"], [0.5, error])
-    sweep = {"threshold": 0.4, "seeds": [0], "report": {"findings": None, "speedup": None},
-             "methods": {"eamsgd": {"config": "default", "learning_rates": [0.1, 0.2]}},
-             "grids": [{"name": "g", "methods": ["eamsgd"], "num_workers": [4]}]}
+    for tau, p, lr, seed, error in ((5, 4, 0.1, 0, 0.3), (5, 4, 0.2, 0, 0.2),
+                                    (5, 4, 0.05, 0, 0.01), (5, 4, 0.2, 1, 0.9),
+                                    (10, 4, 0.2, 0, 0.01), (5, 2, 0.2, 0, 0.01)):
+        fake_run(root, "eamsgd", tau, p, lr, seed, ["g"], [0.5, error])
+    sweep = {"threshold": 0.4, "seeds": [0], "beta": 0.9,
+             "report": {"findings": None, "speedup": None},
+             "methods": {"eamsgd": {"config": "eamsgd_outer", "learning_rates": [0.1, 0.2]}},
+             "grids": [{"name": "g", "methods": ["eamsgd"], "periods": [5],
+                        "num_workers": [4]}]}
     out = report.write_report(root, sweep, plots=False)
     (row,) = out["summary"]
     assert row["chosen_learning_rate"] == 0.2 and row["seeds"] == 1
@@ -321,8 +325,9 @@ def test_runs_outside_the_declared_rates_and_seeds_are_left_out(tmp_path):
     assert len(out["runs"]) == 2
     # A grid's own rates count for its runs; no declared methods: every run.
     sweep["grids"][0]["learning_rates"] = {"eamsgd": [0.05]}
-    assert [r.learning_rate for r in report.declared(report.collect(root), sweep)] == [0.05]
-    assert len(report.declared(report.collect(root), {"seeds": [0]})) == 4
+    assert [r.name for r in report.declared(report.collect(root), sweep)] == [
+        "eamsgd_tau5_p4_lr0.05_seed0"]
+    assert len(report.declared(report.collect(root), {"seeds": [0]})) == 6
 
 
 def test_a_figure_says_why_a_setting_is_not_drawn():
