@@ -255,6 +255,8 @@ def read_runs_csv(path: str, threshold: float, fixed_methods: Sequence[str] = ()
             message=r.get("message", ""), wall_time_s=_cell(r.get("wall_time_s", "")),
             compile_s=_cell(r.get("startup_s", "")) or 0.0,
             bytes_per_step=_cell(r.get("bytes_per_step", "")),
+            optimal_loss=_cell(r.get("optimal_loss", "")),
+            num_classes=_cell(r.get("num_classes", ""), int),
             recorded_best=_cell(r["best_test_error"]) or math.nan,
             recorded_threshold=threshold,
             recorded_to={"steps": _cell(r["steps_to_threshold"]),

@@ -31,7 +31,8 @@ def fmt(value: Any, digits: int = 4) -> str:
 def run_rows(runs: Sequence[RunResult], threshold: float) -> list[Row]:
     """One row per run: its settings (grid tag included), status, errors (the final
     validation error too, nan when not recorded), steps and time to ``threshold``, its
-    simulated time and bytes per step, wall time and startup, its message's first line."""
+    simulated time and bytes per step, wall time and startup, its recorded optimum and number
+    of classes, its message's first line."""
     rows = []
     for r in runs:
         steps, seconds = r.to_threshold(threshold)
@@ -47,6 +48,8 @@ def run_rows(runs: Sequence[RunResult], threshold: float) -> list[Row]:
             "sim_time_s": r.sim_time_s[-1] if r.sim_time_s else None,
             "bytes_per_step": r.bytes_per_step,
             "wall_time_s": r.wall_time_s, "startup_s": r.compile_s, "resumed": r.resumed,
+            # What a failed run's gap or error is counted as (metric.failure_value).
+            "optimal_loss": r.optimal_loss, "num_classes": r.num_classes,
             "message": r.message.splitlines()[0] if r.message else "",
         })
     return rows

@@ -13,7 +13,7 @@ import pytest
 import scipy.stats
 
 from easgd_jax import data
-from easgd_jax.experiments import palette, plots, runs, stats, tables
+from easgd_jax.experiments import metric, palette, plots, runs, stats, tables
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -182,6 +182,22 @@ def test_a_runs_csv_keeps_what_a_validation_choice_and_a_tagged_grid_need(tmp_pa
             for column in ("chosen_learning_rate", "selection", "mean_final_test_error",
                            "mean_final_val_error", "seeds", "failed_seeds"):
                 assert read[column] == pytest.approx(original[column]), (rule, column)
+
+
+def test_a_runs_csv_keeps_what_a_language_models_failed_run_counts_as(tmp_path):
+    """A language-model run's optimum and vocabulary go into runs.csv: a diverged run's gap
+    (ln V - optimum) is known again when the report is read back (before, the lm_compare
+    report could not be read back from its runs.csv: "no run records its optimal_loss")."""
+    members = [dataclasses.replace(_run(lr=lr, seed=0, final=1.2 + lr), optimal_loss=2.6474,
+                                   num_classes=256) for lr in (0.1, 0.3)]
+    members += [dataclasses.replace(_run(lr=1.0, seed=0, status="diverged", test_error=[3.0]),
+                                    optimal_loss=2.6474, num_classes=256)]
+    path = str(tmp_path / "runs.csv")
+    tables.write_csv(path, tables.run_rows(members, 1.25))
+    back = runs.read_runs_csv(path, 1.25)
+    assert [(r.optimal_loss, r.num_classes) for r in back] == [(2.6474, 256)] * 3
+    gap = metric.get("loss_gap")
+    assert gap.failure_value(back) == gap.failure_value(members) == math.log(256) - 2.6474
 
 
 def test_a_p_grid_gets_its_method_by_p_table():
