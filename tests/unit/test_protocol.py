@@ -338,3 +338,27 @@ def test_clock_sensitivity_recomputes_the_recorded_times():
                        eamsgd["bytes_per_step"] * 10)
     assert row["speedup"] == pytest.approx(slow / fast)
     assert row["speedup"] == pytest.approx(2.35, abs=0.005)  # issue 33's figure
+
+
+def test_the_language_model_comparison_reads_back_from_its_runs_csv():
+    """docs/lm_compare/summary.csv (issue 32's table in docs/RESULTS.md) is what its runs.csv
+    gives: the rates chosen on the first seed's validation gap, the means, intervals, failed
+    seeds and times to the threshold, with a failed run counted as the uniform predictor's gap
+    (its optimum read from runs.csv)."""
+    from easgd_jax.experiments.config_files import load_config_file
+
+    sweep = load_config_file("sweeps/lm_compare")
+    recorded = runs.read_runs_csv(os.path.join(ROOT, "docs/lm_compare/runs.csv"),
+                                  sweep.threshold)
+    summary = stats.summarize(recorded, sweep.threshold, stats.grid_selections(sweep), None,
+                              sweep.select_on, sweep.metric)
+    shipped = tables.read_summary_csv(os.path.join(ROOT, "docs/lm_compare/summary.csv"))
+    assert len(summary) == len(shipped) > 0
+    for new, old in zip(summary, shipped, strict=True):
+        assert (new["method"], new["tau"], new["p"]) == (old["method"], old["tau"], old["p"])
+        for key in ("chosen_learning_rate", "mean_final_test_error", "std_final_test_error",
+                    "ci95_low", "ci95_high", "seeds", "failed_seeds", "sim_time_to_threshold_s",
+                    "mean_final_val_error"):
+            assert (new[key] is None) == (old[key] is None), (new["method"], key)
+            if new[key] is not None:
+                assert math.isclose(new[key], old[key], rel_tol=1e-9), (new["method"], key)
