@@ -1,8 +1,8 @@
 """Issue 32, item 5: EASGD and EAMSGD against DiLoCo and its relatives on a language model
-whose best achievable loss is known exactly, with issue 33's protocol. RUN (session 14,
-2026-12-07) at p = 4 for every H and at p = 8 for H = 64 (``lm_compare.py:p8/64``); p = 8 at
-H = 16 and 256 not yet (``lm_compare.py:p8/256``, ``:p8/16``). Results: docs/RESULTS.md,
-"Language models", and docs/lm_compare/.
+whose best achievable loss is known exactly, with issue 33's protocol. RUN whole (sessions
+14 and 15, 2026-12-07): p = 4 and 8 at every H, 5 seeds, 380 runs; p = 8 column by column
+(``lm_compare.py:p8/64``, ``:p8/256``, ``:p8/16``). Results: docs/RESULTS.md, "Language
+models", and docs/lm_compare/.
 
 The methods (p = 4 and 8 workers; H = tau = 16, 64, 256; the data-parallel baselines have no H):
 
@@ -90,8 +90,10 @@ sweep; ``/usr/bin/time`` of the sweep process, one run, compilation and report i
         51 s wall at 32% of a core beside the other sweep; generating the data, compiling
         and the report included); final test gap 1.491 nats/token, validation gap 1.490
 
-``--dry_run`` lists 920 runs (46 settings x 4 rates x 5 seeds); with "first_seed" 46 x (4 +
-4) = 368 train, 184 at p = 8 and 184 at p = 4 (32 of the latter done by the probe). At the
+``--dry_run`` lists 980 runs (46 settings x 4 rates x 5 seeds, and a fifth rate, 0.01, for
+EAMSGD's and EAMSGD-outer's 12 settings); with "first_seed" 46 x (4 + 4) + 12 = 380 train,
+190 at p = 8 and 190 at p = 4 (32 of the latter done by the probe). The estimate below was
+made for the 368 of the four-rate grids. At the
 timed cell's cost for every p = 8 run and the probe's for a p = 4 run (32 runs in 22 min of
 wall on about one core beside another sweep: about 40 CPU-s each), about 184 x 95 + 152 x 40
 = 23,600 CPU-s: about 6.6 CPU-hours, 3.3 hours on the 2 cores (every rate on every seed:
@@ -102,7 +104,9 @@ persistent compilation cache lets the 4 later seeds of a rate skip compiling.
 Measured (session 14, two shards side by side on the 2 cores, niced, beside the test suite
 for 12 minutes): 41.7 s of wall per p = 4 run and 88.3 s per p = 8 run (each run's own
 ``wall_time_s``, about its CPU time), 2.2 hours for the p = 4 grid's 191 runs (the probe's
-included) and 1.8 hours for p = 8 at H = 64 (74 runs): the estimate above held.
+included) and 1.8 hours for p = 8 at H = 64 (74 runs); session 15 ran the other p = 8
+columns: 86.1 s per p = 8 run on average, 4.5 hours for the p = 8 grid's 190 runs, 6.7
+CPU-hours for all 380 (the estimate above held).
 
     python -m easgd_jax.experiments.sweep --config configs/sweeps/lm_compare.py --workdir DIR \\
         --dry_run
