@@ -1,4 +1,4 @@
-"""Time per local step: EAMSGD at several periods vs the no-communication floor and
+r"""Time per local step: EAMSGD at several periods vs the no-communication floor and
 synchronous data-parallel SGD, same model, same p, one process, interleaved.
 
     .venv/bin/python benchmarks/step_cost.py                       # cnn1d, p = 4, 4 devices

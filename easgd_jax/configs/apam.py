@@ -1,4 +1,4 @@
-"""APAM, asynchronous parallel AMSGrad (Xu et al., arXiv 2002.09095): p = 4 workers on
+r"""APAM, asynchronous parallel AMSGrad (Xu et al., arXiv 2002.09095): p = 4 workers on
 MNIST-1D. The master holds x, m, v, v_hat and applies one AMSGrad step per arriving gradient,
 in arrival order, with no delay compensation; each worker computes its gradient at the x it
 last read (easgd_jax/algorithms/adaptive.py).

@@ -1,4 +1,4 @@
-"""Asynchronous DOWNPOUR (the EASGD authors' version, Zhang et al., NIPS 2015, Section 5):
+r"""Asynchronous DOWNPOUR (the EASGD authors' version, Zhang et al., NIPS 2015, Section 5):
 p = 4 workers on MNIST-1D, tau = 1 (asynchronous SGD), under seeded simulated asynchrony.
 
 Worker i: d = -eta g(x_i); acc_i += d; if tau | t_i, the master x~ += acc_i, x_i <- x~,

@@ -1,4 +1,4 @@
-"""Asynchronous EAMSGD (Algorithm 2 of Zhang, Choromanska & LeCun, NIPS 2015): p = 4 workers
+r"""Asynchronous EAMSGD (Algorithm 2 of Zhang, Choromanska & LeCun, NIPS 2015): p = 4 workers
 on MNIST-1D, tau = 10, alpha = 0.9 / p, Nesterov momentum delta = 0.9, under seeded simulated
 asynchrony (per-worker clocks).
 

@@ -1,4 +1,4 @@
-"""Asynchronous EASGD (Algorithm 1 of Zhang, Choromanska & LeCun, NIPS 2015): p = 4 workers on
+r"""Asynchronous EASGD (Algorithm 1 of Zhang, Choromanska & LeCun, NIPS 2015): p = 4 workers on
 MNIST-1D, period tau = 10, alpha = 0.9 / p, under seeded simulated asynchrony.
 
 Worker i, on its own clock t_i: if tau | t_i, x_i <- x_i - alpha (x_i - x~) and the master

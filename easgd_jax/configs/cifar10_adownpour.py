@@ -1,4 +1,4 @@
-"""ADOWNPOUR on CIFAR-10 (the EASGD paper's baseline): DOWNPOUR (tau = 1, p = 4) whose
+r"""ADOWNPOUR on CIFAR-10 (the EASGD paper's baseline): DOWNPOUR (tau = 1, p = 4) whose
 master also keeps the Polyak average z <- (1 - 1/(k+1)) z + 1/(k+1) x~, evaluated on z.
 
 Common setup (7-layer net, 28x28 crops, batch 128, l2 1e-4): configs/cifar10_common.py.

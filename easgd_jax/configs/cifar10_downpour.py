@@ -1,4 +1,4 @@
-"""DOWNPOUR on CIFAR-10 (the EASGD paper's baseline, authors' version): p = 4, tau = 1.
+r"""DOWNPOUR on CIFAR-10 (the EASGD paper's baseline, authors' version): p = 4, tau = 1.
 
 Each worker accumulates its steps -eta g_i; every tau steps the master adds the p
 accumulations and every worker fetches the center. tau = 1 is parameter-server SGD on the

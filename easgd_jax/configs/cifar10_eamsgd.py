@@ -1,4 +1,4 @@
-"""EAMSGD on CIFAR-10 (Zhang et al. 2015, Algorithm 2, Section 5): p = 4, tau = 10,
+r"""EAMSGD on CIFAR-10 (Zhang et al. 2015, Algorithm 2, Section 5): p = 4, tau = 10,
 beta = 0.9, Nesterov momentum delta = 0.99 on each worker.
 
 eta = 0.001: with delta = 0.99 the step is about eta / (1 - delta) = 0.1 per gradient.

@@ -1,4 +1,4 @@
-"""EASGD on CIFAR-10 (Zhang et al. 2015, eqs 5-6, Section 5): p = 4, tau = 10, beta = 0.9.
+r"""EASGD on CIFAR-10 (Zhang et al. 2015, eqs 5-6, Section 5): p = 4, tau = 10, beta = 0.9.
 
     x_i <- x_i - eta g_i - alpha (x_i - x~) [tau | t];  x~ <- x~ + alpha sum_i (x_i - x~) [tau | t]
 

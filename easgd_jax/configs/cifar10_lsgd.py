@@ -1,4 +1,4 @@
-"""LSGD on CIFAR-10 (Teng et al., NeurIPS 2019; not in the EASGD paper): p = 4 workers pulled
+r"""LSGD on CIFAR-10 (Teng et al., NeurIPS 2019; not in the EASGD paper): p = 4 workers pulled
 towards the leader (lowest recent loss) every tau = 4 steps, over Nesterov momentum in torch's
 convention with the authors' CIFAR-10 settings c = 0.1, momentum 0.9, W = 10.
 

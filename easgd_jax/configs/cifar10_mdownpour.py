@@ -1,4 +1,4 @@
-"""MDOWNPOUR on CIFAR-10 (the EASGD paper's baseline): p = 4, Nesterov momentum delta =
+r"""MDOWNPOUR on CIFAR-10 (the EASGD paper's baseline): p = 4, Nesterov momentum delta =
 0.99 on the master, which applies the SUM of the p gradients every step (tau = 1 only).
 
 eta = 0.00025: with delta = 0.99 and the sum of 4 gradients, about 0.1 per mean gradient.

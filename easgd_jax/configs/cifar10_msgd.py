@@ -1,4 +1,4 @@
-"""MSGD on CIFAR-10 (the EASGD paper's sequential baseline, p = 1): Nesterov momentum
+r"""MSGD on CIFAR-10 (the EASGD paper's sequential baseline, p = 1): Nesterov momentum
 delta = 0.99 on one worker, one device.
 
     v <- delta v - eta g(x + delta v);   x <- x + v

@@ -1,4 +1,4 @@
-"""MVADOWNPOUR on CIFAR-10 (the EASGD paper's baseline): DOWNPOUR (tau = 1, p = 4) whose
+r"""MVADOWNPOUR on CIFAR-10 (the EASGD paper's baseline): DOWNPOUR (tau = 1, p = 4) whose
 master also keeps the moving average z <- (1 - a) z + a x~ with the paper's a = 0.001,
 evaluated on z.
 

@@ -1,4 +1,4 @@
-"""Default main job: EAMSGD, p = 4 workers, period tau = 10, on MNIST-1D (embedded data),
+r"""Default main job: EAMSGD, p = 4 workers, period tau = 10, on MNIST-1D (embedded data),
 one worker per simulated CPU device.
 
     python launch.py --config configs/default.py --workdir /tmp/run

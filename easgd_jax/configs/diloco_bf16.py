@@ -1,4 +1,4 @@
-"""DiLoCo with a bfloat16 exchange: p = 4 workers on MNIST-1D, H = 10.
+r"""DiLoCo with a bfloat16 exchange: p = 4 workers on MNIST-1D, H = 10.
 
 DiLoCo (configs/diloco.py) whose one all-reduce per outer step carries the workers'
 displacements from the center cast to bfloat16 (half the bytes: P / H / 2 float32-words

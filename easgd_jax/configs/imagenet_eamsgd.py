@@ -1,4 +1,4 @@
-"""EAMSGD on ImageNet (Zhang et al. 2015, Algorithm 2, Section 5): the paper's 11-layer net
+r"""EAMSGD on ImageNet (Zhang et al. 2015, Algorithm 2, Section 5): the paper's 11-layer net
 (models/paper.py, "imagenet_cnn") on 221x221 crops, p = 4 workers (one per GPU), tau = 10,
 beta = 0.9 (moving_rate = 0.9 / p), Nesterov momentum delta = 0.99, minibatch 128 per
 worker, l2 1e-5, biases initialised to 0.1.

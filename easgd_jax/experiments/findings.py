@@ -1,4 +1,4 @@
-"""The EASGD paper's three qualitative findings, checked on a sweep's summary table.
+r"""The EASGD paper's three qualitative findings, checked on a sweep's summary table.
 
 Zhang, Choromanska & LeCun (NIPS 2015, arXiv 1412.6651), Section 5.2, on CIFAR-10:
 

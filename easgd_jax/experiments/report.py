@@ -1,4 +1,4 @@
-"""The report of a sweep (:mod:`easgd_jax.experiments.sweep`), in the manner of the EASGD
+r"""The report of a sweep (:mod:`easgd_jax.experiments.sweep`), in the manner of the EASGD
 paper's Section 5 (Zhang, Choromanska & LeCun, NIPS 2015, arXiv 1412.6651): the center's
 test error of every method and setting at its chosen learning rate, with the number of runs
 that failed, the time and steps to a threshold error, and the best run (the paper reports the

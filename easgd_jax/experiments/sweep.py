@@ -1,4 +1,4 @@
-"""Sweeps over algorithm x tau x p x learning rate x seed, as in the EASGD paper's experiments
+r"""Sweeps over algorithm x tau x p x learning rate x seed, as in the EASGD paper's experiments
 (Zhang, Choromanska & LeCun, NIPS 2015, arXiv 1412.6651, Section 5: p = 4 with tau in
 {1, 4, 16, 64}, then p in {4, 8, 16} at tau = 10 (EASGD, EAMSGD) and tau = 1 (DOWNPOUR,
 MDOWNPOUR); the best learning rate per method and setting, several runs each).

@@ -1,4 +1,4 @@
-"""The EASGD paper's CIFAR-10 sweep (Zhang, Choromanska & LeCun, NIPS 2015, arXiv 1412.6651,
+r"""The EASGD paper's CIFAR-10 sweep (Zhang, Choromanska & LeCun, NIPS 2015, arXiv 1412.6651,
 Section 5.2) for GPUs, prepared, not run here:
 
     grid "tau": p = 4, tau in {1, 4, 16, 64}: EASGD, EAMSGD, DOWNPOUR, ADOWNPOUR, MVADOWNPOUR,

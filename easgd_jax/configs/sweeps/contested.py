@@ -1,4 +1,4 @@
-"""Issue 33's third pass: the contested cells of the MNIST-1D reproduction
+r"""Issue 33's third pass: the contested cells of the MNIST-1D reproduction
 (docs/RESULTS.md, configs/sweeps/mnist1d_paper.py) again, under the new protocol, before
 anything is widened. Run across two sittings (2026-12-07); results in docs/RESULTS.md and
 docs/contested/.

@@ -1,4 +1,4 @@
-"""Issue 17's comparison of the local-SGD family on MNIST-1D (embedded data, CNN1D, batch 128
+r"""Issue 17's comparison of the local-SGD family on MNIST-1D (embedded data, CNN1D, batch 128
 per worker, 1000 local steps, evaluated every 50), with issue 13's protocol (every
 learning rate on every seed, 3 seeds, failures counted):
 

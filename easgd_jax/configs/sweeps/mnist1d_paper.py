@@ -1,4 +1,4 @@
-"""The EASGD paper's CIFAR-10 protocol (Zhang, Choromanska & LeCun, NIPS 2015, arXiv
+r"""The EASGD paper's CIFAR-10 protocol (Zhang, Choromanska & LeCun, NIPS 2015, arXiv
 1412.6651, Section 5.2) at reduced scale, on MNIST-1D (embedded data, CNN1D, 1000 steps per
 worker):
 

@@ -1,4 +1,4 @@
-"""Issue 33, item 3: the EASGD paper's grids ASYNCHRONOUS, as the paper ran them (Zhang,
+r"""Issue 33, item 3: the EASGD paper's grids ASYNCHRONOUS, as the paper ran them (Zhang,
 Choromanska & LeCun, NIPS 2015, arXiv 1412.6651, Algorithms 1 and 2, Section 5.2):
 EASGD, EAMSGD and DOWNPOUR on the ``simulated_async``
 executor with the ``cluster`` schedule (each worker's steps and exchanges timed by the

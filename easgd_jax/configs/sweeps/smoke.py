@@ -1,4 +1,4 @@
-"""A tiny sweep to check the sweep machinery end to end (EASGD paper, arXiv 1412.6651, Sec. 5,
+r"""A tiny sweep to check the sweep machinery end to end (EASGD paper, arXiv 1412.6651, Sec. 5,
 in miniature): EASGD and DOWNPOUR x tau in {1, 4}, p = 4, one learning rate, one seed, 100
 steps each on MNIST-1D (embedded data).
 
