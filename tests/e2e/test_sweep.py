@@ -624,6 +624,25 @@ def test_first_seed_selection_waits_for_the_first_seed_and_skips_a_diverged_sett
                         "easgd_tau2_p2_lr1e+09_seed1": sweep.NOT_SELECTED}
 
 
+def _stand_in_run_one(order: list[str], signalled: bool):
+    """A stand-in for ``sweep.run_one``: notes the run in ``order``, leaves it finished
+    (final_metrics.json) and, when ``signalled``, records a SIGTERM as the handler would
+    during its final evaluation."""
+    from easgd_jax.training import common
+
+    def run_one(run, workdir_, *args):
+        order.append(run.name)
+        rundir = os.path.join(workdir_, "runs", run.name)
+        os.makedirs(rundir, exist_ok=True)
+        with open(os.path.join(rundir, "final_metrics.json"), "w") as f:
+            json.dump({}, f)
+        if signalled:
+            common.signals_received.append(15)
+        return "finished"
+
+    return run_one
+
+
 def test_a_stop_signal_after_a_runs_last_step_stops_the_sweep_before_the_next_run(
         tmp_path, monkeypatch):
     """A SIGTERM that lands in a run's final evaluation (after its loop's last look) is only
@@ -635,17 +654,7 @@ def test_a_stop_signal_after_a_runs_last_step_stops_the_sweep_before_the_next_ru
     config = _tiny_sweep(seeds=[0])
     config.methods.easgd.learning_rates = [0.1, 0.2]
     order = []
-
-    def fake_run_one(run, workdir_, *args):
-        order.append(run.name)
-        rundir = os.path.join(workdir_, "runs", run.name)
-        os.makedirs(rundir, exist_ok=True)
-        with open(os.path.join(rundir, "final_metrics.json"), "w") as f:
-            json.dump({}, f)
-        common.signals_received.append(15)
-        return "finished"
-
-    monkeypatch.setattr(sweep, "run_one", fake_run_one)
+    monkeypatch.setattr(sweep, "run_one", _stand_in_run_one(order, signalled=True))
     monkeypatch.setattr(common, "signals_received", [])
     statuses = sweep.run_sweep(config, str(tmp_path), report=False)
     assert order == ["easgd_tau2_p2_lr0.1_seed0"]
@@ -662,16 +671,7 @@ def test_the_command_line_exits_75_when_a_stop_signal_stopped_the_sweep(
     from easgd_jax import parallel
     from easgd_jax.training import common
 
-    def fake_run_one(run, workdir_, *args):
-        rundir = os.path.join(workdir_, "runs", run.name)
-        os.makedirs(rundir, exist_ok=True)
-        with open(os.path.join(rundir, "final_metrics.json"), "w") as f:
-            json.dump({}, f)
-        if signalled:
-            common.signals_received.append(15)
-        return "finished"
-
-    monkeypatch.setattr(sweep, "run_one", fake_run_one)
+    monkeypatch.setattr(sweep, "run_one", _stand_in_run_one([], signalled))
     monkeypatch.setattr(sweep, "load_config_file", lambda name: _tiny_sweep() if name == "tiny"
                         else load_config_file(name))  # (the methods' configs too)
     monkeypatch.setattr(parallel, "use_simulated_cpu_devices", lambda _: None)

@@ -216,6 +216,16 @@ def test_a_p_grid_gets_its_method_by_p_table():
     assert "| method | tau 1 | tau 10 |" in tables.by_period_markdown(summary, "pg", 0.2)
 
 
+def _assert_same_columns(summary, shipped, keys) -> None:
+    """Each row of a summary recomputed from runs.csv against the shipped one's: every column
+    of ``keys`` missing in both or equal to 1e-9."""
+    for new, old in zip(summary, shipped, strict=True):
+        for key in keys:
+            assert (new[key] is None) == (old[key] is None), (new["method"], key)
+            if new[key] is not None:
+                assert math.isclose(new[key], old[key], rel_tol=1e-9), (new["method"], key)
+
+
 def test_a_runs_csv_gives_back_its_report_summary():
     """The report read from docs/mnist1d_paper/runs.csv chooses the rates and gives the means
     and times of docs/mnist1d_paper/summary.csv (itself written from it)."""
@@ -224,12 +234,9 @@ def test_a_runs_csv_gives_back_its_report_summary():
     summary = stats.summarize(recorded, 0.2)
     shipped = tables.read_summary_csv(os.path.join(ROOT, "docs/mnist1d_paper/summary.csv"))
     assert len(summary) == len(shipped) == 63
-    for new, old in zip(summary, shipped, strict=True):
-        for key in ("chosen_learning_rate", "mean_final_test_error", "steps_to_threshold",
-                    "sim_time_to_threshold_s", "best_test_error", "reached_threshold"):
-            assert (new[key] is None) == (old[key] is None), (new["method"], key)
-            if new[key] is not None:
-                assert math.isclose(new[key], old[key], rel_tol=1e-9), (new["method"], key)
+    _assert_same_columns(summary, shipped, (
+        "chosen_learning_rate", "mean_final_test_error", "steps_to_threshold",
+        "sim_time_to_threshold_s", "best_test_error", "reached_threshold"))
     with pytest.raises(ValueError, match="records the steps to 0.2"):
         recorded[0].to_threshold(0.1)
     # APAM's runs record no simulated time: "not recorded", not "not reached" (3/3 reached).
@@ -356,9 +363,6 @@ def test_the_language_model_comparison_reads_back_from_its_runs_csv():
     assert len(summary) == len(shipped) > 0
     for new, old in zip(summary, shipped, strict=True):
         assert (new["method"], new["tau"], new["p"]) == (old["method"], old["tau"], old["p"])
-        for key in ("chosen_learning_rate", "mean_final_test_error", "std_final_test_error",
-                    "ci95_low", "ci95_high", "seeds", "failed_seeds", "sim_time_to_threshold_s",
-                    "mean_final_val_error"):
-            assert (new[key] is None) == (old[key] is None), (new["method"], key)
-            if new[key] is not None:
-                assert math.isclose(new[key], old[key], rel_tol=1e-9), (new["method"], key)
+    _assert_same_columns(summary, shipped, (
+        "chosen_learning_rate", "mean_final_test_error", "std_final_test_error", "ci95_low",
+        "ci95_high", "seeds", "failed_seeds", "sim_time_to_threshold_s", "mean_final_val_error"))
